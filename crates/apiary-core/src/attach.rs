@@ -1,0 +1,287 @@
+//! Attach specs: where a loaded program should run. One enum variant per hook; the data each
+//! hook needs lives in its variant, so adding a hook means one variant and one kernel file.
+
+use crate::program::ProgramType;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Driver mode, falling back to generic (skb) mode where the driver has no XDP support,
+    /// as `ip link set xdp` does.
+    #[default]
+    Auto,
+    Drv,
+    Skb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcDirection {
+    Ingress,
+    Egress,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDirection {
+    Ingress,
+    Egress,
+}
+
+/// The kernel's software perf events that a `perf-event` program can be driven by (hardware
+/// events are often absent in VMs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SoftwareEvent {
+    CpuClock,
+    TaskClock,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum AttachSpec {
+    Tracepoint {
+        /// `category/name`, e.g. `syscalls/sys_enter_getppid`.
+        tracepoint: String,
+    },
+    RawTracepoint {
+        tracepoint: String,
+    },
+    /// The target is fixed at load time by the section name (`tp_btf/sched_switch`).
+    TpBtf,
+    Xdp {
+        iface: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<PathBuf>,
+        #[serde(default)]
+        mode: XdpMode,
+    },
+    Tc {
+        iface: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<PathBuf>,
+        direction: TcDirection,
+    },
+    Tcx {
+        iface: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<PathBuf>,
+        direction: TcDirection,
+        priority: u32,
+    },
+    Uprobe {
+        /// A path, or a library name resolved like the dynamic loader does (`libc`).
+        target: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fn_name: Option<String>,
+        #[serde(default)]
+        offset: u64,
+        #[serde(default)]
+        retprobe: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<i32>,
+    },
+    Kprobe {
+        fn_name: String,
+        #[serde(default)]
+        offset: u64,
+        #[serde(default)]
+        retprobe: bool,
+    },
+    CgroupSkb {
+        cgroup: PathBuf,
+        direction: CgroupDirection,
+    },
+    CgroupSock {
+        cgroup: PathBuf,
+    },
+    PerfEvent {
+        event: SoftwareEvent,
+        /// Samples per second on each CPU.
+        frequency: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpu: Option<u32>,
+    },
+    /// Targets for fentry/fexit/lsm come from the section name at load time.
+    Fentry,
+    Fexit,
+    Lsm,
+}
+
+impl AttachSpec {
+    /// The program type this attach point takes.
+    pub fn program_type(&self) -> ProgramType {
+        match self {
+            AttachSpec::Tracepoint { .. } => ProgramType::Tracepoint,
+            AttachSpec::RawTracepoint { .. } => ProgramType::RawTracepoint,
+            AttachSpec::TpBtf => ProgramType::TpBtf,
+            AttachSpec::Xdp { .. } => ProgramType::Xdp,
+            AttachSpec::Tc { .. } => ProgramType::Tc,
+            AttachSpec::Tcx { .. } => ProgramType::Tcx,
+            AttachSpec::Uprobe { .. } => ProgramType::Uprobe,
+            AttachSpec::Kprobe { .. } => ProgramType::Kprobe,
+            AttachSpec::CgroupSkb { .. } => ProgramType::CgroupSkb,
+            AttachSpec::CgroupSock { .. } => ProgramType::CgroupSock,
+            AttachSpec::PerfEvent { .. } => ProgramType::PerfEvent,
+            AttachSpec::Fentry => ProgramType::Fentry,
+            AttachSpec::Fexit => ProgramType::Fexit,
+            AttachSpec::Lsm => ProgramType::Lsm,
+        }
+    }
+
+    /// Check what can be checked without the kernel.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            AttachSpec::Tracepoint { tracepoint } => {
+                let mut parts = tracepoint.split('/');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(c), Some(n), None) if valid_tp_part(c) && valid_tp_part(n) => Ok(()),
+                    _ => Err(format!(
+                        "invalid tracepoint {tracepoint:?}: expected CATEGORY/NAME, e.g. syscalls/sys_enter_getppid"
+                    )),
+                }
+            }
+            AttachSpec::RawTracepoint { tracepoint } => {
+                if valid_tp_part(tracepoint) {
+                    Ok(())
+                } else {
+                    Err(format!("invalid raw tracepoint name {tracepoint:?}"))
+                }
+            }
+            AttachSpec::Xdp { iface, .. }
+            | AttachSpec::Tc { iface, .. }
+            | AttachSpec::Tcx { iface, .. } => validate_iface(iface),
+            AttachSpec::Uprobe { target, fn_name, offset, .. } => {
+                if target.is_empty() {
+                    return Err("uprobe target is empty: give a path or a library name".into());
+                }
+                if fn_name.is_none() && *offset == 0 {
+                    return Err("uprobe needs --fn-name or a non-zero --offset".into());
+                }
+                Ok(())
+            }
+            AttachSpec::Kprobe { fn_name, .. } => {
+                if fn_name.is_empty() {
+                    Err("kprobe needs --fn-name".into())
+                } else {
+                    Ok(())
+                }
+            }
+            AttachSpec::PerfEvent { frequency, .. } => {
+                if *frequency == 0 {
+                    Err("perf-event frequency must be at least 1".into())
+                } else {
+                    Ok(())
+                }
+            }
+            AttachSpec::TpBtf
+            | AttachSpec::CgroupSkb { .. }
+            | AttachSpec::CgroupSock { .. }
+            | AttachSpec::Fentry
+            | AttachSpec::Fexit
+            | AttachSpec::Lsm => Ok(()),
+        }
+    }
+
+    /// A short human description of the attach point, for tables.
+    pub fn describe(&self) -> String {
+        let ns = |n: &Option<PathBuf>| match n {
+            Some(p) => format!(" netns={}", p.display()),
+            None => String::new(),
+        };
+        match self {
+            AttachSpec::Tracepoint { tracepoint } => format!("tracepoint {tracepoint}"),
+            AttachSpec::RawTracepoint { tracepoint } => format!("raw_tp {tracepoint}"),
+            AttachSpec::TpBtf => "tp_btf".into(),
+            AttachSpec::Xdp { iface, netns, mode } => {
+                format!("xdp {iface}{} mode={mode:?}", ns(netns)).to_lowercase()
+            }
+            AttachSpec::Tc { iface, netns, direction } => {
+                format!("tc {iface} {}{}", dir_name(*direction), ns(netns))
+            }
+            AttachSpec::Tcx { iface, netns, direction, priority } => {
+                format!("tcx {iface} {} prio={priority}{}", dir_name(*direction), ns(netns))
+            }
+            AttachSpec::Uprobe { target, fn_name, offset, retprobe, pid } => {
+                let kind = if *retprobe { "uretprobe" } else { "uprobe" };
+                let f = fn_name.as_deref().unwrap_or("");
+                let p = pid.map(|p| format!(" pid={p}")).unwrap_or_default();
+                format!("{kind} {target}:{f}+{offset:#x}{p}")
+            }
+            AttachSpec::Kprobe { fn_name, offset, retprobe } => {
+                let kind = if *retprobe { "kretprobe" } else { "kprobe" };
+                format!("{kind} {fn_name}+{offset:#x}")
+            }
+            AttachSpec::CgroupSkb { cgroup, direction } => {
+                let d = match direction {
+                    CgroupDirection::Ingress => "ingress",
+                    CgroupDirection::Egress => "egress",
+                };
+                format!("cgroup_skb {} {d}", cgroup.display())
+            }
+            AttachSpec::CgroupSock { cgroup } => format!("cgroup_sock {}", cgroup.display()),
+            AttachSpec::PerfEvent { event, frequency, cpu } => {
+                let c = cpu.map(|c| format!(" cpu={c}")).unwrap_or_default();
+                format!("perf_event {event:?} {frequency}Hz{c}").to_lowercase()
+            }
+            AttachSpec::Fentry => "fentry".into(),
+            AttachSpec::Fexit => "fexit".into(),
+            AttachSpec::Lsm => "lsm".into(),
+        }
+    }
+}
+
+pub fn dir_name(d: TcDirection) -> &'static str {
+    match d {
+        TcDirection::Ingress => "ingress",
+        TcDirection::Egress => "egress",
+    }
+}
+
+impl fmt::Display for AttachSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+fn valid_tp_part(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+/// Interface names are at most 15 bytes (IFNAMSIZ - 1) and contain no '/' or whitespace.
+pub fn validate_iface(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 || name.contains('/') || name.chars().any(char::is_whitespace) {
+        Err(format!("invalid interface name {name:?}"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        assert!(AttachSpec::Tracepoint { tracepoint: "syscalls/sys_enter_getppid".into() }
+            .validate()
+            .is_ok());
+        assert!(AttachSpec::Tracepoint { tracepoint: "nocategory".into() }.validate().is_err());
+        assert!(validate_iface("veth0").is_ok());
+        assert!(validate_iface("a-very-long-interface-name").is_err());
+        let u = AttachSpec::Uprobe { target: "libc".into(), fn_name: None, offset: 0, retprobe: false, pid: None };
+        assert!(u.validate().unwrap_err().contains("--fn-name"));
+    }
+
+    #[test]
+    fn json_is_stable() {
+        let s = AttachSpec::Tcx { iface: "veth0".into(), netns: None, direction: TcDirection::Ingress, priority: 5 };
+        let j = serde_json::to_string(&s).unwrap();
+        assert_eq!(j, r#"{"type":"tcx","iface":"veth0","direction":"ingress","priority":5}"#);
+        let back: AttachSpec = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,15 @@
+//! apiary-core: the pure part of apiary. Identifiers, program and attach specs, validation,
+//! BTF and ELF reading, paths derived from a root. No I/O and no libbpf here, so almost all of
+//! the rules can be unit-tested without root.
+
+pub mod attach;
+pub mod btf;
+pub mod elf;
+pub mod ids;
+pub mod parse;
+pub mod paths;
+pub mod program;
+
+pub use attach::{AttachSpec, CgroupDirection, TcDirection, XdpMode};
+pub use ids::{LinkId, ProgramId};
+pub use program::ProgramType;
