@@ -1,1 +1,31 @@
+//! apiary-kernel: the only crate that talks to the kernel. libbpf-rs/libbpf-sys for loading,
+//! raw BPF syscalls for everything done on objects another process loaded (attach by fd,
+//! pinning, info), netns switching, and one file per hook under `attach/`.
 
+pub mod attach;
+pub mod error;
+mod logcap;
+pub mod loader;
+pub mod maps;
+pub mod netns;
+pub mod sys;
+
+pub use attach::{attach, Attachment, AttachContext, TcFilter, TcxAnchor};
+pub use error::{KernelError, Result};
+pub use loader::{load, GlobalPatch, LoadRequest, LoadedObject, ProgramSelect};
+
+/// Whether bpffs is mounted at (or above) `path`.
+pub fn is_bpffs(path: &std::path::Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let mut p = path.to_path_buf();
+    loop {
+        if p.exists() {
+            return nix::sys::statfs::statfs(&p)
+                .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+                .unwrap_or(false);
+        }
+        if !p.pop() {
+            return false;
+        }
+    }
+}

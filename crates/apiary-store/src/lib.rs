@@ -1,1 +1,359 @@
+//! apiary-store: the SQLite file that records what apiary manages (desired state) and what it
+//! observed in the kernel when it made it. Several processes open it at once (CLI runs, the
+//! daemon), so it runs in WAL mode with a busy timeout, and every multi-row change is one
+//! transaction. Object bytes are kept so that programs can be restored after bpffs is wiped.
 
+mod schema;
+
+use apiary_core::{AttachSpec, LinkId, ProgramId, ProgramType};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("store {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store: bad JSON in column {column}: {source}")]
+    Json { column: &'static str, source: serde_json::Error },
+    #[error("store {path} has schema version {found}, newer than this apiary ({supported}); upgrade apiary")]
+    TooNew { path: PathBuf, found: i64, supported: i64 },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GlobalRecord {
+    pub name: String,
+    pub section: String,
+    pub offset: usize,
+    pub hex: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgramRecord {
+    pub id: ProgramId,
+    pub name: String,
+    pub prog_type: ProgramType,
+    pub section: String,
+    pub source: String,
+    pub object_sha256: String,
+    pub kernel_id: u32,
+    pub tag: String,
+    pub map_owner_id: Option<ProgramId>,
+    pub globals: Vec<GlobalRecord>,
+    pub metadata: BTreeMap<String, String>,
+    pub loaded_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MapRecord {
+    pub id: i64,
+    pub owner_id: ProgramId,
+    pub name: String,
+    pub map_type: String,
+    pub kernel_id: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkRecord {
+    pub id: LinkId,
+    pub program_id: ProgramId,
+    pub spec: AttachSpec,
+    pub kernel_link_ids: Vec<u32>,
+    /// Attach-specific state the kernel does not keep as a link (legacy TC handle/priority).
+    pub extra: Option<serde_json::Value>,
+    pub created_at: String,
+}
+
+/// A program about to be recorded; the store assigns its id.
+#[derive(Debug, Clone)]
+pub struct NewProgram<'a> {
+    pub name: &'a str,
+    pub prog_type: ProgramType,
+    pub section: &'a str,
+    pub source: &'a str,
+    pub object_sha256: &'a str,
+    pub map_owner_id: Option<ProgramId>,
+    pub globals: &'a [GlobalRecord],
+    pub metadata: &'a BTreeMap<String, String>,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(s: &str, column: &'static str) -> Result<T> {
+    serde_json::from_str(s).map_err(|source| StoreError::Json { column, source })
+}
+
+impl Store {
+    pub fn open(state_dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|source| StoreError::StateDir { path: state_dir.to_path_buf(), source })?;
+        let path = state_dir.join("apiary.db");
+        let open = |p: &Path| -> rusqlite::Result<Connection> {
+            let conn = Connection::open(p)?;
+            conn.busy_timeout(Duration::from_secs(60))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            Ok(conn)
+        };
+        let mut conn = open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        schema::migrate(&mut conn, &path)?;
+        Ok(Store { conn, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` in one write transaction (taken immediately, so concurrent writers queue on the
+    /// busy timeout instead of failing on upgrade).
+    pub fn write<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let v = f(&tx)?;
+        tx.commit()?;
+        Ok(v)
+    }
+
+    pub fn read(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+// Queries take a `&Connection` so they work both inside a transaction and outside one
+// (a `Transaction` derefs to `Connection`).
+
+pub fn put_object(c: &Connection, sha256: &str, bytes: &[u8]) -> Result<()> {
+    c.execute("INSERT OR IGNORE INTO objects (sha256, bytes) VALUES (?1, ?2)", params![sha256, bytes])?;
+    Ok(())
+}
+
+pub fn get_object(c: &Connection, sha256: &str) -> Result<Option<Vec<u8>>> {
+    Ok(c.query_row("SELECT bytes FROM objects WHERE sha256 = ?1", [sha256], |r| r.get(0)).optional()?)
+}
+
+/// Insert a program row; the kernel id and tag are filled in by `set_program_kernel`.
+pub fn insert_program(c: &Connection, p: &NewProgram<'_>) -> Result<ProgramId> {
+    c.execute(
+        "INSERT INTO programs (name, prog_type, section, source, object_sha256, kernel_id, tag, map_owner_id, globals, metadata, loaded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, '', ?6, ?7, ?8, ?9)",
+        params![
+            p.name,
+            p.prog_type.name(),
+            p.section,
+            p.source,
+            p.object_sha256,
+            p.map_owner_id.map(|i| i.0),
+            json(&p.globals),
+            json(&p.metadata),
+            now()
+        ],
+    )?;
+    Ok(ProgramId(c.last_insert_rowid()))
+}
+
+pub fn set_program_kernel(c: &Connection, id: ProgramId, kernel_id: u32, tag: &str) -> Result<()> {
+    c.execute("UPDATE programs SET kernel_id = ?2, tag = ?3 WHERE id = ?1", params![id.0, kernel_id, tag])?;
+    Ok(())
+}
+
+const PROGRAM_COLS: &str = "id, name, prog_type, section, source, object_sha256, kernel_id, tag, map_owner_id, globals, metadata, loaded_at";
+
+fn program_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ProgramRecord, String, String)> {
+    let ty: String = r.get(2)?;
+    let prog_type = ProgramType::parse_user(&ty).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
+    })?;
+    Ok((
+        ProgramRecord {
+            id: ProgramId(r.get(0)?),
+            name: r.get(1)?,
+            prog_type,
+            section: r.get(3)?,
+            source: r.get(4)?,
+            object_sha256: r.get(5)?,
+            kernel_id: r.get(6)?,
+            tag: r.get(7)?,
+            map_owner_id: r.get::<_, Option<i64>>(8)?.map(ProgramId),
+            globals: Vec::new(),
+            metadata: BTreeMap::new(),
+            loaded_at: r.get(11)?,
+        },
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
+fn finish_program(row: (ProgramRecord, String, String)) -> Result<ProgramRecord> {
+    let (mut p, globals, metadata) = row;
+    p.globals = from_json(&globals, "programs.globals")?;
+    p.metadata = from_json(&metadata, "programs.metadata")?;
+    Ok(p)
+}
+
+pub fn get_program(c: &Connection, id: ProgramId) -> Result<Option<ProgramRecord>> {
+    let row = c
+        .query_row(&format!("SELECT {PROGRAM_COLS} FROM programs WHERE id = ?1"), [id.0], program_row)
+        .optional()?;
+    row.map(finish_program).transpose()
+}
+
+pub fn list_programs(c: &Connection) -> Result<Vec<ProgramRecord>> {
+    let mut stmt = c.prepare_cached(&format!("SELECT {PROGRAM_COLS} FROM programs ORDER BY id"))?;
+    let rows = stmt.query_map([], program_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(finish_program(r?)?);
+    }
+    Ok(out)
+}
+
+pub fn delete_program(c: &Connection, id: ProgramId) -> Result<()> {
+    c.execute("DELETE FROM program_maps WHERE program_id = ?1", [id.0])?;
+    c.execute("DELETE FROM program_maps WHERE map_id IN (SELECT id FROM maps WHERE owner_id = ?1)", [id.0])?;
+    c.execute("DELETE FROM maps WHERE owner_id = ?1", [id.0])?;
+    c.execute("DELETE FROM links WHERE program_id = ?1", [id.0])?;
+    c.execute("DELETE FROM programs WHERE id = ?1", [id.0])?;
+    // Objects no program refers to any more are dropped with the last program.
+    c.execute("DELETE FROM objects WHERE sha256 NOT IN (SELECT object_sha256 FROM programs)", [])?;
+    Ok(())
+}
+
+pub fn insert_map(c: &Connection, m: &MapRecord) -> Result<i64> {
+    c.execute(
+        "INSERT INTO maps (owner_id, name, map_type, kernel_id, key_size, value_size, max_entries) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![m.owner_id.0, m.name, m.map_type, m.kernel_id, m.key_size, m.value_size, m.max_entries],
+    )?;
+    Ok(c.last_insert_rowid())
+}
+
+pub fn add_program_map(c: &Connection, program: ProgramId, map_id: i64) -> Result<()> {
+    c.execute("INSERT OR IGNORE INTO program_maps (program_id, map_id) VALUES (?1, ?2)", params![program.0, map_id])?;
+    Ok(())
+}
+
+fn map_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MapRecord> {
+    Ok(MapRecord {
+        id: r.get(0)?,
+        owner_id: ProgramId(r.get(1)?),
+        name: r.get(2)?,
+        map_type: r.get(3)?,
+        kernel_id: r.get(4)?,
+        key_size: r.get(5)?,
+        value_size: r.get(6)?,
+        max_entries: r.get(7)?,
+    })
+}
+
+const MAP_COLS: &str = "m.id, m.owner_id, m.name, m.map_type, m.kernel_id, m.key_size, m.value_size, m.max_entries";
+
+/// Maps a program uses (its own and shared ones).
+pub fn maps_of_program(c: &Connection, id: ProgramId) -> Result<Vec<MapRecord>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {MAP_COLS} FROM maps m JOIN program_maps pm ON pm.map_id = m.id WHERE pm.program_id = ?1 ORDER BY m.id"
+    ))?;
+    let rows = stmt.query_map([id.0], map_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn maps_owned_by(c: &Connection, id: ProgramId) -> Result<Vec<MapRecord>> {
+    let mut stmt = c.prepare_cached(&format!("SELECT {MAP_COLS} FROM maps m WHERE m.owner_id = ?1 ORDER BY m.id"))?;
+    let rows = stmt.query_map([id.0], map_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn list_maps(c: &Connection) -> Result<Vec<MapRecord>> {
+    let mut stmt = c.prepare_cached(&format!("SELECT {MAP_COLS} FROM maps m ORDER BY m.id"))?;
+    let rows = stmt.query_map([], map_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Other programs that use maps owned by `id`.
+pub fn map_borrowers(c: &Connection, id: ProgramId) -> Result<Vec<ProgramId>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT DISTINCT pm.program_id FROM program_maps pm JOIN maps m ON m.id = pm.map_id
+         WHERE m.owner_id = ?1 AND pm.program_id != ?1 ORDER BY pm.program_id",
+    )?;
+    let rows = stmt.query_map([id.0], |r| Ok(ProgramId(r.get(0)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn insert_link(c: &Connection, program: ProgramId, spec: &AttachSpec) -> Result<LinkId> {
+    c.execute(
+        "INSERT INTO links (program_id, spec, kernel_link_ids, extra, created_at) VALUES (?1, ?2, '[]', NULL, ?3)",
+        params![program.0, json(spec), now()],
+    )?;
+    Ok(LinkId(c.last_insert_rowid()))
+}
+
+pub fn set_link_kernel(c: &Connection, id: LinkId, kernel_ids: &[u32], extra: Option<&serde_json::Value>) -> Result<()> {
+    c.execute(
+        "UPDATE links SET kernel_link_ids = ?2, extra = ?3 WHERE id = ?1",
+        params![id.0, json(&kernel_ids), extra.map(json)],
+    )?;
+    Ok(())
+}
+
+fn link_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, String, String, Option<String>, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn finish_link(row: (i64, i64, String, String, Option<String>, String)) -> Result<LinkRecord> {
+    let (id, program_id, spec, kids, extra, created_at) = row;
+    Ok(LinkRecord {
+        id: LinkId(id),
+        program_id: ProgramId(program_id),
+        spec: from_json(&spec, "links.spec")?,
+        kernel_link_ids: from_json(&kids, "links.kernel_link_ids")?,
+        extra: extra.map(|e| from_json(&e, "links.extra")).transpose()?,
+        created_at,
+    })
+}
+
+const LINK_COLS: &str = "id, program_id, spec, kernel_link_ids, extra, created_at";
+
+pub fn get_link(c: &Connection, id: LinkId) -> Result<Option<LinkRecord>> {
+    let row = c.query_row(&format!("SELECT {LINK_COLS} FROM links WHERE id = ?1"), [id.0], link_row).optional()?;
+    row.map(finish_link).transpose()
+}
+
+pub fn list_links(c: &Connection, program: Option<ProgramId>) -> Result<Vec<LinkRecord>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {LINK_COLS} FROM links WHERE ?1 IS NULL OR program_id = ?1 ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([program.map(|p| p.0)], link_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(finish_link(r?)?);
+    }
+    Ok(out)
+}
+
+pub fn delete_link(c: &Connection, id: LinkId) -> Result<()> {
+    c.execute("DELETE FROM links WHERE id = ?1", [id.0])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,47 @@
+//! cgroup hooks through bpf_links on a cgroup v2 directory.
+
+use crate::error::{KernelError, Result};
+use crate::sys;
+use apiary_core::CgroupDirection;
+use std::fs::File;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+fn open_cgroup(path: &Path) -> Result<File> {
+    let f = File::open(path).map_err(|e| KernelError::TargetNotFound {
+        target: format!("cgroup {}", path.display()),
+        reason: format!("{e} (give a cgroup v2 directory, e.g. /sys/fs/cgroup/unified/NAME)"),
+    })?;
+    if !path.is_dir() {
+        return Err(KernelError::TargetNotFound {
+            target: format!("cgroup {}", path.display()),
+            reason: "not a directory".into(),
+        });
+    }
+    Ok(f)
+}
+
+fn link(prog: BorrowedFd<'_>, path: &Path, attach_type: libbpf_sys::bpf_attach_type, what: &str) -> Result<OwnedFd> {
+    let cg = open_cgroup(path)?;
+    let opts = libbpf_sys::bpf_link_create_opts::default();
+    sys::link_create(prog, cg.as_raw_fd(), attach_type, &opts, &format!("attach {what} to {}", path.display()))
+        .map_err(|e| match e.errno() {
+            Some(libc::EBADF) => KernelError::TargetNotFound {
+                target: format!("cgroup {}", path.display()),
+                reason: "not a cgroup v2 directory".into(),
+            },
+            _ => e,
+        })
+}
+
+pub(super) fn skb(prog: BorrowedFd<'_>, path: &Path, d: CgroupDirection) -> Result<OwnedFd> {
+    let t = match d {
+        CgroupDirection::Ingress => libbpf_sys::BPF_CGROUP_INET_INGRESS,
+        CgroupDirection::Egress => libbpf_sys::BPF_CGROUP_INET_EGRESS,
+    };
+    link(prog, path, t, "cgroup_skb")
+}
+
+pub(super) fn sock_create(prog: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd> {
+    link(prog, path, libbpf_sys::BPF_CGROUP_INET_SOCK_CREATE, "cgroup/sock_create")
+}

@@ -1,0 +1,73 @@
+//! Attaching a loaded program (by fd, so any process can do it) to its hook. One file per
+//! hook; this module only dispatches on the spec and defines what an attachment is.
+
+mod cgroup;
+mod perf;
+mod probe;
+mod tc;
+mod tcx;
+mod tracing;
+mod xdp;
+
+pub use probe::resolve_uprobe_target;
+pub use tc::detach_tc_filter;
+pub use tcx::TcxAnchor;
+
+use crate::error::Result;
+use apiary_core::{AttachSpec, TcDirection};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+
+/// What an attach produced in the kernel.
+#[derive(Debug)]
+pub enum Attachment {
+    /// bpf_links; pinning them keeps the program attached after the process exits.
+    Links(Vec<OwnedFd>),
+    /// A legacy TC filter is not a link: it lives in the clsact qdisc until deleted.
+    TcFilter(TcFilter),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TcFilter {
+    pub iface: String,
+    pub netns: Option<PathBuf>,
+    pub ifindex: u32,
+    pub direction: TcDirection,
+    pub handle: u32,
+    pub priority: u32,
+}
+
+/// Everything an attach may need beyond the spec.
+#[derive(Debug, Clone, Default)]
+pub struct AttachContext {
+    /// For TCX: where to insert relative to existing links, so priorities hold.
+    pub tcx_anchor: Option<TcxAnchor>,
+}
+
+pub fn attach(prog: BorrowedFd<'_>, spec: &AttachSpec, ctx: &AttachContext) -> Result<Attachment> {
+    let links = match spec {
+        AttachSpec::Tracepoint { tracepoint } => vec![perf::tracepoint(prog, tracepoint)?],
+        AttachSpec::RawTracepoint { tracepoint } => vec![tracing::raw_tracepoint(prog, tracepoint)?],
+        AttachSpec::TpBtf => vec![tracing::btf_target(prog, "tp_btf")?],
+        AttachSpec::Fentry => vec![tracing::btf_target(prog, "fentry")?],
+        AttachSpec::Fexit => vec![tracing::btf_target(prog, "fexit")?],
+        AttachSpec::Lsm => vec![tracing::btf_target(prog, "lsm")?],
+        AttachSpec::Xdp { iface, netns, mode } => vec![xdp::attach(prog, iface, netns.as_deref(), *mode)?],
+        AttachSpec::Tc { iface, netns, direction } => {
+            return Ok(Attachment::TcFilter(tc::attach(prog, iface, netns.as_deref(), *direction)?))
+        }
+        AttachSpec::Tcx { iface, netns, direction, .. } => {
+            vec![tcx::attach(prog, iface, netns.as_deref(), *direction, ctx.tcx_anchor)?]
+        }
+        AttachSpec::Uprobe { target, fn_name, offset, retprobe, pid } => {
+            vec![probe::uprobe(prog, target, fn_name.as_deref(), *offset, *retprobe, *pid)?]
+        }
+        AttachSpec::Kprobe { fn_name, offset, retprobe } => {
+            vec![probe::kprobe(prog, fn_name, *offset, *retprobe)?]
+        }
+        AttachSpec::CgroupSkb { cgroup, direction } => vec![cgroup::skb(prog, cgroup, *direction)?],
+        AttachSpec::CgroupSock { cgroup } => vec![cgroup::sock_create(prog, cgroup)?],
+        AttachSpec::PerfEvent { event, frequency, cpu } => perf::software(prog, *event, *frequency, *cpu)?,
+    };
+    Ok(Attachment::Links(links))
+}

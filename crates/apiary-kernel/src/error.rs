@@ -1,0 +1,106 @@
+//! Kernel-side errors. Each variant carries what a user needs to act on it.
+
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("cannot read object file {path}: {source}")]
+    ReadObject { path: PathBuf, source: io::Error },
+
+    #[error("{path} is not a BPF object file: {reason}")]
+    NotBpfObject { path: String, reason: String },
+
+    #[error("program {name:?} not found in {object}; it contains: {available}")]
+    UnknownProgram { name: String, object: String, available: String },
+
+    #[error("program {name:?} is in section {section:?}, which is {actual}, not {requested}")]
+    TypeMismatch { name: String, section: String, actual: String, requested: String },
+
+    #[error("global {name:?} not found in the object's .rodata/.data/.bss; it has: {available}")]
+    UnknownGlobal { name: String, available: String },
+
+    #[error("global {name:?}: {reason}")]
+    BadGlobal { name: String, reason: String },
+
+    #[error("map {name:?}: {reason}")]
+    MapReuse { name: String, reason: String },
+
+    #[error("the verifier rejected program {program:?}:\n{verifier_log}")]
+    Verifier { program: String, verifier_log: String },
+
+    #[error("loading program {program:?} failed: {source}{}", hint_suffix(.hint))]
+    Load { program: String, source: io::Error, hint: Option<String> },
+
+    #[error("{feature} is not supported by this kernel: {reason}")]
+    NotSupported { feature: String, reason: String },
+
+    #[error("interface {name:?} does not exist{}", netns_suffix(.netns))]
+    UnknownInterface { name: String, netns: Option<PathBuf> },
+
+    #[error("network namespace {path}: {reason}")]
+    BadNetns { path: PathBuf, reason: String },
+
+    #[error("attach target {target} not found: {reason}")]
+    TargetNotFound { target: String, reason: String },
+
+    #[error("{hook} is already in use: {reason}")]
+    HookBusy { hook: String, reason: String },
+
+    #[error("{call} failed: {source}")]
+    Syscall { call: String, source: io::Error },
+
+    #[error("{op}: {source}")]
+    Libbpf { op: String, source: libbpf_rs::Error },
+
+    #[error("kernel object {what} not found")]
+    NotFound { what: String },
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn netns_suffix(n: &Option<PathBuf>) -> String {
+    match n {
+        Some(p) => format!(" in network namespace {}", p.display()),
+        None => String::new(),
+    }
+}
+
+fn hint_suffix(h: &Option<String>) -> String {
+    match h {
+        Some(h) => format!(" ({h})"),
+        None => String::new(),
+    }
+}
+
+impl KernelError {
+    pub fn syscall(call: impl Into<String>, source: io::Error) -> Self {
+        KernelError::Syscall { call: call.into(), source }
+    }
+
+    pub fn libbpf(op: impl Into<String>, source: libbpf_rs::Error) -> Self {
+        KernelError::Libbpf { op: op.into(), source }
+    }
+
+    /// The errno behind this error, when there is one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            KernelError::Syscall { source, .. } | KernelError::Load { source, .. } => {
+                source.raw_os_error()
+            }
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = KernelError> = std::result::Result<T, E>;
+
+/// Turn a libbpf-style negative return into an io::Error.
+pub(crate) fn check(ret: i32, call: &str) -> Result<i32> {
+    if ret < 0 {
+        Err(KernelError::syscall(call, io::Error::from_raw_os_error(-ret)))
+    } else {
+        Ok(ret)
+    }
+}

@@ -1,0 +1,354 @@
+//! Loading objects with libbpf: open, choose programs, patch globals, reuse maps, load, and hand
+//! back the kernel objects so the manager can pin and record them. Loading is all-or-nothing:
+//! until the caller pins something, dropping a `LoadedObject` releases everything.
+
+use crate::error::{KernelError, Result};
+use crate::logcap;
+use crate::sys::{self, MapInfo};
+use apiary_core::ProgramType;
+use libbpf_rs::{MapCore, Object, ObjectBuilder};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+/// A program the user asked for: `--programs TYPE:NAME`.
+#[derive(Debug, Clone)]
+pub struct ProgramSelect {
+    pub ty: Option<ProgramType>,
+    pub name: String,
+}
+
+/// Bytes to write at `offset` of the data section `section` before loading.
+#[derive(Debug, Clone)]
+pub struct GlobalPatch {
+    pub name: String,
+    pub section: String,
+    pub offset: usize,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadRequest<'a> {
+    pub object: &'a [u8],
+    /// Shown in messages (a path, URL or image reference).
+    pub source: &'a str,
+    pub programs: Vec<ProgramSelect>,
+    pub globals: Vec<GlobalPatch>,
+    /// Maps to take from another program instead of creating: map name -> pinned path.
+    pub reuse_maps: Vec<(String, PathBuf)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedProgramInfo {
+    pub name: String,
+    pub section: String,
+    pub ty: ProgramType,
+    pub kernel_id: u32,
+    pub tag: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedMapInfo {
+    pub name: String,
+    pub info: MapInfo,
+    /// Taken from another program (`--map-owner-id`) rather than created by this load.
+    pub reused: bool,
+}
+
+pub struct LoadedObject {
+    obj: Object,
+    pub programs: Vec<LoadedProgramInfo>,
+    pub maps: Vec<LoadedMapInfo>,
+}
+
+impl LoadedObject {
+    pub fn program_fd(&self, name: &str) -> Option<BorrowedFd<'_>> {
+        let raw = self.obj.progs().find(|p| p.name() == name).map(|p| p.as_fd().as_raw_fd())?;
+        // SAFETY: the fd belongs to `self.obj`, which outlives the returned borrow.
+        Some(unsafe { BorrowedFd::borrow_raw(raw) })
+    }
+
+    pub fn map_fd(&self, name: &str) -> Option<BorrowedFd<'_>> {
+        let raw = self.obj.maps().find(|m| m.name() == name).map(|m| m.as_fd().as_raw_fd())?;
+        // SAFETY: the fd belongs to `self.obj`, which outlives the returned borrow.
+        Some(unsafe { BorrowedFd::borrow_raw(raw) })
+    }
+
+    pub fn pin_program(&self, name: &str, path: &Path) -> Result<()> {
+        let fd = self
+            .program_fd(name)
+            .ok_or_else(|| KernelError::Invalid(format!("program {name} is not in this object")))?;
+        sys::pin(fd, path)
+    }
+
+    pub fn pin_map(&self, name: &str, path: &Path) -> Result<()> {
+        let fd = self
+            .map_fd(name)
+            .ok_or_else(|| KernelError::Invalid(format!("map {name} is not in this object")))?;
+        sys::pin(fd, path)
+    }
+
+    /// The relocated instructions libbpf handed to the kernel for `name` (what the kernel
+    /// cannot give back later), as raw 8-byte instructions.
+    pub fn program_insns(&self, name: &str) -> Option<Vec<u8>> {
+        let p = self.obj.progs().find(|p| p.name() == name)?;
+        let insns = p.insns();
+        let mut out = Vec::with_capacity(insns.len() * 8);
+        for i in insns {
+            // SAFETY: bpf_insn is a plain 8-byte repr(C) struct.
+            let raw: [u8; 8] = unsafe { std::mem::transmute_copy(i) };
+            out.extend_from_slice(&raw);
+        }
+        Some(out)
+    }
+}
+
+/// Load the requested programs of an object into the kernel.
+pub fn load(req: &LoadRequest<'_>) -> Result<LoadedObject> {
+    let _serial = logcap::LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    logcap::install();
+    logcap::take();
+
+    let mut builder = ObjectBuilder::default();
+    let mut open = builder.open_memory(req.object).map_err(|e| KernelError::NotBpfObject {
+        path: req.source.to_string(),
+        reason: open_reason(&e),
+    })?;
+
+    // Choose programs: all others are not loaded.
+    let available: Vec<(String, String)> = open
+        .progs()
+        .map(|p| (p.name().to_string_lossy().into_owned(), p.section().to_string_lossy().into_owned()))
+        .collect();
+    let listing = || {
+        available
+            .iter()
+            .map(|(n, s)| format!("{n} (section {s})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let wanted: Vec<String> = if req.programs.is_empty() {
+        match available.as_slice() {
+            [(name, _)] => vec![name.clone()],
+            [] => {
+                return Err(KernelError::NotBpfObject {
+                    path: req.source.to_string(),
+                    reason: "it contains no programs".into(),
+                })
+            }
+            _ => {
+                return Err(KernelError::Invalid(format!(
+                    "{} contains {} programs: {}; choose with --programs TYPE:NAME",
+                    req.source,
+                    available.len(),
+                    listing()
+                )))
+            }
+        }
+    } else {
+        let mut v = Vec::new();
+        for sel in &req.programs {
+            let Some((_, section)) = available.iter().find(|(n, _)| *n == sel.name) else {
+                return Err(KernelError::UnknownProgram {
+                    name: sel.name.clone(),
+                    object: req.source.to_string(),
+                    available: listing(),
+                });
+            };
+            let actual = ProgramType::from_section(section).ok_or_else(|| {
+                KernelError::NotSupported {
+                    feature: format!("section {section:?}"),
+                    reason: format!("apiary does not know the program type of program {:?}", sel.name),
+                }
+            })?;
+            if let Some(ty) = sel.ty {
+                if !actual.compatible_with(ty) {
+                    return Err(KernelError::TypeMismatch {
+                        name: sel.name.clone(),
+                        section: section.clone(),
+                        actual: actual.to_string(),
+                        requested: ty.to_string(),
+                    });
+                }
+            }
+            if !v.contains(&sel.name) {
+                v.push(sel.name.clone());
+            }
+        }
+        v
+    };
+    for mut p in open.progs_mut() {
+        let name = p.name().to_string_lossy().into_owned();
+        p.set_autoload(wanted.contains(&name));
+    }
+
+    // Globals: write into the data maps' initial values.
+    for g in &req.globals {
+        let mut done = false;
+        for mut m in open.maps_mut() {
+            let mname = m.name().to_string_lossy().into_owned();
+            if !is_section_map(&mname, &g.section) {
+                continue;
+            }
+            let Some(buf) = m.initial_value_mut() else { continue };
+            let end = g.offset + g.bytes.len();
+            if end > buf.len() {
+                return Err(KernelError::BadGlobal {
+                    name: g.name.clone(),
+                    reason: format!("offset {}+{} is past the end of {} ({} bytes)", g.offset, g.bytes.len(), g.section, buf.len()),
+                });
+            }
+            buf[g.offset..end].copy_from_slice(&g.bytes);
+            done = true;
+            break;
+        }
+        if !done {
+            return Err(KernelError::BadGlobal {
+                name: g.name.clone(),
+                reason: format!("the object has no {} data map to hold it", g.section),
+            });
+        }
+    }
+
+    // Shared maps.
+    for (name, path) in &req.reuse_maps {
+        let Some(mut m) = open.maps_mut().find(|m| m.name() == name.as_str()) else { continue };
+        m.reuse_pinned_map(path).map_err(|e| KernelError::MapReuse {
+            name: name.clone(),
+            reason: format!("cannot reuse {}: {e}", path.display()),
+        })?;
+    }
+
+    let reused: Vec<&String> = req.reuse_maps.iter().map(|(n, _)| n).collect();
+    let obj = match open.load() {
+        Ok(o) => o,
+        Err(e) => {
+            let messages = logcap::take();
+            return Err(load_error(e, &messages, &wanted, &available));
+        }
+    };
+    logcap::take();
+
+    let mut programs = Vec::new();
+    for p in obj.progs() {
+        let name = p.name().to_string_lossy().into_owned();
+        if !wanted.contains(&name) {
+            continue;
+        }
+        let section = p.section().to_string_lossy().into_owned();
+        let ty = ProgramType::from_section(&section).ok_or_else(|| KernelError::NotSupported {
+            feature: format!("section {section:?}"),
+            reason: "unknown program type".into(),
+        })?;
+        let info = sys::prog_info(p.as_fd())?;
+        programs.push(LoadedProgramInfo { name, section, ty, kernel_id: info.id, tag: info.tag });
+    }
+    let mut maps = Vec::new();
+    for m in obj.maps() {
+        if !m.autocreate() {
+            continue;
+        }
+        let name = m.name().to_string_lossy().into_owned();
+        let info = sys::map_info(m.as_fd())?;
+        maps.push(LoadedMapInfo { reused: reused.contains(&&name), name, info });
+    }
+    Ok(LoadedObject { obj, programs, maps })
+}
+
+/// libbpf names a data section's map `<object prefix>.<section>` (truncated to 15 bytes), so a
+/// global in `.rodata` lives in the map whose name ends with `.rodata`.
+fn is_section_map(map_name: &str, section: &str) -> bool {
+    if map_name == section {
+        return true;
+    }
+    // Truncation can cut the section suffix short: compare the longest suffix that fits.
+    match map_name.find('.') {
+        Some(dot) => {
+            let suffix = &map_name[dot..];
+            suffix == section || (map_name.len() == 15 && section.starts_with(suffix))
+        }
+        None => false,
+    }
+}
+
+fn open_reason(e: &libbpf_rs::Error) -> String {
+    let msgs = logcap::take();
+    if let Some(l) = logcap::last_line_with(&msgs, "elf:") {
+        return l;
+    }
+    if let Some(l) = msgs.lines().rev().find(|l| !l.trim().is_empty()) {
+        return format!("{} ({e})", l.trim_start_matches("libbpf: ").trim());
+    }
+    e.to_string()
+}
+
+pub(crate) fn errno_of(e: &libbpf_rs::Error) -> Option<i32> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            if let Some(n) = io.raw_os_error() {
+                return Some(n);
+            }
+        }
+        src = s.source();
+    }
+    let text = e.to_string();
+    let i = text.find("os error ")?;
+    text[i + 9..].trim_end_matches(')').split(')').next()?.trim().parse().ok()
+}
+
+fn load_error(e: libbpf_rs::Error, messages: &str, wanted: &[String], available: &[(String, String)]) -> KernelError {
+    // Which program failed: libbpf names it in "prog 'NAME': ..." lines.
+    let program = messages
+        .lines()
+        .filter_map(|l| l.split("prog '").nth(1).and_then(|r| r.split('\'').next()))
+        .last()
+        .map(str::to_string)
+        .or_else(|| wanted.first().cloned())
+        .unwrap_or_default();
+    let section = available
+        .iter()
+        .find(|(n, _)| *n == program)
+        .map(|(_, s)| s.clone())
+        .unwrap_or_default();
+    let errno = errno_of(&e);
+    if let Some(log) = logcap::verifier_log(messages, 40) {
+        return KernelError::Verifier { program, verifier_log: log };
+    }
+    let ty = ProgramType::from_section(&section);
+    if errno == Some(libc::EPERM) {
+        if let Some(ty @ (ProgramType::Fentry | ProgramType::Fexit | ProgramType::Lsm)) = ty {
+            return KernelError::NotSupported {
+                feature: format!("{ty} programs (BPF_PROG_TYPE_{})", if ty == ProgramType::Lsm { "LSM" } else { "TRACING" }),
+                reason: format!(
+                    "the kernel refused to load program {program:?} with EPERM before verification \
+                     (empty verifier log); this kernel does not allow BPF trampolines (fentry/fexit/lsm/freplace), \
+                     as hardened and some virtualised kernels do. Use a tracepoint, tp_btf or raw tracepoint instead"
+                ),
+            };
+        }
+    }
+    let hint = logcap::last_line_with(messages, &format!("prog '{program}'"))
+        .or_else(|| logcap::last_line_with(messages, "libbpf"))
+        .or_else(|| messages.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim_start_matches("libbpf: ").to_string()));
+    let source = match errno {
+        Some(n) => io::Error::from_raw_os_error(n),
+        None => io::Error::other(e.to_string()),
+    };
+    KernelError::Load { program, source, hint }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_maps() {
+        assert!(is_section_map("count.rodata", ".rodata"));
+        assert!(is_section_map("count.data", ".data"));
+        assert!(!is_section_map("count.rodata", ".data"));
+        assert!(is_section_map("count_getppi.bss", ".bss"));
+        assert!(is_section_map("longobjname.rod", ".rodata"));
+        assert!(!is_section_map("events", ".bss"));
+    }
+}
