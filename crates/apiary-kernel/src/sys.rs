@@ -310,3 +310,21 @@ pub fn num_possible_cpus() -> Result<usize> {
     let n = unsafe { libbpf_sys::libbpf_num_possible_cpus() };
     check(n, "count possible CPUs").map(|n| n as usize)
 }
+
+/// The raw BTF blob the kernel holds under `id` (a program's or map's BTF).
+pub fn btf_raw_by_id(id: u32) -> Result<Vec<u8>> {
+    // SAFETY: libbpf returns an owned btf or NULL with errno set.
+    let btf = unsafe { libbpf_sys::btf__load_from_kernel_by_id(id) };
+    if btf.is_null() {
+        return Err(KernelError::syscall(format!("load BTF id {id}"), io::Error::last_os_error()));
+    }
+    let mut size = 0u32;
+    // SAFETY: btf is valid until freed below; raw data is copied before that.
+    let out = unsafe {
+        let p = libbpf_sys::btf__raw_data(btf, &mut size) as *const u8;
+        let v = if p.is_null() { Vec::new() } else { std::slice::from_raw_parts(p, size as usize).to_vec() };
+        libbpf_sys::btf__free(btf);
+        v
+    };
+    Ok(out)
+}

@@ -129,10 +129,12 @@ impl Store {
 
     /// Run `f` in one write transaction (taken immediately, so concurrent writers queue on the
     /// busy timeout instead of failing on upgrade).
-    pub fn write<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    /// The closure's error type only has to absorb store errors, so callers can abort the
+    /// transaction with their own errors (a failed kernel step) too.
+    pub fn write<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::from)?;
         let v = f(&tx)?;
-        tx.commit()?;
+        tx.commit().map_err(StoreError::from)?;
         Ok(v)
     }
 

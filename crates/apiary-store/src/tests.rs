@@ -20,7 +20,7 @@ fn programs_maps_links_roundtrip() {
     let mut s = Store::open(dir.path()).unwrap();
     let meta: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
     let (a, b) = s
-        .write(|tx| {
+        .write(|tx| -> Result<_> {
             put_object(tx, "abc", b"\x7fELF")?;
             let a = insert_program(tx, &new_prog("a", &meta, None))?;
             set_program_kernel(tx, a, 42, "deadbeef")?;
@@ -38,7 +38,7 @@ fn programs_maps_links_roundtrip() {
     assert_eq!(map_borrowers(s.read(), a).unwrap(), vec![b]);
 
     let spec = AttachSpec::Tc { iface: "veth0".into(), netns: None, direction: TcDirection::Ingress };
-    let l = s.write(|tx| {
+    let l = s.write(|tx| -> Result<_> {
         let l = insert_link(tx, a, &spec)?;
         set_link_kernel(tx, l, &[5], Some(&serde_json::json!({"handle": 1})))?;
         Ok(l)
@@ -49,7 +49,7 @@ fn programs_maps_links_roundtrip() {
     assert_eq!(list_links(s.read(), Some(a)).unwrap().len(), 1);
     assert_eq!(list_links(s.read(), Some(b)).unwrap().len(), 0);
 
-    s.write(|tx| { delete_program(tx, b)?; delete_program(tx, a) }).unwrap();
+    s.write(|tx| -> Result<_> { delete_program(tx, b)?; delete_program(tx, a) }).unwrap();
     assert!(list_programs(s.read()).unwrap().is_empty());
     assert!(list_maps(s.read()).unwrap().is_empty());
     assert!(get_object(s.read(), "abc").unwrap().is_none(), "orphan object bytes are dropped");
@@ -60,9 +60,9 @@ fn ids_are_never_reused() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(dir.path()).unwrap();
     let meta = BTreeMap::new();
-    let a = s.write(|tx| { put_object(tx, "abc", b"x")?; insert_program(tx, &new_prog("a", &meta, None)) }).unwrap();
-    s.write(|tx| delete_program(tx, a)).unwrap();
-    let b = s.write(|tx| { put_object(tx, "abc", b"x")?; insert_program(tx, &new_prog("b", &meta, None)) }).unwrap();
+    let a = s.write(|tx| -> Result<_> { put_object(tx, "abc", b"x")?; insert_program(tx, &new_prog("a", &meta, None)) }).unwrap();
+    s.write(|tx| -> Result<_> { delete_program(tx, a) }).unwrap();
+    let b = s.write(|tx| -> Result<_> { put_object(tx, "abc", b"x")?; insert_program(tx, &new_prog("b", &meta, None)) }).unwrap();
     assert!(b.0 > a.0, "pins are named by id, so an id must never come back");
 }
 

@@ -1,1 +1,16 @@
+//! apiary: the manager. It sequences every operation (validate, lock, kernel change, record),
+//! rolls the kernel back when a later step fails, and is the one implementation both front
+//! doors (the CLI in-process, the gRPC daemon) call.
 
+mod error;
+mod lock;
+mod manager;
+mod mapdump;
+mod views;
+
+pub use error::{Error, ErrorCode, Result};
+pub use manager::{Config, LoadSpec, Manager, MapRef, ObjectSource};
+pub use views::*;
+
+pub use apiary_core as core;
+pub use apiary_kernel as kernel;

@@ -1,0 +1,2152 @@
+//! BTF (BPF Type Format) reading.
+//!
+//! This module owns everything apiary knows about BTF as bytes: parsing a raw `.BTF` blob (as
+//! found in a BPF object file or `/sys/kernel/btf/vmlinux`) into a type table, naming and sizing
+//! those types the way a C programmer would, and converting between the raw bytes of a typed
+//! value and JSON (for showing map entries and globals) or user text (for `--set NAME=VALUE`).
+//!
+//! Input is untrusted: every length, offset and type reference is checked, recursion over types
+//! is depth-limited and output size is budgeted, so malformed BTF yields a [`BtfError`], never a
+//! panic or an unbounded allocation.
+
+use serde_json::{Map, Number, Value};
+use std::fmt::Write as _;
+
+/// Index of a type in a [`Btf`] table; 0 is always `void`.
+pub type TypeId = u32;
+
+const MAGIC: u16 = 0xeb9f;
+const HEADER_LEN: usize = 24;
+/// Type graphs in real programs nest a handful of levels; anything deeper is either a cycle or
+/// hostile input, so recursion stops here instead of overflowing the stack.
+const MAX_DEPTH: usize = 64;
+/// Caps the number of JSON values one `decode` may produce: unions and arrays of zero-sized or
+/// overlapping members could otherwise turn a few bytes into an enormous tree.
+const DECODE_BUDGET: usize = 1 << 20;
+/// `--set` values are command-line text; a multi-megabyte global is not something to fill that way,
+/// and the limit keeps a bogus array length in BTF from causing a huge allocation.
+const MAX_ENCODE_BYTES: usize = 16 << 20;
+
+const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_FWD: u32 = 7;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_FLOAT: u32 = 16;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
+
+const INT_SIGNED: u32 = 1 << 0;
+const INT_CHAR: u32 = 1 << 1;
+const INT_BOOL: u32 = 1 << 2;
+
+/// What went wrong while reading BTF or converting a value.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("BTF is truncated: {what} at byte {offset} runs past the end of the data")]
+    Truncated { what: String, offset: usize },
+    #[error("not BTF: magic is {magic:#06x}, expected 0xeb9f")]
+    BadMagic { magic: u16 },
+    #[error("big-endian BTF not supported")]
+    BigEndian,
+    #[error("BTF version {version} is not supported (only version 1 is)")]
+    UnsupportedVersion { version: u8 },
+    #[error("bad BTF header: {reason}")]
+    BadHeader { reason: String },
+    #[error(
+        "unknown BTF kind {kind} (type id {id}); this BTF may come from a newer compiler or kernel"
+    )]
+    UnknownKind { kind: u32, id: TypeId },
+    #[error("BTF type id {id} has a name at string offset {offset}, outside the {len}-byte string section or not NUL-terminated")]
+    BadString { id: TypeId, offset: u32, len: usize },
+    #[error("BTF type id {id} refers to type id {target}, but there are only {count} types")]
+    BadTypeRef {
+        id: TypeId,
+        target: TypeId,
+        count: usize,
+    },
+    #[error("no BTF type with id {id}")]
+    NoSuchType { id: TypeId },
+    #[error("{ty} needs {needed} bytes but only {got} were given")]
+    ValueTooShort {
+        ty: String,
+        needed: usize,
+        got: usize,
+    },
+    #[error("value of type {ty} is too large or too deeply nested to convert")]
+    TooComplex { ty: String },
+    #[error("value {value} does not fit {ty} (allowed {range})")]
+    ValueOutOfRange {
+        value: String,
+        ty: String,
+        range: String,
+    },
+    #[error("invalid value {value:?} for {ty}: {reason}")]
+    InvalidValue {
+        value: String,
+        ty: String,
+        reason: String,
+    },
+    #[error("values of type {ty} are not supported: {reason}")]
+    Unsupported { ty: String, reason: String },
+}
+
+/// BTF linkage of a FUNC or VAR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linkage {
+    Static,
+    Global,
+    Extern,
+    /// A value this reader does not know; kept so nothing is silently rewritten.
+    Other(u32),
+}
+
+impl Linkage {
+    fn from_raw(v: u32) -> Linkage {
+        match v {
+            0 => Linkage::Static,
+            1 => Linkage::Global,
+            2 => Linkage::Extern,
+            other => Linkage::Other(other),
+        }
+    }
+}
+
+/// A struct or union member. For bitfields `bitfield_size` is non-zero (or, in BTF without the
+/// kind flag, the member's INT type carries the width).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub ty: TypeId,
+    pub bit_offset: u32,
+    pub bitfield_size: u32,
+}
+
+/// One variable placement inside a DATASEC. Object files from clang often carry zero offsets
+/// here; libbpf fills them in from the symbol table at load time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecVar {
+    pub ty: TypeId,
+    pub offset: u32,
+    pub size: u32,
+}
+
+/// One BTF type. Names are empty for anonymous types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Type {
+    Void,
+    Int {
+        name: String,
+        size: u32,
+        signed: bool,
+        is_bool: bool,
+        is_char: bool,
+        bits: u32,
+        offset: u32,
+    },
+    Ptr {
+        target: TypeId,
+    },
+    Array {
+        elem: TypeId,
+        index: TypeId,
+        len: u32,
+    },
+    Struct {
+        name: String,
+        size: u32,
+        members: Vec<Member>,
+    },
+    Union {
+        name: String,
+        size: u32,
+        members: Vec<Member>,
+    },
+    /// Both ENUM and ENUM64. `values` hold the raw bit pattern as i64; read them as unsigned when
+    /// `signed` is false (an unsigned ENUM64 value above `i64::MAX` appears negative here).
+    Enum {
+        name: String,
+        size: u32,
+        signed: bool,
+        values: Vec<(String, i64)>,
+    },
+    Fwd {
+        name: String,
+        is_union: bool,
+    },
+    Typedef {
+        name: String,
+        target: TypeId,
+    },
+    Volatile {
+        target: TypeId,
+    },
+    Const {
+        target: TypeId,
+    },
+    Restrict {
+        target: TypeId,
+    },
+    Func {
+        name: String,
+        proto: TypeId,
+        linkage: Linkage,
+    },
+    /// A trailing `("", 0)` parameter marks a variadic function.
+    FuncProto {
+        ret: TypeId,
+        params: Vec<(String, TypeId)>,
+    },
+    Var {
+        name: String,
+        ty: TypeId,
+        linkage: Linkage,
+    },
+    DataSec {
+        name: String,
+        size: u32,
+        vars: Vec<SecVar>,
+    },
+    Float {
+        name: String,
+        size: u32,
+    },
+    DeclTag {
+        name: String,
+        target: TypeId,
+        component_idx: i32,
+    },
+    TypeTag {
+        name: String,
+        target: TypeId,
+    },
+}
+
+impl Type {
+    /// The type's own name, if it has a non-empty one.
+    pub fn name(&self) -> Option<&str> {
+        let n = match self {
+            Type::Int { name, .. }
+            | Type::Struct { name, .. }
+            | Type::Union { name, .. }
+            | Type::Enum { name, .. }
+            | Type::Fwd { name, .. }
+            | Type::Typedef { name, .. }
+            | Type::Func { name, .. }
+            | Type::Var { name, .. }
+            | Type::DataSec { name, .. }
+            | Type::Float { name, .. }
+            | Type::DeclTag { name, .. }
+            | Type::TypeTag { name, .. } => name.as_str(),
+            _ => "",
+        };
+        (!n.is_empty()).then_some(n)
+    }
+
+    /// The BTF kind as the kernel docs spell it, for messages.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Type::Void => "VOID",
+            Type::Int { .. } => "INT",
+            Type::Ptr { .. } => "PTR",
+            Type::Array { .. } => "ARRAY",
+            Type::Struct { .. } => "STRUCT",
+            Type::Union { .. } => "UNION",
+            Type::Enum { .. } => "ENUM",
+            Type::Fwd { .. } => "FWD",
+            Type::Typedef { .. } => "TYPEDEF",
+            Type::Volatile { .. } => "VOLATILE",
+            Type::Const { .. } => "CONST",
+            Type::Restrict { .. } => "RESTRICT",
+            Type::Func { .. } => "FUNC",
+            Type::FuncProto { .. } => "FUNC_PROTO",
+            Type::Var { .. } => "VAR",
+            Type::DataSec { .. } => "DATASEC",
+            Type::Float { .. } => "FLOAT",
+            Type::DeclTag { .. } => "DECL_TAG",
+            Type::TypeTag { .. } => "TYPE_TAG",
+        }
+    }
+
+    /// Every type id this type refers to, for validating references after parsing.
+    fn refs(&self) -> Vec<TypeId> {
+        match self {
+            Type::Void
+            | Type::Int { .. }
+            | Type::Fwd { .. }
+            | Type::Enum { .. }
+            | Type::Float { .. } => Vec::new(),
+            Type::Ptr { target }
+            | Type::Typedef { target, .. }
+            | Type::Volatile { target }
+            | Type::Const { target }
+            | Type::Restrict { target }
+            | Type::DeclTag { target, .. }
+            | Type::TypeTag { target, .. } => vec![*target],
+            Type::Array { elem, index, .. } => vec![*elem, *index],
+            Type::Struct { members, .. } | Type::Union { members, .. } => {
+                members.iter().map(|m| m.ty).collect()
+            }
+            Type::Func { proto, .. } => vec![*proto],
+            Type::FuncProto { ret, params } => std::iter::once(*ret)
+                .chain(params.iter().map(|p| p.1))
+                .collect(),
+            Type::Var { ty, .. } => vec![*ty],
+            Type::DataSec { vars, .. } => vars.iter().map(|v| v.ty).collect(),
+        }
+    }
+}
+
+/// A parsed BTF type table. Index 0 is `void`.
+#[derive(Debug, Clone)]
+pub struct Btf {
+    types: Vec<Type>,
+}
+
+fn read_u32(data: &[u8], off: usize) -> Option<u32> {
+    let end = off.checked_add(4)?;
+    let b = data.get(off..end)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+struct Cursor<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn u32(&mut self, what: &str) -> Result<u32, BtfError> {
+        let v = read_u32(self.data, self.pos).ok_or_else(|| BtfError::Truncated {
+            what: what.to_string(),
+            offset: self.pos,
+        })?;
+        self.pos += 4;
+        Ok(v)
+    }
+
+    /// Checks up front that `count` records fit, so a hostile vlen cannot drive a large
+    /// `Vec::with_capacity` before the data runs out.
+    fn need(&self, count: usize, record: usize, what: &str) -> Result<(), BtfError> {
+        let fits = count
+            .checked_mul(record)
+            .and_then(|n| self.pos.checked_add(n))
+            .is_some_and(|end| end <= self.data.len());
+        if fits {
+            Ok(())
+        } else {
+            Err(BtfError::Truncated {
+                what: what.to_string(),
+                offset: self.pos,
+            })
+        }
+    }
+}
+
+fn string_at(strings: &[u8], id: TypeId, offset: u32) -> Result<String, BtfError> {
+    let bad = || BtfError::BadString {
+        id,
+        offset,
+        len: strings.len(),
+    };
+    let rest = strings.get(offset as usize..).ok_or_else(bad)?;
+    let end = rest.iter().position(|&b| b == 0).ok_or_else(bad)?;
+    Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
+}
+
+fn section<'a>(
+    body: &'a [u8],
+    off: u32,
+    len: u32,
+    hdr_len: usize,
+    what: &str,
+) -> Result<&'a [u8], BtfError> {
+    let start = off as usize;
+    start
+        .checked_add(len as usize)
+        .and_then(|end| body.get(start..end))
+        .ok_or_else(|| BtfError::Truncated {
+            what: what.to_string(),
+            offset: hdr_len.saturating_add(start),
+        })
+}
+
+impl Btf {
+    /// Parses a raw little-endian `.BTF` blob.
+    pub fn parse(bytes: &[u8]) -> Result<Btf, BtfError> {
+        let header_truncated = || BtfError::Truncated {
+            what: "header".to_string(),
+            offset: 0,
+        };
+        let magic_bytes = bytes.get(0..2).ok_or_else(header_truncated)?;
+        let magic = u16::from_le_bytes([magic_bytes[0], magic_bytes[1]]);
+        if magic == MAGIC.swap_bytes() {
+            return Err(BtfError::BigEndian);
+        }
+        if magic != MAGIC {
+            return Err(BtfError::BadMagic { magic });
+        }
+        let version = *bytes.get(2).ok_or_else(header_truncated)?;
+        if version != 1 {
+            return Err(BtfError::UnsupportedVersion { version });
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(header_truncated());
+        }
+        let field = |off| read_u32(bytes, off).ok_or_else(header_truncated);
+        let hdr_len = field(4)? as usize;
+        if hdr_len < HEADER_LEN || hdr_len > bytes.len() {
+            return Err(BtfError::BadHeader {
+                reason: format!(
+                    "header length {hdr_len} is outside {HEADER_LEN}..={}",
+                    bytes.len()
+                ),
+            });
+        }
+        let (type_off, type_len, str_off, str_len) =
+            (field(8)?, field(12)?, field(16)?, field(20)?);
+        let body = &bytes[hdr_len..];
+        let type_data = section(body, type_off, type_len, hdr_len, "type section")?;
+        let strings = section(body, str_off, str_len, hdr_len, "string section")?;
+
+        let mut types = vec![Type::Void];
+        let mut cur = Cursor {
+            data: type_data,
+            pos: 0,
+        };
+        while cur.pos < type_data.len() {
+            let id = TypeId::try_from(types.len()).map_err(|_| BtfError::BadHeader {
+                reason: "more than 2^32 types".to_string(),
+            })?;
+            types.push(parse_type(&mut cur, strings, id)?);
+        }
+
+        let count = types.len();
+        for (id, t) in types.iter().enumerate() {
+            for target in t.refs() {
+                if target as usize >= count {
+                    return Err(BtfError::BadTypeRef {
+                        id: id as TypeId,
+                        target,
+                        count,
+                    });
+                }
+            }
+        }
+        Ok(Btf { types })
+    }
+
+    pub fn get(&self, id: TypeId) -> Option<&Type> {
+        self.types.get(id as usize)
+    }
+
+    /// Number of types, counting `void` at id 0.
+    pub fn len(&self) -> usize {
+        self.types.len()
+    }
+
+    /// True when the table holds nothing but the implicit `void`.
+    pub fn is_empty(&self) -> bool {
+        self.types.len() <= 1
+    }
+
+    /// All types with their ids, `void` first.
+    pub fn iter(&self) -> impl Iterator<Item = (TypeId, &Type)> {
+        self.types.iter().enumerate().map(|(i, t)| (i as TypeId, t))
+    }
+
+    /// Follows typedefs, qualifiers and type tags to the underlying type.
+    pub fn resolve(&self, id: TypeId) -> TypeId {
+        self.skip(id, true)
+    }
+
+    /// Like [`Btf::resolve`] but stops at typedefs, so `const volatile u32` becomes `u32`.
+    pub fn strip_qualifiers(&self, id: TypeId) -> TypeId {
+        self.skip(id, false)
+    }
+
+    fn skip(&self, mut id: TypeId, typedefs: bool) -> TypeId {
+        // A chain longer than the table must contain a cycle; stop rather than spin.
+        for _ in 0..self.types.len() {
+            match self.get(id) {
+                Some(Type::Typedef { target, .. }) if typedefs => id = *target,
+                Some(
+                    Type::Const { target }
+                    | Type::Volatile { target }
+                    | Type::Restrict { target }
+                    | Type::TypeTag { target, .. },
+                ) => id = *target,
+                _ => return id,
+            }
+        }
+        id
+    }
+
+    /// Size in bytes of a value of this type; `None` for void, functions, forward declarations
+    /// and types whose size overflows or cannot be determined.
+    pub fn size_of(&self, id: TypeId) -> Option<u32> {
+        self.size_of_depth(id, 0)
+    }
+
+    fn size_of_depth(&self, id: TypeId, depth: usize) -> Option<u32> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match self.get(self.resolve(id))? {
+            Type::Int { size, .. }
+            | Type::Struct { size, .. }
+            | Type::Union { size, .. }
+            | Type::Enum { size, .. }
+            | Type::Float { size, .. }
+            | Type::DataSec { size, .. } => Some(*size),
+            Type::Ptr { .. } => Some(8),
+            Type::Array { elem, len, .. } => {
+                self.size_of_depth(*elem, depth + 1)?.checked_mul(*len)
+            }
+            Type::Var { ty, .. } => self.size_of_depth(*ty, depth + 1),
+            _ => None,
+        }
+    }
+
+    /// First type with this name that can describe a value (int, float, struct, union, enum,
+    /// typedef); variables, functions and sections share the namespace in BTF but are not what
+    /// a caller asking for a type means. `struct x`, `union x` and `enum x` restrict the kind; a
+    /// forward declaration is returned only when no full definition exists.
+    pub fn find_by_name(&self, name: &str) -> Option<TypeId> {
+        let name = name.trim();
+        if let Some(rest) = name.strip_prefix("enum ") {
+            let rest = rest.trim();
+            return self
+                .iter()
+                .find(|(_, t)| matches!(t, Type::Enum { name, .. } if name == rest))
+                .map(|(id, _)| id);
+        }
+        if name.starts_with("struct ") || name.starts_with("union ") {
+            return self.find_struct(name);
+        }
+        let value_type = |t: &Type| {
+            matches!(
+                t,
+                Type::Int { .. }
+                    | Type::Float { .. }
+                    | Type::Struct { .. }
+                    | Type::Union { .. }
+                    | Type::Enum { .. }
+                    | Type::Typedef { .. }
+            )
+        };
+        self.iter()
+            .find(|(_, t)| value_type(t) && t.name() == Some(name))
+            .or_else(|| {
+                self.iter()
+                    .find(|(_, t)| matches!(t, Type::Fwd { .. }) && t.name() == Some(name))
+            })
+            .map(|(id, _)| id)
+    }
+
+    /// The struct or union called `name` (`"struct foo"` and `"union foo"` are accepted too).
+    pub fn find_struct(&self, name: &str) -> Option<TypeId> {
+        let name = name.trim();
+        let (want_struct, want_union, bare) = if let Some(r) = name.strip_prefix("struct ") {
+            (true, false, r.trim())
+        } else if let Some(r) = name.strip_prefix("union ") {
+            (false, true, r.trim())
+        } else {
+            (true, true, name)
+        };
+        self.iter()
+            .find(|(_, t)| match t {
+                Type::Struct { name, .. } => want_struct && name == bare,
+                Type::Union { name, .. } => want_union && name == bare,
+                _ => false,
+            })
+            .map(|(id, _)| id)
+    }
+
+    /// C-like spelling of a type: `unsigned int`, `char[16]`, `struct event`, `u64`, `void *`.
+    /// Qualifiers (const, volatile, restrict) and type tags are left out because callers show
+    /// the shape of a value, and `const volatile` on every `.rodata` global is noise. For a VAR
+    /// this is the name of the variable's type.
+    pub fn type_name(&self, id: TypeId) -> String {
+        self.name_depth(id, 0)
+    }
+
+    fn name_depth(&self, id: TypeId, depth: usize) -> String {
+        if depth > MAX_DEPTH {
+            return "...".to_string();
+        }
+        let anon = |n: &str| {
+            if n.is_empty() {
+                "(anon)".to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        let Some(t) = self.get(id) else {
+            return format!("<bad type id {id}>");
+        };
+        match t {
+            Type::Void => "void".to_string(),
+            Type::Int { name, .. } | Type::Float { name, .. } | Type::Typedef { name, .. } => {
+                anon(name)
+            }
+            Type::Func { name, .. } | Type::DataSec { name, .. } => anon(name),
+            Type::Struct { name, .. } => format!("struct {}", anon(name)),
+            Type::Union { name, .. } => format!("union {}", anon(name)),
+            Type::Enum { name, .. } => format!("enum {}", anon(name)),
+            Type::Fwd { name, is_union } => {
+                format!(
+                    "{} {}",
+                    if *is_union { "union" } else { "struct" },
+                    anon(name)
+                )
+            }
+            Type::Const { target }
+            | Type::Volatile { target }
+            | Type::Restrict { target }
+            | Type::TypeTag { target, .. }
+            | Type::DeclTag { target, .. }
+            | Type::Var { ty: target, .. } => self.name_depth(*target, depth + 1),
+            Type::Ptr { target } => {
+                let pointee = self.strip_qualifiers(*target);
+                if let Some(Type::FuncProto { ret, params }) = self.get(pointee) {
+                    return format!(
+                        "{} (*)({})",
+                        self.name_depth(*ret, depth + 1),
+                        self.params_name(params, depth)
+                    );
+                }
+                let inner = self.name_depth(*target, depth + 1);
+                if inner.ends_with('*') {
+                    format!("{inner}*")
+                } else {
+                    format!("{inner} *")
+                }
+            }
+            Type::Array { .. } => {
+                let mut dims = String::new();
+                let mut cur = id;
+                for _ in 0..MAX_DEPTH {
+                    match self.get(cur) {
+                        Some(Type::Array { elem, len, .. }) => {
+                            let _ = write!(dims, "[{len}]");
+                            cur = self.strip_qualifiers(*elem);
+                        }
+                        _ => break,
+                    }
+                }
+                format!("{}{dims}", self.name_depth(cur, depth + 1))
+            }
+            Type::FuncProto { ret, params } => format!(
+                "{} ({})",
+                self.name_depth(*ret, depth + 1),
+                self.params_name(params, depth)
+            ),
+        }
+    }
+
+    fn params_name(&self, params: &[(String, TypeId)], depth: usize) -> String {
+        if params.is_empty() {
+            return "void".to_string();
+        }
+        params
+            .iter()
+            .map(|(name, ty)| {
+                if *ty == 0 && name.is_empty() {
+                    "...".to_string()
+                } else {
+                    self.name_depth(*ty, depth + 1)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// All DATASEC types (`.data`, `.bss`, `.rodata`, `.maps`, `.kconfig`, ...).
+    pub fn datasecs(&self) -> impl Iterator<Item = (TypeId, &Type)> {
+        self.iter()
+            .filter(|(_, t)| matches!(t, Type::DataSec { .. }))
+    }
+
+    /// The DATASEC named `section`, if any.
+    pub fn datasec(&self, section: &str) -> Option<(TypeId, &Type)> {
+        self.datasecs()
+            .find(|(_, t)| matches!(t, Type::DataSec { name, .. } if name == section))
+    }
+
+    /// The declared type of variable `var` in DATASEC `section` (the VAR's target, qualifiers
+    /// included, so callers can tell `const volatile` globals apart).
+    pub fn datasec_var(&self, section: &str, var: &str) -> Option<TypeId> {
+        let (_, Type::DataSec { vars, .. }) = self.datasec(section)? else {
+            return None;
+        };
+        vars.iter().find_map(|sv| match self.get(sv.ty) {
+            Some(Type::Var { name, ty, .. }) if name == var => Some(*ty),
+            _ => None,
+        })
+    }
+
+    /// Names of all FUNC types, in type order.
+    pub fn func_names(&self) -> Vec<String> {
+        self.types
+            .iter()
+            .filter_map(|t| match t {
+                Type::Func { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether arrays of this element type read as text. Only plain `char` (or INT types flagged
+    /// as char) qualifies: `unsigned char`/`u8` buffers usually hold binary data such as
+    /// addresses or hashes, where stopping at the first NUL would hide bytes.
+    fn is_char(&self, elem: TypeId) -> bool {
+        matches!(
+            self.get(self.resolve(elem)),
+            Some(Type::Int { size: 1, is_bool: false, is_char, name, .. })
+                if *is_char || name == "char"
+        )
+    }
+}
+
+fn parse_type(cur: &mut Cursor<'_>, strings: &[u8], id: TypeId) -> Result<Type, BtfError> {
+    let what = |part: &str| format!("{part} of type id {id}");
+    let name_off = cur.u32(&what("header"))?;
+    let info = cur.u32(&what("header"))?;
+    let size_or_type = cur.u32(&what("header"))?;
+    let vlen = (info & 0xffff) as usize;
+    let kind = (info >> 24) & 0x1f;
+    let kflag = info >> 31 == 1;
+    let name = string_at(strings, id, name_off)?;
+
+    let t = match kind {
+        KIND_INT => {
+            let enc = cur.u32(&what("INT encoding"))?;
+            let flags = (enc >> 24) & 0x0f;
+            Type::Int {
+                name,
+                size: size_or_type,
+                signed: flags & INT_SIGNED != 0,
+                is_char: flags & INT_CHAR != 0,
+                is_bool: flags & INT_BOOL != 0,
+                offset: (enc >> 16) & 0xff,
+                bits: enc & 0xff,
+            }
+        }
+        KIND_PTR => Type::Ptr {
+            target: size_or_type,
+        },
+        KIND_ARRAY => Type::Array {
+            elem: cur.u32(&what("ARRAY"))?,
+            index: cur.u32(&what("ARRAY"))?,
+            len: cur.u32(&what("ARRAY"))?,
+        },
+        KIND_STRUCT | KIND_UNION => {
+            let w = what("members");
+            cur.need(vlen, 12, &w)?;
+            let mut members = Vec::with_capacity(vlen);
+            for _ in 0..vlen {
+                let m_name = cur.u32(&w)?;
+                let ty = cur.u32(&w)?;
+                let off = cur.u32(&w)?;
+                // With the kind flag the offset word packs the bitfield width in its top byte.
+                let (bit_offset, bitfield_size) = if kflag {
+                    (off & 0x00ff_ffff, off >> 24)
+                } else {
+                    (off, 0)
+                };
+                members.push(Member {
+                    name: string_at(strings, id, m_name)?,
+                    ty,
+                    bit_offset,
+                    bitfield_size,
+                });
+            }
+            if kind == KIND_STRUCT {
+                Type::Struct {
+                    name,
+                    size: size_or_type,
+                    members,
+                }
+            } else {
+                Type::Union {
+                    name,
+                    size: size_or_type,
+                    members,
+                }
+            }
+        }
+        KIND_ENUM => {
+            let w = what("enumerators");
+            cur.need(vlen, 8, &w)?;
+            let mut values = Vec::with_capacity(vlen);
+            for _ in 0..vlen {
+                let v_name = cur.u32(&w)?;
+                let raw = cur.u32(&w)?;
+                let v = if kflag {
+                    i64::from(raw as i32)
+                } else {
+                    i64::from(raw)
+                };
+                values.push((string_at(strings, id, v_name)?, v));
+            }
+            Type::Enum {
+                name,
+                size: size_or_type,
+                signed: kflag,
+                values,
+            }
+        }
+        KIND_ENUM64 => {
+            let w = what("enumerators");
+            cur.need(vlen, 12, &w)?;
+            let mut values = Vec::with_capacity(vlen);
+            for _ in 0..vlen {
+                let v_name = cur.u32(&w)?;
+                let lo = cur.u32(&w)?;
+                let hi = cur.u32(&w)?;
+                let v = ((u64::from(hi) << 32) | u64::from(lo)) as i64;
+                values.push((string_at(strings, id, v_name)?, v));
+            }
+            Type::Enum {
+                name,
+                size: size_or_type,
+                signed: kflag,
+                values,
+            }
+        }
+        KIND_FWD => Type::Fwd {
+            name,
+            is_union: kflag,
+        },
+        KIND_TYPEDEF => Type::Typedef {
+            name,
+            target: size_or_type,
+        },
+        KIND_VOLATILE => Type::Volatile {
+            target: size_or_type,
+        },
+        KIND_CONST => Type::Const {
+            target: size_or_type,
+        },
+        KIND_RESTRICT => Type::Restrict {
+            target: size_or_type,
+        },
+        KIND_FUNC => Type::Func {
+            name,
+            proto: size_or_type,
+            linkage: Linkage::from_raw(vlen as u32),
+        },
+        KIND_FUNC_PROTO => {
+            let w = what("parameters");
+            cur.need(vlen, 8, &w)?;
+            let mut params = Vec::with_capacity(vlen);
+            for _ in 0..vlen {
+                let p_name = cur.u32(&w)?;
+                let ty = cur.u32(&w)?;
+                params.push((string_at(strings, id, p_name)?, ty));
+            }
+            Type::FuncProto {
+                ret: size_or_type,
+                params,
+            }
+        }
+        KIND_VAR => Type::Var {
+            name,
+            ty: size_or_type,
+            linkage: Linkage::from_raw(cur.u32(&what("VAR linkage"))?),
+        },
+        KIND_DATASEC => {
+            let w = what("section variables");
+            cur.need(vlen, 12, &w)?;
+            let mut vars = Vec::with_capacity(vlen);
+            for _ in 0..vlen {
+                vars.push(SecVar {
+                    ty: cur.u32(&w)?,
+                    offset: cur.u32(&w)?,
+                    size: cur.u32(&w)?,
+                });
+            }
+            Type::DataSec {
+                name,
+                size: size_or_type,
+                vars,
+            }
+        }
+        KIND_FLOAT => Type::Float {
+            name,
+            size: size_or_type,
+        },
+        KIND_DECL_TAG => Type::DeclTag {
+            name,
+            target: size_or_type,
+            component_idx: cur.u32(&what("DECL_TAG component"))? as i32,
+        },
+        KIND_TYPE_TAG => Type::TypeTag {
+            name,
+            target: size_or_type,
+        },
+        _ => return Err(BtfError::UnknownKind { kind, id }),
+    };
+    Ok(t)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding raw bytes to JSON
+// ---------------------------------------------------------------------------------------------
+
+/// Decode `bytes` as a value of type `id` into JSON: integers as JSON numbers (u64/i64; 128-bit
+/// as string), bool as true/false, char arrays as a string up to the first NUL (lossy UTF-8; the
+/// whole array as a `0x…` hex string if control bytes precede the NUL), other arrays as JSON
+/// arrays, structs/unions as objects (bitfields extracted; anonymous struct/union members
+/// flattened into the parent, other anonymous members named `_anon0`, `_anon1`, …), enums by
+/// name (number if no name matches), pointers as `"0x…"` strings, floats as numbers (non-finite
+/// ones as strings). Too-short input is an error, never a panic.
+///
+/// Object keys follow serde_json's map ordering: member order is kept only when serde_json's
+/// `preserve_order` feature is enabled somewhere in the build.
+pub fn decode(btf: &Btf, id: TypeId, bytes: &[u8]) -> Result<Value, BtfError> {
+    let mut d = Decoder {
+        btf,
+        budget: DECODE_BUDGET,
+    };
+    d.value(id, bytes, 0)
+}
+
+struct Decoder<'a> {
+    btf: &'a Btf,
+    budget: usize,
+}
+
+fn mask(bits: u32) -> u128 {
+    if bits >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << bits) - 1
+    }
+}
+
+fn sign_extend(raw: u128, bits: u32) -> i128 {
+    if bits == 0 || bits >= 128 {
+        raw as i128
+    } else {
+        let shift = 128 - bits;
+        ((raw << shift) as i128) >> shift
+    }
+}
+
+fn le_uint(bytes: &[u8]) -> u128 {
+    bytes
+        .iter()
+        .take(16)
+        .enumerate()
+        .fold(0u128, |acc, (i, b)| acc | (u128::from(*b) << (8 * i)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(2 + bytes.len() * 2);
+    s.push_str("0x");
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// JSON for an integer. Types wider than 64 bits are always strings so consumers see one JSON
+/// type per C type rather than a number that turns into a string at some magnitude.
+fn int_json(raw: u128, bits: u32, signed: bool, wide: bool) -> Value {
+    if signed {
+        let v = sign_extend(raw & mask(bits), bits);
+        match i64::try_from(v) {
+            Ok(x) if !wide => Value::from(x),
+            _ => Value::String(v.to_string()),
+        }
+    } else {
+        let v = raw & mask(bits);
+        match u64::try_from(v) {
+            Ok(x) if !wide => Value::from(x),
+            _ => Value::String(v.to_string()),
+        }
+    }
+}
+
+fn enum_json(values: &[(String, i64)], raw: u128, bits: u32, signed: bool) -> Value {
+    let m = mask(bits);
+    values
+        .iter()
+        .find(|(_, v)| u128::from(*v as u64) & m == raw & m)
+        .map(|(name, _)| Value::String(name.clone()))
+        .unwrap_or_else(|| int_json(raw, bits, signed, false))
+}
+
+fn float_json(f: f64) -> Value {
+    Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or_else(|| Value::String(f.to_string()))
+}
+
+impl Decoder<'_> {
+    fn unsupported(&self, id: TypeId, reason: &str) -> BtfError {
+        BtfError::Unsupported {
+            ty: self.btf.type_name(id),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn take<'b>(&self, id: TypeId, bytes: &'b [u8], size: usize) -> Result<&'b [u8], BtfError> {
+        bytes.get(..size).ok_or_else(|| BtfError::ValueTooShort {
+            ty: self.btf.type_name(id),
+            needed: size,
+            got: bytes.len(),
+        })
+    }
+
+    fn value(&mut self, id: TypeId, bytes: &[u8], depth: usize) -> Result<Value, BtfError> {
+        if depth > MAX_DEPTH || self.budget == 0 {
+            return Err(BtfError::TooComplex {
+                ty: self.btf.type_name(id),
+            });
+        }
+        self.budget -= 1;
+        let btf = self.btf;
+        let rid = btf.resolve(id);
+        let t = btf.get(rid).ok_or(BtfError::NoSuchType { id: rid })?;
+        match t {
+            Type::Int {
+                size,
+                signed,
+                is_bool,
+                bits,
+                offset,
+                ..
+            } => {
+                let size = *size as usize;
+                if size > 16 {
+                    return Err(self.unsupported(id, "integers wider than 128 bits"));
+                }
+                let raw = le_uint(self.take(id, bytes, size)?);
+                let width = (size * 8) as u32;
+                // INT encodings may narrow the value (legacy bitfield style); honour them.
+                let (raw, nbits) = if *bits > 0 && (*offset > 0 || *bits < width) {
+                    ((raw >> (*offset).min(127)) & mask(*bits), *bits)
+                } else {
+                    (raw, width)
+                };
+                if *is_bool {
+                    Ok(Value::Bool(raw != 0))
+                } else {
+                    Ok(int_json(raw, nbits, *signed, size > 8))
+                }
+            }
+            Type::Ptr { .. } => {
+                let raw = le_uint(self.take(id, bytes, 8)?);
+                Ok(Value::String(format!("{raw:#x}")))
+            }
+            Type::Enum {
+                size,
+                signed,
+                values,
+                ..
+            } => {
+                let size = *size as usize;
+                if size > 8 {
+                    return Err(self.unsupported(id, "enums wider than 64 bits"));
+                }
+                let raw = le_uint(self.take(id, bytes, size)?);
+                Ok(enum_json(values, raw, (size * 8) as u32, *signed))
+            }
+            Type::Float { size, .. } => {
+                let size = *size as usize;
+                let raw = self.take(id, bytes, size)?;
+                Ok(match raw {
+                    [a, b, c, d] => float_json(f64::from(f32::from_le_bytes([*a, *b, *c, *d]))),
+                    [a, b, c, d, e, f, g, h] => {
+                        float_json(f64::from_le_bytes([*a, *b, *c, *d, *e, *f, *g, *h]))
+                    }
+                    // long double and friends have no portable decoding; keep the bits visible.
+                    other => Value::String(hex(other)),
+                })
+            }
+            Type::Array { elem, len, .. } => self.array(id, *elem, *len, bytes, depth),
+            Type::Struct { size, members, .. } | Type::Union { size, members, .. } => {
+                let data = self.take(id, bytes, *size as usize)?;
+                let mut obj = Map::new();
+                let mut anon = 0usize;
+                for m in members {
+                    let v = self.member(m, data, depth)?;
+                    if m.name.is_empty() {
+                        let composite = matches!(
+                            btf.get(btf.resolve(m.ty)),
+                            Some(Type::Struct { .. } | Type::Union { .. })
+                        );
+                        match v {
+                            // C lets code name an anonymous struct's fields directly; mirror that.
+                            Value::Object(inner) if composite => obj.extend(inner),
+                            other => {
+                                obj.insert(format!("_anon{anon}"), other);
+                                anon += 1;
+                            }
+                        }
+                    } else {
+                        obj.insert(m.name.clone(), v);
+                    }
+                }
+                Ok(Value::Object(obj))
+            }
+            Type::Var { ty, .. } => self.value(*ty, bytes, depth + 1),
+            Type::DataSec { vars, .. } => {
+                let mut obj = Map::new();
+                for (i, sv) in vars.iter().enumerate() {
+                    let (name, ty) = match btf.get(sv.ty) {
+                        Some(Type::Var { name, ty, .. }) => (name.clone(), *ty),
+                        _ => (format!("_anon{i}"), sv.ty),
+                    };
+                    let at = bytes.get(sv.offset as usize..).unwrap_or(&[]);
+                    obj.insert(name, self.value(ty, at, depth + 1)?);
+                }
+                Ok(Value::Object(obj))
+            }
+            Type::Fwd { .. } => {
+                Err(self.unsupported(id, "forward declaration without a definition"))
+            }
+            Type::Void => Err(self.unsupported(id, "void has no value")),
+            Type::Func { .. } | Type::FuncProto { .. } => {
+                Err(self.unsupported(id, "functions have no value"))
+            }
+            Type::DeclTag { .. } => Err(self.unsupported(id, "declaration tags have no value")),
+            Type::Typedef { .. }
+            | Type::Const { .. }
+            | Type::Volatile { .. }
+            | Type::Restrict { .. }
+            | Type::TypeTag { .. } => Err(self.unsupported(id, "typedef or qualifier cycle")),
+        }
+    }
+
+    fn array(
+        &mut self,
+        id: TypeId,
+        elem: TypeId,
+        len: u32,
+        bytes: &[u8],
+        depth: usize,
+    ) -> Result<Value, BtfError> {
+        let btf = self.btf;
+        let elem_size = btf
+            .size_of(elem)
+            .ok_or_else(|| self.unsupported(id, "array element has no known size"))?
+            as usize;
+        let total = elem_size
+            .checked_mul(len as usize)
+            .ok_or_else(|| self.unsupported(id, "array size overflows"))?;
+        let data = self.take(id, bytes, total)?;
+        if btf.is_char(elem) {
+            let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+            let text = &data[..end];
+            let printable = text
+                .iter()
+                .all(|&b| (b >= 0x20 && b != 0x7f) || matches!(b, b'\t' | b'\n' | b'\r'));
+            return Ok(Value::String(if printable {
+                String::from_utf8_lossy(text).into_owned()
+            } else {
+                hex(data)
+            }));
+        }
+        if elem_size == 0 {
+            // Zero-sized elements carry no data; listing `len` copies of nothing helps nobody.
+            return Ok(Value::Array(Vec::new()));
+        }
+        data.chunks_exact(elem_size)
+            .map(|chunk| self.value(elem, chunk, depth + 1))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array)
+    }
+
+    fn member(&mut self, m: &Member, data: &[u8], depth: usize) -> Result<Value, BtfError> {
+        let btf = self.btf;
+        let mt = btf.resolve(m.ty);
+        let legacy_bits = match btf.get(mt) {
+            Some(Type::Int {
+                size, bits, offset, ..
+            }) if *bits > 0 && (*offset > 0 || *bits < size.saturating_mul(8)) => {
+                Some((m.bit_offset.saturating_add(*offset), *bits))
+            }
+            _ => None,
+        };
+        let (bit_off, nbits) = if m.bitfield_size > 0 {
+            (m.bit_offset, m.bitfield_size)
+        } else if let Some(b) = legacy_bits {
+            b
+        } else if m.bit_offset % 8 == 0 {
+            let at = data.get((m.bit_offset / 8) as usize..).unwrap_or(&[]);
+            return self.value(m.ty, at, depth + 1);
+        } else {
+            return Err(self.unsupported(m.ty, "member is not byte-aligned and not a bitfield"));
+        };
+        if nbits > 64 {
+            return Err(self.unsupported(m.ty, "bitfields wider than 64 bits"));
+        }
+        let start = (bit_off / 8) as usize;
+        let shift = bit_off % 8;
+        let nbytes = (shift + nbits).div_ceil(8) as usize;
+        let chunk = data
+            .get(start..start.saturating_add(nbytes))
+            .ok_or_else(|| BtfError::ValueTooShort {
+                ty: btf.type_name(m.ty),
+                needed: start.saturating_add(nbytes),
+                got: data.len(),
+            })?;
+        let raw = (le_uint(chunk) >> shift) & mask(nbits);
+        match btf.get(mt) {
+            Some(Type::Int { is_bool: true, .. }) => Ok(Value::Bool(raw != 0)),
+            Some(Type::Int { signed, .. }) => Ok(int_json(raw, nbits, *signed, false)),
+            Some(Type::Enum { signed, values, .. }) => Ok(enum_json(values, raw, nbits, *signed)),
+            _ => Err(self.unsupported(m.ty, "bitfield of a non-integer type")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding user text to raw bytes
+// ---------------------------------------------------------------------------------------------
+
+/// Encode a textual value for a global of type `id` (used by `--set NAME=VALUE`): integers in
+/// decimal, `0x` hex or negative, range-checked against the size and signedness; bool accepts
+/// true/false/1/0; enums accept a variant name or a number; char arrays accept a string that
+/// fits with its NUL (the rest is zero-filled); arrays of scalars accept a comma-separated list
+/// (missing trailing elements are zero, as in a C initializer); floats/doubles accept a decimal.
+/// Anything else is an error naming the type.
+pub fn encode(btf: &Btf, id: TypeId, text: &str) -> Result<Vec<u8>, BtfError> {
+    encode_depth(btf, id, text, 0)
+}
+
+/// A parsed integer literal: sign and magnitude, so the full u128 and i128 ranges both fit.
+struct IntLiteral {
+    negative: bool,
+    magnitude: u128,
+}
+
+fn parse_int_literal(text: &str) -> Option<Result<IntLiteral, ()>> {
+    let t = text.trim();
+    let (negative, rest) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (radix, digits) = match rest.strip_prefix("0x").or_else(|| rest.strip_prefix("0X")) {
+        Some(d) => (16, d),
+        None => (10, rest),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    // Digits that overflow u128 are still a number, just one that fits nothing.
+    Some(
+        u128::from_str_radix(digits, radix)
+            .map(|magnitude| IntLiteral {
+                negative,
+                magnitude,
+            })
+            .map_err(|_| ()),
+    )
+}
+
+/// Two's-complement bit pattern of `text` if it fits `bits` bits with the given signedness.
+fn int_in_range(text: &str, bits: u32, signed: bool, ty: &str) -> Result<u128, BtfError> {
+    let value = text.trim().to_string();
+    let range = if signed {
+        if bits >= 128 {
+            format!("{}..={}", i128::MIN, i128::MAX)
+        } else {
+            let half = 1i128 << (bits.max(1) - 1);
+            format!("{}..={}", -half, half - 1)
+        }
+    } else {
+        format!("0..={}", mask(bits))
+    };
+    let out_of_range = || BtfError::ValueOutOfRange {
+        value: value.clone(),
+        ty: ty.to_string(),
+        range: range.clone(),
+    };
+    let lit = match parse_int_literal(text) {
+        Some(Ok(lit)) => lit,
+        Some(Err(())) => return Err(out_of_range()),
+        None => {
+            return Err(BtfError::InvalidValue {
+                value: value.clone(),
+                ty: ty.to_string(),
+                reason: "expected an integer (decimal, 0x hex, or negative)".to_string(),
+            })
+        }
+    };
+    let bits = bits.clamp(1, 128);
+    if lit.negative && lit.magnitude != 0 {
+        if !signed {
+            return Err(out_of_range());
+        }
+        let limit = 1u128 << (bits - 1);
+        if lit.magnitude > limit {
+            return Err(out_of_range());
+        }
+        Ok(lit.magnitude.wrapping_neg() & mask(bits))
+    } else {
+        let limit = if signed { mask(bits - 1) } else { mask(bits) };
+        if lit.magnitude > limit {
+            return Err(out_of_range());
+        }
+        Ok(lit.magnitude)
+    }
+}
+
+fn encode_depth(btf: &Btf, id: TypeId, text: &str, depth: usize) -> Result<Vec<u8>, BtfError> {
+    let ty = btf.type_name(id);
+    let unsupported = |reason: &str| BtfError::Unsupported {
+        ty: ty.clone(),
+        reason: reason.to_string(),
+    };
+    let invalid = |reason: String| BtfError::InvalidValue {
+        value: text.trim().to_string(),
+        ty: ty.clone(),
+        reason,
+    };
+    if depth > MAX_DEPTH {
+        return Err(BtfError::TooComplex { ty });
+    }
+    let rid = btf.resolve(id);
+    match btf.get(rid).ok_or(BtfError::NoSuchType { id: rid })? {
+        Type::Int {
+            size,
+            signed,
+            is_bool,
+            bits,
+            ..
+        } => {
+            let size = *size as usize;
+            if size == 0 || size > 16 {
+                return Err(unsupported("integer size is not between 1 and 16 bytes"));
+            }
+            let width = (size * 8) as u32;
+            let raw = if *is_bool {
+                match text.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" => 1,
+                    "false" | "0" => 0,
+                    _ => return Err(invalid("expected true, false, 1 or 0".to_string())),
+                }
+            } else {
+                let nbits = if *bits > 0 && *bits < width {
+                    *bits
+                } else {
+                    width
+                };
+                int_in_range(text, nbits, *signed, &ty)?
+            };
+            Ok(raw.to_le_bytes()[..size].to_vec())
+        }
+        Type::Enum {
+            size,
+            signed,
+            values,
+            ..
+        } => {
+            let size = *size as usize;
+            if size == 0 || size > 8 {
+                return Err(unsupported("enum size is not between 1 and 8 bytes"));
+            }
+            let t = text.trim();
+            let raw = match values.iter().find(|(name, _)| name == t) {
+                Some((_, v)) => u128::from(*v as u64),
+                None => match int_in_range(t, (size * 8) as u32, *signed, &ty) {
+                    Err(BtfError::InvalidValue { .. }) => {
+                        let names: Vec<&str> = values.iter().map(|(n, _)| n.as_str()).collect();
+                        return Err(invalid(format!(
+                            "expected one of {} or a number",
+                            names.join(", ")
+                        )));
+                    }
+                    other => other?,
+                },
+            };
+            Ok(raw.to_le_bytes()[..size].to_vec())
+        }
+        Type::Float { size, .. } => {
+            let v: f64 = text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite())
+                .ok_or_else(|| invalid("expected a finite decimal number".to_string()))?;
+            match size {
+                4 => {
+                    if v.abs() > f64::from(f32::MAX) {
+                        return Err(BtfError::ValueOutOfRange {
+                            value: text.trim().to_string(),
+                            ty: ty.clone(),
+                            range: format!("-{0:e}..={0:e}", f32::MAX),
+                        });
+                    }
+                    Ok((v as f32).to_le_bytes().to_vec())
+                }
+                8 => Ok(v.to_le_bytes().to_vec()),
+                _ => Err(unsupported("only 4- and 8-byte floats can be set")),
+            }
+        }
+        Type::Array { elem, len, .. } => {
+            let len = *len as usize;
+            let elem_size = btf
+                .size_of(*elem)
+                .ok_or_else(|| unsupported("array element has no known size"))?
+                as usize;
+            let total = elem_size
+                .checked_mul(len)
+                .filter(|n| *n <= MAX_ENCODE_BYTES)
+                .ok_or_else(|| unsupported("array is too large to set from text"))?;
+            if btf.is_char(*elem) {
+                let b = text.as_bytes();
+                if b.len() >= len {
+                    return Err(invalid(format!(
+                        "string is {} bytes but {ty} holds at most {} plus the terminating NUL",
+                        b.len(),
+                        len.saturating_sub(1)
+                    )));
+                }
+                let mut out = vec![0u8; len];
+                out[..b.len()].copy_from_slice(b);
+                return Ok(out);
+            }
+            let scalar = matches!(
+                btf.get(btf.resolve(*elem)),
+                Some(Type::Int { .. } | Type::Enum { .. } | Type::Float { .. })
+            );
+            if !scalar {
+                return Err(unsupported(
+                    "only arrays of integers, enums, floats or chars can be set from text",
+                ));
+            }
+            let items: Vec<&str> = if text.trim().is_empty() {
+                Vec::new()
+            } else {
+                text.split(',').collect()
+            };
+            if items.len() > len {
+                return Err(invalid(format!(
+                    "{} elements given but {ty} holds {len}",
+                    items.len()
+                )));
+            }
+            let mut out = Vec::with_capacity(total);
+            for item in items {
+                out.extend(encode_depth(btf, *elem, item, depth + 1)?);
+            }
+            out.resize(total, 0);
+            Ok(out)
+        }
+        Type::Var { ty: inner, .. } => encode_depth(btf, *inner, text, depth + 1),
+        _ => Err(unsupported(
+            "only integers, bools, enums, floats, char arrays and arrays of those can be set from text",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Assembles BTF blobs by hand so tests control every byte, including broken ones.
+    #[derive(Default)]
+    struct Builder {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        count: u32,
+    }
+
+    impl Builder {
+        fn new() -> Self {
+            Builder {
+                strings: vec![0],
+                ..Default::default()
+            }
+        }
+
+        fn s(&mut self, name: &str) -> u32 {
+            if name.is_empty() {
+                return 0;
+            }
+            let off = self.strings.len() as u32;
+            self.strings.extend_from_slice(name.as_bytes());
+            self.strings.push(0);
+            off
+        }
+
+        fn words(&mut self, w: &[u32]) {
+            for x in w {
+                self.types.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+
+        fn head(&mut self, name: &str, kind: u32, kflag: bool, vlen: u32, st: u32) -> TypeId {
+            let n = self.s(name);
+            let info = (u32::from(kflag) << 31) | (kind << 24) | vlen;
+            self.words(&[n, info, st]);
+            self.count += 1;
+            self.count
+        }
+
+        fn int(&mut self, name: &str, size: u32, enc: u32, bits: u32) -> TypeId {
+            let id = self.head(name, KIND_INT, false, 0, size);
+            self.words(&[(enc << 24) | bits]);
+            id
+        }
+
+        fn simple(&mut self, kind: u32, name: &str, target: u32) -> TypeId {
+            self.head(name, kind, false, 0, target)
+        }
+
+        fn array(&mut self, elem: TypeId, index: TypeId, len: u32) -> TypeId {
+            let id = self.head("", KIND_ARRAY, false, 0, 0);
+            self.words(&[elem, index, len]);
+            id
+        }
+
+        fn composite(
+            &mut self,
+            kind: u32,
+            name: &str,
+            size: u32,
+            kflag: bool,
+            members: &[(&str, TypeId, u32, u32)],
+        ) -> TypeId {
+            let id = self.head(name, kind, kflag, members.len() as u32, size);
+            for (n, ty, off, bits) in members {
+                let n = self.s(n);
+                let off = if kflag { (bits << 24) | off } else { *off };
+                self.words(&[n, *ty, off]);
+            }
+            id
+        }
+
+        fn enum32(&mut self, name: &str, size: u32, signed: bool, vals: &[(&str, i32)]) -> TypeId {
+            let id = self.head(name, KIND_ENUM, signed, vals.len() as u32, size);
+            for (n, v) in vals {
+                let n = self.s(n);
+                self.words(&[n, *v as u32]);
+            }
+            id
+        }
+
+        fn finish(&self) -> Vec<u8> {
+            let mut out = Vec::new();
+            out.extend_from_slice(&MAGIC.to_le_bytes());
+            out.push(1);
+            out.push(0);
+            let tl = self.types.len() as u32;
+            for w in [24u32, 0, tl, tl, self.strings.len() as u32] {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+            out.extend_from_slice(&self.types);
+            out.extend_from_slice(&self.strings);
+            out
+        }
+    }
+
+    struct Fixture {
+        btf: Btf,
+        u8_t: TypeId,
+        u32_t: TypeId,
+        int_t: TypeId,
+        state: TypeId,
+        comm: TypeId,
+        event: TypeId,
+        ints3: TypeId,
+        flt: TypeId,
+        dbl: TypeId,
+        bool_t: TypeId,
+        ptr: TypeId,
+        i8_t: TypeId,
+    }
+
+    /// struct event { u32 pid; int delta; enum state st; char comm[8]; struct inner in;
+    ///                unsigned int counts[3]; unsigned int flag:1, level:3; _Bool ok; void *p; }
+    fn fixture() -> Fixture {
+        let mut b = Builder::new();
+        let uint = b.int("unsigned int", 4, 0, 32);
+        let int_t = b.int("int", 4, INT_SIGNED, 32);
+        let chr = b.int("char", 1, INT_SIGNED, 8);
+        let uchar = b.int("unsigned char", 1, 0, 8);
+        let bool_t = b.int("_Bool", 1, INT_BOOL, 8);
+        let idx = b.int("__ARRAY_SIZE_TYPE__", 4, 0, 32);
+        let u32_t = b.simple(KIND_TYPEDEF, "u32", uint);
+        let u8_t = b.simple(KIND_TYPEDEF, "u8", uchar);
+        let state = b.enum32(
+            "state",
+            4,
+            false,
+            &[("IDLE", 0), ("RUNNING", 1), ("DONE", 7)],
+        );
+        let comm = b.array(chr, idx, 8);
+        let ushort = b.int("unsigned short", 2, 0, 16);
+        let inner = b.composite(
+            KIND_STRUCT,
+            "inner",
+            8,
+            false,
+            &[("a", u32_t, 0, 0), ("b", ushort, 32, 0)],
+        );
+        let ints3 = b.array(uint, idx, 3);
+        let void_ptr = b.simple(KIND_PTR, "", 0);
+        let event = b.composite(
+            KIND_STRUCT,
+            "event",
+            56,
+            true,
+            &[
+                ("pid", u32_t, 0, 0),
+                ("delta", int_t, 32, 0),
+                ("st", state, 64, 0),
+                ("comm", comm, 96, 0),
+                ("in", inner, 160, 0),
+                ("counts", ints3, 224, 0),
+                ("flag", uint, 320, 1),
+                ("level", uint, 321, 3),
+                ("ok", bool_t, 328, 0),
+                ("p", void_ptr, 384, 0),
+            ],
+        );
+        let flt = b.head("float", KIND_FLOAT, false, 0, 4);
+        let dbl = b.head("double", KIND_FLOAT, false, 0, 8);
+        let i8_t = b.int("signed char", 1, INT_SIGNED, 8);
+        let btf = Btf::parse(&b.finish()).expect("fixture parses");
+        Fixture {
+            btf,
+            u8_t,
+            u32_t,
+            int_t,
+            state,
+            comm,
+            event,
+            ints3,
+            flt,
+            dbl,
+            bool_t,
+            ptr: void_ptr,
+            i8_t,
+        }
+    }
+
+    fn event_bytes() -> Vec<u8> {
+        let mut v = vec![0u8; 56];
+        v[0..4].copy_from_slice(&1234u32.to_le_bytes());
+        v[4..8].copy_from_slice(&(-5i32).to_le_bytes());
+        v[8..12].copy_from_slice(&7u32.to_le_bytes());
+        v[12..16].copy_from_slice(b"bash");
+        v[20..24].copy_from_slice(&99u32.to_le_bytes());
+        v[24..26].copy_from_slice(&513u16.to_le_bytes());
+        for (i, c) in [10u32, 20, 30].iter().enumerate() {
+            v[28 + 4 * i..32 + 4 * i].copy_from_slice(&c.to_le_bytes());
+        }
+        v[40] = 0b1011; // flag = 1, level = 0b101
+        v[41] = 1;
+        v[48..56].copy_from_slice(&0xffff_8880_dead_beefu64.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn parses_types_and_names_them_like_c() {
+        let f = fixture();
+        let btf = &f.btf;
+        assert_eq!(btf.len(), 19);
+        assert!(!btf.is_empty());
+        assert!(matches!(btf.get(0), Some(Type::Void)));
+        assert!(btf.get(19).is_none());
+        assert_eq!(btf.type_name(f.u32_t), "u32");
+        assert_eq!(btf.type_name(btf.resolve(f.u32_t)), "unsigned int");
+        assert_eq!(btf.type_name(f.comm), "char[8]");
+        assert_eq!(btf.type_name(f.event), "struct event");
+        assert_eq!(btf.type_name(f.state), "enum state");
+        assert_eq!(btf.type_name(f.ptr), "void *");
+        assert_eq!(btf.size_of(f.event), Some(56));
+        assert_eq!(btf.size_of(f.ints3), Some(12));
+        assert_eq!(btf.size_of(f.ptr), Some(8));
+        assert_eq!(btf.size_of(0), None);
+        assert_eq!(btf.find_by_name("u32"), Some(f.u32_t));
+        assert_eq!(btf.find_by_name("enum state"), Some(f.state));
+        assert_eq!(btf.find_by_name("nope"), None);
+        assert_eq!(btf.find_struct("event"), Some(f.event));
+        assert_eq!(btf.find_struct("struct event"), Some(f.event));
+        assert_eq!(btf.find_struct("union event"), None);
+        let Some(Type::Struct { members, .. }) = btf.get(f.event) else {
+            panic!("event is a struct");
+        };
+        assert_eq!(members.len(), 10);
+        assert_eq!(
+            members[7],
+            Member {
+                name: "level".into(),
+                ty: 1,
+                bit_offset: 321,
+                bitfield_size: 3
+            }
+        );
+    }
+
+    #[test]
+    fn decodes_struct_with_nested_members_and_bitfields() {
+        let f = fixture();
+        let v = decode(&f.btf, f.event, &event_bytes()).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "pid": 1234, "delta": -5, "st": "DONE", "comm": "bash",
+                "in": {"a": 99, "b": 513}, "counts": [10, 20, 30],
+                "flag": 1, "level": 5, "ok": true, "p": "0xffff8880deadbeef"
+            })
+        );
+    }
+
+    #[test]
+    fn decode_rejects_short_input_at_every_length() {
+        let f = fixture();
+        let bytes = event_bytes();
+        for n in 0..bytes.len() {
+            match decode(&f.btf, f.event, &bytes[..n]) {
+                Err(BtfError::ValueTooShort { needed, got, .. }) => {
+                    assert_eq!((needed, got), (56, n));
+                }
+                other => panic!("length {n}: expected ValueTooShort, got {other:?}"),
+            }
+        }
+        let err = decode(&f.btf, f.u32_t, &[1, 2]).unwrap_err();
+        assert_eq!(err.to_string(), "u32 needs 4 bytes but only 2 were given");
+    }
+
+    #[test]
+    fn decode_scalars_enums_and_strings() {
+        let f = fixture();
+        let btf = &f.btf;
+        assert_eq!(decode(btf, f.state, &9u32.to_le_bytes()).unwrap(), json!(9));
+        assert_eq!(
+            decode(btf, f.state, &1u32.to_le_bytes()).unwrap(),
+            json!("RUNNING")
+        );
+        assert_eq!(decode(btf, f.bool_t, &[0]).unwrap(), json!(false));
+        assert_eq!(decode(btf, f.i8_t, &[0xff]).unwrap(), json!(-1));
+        assert_eq!(
+            decode(btf, f.flt, &1.5f32.to_le_bytes()).unwrap(),
+            json!(1.5)
+        );
+        assert_eq!(
+            decode(btf, f.dbl, &f64::NAN.to_le_bytes()).unwrap(),
+            json!("NaN")
+        );
+        // Full buffer without NUL is still a string; control bytes switch to hex of the array.
+        assert_eq!(decode(btf, f.comm, b"abcdefgh").unwrap(), json!("abcdefgh"));
+        assert_eq!(
+            decode(btf, f.comm, &[b'a', 1, 2, 0, 0, 0, 0, 0xff]).unwrap(),
+            json!("0x61010200000000ff")
+        );
+        // u8 arrays are data, not text.
+        let mut b = Builder::new();
+        let uchar = b.int("unsigned char", 1, 0, 8);
+        let arr = b.array(uchar, uchar, 3);
+        let btf2 = Btf::parse(&b.finish()).unwrap();
+        assert_eq!(
+            decode(&btf2, arr, &[104, 0, 105]).unwrap(),
+            json!([104, 0, 105])
+        );
+        assert!(matches!(
+            decode(btf, 0, &[]),
+            Err(BtfError::Unsupported { ref ty, .. }) if ty == "void"
+        ));
+    }
+
+    #[test]
+    fn decode_flattens_anonymous_members_and_handles_unions() {
+        let mut b = Builder::new();
+        let uint = b.int("unsigned int", 4, 0, 32);
+        let uchar = b.int("unsigned char", 1, 0, 8);
+        let anon_union = b.composite(
+            KIND_UNION,
+            "",
+            4,
+            false,
+            &[("word", uint, 0, 0), ("low", uchar, 0, 0)],
+        );
+        let outer = b.composite(
+            KIND_STRUCT,
+            "outer",
+            8,
+            false,
+            &[("", anon_union, 0, 0), ("", uint, 32, 0)],
+        );
+        let btf = Btf::parse(&b.finish()).unwrap();
+        let mut bytes = 0x1234_5678u32.to_le_bytes().to_vec();
+        bytes.extend(3u32.to_le_bytes());
+        assert_eq!(
+            decode(&btf, outer, &bytes).unwrap(),
+            json!({"word": 0x1234_5678, "low": 0x78, "_anon0": 3})
+        );
+    }
+
+    #[test]
+    fn decode_wide_ints_as_strings_and_legacy_bitfields() {
+        let mut b = Builder::new();
+        let u128_t = b.int("unsigned __int128", 16, 0, 128);
+        let i128_t = b.int("__int128", 16, INT_SIGNED, 128);
+        // Pre-kind-flag bitfield: the INT type itself is 4 bits wide.
+        let nib = b.int("int", 4, INT_SIGNED, 4);
+        let s = b.composite(
+            KIND_STRUCT,
+            "s",
+            4,
+            false,
+            &[("lo", nib, 0, 0), ("hi", nib, 4, 0)],
+        );
+        let btf = Btf::parse(&b.finish()).unwrap();
+        assert_eq!(
+            decode(&btf, u128_t, &u128::MAX.to_le_bytes()).unwrap(),
+            json!(u128::MAX.to_string())
+        );
+        assert_eq!(
+            decode(&btf, i128_t, &(-2i128).to_le_bytes()).unwrap(),
+            json!("-2")
+        );
+        assert_eq!(
+            decode(&btf, s, &[0x7f, 0, 0, 0]).unwrap(),
+            json!({"lo": -1, "hi": 7})
+        );
+    }
+
+    #[test]
+    fn enum64_and_signed_enums() {
+        let mut b = Builder::new();
+        let e64 = b.head("big", KIND_ENUM64, false, 2, 8);
+        let (n1, n2) = (b.s("SMALL"), b.s("HUGE"));
+        b.words(&[n1, 1, 0, n2, 0, 0xffff_ffff]);
+        let neg = b.enum32("sgn", 4, true, &[("MINUS", -3)]);
+        let btf = Btf::parse(&b.finish()).unwrap();
+        let Some(Type::Enum { values, signed, .. }) = btf.get(e64) else {
+            panic!("enum64 parses as Enum");
+        };
+        assert!(!signed);
+        assert_eq!(values[1].1 as u64, 0xffff_ffff_0000_0000);
+        assert_eq!(
+            decode(&btf, e64, &0xffff_ffff_0000_0000u64.to_le_bytes()).unwrap(),
+            json!("HUGE")
+        );
+        assert_eq!(decode(&btf, e64, &5u64.to_le_bytes()).unwrap(), json!(5));
+        assert_eq!(
+            decode(&btf, neg, &(-3i32).to_le_bytes()).unwrap(),
+            json!("MINUS")
+        );
+        assert_eq!(
+            decode(&btf, neg, &(-4i32).to_le_bytes()).unwrap(),
+            json!(-4)
+        );
+        assert_eq!(encode(&btf, neg, "MINUS").unwrap(), (-3i32).to_le_bytes());
+        assert_eq!(
+            encode(&btf, e64, "HUGE").unwrap(),
+            0xffff_ffff_0000_0000u64.to_le_bytes()
+        );
+    }
+
+    #[test]
+    fn encode_round_trips_through_decode() {
+        let f = fixture();
+        let btf = &f.btf;
+        let cases: &[(TypeId, &str, Value)] = &[
+            (f.u32_t, "4000000000", json!(4_000_000_000u32)),
+            (f.u32_t, "0xff", json!(255)),
+            (f.int_t, "-2147483648", json!(i32::MIN)),
+            (f.i8_t, "-128", json!(-128)),
+            (f.u8_t, "255", json!(255)),
+            (f.bool_t, "true", json!(true)),
+            (f.bool_t, "0", json!(false)),
+            (f.state, "DONE", json!("DONE")),
+            (f.state, "1", json!("RUNNING")),
+            (f.state, "3", json!(3)),
+            (f.comm, "nginx", json!("nginx")),
+            (f.comm, "", json!("")),
+            (f.ints3, "1, 2,0x3", json!([1, 2, 3])),
+            (f.ints3, "9", json!([9, 0, 0])),
+            (f.flt, "2.5", json!(2.5)),
+            (f.dbl, "-0.125", json!(-0.125)),
+        ];
+        for (id, text, want) in cases {
+            let bytes = encode(btf, *id, text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(bytes.len() as u32, btf.size_of(*id).unwrap());
+            assert_eq!(&decode(btf, *id, &bytes).unwrap(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn encode_reports_range_and_format_errors() {
+        let f = fixture();
+        let btf = &f.btf;
+        let err = encode(btf, f.u8_t, "300").unwrap_err();
+        assert!(matches!(err, BtfError::ValueOutOfRange { .. }));
+        assert_eq!(
+            err.to_string(),
+            "value 300 does not fit u8 (allowed 0..=255)"
+        );
+        assert!(matches!(
+            encode(btf, f.u32_t, "-1"),
+            Err(BtfError::ValueOutOfRange { .. })
+        ));
+        assert!(matches!(
+            encode(btf, f.i8_t, "-129"),
+            Err(BtfError::ValueOutOfRange { .. })
+        ));
+        assert!(matches!(
+            encode(btf, f.i8_t, "128"),
+            Err(BtfError::ValueOutOfRange { .. })
+        ));
+        assert!(matches!(
+            encode(btf, f.u32_t, "99999999999999999999999999999999999999999999"),
+            Err(BtfError::ValueOutOfRange { .. })
+        ));
+        for bad in ["abc", "", "1.5", "-", "0x", "+-3", "0xg"] {
+            assert!(
+                matches!(
+                    encode(btf, f.u32_t, bad),
+                    Err(BtfError::InvalidValue { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            encode(btf, f.bool_t, "yes"),
+            Err(BtfError::InvalidValue { .. })
+        ));
+        let err = encode(btf, f.state, "BOGUS").unwrap_err();
+        assert!(err.to_string().contains("IDLE, RUNNING, DONE"), "{err}");
+        let err = encode(btf, f.comm, "12345678").unwrap_err();
+        assert!(err.to_string().contains("at most 7"), "{err}");
+        assert!(encode(btf, f.comm, "1234567").is_ok());
+        assert!(matches!(
+            encode(btf, f.ints3, "1,2,3,4"),
+            Err(BtfError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            encode(btf, f.ints3, "1,x"),
+            Err(BtfError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            encode(btf, f.flt, "1e39"),
+            Err(BtfError::ValueOutOfRange { .. })
+        ));
+        assert!(matches!(
+            encode(btf, f.dbl, "inf"),
+            Err(BtfError::InvalidValue { .. })
+        ));
+        let err = encode(btf, f.event, "1").unwrap_err();
+        assert!(
+            matches!(err, BtfError::Unsupported { ref ty, .. } if ty == "struct event"),
+            "{err:?}"
+        );
+        assert!(matches!(
+            encode(btf, f.ptr, "0"),
+            Err(BtfError::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn parses_every_kind() {
+        let mut b = Builder::new();
+        let int_t = b.int("int", 4, INT_SIGNED, 32);
+        let fwd = b.head("later", KIND_FWD, true, 0, 0);
+        let vol = b.simple(KIND_VOLATILE, "", int_t);
+        let cst = b.simple(KIND_CONST, "", vol);
+        let ptr = b.simple(KIND_PTR, "", int_t);
+        let rst = b.simple(KIND_RESTRICT, "", ptr);
+        let tag = b.simple(KIND_TYPE_TAG, "user", int_t);
+        let proto = b.head("", KIND_FUNC_PROTO, false, 2, int_t);
+        let pn = b.s("x");
+        b.words(&[pn, cst, 0, 0]);
+        let func = b.head("main_fn", KIND_FUNC, false, 1, proto);
+        let var = b.head("counter", KIND_VAR, false, 0, cst);
+        b.words(&[1]);
+        let sec = b.head(".data", KIND_DATASEC, false, 1, 4);
+        b.words(&[var, 0, 4]);
+        let flt = b.head("float", KIND_FLOAT, false, 0, 4);
+        let decl = b.head("my_tag", KIND_DECL_TAG, false, 0, func);
+        b.words(&[u32::MAX]);
+        let fptr = b.simple(KIND_PTR, "", proto);
+        let btf = Btf::parse(&b.finish()).unwrap();
+
+        assert!(matches!(
+            btf.get(fwd),
+            Some(Type::Fwd { is_union: true, .. })
+        ));
+        assert_eq!(btf.resolve(cst), int_t);
+        assert_eq!(btf.resolve(tag), int_t);
+        assert_eq!(btf.resolve(rst), ptr);
+        assert_eq!(btf.type_name(fwd), "union later");
+        assert_eq!(btf.type_name(rst), "int *");
+        assert_eq!(btf.type_name(fptr), "int (*)(int, ...)");
+        assert!(matches!(
+            btf.get(func),
+            Some(Type::Func { linkage: Linkage::Global, proto: p, .. }) if *p == proto
+        ));
+        assert!(matches!(
+            btf.get(var),
+            Some(Type::Var {
+                linkage: Linkage::Global,
+                ..
+            })
+        ));
+        assert!(matches!(btf.get(flt), Some(Type::Float { size: 4, .. })));
+        assert!(matches!(
+            btf.get(decl),
+            Some(Type::DeclTag {
+                component_idx: -1,
+                ..
+            })
+        ));
+        assert_eq!(btf.func_names(), vec!["main_fn".to_string()]);
+        assert_eq!(
+            btf.datasecs().map(|(id, _)| id).collect::<Vec<_>>(),
+            vec![sec]
+        );
+        assert_eq!(btf.datasec_var(".data", "counter"), Some(cst));
+        assert_eq!(btf.find_by_name("counter"), None);
+        assert_eq!(btf.find_by_name("later"), Some(fwd));
+        assert_eq!(btf.find_by_name("float"), Some(flt));
+        assert_eq!(btf.size_of(var), Some(4));
+        assert_eq!(
+            decode(&btf, sec, &7i32.to_le_bytes()).unwrap(),
+            json!({"counter": 7})
+        );
+        assert_eq!(encode(&btf, var, "-7").unwrap(), (-7i32).to_le_bytes());
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        assert!(matches!(Btf::parse(&[]), Err(BtfError::Truncated { .. })));
+        assert!(matches!(
+            Btf::parse(&[0x12, 0x34, 1, 0]),
+            Err(BtfError::BadMagic { magic: 0x3412 })
+        ));
+        let err = Btf::parse(&[0xeb, 0x9f, 1, 0]).unwrap_err();
+        assert_eq!(err.to_string(), "big-endian BTF not supported");
+        let mut blob = Builder::new().finish();
+        blob[2] = 2;
+        assert!(matches!(
+            Btf::parse(&blob),
+            Err(BtfError::UnsupportedVersion { version: 2 })
+        ));
+        let mut blob = Builder::new().finish();
+        blob[4] = 8;
+        assert!(matches!(Btf::parse(&blob), Err(BtfError::BadHeader { .. })));
+        let empty = Btf::parse(&Builder::new().finish()).unwrap();
+        assert_eq!(empty.len(), 1);
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn rejects_unknown_kinds_bad_strings_and_dangling_refs() {
+        let mut b = Builder::new();
+        b.head("", 25, false, 0, 0);
+        let err = Btf::parse(&b.finish()).unwrap_err();
+        assert!(matches!(err, BtfError::UnknownKind { kind: 25, id: 1 }));
+        assert!(err.to_string().contains("kind 25"));
+
+        let mut b = Builder::new();
+        b.words(&[9999, KIND_PTR << 24, 0]);
+        assert!(matches!(
+            Btf::parse(&b.finish()),
+            Err(BtfError::BadString { offset: 9999, .. })
+        ));
+
+        let mut b = Builder::new();
+        b.simple(KIND_PTR, "", 5);
+        assert!(matches!(
+            Btf::parse(&b.finish()),
+            Err(BtfError::BadTypeRef {
+                id: 1,
+                target: 5,
+                ..
+            })
+        ));
+
+        // A vlen far beyond the data must fail cleanly before allocating for it.
+        let mut b = Builder::new();
+        b.head("huge", KIND_STRUCT, false, 0xffff, 4);
+        assert!(matches!(
+            Btf::parse(&b.finish()),
+            Err(BtfError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_blob_is_an_error() {
+        let mut b = Builder::new();
+        let int_t = b.int("int", 4, INT_SIGNED, 32);
+        b.composite(
+            KIND_STRUCT,
+            "pair",
+            8,
+            false,
+            &[("a", int_t, 0, 0), ("b", int_t, 32, 0)],
+        );
+        let blob = b.finish();
+        assert!(Btf::parse(&blob).is_ok());
+        for n in 0..blob.len() {
+            assert!(
+                Btf::parse(&blob[..n]).is_err(),
+                "prefix of {n} bytes parsed"
+            );
+        }
+    }
+
+    #[test]
+    fn cycles_terminate() {
+        let mut b = Builder::new();
+        // 1: typedef a -> 2, 2: typedef b -> 1 (a cycle), 3: struct self { struct self s; }
+        b.simple(KIND_TYPEDEF, "a", 2);
+        b.simple(KIND_TYPEDEF, "b", 1);
+        let me = b.composite(KIND_STRUCT, "self", 4, false, &[("s", 3, 0, 0)]);
+        let ptr_cycle = b.simple(KIND_PTR, "", 5);
+        let ptr_cycle2 = b.simple(KIND_CONST, "", 4);
+        let btf = Btf::parse(&b.finish()).unwrap();
+        let r = btf.resolve(1);
+        assert!(r == 1 || r == 2);
+        assert_eq!(btf.size_of(1), None);
+        assert_eq!(btf.type_name(1), "a");
+        assert!(decode(&btf, 1, &[0; 8]).is_err());
+        assert!(encode(&btf, 1, "1").is_err());
+        assert!(matches!(
+            decode(&btf, me, &[0; 4]),
+            Err(BtfError::TooComplex { .. })
+        ));
+        assert!(btf.type_name(ptr_cycle).ends_with('*'));
+        assert_eq!(btf.size_of(ptr_cycle2), Some(8));
+    }
+
+    #[test]
+    fn decode_output_is_budgeted() {
+        // A union of 1000 overlapping 1000-element arrays would be a million values from 1 KB.
+        let mut b = Builder::new();
+        let uchar = b.int("unsigned char", 1, 0, 8);
+        let arr = b.array(uchar, uchar, 1000);
+        let members: Vec<(String, TypeId)> = (0..1100).map(|i| (format!("m{i}"), arr)).collect();
+        let refs: Vec<(&str, TypeId, u32, u32)> = members
+            .iter()
+            .map(|(n, t)| (n.as_str(), *t, 0, 0))
+            .collect();
+        let u = b.composite(KIND_UNION, "u", 1000, false, &refs);
+        let btf = Btf::parse(&b.finish()).unwrap();
+        assert!(matches!(
+            decode(&btf, u, &[0; 1000]),
+            Err(BtfError::TooComplex { .. })
+        ));
+    }
+}

@@ -1,0 +1,757 @@
+//! The manager: load, attach, detach, unload, list and inspect, each one all-or-nothing across
+//! the kernel, bpffs and the store.
+
+use crate::error::{Error, Result};
+use crate::lock::MutationLock;
+use crate::views::*;
+use apiary_core::elf;
+use apiary_core::paths::PinPaths;
+use apiary_core::{AttachSpec, LinkId, ProgramId, ProgramType, TcDirection};
+use apiary_kernel::{self as kernel, sys, Attachment, AttachContext, KernelError, TcFilter, TcxAnchor};
+use apiary_store::{self as store, GlobalRecord, LinkRecord, MapRecord, NewProgram, ProgramRecord, Store};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub bpffs: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { state_dir: PathBuf::from("/var/lib/apiary"), bpffs: PathBuf::from("/sys/fs/bpf/apiary") }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ObjectSource {
+    Path(PathBuf),
+    Bytes { name: String, bytes: Vec<u8> },
+}
+
+impl ObjectSource {
+    fn describe(&self) -> String {
+        match self {
+            ObjectSource::Path(p) => p.display().to_string(),
+            ObjectSource::Bytes { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// A load request, validated by the front door's parser.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub source: ObjectSource,
+    pub programs: Vec<(Option<ProgramType>, String)>,
+    pub raw_globals: Vec<(String, Vec<u8>)>,
+    pub typed_globals: Vec<(String, String)>,
+    pub metadata: BTreeMap<String, String>,
+    pub map_owner_id: Option<ProgramId>,
+    /// Attach right after loading; if the attach fails the load is rolled back.
+    pub attach: Option<AttachSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub enum MapRef {
+    KernelId(u32),
+    ProgramMap(ProgramId, String),
+}
+
+impl std::str::FromStr for MapRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some((p, m)) if !m.is_empty() => Ok(MapRef::ProgramMap(p.parse()?, m.to_string())),
+            _ => s
+                .parse::<u32>()
+                .ok()
+                .filter(|v| *v > 0)
+                .map(MapRef::KernelId)
+                .ok_or_else(|| format!("invalid map reference {s:?}: expected a kernel MAP_ID or PROGRAM_ID:MAP_NAME")),
+        }
+    }
+}
+
+pub struct Manager {
+    cfg: Config,
+    paths: PinPaths,
+    store: Mutex<Store>,
+}
+
+/// Undo list for a multi-step kernel change: pins made so far are removed if the change does
+/// not complete.
+struct Undo {
+    pins: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    armed: bool,
+}
+
+impl Undo {
+    fn new() -> Self {
+        Undo { pins: Vec::new(), dirs: Vec::new(), armed: true }
+    }
+    fn pin(&mut self, p: PathBuf) {
+        self.pins.push(p);
+    }
+    fn dir(&mut self, p: PathBuf) {
+        self.dirs.push(p);
+    }
+    fn commit(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for p in self.pins.iter().rev() {
+            let _ = sys::unpin(p);
+        }
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Is this a libbpf internal map (`.rodata`, `.bss`, `.data`, `.kconfig`)? Their names carry the
+/// section after a dot. Each program keeps its own, so its globals stay its own.
+fn is_internal_map(name: &str) -> bool {
+    name.contains('.')
+}
+
+fn ensure_bpffs(root: &Path) -> Result<()> {
+    if kernel::is_bpffs(root) {
+        return Ok(());
+    }
+    let base = Path::new("/sys/fs/bpf");
+    if root.starts_with(base) && !kernel::is_bpffs(base) {
+        // Like bpftool, mount bpffs where it is expected when nothing is mounted there.
+        let _ = std::fs::create_dir_all(base);
+        if nix::mount::mount(Some("bpf"), base, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>).is_ok()
+            && kernel::is_bpffs(root)
+        {
+            return Ok(());
+        }
+    }
+    Err(Error::FailedPrecondition(format!(
+        "{} is not on a bpf filesystem; mount one with `mount -t bpf bpf /sys/fs/bpf` or choose another --bpffs",
+        root.display()
+    )))
+}
+
+impl Manager {
+    pub fn open(cfg: Config) -> Result<Manager> {
+        let store = Store::open(&cfg.state_dir)?;
+        Ok(Manager { paths: PinPaths::new(&cfg.bpffs), cfg, store: Mutex::new(store) })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self) -> Result<MutationLock> {
+        ensure_bpffs(&self.cfg.bpffs)?;
+        MutationLock::acquire(&self.cfg.state_dir)
+    }
+
+    fn program_record(&self, id: ProgramId) -> Result<ProgramRecord> {
+        store::get_program(self.store().read(), id)?.ok_or_else(|| Error::not_found("program", id))
+    }
+
+    // ---------------------------------------------------------------- load
+
+    pub fn load(&self, spec: LoadSpec) -> Result<Vec<ProgramView>> {
+        let source = spec.source.describe();
+        let bytes = match &spec.source {
+            ObjectSource::Path(p) => std::fs::read(p).map_err(|e| KernelError::ReadObject { path: p.clone(), source: e })?,
+            ObjectSource::Bytes { bytes, .. } => bytes.clone(),
+        };
+        let info = elf::inspect(&bytes).map_err(|error| Error::Object { source_name: source.clone(), error })?;
+        let globals = apiary_core::globals::resolve(&info, &spec.raw_globals, &spec.typed_globals)
+            .map_err(Error::InvalidArgument)?;
+        if let Some(a) = &spec.attach {
+            a.validate().map_err(Error::InvalidArgument)?;
+            let n = if spec.programs.is_empty() { info.programs.len() } else { spec.programs.len() };
+            if n != 1 {
+                return Err(Error::InvalidArgument(
+                    "attaching while loading needs exactly one program; load them first, then attach each".into(),
+                ));
+            }
+        }
+        for k in spec.metadata.keys() {
+            if k.is_empty() {
+                return Err(Error::InvalidArgument("metadata keys must not be empty".into()));
+            }
+        }
+
+        let _lock = self.lock()?;
+        // Map sharing: reuse the owner's (non-internal) maps by name.
+        let mut reuse = Vec::new();
+        let mut owner_maps: HashMap<String, MapRecord> = HashMap::new();
+        if let Some(owner) = spec.map_owner_id {
+            let rec = self.program_record(owner)?;
+            let owner_id = rec.map_owner_id.unwrap_or(owner);
+            for m in store::maps_of_program(self.store().read(), owner)? {
+                if is_internal_map(&m.name) {
+                    continue;
+                }
+                if info.maps.iter().any(|d| d.name == m.name) {
+                    reuse.push((m.name.clone(), self.paths.map(m.owner_id, &m.name)));
+                    owner_maps.insert(m.name.clone(), m);
+                }
+            }
+            if reuse.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "--map-owner-id {owner}: the object shares no map names with program {owner_id}"
+                )));
+            }
+        }
+
+        let req = kernel::LoadRequest {
+            object: &bytes,
+            source: &source,
+            programs: spec
+                .programs
+                .iter()
+                .map(|(ty, name)| kernel::ProgramSelect { ty: *ty, name: name.clone() })
+                .collect(),
+            globals: globals
+                .iter()
+                .map(|g| kernel::GlobalPatch { name: g.name.clone(), section: g.section.clone(), offset: g.offset, bytes: g.bytes.clone() })
+                .collect(),
+            reuse_maps: reuse,
+        };
+        let loaded = kernel::load(&req)?;
+        let sha = sha256_hex(&bytes);
+        let global_records: Vec<GlobalRecord> = globals
+            .iter()
+            .map(|g| GlobalRecord { name: g.name.clone(), section: g.section.clone(), offset: g.offset, hex: hex::encode(&g.bytes) })
+            .collect();
+
+        let mut undo = Undo::new();
+        let ids = self.store().write(|tx| -> Result<Vec<ProgramId>> {
+            store::put_object(tx, &sha, &bytes)?;
+            let mut ids = Vec::new();
+            for p in &loaded.programs {
+                let owner = spec.map_owner_id.or(ids.first().copied());
+                let id = store::insert_program(
+                    tx,
+                    &NewProgram {
+                        name: &p.name,
+                        prog_type: p.ty,
+                        section: &p.section,
+                        source: &source,
+                        object_sha256: &sha,
+                        map_owner_id: owner,
+                        globals: &global_records,
+                        metadata: &spec.metadata,
+                    },
+                )?;
+                store::set_program_kernel(tx, id, p.kernel_id, &p.tag)?;
+                ids.push(id);
+            }
+            Ok(ids)
+        });
+        let ids = ids?;
+        // Pins are made after the ids exist; a failure removes pins and rows again.
+        let result = (|| -> Result<()> {
+            let first = *ids.first().ok_or_else(|| Error::Internal("load produced no program".into()))?;
+            for (p, id) in loaded.programs.iter().zip(&ids) {
+                let path = self.paths.program(*id);
+                loaded.pin_program(&p.name, &path)?;
+                undo.pin(path);
+            }
+            self.store().write(|tx| -> Result<()> {
+                for m in &loaded.maps {
+                    let map_id = if m.reused {
+                        match owner_maps.get(&m.name) {
+                            Some(r) => r.id,
+                            None => continue,
+                        }
+                    } else {
+                        let path = self.paths.map(first, &m.name);
+                        loaded.pin_map(&m.name, &path)?;
+                        undo.pin(path);
+                        store::insert_map(
+                            tx,
+                            &MapRecord {
+                                id: 0,
+                                owner_id: first,
+                                name: m.name.clone(),
+                                map_type: m.info.map_type.clone(),
+                                kernel_id: m.info.id,
+                                key_size: m.info.key_size,
+                                value_size: m.info.value_size,
+                                max_entries: m.info.max_entries,
+                            },
+                        )?
+                    };
+                    for id in &ids {
+                        store::add_program_map(tx, *id, map_id)?;
+                    }
+                }
+                Ok(())
+            })?;
+            undo.dir(self.paths.map_owner_dir(first));
+            Ok(())
+        })();
+        if let Err(e) = result {
+            drop(undo);
+            let _ = self.store().write(|tx| -> Result<()> {
+                for id in &ids {
+                    store::delete_program(tx, *id)?;
+                }
+                Ok(())
+            });
+            return Err(e);
+        }
+        undo.commit();
+        drop(loaded);
+
+        if let Some(a) = spec.attach {
+            let id = ids[0];
+            if let Err(e) = self.attach_locked(id, a) {
+                // Roll back the load: the user asked for both or nothing.
+                if let Err(re) = self.unload_locked(&[id], true) {
+                    return Err(Error::Internal(format!("{e}; rolling back the load also failed: {re}")));
+                }
+                return Err(e);
+            }
+        }
+        drop(_lock);
+        let all = self.list_programs(false, &BTreeMap::new())?;
+        Ok(all.into_iter().filter(|p| p.id.is_some_and(|i| ids.contains(&i))).collect())
+    }
+
+    // ---------------------------------------------------------------- attach
+
+    pub fn attach(&self, id: ProgramId, spec: AttachSpec) -> Result<LinkView> {
+        spec.validate().map_err(Error::InvalidArgument)?;
+        let _lock = self.lock()?;
+        let link = self.attach_locked(id, spec)?;
+        drop(_lock);
+        self.get_link(link)
+    }
+
+    fn attach_locked(&self, id: ProgramId, spec: AttachSpec) -> Result<LinkId> {
+        let prog = self.program_record(id)?;
+        let want = spec.program_type();
+        if !prog.prog_type.compatible_with(want) {
+            return Err(Error::InvalidArgument(format!(
+                "program {id} ({}) is a {} program (section {:?}); it cannot be attached as {want}",
+                prog.name, prog.prog_type, prog.section
+            )));
+        }
+        let existing = store::list_links(self.store().read(), None)?;
+        let ctx = self.attach_context(&spec, &existing)?;
+        let fd = sys::obj_get(&self.paths.program(id)).map_err(|e| {
+            Error::FailedPrecondition(format!(
+                "program {id} is recorded but its pin is missing ({e}); run `apiary unload {id}` and load it again"
+            ))
+        })?;
+        let attachment = kernel::attach(fd.as_fd(), &spec, &ctx)?;
+
+        let mut undo = Undo::new();
+        let (fds, tc) = match attachment {
+            Attachment::Links(fds) => (fds, None),
+            Attachment::TcFilter(f) => (Vec::new(), Some(f)),
+        };
+        let mut kernel_ids = Vec::new();
+        for f in &fds {
+            kernel_ids.push(sys::link_info(f.as_fd())?.id);
+        }
+        let res = self.store().write(|tx| -> Result<LinkId> {
+            let link = store::insert_link(tx, id, &spec)?;
+            for (i, f) in fds.iter().enumerate() {
+                let path = self.paths.link(link, i);
+                sys::pin(f.as_fd(), &path)?;
+                undo.pin(path);
+            }
+            undo.dir(self.paths.link_dir(link));
+            let extra = tc.as_ref().map(|t| serde_json::to_value(t).unwrap_or_default());
+            store::set_link_kernel(tx, link, &kernel_ids, extra.as_ref())?;
+            Ok(link)
+        });
+        match res {
+            Ok(link) => {
+                undo.commit();
+                Ok(link)
+            }
+            Err(e) => {
+                drop(undo);
+                if let Some(t) = &tc {
+                    let _ = kernel::attach::detach_tc_filter(fd.as_fd(), t);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn attach_context(&self, spec: &AttachSpec, existing: &[LinkRecord]) -> Result<AttachContext> {
+        let same_iface = |a: &AttachSpec| -> bool {
+            match (spec, a) {
+                (AttachSpec::Xdp { iface, netns, .. }, AttachSpec::Xdp { iface: i2, netns: n2, .. }) => iface == i2 && netns == n2,
+                (AttachSpec::Tc { iface, netns, direction }, AttachSpec::Tc { iface: i2, netns: n2, direction: d2 }) => {
+                    iface == i2 && netns == n2 && direction == d2
+                }
+                _ => false,
+            }
+        };
+        if let Some(l) = existing.iter().find(|l| same_iface(&l.spec)) {
+            return Err(KernelError::HookBusy {
+                hook: spec.describe(),
+                reason: format!("apiary link {} (program {}) is attached there; detach it first", l.id, l.program_id),
+            }
+            .into());
+        }
+        let mut ctx = AttachContext::default();
+        if let AttachSpec::Tcx { iface, netns, direction, priority } = spec {
+            ctx.tcx_anchor = tcx_anchor(existing, iface, netns.as_deref(), *direction, *priority);
+        }
+        Ok(ctx)
+    }
+
+    // ---------------------------------------------------------------- detach / unload
+
+    pub fn detach(&self, id: LinkId) -> Result<()> {
+        let _lock = self.lock()?;
+        let link = store::get_link(self.store().read(), id)?.ok_or_else(|| Error::not_found("link", id))?;
+        self.detach_record(&link)
+    }
+
+    fn detach_record(&self, link: &LinkRecord) -> Result<()> {
+        if let Some(extra) = &link.extra {
+            if let Ok(tc) = serde_json::from_value::<TcFilter>(extra.clone()) {
+                match sys::obj_get(&self.paths.program(link.program_id)) {
+                    Ok(fd) => kernel::attach::detach_tc_filter(fd.as_fd(), &tc)?,
+                    Err(_) => return Err(Error::FailedPrecondition(format!(
+                        "link {}: program {} pin is missing, cannot remove its tc filter", link.id, link.program_id
+                    ))),
+                }
+            }
+        }
+        for i in 0..link.kernel_link_ids.len().max(1) {
+            sys::unpin(&self.paths.link(link.id, i))?;
+        }
+        let _ = std::fs::remove_dir(self.paths.link_dir(link.id));
+        self.store().write(|tx| -> Result<()> { Ok(store::delete_link(tx, link.id)?) })?;
+        Ok(())
+    }
+
+    /// Unload programs. Several ids may be given at once; programs that borrow another's maps
+    /// are unloaded before the owner.
+    pub fn unload(&self, ids: &[ProgramId], force: bool) -> Result<Vec<ProgramId>> {
+        let _lock = self.lock()?;
+        self.unload_locked(ids, force)
+    }
+
+    fn unload_locked(&self, ids: &[ProgramId], force: bool) -> Result<Vec<ProgramId>> {
+        let set: HashSet<ProgramId> = ids.iter().copied().collect();
+        let mut records = Vec::new();
+        for id in ids {
+            records.push(self.program_record(*id)?);
+        }
+        // Validate everything before changing anything.
+        for r in &records {
+            let links = store::list_links(self.store().read(), Some(r.id))?;
+            if !links.is_empty() && !force {
+                let l: Vec<String> = links.iter().map(|l| l.id.to_string()).collect();
+                return Err(Error::FailedPrecondition(format!(
+                    "program {} ({}) has {} link(s) (ids {}); detach them first or use --force",
+                    r.id,
+                    r.name,
+                    links.len(),
+                    l.join(", ")
+                )));
+            }
+            let borrowers: Vec<ProgramId> =
+                store::map_borrowers(self.store().read(), r.id)?.into_iter().filter(|b| !set.contains(b)).collect();
+            if !borrowers.is_empty() {
+                let b: Vec<String> = borrowers.iter().map(|b| b.to_string()).collect();
+                return Err(Error::FailedPrecondition(format!(
+                    "program {} ({}) owns maps still used by program(s) {}; unload those first, or together: apiary unload {} {}",
+                    r.id,
+                    r.name,
+                    b.join(", "),
+                    b.join(" "),
+                    r.id
+                )));
+            }
+        }
+        // Borrowers first, owners last.
+        records.sort_by_key(|r| std::cmp::Reverse(r.id));
+        let mut done = Vec::new();
+        for r in &records {
+            for l in store::list_links(self.store().read(), Some(r.id))? {
+                self.detach_record(&l)?;
+            }
+            let owned = store::maps_owned_by(self.store().read(), r.id)?;
+            sys::unpin(&self.paths.program(r.id))?;
+            for m in &owned {
+                sys::unpin(&self.paths.map(r.id, &m.name))?;
+            }
+            let _ = std::fs::remove_dir(self.paths.map_owner_dir(r.id));
+            self.store().write(|tx| -> Result<()> { Ok(store::delete_program(tx, r.id)?) })?;
+            done.push(r.id);
+        }
+        Ok(done)
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    pub fn list_programs(&self, all: bool, metadata: &BTreeMap<String, String>) -> Result<Vec<ProgramView>> {
+        let (records, links) = {
+            let s = self.store();
+            (store::list_programs(s.read())?, store::list_links(s.read(), None)?)
+        };
+        let mut by_prog: HashMap<ProgramId, Vec<&LinkRecord>> = HashMap::new();
+        for l in &links {
+            by_prog.entry(l.program_id).or_default().push(l);
+        }
+        let mut out = Vec::new();
+        let mut managed_kids = HashSet::new();
+        for r in records {
+            managed_kids.insert(r.kernel_id);
+            if !metadata.iter().all(|(k, v)| r.metadata.get(k) == Some(v)) {
+                continue;
+            }
+            let ls = by_prog.get(&r.id).map(Vec::as_slice).unwrap_or(&[]);
+            out.push(program_view(&r, ls));
+        }
+        if all && metadata.is_empty() {
+            for kid in sys::ids(sys::IdKind::Program) {
+                if managed_kids.contains(&kid) {
+                    continue;
+                }
+                let Ok(fd) = sys::prog_fd_by_id(kid) else { continue };
+                let Ok(info) = sys::prog_info(fd.as_fd()) else { continue };
+                out.push(ProgramView {
+                    id: None,
+                    kernel_id: kid,
+                    name: info.name,
+                    prog_type: info.prog_type,
+                    section: None,
+                    source: None,
+                    links: vec![],
+                    attach_points: vec![],
+                    loaded_at: None,
+                    map_owner_id: None,
+                    metadata: BTreeMap::new(),
+                    managed: false,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn get_program(&self, id: ProgramId) -> Result<ProgramDetail> {
+        let r = self.program_record(id)?;
+        let links = store::list_links(self.store().read(), Some(id))?;
+        let maps = store::maps_of_program(self.store().read(), id)?;
+        let view = program_view(&r, &links.iter().collect::<Vec<_>>());
+        let (kernel, kernel_error) = match sys::obj_get(&self.paths.program(id)).and_then(|fd| sys::prog_info(fd.as_fd())) {
+            Ok(i) => (Some(i), None),
+            Err(e) => (None, Some(format!("not found in the kernel ({e}); bpffs may have been wiped"))),
+        };
+        let link_details = links.iter().map(|l| link_view(l, &r.name)).collect();
+        let maps = maps.iter().map(|m| managed_map_view(m, vec![id])).collect();
+        Ok(ProgramDetail {
+            program: view,
+            tag: r.tag.clone(),
+            globals: r.globals.clone(),
+            maps,
+            link_details,
+            kernel,
+            kernel_error,
+            stats_enabled: std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").map(|s| s.trim() == "1").unwrap_or(false),
+        })
+    }
+
+    pub fn list_links(&self, program: Option<ProgramId>) -> Result<Vec<LinkView>> {
+        if let Some(p) = program {
+            self.program_record(p)?;
+        }
+        let s = self.store();
+        let names: HashMap<ProgramId, String> =
+            store::list_programs(s.read())?.into_iter().map(|p| (p.id, p.name)).collect();
+        Ok(store::list_links(s.read(), program)?
+            .iter()
+            .map(|l| link_view(l, names.get(&l.program_id).map(String::as_str).unwrap_or("")))
+            .collect())
+    }
+
+    pub fn get_link(&self, id: LinkId) -> Result<LinkView> {
+        let l = store::get_link(self.store().read(), id)?.ok_or_else(|| Error::not_found("link", id))?;
+        let p = self.program_record(l.program_id)?;
+        Ok(link_view(&l, &p.name))
+    }
+
+    pub fn list_maps(&self, all: bool) -> Result<Vec<MapView>> {
+        let s = self.store();
+        let maps = store::list_maps(s.read())?;
+        let mut out = Vec::new();
+        let mut kids = HashSet::new();
+        for m in &maps {
+            kids.insert(m.kernel_id);
+            let users: Vec<ProgramId> = {
+                let mut stmt = s.read().prepare_cached("SELECT program_id FROM program_maps WHERE map_id = ?1 ORDER BY program_id").map_err(apiary_store::StoreError::from)?;
+                let rows = stmt.query_map([m.id], |r| Ok(ProgramId(r.get(0)?))).map_err(apiary_store::StoreError::from)?;
+                rows.collect::<std::result::Result<_, _>>().map_err(apiary_store::StoreError::from)?
+            };
+            out.push(managed_map_view(m, users));
+        }
+        drop(s);
+        if all {
+            for kid in sys::ids(sys::IdKind::Map) {
+                if kids.contains(&kid) {
+                    continue;
+                }
+                let Ok(fd) = sys::map_fd_by_id(kid) else { continue };
+                let Ok(i) = sys::map_info(fd.as_fd()) else { continue };
+                out.push(MapView {
+                    kernel_id: kid,
+                    name: i.name,
+                    map_type: i.map_type,
+                    key_size: i.key_size,
+                    value_size: i.value_size,
+                    max_entries: i.max_entries,
+                    owner_id: None,
+                    used_by: vec![],
+                    managed: false,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn dump_map(&self, target: &MapRef, limit: usize) -> Result<MapDump> {
+        let fd = match target {
+            MapRef::KernelId(id) => sys::map_fd_by_id(*id).map_err(|e| match e {
+                KernelError::NotFound { .. } => Error::not_found("map", id),
+                e => e.into(),
+            })?,
+            MapRef::ProgramMap(pid, name) => {
+                self.program_record(*pid)?;
+                let maps = store::maps_of_program(self.store().read(), *pid)?;
+                let m = maps.iter().find(|m| &m.name == name).ok_or_else(|| {
+                    let names: Vec<&str> = maps.iter().map(|m| m.name.as_str()).collect();
+                    Error::NotFound { kind: "map", id: format!("{pid}:{name}"), hint: format!("; program {pid} has maps: {}", names.join(", ")) }
+                })?;
+                sys::obj_get(&self.paths.map(m.owner_id, &m.name))?
+            }
+        };
+        crate::mapdump::dump(fd.as_fd(), limit)
+    }
+}
+
+fn program_view(r: &ProgramRecord, links: &[&LinkRecord]) -> ProgramView {
+    ProgramView {
+        id: Some(r.id),
+        kernel_id: r.kernel_id,
+        name: r.name.clone(),
+        prog_type: r.prog_type.to_string(),
+        section: Some(r.section.clone()),
+        source: Some(r.source.clone()),
+        links: links.iter().map(|l| l.id).collect(),
+        attach_points: links.iter().map(|l| l.spec.describe()).collect(),
+        loaded_at: Some(r.loaded_at.clone()),
+        map_owner_id: r.map_owner_id,
+        metadata: r.metadata.clone(),
+        managed: true,
+    }
+}
+
+fn link_view(l: &LinkRecord, program_name: &str) -> LinkView {
+    LinkView {
+        id: l.id,
+        program_id: l.program_id,
+        program_name: program_name.to_string(),
+        attach_point: l.spec.describe(),
+        spec: l.spec.clone(),
+        kernel_link_ids: l.kernel_link_ids.clone(),
+        created_at: l.created_at.clone(),
+    }
+}
+
+fn managed_map_view(m: &MapRecord, used_by: Vec<ProgramId>) -> MapView {
+    MapView {
+        kernel_id: m.kernel_id,
+        name: m.name.clone(),
+        map_type: m.map_type.clone(),
+        key_size: m.key_size,
+        value_size: m.value_size,
+        max_entries: m.max_entries,
+        owner_id: Some(m.owner_id),
+        used_by,
+        managed: true,
+    }
+}
+
+/// Where a new TCX link goes so that the list stays sorted by priority, ties in attach order:
+/// before the first link with a higher priority, else after the last one.
+fn tcx_anchor(existing: &[LinkRecord], iface: &str, netns: Option<&Path>, direction: TcDirection, priority: u32) -> Option<TcxAnchor> {
+    let mut peers: Vec<(u32, LinkId, u32)> = existing
+        .iter()
+        .filter_map(|l| match &l.spec {
+            AttachSpec::Tcx { iface: i, netns: n, direction: d, priority: p }
+                if i == iface && n.as_deref() == netns && *d == direction =>
+            {
+                l.kernel_link_ids.first().map(|k| (*p, l.id, *k))
+            }
+            _ => None,
+        })
+        .collect();
+    peers.sort();
+    if let Some((_, _, k)) = peers.iter().find(|(p, _, _)| *p > priority) {
+        return Some(TcxAnchor::Before(*k));
+    }
+    peers.last().map(|(_, _, k)| TcxAnchor::After(*k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcx(id: i64, prio: u32, kid: u32) -> LinkRecord {
+        LinkRecord {
+            id: LinkId(id),
+            program_id: ProgramId(1),
+            spec: AttachSpec::Tcx { iface: "veth0".into(), netns: None, direction: TcDirection::Ingress, priority: prio },
+            kernel_link_ids: vec![kid],
+            extra: None,
+            created_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn tcx_order() {
+        let ex = vec![tcx(1, 10, 100), tcx(2, 30, 200)];
+        assert_eq!(tcx_anchor(&ex, "veth0", None, TcDirection::Ingress, 5), Some(TcxAnchor::Before(100)));
+        assert_eq!(tcx_anchor(&ex, "veth0", None, TcDirection::Ingress, 10), Some(TcxAnchor::Before(200)));
+        assert_eq!(tcx_anchor(&ex, "veth0", None, TcDirection::Ingress, 50), Some(TcxAnchor::After(200)));
+        assert_eq!(tcx_anchor(&ex, "veth1", None, TcDirection::Ingress, 50), None);
+        assert_eq!(tcx_anchor(&ex, "veth0", None, TcDirection::Egress, 50), None);
+    }
+
+    #[test]
+    fn map_refs() {
+        assert!(matches!("12".parse::<MapRef>(), Ok(MapRef::KernelId(12))));
+        assert!(matches!("3:counts".parse::<MapRef>(), Ok(MapRef::ProgramMap(ProgramId(3), ref n)) if n == "counts"));
+        assert!("x".parse::<MapRef>().is_err());
+        assert!("0".parse::<MapRef>().is_err());
+    }
+}
