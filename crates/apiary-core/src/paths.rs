@@ -30,8 +30,8 @@ impl PinPaths {
         self.root.join("maps")
     }
 
-    /// Maps are pinned per owning program, named after the map. Internal maps have dots in
-    /// their names (`obj.rodata`), which bpffs accepts.
+    /// Maps are pinned per owning program, named after the map. bpffs refuses names with a
+    /// dot, and internal maps have one (`obj.rodata`), so dots become underscores.
     pub fn map(&self, owner: ProgramId, map_name: &str) -> PathBuf {
         self.maps_dir().join(owner.to_string()).join(sanitize(map_name))
     }
@@ -56,7 +56,7 @@ impl PinPaths {
 
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+        .map(|c| if c == '/' || c == '.' || c.is_control() { '_' } else { c })
         .collect()
 }
 
@@ -69,6 +69,7 @@ mod tests {
         let p = PinPaths::new("/sys/fs/bpf/apiary");
         assert_eq!(p.program(ProgramId(7)), PathBuf::from("/sys/fs/bpf/apiary/programs/7"));
         assert_eq!(p.map(ProgramId(7), "a/b"), PathBuf::from("/sys/fs/bpf/apiary/maps/7/a_b"));
+        assert_eq!(p.map(ProgramId(7), "obj.rodata"), PathBuf::from("/sys/fs/bpf/apiary/maps/7/obj_rodata"));
         assert_eq!(p.link(LinkId(3), 1), PathBuf::from("/sys/fs/bpf/apiary/links/3/1"));
     }
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("cannot read object file {path}: {source}")]
-    ReadObject { path: PathBuf, source: io::Error },
+    #[error("cannot read object file {path}: {error}")]
+    ReadObject { path: PathBuf, error: io::Error },
 
     #[error("{path} is not a BPF object file: {reason}")]
     NotBpfObject { path: String, reason: String },
@@ -29,8 +29,8 @@ pub enum KernelError {
     #[error("the verifier rejected program {program:?}:\n{verifier_log}")]
     Verifier { program: String, verifier_log: String },
 
-    #[error("loading program {program:?} failed: {source}{}", hint_suffix(.hint))]
-    Load { program: String, source: io::Error, hint: Option<String> },
+    #[error("loading program {program:?} failed: {error}{}", hint_suffix(.hint))]
+    Load { program: String, error: io::Error, hint: Option<String> },
 
     #[error("{feature} is not supported by this kernel: {reason}")]
     NotSupported { feature: String, reason: String },
@@ -47,11 +47,11 @@ pub enum KernelError {
     #[error("{hook} is already in use: {reason}")]
     HookBusy { hook: String, reason: String },
 
-    #[error("{call} failed: {source}")]
-    Syscall { call: String, source: io::Error },
+    #[error("{call} failed: {error}")]
+    Syscall { call: String, error: io::Error },
 
-    #[error("{op}: {source}")]
-    Libbpf { op: String, source: libbpf_rs::Error },
+    #[error("{op}: {error}")]
+    Libbpf { op: String, error: libbpf_rs::Error },
 
     #[error("kernel object {what} not found")]
     NotFound { what: String },
@@ -76,18 +76,18 @@ fn hint_suffix(h: &Option<String>) -> String {
 
 impl KernelError {
     pub fn syscall(call: impl Into<String>, source: io::Error) -> Self {
-        KernelError::Syscall { call: call.into(), source }
+        KernelError::Syscall { call: call.into(), error: source }
     }
 
     pub fn libbpf(op: impl Into<String>, source: libbpf_rs::Error) -> Self {
-        KernelError::Libbpf { op: op.into(), source }
+        KernelError::Libbpf { op: op.into(), error: source }
     }
 
     /// The errno behind this error, when there is one.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            KernelError::Syscall { source, .. } | KernelError::Load { source, .. } => {
-                source.raw_os_error()
+            KernelError::Syscall { error, .. } | KernelError::Load { error, .. } => {
+                error.raw_os_error()
             }
             _ => None,
         }

@@ -110,6 +110,9 @@ pub fn load(req: &LoadRequest<'_>) -> Result<LoadedObject> {
     logcap::take();
 
     let mut builder = ObjectBuilder::default();
+    // libbpf prefixes internal map names with the object name; without one it would use the
+    // buffer's address.
+    builder.name(object_name(req.source)).map_err(|e| KernelError::libbpf("set object name", e))?;
     let mut open = builder.open_memory(req.object).map_err(|e| KernelError::NotBpfObject {
         path: req.source.to_string(),
         reason: open_reason(&e),
@@ -255,6 +258,13 @@ pub fn load(req: &LoadRequest<'_>) -> Result<LoadedObject> {
     Ok(LoadedObject { obj, programs, maps })
 }
 
+fn object_name(source: &str) -> String {
+    let base = source.rsplit('/').next().unwrap_or(source);
+    let stem = base.split('.').next().unwrap_or(base);
+    let name: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if name.is_empty() { "obj".into() } else { name }
+}
+
 /// libbpf names a data section's map `<object prefix>.<section>` (truncated to 15 bytes), so a
 /// global in `.rodata` lives in the map whose name ends with `.rodata`.
 fn is_section_map(map_name: &str, section: &str) -> bool {
@@ -335,7 +345,7 @@ fn load_error(e: libbpf_rs::Error, messages: &str, wanted: &[String], available:
         Some(n) => io::Error::from_raw_os_error(n),
         None => io::Error::other(e.to_string()),
     };
-    KernelError::Load { program, source, hint }
+    KernelError::Load { program, error: source, hint }
 }
 
 #[cfg(test)]

@@ -14,16 +14,24 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create state directory {path}: {source}")]
-    StateDir { path: PathBuf, source: std::io::Error },
-    #[error("store {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot create state directory {path}: {error}")]
+    StateDir { path: PathBuf, error: std::io::Error },
+    #[error("store {path}: {error}")]
+    Open { path: PathBuf, error: rusqlite::Error },
     #[error("store: {0}")]
-    Sql(#[from] rusqlite::Error),
-    #[error("store: bad JSON in column {column}: {source}")]
-    Json { column: &'static str, source: serde_json::Error },
+    Sql(rusqlite::Error),
+    #[error("store: bad JSON in column {column}: {error}")]
+    Json { column: &'static str, error: serde_json::Error },
     #[error("store {path} has schema version {found}, newer than this apiary ({supported}); upgrade apiary")]
     TooNew { path: PathBuf, found: i64, supported: i64 },
+}
+
+// Not `#[from]`: the message already carries the SQLite error, so it is not also a `source`
+// (that would print it twice in an error chain).
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e)
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -102,13 +110,13 @@ fn json<T: Serialize>(v: &T) -> String {
 }
 
 fn from_json<T: for<'de> Deserialize<'de>>(s: &str, column: &'static str) -> Result<T> {
-    serde_json::from_str(s).map_err(|source| StoreError::Json { column, source })
+    serde_json::from_str(s).map_err(|error| StoreError::Json { column, error })
 }
 
 impl Store {
     pub fn open(state_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(state_dir)
-            .map_err(|source| StoreError::StateDir { path: state_dir.to_path_buf(), source })?;
+            .map_err(|error| StoreError::StateDir { path: state_dir.to_path_buf(), error })?;
         let path = state_dir.join("apiary.db");
         let open = |p: &Path| -> rusqlite::Result<Connection> {
             let conn = Connection::open(p)?;
@@ -118,7 +126,7 @@ impl Store {
             conn.pragma_update(None, "foreign_keys", "ON")?;
             Ok(conn)
         };
-        let mut conn = open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let mut conn = open(&path).map_err(|error| StoreError::Open { path: path.clone(), error })?;
         schema::migrate(&mut conn, &path)?;
         Ok(Store { conn, path })
     }

@@ -7,9 +7,9 @@ use apiary_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
+    #[error(transparent)]
     Kernel(#[from] KernelError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{source_name}: {error}")]
     Object { source_name: String, error: ElfError },
@@ -68,7 +68,7 @@ impl Error {
                 KernelError::MapReuse { .. } | KernelError::HookBusy { .. } => ErrorCode::FailedPrecondition,
                 KernelError::NotSupported { .. } => ErrorCode::Unimplemented,
                 KernelError::NotFound { .. } => ErrorCode::NotFound,
-                KernelError::Load { source, .. } | KernelError::Syscall { source, .. } => match source.raw_os_error() {
+                KernelError::Load { error, .. } | KernelError::Syscall { error, .. } => match error.raw_os_error() {
                     Some(libc_eperm) if libc_eperm == 1 || libc_eperm == 13 => ErrorCode::PermissionDenied,
                     Some(28) | Some(12) | Some(7) => ErrorCode::ResourceExhausted,
                     _ => ErrorCode::Internal,

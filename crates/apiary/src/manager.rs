@@ -36,7 +36,7 @@ pub enum ObjectSource {
 impl ObjectSource {
     fn describe(&self) -> String {
         match self {
-            ObjectSource::Path(p) => p.display().to_string(),
+            ObjectSource::Path(p) => std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string(),
             ObjectSource::Bytes { name, .. } => name.clone(),
         }
     }
@@ -177,7 +177,7 @@ impl Manager {
     pub fn load(&self, spec: LoadSpec) -> Result<Vec<ProgramView>> {
         let source = spec.source.describe();
         let bytes = match &spec.source {
-            ObjectSource::Path(p) => std::fs::read(p).map_err(|e| KernelError::ReadObject { path: p.clone(), source: e })?,
+            ObjectSource::Path(p) => std::fs::read(p).map_err(|e| KernelError::ReadObject { path: p.clone(), error: e })?,
             ObjectSource::Bytes { bytes, .. } => bytes.clone(),
         };
         let info = elf::inspect(&bytes).map_err(|error| Error::Object { source_name: source.clone(), error })?;
@@ -205,7 +205,8 @@ impl Manager {
         if let Some(owner) = spec.map_owner_id {
             let rec = self.program_record(owner)?;
             let owner_id = rec.map_owner_id.unwrap_or(owner);
-            for m in store::maps_of_program(self.store().read(), owner)? {
+            let owner_maps_all = store::maps_of_program(self.store().read(), owner)?;
+            for m in owner_maps_all {
                 if is_internal_map(&m.name) {
                     continue;
                 }
@@ -496,7 +497,8 @@ impl Manager {
         records.sort_by_key(|r| std::cmp::Reverse(r.id));
         let mut done = Vec::new();
         for r in &records {
-            for l in store::list_links(self.store().read(), Some(r.id))? {
+            let links = store::list_links(self.store().read(), Some(r.id))?;
+            for l in links {
                 self.detach_record(&l)?;
             }
             let owned = store::maps_owned_by(self.store().read(), r.id)?;

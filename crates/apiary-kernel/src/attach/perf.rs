@@ -33,6 +33,10 @@ pub(super) fn tracepoint(prog: BorrowedFd<'_>, tp: &str) -> Result<OwnedFd> {
         "invalid tracepoint {tp:?}: expected CATEGORY/NAME"
     )))?;
     let roots = tracefs_roots();
+    if !roots.iter().any(|r| r.join("events").is_dir()) {
+        // Like perf and bpftool, mount tracefs where it belongs when nothing is there.
+        let _ = nix::mount::mount(Some("tracefs"), &roots[0], Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>);
+    }
     let Some(root) = roots.iter().find(|r| r.join("events").is_dir()) else {
         return Err(KernelError::NotSupported {
             feature: "tracepoints".into(),

@@ -153,7 +153,7 @@ fn which(name: &str) -> std::result::Result<PathBuf, ()> {
 /// The file offset of a function symbol: uprobes are placed by offset into the file, while
 /// symbols hold virtual addresses, so map the address through its loadable segment.
 fn symbol_file_offset(path: &Path, func: &str) -> Result<u64> {
-    let data = std::fs::read(path).map_err(|e| KernelError::ReadObject { path: path.to_path_buf(), source: e })?;
+    let data = std::fs::read(path).map_err(|e| KernelError::ReadObject { path: path.to_path_buf(), error: e })?;
     let file = object::File::parse(&*data).map_err(|e| KernelError::TargetNotFound {
         target: format!("uprobe target {}", path.display()),
         reason: format!("not an ELF file ({e})"),

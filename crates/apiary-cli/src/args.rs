@@ -1,0 +1,326 @@
+//! Command-line grammar. The vocabulary follows bpfman's CLI (`load file --path --programs
+//! TYPE:FUNCTION`, `-g`, `-m`, `--map-owner-id`, `attach ID TYPE ...`).
+
+use apiary_core::attach::SoftwareEvent;
+use apiary_core::{AttachSpec, CgroupDirection, TcDirection, XdpMode};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "apiary", version, about = "Manage eBPF programs: load, attach, chain, inspect, unload")]
+pub struct Cli {
+    /// Where the store lives.
+    #[arg(long, global = true, env = "APIARY_STATE_DIR", default_value = "/var/lib/apiary")]
+    pub state_dir: PathBuf,
+    /// apiary's directory on a bpf filesystem, where programs, maps and links are pinned.
+    #[arg(long, global = true, env = "APIARY_BPFFS", default_value = "/sys/fs/bpf/apiary")]
+    pub bpffs: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load programs into the kernel (and optionally attach in the same step).
+    #[command(subcommand)]
+    Load(LoadCmd),
+    /// Attach a loaded program to a hook; one program may have many links.
+    Attach {
+        program_id: apiary_core::ProgramId,
+        #[command(subcommand)]
+        target: AttachCmd,
+    },
+    /// Remove one link.
+    Detach { link_id: apiary_core::LinkId },
+    /// Unload programs; programs borrowing another's maps go first.
+    Unload {
+        #[arg(required = true)]
+        program_ids: Vec<apiary_core::ProgramId>,
+        /// Detach the programs' links first instead of refusing.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List programs, links or maps.
+    List {
+        #[command(subcommand)]
+        what: ListCmd,
+    },
+    /// Show one program or link in detail.
+    Get {
+        #[command(subcommand)]
+        what: GetCmd,
+    },
+    /// Read maps.
+    Map {
+        #[command(subcommand)]
+        what: MapCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LoadCmd {
+    /// Load from a local object file.
+    File(LoadFile),
+}
+
+#[derive(Args, Debug)]
+pub struct LoadFile {
+    /// The BPF object file (ELF, compiled with clang -target bpf).
+    #[arg(short, long)]
+    pub path: PathBuf,
+    /// TYPE:FUNCTION of each program to load; may repeat. Optional for a single-program object.
+    #[arg(long = "programs", value_delimiter = ',', value_parser = parse_selector)]
+    pub programs: Vec<(apiary_core::ProgramType, String)>,
+    /// Set a global's raw bytes: NAME=HEX (bpfman compatible).
+    #[arg(short = 'g', long = "global", value_parser = parse_hex)]
+    pub globals: Vec<(String, Vec<u8>)>,
+    /// Set a global by value, checked against its BTF type: NAME=VALUE.
+    #[arg(long = "set", value_parser = parse_kv)]
+    pub set: Vec<(String, String)>,
+    /// Metadata to record with the programs: KEY=VALUE.
+    #[arg(short = 'm', long = "metadata", value_parser = parse_kv)]
+    pub metadata: Vec<(String, String)>,
+    /// Reuse the maps of this program (by name) instead of creating new ones.
+    #[arg(long)]
+    pub map_owner_id: Option<apiary_core::ProgramId>,
+    /// Attach right away; if the attach fails the load is undone.
+    #[command(subcommand)]
+    pub attach: Option<AttachCmd>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum AttachCmd {
+    /// A tracepoint, CATEGORY/NAME.
+    Tracepoint {
+        #[arg(long)]
+        tracepoint: String,
+    },
+    /// A raw tracepoint by name.
+    RawTracepoint {
+        #[arg(long)]
+        tracepoint: String,
+    },
+    /// A BTF tracepoint; the target comes from the program's section.
+    TpBtf,
+    /// XDP on an interface.
+    Xdp {
+        #[arg(long)]
+        iface: String,
+        /// Network namespace: a name from `ip netns` or a path.
+        #[arg(long)]
+        netns: Option<String>,
+        #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+        mode: ModeArg,
+    },
+    /// Legacy TC (clsact + cls_bpf direct-action).
+    Tc {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, value_enum)]
+        direction: DirArg,
+        #[arg(long)]
+        netns: Option<String>,
+    },
+    /// TCX link, ordered by priority (lower runs first).
+    Tcx {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, value_enum)]
+        direction: DirArg,
+        #[arg(long, default_value_t = 1000)]
+        priority: u32,
+        #[arg(long)]
+        netns: Option<String>,
+    },
+    /// A user-space function: path or library name (libc), and symbol and/or offset.
+    Uprobe {
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        fn_name: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        #[arg(long)]
+        retprobe: bool,
+        /// Only this process.
+        #[arg(long)]
+        pid: Option<i32>,
+    },
+    /// A kernel function.
+    Kprobe {
+        #[arg(long)]
+        fn_name: String,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        #[arg(long)]
+        retprobe: bool,
+    },
+    /// cgroup v2 ingress or egress packets.
+    CgroupSkb {
+        #[arg(long)]
+        cgroup: PathBuf,
+        #[arg(long, value_enum, default_value_t = DirArg::Ingress)]
+        direction: DirArg,
+    },
+    /// Socket creation in a cgroup v2.
+    CgroupSock {
+        #[arg(long)]
+        cgroup: PathBuf,
+    },
+    /// A software perf event sampled on every CPU.
+    PerfEvent {
+        #[arg(long, value_enum, default_value_t = EventArg::CpuClock)]
+        event: EventArg,
+        /// Samples per second per CPU.
+        #[arg(long, default_value_t = 99)]
+        frequency: u64,
+        #[arg(long)]
+        cpu: Option<u32>,
+    },
+    /// fentry (target from the section).
+    Fentry,
+    /// fexit (target from the section).
+    Fexit,
+    /// BPF LSM (hook from the section).
+    Lsm,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    Auto,
+    Drv,
+    Skb,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DirArg {
+    Ingress,
+    Egress,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EventArg {
+    CpuClock,
+    TaskClock,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ListCmd {
+    Programs {
+        /// Also show programs apiary does not manage.
+        #[arg(long)]
+        all: bool,
+        /// Only programs with this metadata: KEY=VALUE.
+        #[arg(short = 'm', long = "metadata", value_parser = parse_kv)]
+        metadata: Vec<(String, String)>,
+    },
+    Links {
+        /// Only this program's links.
+        #[arg(long)]
+        program: Option<apiary_core::ProgramId>,
+    },
+    Maps {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GetCmd {
+    Program { id: apiary_core::ProgramId },
+    Link { id: apiary_core::LinkId },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MapCmd {
+    /// Print a map's entries, decoded with its BTF types when present.
+    Dump {
+        /// A kernel MAP_ID or PROGRAM_ID:MAP_NAME.
+        map: apiary::MapRef,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+    },
+}
+
+fn parse_selector(s: &str) -> Result<(apiary_core::ProgramType, String), String> {
+    apiary_core::parse::parse_program_selector(s)
+}
+
+fn parse_hex(s: &str) -> Result<(String, Vec<u8>), String> {
+    apiary_core::parse::parse_hex_global(s)
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    apiary_core::parse::parse_kv(s)
+}
+
+/// `--netns NAME` means `ip netns`'s /var/run/netns/NAME; anything with a slash is a path.
+fn netns_path(n: Option<String>) -> Option<PathBuf> {
+    n.map(|n| if n.contains('/') { PathBuf::from(n) } else { PathBuf::from("/var/run/netns").join(n) })
+}
+
+fn dir(d: DirArg) -> TcDirection {
+    match d {
+        DirArg::Ingress => TcDirection::Ingress,
+        DirArg::Egress => TcDirection::Egress,
+    }
+}
+
+impl AttachCmd {
+    pub fn into_spec(self) -> AttachSpec {
+        match self {
+            AttachCmd::Tracepoint { tracepoint } => AttachSpec::Tracepoint { tracepoint },
+            AttachCmd::RawTracepoint { tracepoint } => AttachSpec::RawTracepoint { tracepoint },
+            AttachCmd::TpBtf => AttachSpec::TpBtf,
+            AttachCmd::Xdp { iface, netns, mode } => AttachSpec::Xdp {
+                iface,
+                netns: netns_path(netns),
+                mode: match mode {
+                    ModeArg::Auto => XdpMode::Auto,
+                    ModeArg::Drv => XdpMode::Drv,
+                    ModeArg::Skb => XdpMode::Skb,
+                },
+            },
+            AttachCmd::Tc { iface, direction, netns } => {
+                AttachSpec::Tc { iface, netns: netns_path(netns), direction: dir(direction) }
+            }
+            AttachCmd::Tcx { iface, direction, priority, netns } => {
+                AttachSpec::Tcx { iface, netns: netns_path(netns), direction: dir(direction), priority }
+            }
+            AttachCmd::Uprobe { target, fn_name, offset, retprobe, pid } => {
+                AttachSpec::Uprobe { target, fn_name, offset, retprobe, pid }
+            }
+            AttachCmd::Kprobe { fn_name, offset, retprobe } => AttachSpec::Kprobe { fn_name, offset, retprobe },
+            AttachCmd::CgroupSkb { cgroup, direction } => AttachSpec::CgroupSkb {
+                cgroup,
+                direction: match direction {
+                    DirArg::Ingress => CgroupDirection::Ingress,
+                    DirArg::Egress => CgroupDirection::Egress,
+                },
+            },
+            AttachCmd::CgroupSock { cgroup } => AttachSpec::CgroupSock { cgroup },
+            AttachCmd::PerfEvent { event, frequency, cpu } => AttachSpec::PerfEvent {
+                event: match event {
+                    EventArg::CpuClock => SoftwareEvent::CpuClock,
+                    EventArg::TaskClock => SoftwareEvent::TaskClock,
+                },
+                frequency,
+                cpu,
+            },
+            AttachCmd::Fentry => AttachSpec::Fentry,
+            AttachCmd::Fexit => AttachSpec::Fexit,
+            AttachCmd::Lsm => AttachSpec::Lsm,
+        }
+    }
+}
