@@ -100,7 +100,7 @@ pub fn resolve_uprobe_target(target: &str) -> Result<PathBuf> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(KernelError::TargetNotFound { target: format!("uprobe target {target}"), reason: "no such file".into() })
+            Err(KernelError::TargetNotFound { target: target.to_string(), reason: "no such file".into() })
         };
     }
     let dirs = [
@@ -117,7 +117,7 @@ pub fn resolve_uprobe_target(target: &str) -> Result<PathBuf> {
     let base = if target.starts_with("lib") { target.to_string() } else { format!("lib{target}") };
     for d in dirs {
         let exact = Path::new(d).join(target);
-        if exact.is_file() {
+        if exact.is_file() && is_elf(&exact) {
             return Ok(exact);
         }
         if let Ok(rd) = std::fs::read_dir(d) {
@@ -128,6 +128,7 @@ pub fn resolve_uprobe_target(target: &str) -> Result<PathBuf> {
                     p.file_name()
                         .and_then(|n| n.to_str())
                         .is_some_and(|n| n.starts_with(&format!("{base}.so")))
+                        && is_elf(p)
                 })
                 .collect();
             found.sort();
@@ -140,9 +141,16 @@ pub fn resolve_uprobe_target(target: &str) -> Result<PathBuf> {
         return Ok(path);
     }
     Err(KernelError::TargetNotFound {
-        target: format!("uprobe target {target}"),
+        target: target.to_string(),
         reason: "not a path, and no library or executable of that name was found".into(),
     })
+}
+
+/// `libc.so` is often a linker script, not the library.
+fn is_elf(p: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
 }
 
 fn which(name: &str) -> std::result::Result<PathBuf, ()> {
@@ -155,7 +163,7 @@ fn which(name: &str) -> std::result::Result<PathBuf, ()> {
 fn symbol_file_offset(path: &Path, func: &str) -> Result<u64> {
     let data = std::fs::read(path).map_err(|e| KernelError::ReadObject { path: path.to_path_buf(), error: e })?;
     let file = object::File::parse(&*data).map_err(|e| KernelError::TargetNotFound {
-        target: format!("uprobe target {}", path.display()),
+        target: path.display().to_string(),
         reason: format!("not an ELF file ({e})"),
     })?;
     let addr = file
