@@ -32,7 +32,7 @@ pub enum KernelError {
     #[error("loading program {program:?} failed: {error}{}", hint_suffix(.hint))]
     Load { program: String, error: io::Error, hint: Option<String> },
 
-    #[error("{feature} is not supported by this kernel: {reason}")]
+    #[error("{feature}: not supported by this kernel: {reason}")]
     NotSupported { feature: String, reason: String },
 
     #[error("interface {name:?} does not exist{}", netns_suffix(.netns))]

@@ -10,6 +10,13 @@ use std::path::PathBuf;
 pub(crate) fn perf_link(prog: BorrowedFd<'_>, event: &OwnedFd, what: &str) -> Result<OwnedFd> {
     let opts = libbpf_sys::bpf_link_create_opts::default();
     sys::link_create(prog, std::os::fd::AsRawFd::as_raw_fd(&event.as_fd()), libbpf_sys::BPF_PERF_EVENT, &opts, &format!("attach {what}"))
+        .map_err(|e| match e.errno() {
+            Some(libc::EEXIST) => KernelError::HookBusy {
+                hook: what.to_string(),
+                reason: "this program is already attached there".into(),
+            },
+            _ => e,
+        })
 }
 
 pub(crate) fn base_attr(type_: u32, config: u64) -> libbpf_sys::perf_event_attr {
