@@ -1,0 +1,39 @@
+# Shared setup steps for scripts/setup.sh and scripts/test.sh. Idempotent: installs only what is
+# missing and mounts only what is not mounted.
+
+APT_PACKAGES="clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 iputils-ping libbpf-dev make gcc"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_packages() {
+    missing=""
+    for p in $APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        echo "==> installing:$missing"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    fi
+}
+
+ensure_mounts() {
+    if ! mount | grep -q " /sys/fs/bpf type bpf"; then
+        echo "==> mounting bpffs at /sys/fs/bpf"
+        as_root mkdir -p /sys/fs/bpf
+        as_root mount -t bpf bpf /sys/fs/bpf
+    fi
+    if [ ! -d /sys/kernel/tracing/events ]; then
+        echo "==> mounting tracefs at /sys/kernel/tracing"
+        as_root mount -t tracefs tracefs /sys/kernel/tracing
+    fi
+}
+
+ensure_cargo() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+    fi
+    command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+}

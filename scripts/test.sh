@@ -1,0 +1,13 @@
+#!/bin/sh
+# The whole test suite: installs what it needs (apt packages, bpffs/tracefs mounts), builds the
+# BPF fixtures with clang (tests/fixtures/build.rs), and runs every crate's tests. Privileged
+# tests need root; with APIARY_REQUIRE_PRIVILEGED=1 (set by .ci/run) they fail instead of skip.
+set -eu
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_packages
+ensure_mounts
+ensure_cargo
+
+cargo test --workspace -- --test-threads "${APIARY_TEST_THREADS:-4}"
