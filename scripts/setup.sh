@@ -20,7 +20,7 @@ clang -target bpf -O2 -g -mcpu=v3 -I/usr/include/$(uname -m)-linux-gnu -c exampl
 
 # A separate store and pin directory, so the demo never touches a real installation.
 export APIARY_STATE_DIR="${APIARY_STATE_DIR:-$(mktemp -d /tmp/apiary-demo.XXXXXX)}"
-export APIARY_BPFFS="${APIARY_BPFFS:-/sys/fs/bpf/apiary-demo}"
+export APIARY_BPFFS="${APIARY_BPFFS:-/sys/fs/bpf/apiary-demo-$$}"
 run() { echo "\$ apiary $*" >&2; as_root env APIARY_STATE_DIR="$APIARY_STATE_DIR" APIARY_BPFFS="$APIARY_BPFFS" "$APIARY" "$@"; }
 ID=""
 cleanup() { [ -z "$ID" ] || as_root env APIARY_STATE_DIR="$APIARY_STATE_DIR" APIARY_BPFFS="$APIARY_BPFFS" "$APIARY" unload --force "$ID" >/dev/null 2>&1 || true; }
@@ -38,5 +38,6 @@ run map dump "$ID:counts"
 run get program "$ID"
 run unload --force "$ID"
 ID=""
+as_root rm -rf "$APIARY_BPFFS"
 trap - EXIT
 echo "==> done: the example was loaded, attached, counted getppid() calls, and was unloaded"

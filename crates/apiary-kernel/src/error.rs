@@ -47,6 +47,9 @@ pub enum KernelError {
     #[error("{hook} is already in use: {reason}")]
     HookBusy { hook: String, reason: String },
 
+    #[error("{} is already pinned, but apiary's store does not know it: another store shares this bpffs directory, or a crash left it behind; remove it (rm {}) or use another --bpffs", .path.display(), .path.display())]
+    PinExists { path: PathBuf },
+
     #[error("{call} failed: {error}")]
     Syscall { call: String, error: io::Error },
 

@@ -34,6 +34,9 @@ pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     let c = cpath(path)?;
     // SAFETY: valid fd and NUL-terminated path.
     let ret = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) };
+    if ret == -libc::EEXIST {
+        return Err(KernelError::PinExists { path: path.to_path_buf() });
+    }
     check(ret, &format!("pin {}", path.display())).map(|_| ())
 }
 

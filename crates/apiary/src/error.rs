@@ -65,7 +65,9 @@ impl Error {
                 | KernelError::BadNetns { .. }
                 | KernelError::TargetNotFound { .. }
                 | KernelError::Invalid(_) => ErrorCode::InvalidArgument,
-                KernelError::MapReuse { .. } | KernelError::HookBusy { .. } => ErrorCode::FailedPrecondition,
+                KernelError::MapReuse { .. } | KernelError::HookBusy { .. } | KernelError::PinExists { .. } => {
+                    ErrorCode::FailedPrecondition
+                }
                 KernelError::NotSupported { .. } => ErrorCode::Unimplemented,
                 KernelError::NotFound { .. } => ErrorCode::NotFound,
                 KernelError::Load { error, .. } | KernelError::Syscall { error, .. } => match error.raw_os_error() {
