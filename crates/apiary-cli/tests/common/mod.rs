@@ -28,6 +28,21 @@ pub fn privileged() -> bool {
     false
 }
 
+/// Poll `cond` for up to `secs` seconds: the kernel frees programs and links asynchronously
+/// (after RCU grace periods), so "gone" is observed shortly after the unpin, not at once.
+pub fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     apiary_fixtures::object(name)
 }
