@@ -10,4 +10,8 @@ ensure_packages
 ensure_mounts
 ensure_cargo
 
-cargo test --workspace -- --test-threads "${APIARY_TEST_THREADS:-4}"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast --test-threads "${APIARY_TEST_THREADS:-4}"
+else
+    cargo test --workspace --no-fail-fast -- --test-threads "${APIARY_TEST_THREADS:-4}"
+fi

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Core benchmark (issue: load/attach/list). Prints:
+  - median wall time of `apiary load ... + attach` of a tracepoint program, as one command and as
+    two, against a minimal C libbpf loader doing the same work (load, attach, pin);
+  - median wall time of `apiary list programs` with 1,000 managed programs;
+  - peak RSS of any apiary process during the run.
+Run as root from the repository root: python3 bench/core.py [--programs 1000] [--runs 30]
+"""
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APIARY = os.path.join(ROOT, "target/release/apiary")
+OBJ = os.path.join(ROOT, "target/examples/count_getppid.bpf.o")
+peak_rss_kb = 0
+
+
+def run(cmd, env=None, check=True):
+    """Run a command (untimed bookkeeping); return (seconds, stdout)."""
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env, capture_output=True)
+    if check and p.returncode != 0:
+        sys.exit(f"{cmd} failed: {p.stderr.decode()}")
+    return time.perf_counter() - t0, p.stdout
+
+
+def apiary_rss(cmd, env):
+    """Run one apiary command under wait4 to read its max RSS."""
+    global peak_rss_kb
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os.environ.update(env)
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1)
+        os.execv(cmd[0], cmd)
+    _, status, ru = os.wait4(pid, 0)
+    dt = time.perf_counter() - t0
+    if status != 0:
+        sys.exit(f"{cmd} failed with status {status}")
+    peak_rss_kb = max(peak_rss_kb, ru.ru_maxrss)
+    return dt
+
+
+def median_ms(xs):
+    return statistics.median(xs) * 1000
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--programs", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=30)
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root")
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "apiary-cli"], cwd=ROOT, check=True)
+    os.makedirs(os.path.dirname(OBJ), exist_ok=True)
+    arch = os.uname().machine
+    subprocess.run(["clang", "-target", "bpf", "-O2", "-g", "-mcpu=v3", f"-I/usr/include/{arch}-linux-gnu",
+                    "-c", os.path.join(ROOT, "examples/count_getppid.bpf.c"), "-o", OBJ], check=True)
+    loader = os.path.join(ROOT, "target/release/minimal_loader")
+    subprocess.run(["cc", "-O2", "-o", loader, os.path.join(ROOT, "bench/minimal_loader.c"), "-lbpf"], check=True)
+
+    state = tempfile.mkdtemp(prefix="apiary-bench-")
+    bpffs = f"/sys/fs/bpf/apiary-bench-{os.getpid()}"
+    env = dict(os.environ, APIARY_STATE_DIR=state, APIARY_BPFFS=bpffs)
+    try:
+        # Warm the page cache for both binaries and the object.
+        apiary_rss([APIARY, "list", "programs"], env)
+        one, two, base = [], [], []
+        for i in range(a.runs):
+            one.append(apiary_rss([APIARY, "-o", "json", "load", "file", "--path", OBJ, "tracepoint",
+                                   "--tracepoint", "syscalls/sys_enter_getppid"], env))
+            _, out = run([APIARY, "-o", "json", "list", "programs"], env)
+            ids = [str(p["id"]) for p in json.loads(out)]
+            run([APIARY, "unload", "--force", *ids], env)
+
+            t_load = apiary_rss([APIARY, "load", "file", "--path", OBJ], env)
+            _, out = run([APIARY, "-o", "json", "list", "programs"], env)
+            pid = str(json.loads(out)[0]["id"])
+            t_attach = apiary_rss([APIARY, "attach", pid, "tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"], env)
+            two.append(t_load + t_attach)
+            run([APIARY, "unload", "--force", pid], env)
+
+            pin = f"/sys/fs/bpf/minimal-bench-{os.getpid()}-{i}"
+            os.makedirs(pin)
+            t0 = time.perf_counter()
+            subprocess.run([loader, OBJ, "count_getppid", "syscalls", "sys_enter_getppid", pin], check=True)
+            base.append(time.perf_counter() - t0)
+            shutil.rmtree(pin)
+        b = median_ms(base)
+        print(f"load+attach, minimal libbpf loader (C):     {b:7.2f} ms median of {a.runs}")
+        print(f"load+attach, apiary one command:            {median_ms(one):7.2f} ms  ({median_ms(one)/b:.2f}x the loader)")
+        print(f"load then attach, apiary two commands:      {median_ms(two):7.2f} ms  ({median_ms(two)/b:.2f}x the loader)")
+
+        t0 = time.perf_counter()
+        for _ in range(a.programs):
+            apiary_rss([APIARY, "load", "file", "--path", OBJ, "-m", "bench=list"], env)
+        print(f"loading {a.programs} programs took {time.perf_counter()-t0:.1f} s ({(time.perf_counter()-t0)/a.programs*1000:.1f} ms each)")
+        lj = [apiary_rss([APIARY, "-o", "json", "list", "programs"], env) for _ in range(20)]
+        lt = [apiary_rss([APIARY, "list", "programs"], env) for _ in range(20)]
+        print(f"list programs, {a.programs} managed, JSON:    {median_ms(lj):7.2f} ms median of 20")
+        print(f"list programs, {a.programs} managed, table:   {median_ms(lt):7.2f} ms median of 20")
+        print(f"peak RSS of any apiary process:             {peak_rss_kb/1024:7.2f} MB")
+    finally:
+        _, out = run([APIARY, "-o", "json", "list", "programs"], env, check=False)
+        try:
+            ids = [str(p["id"]) for p in json.loads(out)]
+        except ValueError:
+            ids = []
+        for k in range(0, len(ids), 200):
+            run([APIARY, "unload", "--force", *ids[k:k + 200]], env, check=False)
+        shutil.rmtree(bpffs, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
