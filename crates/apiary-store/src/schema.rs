@@ -52,9 +52,14 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let supported = MIGRATIONS.len() as i64;
+    // The common case, an up-to-date store, needs no write lock.
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current == supported {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let supported = MIGRATIONS.len() as i64;
     if version > supported {
         return Err(StoreError::TooNew { path: path.to_path_buf(), found: version, supported });
     }
