@@ -243,10 +243,12 @@ impl Manager {
             .map(|g| GlobalRecord { name: g.name.clone(), section: g.section.clone(), offset: g.offset, hex: hex::encode(&g.bytes) })
             .collect();
 
+        // One transaction records programs and maps; pins are made inside it, and removed again
+        // (by `undo`) if anything fails before the commit.
         let mut undo = Undo::new();
         let ids = self.store().write(|tx| -> Result<Vec<ProgramId>> {
             store::put_object(tx, &sha, &bytes)?;
-            let mut ids = Vec::new();
+            let mut ids: Vec<ProgramId> = Vec::new();
             for p in &loaded.programs {
                 let owner = spec.map_owner_id.or(ids.first().copied());
                 let id = store::insert_program(
@@ -263,63 +265,43 @@ impl Manager {
                     },
                 )?;
                 store::set_program_kernel(tx, id, p.kernel_id, &p.tag)?;
-                ids.push(id);
-            }
-            Ok(ids)
-        });
-        let ids = ids?;
-        // Pins are made after the ids exist; a failure removes pins and rows again.
-        let result = (|| -> Result<()> {
-            let first = *ids.first().ok_or_else(|| Error::Internal("load produced no program".into()))?;
-            for (p, id) in loaded.programs.iter().zip(&ids) {
-                let path = self.paths.program(*id);
+                let path = self.paths.program(id);
                 loaded.pin_program(&p.name, &path)?;
                 undo.pin(path);
+                ids.push(id);
             }
-            self.store().write(|tx| -> Result<()> {
-                for m in &loaded.maps {
-                    let map_id = if m.reused {
-                        match owner_maps.get(&m.name) {
-                            Some(r) => r.id,
-                            None => continue,
-                        }
-                    } else {
-                        let path = self.paths.map(first, &m.name);
-                        loaded.pin_map(&m.name, &path)?;
-                        undo.pin(path);
-                        store::insert_map(
-                            tx,
-                            &MapRecord {
-                                id: 0,
-                                owner_id: first,
-                                name: m.name.clone(),
-                                map_type: m.info.map_type.clone(),
-                                kernel_id: m.info.id,
-                                key_size: m.info.key_size,
-                                value_size: m.info.value_size,
-                                max_entries: m.info.max_entries,
-                            },
-                        )?
-                    };
-                    for id in &ids {
-                        store::add_program_map(tx, *id, map_id)?;
-                    }
-                }
-                Ok(())
-            })?;
+            let first = *ids.first().ok_or_else(|| Error::Internal("load produced no program".into()))?;
             undo.dir(self.paths.map_owner_dir(first));
-            Ok(())
-        })();
-        if let Err(e) = result {
-            drop(undo);
-            let _ = self.store().write(|tx| -> Result<()> {
+            for m in &loaded.maps {
+                let map_id = if m.reused {
+                    match owner_maps.get(&m.name) {
+                        Some(r) => r.id,
+                        None => continue,
+                    }
+                } else {
+                    let path = self.paths.map(first, &m.name);
+                    loaded.pin_map(&m.name, &path)?;
+                    undo.pin(path);
+                    store::insert_map(
+                        tx,
+                        &MapRecord {
+                            id: 0,
+                            owner_id: first,
+                            name: m.name.clone(),
+                            map_type: m.info.map_type.clone(),
+                            kernel_id: m.info.id,
+                            key_size: m.info.key_size,
+                            value_size: m.info.value_size,
+                            max_entries: m.info.max_entries,
+                        },
+                    )?
+                };
                 for id in &ids {
-                    store::delete_program(tx, *id)?;
+                    store::add_program_map(tx, *id, map_id)?;
                 }
-                Ok(())
-            });
-            return Err(e);
-        }
+            }
+            Ok(ids)
+        })?;
         undo.commit();
         drop(loaded);
 
@@ -334,8 +316,15 @@ impl Manager {
             }
         }
         drop(_lock);
-        let all = self.list_programs(false, &BTreeMap::new())?;
-        Ok(all.into_iter().filter(|p| p.id.is_some_and(|i| ids.contains(&i))).collect())
+        let s = self.store();
+        let links = store::list_links(s.read(), None)?;
+        let mut out = Vec::new();
+        for id in &ids {
+            let r = store::get_program(s.read(), *id)?.ok_or_else(|| Error::not_found("program", id))?;
+            let ls: Vec<&LinkRecord> = links.iter().filter(|l| l.program_id == *id).collect();
+            out.push(program_view(&r, &ls));
+        }
+        Ok(out)
     }
 
     // ---------------------------------------------------------------- attach
