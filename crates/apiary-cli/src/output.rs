@@ -60,7 +60,7 @@ impl Printer {
     pub fn programs(&self, ps: &[ProgramView]) -> Result<()> {
         self.emit(ps, || {
             table(
-                &["ID", "KERNEL_ID", "NAME", "TYPE", "ATTACHED", "LOADED", "SOURCE"],
+                &["ID", "KERNEL_ID", "NAME", "TYPE", "ATTACHED", "LOADED", "METADATA"],
                 ps.iter()
                     .map(|p| {
                         vec![
@@ -70,7 +70,11 @@ impl Printer {
                             p.prog_type.clone(),
                             if p.attach_points.is_empty() { "-".into() } else { p.attach_points.join("; ") },
                             opt(&p.loaded_at),
-                            opt(&p.source),
+                            if p.metadata.is_empty() {
+                                "-".into()
+                            } else {
+                                p.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+                            },
                         ]
                     })
                     .collect(),
