@@ -15,18 +15,30 @@ pub struct Cli {
     /// apiary's directory on a bpf filesystem, where programs, maps and links are pinned.
     #[arg(long, global = true, env = "APIARY_BPFFS", default_value = "/sys/fs/bpf/apiary")]
     pub bpffs: PathBuf,
-    /// Output format.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
-    pub output: Output,
+    /// Output format: table, json or yaml. For `package`, the file to write.
+    #[arg(short = 'o', long = "output", global = true, default_value = "table")]
+    pub output: String,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
     Table,
     Json,
     Yaml,
+}
+
+impl std::str::FromStr for Output {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "table" => Ok(Output::Table),
+            "json" => Ok(Output::Json),
+            "yaml" => Ok(Output::Yaml),
+            other => Err(format!("invalid output format {other:?}: expected table, json or yaml")),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,6 +77,63 @@ pub enum Command {
         #[command(subcommand)]
         what: MapCmd,
     },
+    /// Show what an object holds: programs, maps, globals with types and defaults, licence, BTF.
+    Inspect {
+        /// An object file, an apiary package, or an http(s) URL of either.
+        source: String,
+    },
+    /// Load an object in the foreground, attach every program from its section name, print the
+    /// events its ring buffers and perf event arrays deliver, and unload it all on exit.
+    Run(RunArgs),
+    /// Write a single-file package (object + metadata) that `apiary run` accepts.
+    Package {
+        /// The BPF object file.
+        object: PathBuf,
+    },
+    /// Replace a program's code, keeping its maps and attach points (hot update).
+    Update {
+        program_id: apiary_core::ProgramId,
+        /// The new object.
+        #[arg(short, long)]
+        path: PathBuf,
+        /// The program in the new object (default: the same name).
+        #[arg(long)]
+        program: Option<String>,
+        #[arg(short = 'g', long = "global", value_parser = parse_hex)]
+        globals: Vec<(String, Vec<u8>)>,
+        #[arg(long = "set", value_parser = parse_kv)]
+        set: Vec<(String, String)>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// An object file, an apiary package (.json), or an http(s) URL of either.
+    pub source: String,
+    #[arg(short = 'g', long = "global", value_parser = parse_hex)]
+    pub globals: Vec<(String, Vec<u8>)>,
+    /// Set a global by value: NAME=VALUE (see `apiary inspect`).
+    #[arg(long = "set", value_parser = parse_kv)]
+    pub set: Vec<(String, String)>,
+    /// Stop after this long (e.g. 10s, 1m); default: until Ctrl-C or SIGTERM.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Decode events as this struct from the object's BTF.
+    #[arg(long)]
+    pub event_type: Option<String>,
+    /// Print this map every --interval (repeatable).
+    #[arg(long = "dump-map")]
+    pub dump_maps: Vec<String>,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub interval: std::time::Duration,
+    /// Interface for XDP/TC programs.
+    #[arg(long)]
+    pub iface: Option<String>,
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// cgroup v2 directory for cgroup programs.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -266,7 +335,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 /// `--netns NAME` means `ip netns`'s /var/run/netns/NAME; anything with a slash is a path.
-fn netns_path(n: Option<String>) -> Option<PathBuf> {
+pub fn netns_path(n: Option<String>) -> Option<PathBuf> {
     n.map(|n| if n.contains('/') { PathBuf::from(n) } else { PathBuf::from("/var/run/netns").join(n) })
 }
 

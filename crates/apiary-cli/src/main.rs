@@ -5,11 +5,16 @@ mod output;
 
 use anyhow::Result;
 use apiary::{Config, LoadSpec, Manager, ObjectSource};
-use args::{Cli, Command, GetCmd, ListCmd, LoadCmd, MapCmd};
+use args::{Cli, Command, GetCmd, ListCmd, LoadCmd, MapCmd, Output, RunArgs};
 use clap::Parser;
 use std::collections::BTreeMap;
 
 fn main() {
+    // Die quietly on a closed pipe (`apiary list | head`), like other command-line tools.
+    // SAFETY: restoring the default disposition of a signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
@@ -18,9 +23,26 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let out = output::Printer::new(cli.output);
+    // `package` writes a file named by -o; everything else prints in the format -o names.
+    let format: Output = match &cli.command {
+        Command::Package { .. } => Output::Table,
+        _ => cli.output.parse().map_err(anyhow::Error::msg)?,
+    };
+    let out = output::Printer::new(format);
+    // These work on objects, not on apiary's state: no store, no root needed for them.
+    match cli.command {
+        Command::Inspect { source } => return inspect(&out, &source),
+        Command::Package { object } => return package(&object, &cli.output),
+        Command::Run(args) => return run_foreground(args, format),
+        _ => {}
+    }
     let mgr = Manager::open(Config { state_dir: cli.state_dir, bpffs: cli.bpffs })?;
     match cli.command {
+        Command::Inspect { .. } | Command::Package { .. } | Command::Run(_) => unreachable_command(),
+        Command::Update { program_id, path, program, globals, set } => {
+            let r = mgr.update(program_id, apiary::UpdateSpec { path, program, raw_globals: globals, typed_globals: set })?;
+            out.update(&r)
+        }
         Command::Load(LoadCmd::File(f)) => {
             let spec = LoadSpec {
                 source: ObjectSource::Path(f.path),
@@ -58,4 +80,59 @@ fn run(cli: Cli) -> Result<()> {
             MapCmd::Dump { map, limit } => out.map_dump(&mgr.dump_map(&map, limit)?),
         },
     }
+}
+
+fn unreachable_command() -> Result<()> {
+    Err(anyhow::anyhow!("internal error: command dispatched twice"))
+}
+
+fn inspect(out: &output::Printer, source: &str) -> Result<()> {
+    let fetched = apiary::inspect(source)?;
+    out.inspect(&fetched)
+}
+
+fn package(object: &std::path::Path, output: &str) -> Result<()> {
+    let bytes = std::fs::read(object).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", object.display()))?;
+    let name = object.file_name().and_then(|n| n.to_str()).unwrap_or("object").trim_end_matches(".o").trim_end_matches(".bpf");
+    let pkg = apiary::package::Package::build(name, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", object.display()))?;
+    let path = if output == "table" { format!("{name}.package.json") } else { output.to_string() };
+    let text = serde_json::to_string_pretty(&pkg)?;
+    std::fs::write(&path, &text).map_err(|e| anyhow::anyhow!("cannot write {path}: {e}"))?;
+    eprintln!("wrote {path} ({} bytes; object {} bytes)", text.len(), bytes.len());
+    Ok(())
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn run_foreground(a: RunArgs, format: Output) -> Result<()> {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let spec = apiary::run::RunSpec {
+        source: a.source,
+        raw_globals: a.globals,
+        typed_globals: a.set,
+        targets: apiary_kernel::session::Targets { iface: a.iface, netns: args::netns_path(a.netns), cgroup: a.cgroup },
+        event_type: a.event_type,
+        duration: a.duration,
+        dump_maps: a.dump_maps,
+        interval: a.interval,
+        json: format == Output::Json,
+    };
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    let mut note = |m: &str| eprintln!("{m}");
+    let summary = apiary::run::run(&spec, &mut lock, &mut note, &|| STOP.load(std::sync::atomic::Ordering::SeqCst))?;
+    eprintln!(
+        "{} event(s){}; detached and unloaded everything",
+        summary.events,
+        if summary.lost > 0 { format!(", {} lost", summary.lost) } else { String::new() }
+    );
+    Ok(())
 }

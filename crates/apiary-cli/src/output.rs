@@ -218,3 +218,48 @@ fn ids(v: &[u32]) -> String {
         v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
     }
 }
+
+impl Printer {
+    pub fn inspect(&self, i: &apiary::Inspection) -> Result<()> {
+        self.emit(i, || {
+            let mut s = String::new();
+            s.push_str(&format!("Object   {}\n", i.source));
+            s.push_str(&format!("License  {}\n", i.license.as_deref().unwrap_or("-")));
+            s.push_str(&format!("BTF      {}{}\n", if i.btf { "yes" } else { "no" }, if i.btf_ext { " (with line info)" } else { "" }));
+            s.push_str("\nPROGRAMS\n");
+            s.push_str(&table(
+                &["NAME", "SECTION", "TYPE", "ATTACH", "INSNS"],
+                i.programs.iter().map(|p| vec![p.name.clone(), p.section.clone(), opt(&p.prog_type), p.attach.clone(), p.insns.to_string()]).collect(),
+            ));
+            s.push_str("\n\nMAPS\n");
+            s.push_str(&table(
+                &["NAME", "TYPE", "KEY", "VALUE", "MAX"],
+                i.maps.iter().map(|m| vec![m.name.clone(), m.map_type.clone(), opt(&m.key), opt(&m.value), opt(&m.max_entries)]).collect(),
+            ));
+            s.push_str("\n\nGLOBALS (set with --set NAME=VALUE)\n");
+            s.push_str(&table(
+                &["NAME", "SECTION", "TYPE", "DEFAULT"],
+                i.globals.iter().map(|g| vec![g.name.clone(), g.section.clone(), opt(&g.type_name), compact(&g.default)]).collect(),
+            ));
+            if !i.externs.is_empty() {
+                s.push_str(&format!("\n\nEXTERNS  {}", i.externs.join(", ")));
+            }
+            if !i.event_types.is_empty() {
+                s.push_str("\n\nEVENTS\n");
+                for (m, t) in &i.event_types {
+                    s.push_str(&format!("{m}: {t}\n"));
+                }
+            }
+            s.trim_end().to_string()
+        })
+    }
+
+    pub fn update(&self, u: &apiary::UpdateReport) -> Result<()> {
+        self.emit(u, || {
+            format!(
+                "updated program {} ({}): kernel id {} -> {}, {} link(s) moved, {} map(s) kept, in {:.1} ms",
+                u.id, u.name, u.old_kernel_id, u.new_kernel_id, u.links_updated, u.maps_kept, u.millis
+            )
+        })
+    }
+}

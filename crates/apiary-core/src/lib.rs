@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod btf;
 pub mod elf;
+pub mod events;
 pub mod globals;
 pub mod ids;
 pub mod parse;

@@ -8,6 +8,7 @@ mod logcap;
 pub mod loader;
 pub mod maps;
 pub mod netns;
+pub mod session;
 pub mod sys;
 
 pub use attach::{attach, Attachment, AttachContext, TcFilter, TcxAnchor};

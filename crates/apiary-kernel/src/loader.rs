@@ -6,7 +6,7 @@ use crate::error::{KernelError, Result};
 use crate::logcap;
 use crate::sys::{self, MapInfo};
 use apiary_core::ProgramType;
-use libbpf_rs::{MapCore, Object, ObjectBuilder};
+use libbpf_rs::{AsRawLibbpf, MapCore, Object, ObjectBuilder};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
@@ -55,6 +55,17 @@ pub struct LoadedMapInfo {
     pub reused: bool,
 }
 
+/// What libbpf loaded a program with that the kernel does not report back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramLoadAttrs {
+    /// BPF_PROG_TYPE_*.
+    pub prog_type: u32,
+    /// BPF_* attach type the program was loaded for (0 for `SEC("tc")`).
+    pub expected_attach_type: u32,
+    /// BPF_F_* load flags, e.g. BPF_F_XDP_HAS_FRAGS for `SEC("xdp.frags")`.
+    pub flags: u32,
+}
+
 pub struct LoadedObject {
     obj: Object,
     pub programs: Vec<LoadedProgramInfo>,
@@ -62,6 +73,10 @@ pub struct LoadedObject {
 }
 
 impl LoadedObject {
+    pub(crate) fn object(&self) -> &Object {
+        &self.obj
+    }
+
     pub fn program_fd(&self, name: &str) -> Option<BorrowedFd<'_>> {
         let raw = self.obj.progs().find(|p| p.name() == name).map(|p| p.as_fd().as_raw_fd())?;
         // SAFETY: the fd belongs to `self.obj`, which outlives the returned borrow.
@@ -88,6 +103,21 @@ impl LoadedObject {
         sys::pin(fd, path)
     }
 
+    /// The program type, expected attach type and flags `name` was loaded with.
+    pub fn program_load_attrs(&self, name: &str) -> Option<ProgramLoadAttrs> {
+        let p = self.obj.progs().find(|p| p.name() == name)?;
+        let raw = p.as_libbpf_object().as_ptr();
+        // SAFETY: `raw` is a live bpf_program owned by `self.obj`; these getters only read it.
+        let attrs = unsafe {
+            ProgramLoadAttrs {
+                prog_type: libbpf_sys::bpf_program__type(raw),
+                expected_attach_type: libbpf_sys::bpf_program__expected_attach_type(raw),
+                flags: libbpf_sys::bpf_program__flags(raw),
+            }
+        };
+        Some(attrs)
+    }
+
     /// The relocated instructions libbpf handed to the kernel for `name` (what the kernel
     /// cannot give back later), as raw 8-byte instructions.
     pub fn program_insns(&self, name: &str) -> Option<Vec<u8>> {
@@ -105,6 +135,15 @@ impl LoadedObject {
 
 /// Load the requested programs of an object into the kernel.
 pub fn load(req: &LoadRequest<'_>) -> Result<LoadedObject> {
+    load_with(req, false)
+}
+
+/// Load every program of the object (`apiary run`), ignoring `req.programs`.
+pub fn load_all(req: &LoadRequest<'_>) -> Result<LoadedObject> {
+    load_with(req, true)
+}
+
+fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
     let _serial = logcap::LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     logcap::install();
     logcap::take();
@@ -130,7 +169,12 @@ pub fn load(req: &LoadRequest<'_>) -> Result<LoadedObject> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let wanted: Vec<String> = if req.programs.is_empty() {
+    let wanted: Vec<String> = if all {
+        if available.is_empty() {
+            return Err(KernelError::NotBpfObject { path: req.source.to_string(), reason: "it contains no programs".into() });
+        }
+        available.iter().map(|(n, _)| n.clone()).collect()
+    } else if req.programs.is_empty() {
         match available.as_slice() {
             [(name, _)] => vec![name.clone()],
             [] => {
@@ -183,6 +227,19 @@ pub fn load(req: &LoadRequest<'_>) -> Result<LoadedObject> {
     for mut p in open.progs_mut() {
         let name = p.name().to_string_lossy().into_owned();
         p.set_autoload(wanted.contains(&name));
+    }
+
+    // A ring buffer declared with `__type(value, struct event)` names its event type in BTF, but
+    // the kernel refuses a ring buffer with a key or value size: clear them (as BumbleBee does).
+    for mut m in open.maps_mut() {
+        if matches!(m.map_type(), libbpf_rs::MapType::RingBuf | libbpf_rs::MapType::UserRingBuf) {
+            if m.key_size() != 0 {
+                m.set_key_size(0).map_err(|e| KernelError::libbpf("clear ring buffer key size", e))?;
+            }
+            if m.value_size() != 0 {
+                m.set_value_size(0).map_err(|e| KernelError::libbpf("clear ring buffer value size", e))?;
+            }
+        }
     }
 
     // Globals: write into the data maps' initial values.

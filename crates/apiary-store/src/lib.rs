@@ -259,6 +259,37 @@ pub fn delete_program(c: &Connection, id: ProgramId) -> Result<()> {
     Ok(())
 }
 
+/// A program's new code (hot update): same id, links and shared maps.
+pub fn set_program_code(
+    c: &Connection,
+    id: ProgramId,
+    kernel_id: u32,
+    tag: &str,
+    object_sha256: &str,
+    source: &str,
+    globals: &[GlobalRecord],
+) -> Result<()> {
+    c.execute(
+        "UPDATE programs SET kernel_id = ?2, tag = ?3, object_sha256 = ?4, source = ?5, globals = ?6 WHERE id = ?1",
+        params![id.0, kernel_id, tag, object_sha256, source, json(&globals)],
+    )?;
+    c.execute("DELETE FROM objects WHERE sha256 NOT IN (SELECT object_sha256 FROM programs)", [])?;
+    Ok(())
+}
+
+pub fn set_map_kernel(c: &Connection, map_id: i64, m: &MapRecord) -> Result<()> {
+    c.execute(
+        "UPDATE maps SET kernel_id = ?2, map_type = ?3, key_size = ?4, value_size = ?5, max_entries = ?6 WHERE id = ?1",
+        params![map_id, m.kernel_id, m.map_type, m.key_size, m.value_size, m.max_entries],
+    )?;
+    Ok(())
+}
+
+pub fn remove_program_map(c: &Connection, program: ProgramId, map_id: i64) -> Result<()> {
+    c.execute("DELETE FROM program_maps WHERE program_id = ?1 AND map_id = ?2", params![program.0, map_id])?;
+    Ok(())
+}
+
 pub fn insert_map(c: &Connection, m: &MapRecord) -> Result<i64> {
     c.execute(
         "INSERT INTO maps (owner_id, name, map_type, kernel_id, key_size, value_size, max_entries) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

@@ -3,13 +3,20 @@
 //! doors (the CLI in-process, the gRPC daemon) call.
 
 mod error;
+mod inspect;
+mod update;
 mod lock;
 mod manager;
 mod mapdump;
+pub mod package;
+pub mod run;
+mod source;
 mod views;
 
 pub use error::{Error, ErrorCode, Result};
 pub use manager::{Config, LoadSpec, Manager, MapRef, ObjectSource};
+pub use inspect::{inspect, Inspection};
+pub use update::{UpdateReport, UpdateSpec};
 pub use views::*;
 
 pub use apiary_core as core;

@@ -78,29 +78,29 @@ impl std::str::FromStr for MapRef {
 
 pub struct Manager {
     cfg: Config,
-    paths: PinPaths,
+    pub(crate) paths: PinPaths,
     store: Mutex<Store>,
 }
 
 /// Undo list for a multi-step kernel change: pins made so far are removed if the change does
 /// not complete.
-struct Undo {
+pub(crate) struct Undo {
     pins: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
     armed: bool,
 }
 
 impl Undo {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Undo { pins: Vec::new(), dirs: Vec::new(), armed: true }
     }
-    fn pin(&mut self, p: PathBuf) {
+    pub(crate) fn pin(&mut self, p: PathBuf) {
         self.pins.push(p);
     }
-    fn dir(&mut self, p: PathBuf) {
+    pub(crate) fn dir(&mut self, p: PathBuf) {
         self.dirs.push(p);
     }
-    fn commit(mut self) {
+    pub(crate) fn commit(mut self) {
         self.armed = false;
     }
 }
@@ -119,13 +119,13 @@ impl Drop for Undo {
     }
 }
 
-fn sha256_hex(b: &[u8]) -> String {
+pub(crate) fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
 /// Is this a libbpf internal map (`.rodata`, `.bss`, `.data`, `.kconfig`)? Their names carry the
 /// section after a dot. Each program keeps its own, so its globals stay its own.
-fn is_internal_map(name: &str) -> bool {
+pub(crate) fn is_internal_map(name: &str) -> bool {
     name.contains('.')
 }
 
@@ -159,16 +159,16 @@ impl Manager {
         &self.cfg
     }
 
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+    pub(crate) fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock(&self) -> Result<MutationLock> {
+    pub(crate) fn lock(&self) -> Result<MutationLock> {
         ensure_bpffs(&self.cfg.bpffs)?;
         MutationLock::acquire(&self.cfg.state_dir)
     }
 
-    fn program_record(&self, id: ProgramId) -> Result<ProgramRecord> {
+    pub(crate) fn program_record(&self, id: ProgramId) -> Result<ProgramRecord> {
         store::get_program(self.store().read(), id)?.ok_or_else(|| Error::not_found("program", id))
     }
 
@@ -649,7 +649,7 @@ impl Manager {
     }
 }
 
-fn program_view(r: &ProgramRecord, links: &[&LinkRecord]) -> ProgramView {
+pub(crate) fn program_view(r: &ProgramRecord, links: &[&LinkRecord]) -> ProgramView {
     ProgramView {
         id: Some(r.id),
         kernel_id: r.kernel_id,

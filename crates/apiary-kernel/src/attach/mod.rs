@@ -10,7 +10,7 @@ mod tracing;
 mod xdp;
 
 pub use probe::resolve_uprobe_target;
-pub use tc::detach_tc_filter;
+pub use tc::{detach_tc_filter, replace_tc_filter};
 pub use tcx::TcxAnchor;
 
 use crate::error::Result;
@@ -70,4 +70,37 @@ pub fn attach(prog: BorrowedFd<'_>, spec: &AttachSpec, ctx: &AttachContext) -> R
         AttachSpec::PerfEvent { event, frequency, cpu } => perf::software(prog, *event, *frequency, *cpu)?,
     };
     Ok(Attachment::Links(links))
+}
+
+/// Whether links of this kind can switch programs in place with BPF_LINK_UPDATE (atomically).
+/// perf_event-based links (tracepoints, probes, perf events) and tracing links cannot.
+pub fn updatable_in_place(spec: &AttachSpec) -> bool {
+    match spec {
+        AttachSpec::Xdp { .. } | AttachSpec::Tcx { .. } | AttachSpec::CgroupSkb { .. } | AttachSpec::CgroupSock { .. } => true,
+        AttachSpec::Tracepoint { .. }
+        | AttachSpec::RawTracepoint { .. }
+        | AttachSpec::TpBtf
+        | AttachSpec::Tc { .. }
+        | AttachSpec::Uprobe { .. }
+        | AttachSpec::Kprobe { .. }
+        | AttachSpec::PerfEvent { .. }
+        | AttachSpec::Fentry
+        | AttachSpec::Fexit
+        | AttachSpec::Lsm => false,
+    }
+}
+
+/// Point an existing link at another program, atomically; fails if the link no longer runs
+/// `old` (BPF_F_REPLACE), so a concurrent change is never overwritten.
+pub fn update_link(link: BorrowedFd<'_>, new: BorrowedFd<'_>, old: BorrowedFd<'_>) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let opts = libbpf_sys::bpf_link_update_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_link_update_opts>() as _,
+        flags: libbpf_sys::BPF_F_REPLACE,
+        old_prog_fd: old.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    // SAFETY: valid fds and a sized options struct.
+    let ret = unsafe { libbpf_sys::bpf_link_update(link.as_raw_fd(), new.as_raw_fd(), &opts) };
+    crate::error::check(ret, "BPF_LINK_UPDATE").map(|_| ())
 }

@@ -67,3 +67,16 @@ pub fn detach_tc_filter(prog: BorrowedFd<'_>, f: &TcFilter) -> Result<()> {
         }
     })
 }
+
+/// Swap the program of a filter apiary created, in place: same handle and priority, so the
+/// kernel replaces it atomically and no packet passes unfiltered.
+pub fn replace_tc_filter(prog: BorrowedFd<'_>, f: &TcFilter) -> Result<()> {
+    let ns = f.netns.as_deref();
+    netns::in_netns(ns, || {
+        let ifindex = netns::ifindex(&f.iface, ns)?;
+        let mut builder = TcHookBuilder::new(prog.as_fd());
+        builder.ifindex(ifindex as i32).replace(true).handle(f.handle).priority(f.priority);
+        let mut hook = builder.hook(point(f.direction));
+        hook.attach().map(|_| ()).map_err(|e| KernelError::libbpf(format!("replace tc filter on {}", f.iface), e))
+    })
+}

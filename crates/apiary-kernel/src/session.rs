@@ -1,0 +1,243 @@
+//! A foreground session (`apiary run`): every program of an object loaded and attached the way
+//! libbpf's auto-attach does from section names, nothing pinned, and the object's ring buffers
+//! and perf event arrays read until the caller stops. Dropping the session detaches and unloads
+//! everything; since nothing is pinned, the kernel does the same if the process is killed.
+
+use crate::attach::{self, Attachment, AttachContext, TcFilter};
+use crate::error::{KernelError, Result};
+use crate::loader::{self, LoadRequest, LoadedObject};
+use apiary_core::{AttachSpec, ProgramType, TcDirection, XdpMode};
+use libbpf_rs::{MapCore, MapType, PerfBufferBuilder, RingBufferBuilder};
+use std::cell::RefCell;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Targets that section names cannot carry.
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    pub iface: Option<String>,
+    pub netns: Option<PathBuf>,
+    pub cgroup: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventMapKind {
+    RingBuf,
+    PerfArray,
+}
+
+pub struct Session {
+    loaded: LoadedObject,
+    links: Vec<libbpf_rs::Link>,
+    fd_links: Vec<OwnedFd>,
+    tc: Vec<(String, TcFilter)>,
+    /// (program, where it was attached), in attach order.
+    pub attached: Vec<(String, String)>,
+}
+
+impl Session {
+    pub fn start(req: &LoadRequest<'_>, targets: &Targets) -> Result<Session> {
+        let loaded = loader::load_all(req)?;
+        let mut s = Session { loaded, links: Vec::new(), fd_links: Vec::new(), tc: Vec::new(), attached: Vec::new() };
+        let programs = s.loaded.programs.clone();
+        for p in &programs {
+            s.attach_one(&p.name, &p.section, p.ty, targets)?;
+        }
+        Ok(s)
+    }
+
+    fn attach_one(&mut self, name: &str, section: &str, ty: ProgramType, t: &Targets) -> Result<()> {
+        let need = |what: &str| KernelError::Invalid(format!(
+            "program {name:?} (section {section:?}) needs {what} to attach; give it, or use `apiary load` and `apiary attach`"
+        ));
+        let spec = match ty {
+            ProgramType::Xdp => Some(AttachSpec::Xdp {
+                iface: t.iface.clone().ok_or_else(|| need("--iface"))?,
+                netns: t.netns.clone(),
+                mode: XdpMode::Auto,
+            }),
+            ProgramType::Tc | ProgramType::Tcx => Some(AttachSpec::Tcx {
+                iface: t.iface.clone().ok_or_else(|| need("--iface"))?,
+                netns: t.netns.clone(),
+                direction: if section.contains("egress") { TcDirection::Egress } else { TcDirection::Ingress },
+                priority: 0,
+            }),
+            ProgramType::CgroupSkb => Some(AttachSpec::CgroupSkb {
+                cgroup: t.cgroup.clone().ok_or_else(|| need("--cgroup"))?,
+                direction: if section.contains("egress") {
+                    apiary_core::CgroupDirection::Egress
+                } else {
+                    apiary_core::CgroupDirection::Ingress
+                },
+            }),
+            ProgramType::CgroupSock => Some(AttachSpec::CgroupSock { cgroup: t.cgroup.clone().ok_or_else(|| need("--cgroup"))? }),
+            ProgramType::PerfEvent => Some(AttachSpec::PerfEvent {
+                event: apiary_core::attach::SoftwareEvent::CpuClock,
+                frequency: 99,
+                cpu: None,
+            }),
+            ProgramType::Tracepoint
+            | ProgramType::RawTracepoint
+            | ProgramType::TpBtf
+            | ProgramType::Kprobe
+            | ProgramType::Uprobe
+            | ProgramType::Fentry
+            | ProgramType::Fexit
+            | ProgramType::Lsm => None,
+            ProgramType::SocketFilter => return Err(need("a socket")),
+        };
+        match spec {
+            Some(spec) => {
+                let fd = self.loaded.program_fd(name).ok_or_else(|| KernelError::Invalid(format!("program {name} vanished")))?;
+                let desc = spec.describe();
+                match attach::attach(fd, &spec, &AttachContext::default())? {
+                    Attachment::Links(l) => self.fd_links.extend(l),
+                    Attachment::TcFilter(f) => self.tc.push((name.to_string(), f)),
+                }
+                self.attached.push((name.to_string(), desc));
+            }
+            None => {
+                let prog = self
+                    .loaded
+                    .object()
+                    .progs_mut()
+                    .find(|p| p.name() == name)
+                    .ok_or_else(|| KernelError::Invalid(format!("program {name} vanished")))?;
+                let link = prog.attach().map_err(|e| auto_attach_error(name, section, ty, e))?;
+                self.links.push(link);
+                self.attached.push((name.to_string(), section.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn loaded(&self) -> &LoadedObject {
+        &self.loaded
+    }
+
+    /// Ring buffers and perf event arrays, by name.
+    pub fn event_maps(&self) -> Vec<(String, EventMapKind)> {
+        self.loaded
+            .object()
+            .maps()
+            .filter_map(|m| {
+                let kind = match m.map_type() {
+                    MapType::RingBuf => EventMapKind::RingBuf,
+                    MapType::PerfEventArray => EventMapKind::PerfArray,
+                    _ => return None,
+                };
+                Some((m.name().to_string_lossy().into_owned(), kind))
+            })
+            .collect()
+    }
+
+    /// Deliver events from the named maps to `on_event(map index, data)` until `stop()` says so.
+    /// `on_poll` runs after each poll round (to flush output). Lost perf samples are reported
+    /// through `on_lost(map index, count)`.
+    pub fn stream(
+        &self,
+        maps: &[String],
+        on_event: &mut dyn FnMut(usize, &[u8]),
+        on_lost: &mut dyn FnMut(usize, u64),
+        on_poll: &mut dyn FnMut(),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<()> {
+        let sink = RefCell::new(on_event);
+        let lost = RefCell::new(on_lost);
+        let obj = self.loaded.object();
+        let all: Vec<_> = obj.maps().collect();
+        let find = |n: &str| all.iter().find(|m| m.name() == n);
+        let mut rb = RingBufferBuilder::new();
+        let mut have_rb = false;
+        let mut perfs = Vec::new();
+        for (i, name) in maps.iter().enumerate() {
+            let m = find(name).ok_or_else(|| KernelError::Invalid(format!("no map {name} in the object")))?;
+            match m.map_type() {
+                MapType::RingBuf => {
+                    let sink = &sink;
+                    rb.add(m, move |d: &[u8]| {
+                        (sink.borrow_mut())(i, d);
+                        0
+                    })
+                    .map_err(|e| KernelError::libbpf(format!("open ring buffer {name}"), e))?;
+                    have_rb = true;
+                }
+                MapType::PerfEventArray => {
+                    let sink = &sink;
+                    let lost = &lost;
+                    let pb = PerfBufferBuilder::new(m)
+                        .pages(64)
+                        .sample_cb(move |_cpu, d: &[u8]| (sink.borrow_mut())(i, d))
+                        .lost_cb(move |_cpu, n| (lost.borrow_mut())(i, n))
+                        .build()
+                        .map_err(|e| KernelError::libbpf(format!("open perf buffer {name}"), e))?;
+                    perfs.push(pb);
+                }
+                other => return Err(KernelError::Invalid(format!("map {name} is a {other:?} map, not a ring buffer or perf event array"))),
+            }
+        }
+        let ring = if have_rb { Some(rb.build().map_err(|e| KernelError::libbpf("build ring buffer", e))?) } else { None };
+        let slice = if ring.is_some() && !perfs.is_empty() { Duration::from_millis(20) } else { Duration::from_millis(100) };
+        while !stop() {
+            if let Some(r) = &ring {
+                // EINTR from a signal is how Ctrl-C arrives: not an error.
+                if let Err(e) = r.poll(slice) {
+                    if crate::loader::errno_of(&e) != Some(libc::EINTR) {
+                        return Err(KernelError::libbpf("poll ring buffer", e));
+                    }
+                }
+            }
+            for p in &perfs {
+                if let Err(e) = p.poll(slice) {
+                    if crate::loader::errno_of(&e) != Some(libc::EINTR) {
+                        return Err(KernelError::libbpf("poll perf buffer", e));
+                    }
+                }
+            }
+            if ring.is_none() && perfs.is_empty() {
+                std::thread::sleep(slice);
+            }
+            on_poll();
+        }
+        // Drain what arrived before the stop.
+        if let Some(r) = &ring {
+            let _ = r.consume();
+        }
+        for p in &perfs {
+            let _ = p.consume();
+        }
+        on_poll();
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for (name, f) in &self.tc {
+            if let Some(fd) = self.loaded.program_fd(name) {
+                let _ = attach::detach_tc_filter(fd.as_fd(), f);
+            }
+        }
+    }
+}
+
+fn auto_attach_error(name: &str, section: &str, ty: ProgramType, e: libbpf_rs::Error) -> KernelError {
+    let errno = crate::loader::errno_of(&e);
+    match (ty, errno) {
+        (ProgramType::Kprobe, _) if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() => {
+            KernelError::NotSupported {
+                feature: "kprobes".into(),
+                reason: "the kernel has no kprobe PMU (/sys/bus/event_source/devices/kprobe is missing)".into(),
+            }
+        }
+        (ProgramType::Uprobe | ProgramType::Kprobe, Some(libc::EOPNOTSUPP)) | (_, Some(libc::ESRCH)) => KernelError::Invalid(format!(
+            "program {name:?}: section {section:?} does not name a target to attach to (e.g. SEC(\"uprobe//path:function\")); use `apiary load` and `apiary attach`"
+        )),
+        (_, Some(libc::ENOENT)) => KernelError::TargetNotFound {
+            target: format!("{section} (program {name})"),
+            reason: "the kernel has no such attach point".into(),
+        },
+        _ => KernelError::libbpf(format!("attach program {name:?} from section {section:?}"), e),
+    }
+}

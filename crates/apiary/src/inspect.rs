@@ -1,0 +1,107 @@
+//! `apiary inspect`: what an object holds, read from its ELF and BTF without loading it.
+
+use crate::error::{Error, Result};
+use crate::package::{globals_of, PackageGlobal};
+use apiary_core::ProgramType;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub source: String,
+    pub license: Option<String>,
+    pub btf: bool,
+    pub btf_ext: bool,
+    pub programs: Vec<InspectProgram>,
+    pub maps: Vec<InspectMap>,
+    pub globals: Vec<PackageGlobal>,
+    pub externs: Vec<String>,
+    /// Event type per ring buffer / perf event array, where one can be found.
+    pub event_types: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectProgram {
+    pub name: String,
+    pub section: String,
+    #[serde(rename = "type")]
+    pub prog_type: Option<String>,
+    /// Where `apiary run` attaches it.
+    pub attach: String,
+    pub insns: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectMap {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub map_type: String,
+    pub key: Option<String>,
+    pub value: Option<String>,
+    pub key_size: Option<u32>,
+    pub value_size: Option<u32>,
+    pub max_entries: Option<u32>,
+}
+
+/// The attach target a section name implies, as `apiary run` uses it.
+fn attach_of(section: &str, ty: Option<ProgramType>) -> String {
+    let rest = section.split_once('/').map(|(_, r)| r.trim_start_matches('/')).unwrap_or("");
+    match ty {
+        Some(ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx) => "an interface (--iface)".into(),
+        Some(ProgramType::CgroupSkb | ProgramType::CgroupSock) => "a cgroup (--cgroup)".into(),
+        Some(ProgramType::PerfEvent) => "cpu-clock at 99 Hz on every CPU".into(),
+        Some(ProgramType::SocketFilter) => "a socket (not by run)".into(),
+        Some(_) if rest.is_empty() => "(none in the section: use apiary attach)".into(),
+        Some(_) => rest.to_string(),
+        None => "(unknown section)".into(),
+    }
+}
+
+pub fn inspect(source: &str) -> Result<Inspection> {
+    let fetched = crate::source::fetch(source)?;
+    let info = apiary_core::elf::inspect(&fetched.object).map_err(|error| Error::Object { source_name: source.to_string(), error })?;
+    let mut event_types = BTreeMap::new();
+    for m in &info.maps {
+        if m.map_type_name == "ringbuf" || m.map_type_name == "perf_event_array" {
+            if let (Ok(Some((id, _))), Some(b)) = (apiary_core::events::event_type(&info, &m.name, None), info.btf.as_ref()) {
+                event_types.insert(m.name.clone(), b.type_name(id));
+            }
+        }
+    }
+    Ok(Inspection {
+        source: source.to_string(),
+        license: info.license.clone(),
+        btf: info.has_btf,
+        btf_ext: info.has_btf_ext,
+        programs: info
+            .programs
+            .iter()
+            .map(|p| {
+                let ty = ProgramType::from_section(&p.section);
+                InspectProgram {
+                    name: p.name.clone(),
+                    section: p.section.clone(),
+                    prog_type: ty.map(|t| t.to_string()),
+                    attach: attach_of(&p.section, ty),
+                    insns: p.insn_count,
+                }
+            })
+            .collect(),
+        maps: info
+            .maps
+            .iter()
+            .map(|m| InspectMap {
+                name: m.name.clone(),
+                map_type: m.map_type_name.clone(),
+                key: m.key_type_name.clone(),
+                value: m.value_type_name.clone(),
+                key_size: m.key_size,
+                value_size: m.value_size,
+                max_entries: m.max_entries,
+            })
+            .collect(),
+        globals: globals_of(&info),
+        externs: info.externs.clone(),
+        event_types,
+    })
+}

@@ -1,0 +1,307 @@
+//! `apiary run`: load an object in the foreground, attach everything from section names, print
+//! decoded events and map snapshots, and release it all when told to stop.
+
+use crate::error::{Error, Result};
+use crate::source;
+use apiary_core::btf::Btf;
+use apiary_core::events::{self, Format, TypeSource};
+use apiary_kernel::session::{EventMapKind, Session, Targets};
+use apiary_kernel::{maps, sys, GlobalPatch, LoadRequest};
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub source: String,
+    pub raw_globals: Vec<(String, Vec<u8>)>,
+    pub typed_globals: Vec<(String, String)>,
+    pub targets: Targets,
+    pub event_type: Option<String>,
+    pub duration: Option<Duration>,
+    pub dump_maps: Vec<String>,
+    pub interval: Duration,
+    pub json: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub events: u64,
+    pub lost: u64,
+}
+
+/// Text waiting to be written, and where it goes. Shared by the event callback and the map
+/// dumps between polls.
+struct Sink<'a> {
+    buf: String,
+    out: &'a mut dyn Write,
+    err: Option<std::io::Error>,
+}
+
+impl Sink<'_> {
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        if let Err(e) = self.out.write_all(self.buf.as_bytes()).and_then(|_| self.out.flush()) {
+            self.err.get_or_insert(e);
+        }
+        self.buf.clear();
+    }
+}
+
+struct EventMap {
+    name: String,
+    format: Option<Format>,
+}
+
+/// Run until `stop()` or the duration ends. Events go to `out`; progress and notes to `note`.
+pub fn run(spec: &RunSpec, out: &mut dyn Write, note: &mut dyn FnMut(&str), stop: &dyn Fn() -> bool) -> Result<RunSummary> {
+    let fetched = source::fetch(&spec.source)?;
+    let info = apiary_core::elf::inspect(&fetched.object)
+        .map_err(|error| Error::Object { source_name: fetched.name.clone(), error })?;
+    let globals = apiary_core::globals::resolve(&info, &spec.raw_globals, &spec.typed_globals).map_err(Error::InvalidArgument)?;
+    for m in &spec.dump_maps {
+        if info.map(m).is_none() {
+            let names: Vec<&str> = info.maps.iter().map(|m| m.name.as_str()).collect();
+            return Err(Error::InvalidArgument(format!("--dump-map {m}: no such map; the object has: {}", names.join(", "))));
+        }
+    }
+    let req = LoadRequest {
+        object: &fetched.object,
+        source: &fetched.name,
+        programs: Vec::new(),
+        globals: globals
+            .iter()
+            .map(|g| GlobalPatch { name: g.name.clone(), section: g.section.clone(), offset: g.offset, bytes: g.bytes.clone() })
+            .collect(),
+        reuse_maps: Vec::new(),
+    };
+    let session = Session::start(&req, &spec.targets)?;
+    for (p, at) in &session.attached {
+        note(&format!("attached {p} to {at}"));
+    }
+
+    let mut emaps = Vec::new();
+    for (name, kind) in session.event_maps() {
+        // A package records the event type it was built with; an explicit flag still wins.
+        let explicit = spec
+            .event_type
+            .clone()
+            .or_else(|| fetched.package.as_ref().and_then(|p| p.event_types.get(&name).cloned()));
+        let found = events::event_type(&info, &name, explicit.as_deref()).map_err(Error::InvalidArgument)?;
+        let kind_name = if kind == EventMapKind::RingBuf { "ring buffer" } else { "perf event array" };
+        let format = match (found, info.btf.as_ref()) {
+            (Some((id, how)), Some(b)) => {
+                let f = Format::new(b, id);
+                let how = match how {
+                    TypeSource::Explicit => "--event-type".to_string(),
+                    TypeSource::MapValue => "the map's BTF value type".to_string(),
+                    TypeSource::GlobalPointer(g) => format!("the global pointer {g}"),
+                };
+                match &f {
+                    Some(f) => note(&format!("events from {kind_name} {name} decoded as {} (from {how})", f.type_name())),
+                    None => note(&format!("events from {kind_name} {name}: cannot decode type {} ; printing hex", b.type_name(id))),
+                }
+                f
+            }
+            _ => {
+                note(&format!(
+                    "events from {kind_name} {name}: no event type found (name one with --event-type STRUCT, or declare `__type(value, struct event)` on the map); printing hex"
+                ));
+                None
+            }
+        };
+        emaps.push(EventMap { name, format });
+    }
+
+    let started = Instant::now();
+    let deadline = spec.duration.map(|d| started + d);
+    let mut summary = RunSummary::default();
+    let sink = std::cell::RefCell::new(Sink { buf: String::with_capacity(1 << 17), out, err: None });
+    let multi = emaps.len() > 1;
+    let json = spec.json;
+    let mut next_dump = Instant::now() + spec.interval;
+    let map_btf = info.btf.clone();
+    if !json && !emaps.is_empty() {
+        if let Some(f) = emaps.iter().find_map(|m| m.format.as_ref()) {
+            let mut h = String::from("TIME");
+            if multi {
+                h.push_str("  MAP");
+            }
+            for c in f.columns() {
+                h.push_str("  ");
+                h.push_str(&c.to_uppercase());
+            }
+            h.push('\n');
+            sink.borrow_mut().buf.push_str(&h);
+        }
+    }
+    let names: Vec<String> = emaps.iter().map(|m| m.name.clone()).collect();
+    let mut stamp = String::new();
+    let mut stamp_at = Instant::now() - Duration::from_secs(2);
+    {
+        let mut on_event = |i: usize, data: &[u8]| {
+            summary.events += 1;
+            let m = &emaps[i];
+            let mut guard = sink.borrow_mut();
+            let s = &mut *guard;
+            let buf = &mut s.buf;
+            if json {
+                match &m.format {
+                    Some(f) => {
+                        if multi {
+                            // Insert the map name as the first field.
+                            let start = buf.len();
+                            f.write_json(data, buf);
+                            if buf[start..].starts_with('{') {
+                                buf.insert_str(start + 1, &format!("\"_map\":\"{}\",", m.name));
+                            }
+                        } else {
+                            f.write_json(data, buf);
+                        }
+                    }
+                    None => {
+                        buf.push_str("{\"_map\":\"");
+                        buf.push_str(&m.name);
+                        buf.push_str("\",\"_hex\":\"");
+                        buf.push_str(&hex::encode(data));
+                        buf.push_str("\"}");
+                    }
+                }
+            } else {
+                // Wall-clock seconds change rarely compared with event rates: format once a second.
+                if stamp_at.elapsed() >= Duration::from_millis(1000) || stamp.is_empty() {
+                    stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+                    stamp = stamp.get(11..19).unwrap_or(&stamp).to_string();
+                    stamp_at = Instant::now();
+                }
+                buf.push_str(&stamp);
+                if multi {
+                    buf.push_str("  ");
+                    buf.push_str(&m.name);
+                }
+                buf.push_str("  ");
+                match &m.format {
+                    Some(f) => f.write_row(data, buf),
+                    None => buf.push_str(&hex::encode(data)),
+                }
+            }
+            buf.push('\n');
+            if buf.len() > (1 << 16) {
+                s.flush();
+            }
+        };
+        let mut lost_total = 0u64;
+        let mut on_lost = |_i: usize, n: u64| lost_total += n;
+        let mut dump_err: Option<Error> = None;
+        // Flushed after every poll round, so events show up promptly.
+        let mut on_poll = || sink.borrow_mut().flush();
+        let stop_now = || stop() || deadline.is_some_and(|d| Instant::now() >= d);
+        if names.is_empty() && spec.dump_maps.is_empty() {
+            note("the object has no ring buffer or perf event array; running until stopped");
+        }
+        // Map dumps happen between polls, so the poll loop is driven in slices of the interval.
+        loop {
+            let slice_end = if spec.dump_maps.is_empty() { None } else { Some(next_dump) };
+            let until = || stop_now() || slice_end.is_some_and(|e| Instant::now() >= e);
+            session.stream(&names, &mut on_event, &mut on_lost, &mut on_poll, &until)?;
+            if stop_now() {
+                break;
+            }
+            if !spec.dump_maps.is_empty() && Instant::now() >= next_dump {
+                next_dump += spec.interval;
+                for m in &spec.dump_maps {
+                    if let Err(e) = dump_map(&session, &info, map_btf.as_ref(), m, json, &mut sink.borrow_mut().buf) {
+                        dump_err = Some(e);
+                    }
+                }
+            }
+            if dump_err.is_some() {
+                break;
+            }
+        }
+        summary.lost = lost_total;
+        if let Some(e) = dump_err {
+            return Err(e);
+        }
+    }
+    let mut sink = sink.into_inner();
+    for m in &spec.dump_maps {
+        dump_map(&session, &info, map_btf.as_ref(), m, json, &mut sink.buf)?;
+    }
+    sink.flush();
+    if let Some(e) = sink.err {
+        return Err(Error::Internal(format!("writing events: {e}")));
+    }
+    drop(session);
+    Ok(summary)
+}
+
+/// Print one snapshot of a map: decoded entries, or a log2 histogram for maps that look like
+/// one (an array of integer counters whose name mentions hist/slot).
+fn dump_map(session: &Session, info: &apiary_core::elf::ObjectInfo, btf: Option<&Btf>, name: &str, json: bool, buf: &mut String) -> Result<()> {
+    let fd = session.loaded().map_fd(name).ok_or_else(|| Error::InvalidArgument(format!("no map {name}")))?;
+    let minfo = sys::map_info(fd.as_fd())?;
+    let entries = maps::dump(fd.as_fd(), &minfo, 100_000)?;
+    let def = info.map(name);
+    let kt = def.and_then(|d| d.key_type);
+    let vt = def.and_then(|d| d.value_type);
+    let dec = |t: Option<u32>, b: &[u8]| -> serde_json::Value {
+        match (btf, t) {
+            (Some(bt), Some(t)) => apiary_core::btf::decode(bt, t, b).unwrap_or_else(|_| hex::encode(b).into()),
+            _ => hex::encode(b).into(),
+        }
+    };
+    let rows: Vec<(serde_json::Value, serde_json::Value)> = entries
+        .iter()
+        .map(|e| {
+            let v: Vec<serde_json::Value> = e.values.iter().map(|v| dec(vt, v)).collect();
+            let value = if v.len() == 1 {
+                v.into_iter().next().unwrap_or_default()
+            } else if v.iter().all(|x| x.is_u64()) {
+                // Per-CPU counters: their sum is what people want to see.
+                v.iter().filter_map(|x| x.as_u64()).sum::<u64>().into()
+            } else {
+                serde_json::Value::Array(v)
+            };
+            (dec(kt, &e.key), value)
+        })
+        .collect();
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    if json {
+        let obj = serde_json::json!({
+            "_map": name,
+            "time": now,
+            "entries": rows.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v})).collect::<Vec<_>>(),
+        });
+        buf.push_str(&obj.to_string());
+        buf.push('\n');
+        return Ok(());
+    }
+    let lname = name.to_ascii_lowercase();
+    let histogram = (lname.contains("hist") || lname.contains("slot"))
+        && minfo.map_type == "array"
+        && rows.iter().all(|(k, v)| k.is_u64() && v.is_u64());
+    buf.push_str(&format!("--- map {name} at {now} ({} entries)\n", rows.len()));
+    if histogram {
+        let counts: Vec<u64> = rows.iter().map(|(_, v)| v.as_u64().unwrap_or(0)).collect();
+        let last = counts.iter().rposition(|c| *c > 0).map(|i| i + 1).unwrap_or(0);
+        let max = counts.iter().copied().max().unwrap_or(0).max(1);
+        for (i, c) in counts.iter().take(last).enumerate() {
+            let lo: u64 = if i == 0 { 0 } else { 1u64 << (i - 1).min(63) };
+            let hi: u64 = if i == 0 { 1 } else { (1u64 << i.min(63)).saturating_sub(1) };
+            let bar = "*".repeat(((*c as f64 / max as f64) * 40.0).round() as usize);
+            buf.push_str(&format!("{lo:>12} -> {hi:<12} : {c:<10} |{bar:<40}|\n"));
+        }
+    } else {
+        for (k, v) in &rows {
+            let ks = match k {
+                serde_json::Value::String(s) => s.clone(),
+                o => o.to_string(),
+            };
+            buf.push_str(&format!("{ks}  {v}\n"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! Hot update: new code for a managed program, with its maps and attach points kept. The new
+//! program is loaded reusing the old one's maps (after checking they match), then every link
+//! moves to it without a gap — atomically with BPF_LINK_UPDATE where the link kind allows it,
+//! by attaching the new program before detaching the old one where it does not — and finally
+//! the program's pin and record switch over. Any failure before the switch leaves the old
+//! program running and the store untouched.
+
+use crate::error::{Error, Result};
+use crate::manager::{is_internal_map, sha256_hex, Manager, Undo};
+use apiary_core::{ProgramId, ProgramType};
+use apiary_kernel::{self as kernel, sys, Attachment, AttachContext, KernelError, TcFilter};
+use apiary_store::{self as store, GlobalRecord, MapRecord};
+use serde::Serialize;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct UpdateSpec {
+    pub path: PathBuf,
+    /// The program in the new object; default: the same name as now.
+    pub program: Option<String>,
+    pub raw_globals: Vec<(String, Vec<u8>)>,
+    pub typed_globals: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateReport {
+    pub id: ProgramId,
+    pub name: String,
+    pub old_kernel_id: u32,
+    pub new_kernel_id: u32,
+    pub links_updated: usize,
+    pub maps_kept: usize,
+    /// Wall time from taking the lock to the recorded switch.
+    pub millis: f64,
+}
+
+/// A link switched so far, so a later failure can switch it back.
+enum Moved {
+    InPlace { link: OwnedFd },
+    Tc { filter: TcFilter },
+    Reattached { link_id: apiary_core::LinkId, new_pins: Vec<PathBuf>, new_ids: Vec<u32>, old_count: usize },
+}
+
+impl Manager {
+    pub fn update(&self, id: ProgramId, spec: UpdateSpec) -> Result<UpdateReport> {
+        let bytes = std::fs::read(&spec.path).map_err(|e| KernelError::ReadObject { path: spec.path.clone(), error: e })?;
+        let source = std::fs::canonicalize(&spec.path).unwrap_or_else(|_| spec.path.clone()).display().to_string();
+        let info = apiary_core::elf::inspect(&bytes).map_err(|error| Error::Object { source_name: source.clone(), error })?;
+
+        let _lock = self.lock()?;
+        let t0 = Instant::now();
+        let rec = self.program_record(id)?;
+        let name = spec.program.clone().unwrap_or_else(|| rec.name.clone());
+        let pdef = info.program(&name).ok_or_else(|| {
+            let names: Vec<&str> = info.programs.iter().map(|p| p.name.as_str()).collect();
+            Error::InvalidArgument(format!("{source} has no program {name:?} (it has: {}); choose with --program", names.join(", ")))
+        })?;
+        let new_ty = ProgramType::from_section(&pdef.section)
+            .ok_or_else(|| Error::InvalidArgument(format!("program {name}: unknown section {:?}", pdef.section)))?;
+        if !new_ty.compatible_with(rec.prog_type) {
+            return Err(Error::InvalidArgument(format!(
+                "program {id} is a {} program; the new code {name:?} is {new_ty} (section {:?})",
+                rec.prog_type, pdef.section
+            )));
+        }
+
+        // Maps: every map the new code shares by name with the old must match exactly.
+        let old_maps = store::maps_of_program(self.store().read(), id)?;
+        let mut reuse = Vec::new();
+        let mut kept: Vec<MapRecord> = Vec::new();
+        for m in &old_maps {
+            if is_internal_map(&m.name) {
+                continue;
+            }
+            let Some(d) = info.map(&m.name) else { continue };
+            check_compatible(m, d, info.btf.as_ref())?;
+            reuse.push((m.name.clone(), self.paths.map(m.owner_id, &m.name)));
+            kept.push(m.clone());
+        }
+
+        // Globals: keep the values the program was loaded with where the new code has the same
+        // variable, then apply the ones given now.
+        let mut raw: Vec<(String, Vec<u8>)> = rec
+            .globals
+            .iter()
+            .filter(|g| info.global(&g.name).is_some_and(|ng| ng.size as usize * 2 == g.hex.len()))
+            .filter_map(|g| hex::decode(&g.hex).ok().map(|b| (g.name.clone(), b)))
+            .collect();
+        raw.extend(spec.raw_globals.iter().cloned());
+        let globals = apiary_core::globals::resolve(&info, &raw, &spec.typed_globals).map_err(Error::InvalidArgument)?;
+
+        let loaded = kernel::load(&kernel::LoadRequest {
+            object: &bytes,
+            source: &source,
+            programs: vec![kernel::ProgramSelect { ty: Some(new_ty), name: name.clone() }],
+            globals: globals
+                .iter()
+                .map(|g| kernel::GlobalPatch { name: g.name.clone(), section: g.section.clone(), offset: g.offset, bytes: g.bytes.clone() })
+                .collect(),
+            reuse_maps: reuse,
+        })?;
+        let lp = loaded.programs.first().ok_or_else(|| Error::Internal("update loaded no program".into()))?.clone();
+        let new_fd = loaded.program_fd(&name).ok_or_else(|| Error::Internal("new program has no fd".into()))?;
+        let old_fd = sys::obj_get(&self.paths.program(id))
+            .map_err(|e| Error::FailedPrecondition(format!("program {id}'s pin is missing ({e}); unload and load it again")))?;
+
+        // Move every link; on failure move back the ones already moved.
+        let links = store::list_links(self.store().read(), Some(id))?;
+        let mut moved: Vec<Moved> = Vec::new();
+        let mut undo = Undo::new();
+        let result = (|| -> Result<()> {
+            for l in &links {
+                if let Some(tc) = l.extra.as_ref().and_then(|e| serde_json::from_value::<TcFilter>(e.clone()).ok()) {
+                    kernel::attach::replace_tc_filter(new_fd, &tc)?;
+                    moved.push(Moved::Tc { filter: tc });
+                } else if kernel::attach::updatable_in_place(&l.spec) {
+                    for i in 0..l.kernel_link_ids.len() {
+                        let link = sys::obj_get(&self.paths.link(l.id, i))?;
+                        kernel::attach::update_link(link.as_fd(), new_fd, old_fd.as_fd())?;
+                        moved.push(Moved::InPlace { link });
+                    }
+                } else {
+                    let ctx = AttachContext::default();
+                    let fds = match kernel::attach(new_fd, &l.spec, &ctx)? {
+                        Attachment::Links(f) => f,
+                        Attachment::TcFilter(_) => return Err(Error::Internal("unexpected tc filter".into())),
+                    };
+                    let mut new_pins = Vec::new();
+                    let mut new_ids = Vec::new();
+                    for (i, f) in fds.iter().enumerate() {
+                        let p = self.paths.link_dir(l.id).join(format!("next{i}"));
+                        sys::pin(f.as_fd(), &p)?;
+                        undo.pin(p.clone());
+                        new_pins.push(p);
+                        new_ids.push(sys::link_info(f.as_fd())?.id);
+                    }
+                    moved.push(Moved::Reattached { link_id: l.id, new_pins, new_ids, old_count: l.kernel_link_ids.len() });
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for m in moved.iter().rev() {
+                match m {
+                    Moved::InPlace { link } => {
+                        let _ = kernel::attach::update_link(link.as_fd(), old_fd.as_fd(), new_fd);
+                    }
+                    Moved::Tc { filter } => {
+                        let _ = kernel::attach::replace_tc_filter(old_fd.as_fd(), filter);
+                    }
+                    Moved::Reattached { .. } => {} // `undo` unpins the new links
+                }
+            }
+            return Err(e);
+        }
+
+        // Switch over: detach the old perf-style links, move the new pins into place, repin the
+        // program (rename replaces atomically), record.
+        let mut link_ids: Vec<(apiary_core::LinkId, Vec<u32>)> = Vec::new();
+        for m in &moved {
+            if let Moved::Reattached { link_id, new_pins, new_ids, old_count } = m {
+                for i in 0..*old_count {
+                    sys::unpin(&self.paths.link(*link_id, i))?;
+                }
+                for (i, p) in new_pins.iter().enumerate() {
+                    std::fs::rename(p, self.paths.link(*link_id, i))
+                        .map_err(|e| KernelError::syscall(format!("rename {}", p.display()), e))?;
+                }
+                link_ids.push((*link_id, new_ids.clone()));
+            }
+        }
+        undo.commit();
+        let next = self.paths.programs_dir().join(format!("{id}_next"));
+        loaded.pin_program(&name, &next)?;
+        std::fs::rename(&next, self.paths.program(id)).map_err(|e| KernelError::syscall("rename program pin", e))?;
+
+        // New maps the old program did not have (its own .rodata/.bss and any new map) are
+        // pinned under this program's id, replacing its previous internal maps of the same name.
+        let owned_before = store::maps_owned_by(self.store().read(), id)?;
+        let mut new_maps = Vec::new();
+        for m in loaded.maps.iter().filter(|m| !m.reused) {
+            let final_path = self.paths.map(id, &m.name);
+            let tmp = self.paths.map_owner_dir(id).join(format!("next_{}", m.name.replace('.', "_")));
+            loaded.pin_map(&m.name, &tmp)?;
+            std::fs::rename(&tmp, &final_path).map_err(|e| KernelError::syscall("rename map pin", e))?;
+            new_maps.push(m.clone());
+        }
+        let global_records: Vec<GlobalRecord> = globals
+            .iter()
+            .map(|g| GlobalRecord { name: g.name.clone(), section: g.section.clone(), offset: g.offset, hex: hex::encode(&g.bytes) })
+            .collect();
+        let sha = sha256_hex(&bytes);
+        self.store().write(|tx| -> Result<()> {
+            store::put_object(tx, &sha, &bytes)?;
+            store::set_program_code(tx, id, lp.kernel_id, &lp.tag, &sha, &source, &global_records)?;
+            for (lid, kids) in &link_ids {
+                let extra = store::get_link(tx, *lid)?.and_then(|l| l.extra);
+                store::set_link_kernel(tx, *lid, kids, extra.as_ref())?;
+            }
+            // The program now uses the kept maps plus its new ones.
+            for m in &old_maps {
+                if !kept.iter().any(|k| k.id == m.id) && m.owner_id != id {
+                    store::remove_program_map(tx, id, m.id)?;
+                }
+            }
+            for m in &new_maps {
+                let rec = MapRecord {
+                    id: 0,
+                    owner_id: id,
+                    name: m.name.clone(),
+                    map_type: m.info.map_type.clone(),
+                    kernel_id: m.info.id,
+                    key_size: m.info.key_size,
+                    value_size: m.info.value_size,
+                    max_entries: m.info.max_entries,
+                };
+                let map_id = match owned_before.iter().find(|o| o.name == m.name) {
+                    Some(o) => {
+                        store::set_map_kernel(tx, o.id, &rec)?;
+                        o.id
+                    }
+                    None => store::insert_map(tx, &rec)?,
+                };
+                store::add_program_map(tx, id, map_id)?;
+            }
+            Ok(())
+        })?;
+        Ok(UpdateReport {
+            id,
+            name: rec.name,
+            old_kernel_id: rec.kernel_id,
+            new_kernel_id: lp.kernel_id,
+            links_updated: links.len(),
+            maps_kept: kept.len(),
+            millis: t0.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+}
+
+/// The new definition must describe the same map: type, sizes, capacity and (with BTF on both
+/// sides) the same value type.
+fn check_compatible(old: &MapRecord, new: &apiary_core::elf::MapDef, btf: Option<&apiary_core::btf::Btf>) -> Result<()> {
+    let size = |explicit: Option<u32>, ty: Option<u32>| explicit.or_else(|| ty.and_then(|t| btf.and_then(|b| b.size_of(t))));
+    let mut diffs = Vec::new();
+    if new.map_type_name != old.map_type {
+        diffs.push(format!("type {} -> {}", old.map_type, new.map_type_name));
+    }
+    let event_map = matches!(old.map_type.as_str(), "ringbuf" | "perf_event_array" | "user_ringbuf");
+    if !event_map {
+        if let Some(k) = size(new.key_size, new.key_type) {
+            if k != old.key_size {
+                diffs.push(format!("key size {} -> {k}", old.key_size));
+            }
+        }
+        if let Some(v) = size(new.value_size, new.value_type) {
+            if v != old.value_size {
+                diffs.push(format!("value size {} -> {v}", old.value_size));
+            }
+        }
+    }
+    if let Some(n) = new.max_entries {
+        if n != old.max_entries {
+            diffs.push(format!("max entries {} -> {n}", old.max_entries));
+        }
+    }
+    if let (Ok(fd), Some(new_name)) = (sys::map_fd_by_id(old.kernel_id), new.value_type_name.as_ref()) {
+        if let Ok(mi) = sys::map_info(fd.as_fd()) {
+            if mi.btf_id != 0 && mi.btf_value_type_id != 0 {
+                if let Ok(b) = sys::btf_raw_by_id(mi.btf_id).map_err(|_| ()).and_then(|raw| apiary_core::btf::Btf::parse(&raw).map_err(|_| ())) {
+                    let old_name = b.type_name(mi.btf_value_type_id);
+                    if &old_name != new_name {
+                        diffs.push(format!("value type {old_name} -> {new_name}"));
+                    }
+                }
+            }
+        }
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::FailedPrecondition(format!(
+            "map {} does not match the new code ({}); update keeps maps, so they must be the same — nothing was changed",
+            old.name,
+            diffs.join(", ")
+        )))
+    }
+}
+
