@@ -149,9 +149,10 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
     logcap::take();
 
     let mut builder = ObjectBuilder::default();
-    // libbpf prefixes internal map names with the object name; without one it would use the
-    // buffer's address.
-    builder.name(object_name(req.source)).map_err(|e| KernelError::libbpf("set object name", e))?;
+    // libbpf prefixes internal map names (`.rodata`, `.bss`) with the object name. A fixed name
+    // keeps them the same across loads and hot updates of differently named files
+    // (`apiary.rodata`), and marks them as apiary's in `bpftool map`.
+    builder.name("apiary").map_err(|e| KernelError::libbpf("set object name", e))?;
     let mut open = builder.open_memory(req.object).map_err(|e| KernelError::NotBpfObject {
         path: req.source.to_string(),
         reason: open_reason(&e),
@@ -313,13 +314,6 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
         maps.push(LoadedMapInfo { reused: reused.contains(&&name), name, info });
     }
     Ok(LoadedObject { obj, programs, maps })
-}
-
-fn object_name(source: &str) -> String {
-    let base = source.rsplit('/').next().unwrap_or(source);
-    let stem = base.split('.').next().unwrap_or(base);
-    let name: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
-    if name.is_empty() { "obj".into() } else { name }
 }
 
 /// libbpf names a data section's map `<object prefix>.<section>` (truncated to 15 bytes), so a

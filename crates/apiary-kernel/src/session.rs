@@ -32,8 +32,8 @@ pub struct Session {
     links: Vec<libbpf_rs::Link>,
     fd_links: Vec<OwnedFd>,
     tc: Vec<(String, TcFilter)>,
-    /// (program, where it was attached), in attach order.
-    pub attached: Vec<(String, String)>,
+    /// (program, kernel program id, where it was attached), in attach order.
+    pub attached: Vec<(String, u32, String)>,
 }
 
 impl Session {
@@ -48,9 +48,7 @@ impl Session {
     }
 
     fn attach_one(&mut self, name: &str, section: &str, ty: ProgramType, t: &Targets) -> Result<()> {
-        let need = |what: &str| KernelError::Invalid(format!(
-            "program {name:?} (section {section:?}) needs {what} to attach; give it, or use `apiary load` and `apiary attach`"
-        ));
+        let need = |what: &str| missing(name, section, what);
         let spec = match ty {
             ProgramType::Xdp => Some(AttachSpec::Xdp {
                 iface: t.iface.clone().ok_or_else(|| need("--iface"))?,
@@ -95,7 +93,7 @@ impl Session {
                     Attachment::Links(l) => self.fd_links.extend(l),
                     Attachment::TcFilter(f) => self.tc.push((name.to_string(), f)),
                 }
-                self.attached.push((name.to_string(), desc));
+                self.attached.push((name.to_string(), self.kernel_id(name), desc));
             }
             None => {
                 let prog = self
@@ -106,10 +104,14 @@ impl Session {
                     .ok_or_else(|| KernelError::Invalid(format!("program {name} vanished")))?;
                 let link = prog.attach().map_err(|e| auto_attach_error(name, section, ty, e))?;
                 self.links.push(link);
-                self.attached.push((name.to_string(), section.to_string()));
+                self.attached.push((name.to_string(), self.kernel_id(name), section.to_string()));
             }
         }
         Ok(())
+    }
+
+    fn kernel_id(&self, name: &str) -> u32 {
+        self.loaded.programs.iter().find(|p| p.name == name).map(|p| p.kernel_id).unwrap_or(0)
     }
 
     pub fn loaded(&self) -> &LoadedObject {
@@ -208,6 +210,28 @@ impl Session {
             let _ = p.consume();
         }
         on_poll();
+        Ok(())
+    }
+}
+
+fn missing(name: &str, section: &str, what: &str) -> KernelError {
+    KernelError::Invalid(format!(
+        "program {name:?} (section {section:?}) needs {what} to attach; give it, or use `apiary load` and `apiary attach`"
+    ))
+}
+
+impl Targets {
+    /// Check before loading that every program of these types has what it needs to attach.
+    pub fn check(&self, programs: &[(String, String)]) -> Result<()> {
+        for (name, section) in programs {
+            let need = match ProgramType::from_section(section) {
+                Some(ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx) if self.iface.is_none() => "--iface",
+                Some(ProgramType::CgroupSkb | ProgramType::CgroupSock) if self.cgroup.is_none() => "--cgroup",
+                Some(ProgramType::SocketFilter) => "a socket",
+                _ => continue,
+            };
+            return Err(missing(name, section, need));
+        }
         Ok(())
     }
 }

@@ -77,13 +77,11 @@ pub fn run(spec: &RunSpec, out: &mut dyn Write, note: &mut dyn FnMut(&str), stop
             .collect(),
         reuse_maps: Vec::new(),
     };
-    let session = Session::start(&req, &spec.targets)?;
-    for (p, at) in &session.attached {
-        note(&format!("attached {p} to {at}"));
-    }
-
     let mut emaps = Vec::new();
-    for (name, kind) in session.event_maps() {
+    if event_maps(&info).is_empty() && spec.dump_maps.is_empty() {
+        note("the object has no ring buffer or perf event array: no events to print");
+    }
+    for (name, kind) in event_maps(&info) {
         // A package records the event type it was built with; an explicit flag still wins.
         let explicit = spec
             .event_type
@@ -114,6 +112,16 @@ pub fn run(spec: &RunSpec, out: &mut dyn Write, note: &mut dyn FnMut(&str), stop
         };
         emaps.push(EventMap { name, format });
     }
+
+    spec.targets.check(&info.programs.iter().map(|p| (p.name.clone(), p.section.clone())).collect::<Vec<_>>())?;
+    let session = Session::start(&req, &spec.targets)?;
+    for (p, kid, at) in &session.attached {
+        note(&format!("attached {p} (kernel id {kid}) to {at}"));
+    }
+    note(&match spec.duration {
+        Some(d) => format!("running for {}; Ctrl-C to stop sooner", humantime::format_duration(d)),
+        None => "running; Ctrl-C to stop".to_string(),
+    });
 
     let started = Instant::now();
     let deadline = spec.duration.map(|d| started + d);
@@ -198,9 +206,7 @@ pub fn run(spec: &RunSpec, out: &mut dyn Write, note: &mut dyn FnMut(&str), stop
         // Flushed after every poll round, so events show up promptly.
         let mut on_poll = || sink.borrow_mut().flush();
         let stop_now = || stop() || deadline.is_some_and(|d| Instant::now() >= d);
-        if names.is_empty() && spec.dump_maps.is_empty() {
-            note("the object has no ring buffer or perf event array; running until stopped");
-        }
+
         // Map dumps happen between polls, so the poll loop is driven in slices of the interval.
         loop {
             let slice_end = if spec.dump_maps.is_empty() { None } else { Some(next_dump) };
@@ -236,6 +242,18 @@ pub fn run(spec: &RunSpec, out: &mut dyn Write, note: &mut dyn FnMut(&str), stop
     }
     drop(session);
     Ok(summary)
+}
+
+/// Ring buffers and perf event arrays declared by the object, checked before anything loads.
+fn event_maps(info: &apiary_core::elf::ObjectInfo) -> Vec<(String, EventMapKind)> {
+    info.maps
+        .iter()
+        .filter_map(|m| match m.map_type_name.as_str() {
+            "ringbuf" => Some((m.name.clone(), EventMapKind::RingBuf)),
+            "perf_event_array" => Some((m.name.clone(), EventMapKind::PerfArray)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Print one snapshot of a map: decoded entries, or a log2 histogram for maps that look like
