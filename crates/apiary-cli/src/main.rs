@@ -4,7 +4,7 @@ mod args;
 mod output;
 
 use anyhow::Result;
-use apiary::{Config, LoadSpec, Manager, ObjectSource};
+use apiary::{Api, Config, LoadSpec, Manager, ObjectSource};
 use args::{Cli, Command, GetCmd, ListCmd, LoadCmd, MapCmd, Output, RunArgs};
 use clap::Parser;
 use std::collections::BTreeMap;
@@ -36,7 +36,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => return run_foreground(args, format),
         _ => {}
     }
-    let mgr = Manager::open(Config { state_dir: cli.state_dir, bpffs: cli.bpffs })?;
+    let mgr: Box<dyn Api> = Box::new(Manager::open(Config { state_dir: cli.state_dir, bpffs: cli.bpffs })?);
     match cli.command {
         Command::Inspect { .. } | Command::Package { .. } | Command::Run(_) => unreachable_command(),
         Command::Update { program_id, path, program, globals, set } => {

@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod btf;
+pub mod chain;
 pub mod elf;
 pub mod events;
 pub mod globals;

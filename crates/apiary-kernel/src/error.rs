@@ -61,6 +61,10 @@ pub enum KernelError {
 
     #[error("{0}")]
     Invalid(String),
+
+    /// A chain that cannot be composed (apiary_core::chain explains which slot and why).
+    #[error(transparent)]
+    Chain(#[from] apiary_core::chain::ChainError),
 }
 
 fn netns_suffix(n: &Option<PathBuf>) -> String {

@@ -3,6 +3,7 @@
 //! pinning, info), netns switching, and one file per hook under `attach/`.
 
 pub mod attach;
+pub mod dispatcher;
 pub mod error;
 mod logcap;
 pub mod loader;

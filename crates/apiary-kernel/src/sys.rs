@@ -84,7 +84,7 @@ fn not_found(e: KernelError, what: impl FnOnce() -> String) -> KernelError {
 }
 
 /// What the kernel reports about a program.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ProgInfo {
     pub id: u32,
     pub name: String,
@@ -172,7 +172,7 @@ fn static_str(p: *const std::os::raw::c_char) -> Option<String> {
     }
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct MapInfo {
     pub id: u32,
     pub name: String,
@@ -208,7 +208,7 @@ pub fn map_info(fd: BorrowedFd<'_>) -> Result<MapInfo> {
     })
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct LinkInfo {
     pub id: u32,
     pub prog_id: u32,
@@ -330,4 +330,27 @@ pub fn btf_raw_by_id(id: u32) -> Result<Vec<u8>> {
         v
     };
     Ok(out)
+}
+
+/// What one BPF_PROG_TEST_RUN returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestRun {
+    pub retval: u32,
+    /// Average nanoseconds per run, as the kernel measured it over `repeat` runs.
+    pub duration_ns: u32,
+}
+
+/// Run a program `repeat` times (at least once) over `data` with BPF_PROG_TEST_RUN.
+pub fn prog_test_run(prog: BorrowedFd<'_>, data: &[u8], repeat: u32) -> Result<TestRun> {
+    let mut opts = libbpf_sys::bpf_test_run_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _,
+        data_in: data.as_ptr() as *const _,
+        data_size_in: data.len() as u32,
+        repeat: repeat.min(i32::MAX as u32) as i32,
+        ..Default::default()
+    };
+    // SAFETY: data outlives the call; no output buffers are given.
+    let ret = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
+    check(ret, "BPF_PROG_TEST_RUN")?;
+    Ok(TestRun { retval: opts.retval, duration_ns: opts.duration })
 }

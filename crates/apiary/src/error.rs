@@ -69,6 +69,7 @@ impl Error {
                     ErrorCode::FailedPrecondition
                 }
                 KernelError::NotSupported { .. } => ErrorCode::Unimplemented,
+                KernelError::Chain(_) => ErrorCode::InvalidArgument,
                 KernelError::NotFound { .. } => ErrorCode::NotFound,
                 KernelError::Load { error, .. } | KernelError::Syscall { error, .. } => match error.raw_os_error() {
                     Some(libc_eperm) if libc_eperm == 1 || libc_eperm == 13 => ErrorCode::PermissionDenied,

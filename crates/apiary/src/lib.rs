@@ -2,6 +2,7 @@
 //! rolls the kernel back when a later step fails, and is the one implementation both front
 //! doors (the CLI in-process, the gRPC daemon) call.
 
+mod api;
 mod error;
 mod inspect;
 mod update;
@@ -13,6 +14,7 @@ pub mod run;
 mod source;
 mod views;
 
+pub use api::Api;
 pub use error::{Error, ErrorCode, Result};
 pub use manager::{Config, LoadSpec, Manager, MapRef, ObjectSource};
 pub use inspect::{inspect, Inspection};

@@ -24,7 +24,7 @@ pub struct UpdateSpec {
     pub typed_globals: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct UpdateReport {
     pub id: ProgramId,
     pub name: String,

@@ -51,7 +51,7 @@ pub struct MapView {
     pub managed: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProgramDetail {
     #[serde(flatten)]
     pub program: ProgramView,
@@ -66,7 +66,7 @@ pub struct ProgramDetail {
     pub stats_enabled: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MapDump {
     pub map: MapInfo,
     pub entries: Vec<MapDumpEntry>,
@@ -75,7 +75,7 @@ pub struct MapDump {
     pub truncated: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MapDumpEntry {
     pub key: serde_json::Value,
     pub value: serde_json::Value,
