@@ -181,7 +181,7 @@ pub enum AttachCmd {
     },
     /// A BTF tracepoint; the target comes from the program's section.
     TpBtf,
-    /// XDP on an interface.
+    /// XDP on an interface, in its chain of programs (run in priority order).
     Xdp {
         #[arg(long)]
         iface: String,
@@ -190,8 +190,15 @@ pub enum AttachCmd {
         netns: Option<String>,
         #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
         mode: ModeArg,
+        /// 1 (runs first) to 1000 (runs last); ties run in attach order.
+        #[arg(long, default_value_t = 1000)]
+        priority: u32,
+        /// Verdicts after which the chain goes on: aborted, drop, pass, tx, redirect,
+        /// dispatcher_return (default pass,dispatcher_return).
+        #[arg(long, value_delimiter = ',')]
+        proceed_on: Vec<String>,
     },
-    /// Legacy TC (clsact + cls_bpf direct-action).
+    /// TC on an interface and direction, in its chain of programs (a dispatcher on a TCX link).
     Tc {
         #[arg(long)]
         iface: String,
@@ -199,6 +206,15 @@ pub enum AttachCmd {
         direction: DirArg,
         #[arg(long)]
         netns: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        priority: u32,
+        /// TC actions after which the chain goes on: unspec, ok, reclassify, shot, pipe, stolen,
+        /// queued, repeat, redirect, trap, dispatcher_return (default ok,pipe,dispatcher_return).
+        #[arg(long, value_delimiter = ',')]
+        proceed_on: Vec<String>,
+        /// A single cls_bpf filter on the clsact qdisc instead of a chain (kernels without TCX).
+        #[arg(long)]
+        legacy: bool,
     },
     /// TCX link, ordered by priority (lower runs first).
     Tcx {
@@ -302,12 +318,34 @@ pub enum ListCmd {
         #[arg(long)]
         all: bool,
     },
+    /// Every XDP and TC chain, with its programs in run order.
+    Chains,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum GetCmd {
     Program { id: apiary_core::ProgramId },
     Link { id: apiary_core::LinkId },
+    /// One chain: order, priorities, proceed-on sets and per-program counters.
+    Chain {
+        iface: String,
+        /// xdp, tc (ingress), tc-ingress or tc-egress.
+        hook: String,
+        #[arg(long)]
+        netns: Option<String>,
+    },
+}
+
+/// `get chain IFACE HOOK`.
+pub fn hook_ref(iface: String, hook: &str, netns: Option<String>) -> Result<apiary::chain::HookRef, String> {
+    use apiary_core::chain::ChainKind;
+    let (kind, direction) = match hook {
+        "xdp" => (ChainKind::Xdp, None),
+        "tc" | "tc-ingress" | "ingress" => (ChainKind::Tc, Some(TcDirection::Ingress)),
+        "tc-egress" | "egress" => (ChainKind::Tc, Some(TcDirection::Egress)),
+        other => return Err(format!("unknown hook {other:?}: expected xdp, tc-ingress or tc-egress")),
+    };
+    Ok(apiary::chain::HookRef { kind, iface, netns: netns_path(netns), direction })
 }
 
 #[derive(Subcommand, Debug)]
@@ -352,7 +390,7 @@ impl AttachCmd {
             AttachCmd::Tracepoint { tracepoint } => AttachSpec::Tracepoint { tracepoint },
             AttachCmd::RawTracepoint { tracepoint } => AttachSpec::RawTracepoint { tracepoint },
             AttachCmd::TpBtf => AttachSpec::TpBtf,
-            AttachCmd::Xdp { iface, netns, mode } => AttachSpec::Xdp {
+            AttachCmd::Xdp { iface, netns, mode, priority, proceed_on } => AttachSpec::Xdp {
                 iface,
                 netns: netns_path(netns),
                 mode: match mode {
@@ -360,10 +398,17 @@ impl AttachCmd {
                     ModeArg::Drv => XdpMode::Drv,
                     ModeArg::Skb => XdpMode::Skb,
                 },
+                priority,
+                proceed_on,
             },
-            AttachCmd::Tc { iface, direction, netns } => {
-                AttachSpec::Tc { iface, netns: netns_path(netns), direction: dir(direction) }
-            }
+            AttachCmd::Tc { iface, direction, netns, priority, proceed_on, legacy } => AttachSpec::Tc {
+                iface,
+                netns: netns_path(netns),
+                direction: dir(direction),
+                priority,
+                proceed_on,
+                legacy,
+            },
             AttachCmd::Tcx { iface, direction, priority, netns } => {
                 AttachSpec::Tcx { iface, netns: netns_path(netns), direction: dir(direction), priority }
             }

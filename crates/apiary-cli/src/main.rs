@@ -71,10 +71,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             ListCmd::Links { program } => out.links(&mgr.list_links(program)?),
             ListCmd::Maps { all } => out.maps(&mgr.list_maps(all)?),
+            ListCmd::Chains => out.chains(&mgr.list_chains()?),
         },
         Command::Get { what } => match what {
             GetCmd::Program { id } => out.program_detail(&mgr.get_program(id)?),
             GetCmd::Link { id } => out.link(&mgr.get_link(id)?),
+            GetCmd::Chain { iface, hook, netns } => {
+                let h = args::hook_ref(iface, &hook, netns).map_err(anyhow::Error::msg)?;
+                out.chain(&mgr.get_chain(&h)?)
+            }
         },
         Command::Map { what } => match what {
             MapCmd::Dump { map, limit } => out.map_dump(&mgr.dump_map(&map, limit)?),

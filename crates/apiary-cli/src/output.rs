@@ -204,6 +204,37 @@ impl Printer {
     }
 }
 
+fn chain_text(c: &apiary::chain::ChainView) -> String {
+    let mut head = format!("{} chain on {}", c.kind, c.iface);
+    if let Some(d) = &c.direction {
+        head.push_str(&format!(" {d}"));
+    }
+    if let Some(n) = &c.netns {
+        head.push_str(&format!(" (netns {n})"));
+    }
+    if let Some(m) = &c.mode {
+        head.push_str(&format!(", mode {m}"));
+    }
+    head.push_str(&format!(", dispatcher {} on link {}", c.dispatcher_kernel_id, c.link_kernel_id));
+    let rows = c
+        .programs
+        .iter()
+        .map(|p| {
+            vec![
+                p.position.to_string(),
+                p.priority.to_string(),
+                p.program_id.to_string(),
+                p.name.clone(),
+                p.link_id.to_string(),
+                p.proceed_on.join(","),
+                p.runs.to_string(),
+                p.verdicts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+            ]
+        })
+        .collect();
+    format!("{head}\n{}", table(&["POS", "PRIORITY", "PROGRAM", "NAME", "LINK", "PROCEED-ON", "RUNS", "VERDICTS"], rows))
+}
+
 fn compact(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
@@ -252,6 +283,19 @@ impl Printer {
             }
             s.trim_end().to_string()
         })
+    }
+
+    pub fn chains(&self, cs: &[apiary::chain::ChainView]) -> Result<()> {
+        self.emit(cs, || {
+            if cs.is_empty() {
+                return "no chains".into();
+            }
+            cs.iter().map(chain_text).collect::<Vec<_>>().join("\n\n")
+        })
+    }
+
+    pub fn chain(&self, c: &apiary::chain::ChainView) -> Result<()> {
+        self.emit(c, || chain_text(c))
     }
 
     pub fn update(&self, u: &apiary::UpdateReport) -> Result<()> {

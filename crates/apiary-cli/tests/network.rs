@@ -18,12 +18,17 @@ fn xdp_counts_then_drops_pings() {
     assert!(net.ping(5), "an XDP program that passes lets pings through");
     assert!(a.counter(&format!("{counter}:packets"), 0) >= 5);
 
-    // Exclusive without a chain: a second XDP program on the same interface is refused.
+    // An XDP program that this apiary does not manage (here: another instance's) holds the
+    // interface after ours is gone: joining is refused with a clear error.
+    a.ok(&["detach", &link.to_string()]);
+    let other = Apiary::new();
+    let theirs = other.load_one(&["--path", p, "--programs", "xdp:xdp_count"]);
+    other.attach(theirs, &["xdp", "--iface", &net.if_b, "--netns", &net.ns_b]);
     let dropper = a.load_one(&["--path", p, "--programs", "xdp:xdp_count", "--set", "verdict=1"]);
     let e = a.fails(&["attach", &dropper.to_string(), "xdp", "--iface", &net.if_b, "--netns", &net.ns_b]);
-    assert!(e.contains("already in use") && e.contains(&format!("apiary link {link}")), "{e}");
+    assert!(e.contains("already in use") && e.contains("does not manage"), "{e}");
+    other.ok(&["unload", "--force", &theirs.to_string()]);
 
-    a.ok(&["detach", &link.to_string()]);
     a.attach(dropper, &["xdp", "--iface", &net.if_b, "--netns", &net.ns_b, "--mode", "skb"]);
     assert!(!net.ping(3), "the dropper drops ICMP");
     assert!(a.counter(&format!("{dropper}:packets"), 0) >= 3, "and counted what it dropped");
@@ -40,16 +45,20 @@ fn tc_ingress_and_egress_count_and_drop() {
     let net = NetPair::new();
     let obj = fixture("net");
     let p = obj.to_str().unwrap();
-    // SEC("tc") and SEC("classifier") alike.
+    // SEC("tc") and SEC("classifier") alike; ingress in a chain (TCX dispatcher), egress as a
+    // legacy cls_bpf filter.
     let ing = a.load_one(&["--path", p, "--programs", "tc:tc_count"]);
     let egr = a.load_one(&["--path", p, "--programs", "tc:cls_count"]);
     a.attach(ing, &["tc", "--iface", &net.if_b, "--direction", "ingress", "--netns", &net.ns_b]);
-    let egr_link = a.attach(egr, &["tc", "--iface", &net.if_b, "--direction", "egress", "--netns", &net.ns_b]);
+    let egr_link =
+        a.attach(egr, &["tc", "--iface", &net.if_b, "--direction", "egress", "--netns", &net.ns_b, "--legacy"]);
+    let e = a.fails(&["attach", &ing.to_string(), "tc", "--iface", &net.if_b, "--direction", "egress", "--netns", &net.ns_b, "--legacy"]);
+    assert!(e.contains("already in use"), "one legacy filter per hook: {e}");
     assert!(net.ping(4));
     assert!(a.counter(&format!("{ing}:packets"), 0) >= 4, "ingress saw the echo requests");
     assert!(a.counter(&format!("{egr}:packets"), 0) >= 4, "egress saw the replies");
 
-    // Replace the egress counter with one that shoots ICMP: replies never leave.
+    // Replace the egress counter with one that shoots ICMP, in a chain: replies never leave.
     a.ok(&["detach", &egr_link.to_string()]);
     let shot = a.load_one(&["--path", p, "--programs", "tc:tc_count", "--set", "tc_verdict=2"]);
     a.attach(shot, &["tc", "--iface", &net.if_b, "--direction", "egress", "--netns", &net.ns_b]);

@@ -52,18 +52,32 @@ pub enum AttachSpec {
     },
     /// The target is fixed at load time by the section name (`tp_btf/sched_switch`).
     TpBtf,
+    /// A program in the interface's XDP chain (apiary's dispatcher), run in priority order.
     Xdp {
         iface: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         netns: Option<PathBuf>,
         #[serde(default)]
         mode: XdpMode,
+        #[serde(default = "default_priority")]
+        priority: u32,
+        /// Verdict names after which the chain continues; empty means the default set.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        proceed_on: Vec<String>,
     },
+    /// A program in the interface's TC chain for one direction (a dispatcher on a TCX link),
+    /// or, with `legacy`, a single cls_bpf filter on the clsact qdisc.
     Tc {
         iface: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         netns: Option<PathBuf>,
         direction: TcDirection,
+        #[serde(default = "default_priority")]
+        priority: u32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        proceed_on: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        legacy: bool,
     },
     Tcx {
         iface: String,
@@ -111,7 +125,24 @@ pub enum AttachSpec {
     Lsm,
 }
 
+/// Chain slots default to the last priority, so a program attached without one runs after
+/// those that asked for a place.
+pub fn default_priority() -> u32 {
+    1000
+}
+
 impl AttachSpec {
+    /// The chain this spec joins, if it is a chain member: (kind, proceed-on names, priority).
+    pub fn chain(&self) -> Option<(crate::chain::ChainKind, &[String], u32)> {
+        match self {
+            AttachSpec::Xdp { proceed_on, priority, .. } => Some((crate::chain::ChainKind::Xdp, proceed_on, *priority)),
+            AttachSpec::Tc { proceed_on, priority, legacy: false, .. } => {
+                Some((crate::chain::ChainKind::Tc, proceed_on, *priority))
+            }
+            _ => None,
+        }
+    }
+
     /// The program type this attach point takes.
     pub fn program_type(&self) -> ProgramType {
         match self {
@@ -151,9 +182,21 @@ impl AttachSpec {
                     Err(format!("invalid raw tracepoint name {tracepoint:?}"))
                 }
             }
-            AttachSpec::Xdp { iface, .. }
-            | AttachSpec::Tc { iface, .. }
-            | AttachSpec::Tcx { iface, .. } => validate_iface(iface),
+            AttachSpec::Xdp { iface, .. } | AttachSpec::Tc { iface, .. } => {
+                validate_iface(iface)?;
+                if let Some((kind, names, priority)) = self.chain() {
+                    crate::chain::Priority::new(priority as i64).map_err(|e| e.to_string())?;
+                    if !names.is_empty() {
+                        crate::chain::ProceedOn::from_names(kind, names).map_err(|e| e.to_string())?;
+                    }
+                } else if let AttachSpec::Tc { proceed_on, .. } = self {
+                    if !proceed_on.is_empty() {
+                        return Err("--proceed-on applies to chains, not to a --legacy tc filter".into());
+                    }
+                }
+                Ok(())
+            }
+            AttachSpec::Tcx { iface, .. } => validate_iface(iface),
             AttachSpec::Uprobe { target, fn_name, offset, .. } => {
                 if target.is_empty() {
                     return Err("uprobe target is empty: give a path or a library name".into());
@@ -196,11 +239,15 @@ impl AttachSpec {
             AttachSpec::Tracepoint { tracepoint } => format!("tracepoint {tracepoint}"),
             AttachSpec::RawTracepoint { tracepoint } => format!("raw_tp {tracepoint}"),
             AttachSpec::TpBtf => "tp_btf".into(),
-            AttachSpec::Xdp { iface, netns, mode } => {
-                format!("xdp {iface}{} mode={mode:?}", ns(netns)).to_lowercase()
+            AttachSpec::Xdp { iface, netns, mode, priority, .. } => {
+                format!("xdp {iface}{} prio={priority} mode={}", ns(netns), format!("{mode:?}").to_lowercase())
             }
-            AttachSpec::Tc { iface, netns, direction } => {
-                format!("tc {iface} {}{}", dir_name(*direction), ns(netns))
+            AttachSpec::Tc { iface, netns, direction, priority, legacy, .. } => {
+                if *legacy {
+                    format!("tc {iface} {} legacy{}", dir_name(*direction), ns(netns))
+                } else {
+                    format!("tc {iface} {} prio={priority}{}", dir_name(*direction), ns(netns))
+                }
             }
             AttachSpec::Tcx { iface, netns, direction, priority } => {
                 format!("tcx {iface} {} prio={priority}{}", dir_name(*direction), ns(netns))
@@ -283,5 +330,24 @@ mod tests {
         assert_eq!(j, r#"{"type":"tcx","iface":"veth0","direction":"ingress","priority":5}"#);
         let back: AttachSpec = serde_json::from_str(&j).unwrap();
         assert_eq!(back, s);
+        // Older records without chain fields read as default chain members.
+        let x: AttachSpec = serde_json::from_str(r#"{"type":"xdp","iface":"veth0"}"#).unwrap();
+        assert_eq!(x.chain().map(|c| c.2), Some(1000));
+    }
+
+    #[test]
+    fn chain_options_are_checked() {
+        let x = |p: u32, on: &[&str]| AttachSpec::Xdp {
+            iface: "veth0".into(),
+            netns: None,
+            mode: XdpMode::Auto,
+            priority: p,
+            proceed_on: on.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(x(50, &["pass", "dispatcher_return"]).validate().is_ok());
+        assert!(x(0, &[]).validate().unwrap_err().contains("priority"));
+        assert!(x(1001, &[]).validate().is_err());
+        let e = x(5, &["bogus"]).validate().unwrap_err();
+        assert!(e.contains("bogus") && e.contains("pass"), "{e}");
     }
 }

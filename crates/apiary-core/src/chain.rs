@@ -318,6 +318,11 @@ impl Priority {
     pub fn get(self) -> u32 {
         u32::from(self.0)
     }
+
+    /// The nearest valid priority: for values that were validated once and must not fail later.
+    pub fn saturating(value: u32) -> Self {
+        Priority(value.clamp(Self::MIN, Self::MAX) as u16)
+    }
 }
 
 impl TryFrom<u32> for Priority {

@@ -52,6 +52,15 @@ impl PinPaths {
     pub fn link(&self, id: LinkId, index: usize) -> PathBuf {
         self.link_dir(id).join(index.to_string())
     }
+
+    /// A chain's directory holds its link and its dispatcher's program and maps.
+    pub fn chain_dir(&self, chain_id: i64) -> PathBuf {
+        self.root.join("chains").join(chain_id.to_string())
+    }
+
+    pub fn chain_pin(&self, chain_id: i64, name: &str) -> PathBuf {
+        self.chain_dir(chain_id).join(sanitize(name))
+    }
 }
 
 fn sanitize(name: &str) -> String {

@@ -626,6 +626,8 @@ pub fn attach_chain(hook: &ChainHook, d: &ComposedDispatcher) -> Result<OwnedFd>
                 iface: iface.clone(),
                 netns: netns.clone(),
                 mode: *mode,
+                priority: apiary_core::attach::default_priority(),
+                proceed_on: Vec::new(),
             },
             AttachContext::default(),
             ChainKind::Xdp,

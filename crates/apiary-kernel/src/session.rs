@@ -54,6 +54,8 @@ impl Session {
                 iface: t.iface.clone().ok_or_else(|| need("--iface"))?,
                 netns: t.netns.clone(),
                 mode: XdpMode::Auto,
+                priority: apiary_core::attach::default_priority(),
+                proceed_on: Vec::new(),
             }),
             ProgramType::Tc | ProgramType::Tcx => Some(AttachSpec::Tcx {
                 iface: t.iface.clone().ok_or_else(|| need("--iface"))?,

@@ -34,6 +34,9 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// The transaction `Store::write` hands out; store functions take it as a `&Connection`.
+pub type Tx<'a> = Transaction<'a>;
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -252,6 +255,7 @@ pub fn delete_program(c: &Connection, id: ProgramId) -> Result<()> {
     c.execute("DELETE FROM program_maps WHERE program_id = ?1", [id.0])?;
     c.execute("DELETE FROM program_maps WHERE map_id IN (SELECT id FROM maps WHERE owner_id = ?1)", [id.0])?;
     c.execute("DELETE FROM maps WHERE owner_id = ?1", [id.0])?;
+    c.execute("DELETE FROM chain_slots WHERE link_id IN (SELECT id FROM links WHERE program_id = ?1)", [id.0])?;
     c.execute("DELETE FROM links WHERE program_id = ?1", [id.0])?;
     c.execute("DELETE FROM programs WHERE id = ?1", [id.0])?;
     // Objects no program refers to any more are dropped with the last program.
@@ -401,7 +405,142 @@ pub fn list_links(c: &Connection, program: Option<ProgramId>) -> Result<Vec<Link
 }
 
 pub fn delete_link(c: &Connection, id: LinkId) -> Result<()> {
+    c.execute("DELETE FROM chain_slots WHERE link_id = ?1", [id.0])?;
     c.execute("DELETE FROM links WHERE id = ?1", [id.0])?;
+    Ok(())
+}
+
+pub fn set_program_block(c: &Connection, id: ProgramId, block: Option<&str>) -> Result<()> {
+    c.execute("UPDATE programs SET block = ?2 WHERE id = ?1", params![id.0, block])?;
+    Ok(())
+}
+
+pub fn get_program_block(c: &Connection, id: ProgramId) -> Result<Option<String>> {
+    Ok(c.query_row("SELECT block FROM programs WHERE id = ?1", [id.0], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
+}
+
+/// One XDP or TC chain: the hook, and the dispatcher currently on its link.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChainRecord {
+    pub id: i64,
+    /// "xdp" or "tc".
+    pub kind: String,
+    pub iface: String,
+    /// Empty for the host's namespace.
+    pub netns: String,
+    /// Empty for XDP.
+    pub direction: String,
+    pub mode: String,
+    pub link_kernel_id: u32,
+    pub dispatcher_kernel_id: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChainSlotRecord {
+    pub link_id: LinkId,
+    pub chain_id: i64,
+    pub program_id: ProgramId,
+    pub priority: u32,
+    pub seq: i64,
+    pub proceed_on: u32,
+}
+
+const CHAIN_COLS: &str = "id, kind, iface, netns, direction, mode, link_kernel_id, dispatcher_kernel_id";
+
+fn chain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChainRecord> {
+    Ok(ChainRecord {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        iface: r.get(2)?,
+        netns: r.get(3)?,
+        direction: r.get(4)?,
+        mode: r.get(5)?,
+        link_kernel_id: r.get(6)?,
+        dispatcher_kernel_id: r.get(7)?,
+    })
+}
+
+pub fn find_chain(c: &Connection, kind: &str, iface: &str, netns: &str, direction: &str) -> Result<Option<ChainRecord>> {
+    Ok(c.query_row(
+        &format!("SELECT {CHAIN_COLS} FROM chains WHERE kind = ?1 AND iface = ?2 AND netns = ?3 AND direction = ?4"),
+        params![kind, iface, netns, direction],
+        chain_row,
+    )
+    .optional()?)
+}
+
+pub fn get_chain(c: &Connection, id: i64) -> Result<Option<ChainRecord>> {
+    Ok(c.query_row(&format!("SELECT {CHAIN_COLS} FROM chains WHERE id = ?1"), [id], chain_row).optional()?)
+}
+
+pub fn list_chains(c: &Connection) -> Result<Vec<ChainRecord>> {
+    let mut stmt = c.prepare_cached(&format!("SELECT {CHAIN_COLS} FROM chains ORDER BY id"))?;
+    let rows = stmt.query_map([], chain_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn insert_chain(c: &Connection, ch: &ChainRecord) -> Result<i64> {
+    c.execute(
+        "INSERT INTO chains (kind, iface, netns, direction, mode, link_kernel_id, dispatcher_kernel_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![ch.kind, ch.iface, ch.netns, ch.direction, ch.mode, ch.link_kernel_id, ch.dispatcher_kernel_id],
+    )?;
+    Ok(c.last_insert_rowid())
+}
+
+pub fn set_chain_kernel(c: &Connection, id: i64, link_kernel_id: u32, dispatcher_kernel_id: u32) -> Result<()> {
+    c.execute(
+        "UPDATE chains SET link_kernel_id = ?2, dispatcher_kernel_id = ?3 WHERE id = ?1",
+        params![id, link_kernel_id, dispatcher_kernel_id],
+    )?;
+    Ok(())
+}
+
+pub fn delete_chain(c: &Connection, id: i64) -> Result<()> {
+    c.execute("DELETE FROM chain_slots WHERE chain_id = ?1", [id])?;
+    c.execute("DELETE FROM chains WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// A chain's members, unordered (callers order by priority, then seq).
+pub fn chain_slots(c: &Connection, chain_id: i64) -> Result<Vec<ChainSlotRecord>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT s.link_id, s.chain_id, l.program_id, s.priority, s.seq, s.proceed_on
+         FROM chain_slots s JOIN links l ON l.id = s.link_id WHERE s.chain_id = ?1 ORDER BY s.priority, s.seq",
+    )?;
+    let rows = stmt.query_map([chain_id], |r| {
+        Ok(ChainSlotRecord {
+            link_id: LinkId(r.get(0)?),
+            chain_id: r.get(1)?,
+            program_id: ProgramId(r.get(2)?),
+            priority: r.get(3)?,
+            seq: r.get(4)?,
+            proceed_on: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn chain_slot_of_link(c: &Connection, link: LinkId) -> Result<Option<ChainSlotRecord>> {
+    let chain_id: Option<i64> =
+        c.query_row("SELECT chain_id FROM chain_slots WHERE link_id = ?1", [link.0], |r| r.get(0)).optional()?;
+    match chain_id {
+        Some(cid) => Ok(chain_slots(c, cid)?.into_iter().find(|s| s.link_id == link)),
+        None => Ok(None),
+    }
+}
+
+pub fn insert_chain_slot(c: &Connection, s: &ChainSlotRecord) -> Result<()> {
+    c.execute(
+        "INSERT INTO chain_slots (link_id, chain_id, priority, seq, proceed_on) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![s.link_id.0, s.chain_id, s.priority, s.seq, s.proceed_on],
+    )?;
+    Ok(())
+}
+
+pub fn delete_chain_slot(c: &Connection, link: LinkId) -> Result<()> {
+    c.execute("DELETE FROM chain_slots WHERE link_id = ?1", [link.0])?;
     Ok(())
 }
 

@@ -49,6 +49,27 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL
     ) STRICT;
     CREATE INDEX links_program ON links(program_id);",
+    // 2: XDP/TC chains. A chained program keeps its final instructions (`block`, JSON) so any
+    // process can compose the chain again; each chain member is a link with a slot.
+    "ALTER TABLE programs ADD COLUMN block TEXT;
+    CREATE TABLE chains (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        iface TEXT NOT NULL,
+        netns TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        link_kernel_id INTEGER NOT NULL,
+        dispatcher_kernel_id INTEGER NOT NULL,
+        UNIQUE (kind, iface, netns, direction)
+    ) STRICT;
+    CREATE TABLE chain_slots (
+        link_id INTEGER PRIMARY KEY REFERENCES links(id),
+        chain_id INTEGER NOT NULL REFERENCES chains(id),
+        priority INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        proceed_on INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

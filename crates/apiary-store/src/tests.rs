@@ -37,7 +37,14 @@ fn programs_maps_links_roundtrip() {
     assert_eq!(maps_of_program(s.read(), b).unwrap()[0].name, "counts");
     assert_eq!(map_borrowers(s.read(), a).unwrap(), vec![b]);
 
-    let spec = AttachSpec::Tc { iface: "veth0".into(), netns: None, direction: TcDirection::Ingress };
+    let spec = AttachSpec::Tc {
+        iface: "veth0".into(),
+        netns: None,
+        direction: TcDirection::Ingress,
+        priority: 10,
+        proceed_on: vec![],
+        legacy: true,
+    };
     let l = s.write(|tx| -> Result<_> {
         let l = insert_link(tx, a, &spec)?;
         set_link_kernel(tx, l, &[5], Some(&serde_json::json!({"handle": 1})))?;

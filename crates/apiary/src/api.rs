@@ -2,6 +2,7 @@
 //! the daemon's gRPC client, and the daemon serves it from a `Manager`. Every operation the CLI
 //! offers on apiary's state is here; `run`, `inspect` and `package` work on objects, not state.
 
+use crate::chain::{ChainView, HookRef};
 use crate::error::Result;
 use crate::manager::{LoadSpec, Manager, MapRef};
 use crate::update::{UpdateReport, UpdateSpec};
@@ -21,6 +22,8 @@ pub trait Api: Send + Sync {
     fn get_link(&self, id: LinkId) -> Result<LinkView>;
     fn list_maps(&self, all: bool) -> Result<Vec<MapView>>;
     fn dump_map(&self, target: &MapRef, limit: usize) -> Result<MapDump>;
+    fn list_chains(&self) -> Result<Vec<ChainView>>;
+    fn get_chain(&self, hook: &HookRef) -> Result<ChainView>;
 }
 
 impl Api for Manager {
@@ -56,5 +59,11 @@ impl Api for Manager {
     }
     fn dump_map(&self, target: &MapRef, limit: usize) -> Result<MapDump> {
         Manager::dump_map(self, target, limit)
+    }
+    fn list_chains(&self) -> Result<Vec<ChainView>> {
+        Manager::list_chains(self)
+    }
+    fn get_chain(&self, hook: &HookRef) -> Result<ChainView> {
+        Manager::get_chain(self, hook)
     }
 }

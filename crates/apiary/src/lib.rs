@@ -3,6 +3,7 @@
 //! doors (the CLI in-process, the gRPC daemon) call.
 
 mod api;
+pub mod chain;
 mod error;
 mod inspect;
 mod update;

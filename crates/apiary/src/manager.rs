@@ -265,6 +265,9 @@ impl Manager {
                     },
                 )?;
                 store::set_program_kernel(tx, id, p.kernel_id, &p.tag)?;
+                if let Some(block) = capture_block(&loaded, &p.name, p.ty) {
+                    store::set_program_block(tx, id, Some(&block))?;
+                }
                 let path = self.paths.program(id);
                 loaded.pin_program(&p.name, &path)?;
                 undo.pin(path);
@@ -346,6 +349,9 @@ impl Manager {
                 prog.name, prog.prog_type, prog.section
             )));
         }
+        if spec.chain().is_some() {
+            return self.attach_to_chain(&prog, &spec);
+        }
         let existing = store::list_links(self.store().read(), None)?;
         let ctx = self.attach_context(&spec, &existing)?;
         let fd = sys::obj_get(&self.paths.program(id)).map_err(|e| {
@@ -394,10 +400,10 @@ impl Manager {
     fn attach_context(&self, spec: &AttachSpec, existing: &[LinkRecord]) -> Result<AttachContext> {
         let same_iface = |a: &AttachSpec| -> bool {
             match (spec, a) {
-                (AttachSpec::Xdp { iface, netns, .. }, AttachSpec::Xdp { iface: i2, netns: n2, .. }) => iface == i2 && netns == n2,
-                (AttachSpec::Tc { iface, netns, direction }, AttachSpec::Tc { iface: i2, netns: n2, direction: d2 }) => {
-                    iface == i2 && netns == n2 && direction == d2
-                }
+                (
+                    AttachSpec::Tc { iface, netns, direction, legacy: true, .. },
+                    AttachSpec::Tc { iface: i2, netns: n2, direction: d2, legacy: true, .. },
+                ) => iface == i2 && netns == n2 && direction == d2,
                 _ => false,
             }
         };
@@ -424,6 +430,10 @@ impl Manager {
     }
 
     fn detach_record(&self, link: &LinkRecord) -> Result<()> {
+        let slot = store::chain_slot_of_link(self.store().read(), link.id)?;
+        if let Some(slot) = slot {
+            return self.detach_from_chain(link.id, &slot);
+        }
         if let Some(extra) = &link.extra {
             if let Ok(tc) = serde_json::from_value::<TcFilter>(extra.clone()) {
                 match sys::obj_get(&self.paths.program(link.program_id)) {
@@ -690,6 +700,17 @@ fn managed_map_view(m: &MapRecord, used_by: Vec<ProgramId>) -> MapView {
         used_by,
         managed: true,
     }
+}
+
+/// XDP and TC programs keep their final instructions so they can be composed into a chain by
+/// any later process; a program that cannot be chained (e.g. it calls a module kfunc) simply
+/// has none, and attaching it to a chain says why.
+fn capture_block(loaded: &kernel::LoadedObject, name: &str, ty: ProgramType) -> Option<String> {
+    if !matches!(ty, ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx) {
+        return None;
+    }
+    let block = apiary_kernel::dispatcher::capture_block(loaded, name).ok()?;
+    serde_json::to_string(&block).ok()
 }
 
 /// Where a new TCX link goes so that the list stays sorted by priority, ties in attach order:

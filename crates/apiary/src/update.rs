@@ -106,12 +106,29 @@ impl Manager {
         let old_fd = sys::obj_get(&self.paths.program(id))
             .map_err(|e| Error::FailedPrecondition(format!("program {id}'s pin is missing ({e}); unload and load it again")))?;
 
-        // Move every link; on failure move back the ones already moved.
+        // Chains first: recompose each chain the program is in with the new code (the verifier
+        // may still refuse the composition, and then nothing has changed yet).
+        let new_block = if matches!(new_ty, ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx) {
+            apiary_kernel::dispatcher::capture_block(&loaded, &name).ok()
+        } else {
+            None
+        };
+        let old_block: Option<apiary_core::chain::Block> = store::get_program_block(self.store().read(), id)?
+            .and_then(|j| serde_json::from_str(&j).ok());
+        let chained = match &new_block {
+            Some(b) => self.rechain_program(id, b)?,
+            None => 0,
+        };
+
+        // Move every other link; on failure move back the ones already moved.
         let links = store::list_links(self.store().read(), Some(id))?;
         let mut moved: Vec<Moved> = Vec::new();
         let mut undo = Undo::new();
         let result = (|| -> Result<()> {
             for l in &links {
+                if l.extra.as_ref().is_some_and(|e| e.get("chain").is_some()) {
+                    continue;
+                }
                 if let Some(tc) = l.extra.as_ref().and_then(|e| serde_json::from_value::<TcFilter>(e.clone()).ok()) {
                     kernel::attach::replace_tc_filter(new_fd, &tc)?;
                     moved.push(Moved::Tc { filter: tc });
@@ -151,6 +168,11 @@ impl Manager {
                         let _ = kernel::attach::replace_tc_filter(old_fd.as_fd(), filter);
                     }
                     Moved::Reattached { .. } => {} // `undo` unpins the new links
+                }
+            }
+            if chained > 0 {
+                if let Some(b) = &old_block {
+                    let _ = self.rechain_program(id, b);
                 }
             }
             return Err(e);
@@ -195,6 +217,8 @@ impl Manager {
         self.store().write(|tx| -> Result<()> {
             store::put_object(tx, &sha, &bytes)?;
             store::set_program_code(tx, id, lp.kernel_id, &lp.tag, &sha, &source, &global_records)?;
+            let block_json = new_block.as_ref().and_then(|b| serde_json::to_string(b).ok());
+            store::set_program_block(tx, id, block_json.as_deref())?;
             for (lid, kids) in &link_ids {
                 let extra = store::get_link(tx, *lid)?.and_then(|l| l.extra);
                 store::set_link_kernel(tx, *lid, kids, extra.as_ref())?;

@@ -52,8 +52,10 @@ pub fn attach(prog: BorrowedFd<'_>, spec: &AttachSpec, ctx: &AttachContext) -> R
         AttachSpec::Fentry => vec![tracing::btf_target(prog, "fentry")?],
         AttachSpec::Fexit => vec![tracing::btf_target(prog, "fexit")?],
         AttachSpec::Lsm => vec![tracing::btf_target(prog, "lsm")?],
-        AttachSpec::Xdp { iface, netns, mode } => vec![xdp::attach(prog, iface, netns.as_deref(), *mode)?],
-        AttachSpec::Tc { iface, netns, direction } => {
+        // Chain membership (priority, proceed-on) is the manager's business: here an XDP or
+        // TC attach puts one program (a dispatcher or a single program) on the hook.
+        AttachSpec::Xdp { iface, netns, mode, .. } => vec![xdp::attach(prog, iface, netns.as_deref(), *mode)?],
+        AttachSpec::Tc { iface, netns, direction, .. } => {
             return Ok(Attachment::TcFilter(tc::attach(prog, iface, netns.as_deref(), *direction)?))
         }
         AttachSpec::Tcx { iface, netns, direction, .. } => {

@@ -1,0 +1,448 @@
+//! XDP and TC chains: several programs on one hook, run in priority order by a dispatcher that
+//! apiary composes from their instructions (no freplace). Each member is a link record with a
+//! slot (priority, attach sequence, proceed-on set); every change composes a new dispatcher and
+//! swaps it onto the chain's one bpf_link atomically, so no packet is ever unhandled.
+
+use crate::error::{Error, Result};
+use crate::manager::{Manager, Undo};
+use apiary_core::chain::{order_slots, Block, ChainKind, Priority, ProceedOn, SlotKey};
+use apiary_core::{AttachSpec, LinkId, ProgramId, TcDirection, XdpMode};
+use apiary_kernel::dispatcher::{self, ChainHook, ChainSlot, ComposedDispatcher};
+use apiary_kernel::{sys, KernelError};
+use apiary_store::{self as store, ChainRecord, ChainSlotRecord, ProgramRecord};
+use serde::{Deserialize, Serialize};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+/// A chain as `list chains` / `get chain` show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChainView {
+    pub id: i64,
+    /// "xdp" or "tc".
+    pub kind: String,
+    pub iface: String,
+    pub netns: Option<String>,
+    pub direction: Option<String>,
+    pub mode: Option<String>,
+    pub link_kernel_id: u32,
+    pub dispatcher_kernel_id: u32,
+    /// In run order.
+    pub programs: Vec<ChainMemberView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChainMemberView {
+    pub position: usize,
+    pub link_id: LinkId,
+    pub program_id: ProgramId,
+    pub name: String,
+    pub priority: u32,
+    pub proceed_on: Vec<String>,
+    /// Since the dispatcher was last composed.
+    pub runs: u64,
+    /// Count per verdict name (or number when it has no name).
+    pub verdicts: std::collections::BTreeMap<String, u64>,
+}
+
+/// Which chain: kind, interface, namespace, direction (TC only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookRef {
+    pub kind: ChainKind,
+    pub iface: String,
+    pub netns: Option<PathBuf>,
+    pub direction: Option<TcDirection>,
+}
+
+impl HookRef {
+    fn key(&self) -> (String, String, String, String) {
+        (
+            self.kind.as_str().to_string(),
+            self.iface.clone(),
+            self.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            self.direction.map(|d| apiary_core::attach::dir_name(d).to_string()).unwrap_or_default(),
+        )
+    }
+
+    pub(crate) fn of_spec(spec: &AttachSpec) -> Option<(HookRef, XdpMode)> {
+        match spec {
+            AttachSpec::Xdp { iface, netns, mode, .. } => {
+                Some((HookRef { kind: ChainKind::Xdp, iface: iface.clone(), netns: netns.clone(), direction: None }, *mode))
+            }
+            AttachSpec::Tc { iface, netns, direction, legacy: false, .. } => Some((
+                HookRef { kind: ChainKind::Tc, iface: iface.clone(), netns: netns.clone(), direction: Some(*direction) },
+                XdpMode::Auto,
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn mode_name(m: XdpMode) -> &'static str {
+    match m {
+        XdpMode::Auto => "auto",
+        XdpMode::Drv => "drv",
+        XdpMode::Skb => "skb",
+    }
+}
+
+fn kind_of(s: &str) -> Result<ChainKind> {
+    match s {
+        "xdp" => Ok(ChainKind::Xdp),
+        "tc" => Ok(ChainKind::Tc),
+        other => Err(Error::Internal(format!("store holds a chain of unknown kind {other:?}"))),
+    }
+}
+
+/// One member as the composer needs it.
+struct Member {
+    link_id: Option<LinkId>,
+    program_id: ProgramId,
+    name: String,
+    priority: u32,
+    seq: i64,
+    proceed_on: ProceedOn,
+    block: Block,
+}
+
+const PIN_LINK: &str = "link";
+
+impl Manager {
+    fn block_of(&self, p: &ProgramRecord, kind: ChainKind) -> Result<Block> {
+        let json = store::get_program_block(self.store().read(), p.id)?.ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "program {} ({}) cannot join a {kind} chain: its instructions were not captured at load (only XDP and TC programs are)",
+                p.id, p.name
+            ))
+        })?;
+        let block: Block = serde_json::from_str(&json).map_err(|e| Error::Internal(format!("stored block of program {}: {e}", p.id)))?;
+        if block.kind != kind {
+            return Err(Error::InvalidArgument(format!(
+                "program {} ({}) is a {} program; it cannot join a {kind} chain",
+                p.id, p.name, block.kind
+            )));
+        }
+        Ok(block)
+    }
+
+    fn members(&self, chain: &ChainRecord, kind: ChainKind) -> Result<Vec<Member>> {
+        let slots: Vec<ChainSlotRecord> = store::chain_slots(self.store().read(), chain.id)?;
+        let mut out = Vec::new();
+        for s in slots {
+            let p = self.program_record(s.program_id)?;
+            out.push(Member {
+                link_id: Some(s.link_id),
+                program_id: s.program_id,
+                name: p.name.clone(),
+                priority: s.priority,
+                seq: s.seq,
+                proceed_on: ProceedOn::from_mask(kind, s.proceed_on),
+                block: self.block_of(&p, kind)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn compose(kind: ChainKind, members: &mut [Member]) -> Result<ComposedDispatcher> {
+        order_slots(members, |m| SlotKey { priority: Priority::saturating(m.priority), seq: m.seq as u64 });
+        let frags = members.first().map(|m| m.block.frags).unwrap_or(false);
+        let slots: Vec<ChainSlot> = members
+            .iter()
+            .map(|m| ChainSlot { name: format!("p{}_{}", m.program_id, m.name), block: m.block.clone(), proceed_on: m.proceed_on })
+            .collect();
+        Ok(dispatcher::compose_and_load(kind, frags, &slots, true)?)
+    }
+
+    /// Pin a new dispatcher's program and maps for chain `id`, replacing the previous ones
+    /// (rename over the old pins is atomic; roles the new one lacks are unpinned).
+    fn pin_dispatcher(&self, id: i64, d: &ComposedDispatcher, undo: &mut Undo) -> Result<()> {
+        let roles = [
+            dispatcher::PinRole::Program,
+            dispatcher::PinRole::NextMap,
+            dispatcher::PinRole::StatsMap,
+        ];
+        let pins = d.pins();
+        for role in roles {
+            let final_path = self.paths.chain_pin(id, role.file_name());
+            match pins.iter().find(|(r, _)| *r == role) {
+                Some((_, fd)) => {
+                    let tmp = self.paths.chain_pin(id, &format!("new_{}", role.file_name()));
+                    sys::pin(*fd, &tmp)?;
+                    undo.pin(tmp.clone());
+                    std::fs::rename(&tmp, &final_path).map_err(|e| KernelError::syscall(format!("rename {}", tmp.display()), e))?;
+                }
+                None => sys::unpin(&final_path)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Join a chain (creating it when this is its first program). Called under the lock.
+    pub(crate) fn attach_to_chain(&self, prog: &ProgramRecord, spec: &AttachSpec) -> Result<LinkId> {
+        let (hook, mode) = HookRef::of_spec(spec).ok_or_else(|| Error::Internal("not a chain spec".into()))?;
+        let (kind, names, priority) = spec.chain().ok_or_else(|| Error::Internal("not a chain spec".into()))?;
+        let proceed_on = if names.is_empty() {
+            kind.default_proceed_on()
+        } else {
+            ProceedOn::from_names(kind, names).map_err(|e| Error::InvalidArgument(e.to_string()))?
+        };
+        let block = self.block_of(prog, kind)?;
+        let (k, iface, netns, direction) = hook.key();
+        let existing = store::find_chain(self.store().read(), &k, &iface, &netns, &direction)?;
+        if let Some(ch) = &existing {
+            if kind == ChainKind::Xdp && mode != XdpMode::Auto && ch.mode != mode_name(mode) {
+                return Err(Error::InvalidArgument(format!(
+                    "the XDP chain on {iface} runs in {} mode; --mode {} cannot join it",
+                    ch.mode,
+                    mode_name(mode)
+                )));
+            }
+        }
+        let mut members = match &existing {
+            Some(ch) => self.members(ch, kind)?,
+            None => Vec::new(),
+        };
+        let seq = members.iter().map(|m| m.seq).max().map(|s| s + 1).unwrap_or(0);
+        members.push(Member { link_id: None, program_id: prog.id, name: prog.name.clone(), priority, seq, proceed_on, block });
+        let composed = Self::compose(kind, &mut members)?;
+
+        let mut undo = Undo::new();
+        match existing {
+            None => {
+                let chook = match kind {
+                    ChainKind::Xdp => ChainHook::Xdp { iface: iface.clone(), netns: hook.netns.clone(), mode },
+                    ChainKind::Tc => ChainHook::Tc {
+                        iface: iface.clone(),
+                        netns: hook.netns.clone(),
+                        direction: hook.direction.unwrap_or(TcDirection::Ingress),
+                        anchor: None,
+                    },
+                };
+                let link = dispatcher::attach_chain(&chook, &composed).map_err(|e| match e {
+                    KernelError::HookBusy { hook, .. } => KernelError::HookBusy {
+                        hook,
+                        reason: "a program apiary does not manage holds it; detach that first (e.g. `ip link set dev IFACE xdp off`)".into(),
+                    },
+                    e => e,
+                })?;
+                let link_kid = sys::link_info(link.as_fd())?.id;
+                let id = self.store().write(|tx| -> Result<LinkId> {
+                    let chain_id = store::insert_chain(
+                        tx,
+                        &ChainRecord {
+                            id: 0,
+                            kind: k.clone(),
+                            iface: iface.clone(),
+                            netns: netns.clone(),
+                            direction: direction.clone(),
+                            mode: mode_name(mode).into(),
+                            link_kernel_id: link_kid,
+                            dispatcher_kernel_id: composed.kernel_id(),
+                        },
+                    )?;
+                    let lpath = self.paths.chain_pin(chain_id, PIN_LINK);
+                    sys::pin(link.as_fd(), &lpath)?;
+                    undo.pin(lpath);
+                    undo.dir(self.paths.chain_dir(chain_id));
+                    self.pin_dispatcher(chain_id, &composed, &mut undo)?;
+                    for r in [dispatcher::PinRole::Program, dispatcher::PinRole::NextMap, dispatcher::PinRole::StatsMap] {
+                        undo.pin(self.paths.chain_pin(chain_id, r.file_name()));
+                    }
+                    self.record_member(tx, prog.id, spec, chain_id, priority, seq, proceed_on.mask())
+                })?;
+                undo.commit();
+                Ok(id)
+            }
+            Some(ch) => {
+                let link = sys::obj_get(&self.paths.chain_pin(ch.id, PIN_LINK))?;
+                let old = sys::obj_get(&self.paths.chain_pin(ch.id, dispatcher::PinRole::Program.file_name()))?;
+                // Pins first (the old dispatcher keeps running meanwhile), then the swap.
+                let old_pins = self.hold_dispatcher_pins(ch.id);
+                let res = self.store().write(|tx| -> Result<LinkId> {
+                    self.pin_dispatcher(ch.id, &composed, &mut undo)?;
+                    dispatcher::swap_replacing(link.as_fd(), old.as_fd(), &composed)?;
+                    store::set_chain_kernel(tx, ch.id, ch.link_kernel_id, composed.kernel_id())?;
+                    self.record_member(tx, prog.id, spec, ch.id, priority, seq, proceed_on.mask())
+                });
+                match res {
+                    Ok(id) => {
+                        undo.commit();
+                        Ok(id)
+                    }
+                    Err(e) => {
+                        // Put the old dispatcher back on the link and its pins back in place.
+                        let _ = apiary_kernel::attach::update_link(link.as_fd(), old.as_fd(), composed.prog());
+                        self.restore_dispatcher_pins(ch.id, old_pins);
+                        undo.commit();
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_member(
+        &self,
+        tx: &apiary_store::Tx<'_>,
+        program: ProgramId,
+        spec: &AttachSpec,
+        chain_id: i64,
+        priority: u32,
+        seq: i64,
+        mask: u32,
+    ) -> Result<LinkId> {
+        let link = store::insert_link(tx, program, spec)?;
+        store::set_link_kernel(tx, link, &[], Some(&serde_json::json!({ "chain": chain_id })))?;
+        store::insert_chain_slot(
+            tx,
+            &ChainSlotRecord { link_id: link, chain_id, program_id: program, priority, seq, proceed_on: mask },
+        )?;
+        Ok(link)
+    }
+
+    /// Open fds on the current dispatcher pins, to restore them if a change fails.
+    fn hold_dispatcher_pins(&self, chain_id: i64) -> Vec<(PathBuf, std::os::fd::OwnedFd)> {
+        [dispatcher::PinRole::Program, dispatcher::PinRole::NextMap, dispatcher::PinRole::StatsMap]
+            .iter()
+            .filter_map(|r| {
+                let p = self.paths.chain_pin(chain_id, r.file_name());
+                sys::obj_get(&p).ok().map(|fd| (p, fd))
+            })
+            .collect()
+    }
+
+    fn restore_dispatcher_pins(&self, _chain_id: i64, held: Vec<(PathBuf, std::os::fd::OwnedFd)>) {
+        for (p, fd) in held {
+            let _ = sys::unpin(&p);
+            let _ = sys::pin(fd.as_fd(), &p);
+        }
+    }
+
+    /// Leave a chain; the last member takes the chain (link and dispatcher) with it.
+    pub(crate) fn detach_from_chain(&self, link: LinkId, slot: &ChainSlotRecord) -> Result<()> {
+        let ch = store::get_chain(self.store().read(), slot.chain_id)?
+            .ok_or_else(|| Error::Internal(format!("link {link} names chain {} that is not recorded", slot.chain_id)))?;
+        let kind = kind_of(&ch.kind)?;
+        let mut rest: Vec<Member> = self.members(&ch, kind)?.into_iter().filter(|m| m.link_id != Some(link)).collect();
+        if rest.is_empty() {
+            for name in [PIN_LINK, "dispatcher", "dispatcher_next", "dispatcher_stats"] {
+                sys::unpin(&self.paths.chain_pin(ch.id, name))?;
+            }
+            let _ = std::fs::remove_dir(self.paths.chain_dir(ch.id));
+            self.store().write(|tx| -> Result<()> {
+                store::delete_link(tx, link)?;
+                store::delete_chain(tx, ch.id)?;
+                Ok(())
+            })?;
+            return Ok(());
+        }
+        let composed = Self::compose(kind, &mut rest)?;
+        self.swap_chain(&ch, &composed, |tx| Ok(store::delete_link(tx, link)?))
+    }
+
+    /// Swap a recomposed dispatcher onto chain `ch` and record it (with `also` in the same
+    /// transaction); undone if anything fails.
+    pub(crate) fn swap_chain(
+        &self,
+        ch: &ChainRecord,
+        composed: &ComposedDispatcher,
+        also: impl FnOnce(&apiary_store::Tx<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let link = sys::obj_get(&self.paths.chain_pin(ch.id, PIN_LINK))?;
+        let old = sys::obj_get(&self.paths.chain_pin(ch.id, dispatcher::PinRole::Program.file_name()))?;
+        let held = self.hold_dispatcher_pins(ch.id);
+        let mut undo = Undo::new();
+        let res = self.store().write(|tx| -> Result<()> {
+            self.pin_dispatcher(ch.id, composed, &mut undo)?;
+            dispatcher::swap_replacing(link.as_fd(), old.as_fd(), composed)?;
+            store::set_chain_kernel(tx, ch.id, ch.link_kernel_id, composed.kernel_id())?;
+            also(tx)
+        });
+        undo.commit();
+        if let Err(e) = res {
+            let _ = apiary_kernel::attach::update_link(link.as_fd(), old.as_fd(), composed.prog());
+            self.restore_dispatcher_pins(ch.id, held);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Recompose the chains `program` belongs to with `block` as its new code (hot update).
+    /// Returns the chains changed and their previous blocks, to undo with `revert_chains`.
+    pub(crate) fn rechain_program(&self, program: ProgramId, block: &Block) -> Result<usize> {
+        let links = store::list_links(self.store().read(), Some(program))?;
+        let mut n = 0;
+        for l in links {
+            let Some(slot) = store::chain_slot_of_link(self.store().read(), l.id)? else { continue };
+            let ch = store::get_chain(self.store().read(), slot.chain_id)?
+                .ok_or_else(|| Error::Internal("chain vanished".into()))?;
+            let kind = kind_of(&ch.kind)?;
+            let mut members = self.members(&ch, kind)?;
+            for m in members.iter_mut().filter(|m| m.program_id == program) {
+                m.block = block.clone();
+            }
+            let composed = Self::compose(kind, &mut members)?;
+            self.swap_chain(&ch, &composed, |_| Ok(()))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub fn list_chains(&self) -> Result<Vec<ChainView>> {
+        let chains = store::list_chains(self.store().read())?;
+        chains.iter().map(|c| self.chain_view(c)).collect()
+    }
+
+    pub fn get_chain(&self, hook: &HookRef) -> Result<ChainView> {
+        let (k, iface, netns, direction) = hook.key();
+        let ch = store::find_chain(self.store().read(), &k, &iface, &netns, &direction)?.ok_or_else(|| Error::NotFound {
+            kind: "chain",
+            id: format!("{} on {iface}{}", k, if direction.is_empty() { String::new() } else { format!(" {direction}") }),
+            hint: "; see `apiary list chains`".into(),
+        })?;
+        self.chain_view(&ch)
+    }
+
+    fn chain_view(&self, ch: &ChainRecord) -> Result<ChainView> {
+        let kind = kind_of(&ch.kind)?;
+        let slots = store::chain_slots(self.store().read(), ch.id)?;
+        let stats = sys::obj_get(&self.paths.chain_pin(ch.id, dispatcher::PinRole::StatsMap.file_name()))
+            .ok()
+            .and_then(|fd| dispatcher::read_stats(fd.as_fd(), kind).ok())
+            .unwrap_or_default();
+        let mut programs = Vec::new();
+        for (i, s) in slots.iter().enumerate() {
+            let name = store::get_program(self.store().read(), s.program_id)?.map(|p| p.name).unwrap_or_default();
+            let st = stats.get(i);
+            let verdicts = st
+                .map(|st| {
+                    st.verdicts
+                        .iter()
+                        .map(|(v, n)| (kind.name_of(*v).map(str::to_string).unwrap_or_else(|| v.to_string()), *n))
+                        .collect()
+                })
+                .unwrap_or_default();
+            programs.push(ChainMemberView {
+                position: i + 1,
+                link_id: s.link_id,
+                program_id: s.program_id,
+                name,
+                priority: s.priority,
+                proceed_on: ProceedOn::from_mask(kind, s.proceed_on).names(),
+                runs: st.map(|s| s.runs).unwrap_or(0),
+                verdicts,
+            });
+        }
+        Ok(ChainView {
+            id: ch.id,
+            kind: ch.kind.clone(),
+            iface: ch.iface.clone(),
+            netns: (!ch.netns.is_empty()).then(|| ch.netns.clone()),
+            direction: (!ch.direction.is_empty()).then(|| ch.direction.clone()),
+            mode: (kind == ChainKind::Xdp).then(|| ch.mode.clone()),
+            link_kernel_id: ch.link_kernel_id,
+            dispatcher_kernel_id: ch.dispatcher_kernel_id,
+            programs,
+        })
+    }
+}
