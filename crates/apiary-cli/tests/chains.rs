@@ -312,3 +312,23 @@ fn bad_chain_requests_leave_the_running_chain_untouched() {
     assert!(net.ping(2), "the chain still runs");
     assert!(a.json(&["list", "links", "--program", &g]).as_array().unwrap().len() == 1);
 }
+
+#[test]
+fn a_chain_past_the_counter_limit_is_refused_clearly() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let net = NetPair::new();
+    let id = a.load_one(&["--path", fixture("chain_basic").to_str().unwrap(), "--programs", "xdp:xdp_count_pass"]);
+    // One program may hold several slots; 124 counted slots is the limit of one stats value.
+    for _ in 0..124 {
+        xdp(&a, &net, id, &[]);
+    }
+    let before = chain(&a, &net, "xdp");
+    let e = a.fails(&["attach", &id.to_string(), "xdp", "--iface", &net.if_b, "--netns", &net.ns_b]);
+    assert!(e.contains("chain too large") || e.contains("124"), "{e}");
+    assert_eq!(chain(&a, &net, "xdp")["dispatcher_kernel_id"], before["dispatcher_kernel_id"]);
+    assert!(net.ping(2));
+    assert!(hits(&a, id) >= 2 * 124);
+}
