@@ -77,8 +77,8 @@ fn typed_and_raw_globals_change_behaviour() {
     release(spawn_target(4));
     let t = a.counter(&format!("{typed}:counts"), 0);
     let r = a.counter(&format!("{raw}:counts"), 0);
-    assert!(t >= 12 && t % 3 == 0, "typed increment=3 counts in threes: {t}");
-    assert!(r >= 28 && r % 7 == 0, "raw increment=07.. counts in sevens: {r}");
+    assert!(t >= 12 && t.is_multiple_of(3), "typed increment=3 counts in threes: {t}");
+    assert!(r >= 28 && r.is_multiple_of(7), "raw increment=07.. counts in sevens: {r}");
     let g = a.json(&["get", "program", &typed.to_string()]);
     assert_eq!(g["globals"][0]["name"], "increment");
     assert_eq!(g["globals"][0]["hex"], "0300000000000000");

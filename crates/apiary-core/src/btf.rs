@@ -1186,7 +1186,7 @@ impl Decoder<'_> {
             (m.bit_offset, m.bitfield_size)
         } else if let Some(b) = legacy_bits {
             b
-        } else if m.bit_offset % 8 == 0 {
+        } else if m.bit_offset.is_multiple_of(8) {
             let at = data.get((m.bit_offset / 8) as usize..).unwrap_or(&[]);
             return self.value(m.ty, at, depth + 1);
         } else {

@@ -485,7 +485,7 @@ impl Insn {
 
 /// Split raw bytes (as `bpf_program__insns` gives them) into instructions.
 pub fn split_insns(raw: &[u8]) -> Result<Vec<[u8; 8]>, ChainError> {
-    if raw.len() % 8 != 0 {
+    if !raw.len().is_multiple_of(8) {
         return Err(ChainError::InvalidBlock {
             reason: format!("{} bytes is not a whole number of instructions", raw.len()),
         });

@@ -23,7 +23,7 @@ pub fn is_bpffs(path: &std::path::Path) -> bool {
     loop {
         if p.exists() {
             return nix::sys::statfs::statfs(&p)
-                .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+                .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
                 .unwrap_or(false);
         }
         if !p.pop() {

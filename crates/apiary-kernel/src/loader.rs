@@ -362,8 +362,8 @@ fn load_error(e: libbpf_rs::Error, messages: &str, wanted: &[String], available:
     // Which program failed: libbpf names it in "prog 'NAME': ..." lines.
     let program = messages
         .lines()
-        .filter_map(|l| l.split("prog '").nth(1).and_then(|r| r.split('\'').next()))
-        .last()
+        .rev()
+        .find_map(|l| l.split("prog '").nth(1).and_then(|r| r.split('\'').next()))
         .map(str::to_string)
         .or_else(|| wanted.first().cloned())
         .unwrap_or_default();
