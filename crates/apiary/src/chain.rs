@@ -225,7 +225,9 @@ impl Manager {
                     e => e,
                 })?;
                 let link_kid = sys::link_info(link.as_fd())?.id;
-                let id = self.store().write(|tx| -> Result<LinkId> {
+                // Record, then pin: a crash in between leaves a chain record without pins, which
+                // `reconcile` rebuilds; a failed pin removes the records again.
+                let (id, chain_id) = self.store().write(|tx| -> Result<(LinkId, i64)> {
                     let chain_id = store::insert_chain(
                         tx,
                         &ChainRecord {
@@ -239,16 +241,28 @@ impl Manager {
                             dispatcher_kernel_id: composed.kernel_id(),
                         },
                     )?;
+                    let id = self.record_member(tx, prog.id, spec, chain_id, priority, seq, proceed_on.mask())?;
+                    Ok((id, chain_id))
+                })?;
+                let pinned = (|| -> Result<()> {
+                    undo.dir(self.paths.chain_dir(chain_id));
                     let lpath = self.paths.chain_pin(chain_id, PIN_LINK);
                     sys::pin(link.as_fd(), &lpath)?;
                     undo.pin(lpath);
-                    undo.dir(self.paths.chain_dir(chain_id));
-                    self.pin_dispatcher(chain_id, &composed, &mut undo)?;
                     for r in [dispatcher::PinRole::Program, dispatcher::PinRole::NextMap, dispatcher::PinRole::StatsMap] {
                         undo.pin(self.paths.chain_pin(chain_id, r.file_name()));
                     }
-                    self.record_member(tx, prog.id, spec, chain_id, priority, seq, proceed_on.mask())
-                })?;
+                    self.pin_dispatcher(chain_id, &composed, &mut undo)
+                })();
+                if let Err(e) = pinned {
+                    drop(undo);
+                    let _ = self.store().write(|tx| -> Result<()> {
+                        store::delete_link(tx, id)?;
+                        store::delete_chain(tx, chain_id)?;
+                        Ok(())
+                    });
+                    return Err(e);
+                }
                 undo.commit();
                 Ok(id)
             }
@@ -325,15 +339,15 @@ impl Manager {
         let kind = kind_of(&ch.kind)?;
         let mut rest: Vec<Member> = self.members(&ch, kind)?.into_iter().filter(|m| m.link_id != Some(link)).collect();
         if rest.is_empty() {
-            for name in [PIN_LINK, "dispatcher", "dispatcher_next", "dispatcher_stats"] {
-                sys::unpin(&self.paths.chain_pin(ch.id, name))?;
-            }
-            let _ = std::fs::remove_dir(self.paths.chain_dir(ch.id));
             self.store().write(|tx| -> Result<()> {
                 store::delete_link(tx, link)?;
                 store::delete_chain(tx, ch.id)?;
                 Ok(())
             })?;
+            for name in [PIN_LINK, "dispatcher", "dispatcher_next", "dispatcher_stats"] {
+                sys::unpin(&self.paths.chain_pin(ch.id, name))?;
+            }
+            let _ = std::fs::remove_dir(self.paths.chain_dir(ch.id));
             return Ok(());
         }
         let composed = Self::compose(kind, &mut rest)?;

@@ -243,9 +243,9 @@ impl Manager {
             .map(|g| GlobalRecord { name: g.name.clone(), section: g.section.clone(), offset: g.offset, hex: hex::encode(&g.bytes) })
             .collect();
 
-        // One transaction records programs and maps; pins are made inside it, and removed again
-        // (by `undo`) if anything fails before the commit.
-        let mut undo = Undo::new();
+        // The records are committed first and the pins made after: a crash in between leaves
+        // records without pins, which `reconcile` restores from the stored object, never pins
+        // the store does not know. A pin that fails removes the records again.
         let ids = self.store().write(|tx| -> Result<Vec<ProgramId>> {
             store::put_object(tx, &sha, &bytes)?;
             let mut ids: Vec<ProgramId> = Vec::new();
@@ -268,13 +268,9 @@ impl Manager {
                 if let Some(block) = capture_block(&loaded, &p.name, p.ty) {
                     store::set_program_block(tx, id, Some(&block))?;
                 }
-                let path = self.paths.program(id);
-                loaded.pin_program(&p.name, &path)?;
-                undo.pin(path);
                 ids.push(id);
             }
             let first = *ids.first().ok_or_else(|| Error::Internal("load produced no program".into()))?;
-            undo.dir(self.paths.map_owner_dir(first));
             for m in &loaded.maps {
                 let map_id = if m.reused {
                     match owner_maps.get(&m.name) {
@@ -282,9 +278,6 @@ impl Manager {
                         None => continue,
                     }
                 } else {
-                    let path = self.paths.map(first, &m.name);
-                    loaded.pin_map(&m.name, &path)?;
-                    undo.pin(path);
                     store::insert_map(
                         tx,
                         &MapRecord {
@@ -305,6 +298,32 @@ impl Manager {
             }
             Ok(ids)
         })?;
+        let first = ids[0];
+        let mut undo = Undo::new();
+        let pinned = (|| -> Result<()> {
+            for (p, id) in loaded.programs.iter().zip(&ids) {
+                let path = self.paths.program(*id);
+                loaded.pin_program(&p.name, &path)?;
+                undo.pin(path);
+            }
+            undo.dir(self.paths.map_owner_dir(first));
+            for m in loaded.maps.iter().filter(|m| !m.reused) {
+                let path = self.paths.map(first, &m.name);
+                loaded.pin_map(&m.name, &path)?;
+                undo.pin(path);
+            }
+            Ok(())
+        })();
+        if let Err(e) = pinned {
+            drop(undo);
+            let _ = self.store().write(|tx| -> Result<()> {
+                for id in ids.iter().rev() {
+                    store::delete_program(tx, *id)?;
+                }
+                Ok(())
+            });
+            return Err(e);
+        }
         undo.commit();
         drop(loaded);
 
@@ -370,18 +389,33 @@ impl Manager {
         for f in &fds {
             kernel_ids.push(sys::link_info(f.as_fd())?.id);
         }
-        let res = self.store().write(|tx| -> Result<LinkId> {
-            let link = store::insert_link(tx, id, &spec)?;
-            for (i, f) in fds.iter().enumerate() {
-                let path = self.paths.link(link, i);
-                sys::pin(f.as_fd(), &path)?;
-                undo.pin(path);
-            }
-            undo.dir(self.paths.link_dir(link));
-            let extra = tc.as_ref().map(|t| serde_json::to_value(t).unwrap_or_default());
-            store::set_link_kernel(tx, link, &kernel_ids, extra.as_ref())?;
-            Ok(link)
-        });
+        // Record, then pin (see `load` for why this order).
+        let extra = tc.as_ref().map(|t| serde_json::to_value(t).unwrap_or_default());
+        let res = self
+            .store()
+            .write(|tx| -> Result<LinkId> {
+                let link = store::insert_link(tx, id, &spec)?;
+                store::set_link_kernel(tx, link, &kernel_ids, extra.as_ref())?;
+                Ok(link)
+            })
+            .and_then(|link| {
+                let pinned = (|| -> Result<()> {
+                    undo.dir(self.paths.link_dir(link));
+                    for (i, f) in fds.iter().enumerate() {
+                        let path = self.paths.link(link, i);
+                        sys::pin(f.as_fd(), &path)?;
+                        undo.pin(path);
+                    }
+                    Ok(())
+                })();
+                match pinned {
+                    Ok(()) => Ok(link),
+                    Err(e) => {
+                        let _ = self.store().write(|tx| -> Result<()> { Ok(store::delete_link(tx, link)?) });
+                        Err(e)
+                    }
+                }
+            });
         match res {
             Ok(link) => {
                 undo.commit();
@@ -444,11 +478,13 @@ impl Manager {
                 }
             }
         }
+        // Forget the link first, then unpin: a crash in between leaves a pin the store does not
+        // know, which `reconcile` removes, rather than a record that would be re-attached.
+        self.store().write(|tx| -> Result<()> { Ok(store::delete_link(tx, link.id)?) })?;
         for i in 0..link.kernel_link_ids.len().max(1) {
             sys::unpin(&self.paths.link(link.id, i))?;
         }
         let _ = std::fs::remove_dir(self.paths.link_dir(link.id));
-        self.store().write(|tx| -> Result<()> { Ok(store::delete_link(tx, link.id)?) })?;
         Ok(())
     }
 
@@ -501,12 +537,12 @@ impl Manager {
                 self.detach_record(&l)?;
             }
             let owned = store::maps_owned_by(self.store().read(), r.id)?;
+            self.store().write(|tx| -> Result<()> { Ok(store::delete_program(tx, r.id)?) })?;
             sys::unpin(&self.paths.program(r.id))?;
             for m in &owned {
                 sys::unpin(&self.paths.map(r.id, &m.name))?;
             }
             let _ = std::fs::remove_dir(self.paths.map_owner_dir(r.id));
-            self.store().write(|tx| -> Result<()> { Ok(store::delete_program(tx, r.id)?) })?;
             done.push(r.id);
         }
         Ok(done)
