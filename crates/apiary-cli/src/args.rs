@@ -77,6 +77,10 @@ pub enum Command {
         #[command(subcommand)]
         what: MapCmd,
     },
+    /// Make the kernel match the store: restore programs, links and chains the store records but
+    /// the kernel lost (after a reboot, or pins removed behind apiary's back), and remove pins in
+    /// apiary's directory that no record explains. The daemon does this when it starts.
+    Reconcile,
     /// Show what an object holds: programs, maps, globals with types and defaults, licence, BTF.
     Inspect {
         /// An object file, an apiary package, or an http(s) URL of either.

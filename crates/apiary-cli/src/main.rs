@@ -36,9 +36,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => return run_foreground(args, format),
         _ => {}
     }
+    if let Command::Reconcile = cli.command {
+        let mgr = Manager::open(Config { state_dir: cli.state_dir, bpffs: cli.bpffs })?;
+        let report = mgr.reconcile()?;
+        let failed = !report.failures.is_empty();
+        out.reconcile(&report)?;
+        if failed {
+            anyhow::bail!("{} item(s) could not be restored (see above)", report.failures.len());
+        }
+        return Ok(());
+    }
     let mgr: Box<dyn Api> = Box::new(Manager::open(Config { state_dir: cli.state_dir, bpffs: cli.bpffs })?);
     match cli.command {
-        Command::Inspect { .. } | Command::Package { .. } | Command::Run(_) => unreachable_command(),
+        Command::Inspect { .. } | Command::Package { .. } | Command::Run(_) | Command::Reconcile => unreachable_command(),
         Command::Update { program_id, path, program, globals, set } => {
             let r = mgr.update(program_id, apiary::UpdateSpec { path, program, raw_globals: globals, typed_globals: set })?;
             out.update(&r)

@@ -152,6 +152,27 @@ impl Manager {
         Ok(dispatcher::compose_and_load(kind, frags, &slots, true)?)
     }
 
+    /// Compose chain `ch` from its recorded members.
+    pub(crate) fn compose_chain(&self, ch: &ChainRecord, kind: ChainKind) -> Result<ComposedDispatcher> {
+        let mut members = self.members(ch, kind)?;
+        Self::compose(kind, &mut members)
+    }
+
+    /// Put `composed` on the link whatever it runs now (reconcile: the old dispatcher may be
+    /// gone), then pin and record it.
+    pub(crate) fn swap_chain_unchecked(&self, ch: &ChainRecord, link: &std::os::fd::OwnedFd, composed: &ComposedDispatcher) -> Result<()> {
+        dispatcher::swap(link.as_fd(), composed)?;
+        let mut undo = Undo::new();
+        self.pin_chain_dispatcher(ch.id, composed, &mut undo)?;
+        undo.commit();
+        let link_kid = sys::link_info(link.as_fd())?.id;
+        self.store().write(|tx| -> Result<()> { Ok(store::set_chain_kernel(tx, ch.id, link_kid, composed.kernel_id())?) })
+    }
+
+    pub(crate) fn pin_chain_dispatcher(&self, id: i64, d: &ComposedDispatcher, undo: &mut Undo) -> Result<()> {
+        self.pin_dispatcher(id, d, undo)
+    }
+
     /// Pin a new dispatcher's program and maps for chain `id`, replacing the previous ones
     /// (rename over the old pins is atomic; roles the new one lacks are unpinned).
     fn pin_dispatcher(&self, id: i64, d: &ComposedDispatcher, undo: &mut Undo) -> Result<()> {

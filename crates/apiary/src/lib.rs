@@ -9,6 +9,7 @@ mod inspect;
 mod update;
 mod lock;
 mod manager;
+mod reconcile;
 mod mapdump;
 pub mod package;
 pub mod run;
@@ -19,6 +20,7 @@ pub use api::Api;
 pub use error::{Error, ErrorCode, Result};
 pub use manager::{Config, LoadSpec, Manager, MapRef, ObjectSource};
 pub use inspect::{inspect, Inspection};
+pub use reconcile::ReconcileReport;
 pub use update::{UpdateReport, UpdateSpec};
 pub use views::*;
 

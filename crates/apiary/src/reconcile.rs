@@ -1,0 +1,326 @@
+//! Reconcile: make the kernel match the store. Run by the daemon at start and by
+//! `apiary reconcile` (e.g. from a boot script). Programs, links and chains the store records but
+//! the kernel no longer holds (bpffs wiped by a reboot, pins removed behind apiary's back, an
+//! operation interrupted after its record was committed) are restored from the stored objects;
+//! pins in apiary's directory that the store does not know (an operation interrupted after its
+//! record was removed) are removed. What cannot be restored is reported, never silently dropped.
+
+use crate::chain::HookRef;
+use crate::error::{Error, Result};
+use crate::manager::{is_internal_map, Manager, Undo};
+use apiary_core::chain::ChainKind;
+use apiary_core::{LinkId, ProgramId, TcDirection, XdpMode};
+use apiary_kernel::dispatcher::{self, ChainHook};
+use apiary_kernel::{self as kernel, sys, Attachment, AttachContext, TcFilter};
+use apiary_store::{self as store, LinkRecord, ProgramRecord};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    pub programs_ok: usize,
+    pub restored_programs: Vec<ProgramId>,
+    pub reattached_links: Vec<LinkId>,
+    pub rebuilt_chains: Vec<i64>,
+    /// Pins under apiary's directory that no record explains; removed.
+    pub removed_unknown_pins: Vec<PathBuf>,
+    /// What could not be restored, and why.
+    pub failures: Vec<String>,
+}
+
+impl ReconcileReport {
+    pub fn is_clean(&self) -> bool {
+        self.restored_programs.is_empty()
+            && self.reattached_links.is_empty()
+            && self.rebuilt_chains.is_empty()
+            && self.removed_unknown_pins.is_empty()
+            && self.failures.is_empty()
+    }
+}
+
+fn alive(path: &Path) -> bool {
+    sys::obj_get(path).is_ok()
+}
+
+impl Manager {
+    pub fn reconcile(&self) -> Result<ReconcileReport> {
+        let _lock = self.lock()?;
+        let mut report = ReconcileReport::default();
+        let programs = store::list_programs(self.store().read())?;
+        let mut restored: HashSet<ProgramId> = HashSet::new();
+        for p in &programs {
+            if alive(&self.paths.program(p.id)) {
+                report.programs_ok += 1;
+                continue;
+            }
+            match self.restore_program(p) {
+                Ok(()) => {
+                    restored.insert(p.id);
+                    report.restored_programs.push(p.id);
+                }
+                Err(e) => report.failures.push(format!("program {} ({}): {e}", p.id, p.name)),
+            }
+        }
+
+        let links = store::list_links(self.store().read(), None)?;
+        for l in &links {
+            if l.extra.as_ref().is_some_and(|e| e.get("chain").is_some()) {
+                continue;
+            }
+            let pins_ok = (0..l.kernel_link_ids.len()).all(|i| alive(&self.paths.link(l.id, i)));
+            let tc = l.extra.as_ref().and_then(|e| serde_json::from_value::<TcFilter>(e.clone()).ok());
+            if pins_ok && !(tc.is_some() && restored.contains(&l.program_id)) {
+                continue;
+            }
+            match self.reattach(l, tc.as_ref()) {
+                Ok(()) => report.reattached_links.push(l.id),
+                Err(e) => report.failures.push(format!("link {} of program {}: {e}", l.id, l.program_id)),
+            }
+        }
+
+        let chains = store::list_chains(self.store().read())?;
+        for ch in chains {
+            let link_ok = alive(&self.paths.chain_pin(ch.id, "link"));
+            let disp_ok = alive(&self.paths.chain_pin(ch.id, "dispatcher"));
+            let members = store::chain_slots(self.store().read(), ch.id)?;
+            let touched = members.iter().any(|m| restored.contains(&m.program_id));
+            if link_ok && disp_ok && !touched {
+                continue;
+            }
+            match self.rebuild_chain(&ch) {
+                Ok(()) => report.rebuilt_chains.push(ch.id),
+                Err(e) => report.failures.push(format!("{} chain on {}: {e}", ch.kind, ch.iface)),
+            }
+        }
+
+        report.removed_unknown_pins = self.remove_unknown_pins()?;
+        Ok(report)
+    }
+
+    /// Load a recorded program again from its stored object, with its recorded globals, reusing
+    /// whatever maps are still pinned, and pin it where it was.
+    fn restore_program(&self, p: &ProgramRecord) -> Result<()> {
+        let bytes = store::get_object(self.store().read(), &p.object_sha256)?
+            .ok_or_else(|| Error::Internal(format!("the store lost object {}", p.object_sha256)))?;
+        let maps = store::maps_of_program(self.store().read(), p.id)?;
+        let reuse: Vec<(String, PathBuf)> = maps
+            .iter()
+            .map(|m| (m.name.clone(), self.paths.map(m.owner_id, &m.name)))
+            .filter(|(_, path)| alive(path))
+            .collect();
+        let globals = p
+            .globals
+            .iter()
+            .map(|g| {
+                Ok(kernel::GlobalPatch {
+                    name: g.name.clone(),
+                    section: g.section.clone(),
+                    offset: g.offset,
+                    bytes: hex::decode(&g.hex).map_err(|e| Error::Internal(format!("stored global {}: {e}", g.name)))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let loaded = kernel::load(&kernel::LoadRequest {
+            object: &bytes,
+            source: &p.source,
+            programs: vec![kernel::ProgramSelect { ty: Some(p.prog_type), name: p.name.clone() }],
+            globals,
+            reuse_maps: reuse.clone(),
+        })?;
+        let lp = loaded.programs.first().ok_or_else(|| Error::Internal("restore loaded nothing".into()))?.clone();
+        let mut undo = Undo::new();
+        let _ = sys::unpin(&self.paths.program(p.id));
+        loaded.pin_program(&p.name, &self.paths.program(p.id))?;
+        undo.pin(self.paths.program(p.id));
+        let mut remade = Vec::new();
+        for m in loaded.maps.iter().filter(|m| !m.reused) {
+            // Maps this program owns (or shares from an owner whose pin is gone) are pinned where
+            // the record says; a map the record does not know is this load's own internal copy.
+            let Some(rec) = maps.iter().find(|r| r.name == m.name) else {
+                if !is_internal_map(&m.name) {
+                    return Err(Error::Internal(format!("map {} is not recorded for program {}", m.name, p.id)));
+                }
+                continue;
+            };
+            let path = self.paths.map(rec.owner_id, &rec.name);
+            let _ = sys::unpin(&path);
+            loaded.pin_map(&m.name, &path)?;
+            undo.pin(path);
+            remade.push((rec.id, m.info.clone()));
+        }
+        let block = if matches!(p.prog_type, apiary_core::ProgramType::Xdp | apiary_core::ProgramType::Tc | apiary_core::ProgramType::Tcx) {
+            dispatcher::capture_block(&loaded, &p.name).ok().and_then(|b| serde_json::to_string(&b).ok())
+        } else {
+            None
+        };
+        self.store().write(|tx| -> Result<()> {
+            store::set_program_kernel(tx, p.id, lp.kernel_id, &lp.tag)?;
+            for (map_id, info) in &remade {
+                let rec = maps.iter().find(|r| r.id == *map_id).cloned().ok_or_else(|| Error::Internal("map vanished".into()))?;
+                store::set_map_kernel(tx, *map_id, &store::MapRecord { kernel_id: info.id, ..rec })?;
+            }
+            if let Some(b) = &block {
+                store::set_program_block(tx, p.id, Some(b))?;
+            }
+            Ok(())
+        })?;
+        undo.commit();
+        Ok(())
+    }
+
+    fn reattach(&self, l: &LinkRecord, tc: Option<&TcFilter>) -> Result<()> {
+        let fd = sys::obj_get(&self.paths.program(l.program_id))?;
+        if let Some(f) = tc {
+            // Same handle and priority: replaces a filter that still runs the old program.
+            if kernel::attach::replace_tc_filter(fd.as_fd(), f).is_ok() {
+                return Ok(());
+            }
+        }
+        for i in 0..l.kernel_link_ids.len() {
+            let _ = sys::unpin(&self.paths.link(l.id, i));
+        }
+        let fds = match kernel::attach(fd.as_fd(), &l.spec, &AttachContext::default())? {
+            Attachment::Links(f) => f,
+            Attachment::TcFilter(f) => {
+                self.store().write(|tx| -> Result<()> {
+                    Ok(store::set_link_kernel(tx, l.id, &[], Some(&serde_json::to_value(&f).unwrap_or_default()))?)
+                })?;
+                return Ok(());
+            }
+        };
+        let mut ids = Vec::new();
+        for (i, f) in fds.iter().enumerate() {
+            sys::pin(f.as_fd(), &self.paths.link(l.id, i))?;
+            ids.push(sys::link_info(f.as_fd())?.id);
+        }
+        self.store().write(|tx| -> Result<()> { Ok(store::set_link_kernel(tx, l.id, &ids, l.extra.as_ref())?) })?;
+        Ok(())
+    }
+
+    fn rebuild_chain(&self, ch: &store::ChainRecord) -> Result<()> {
+        let kind = match ch.kind.as_str() {
+            "xdp" => ChainKind::Xdp,
+            _ => ChainKind::Tc,
+        };
+        let direction = match ch.direction.as_str() {
+            "egress" => Some(TcDirection::Egress),
+            "ingress" => Some(TcDirection::Ingress),
+            _ => None,
+        };
+        let hook = HookRef {
+            kind,
+            iface: ch.iface.clone(),
+            netns: (!ch.netns.is_empty()).then(|| PathBuf::from(&ch.netns)),
+            direction,
+        };
+        let composed = self.compose_chain(ch, kind)?;
+        let link_path = self.paths.chain_pin(ch.id, "link");
+        if let Ok(link) = sys::obj_get(&link_path) {
+            return self.swap_chain_unchecked(ch, &link, &composed);
+        }
+        let mode = match ch.mode.as_str() {
+            "drv" => XdpMode::Drv,
+            "skb" => XdpMode::Skb,
+            _ => XdpMode::Auto,
+        };
+        let chook = match kind {
+            ChainKind::Xdp => ChainHook::Xdp { iface: hook.iface.clone(), netns: hook.netns.clone(), mode },
+            ChainKind::Tc => ChainHook::Tc {
+                iface: hook.iface.clone(),
+                netns: hook.netns.clone(),
+                direction: direction.unwrap_or(TcDirection::Ingress),
+                anchor: None,
+            },
+        };
+        let link = dispatcher::attach_chain(&chook, &composed)?;
+        let mut undo = Undo::new();
+        sys::pin(link.as_fd(), &link_path)?;
+        undo.pin(link_path);
+        self.pin_chain_dispatcher(ch.id, &composed, &mut undo)?;
+        let link_kid = sys::link_info(link.as_fd())?.id;
+        self.store().write(|tx| -> Result<()> { Ok(store::set_chain_kernel(tx, ch.id, link_kid, composed.kernel_id())?) })?;
+        undo.commit();
+        Ok(())
+    }
+
+    /// Remove pins that no record explains: leftovers of operations interrupted after their
+    /// records were removed (or of temporary names during an update).
+    fn remove_unknown_pins(&self) -> Result<Vec<PathBuf>> {
+        let s = self.store();
+        let programs: HashSet<i64> = store::list_programs(s.read())?.iter().map(|p| p.id.0).collect();
+        let links: Vec<LinkRecord> = store::list_links(s.read(), None)?;
+        let link_pins: HashSet<PathBuf> = links
+            .iter()
+            .flat_map(|l| (0..l.kernel_link_ids.len()).map(move |i| (l.id, i)))
+            .map(|(id, i)| self.paths.link(id, i))
+            .collect();
+        let map_pins: HashSet<PathBuf> =
+            store::list_maps(s.read())?.iter().map(|m| self.paths.map(m.owner_id, &m.name)).collect();
+        let chains: HashSet<i64> = store::list_chains(s.read())?.iter().map(|c| c.id).collect();
+        drop(s);
+        let mut removed = Vec::new();
+        let mut visit = |path: PathBuf, known: bool| {
+            if !known && sys::unpin(&path).is_ok() {
+                removed.push(path);
+            }
+        };
+        for f in files(&self.paths.programs_dir()) {
+            let known = f.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<i64>().ok()).is_some_and(|id| programs.contains(&id));
+            visit(f, known);
+        }
+        for f in files(&self.paths.maps_dir()) {
+            let known = map_pins.contains(&f);
+            visit(f, known);
+        }
+        for f in files(&self.paths.links_dir()) {
+            let known = link_pins.contains(&f);
+            visit(f, known);
+        }
+        let chains_dir = self.paths.root().join("chains");
+        for f in files(&chains_dir) {
+            let chain = f
+                .parent()
+                .and_then(|d| d.file_name())
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<i64>().ok());
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let known = chain.is_some_and(|c| chains.contains(&c))
+                && ["link", "dispatcher", "dispatcher_next", "dispatcher_stats"].contains(&name);
+            visit(f, known);
+        }
+        for d in [self.paths.programs_dir(), self.paths.maps_dir(), self.paths.links_dir(), chains_dir] {
+            remove_empty_dirs(&d);
+        }
+        Ok(removed)
+    }
+}
+
+/// Files (pins) under `dir`, at any depth.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn remove_empty_dirs(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                remove_empty_dirs(&p);
+                let _ = std::fs::remove_dir(&p);
+            }
+        }
+    }
+}
