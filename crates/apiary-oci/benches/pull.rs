@@ -97,9 +97,8 @@ fn main() {
     let require = SignaturePolicy::new(SignatureMode::RequireSigned);
     report(
         "pull Always + RequireSigned, empty cache",
-        time(20, |i| {
+        time(20, |_| {
             let d = TempDir::new("bench-signed");
-            let _ = i;
             pull_verified(
                 &cfg,
                 &Cache::new(d.path()),

@@ -77,10 +77,14 @@ fn read_tar<R: Read>(reader: Capped<R>, limit: u64) -> Result<LayerObject> {
     let entries = archive.entries().map_err(|e| tar_error(e, limit))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| tar_error(e, limit))?;
+        let kind = entry.header().entry_type();
+        // A global PAX header describes the archive, not a file (git archive writes one).
+        if kind == tar::EntryType::XGlobalHeader {
+            continue;
+        }
         let path_bytes = entry.path_bytes().into_owned();
         let path = String::from_utf8_lossy(&path_bytes).into_owned();
         check_path(&path)?;
-        let kind = entry.header().entry_type();
         match kind {
             tar::EntryType::Directory => continue,
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
@@ -114,7 +118,8 @@ fn read_tar<R: Read>(reader: Capped<R>, limit: u64) -> Result<LayerObject> {
             others.push(path);
             continue;
         }
-        let mut bytes = Vec::with_capacity(size as usize);
+        // The header's size is only a claim: reserve little, let the cap bound the rest.
+        let mut bytes = Vec::with_capacity(usize::try_from(size.min(1 << 20)).unwrap_or(0));
         entry
             .read_to_end(&mut bytes)
             .map_err(|e| tar_error(e, limit))?;

@@ -7,15 +7,15 @@
 //! Signatures are cosign's key-based ones, verified offline with a public key.
 //!
 //! Modules, each owning one concern:
-//! * [`reference`]: image reference grammar.
+//! * [`reference`](mod@reference): image reference grammar.
 //! * [`config`]: registry access settings and credentials (auth files).
 //! * [`registry`]: the distribution API over HTTPS, authentication, digest checks.
 //! * [`manifest`]: manifest/index/config JSON, media types, architectures.
 //! * [`layer`]: safe layer extraction and reproducible layer writing; the BPF ELF check.
 //! * [`image`]: building images and reading their labels.
 //! * [`cache`]: the local, content-addressed image cache.
-//! * [`pull`]: pull, inspect and push.
-//! * [`sign`]: cosign keys, signing and verification.
+//! * [`pull`](mod@pull): pull, inspect and push.
+//! * [`sign`](mod@sign): cosign keys, signing and verification.
 //! * [`policy`]: which images must be signed.
 //!
 //! All operations are blocking; each takes the [`ClientConfig`] describing how to reach

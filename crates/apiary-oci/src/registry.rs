@@ -358,10 +358,10 @@ impl RegistryClient {
             }
             let challenge = header(&resp, "www-authenticate");
             let message = error_message(resp);
-            if attempt == 1 || status == StatusCode::FORBIDDEN || challenge.is_none() {
-                return Err(denied(image, creds.as_ref(), &method, message));
-            }
-            let challenge = challenge.unwrap_or_default();
+            let challenge = match challenge {
+                Some(c) if attempt == 0 && status == StatusCode::UNAUTHORIZED => c,
+                _ => return Err(denied(image, creds.as_ref(), &method, message)),
+            };
             authorization = Some(self.authenticate(image, &method, &challenge, creds.as_ref())?);
         }
         Err(denied(image, creds.as_ref(), &method, String::new()))
@@ -523,11 +523,17 @@ impl RegistryClient {
                 }
                 Target::Url(u) => format!("{}://{host}{u}", scheme.as_str()),
             };
+            // Credentials go only to the registry itself, not to another host an upload
+            // Location may name.
+            let same_host = url
+                .split_once("://")
+                .map(|(_, rest)| rest.split('/').next() == Some(host.as_str()))
+                .unwrap_or(false);
             let mut req = http::Request::builder().method(method.clone()).uri(url);
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }
-            if let Some(a) = authorization {
+            if let Some(a) = authorization.filter(|_| same_host) {
                 req = req.header("authorization", a);
             }
             let agent = if self.cfg.is_insecure(image) {
@@ -541,6 +547,12 @@ impl RegistryClient {
             }
         };
         if !self.cfg.is_insecure(image) {
+            if matches!(target, Target::Url(u) if u.starts_with("http://")) {
+                return Err(Error::Insecure {
+                    registry: image.registry.clone(),
+                    reason: "it redirected an upload to plain HTTP".into(),
+                });
+            }
             return run(Scheme::Https).map_err(|e| transport(image, e));
         }
         // Insecure registries: HTTPS without verification first, then plain HTTP, as podman

@@ -95,6 +95,36 @@ fn path_traversal_is_refused() {
         f.refuse("dir-dotdot", &t),
         Error::PathEscape { .. }
     ));
+    // Names from a PAX extended header or a GNU long-name entry are checked too.
+    let mut t = Vec::new();
+    tar_entry(
+        &mut t,
+        "PaxHeaders/ok.o",
+        EntryType::XHeader,
+        None,
+        b"18 path=../evil.o\n",
+    );
+    tar_entry(&mut t, "ok.o", EntryType::Regular, None, &obj);
+    tar_end(&mut t);
+    assert_eq!(
+        f.refuse("pax", &t).to_string(),
+        "layer entry ../evil.o escapes the image"
+    );
+    let long = format!("{}/../../../etc/x.o", "d".repeat(120));
+    let mut t = Vec::new();
+    tar_entry(
+        &mut t,
+        "././@LongLink",
+        EntryType::GNULongName,
+        None,
+        format!("{long}\0").as_bytes(),
+    );
+    tar_entry(&mut t, "ok.o", EntryType::Regular, None, &obj);
+    tar_end(&mut t);
+    assert_eq!(
+        f.refuse("gnu-long", &t).to_string(),
+        format!("layer entry {long} escapes the image")
+    );
 }
 
 #[test]

@@ -472,7 +472,8 @@ fn tampered_blob_in_registry_storage_is_refused() {
 #[test]
 fn missing_image_and_bad_reference() {
     let reg = Registry::start(Auth::None);
-    let cache = Cache::new(TempDir::new("cache").path());
+    let cache_dir = TempDir::new("cache");
+    let cache = Cache::new(cache_dir.path());
     let e = pull(
         &reg.config(),
         &cache,

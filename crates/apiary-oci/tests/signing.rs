@@ -350,7 +350,8 @@ fn signed_image_verifies_from_the_cache_offline() {
 fn multi_arch_signature_on_the_index() {
     let reg = Registry::start(Auth::None);
     let cfg = reg.config();
-    let cache = Cache::new(TempDir::new("cache").path());
+    let cache_dir = TempDir::new("cache");
+    let cache = Cache::new(cache_dir.path());
     let key = SigningKey::generate().unwrap();
     let other = if host() == Arch::Arm64 {
         Arch::Amd64
