@@ -81,6 +81,11 @@ pub enum Command {
     /// the kernel lost (after a reboot, or pins removed behind apiary's back), and remove pins in
     /// apiary's directory that no record explains. The daemon does this when it starts.
     Reconcile,
+    /// Bytecode images: build, push, pull, inspect, list, remove, sign, verify.
+    Image {
+        #[command(subcommand)]
+        what: crate::image::ImageCmd,
+    },
     /// Show what an object holds: programs, maps, globals with types and defaults, licence, BTF.
     Inspect {
         /// An object file, an apiary package, or an http(s) URL of either.
@@ -144,6 +149,33 @@ pub struct RunArgs {
 pub enum LoadCmd {
     /// Load from a local object file.
     File(LoadFile),
+    /// Load from a bytecode image in a registry (bpfman's format), checking its signature.
+    Image(LoadImage),
+}
+
+#[derive(Args, Debug)]
+pub struct LoadImage {
+    /// REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST.
+    #[arg(short = 'i', long)]
+    pub image_url: String,
+    /// Always, IfNotPresent or Never.
+    #[arg(long, default_value = "IfNotPresent", value_parser = crate::image::parse_pull_policy)]
+    pub pull_policy: apiary::oci::PullPolicy,
+    /// TYPE:FUNCTION of each program to load (default: the programs the image's label lists).
+    #[arg(long = "programs", value_delimiter = ',', value_parser = parse_selector)]
+    pub programs: Vec<(apiary_core::ProgramType, String)>,
+    #[arg(short = 'g', long = "global", value_parser = parse_hex)]
+    pub globals: Vec<(String, Vec<u8>)>,
+    #[arg(long = "set", value_parser = parse_kv)]
+    pub set: Vec<(String, String)>,
+    #[arg(short = 'm', long = "metadata", value_parser = parse_kv)]
+    pub metadata: Vec<(String, String)>,
+    #[arg(long)]
+    pub map_owner_id: Option<apiary_core::ProgramId>,
+    #[command(flatten)]
+    pub registry: crate::image::RegistryArgs,
+    #[command(subcommand)]
+    pub attach: Option<AttachCmd>,
 }
 
 #[derive(Args, Debug)]

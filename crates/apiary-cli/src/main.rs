@@ -1,6 +1,7 @@
 //! The `apiary` binary: parse flags, validate them into typed requests, call the manager, print.
 
 mod args;
+mod image;
 mod output;
 
 use anyhow::Result;
@@ -32,6 +33,7 @@ fn run(cli: Cli) -> Result<()> {
     // These work on objects, not on apiary's state: no store, no root needed for them.
     match cli.command {
         Command::Inspect { source } => return inspect(&out, &source),
+        Command::Image { what } => return image::run(what, &cli.state_dir, format == Output::Json),
         Command::Package { object } => return package(&object, &cli.output),
         Command::Run(args) => return run_foreground(args, format),
         _ => {}
@@ -46,9 +48,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         return Ok(());
     }
-    let mgr: Box<dyn Api> = Box::new(Manager::open(Config { state_dir: cli.state_dir, bpffs: cli.bpffs })?);
+    let mgr: Box<dyn Api> = {
+        let m = Manager::open(Config { state_dir: cli.state_dir.clone(), bpffs: cli.bpffs })?;
+        // `load image` takes registry flags in-process.
+        if let Command::Load(LoadCmd::Image(i)) = &cli.command {
+            m.set_image_settings(i.registry.settings(&cli.state_dir, Some(&i.image_url))?);
+        }
+        Box::new(m)
+    };
     match cli.command {
-        Command::Inspect { .. } | Command::Package { .. } | Command::Run(_) | Command::Reconcile => unreachable_command(),
+        Command::Inspect { .. } | Command::Image { .. } | Command::Package { .. } | Command::Run(_) | Command::Reconcile => {
+            unreachable_command()
+        }
         Command::Update { program_id, path, program, globals, set } => {
             let r = mgr.update(program_id, apiary::UpdateSpec { path, program, raw_globals: globals, typed_globals: set })?;
             out.update(&r)
@@ -62,6 +73,18 @@ fn run(cli: Cli) -> Result<()> {
                 metadata: f.metadata.into_iter().collect::<BTreeMap<_, _>>(),
                 map_owner_id: f.map_owner_id,
                 attach: f.attach.map(|a| a.into_spec()),
+            };
+            out.programs(&mgr.load(spec)?)
+        }
+        Command::Load(LoadCmd::Image(i)) => {
+            let spec = LoadSpec {
+                source: ObjectSource::Image { reference: i.image_url, pull_policy: i.pull_policy },
+                programs: i.programs.into_iter().map(|(t, n)| (Some(t), n)).collect(),
+                raw_globals: i.globals,
+                typed_globals: i.set,
+                metadata: i.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+                map_owner_id: i.map_owner_id,
+                attach: i.attach.map(|a| a.into_spec()),
             };
             out.programs(&mgr.load(spec)?)
         }

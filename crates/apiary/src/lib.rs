@@ -5,6 +5,7 @@
 mod api;
 pub mod chain;
 mod error;
+pub mod images;
 mod inspect;
 mod update;
 mod lock;
@@ -25,4 +26,5 @@ pub use update::{UpdateReport, UpdateSpec};
 pub use views::*;
 
 pub use apiary_core as core;
+pub use apiary_oci as oci;
 pub use apiary_kernel as kernel;

@@ -31,6 +31,9 @@ impl Default for Config {
 pub enum ObjectSource {
     Path(PathBuf),
     Bytes { name: String, bytes: Vec<u8> },
+    /// A bytecode image, pulled (or taken from the cache) under the image settings' signature
+    /// policy; the store records the digest that was loaded.
+    Image { reference: String, pull_policy: apiary_oci::PullPolicy },
 }
 
 impl ObjectSource {
@@ -38,6 +41,7 @@ impl ObjectSource {
         match self {
             ObjectSource::Path(p) => std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string(),
             ObjectSource::Bytes { name, .. } => name.clone(),
+            ObjectSource::Image { reference, .. } => reference.clone(),
         }
     }
 }
@@ -80,6 +84,7 @@ pub struct Manager {
     cfg: Config,
     pub(crate) paths: PinPaths,
     store: Mutex<Store>,
+    images: Mutex<Option<std::sync::Arc<crate::images::ImageSettings>>>,
 }
 
 /// Undo list for a multi-step kernel change: pins made so far are removed if the change does
@@ -152,7 +157,26 @@ fn ensure_bpffs(root: &Path) -> Result<()> {
 impl Manager {
     pub fn open(cfg: Config) -> Result<Manager> {
         let store = Store::open(&cfg.state_dir)?;
-        Ok(Manager { paths: PinPaths::new(&cfg.bpffs), cfg, store: Mutex::new(store) })
+        Ok(Manager { paths: PinPaths::new(&cfg.bpffs), cfg, store: Mutex::new(store), images: Mutex::new(None) })
+    }
+
+    /// Use these image settings instead of the config file's (flags on the command line).
+    pub fn set_image_settings(&self, s: crate::images::ImageSettings) {
+        *self.images.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::sync::Arc::new(s));
+    }
+
+    /// The image settings: set explicitly, or read once from the config file.
+    pub fn image_settings(&self) -> Result<std::sync::Arc<crate::images::ImageSettings>> {
+        let mut g = self.images.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = g.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = std::sync::Arc::new(crate::images::ImageSettings::load(
+            crate::images::config_path().as_deref(),
+            &self.cfg.state_dir,
+        )?);
+        *g = Some(s.clone());
+        Ok(s)
     }
 
     pub fn config(&self) -> &Config {
@@ -175,10 +199,29 @@ impl Manager {
     // ---------------------------------------------------------------- load
 
     pub fn load(&self, spec: LoadSpec) -> Result<Vec<ProgramView>> {
-        let source = spec.source.describe();
+        let mut source = spec.source.describe();
+        let mut spec = spec;
         let bytes = match &spec.source {
             ObjectSource::Path(p) => std::fs::read(p).map_err(|e| KernelError::ReadObject { path: p.clone(), error: e })?,
             ObjectSource::Bytes { bytes, .. } => bytes.clone(),
+            ObjectSource::Image { reference, pull_policy } => {
+                let settings = self.image_settings()?;
+                let (img, verdict) = settings.pull(reference, *pull_policy)?;
+                // Record exactly what was loaded: the manifest digest, not the tag.
+                source = format!("{}@{}", img.reference.repository_name(), img.digest);
+                let signature = match verdict {
+                    apiary_oci::Verdict::NotChecked => "not checked".to_string(),
+                    apiary_oci::Verdict::Verified(v) => format!("verified by key {}", v.key),
+                    apiary_oci::Verdict::Warning(w) => format!("UNVERIFIED (policy warn): {w}"),
+                };
+                spec.metadata.insert("apiary.dev/image".into(), reference.clone());
+                spec.metadata.insert("apiary.dev/image-signature".into(), signature);
+                if spec.programs.is_empty() {
+                    // The image's label names its programs; their types come from the sections.
+                    spec.programs = img.programs.keys().map(|n| (None, n.clone())).collect();
+                }
+                img.object
+            }
         };
         let info = elf::inspect(&bytes).map_err(|error| Error::Object { source_name: source.clone(), error })?;
         let globals = apiary_core::globals::resolve(&info, &spec.raw_globals, &spec.typed_globals)
