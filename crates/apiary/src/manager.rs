@@ -124,6 +124,20 @@ impl Drop for Undo {
     }
 }
 
+/// The record of a map a load created, owned by `owner`.
+pub(crate) fn map_record(owner: ProgramId, m: &kernel::loader::LoadedMapInfo) -> MapRecord {
+    MapRecord {
+        id: 0,
+        owner_id: owner,
+        name: m.name.clone(),
+        map_type: m.info.map_type.clone(),
+        kernel_id: m.info.id,
+        key_size: m.info.key_size,
+        value_size: m.info.value_size,
+        max_entries: m.info.max_entries,
+    }
+}
+
 pub(crate) fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
@@ -321,19 +335,7 @@ impl Manager {
                         None => continue,
                     }
                 } else {
-                    store::insert_map(
-                        tx,
-                        &MapRecord {
-                            id: 0,
-                            owner_id: first,
-                            name: m.name.clone(),
-                            map_type: m.info.map_type.clone(),
-                            kernel_id: m.info.id,
-                            key_size: m.info.key_size,
-                            value_size: m.info.value_size,
-                            max_entries: m.info.max_entries,
-                        },
-                    )?
+                    store::insert_map(tx, &map_record(first, m))?
                 };
                 for id in &ids {
                     store::add_program_map(tx, *id, map_id)?;

@@ -6,7 +6,7 @@
 //! program running and the store untouched.
 
 use crate::error::{Error, Result};
-use crate::manager::{is_internal_map, sha256_hex, Manager, Undo};
+use crate::manager::{is_internal_map, map_record, sha256_hex, Manager, Undo};
 use apiary_core::{ProgramId, ProgramType};
 use apiary_kernel::{self as kernel, sys, Attachment, AttachContext, KernelError, TcFilter};
 use apiary_store::{self as store, GlobalRecord, MapRecord};
@@ -230,16 +230,7 @@ impl Manager {
                 }
             }
             for m in &new_maps {
-                let rec = MapRecord {
-                    id: 0,
-                    owner_id: id,
-                    name: m.name.clone(),
-                    map_type: m.info.map_type.clone(),
-                    kernel_id: m.info.id,
-                    key_size: m.info.key_size,
-                    value_size: m.info.value_size,
-                    max_entries: m.info.max_entries,
-                };
+                let rec = map_record(id, m);
                 let map_id = match owned_before.iter().find(|o| o.name == m.name) {
                     Some(o) => {
                         store::set_map_kernel(tx, o.id, &rec)?;
