@@ -18,6 +18,8 @@ pub struct Cli {
     /// Output format: table, json or yaml. For `package`, the file to write.
     #[arg(short = 'o', long = "output", global = true, default_value = "table")]
     pub output: String,
+    #[command(flatten)]
+    pub remote: crate::daemon::ClientArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -81,6 +83,9 @@ pub enum Command {
     /// the kernel lost (after a reboot, or pins removed behind apiary's back), and remove pins in
     /// apiary's directory that no record explains. The daemon does this when it starts.
     Reconcile,
+    /// Run the daemon: serve these operations over gRPC on a unix socket (and optionally TCP
+    /// with mutual TLS), with Prometheus metrics; clients use `--endpoint`.
+    Serve(crate::daemon::ServeArgs),
     /// Bytecode images: build, push, pull, inspect, list, remove, sign, verify.
     Image {
         #[command(subcommand)]

@@ -2,6 +2,7 @@
 
 mod args;
 mod image;
+mod daemon;
 mod output;
 
 use anyhow::Result;
@@ -36,6 +37,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Image { what } => return image::run(what, &cli.state_dir, format == Output::Json),
         Command::Package { object } => return package(&object, &cli.output),
         Command::Run(args) => return run_foreground(args, format),
+        Command::Serve(a) => return daemon::serve(a, cli.state_dir, cli.bpffs),
         _ => {}
     }
     if let Command::Reconcile = cli.command {
@@ -48,16 +50,20 @@ fn run(cli: Cli) -> Result<()> {
         }
         return Ok(());
     }
-    let mgr: Box<dyn Api> = {
-        let m = Manager::open(Config { state_dir: cli.state_dir.clone(), bpffs: cli.bpffs })?;
-        // `load image` takes registry flags in-process.
-        if let Command::Load(LoadCmd::Image(i)) = &cli.command {
-            m.set_image_settings(i.registry.settings(&cli.state_dir, Some(&i.image_url))?);
+    let mgr: Box<dyn Api> = match &cli.remote.endpoint {
+        Some(endpoint) => Box::new(cli.remote.connect(endpoint)?),
+        None => {
+            let m = Manager::open(Config { state_dir: cli.state_dir.clone(), bpffs: cli.bpffs })?;
+            // In-process, `load image` takes registry flags; a daemon uses its own settings and
+            // signature policy.
+            if let Command::Load(LoadCmd::Image(i)) = &cli.command {
+                m.set_image_settings(i.registry.settings(&cli.state_dir, Some(&i.image_url))?);
+            }
+            Box::new(m)
         }
-        Box::new(m)
     };
     match cli.command {
-        Command::Inspect { .. } | Command::Image { .. } | Command::Package { .. } | Command::Run(_) | Command::Reconcile => {
+        Command::Inspect { .. } | Command::Image { .. } | Command::Package { .. } | Command::Run(_) | Command::Reconcile | Command::Serve(_) => {
             unreachable_command()
         }
         Command::Update { program_id, path, program, globals, set } => {

@@ -122,9 +122,11 @@ fn detaching_the_middle_program_keeps_the_others_working() {
     let before: Vec<u64> = ids.iter().map(|i| hits(&a, *i)).collect();
     assert!(before.iter().all(|h| *h >= 3));
     a.ok(&["detach", &links[1].to_string()]);
+    // Read after the detach: a stray packet (ARP, IPv6 ND) may have passed just before it.
+    let middle = hits(&a, ids[1]);
     assert!(net.ping(3));
     assert!(hits(&a, ids[0]) >= before[0] + 3);
-    assert_eq!(hits(&a, ids[1]), before[1], "the detached program no longer runs");
+    assert_eq!(hits(&a, ids[1]), middle, "the detached program no longer runs");
     assert!(hits(&a, ids[2]) >= before[2] + 3);
     // Unloading the rest (forced) takes the chain and its link away.
     a.ok(&["unload", "--force", &ids[0].to_string(), &ids[2].to_string()]);

@@ -67,6 +67,7 @@ impl Apiary {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_apiary"));
         c.env("APIARY_STATE_DIR", self.state.path()).env("APIARY_BPFFS", &self.bpffs);
+        daemon::route(&mut c, self.state.path(), &self.bpffs);
         c
     }
 
@@ -312,3 +313,6 @@ impl Drop for Cgroup {
         let _ = std::fs::remove_dir(&self.path);
     }
 }
+
+// Daemons for tests, and daemon mode (APIARY_TEST_ENDPOINT_MODE=daemon): see daemon.rs.
+pub mod daemon;

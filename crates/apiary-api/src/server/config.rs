@@ -1,0 +1,195 @@
+//! The daemon's settings: command-line flags over a TOML file (`--config`) over defaults. Every
+//! flag of `apiary serve` has a key of the same name (dashes become underscores); relative paths
+//! in the file are relative to the file.
+
+use super::ServerError;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_SOCKET: &str = "/run/apiary/apiary.sock";
+/// Large enough for any BPF object a client sends, small enough that a runaway client cannot
+/// make the daemon buffer gigabytes.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+pub const DEFAULT_LOG: &str = "info";
+/// How long a shutdown waits for in-flight requests before the daemon exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What a flag or the config file may set; unset means "ask the next source".
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServeOptions {
+    pub socket: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub metrics: Option<SocketAddr>,
+    pub max_message_size: Option<usize>,
+    /// A tracing filter (`info`, `apiary_api=debug`); RUST_LOG overrides it.
+    pub log: Option<String>,
+    /// `text` or `json`.
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("invalid log format {other:?}: expected text or json")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpConfig {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+/// The settings the daemon runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    /// The file the settings came from; the daemon's image settings are read from it too.
+    pub config_file: Option<PathBuf>,
+    pub socket: PathBuf,
+    pub socket_group: Option<String>,
+    pub tcp: Option<TcpConfig>,
+    pub metrics: Option<SocketAddr>,
+    pub max_message_size: usize,
+    pub log: String,
+    pub log_format: LogFormat,
+}
+
+impl ServeOptions {
+    /// Read a config file. Its `[images]` table (registries, signature policy) belongs to the
+    /// manager, which reads the same file (see `apiary::images`).
+    pub fn from_file(path: &Path) -> Result<ServeOptions, ServerError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ServerError::ReadFile { path: path.to_path_buf(), error: e })?;
+        let bad = |reason: String| ServerError::Config { path: path.to_path_buf(), reason };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        table.remove("images");
+        let mut o: ServeOptions = table.try_into().map_err(|e: toml::de::Error| bad(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut o.socket, &mut o.tls_cert, &mut o.tls_key, &mut o.client_ca].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(o)
+    }
+
+    /// Each field from `self` (flags) if set, else from `file`.
+    pub fn or(self, file: ServeOptions) -> ServeOptions {
+        ServeOptions {
+            socket: self.socket.or(file.socket),
+            socket_group: self.socket_group.or(file.socket_group),
+            listen: self.listen.or(file.listen),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            client_ca: self.client_ca.or(file.client_ca),
+            metrics: self.metrics.or(file.metrics),
+            max_message_size: self.max_message_size.or(file.max_message_size),
+            log: self.log.or(file.log),
+            log_format: self.log_format.or(file.log_format),
+        }
+    }
+
+    /// Fill in defaults and check that the settings make sense together.
+    pub fn resolve(self) -> Result<ServeConfig, ServerError> {
+        let invalid = |reason: &str| ServerError::InvalidConfig { reason: reason.to_string() };
+        let tcp = match (self.listen, self.tls_cert, self.tls_key, self.client_ca) {
+            (Some(listen), Some(cert), Some(key), Some(client_ca)) => Some(TcpConfig { listen, cert, key, client_ca }),
+            (Some(_), ..) => {
+                return Err(invalid(
+                    "--listen needs --tls-cert, --tls-key and --client-ca: the TCP listener serves only clients with a certificate signed by that CA",
+                ))
+            }
+            (None, None, None, None) => None,
+            (None, ..) => return Err(invalid("--tls-cert, --tls-key and --client-ca apply to --listen, which is not set")),
+        };
+        let max_message_size = self.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        if max_message_size < 1024 {
+            return Err(invalid("max_message_size must be at least 1024 bytes"));
+        }
+        Ok(ServeConfig {
+            config_file: None,
+            socket: self.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            socket_group: self.socket_group.filter(|g| !g.is_empty()),
+            tcp,
+            metrics: self.metrics,
+            max_message_size,
+            log: self.log.unwrap_or_else(|| DEFAULT_LOG.to_string()),
+            log_format: self.log_format.unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let file: ServeOptions = toml::from_str(
+            r#"
+            socket = "/tmp/a.sock"
+            socket_group = "apiary"
+            metrics = "127.0.0.1:9090"
+            log_format = "json"
+            "#,
+        )
+        .unwrap();
+        let flags = ServeOptions { socket: Some("/tmp/b.sock".into()), ..Default::default() };
+        let c = flags.or(file).resolve().unwrap();
+        assert_eq!(c.socket, PathBuf::from("/tmp/b.sock"));
+        assert_eq!(c.socket_group.as_deref(), Some("apiary"));
+        assert_eq!(c.metrics, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.max_message_size, DEFAULT_MAX_MESSAGE_BYTES);
+        assert!(c.tcp.is_none());
+        let d = ServeOptions::default().resolve().unwrap();
+        assert_eq!(d.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(d.log, "info");
+    }
+
+    #[test]
+    fn tcp_requires_every_tls_file() {
+        let o = ServeOptions { listen: Some("127.0.0.1:50051".parse().unwrap()), ..Default::default() };
+        assert!(o.resolve().unwrap_err().to_string().contains("--client-ca"));
+        let o = ServeOptions { tls_cert: Some("c.pem".into()), ..Default::default() };
+        assert!(o.resolve().unwrap_err().to_string().contains("--listen"));
+    }
+
+    #[test]
+    fn unknown_keys_and_relative_paths() {
+        let dir = std::env::temp_dir().join(format!("apiary-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("apiary.toml");
+        std::fs::write(&f, "tls_cert = \"certs/server.pem\"\n").unwrap();
+        let o = ServeOptions::from_file(&f).unwrap();
+        assert_eq!(o.tls_cert, Some(dir.join("certs/server.pem")));
+        // The manager's [images] table may share the file.
+        std::fs::write(&f, "socket = \"a.sock\"\n[images]\nsignature_policy = \"require\"\n").unwrap();
+        assert_eq!(ServeOptions::from_file(&f).unwrap().socket, Some(dir.join("a.sock")));
+        std::fs::write(&f, "sokcet = \"/x\"\n").unwrap();
+        let e = ServeOptions::from_file(&f).unwrap_err().to_string();
+        assert!(e.contains("sokcet"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

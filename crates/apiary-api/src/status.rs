@@ -1,0 +1,164 @@
+//! The one place where apiary's errors become gRPC statuses (server) and statuses become
+//! apiary's errors again (client). The status message is the error's own text, so the CLI
+//! prints the same line whether it ran the operation in-process or through a daemon.
+
+use crate::convert::Invalid;
+use crate::pb;
+use apiary::kernel::KernelError;
+use apiary::{Error, ErrorCode};
+use prost::Message;
+use tonic::{Code, Status};
+
+/// Trailer carrying an `ErrorDetail` on NOT_FOUND statuses.
+pub const ERROR_DETAIL_KEY: &str = "apiary-error-bin";
+
+/// `kind` in an ErrorDetail for kernel objects (KernelError::NotFound).
+const KERNEL_OBJECT: &str = "kernel object";
+
+pub fn code_of(c: ErrorCode) -> Code {
+    match c {
+        ErrorCode::InvalidArgument => Code::InvalidArgument,
+        ErrorCode::NotFound => Code::NotFound,
+        ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+        ErrorCode::AlreadyExists => Code::AlreadyExists,
+        ErrorCode::Unimplemented => Code::Unimplemented,
+        ErrorCode::PermissionDenied => Code::PermissionDenied,
+        ErrorCode::ResourceExhausted => Code::ResourceExhausted,
+        ErrorCode::Internal => Code::Internal,
+    }
+}
+
+/// Server side: the status for a manager error.
+pub fn to_status(e: &Error) -> Status {
+    let mut status = Status::new(code_of(e.code()), e.to_string());
+    let detail = match e {
+        Error::NotFound { kind, id, hint } => {
+            Some(pb::ErrorDetail { kind: kind.to_string(), id: id.clone(), hint: hint.clone() })
+        }
+        Error::Kernel(KernelError::NotFound { what }) => {
+            Some(pb::ErrorDetail { kind: KERNEL_OBJECT.into(), id: what.clone(), hint: String::new() })
+        }
+        _ => None,
+    };
+    if let Some(d) = detail {
+        status
+            .metadata_mut()
+            .insert_bin(ERROR_DETAIL_KEY, tonic::metadata::MetadataValue::from_bytes(&d.encode_to_vec()));
+    }
+    status
+}
+
+impl From<Invalid> for Status {
+    fn from(e: Invalid) -> Self {
+        Status::invalid_argument(format!("invalid request: {e}"))
+    }
+}
+
+/// `Error::NotFound` holds its kind as a `&'static str`; these are the kinds the manager uses.
+fn static_kind(kind: &str) -> Option<&'static str> {
+    ["program", "link", "map", "chain", "image"].into_iter().find(|k| *k == kind)
+}
+
+/// Client side: the manager error a status stands for. Codes the manager produces come back as
+/// the variant with the same message and code; those with no plain-message variant
+/// (UNIMPLEMENTED, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ALREADY_EXISTS) keep their message as
+/// `Internal`. Transport-level statuses (daemon gone, deadline...) name the endpoint.
+pub fn from_status(s: &Status, endpoint: &str) -> Error {
+    let msg = s.message().to_string();
+    match s.code() {
+        Code::InvalidArgument => Error::InvalidArgument(msg),
+        Code::FailedPrecondition => Error::FailedPrecondition(msg),
+        Code::Internal => Error::Internal(msg),
+        Code::NotFound => {
+            let detail = s
+                .metadata()
+                .get_bin(ERROR_DETAIL_KEY)
+                .and_then(|v| v.to_bytes().ok())
+                .and_then(|b| pb::ErrorDetail::decode(b.as_ref()).ok());
+            match detail {
+                Some(d) if d.kind == KERNEL_OBJECT => Error::Kernel(KernelError::NotFound { what: d.id }),
+                Some(d) => match static_kind(&d.kind) {
+                    Some(kind) => Error::NotFound { kind, id: d.id, hint: d.hint },
+                    None => Error::Internal(msg),
+                },
+                None => Error::Internal(msg),
+            }
+        }
+        Code::Unimplemented | Code::PermissionDenied | Code::ResourceExhausted | Code::AlreadyExists => {
+            Error::Internal(msg)
+        }
+        Code::Ok
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss
+        | Code::Unauthenticated => {
+            // tonic's message for a failed connection is only "transport error": the cause (a
+            // refused certificate, a reset connection) is in the source chain.
+            let chain = std::error::Error::source(s).map(crate::server::error_chain).unwrap_or_default();
+            let chain = chain.strip_prefix(msg.as_str()).map(|r| r.trim_start_matches(": ")).unwrap_or(&chain);
+            let mut text = format!("daemon at {endpoint}: {msg}");
+            if !chain.is_empty() {
+                text = format!("{text}: {chain}");
+            }
+            // The TLS alert names the problem, but not the fix.
+            if chain.contains("CertificateRequired") || chain.contains("UnknownCA") || chain.contains("BadCertificate")
+            {
+                text.push_str(" (the daemon accepts only client certificates signed by its --client-ca: check --client-cert and --client-key)");
+            } else if endpoint.starts_with("https:")
+                && matches!(s.code(), Code::Unknown | Code::Unavailable | Code::Cancelled)
+            {
+                // With TLS 1.3 the client's handshake completes before the daemon checks its
+                // certificate, so the refusal often shows up only as a closed connection.
+                text.push_str(" (the daemon closed the connection: over TCP it refuses clients without a certificate signed by its --client-ca)");
+            }
+            Error::Internal(format!("{text} ({:?})", s.code()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn through(e: Error) -> Error {
+        from_status(&to_status(&e), "unix:///test.sock")
+    }
+
+    #[test]
+    fn messages_and_codes_survive_the_round_trip() {
+        let cases = vec![
+            Error::InvalidArgument("bad global".into()),
+            Error::FailedPrecondition("program 3 has links".into()),
+            Error::Internal("store broke".into()),
+            Error::not_found("program", 42),
+            Error::not_found("link", 7),
+            Error::NotFound { kind: "map", id: "3:counts".into(), hint: "; program 3 has maps: a, b".into() },
+            Error::Kernel(KernelError::NotFound { what: "map 9".into() }),
+            Error::Kernel(KernelError::UnknownInterface { name: "nope0".into(), netns: None }),
+        ];
+        for e in cases {
+            let (text, code) = (e.to_string(), e.code());
+            let back = through(e);
+            assert_eq!(back.to_string(), text);
+            assert_eq!(back.code(), code, "{text}");
+        }
+    }
+
+    #[test]
+    fn codes_without_a_message_variant_keep_the_message() {
+        let e = Error::Kernel(KernelError::NotSupported { feature: "fentry".into(), reason: "no trampolines".into() });
+        let s = to_status(&e);
+        assert_eq!(s.code(), Code::Unimplemented);
+        assert_eq!(from_status(&s, "x").to_string(), e.to_string());
+    }
+
+    #[test]
+    fn transport_errors_name_the_endpoint() {
+        let e = from_status(&Status::unavailable("connection refused"), "unix:///run/apiary/apiary.sock");
+        assert!(e.to_string().contains("unix:///run/apiary/apiary.sock"), "{e}");
+    }
+}

@@ -1,0 +1,115 @@
+//! The daemon's front door in the binary: `apiary serve` (flags and config file → settings,
+//! logging, then apiary_api's server) and `--endpoint` (the client flags → a `RemoteApi`).
+
+use anyhow::{Context, Result};
+use apiary_api::server::{LogFormat, ServeOptions};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// `apiary serve`. Every flag can also be set in the --config file (same name, `_` for `-`).
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A TOML file with any of these settings; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The unix socket to serve on (default /run/apiary/apiary.sock; mode 0660).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// The group that owns the socket: its members may use the daemon (default: root's only).
+    #[arg(long)]
+    pub socket_group: Option<String>,
+    /// Also serve on TCP, with mutual TLS (needs --tls-cert, --tls-key and --client-ca).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// The daemon's TLS certificate (PEM) for --listen.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The daemon's TLS private key (PEM) for --listen.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Only clients with a certificate signed by this CA (PEM) may connect over TCP.
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9090).
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Largest request or answer in bytes (default 64 MiB).
+    #[arg(long)]
+    pub max_message_size: Option<usize>,
+    /// Log filter, e.g. info or apiary_api=debug (default info; RUST_LOG overrides it).
+    #[arg(long)]
+    pub log: Option<String>,
+    /// Log lines as text or json (default text).
+    #[arg(long)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Global flags for talking to a daemon.
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// Send commands to a daemon (unix:///run/apiary/apiary.sock or https://HOST:PORT) instead
+    /// of running them in this process.
+    #[arg(long, global = true, env = "APIARY_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Client certificate (PEM) for an https:// endpoint.
+    #[arg(long, global = true, env = "APIARY_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// Client private key (PEM) for an https:// endpoint.
+    #[arg(long, global = true, env = "APIARY_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+    /// The CA (PEM) that signed the daemon's certificate, for an https:// endpoint.
+    #[arg(long, global = true, env = "APIARY_SERVER_CA")]
+    pub server_ca: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    pub fn connect(&self, endpoint: &str) -> Result<apiary_api::RemoteApi> {
+        let tls = apiary_api::ClientTls {
+            cert: self.client_cert.clone(),
+            key: self.client_key.clone(),
+            ca: self.server_ca.clone(),
+        };
+        Ok(apiary_api::RemoteApi::connect(endpoint, &tls)?)
+    }
+}
+
+pub fn serve(a: ServeArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
+    let file = match &a.config {
+        Some(p) => ServeOptions::from_file(p)?,
+        None => ServeOptions::default(),
+    };
+    let flags = ServeOptions {
+        socket: a.socket,
+        socket_group: a.socket_group,
+        listen: a.listen,
+        tls_cert: a.tls_cert,
+        tls_key: a.tls_key,
+        client_ca: a.client_ca,
+        metrics: a.metrics,
+        max_message_size: a.max_message_size,
+        log: a.log,
+        log_format: a.log_format,
+    };
+    let mut cfg = flags.or(file).resolve()?;
+    cfg.config_file = a.config;
+    init_logging(&cfg.log, cfg.log_format)?;
+    apiary_api::server::run(cfg, apiary::Config { state_dir, bpffs })?;
+    Ok(())
+}
+
+fn init_logging(filter: &str, format: LogFormat) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.is_empty() => EnvFilter::try_new(&f).with_context(|| format!("RUST_LOG={f}"))?,
+        _ => EnvFilter::try_new(filter).with_context(|| format!("invalid log filter {filter:?}"))?,
+    };
+    // Colours only for a person at a terminal, not in log files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
