@@ -354,3 +354,14 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, data: &[u8], repeat: u32) -> Result<T
     check(ret, "BPF_PROG_TEST_RUN")?;
     Ok(TestRun { retval: opts.retval, duration_ns: opts.duration })
 }
+
+/// Detach a link from its hook now (BPF_LINK_DETACH), before its last reference goes: the kernel
+/// releases links from a workqueue, so without this a hook can still look busy right after its
+/// pin is removed. Links that cannot be detached this way (perf-event based ones) are left to
+/// the release; that is not an error.
+pub fn link_detach_now(path: &Path) {
+    if let Ok(fd) = obj_get(path) {
+        // SAFETY: plain syscall wrapper on a valid fd.
+        let _ = unsafe { libbpf_sys::bpf_link_detach(fd.as_raw_fd()) };
+    }
+}

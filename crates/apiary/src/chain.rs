@@ -365,6 +365,7 @@ impl Manager {
                 store::delete_chain(tx, ch.id)?;
                 Ok(())
             })?;
+            sys::link_detach_now(&self.paths.chain_pin(ch.id, PIN_LINK));
             for name in [PIN_LINK, "dispatcher", "dispatcher_next", "dispatcher_stats"] {
                 sys::unpin(&self.paths.chain_pin(ch.id, name))?;
             }

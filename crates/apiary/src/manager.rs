@@ -527,6 +527,7 @@ impl Manager {
         // know, which `reconcile` removes, rather than a record that would be re-attached.
         self.store().write(|tx| -> Result<()> { Ok(store::delete_link(tx, link.id)?) })?;
         for i in 0..link.kernel_link_ids.len().max(1) {
+            sys::link_detach_now(&self.paths.link(link.id, i));
             sys::unpin(&self.paths.link(link.id, i))?;
         }
         let _ = std::fs::remove_dir(self.paths.link_dir(link.id));
