@@ -166,19 +166,11 @@ pub struct LoadImage {
     /// Always, IfNotPresent or Never.
     #[arg(long, default_value = "IfNotPresent", value_parser = crate::image::parse_pull_policy)]
     pub pull_policy: apiary::oci::PullPolicy,
-    /// TYPE:FUNCTION of each program to load (default: the programs the image's label lists).
-    #[arg(long = "programs", value_delimiter = ',', value_parser = parse_selector)]
-    pub programs: Vec<(apiary_core::ProgramType, String)>,
-    #[arg(short = 'g', long = "global", value_parser = parse_hex)]
-    pub globals: Vec<(String, Vec<u8>)>,
-    #[arg(long = "set", value_parser = parse_kv)]
-    pub set: Vec<(String, String)>,
-    #[arg(short = 'm', long = "metadata", value_parser = parse_kv)]
-    pub metadata: Vec<(String, String)>,
-    #[arg(long)]
-    pub map_owner_id: Option<apiary_core::ProgramId>,
+    #[command(flatten)]
+    pub opts: LoadOptions,
     #[command(flatten)]
     pub registry: crate::image::RegistryArgs,
+    /// Attach right away; if the attach fails the load is undone.
     #[command(subcommand)]
     pub attach: Option<AttachCmd>,
 }
@@ -188,7 +180,18 @@ pub struct LoadFile {
     /// The BPF object file (ELF, compiled with clang -target bpf).
     #[arg(short, long)]
     pub path: PathBuf,
-    /// TYPE:FUNCTION of each program to load; may repeat. Optional for a single-program object.
+    #[command(flatten)]
+    pub opts: LoadOptions,
+    /// Attach right away; if the attach fails the load is undone.
+    #[command(subcommand)]
+    pub attach: Option<AttachCmd>,
+}
+
+/// What every load takes, whatever the object's source.
+#[derive(Args, Debug)]
+pub struct LoadOptions {
+    /// TYPE:FUNCTION of each program to load; may repeat. Default: the object's only program,
+    /// or the programs an image's label lists.
     #[arg(long = "programs", value_delimiter = ',', value_parser = parse_selector)]
     pub programs: Vec<(apiary_core::ProgramType, String)>,
     /// Set a global's raw bytes: NAME=HEX (bpfman compatible).
@@ -203,9 +206,20 @@ pub struct LoadFile {
     /// Reuse the maps of this program (by name) instead of creating new ones.
     #[arg(long)]
     pub map_owner_id: Option<apiary_core::ProgramId>,
-    /// Attach right away; if the attach fails the load is undone.
-    #[command(subcommand)]
-    pub attach: Option<AttachCmd>,
+}
+
+impl LoadOptions {
+    pub fn into_spec(self, source: apiary::ObjectSource, attach: Option<AttachCmd>) -> apiary::LoadSpec {
+        apiary::LoadSpec {
+            source,
+            programs: self.programs.into_iter().map(|(t, n)| (Some(t), n)).collect(),
+            raw_globals: self.globals,
+            typed_globals: self.set,
+            metadata: self.metadata.into_iter().collect(),
+            map_owner_id: self.map_owner_id,
+            attach: attach.map(|a| a.into_spec()),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug, Clone)]

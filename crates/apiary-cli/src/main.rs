@@ -6,10 +6,9 @@ mod daemon;
 mod output;
 
 use anyhow::Result;
-use apiary::{Api, Config, LoadSpec, Manager, ObjectSource};
+use apiary::{Api, Config, Manager, ObjectSource};
 use args::{Cli, Command, GetCmd, ListCmd, LoadCmd, MapCmd, Output, RunArgs};
 use clap::Parser;
-use std::collections::BTreeMap;
 
 fn main() {
     // Die quietly on a closed pipe (`apiary list | head`), like other command-line tools.
@@ -70,29 +69,10 @@ fn run(cli: Cli) -> Result<()> {
             let r = mgr.update(program_id, apiary::UpdateSpec { path, program, raw_globals: globals, typed_globals: set })?;
             out.update(&r)
         }
-        Command::Load(LoadCmd::File(f)) => {
-            let spec = LoadSpec {
-                source: ObjectSource::Path(f.path),
-                programs: f.programs.into_iter().map(|(t, n)| (Some(t), n)).collect(),
-                raw_globals: f.globals,
-                typed_globals: f.set,
-                metadata: f.metadata.into_iter().collect::<BTreeMap<_, _>>(),
-                map_owner_id: f.map_owner_id,
-                attach: f.attach.map(|a| a.into_spec()),
-            };
-            out.programs(&mgr.load(spec)?)
-        }
+        Command::Load(LoadCmd::File(f)) => out.programs(&mgr.load(f.opts.into_spec(ObjectSource::Path(f.path), f.attach))?),
         Command::Load(LoadCmd::Image(i)) => {
-            let spec = LoadSpec {
-                source: ObjectSource::Image { reference: i.image_url, pull_policy: i.pull_policy },
-                programs: i.programs.into_iter().map(|(t, n)| (Some(t), n)).collect(),
-                raw_globals: i.globals,
-                typed_globals: i.set,
-                metadata: i.metadata.into_iter().collect::<BTreeMap<_, _>>(),
-                map_owner_id: i.map_owner_id,
-                attach: i.attach.map(|a| a.into_spec()),
-            };
-            out.programs(&mgr.load(spec)?)
+            let source = ObjectSource::Image { reference: i.image_url, pull_policy: i.pull_policy };
+            out.programs(&mgr.load(i.opts.into_spec(source, i.attach))?)
         }
         Command::Attach { program_id, target } => out.link(&mgr.attach(program_id, target.into_spec())?),
         Command::Detach { link_id } => {
