@@ -82,7 +82,10 @@ fn main() {
         return;
     }
     let tmp = std::env::temp_dir().join(format!("apiary-daemon-bench-{}", std::process::id()));
-    let bpffs = PathBuf::from(format!("/sys/fs/bpf/apiary-daemon-bench-{}", std::process::id()));
+    let bpffs = PathBuf::from(format!(
+        "/sys/fs/bpf/apiary-daemon-bench-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&tmp).expect("temp dir");
     let socket = tmp.join("apiary.sock");
     let child = Command::new(&bin)
@@ -103,7 +106,10 @@ fn main() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let object = std::fs::read(apiary_fixtures::object("minimal")).expect("fixture");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let mut c = ApiaryClient::connect(format!("unix://{}", socket.display())).await.expect("connect");
         let load = |c: &mut ApiaryClient<tonic::transport::Channel>| {

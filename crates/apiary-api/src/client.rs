@@ -12,8 +12,8 @@ use apiary::chain::{ChainView, HookRef};
 use apiary::core::{AttachSpec, LinkId, ProgramId};
 use apiary::kernel::KernelError;
 use apiary::{
-    Api, Error, LinkView, LoadSpec, MapDump, MapRef, MapView, ObjectSource, ProgramDetail, ProgramView, UpdateReport,
-    UpdateSpec,
+    Api, Error, LinkView, LoadSpec, MapDump, MapRef, MapView, ObjectSource, ProgramDetail,
+    ProgramView, UpdateReport, UpdateSpec,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -38,7 +38,10 @@ pub enum ClientError {
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     BadEndpoint { endpoint: String, reason: String },
     #[error("cannot read {}: {error}", path.display())]
-    ReadFile { path: PathBuf, error: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("cannot connect to {endpoint}: {reason}")]
     Connect { endpoint: String, reason: String },
     #[error("cannot start the client runtime: {0}")]
@@ -53,7 +56,9 @@ pub struct RemoteApi {
 
 impl std::fmt::Debug for RemoteApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteApi").field("endpoint", &self.endpoint).finish()
+        f.debug_struct("RemoteApi")
+            .field("endpoint", &self.endpoint)
+            .finish()
     }
 }
 
@@ -67,7 +72,9 @@ fn connect_reason(e: &tonic::transport::Error, unix: bool) -> String {
                     format!("{io}: only root and members of the socket's group may use the daemon")
                 }
                 std::io::ErrorKind::NotFound if unix => format!("{io}: is `apiary serve` running?"),
-                std::io::ErrorKind::ConnectionRefused => format!("{io}: is `apiary serve` running?"),
+                std::io::ErrorKind::ConnectionRefused => {
+                    format!("{io}: is `apiary serve` running?")
+                }
                 _ => io.to_string(),
             };
         }
@@ -79,20 +86,23 @@ fn connect_reason(e: &tonic::transport::Error, unix: bool) -> String {
 impl RemoteApi {
     /// Connect to `unix:///path/to/socket` or `https://host:port` (mutual TLS).
     pub fn connect(endpoint: &str, tls: &ClientTls) -> Result<RemoteApi, ClientError> {
-        let bad =
-            |reason: &str| ClientError::BadEndpoint { endpoint: endpoint.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| ClientError::BadEndpoint {
+            endpoint: endpoint.to_string(),
+            reason: reason.to_string(),
+        };
         let unix = endpoint.starts_with("unix:");
         let ep = if unix {
-            let path = endpoint.trim_start_matches("unix://").trim_start_matches("unix:");
+            let path = endpoint
+                .trim_start_matches("unix://")
+                .trim_start_matches("unix:");
             if !path.starts_with('/') {
                 return Err(bad("expected unix:///absolute/path/to/socket"));
             }
             Endpoint::from_shared(format!("unix://{path}")).map_err(|e| bad(&e.to_string()))?
         } else if endpoint.starts_with("https://") {
-            let ca = tls
-                .ca
-                .as_deref()
-                .ok_or_else(|| bad("https needs --server-ca (the CA that signed the daemon's certificate)"))?;
+            let ca = tls.ca.as_deref().ok_or_else(|| {
+                bad("https needs --server-ca (the CA that signed the daemon's certificate)")
+            })?;
             let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
             match (&tls.cert, &tls.key) {
                 (Some(c), Some(k)) => cfg = cfg.identity(Identity::from_pem(read(c)?, read(k)?)),
@@ -109,16 +119,26 @@ impl RemoteApi {
             return Err(bad("expected unix:///path/to/socket or https://host:port"));
         };
         let ep = ep.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ClientError::Runtime)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ClientError::Runtime)?;
         let channel = {
             let _quiet = SigpipeBlocked::new();
             rt.block_on(ep.connect())
         }
-        .map_err(|e| ClientError::Connect { endpoint: endpoint.to_string(), reason: connect_reason(&e, unix) })?;
+        .map_err(|e| ClientError::Connect {
+            endpoint: endpoint.to_string(),
+            reason: connect_reason(&e, unix),
+        })?;
         let client = ApiaryClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(usize::MAX);
-        Ok(RemoteApi { rt, client, endpoint: endpoint.to_string() })
+        Ok(RemoteApi {
+            rt,
+            client,
+            endpoint: endpoint.to_string(),
+        })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -140,7 +160,9 @@ impl RemoteApi {
     where
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.block_on(f(self.client.clone())).map(|r| r.into_inner()).map_err(|s| from_status(&s, &self.endpoint))
+        self.block_on(f(self.client.clone()))
+            .map(|r| r.into_inner())
+            .map_err(|s| from_status(&s, &self.endpoint))
     }
 }
 
@@ -189,12 +211,17 @@ impl Drop for SigpipeBlocked {
 }
 
 fn read(p: &Path) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(p).map_err(|error| ClientError::ReadFile { path: p.to_path_buf(), error })
+    std::fs::read(p).map_err(|error| ClientError::ReadFile {
+        path: p.to_path_buf(),
+        error,
+    })
 }
 
 /// An answer the client cannot make sense of: a daemon of another version, most likely.
 fn bad_answer(e: Invalid) -> Error {
-    Error::Internal(format!("the daemon sent an answer this client does not understand: {e}"))
+    Error::Internal(format!(
+        "the daemon sent an answer this client does not understand: {e}"
+    ))
 }
 
 fn missing(field: &str) -> Error {
@@ -204,26 +231,42 @@ fn missing(field: &str) -> Error {
 /// The object's bytes and the name it is recorded under: the same canonical path an
 /// in-process load records, so `list programs` shows the same source either way.
 fn object_bytes(path: &Path) -> apiary::Result<pb::ObjectSource> {
-    let bytes = std::fs::read(path).map_err(|error| KernelError::ReadObject { path: path.to_path_buf(), error })?;
-    let name = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
-    Ok(pb::ObjectSource { object: Some(pb::object_source::Object::Bytes(bytes)), name })
+    let bytes = std::fs::read(path).map_err(|error| KernelError::ReadObject {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let name = std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string();
+    Ok(pb::ObjectSource {
+        object: Some(pb::object_source::Object::Bytes(bytes)),
+        name,
+    })
 }
 
 fn views<P, V>(items: Vec<P>) -> apiary::Result<Vec<V>>
 where
     V: TryFrom<P, Error = Invalid>,
 {
-    items.into_iter().map(|p| V::try_from(p).map_err(bad_answer)).collect()
+    items
+        .into_iter()
+        .map(|p| V::try_from(p).map_err(bad_answer))
+        .collect()
 }
 
 impl Api for RemoteApi {
     fn load(&self, spec: LoadSpec) -> apiary::Result<Vec<ProgramView>> {
         let object = match &spec.source {
             ObjectSource::Path(p) => object_bytes(p)?,
-            ObjectSource::Bytes { name, bytes } => {
-                pb::ObjectSource { object: Some(pb::object_source::Object::Bytes(bytes.clone())), name: name.clone() }
-            }
-            ObjectSource::Image { reference, pull_policy } => pb::ObjectSource {
+            ObjectSource::Bytes { name, bytes } => pb::ObjectSource {
+                object: Some(pb::object_source::Object::Bytes(bytes.clone())),
+                name: name.clone(),
+            },
+            ObjectSource::Image {
+                reference,
+                pull_policy,
+            } => pb::ObjectSource {
                 object: Some(pb::object_source::Object::Image(pb::ImageSource {
                     reference: reference.clone(),
                     pull_policy: pull_policy.to_string(),
@@ -237,7 +280,9 @@ impl Api for RemoteApi {
                 .programs
                 .iter()
                 .map(|(t, name)| pb::ProgramSelector {
-                    r#type: t.map(convert::program_type_to_proto).unwrap_or(pb::ProgramType::Unspecified) as i32,
+                    r#type: t
+                        .map(convert::program_type_to_proto)
+                        .unwrap_or(pb::ProgramType::Unspecified) as i32,
                     name: name.clone(),
                 })
                 .collect(),
@@ -252,19 +297,32 @@ impl Api for RemoteApi {
     }
 
     fn attach(&self, id: ProgramId, spec: AttachSpec) -> apiary::Result<LinkView> {
-        let req = pb::AttachRequest { program_id: id.0, spec: Some((&spec).into()) };
+        let req = pb::AttachRequest {
+            program_id: id.0,
+            spec: Some((&spec).into()),
+        };
         let r = self.call(|mut c| async move { c.attach(req).await })?;
-        r.link.ok_or_else(|| missing("link"))?.try_into().map_err(bad_answer)
+        r.link
+            .ok_or_else(|| missing("link"))?
+            .try_into()
+            .map_err(bad_answer)
     }
 
     fn detach(&self, id: LinkId) -> apiary::Result<()> {
-        self.call(|mut c| async move { c.detach(pb::DetachRequest { link_id: id.0 }).await }).map(|_| ())
+        self.call(|mut c| async move { c.detach(pb::DetachRequest { link_id: id.0 }).await })
+            .map(|_| ())
     }
 
     fn unload(&self, ids: &[ProgramId], force: bool) -> apiary::Result<Vec<ProgramId>> {
-        let req = pb::UnloadRequest { program_ids: ids.iter().map(|i| i.0).collect(), force };
+        let req = pb::UnloadRequest {
+            program_ids: ids.iter().map(|i| i.0).collect(),
+            force,
+        };
         let r = self.call(|mut c| async move { c.unload(req).await })?;
-        r.unloaded.into_iter().map(|i| convert::program_id(i, "unloaded").map_err(bad_answer)).collect()
+        r.unloaded
+            .into_iter()
+            .map(|i| convert::program_id(i, "unloaded").map_err(bad_answer))
+            .collect()
     }
 
     fn update(&self, id: ProgramId, spec: UpdateSpec) -> apiary::Result<UpdateReport> {
@@ -276,29 +334,49 @@ impl Api for RemoteApi {
             typed_globals: convert::typed_globals_to_proto(&spec.typed_globals),
         };
         let r = self.call(|mut c| async move { c.update(req).await })?;
-        r.report.ok_or_else(|| missing("report"))?.try_into().map_err(bad_answer)
+        r.report
+            .ok_or_else(|| missing("report"))?
+            .try_into()
+            .map_err(bad_answer)
     }
 
-    fn list_programs(&self, all: bool, metadata: &BTreeMap<String, String>) -> apiary::Result<Vec<ProgramView>> {
-        let req = pb::ListProgramsRequest { all, metadata: metadata.clone() };
+    fn list_programs(
+        &self,
+        all: bool,
+        metadata: &BTreeMap<String, String>,
+    ) -> apiary::Result<Vec<ProgramView>> {
+        let req = pb::ListProgramsRequest {
+            all,
+            metadata: metadata.clone(),
+        };
         let r = self.call(|mut c| async move { c.list_programs(req).await })?;
         views(r.programs)
     }
 
     fn get_program(&self, id: ProgramId) -> apiary::Result<ProgramDetail> {
-        let r = self.call(|mut c| async move { c.get_program(pb::GetProgramRequest { id: id.0 }).await })?;
-        r.program.ok_or_else(|| missing("program"))?.try_into().map_err(bad_answer)
+        let r = self
+            .call(|mut c| async move { c.get_program(pb::GetProgramRequest { id: id.0 }).await })?;
+        r.program
+            .ok_or_else(|| missing("program"))?
+            .try_into()
+            .map_err(bad_answer)
     }
 
     fn list_links(&self, program: Option<ProgramId>) -> apiary::Result<Vec<LinkView>> {
-        let req = pb::ListLinksRequest { program_id: program.map(|p| p.0) };
+        let req = pb::ListLinksRequest {
+            program_id: program.map(|p| p.0),
+        };
         let r = self.call(|mut c| async move { c.list_links(req).await })?;
         views(r.links)
     }
 
     fn get_link(&self, id: LinkId) -> apiary::Result<LinkView> {
-        let r = self.call(|mut c| async move { c.get_link(pb::GetLinkRequest { id: id.0 }).await })?;
-        r.link.ok_or_else(|| missing("link"))?.try_into().map_err(bad_answer)
+        let r =
+            self.call(|mut c| async move { c.get_link(pb::GetLinkRequest { id: id.0 }).await })?;
+        r.link
+            .ok_or_else(|| missing("link"))?
+            .try_into()
+            .map_err(bad_answer)
     }
 
     fn list_maps(&self, all: bool) -> apiary::Result<Vec<MapView>> {
@@ -307,9 +385,15 @@ impl Api for RemoteApi {
     }
 
     fn dump_map(&self, target: &MapRef, limit: usize) -> apiary::Result<MapDump> {
-        let req = pb::DumpMapRequest { map: Some(convert::map_ref_to_proto(target)), limit: Some(limit as u64) };
+        let req = pb::DumpMapRequest {
+            map: Some(convert::map_ref_to_proto(target)),
+            limit: Some(limit as u64),
+        };
         let r = self.call(|mut c| async move { c.dump_map(req).await })?;
-        r.dump.ok_or_else(|| missing("dump"))?.try_into().map_err(bad_answer)
+        r.dump
+            .ok_or_else(|| missing("dump"))?
+            .try_into()
+            .map_err(bad_answer)
     }
 
     fn list_chains(&self) -> apiary::Result<Vec<ChainView>> {
@@ -318,8 +402,13 @@ impl Api for RemoteApi {
     }
 
     fn get_chain(&self, hook: &HookRef) -> apiary::Result<ChainView> {
-        let req = pb::GetChainRequest { hook: Some(hook.into()) };
+        let req = pb::GetChainRequest {
+            hook: Some(hook.into()),
+        };
         let r = self.call(|mut c| async move { c.get_chain(req).await })?;
-        r.chain.ok_or_else(|| missing("chain"))?.try_into().map_err(bad_answer)
+        r.chain
+            .ok_or_else(|| missing("chain"))?
+            .try_into()
+            .map_err(bad_answer)
     }
 }

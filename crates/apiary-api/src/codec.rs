@@ -46,7 +46,9 @@ impl<U: prost::Message + Default> Decoder for MalformedIsInvalid<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|s| match s.code() {
-            Code::Internal => Status::invalid_argument(format!("malformed message: {}", s.message())),
+            Code::Internal => {
+                Status::invalid_argument(format!("malformed message: {}", s.message()))
+            }
             _ => s,
         })
     }

@@ -10,9 +10,13 @@ use crate::pb;
 use apiary::chain::{ChainMemberView, ChainView, HookRef};
 use apiary::core::attach::SoftwareEvent;
 use apiary::core::chain::ChainKind;
-use apiary::core::{AttachSpec, CgroupDirection, LinkId, ProgramId, ProgramType, TcDirection, XdpMode};
+use apiary::core::{
+    AttachSpec, CgroupDirection, LinkId, ProgramId, ProgramType, TcDirection, XdpMode,
+};
 use apiary::kernel::sys::{MapInfo, ProgInfo};
-use apiary::{LinkView, MapDump, MapDumpEntry, MapRef, MapView, ProgramDetail, ProgramView, UpdateReport};
+use apiary::{
+    LinkView, MapDump, MapDumpEntry, MapRef, MapView, ProgramDetail, ProgramView, UpdateReport,
+};
 use apiary_store::GlobalRecord;
 use std::path::PathBuf;
 
@@ -26,7 +30,10 @@ pub struct Invalid {
 
 impl Invalid {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Invalid { field: field.into(), reason: reason.into() }
+        Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -41,7 +48,10 @@ pub fn program_id(v: i64, field: &str) -> Result<ProgramId> {
     if v > 0 {
         Ok(ProgramId(v))
     } else {
-        Err(Invalid::new(field, format!("invalid program id {v}: expected a positive integer")))
+        Err(Invalid::new(
+            field,
+            format!("invalid program id {v}: expected a positive integer"),
+        ))
     }
 }
 
@@ -49,7 +59,10 @@ pub fn link_id(v: i64, field: &str) -> Result<LinkId> {
     if v > 0 {
         Ok(LinkId(v))
     } else {
-        Err(Invalid::new(field, format!("invalid link id {v}: expected a positive integer")))
+        Err(Invalid::new(
+            field,
+            format!("invalid link id {v}: expected a positive integer"),
+        ))
     }
 }
 
@@ -85,7 +98,8 @@ pub fn program_type_to_proto(t: ProgramType) -> pb::ProgramType {
 
 /// None for PROGRAM_TYPE_UNSPECIFIED (the section decides).
 pub fn program_type_from_proto(v: i32, field: &str) -> Result<Option<ProgramType>> {
-    let t = pb::ProgramType::try_from(v).map_err(|_| Invalid::new(field, format!("unknown program type {v}")))?;
+    let t = pb::ProgramType::try_from(v)
+        .map_err(|_| Invalid::new(field, format!("unknown program type {v}")))?;
     Ok(Some(match t {
         pb::ProgramType::Unspecified => return Ok(None),
         pb::ProgramType::Xdp => ProgramType::Xdp,
@@ -135,7 +149,9 @@ fn direction_from_proto(v: i32, field: &str) -> Result<TcDirection> {
     match pb::Direction::try_from(v) {
         Ok(pb::Direction::Ingress) => Ok(TcDirection::Ingress),
         Ok(pb::Direction::Egress) => Ok(TcDirection::Egress),
-        Ok(pb::Direction::Unspecified) => Err(Invalid::new(field, "is required: ingress or egress")),
+        Ok(pb::Direction::Unspecified) => {
+            Err(Invalid::new(field, "is required: ingress or egress"))
+        }
         Err(_) => Err(Invalid::new(field, format!("unknown direction {v}"))),
     }
 }
@@ -158,10 +174,14 @@ fn software_event_from_proto(v: i32) -> Result<SoftwareEvent> {
     match pb::SoftwareEvent::try_from(v) {
         Ok(pb::SoftwareEvent::CpuClock) => Ok(SoftwareEvent::CpuClock),
         Ok(pb::SoftwareEvent::TaskClock) => Ok(SoftwareEvent::TaskClock),
-        Ok(pb::SoftwareEvent::Unspecified) => {
-            Err(Invalid::new("perf_event.event", "is required: cpu-clock or task-clock"))
-        }
-        Err(_) => Err(Invalid::new("perf_event.event", format!("unknown software event {v}"))),
+        Ok(pb::SoftwareEvent::Unspecified) => Err(Invalid::new(
+            "perf_event.event",
+            "is required: cpu-clock or task-clock",
+        )),
+        Err(_) => Err(Invalid::new(
+            "perf_event.event",
+            format!("unknown software event {v}"),
+        )),
     }
 }
 
@@ -186,21 +206,36 @@ impl From<&AttachSpec> for pb::AttachSpec {
     fn from(spec: &AttachSpec) -> Self {
         use pb::attach_spec::Hook;
         let hook = match spec {
-            AttachSpec::Tracepoint { tracepoint } => {
-                Hook::Tracepoint(pb::TracepointAttach { tracepoint: tracepoint.clone() })
-            }
+            AttachSpec::Tracepoint { tracepoint } => Hook::Tracepoint(pb::TracepointAttach {
+                tracepoint: tracepoint.clone(),
+            }),
             AttachSpec::RawTracepoint { tracepoint } => {
-                Hook::RawTracepoint(pb::RawTracepointAttach { tracepoint: tracepoint.clone() })
+                Hook::RawTracepoint(pb::RawTracepointAttach {
+                    tracepoint: tracepoint.clone(),
+                })
             }
             AttachSpec::TpBtf => Hook::TpBtf(pb::Empty {}),
-            AttachSpec::Xdp { iface, netns, mode, priority, proceed_on } => Hook::Xdp(pb::XdpAttach {
+            AttachSpec::Xdp {
+                iface,
+                netns,
+                mode,
+                priority,
+                proceed_on,
+            } => Hook::Xdp(pb::XdpAttach {
                 iface: iface.clone(),
                 netns: path_str(netns),
                 mode: xdp_mode_to_proto(*mode) as i32,
                 priority: Some(*priority),
                 proceed_on: proceed_on.clone(),
             }),
-            AttachSpec::Tc { iface, netns, direction, priority, proceed_on, legacy } => Hook::Tc(pb::TcAttach {
+            AttachSpec::Tc {
+                iface,
+                netns,
+                direction,
+                priority,
+                proceed_on,
+                legacy,
+            } => Hook::Tc(pb::TcAttach {
                 iface: iface.clone(),
                 netns: path_str(netns),
                 direction: tc_direction_to_proto(*direction) as i32,
@@ -208,30 +243,51 @@ impl From<&AttachSpec> for pb::AttachSpec {
                 proceed_on: proceed_on.clone(),
                 legacy: *legacy,
             }),
-            AttachSpec::Tcx { iface, netns, direction, priority } => Hook::Tcx(pb::TcxAttach {
+            AttachSpec::Tcx {
+                iface,
+                netns,
+                direction,
+                priority,
+            } => Hook::Tcx(pb::TcxAttach {
                 iface: iface.clone(),
                 netns: path_str(netns),
                 direction: tc_direction_to_proto(*direction) as i32,
                 priority: Some(*priority),
             }),
-            AttachSpec::Uprobe { target, fn_name, offset, retprobe, pid } => Hook::Uprobe(pb::UprobeAttach {
+            AttachSpec::Uprobe {
+                target,
+                fn_name,
+                offset,
+                retprobe,
+                pid,
+            } => Hook::Uprobe(pb::UprobeAttach {
                 target: target.clone(),
                 fn_name: fn_name.clone(),
                 offset: *offset,
                 retprobe: *retprobe,
                 pid: *pid,
             }),
-            AttachSpec::Kprobe { fn_name, offset, retprobe } => {
-                Hook::Kprobe(pb::KprobeAttach { fn_name: fn_name.clone(), offset: *offset, retprobe: *retprobe })
-            }
+            AttachSpec::Kprobe {
+                fn_name,
+                offset,
+                retprobe,
+            } => Hook::Kprobe(pb::KprobeAttach {
+                fn_name: fn_name.clone(),
+                offset: *offset,
+                retprobe: *retprobe,
+            }),
             AttachSpec::CgroupSkb { cgroup, direction } => Hook::CgroupSkb(pb::CgroupSkbAttach {
                 cgroup: cgroup.to_string_lossy().into_owned(),
                 direction: cgroup_direction_to_proto(*direction) as i32,
             }),
-            AttachSpec::CgroupSock { cgroup } => {
-                Hook::CgroupSock(pb::CgroupSockAttach { cgroup: cgroup.to_string_lossy().into_owned() })
-            }
-            AttachSpec::PerfEvent { event, frequency, cpu } => Hook::PerfEvent(pb::PerfEventAttach {
+            AttachSpec::CgroupSock { cgroup } => Hook::CgroupSock(pb::CgroupSockAttach {
+                cgroup: cgroup.to_string_lossy().into_owned(),
+            }),
+            AttachSpec::PerfEvent {
+                event,
+                frequency,
+                cpu,
+            } => Hook::PerfEvent(pb::PerfEventAttach {
                 event: software_event_to_proto(*event) as i32,
                 frequency: *frequency,
                 cpu: *cpu,
@@ -250,8 +306,12 @@ impl TryFrom<pb::AttachSpec> for AttachSpec {
         use pb::attach_spec::Hook;
         let priority = |p: Option<u32>| p.unwrap_or_else(apiary::core::attach::default_priority);
         Ok(match required(spec.hook, "attach.hook")? {
-            Hook::Tracepoint(t) => AttachSpec::Tracepoint { tracepoint: t.tracepoint },
-            Hook::RawTracepoint(t) => AttachSpec::RawTracepoint { tracepoint: t.tracepoint },
+            Hook::Tracepoint(t) => AttachSpec::Tracepoint {
+                tracepoint: t.tracepoint,
+            },
+            Hook::RawTracepoint(t) => AttachSpec::RawTracepoint {
+                tracepoint: t.tracepoint,
+            },
             Hook::TpBtf(_) => AttachSpec::TpBtf,
             Hook::Xdp(x) => AttachSpec::Xdp {
                 iface: x.iface,
@@ -281,7 +341,11 @@ impl TryFrom<pb::AttachSpec> for AttachSpec {
                 retprobe: u.retprobe,
                 pid: u.pid,
             },
-            Hook::Kprobe(k) => AttachSpec::Kprobe { fn_name: k.fn_name, offset: k.offset, retprobe: k.retprobe },
+            Hook::Kprobe(k) => AttachSpec::Kprobe {
+                fn_name: k.fn_name,
+                offset: k.offset,
+                retprobe: k.retprobe,
+            },
             Hook::CgroupSkb(c) => AttachSpec::CgroupSkb {
                 cgroup: PathBuf::from(c.cgroup),
                 direction: match direction_from_proto(c.direction, "cgroup_skb.direction")? {
@@ -289,10 +353,14 @@ impl TryFrom<pb::AttachSpec> for AttachSpec {
                     TcDirection::Egress => CgroupDirection::Egress,
                 },
             },
-            Hook::CgroupSock(c) => AttachSpec::CgroupSock { cgroup: PathBuf::from(c.cgroup) },
-            Hook::PerfEvent(p) => {
-                AttachSpec::PerfEvent { event: software_event_from_proto(p.event)?, frequency: p.frequency, cpu: p.cpu }
-            }
+            Hook::CgroupSock(c) => AttachSpec::CgroupSock {
+                cgroup: PathBuf::from(c.cgroup),
+            },
+            Hook::PerfEvent(p) => AttachSpec::PerfEvent {
+                event: software_event_from_proto(p.event)?,
+                frequency: p.frequency,
+                cpu: p.cpu,
+            },
             Hook::Fentry(_) => AttachSpec::Fentry,
             Hook::Fexit(_) => AttachSpec::Fexit,
             Hook::Lsm(_) => AttachSpec::Lsm,
@@ -331,7 +399,11 @@ impl TryFrom<pb::Program> for ProgramView {
             prog_type: p.r#type,
             section: p.section,
             source: p.source,
-            links: p.links.into_iter().map(|l| link_id(l, "program.links")).collect::<Result<_>>()?,
+            links: p
+                .links
+                .into_iter()
+                .map(|l| link_id(l, "program.links"))
+                .collect::<Result<_>>()?,
             attach_points: p.attach_points,
             loaded_at: p.loaded_at,
             map_owner_id: opt_program_id(p.map_owner_id, "program.map_owner_id")?,
@@ -397,7 +469,11 @@ impl TryFrom<pb::Map> for MapView {
             value_size: m.value_size,
             max_entries: m.max_entries,
             owner_id: opt_program_id(m.owner_id, "map.owner_id")?,
-            used_by: m.used_by.into_iter().map(|i| program_id(i, "map.used_by")).collect::<Result<_>>()?,
+            used_by: m
+                .used_by
+                .into_iter()
+                .map(|i| program_id(i, "map.used_by"))
+                .collect::<Result<_>>()?,
             managed: m.managed,
         })
     }
@@ -487,8 +563,16 @@ impl TryFrom<pb::ProgramDetail> for ProgramDetail {
                     })
                 })
                 .collect::<Result<_>>()?,
-            maps: d.maps.into_iter().map(TryInto::try_into).collect::<Result<_>>()?,
-            link_details: d.link_details.into_iter().map(TryInto::try_into).collect::<Result<_>>()?,
+            maps: d
+                .maps
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_>>()?,
+            link_details: d
+                .link_details
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_>>()?,
             kernel: d.kernel.map(Into::into),
             kernel_error: d.kernel_error,
             stats_enabled: d.stats_enabled,
@@ -556,7 +640,8 @@ impl TryFrom<pb::MapDump> for MapDump {
     type Error = Invalid;
     fn try_from(d: pb::MapDump) -> Result<Self> {
         let json = |s: &str, field: &str| {
-            serde_json::from_str::<serde_json::Value>(s).map_err(|e| Invalid::new(field, format!("not JSON: {e}")))
+            serde_json::from_str::<serde_json::Value>(s)
+                .map_err(|e| Invalid::new(field, format!("not JSON: {e}")))
         };
         Ok(MapDump {
             map: required(d.map, "dump.map")?.into(),
@@ -645,7 +730,10 @@ impl From<&HookRef> for pb::HookRef {
             kind: chain_kind_to_proto(h.kind) as i32,
             iface: h.iface.clone(),
             netns: path_str(&h.netns),
-            direction: h.direction.map(tc_direction_to_proto).unwrap_or(pb::Direction::Unspecified) as i32,
+            direction: h
+                .direction
+                .map(tc_direction_to_proto)
+                .unwrap_or(pb::Direction::Unspecified) as i32,
         }
     }
 }
@@ -656,14 +744,24 @@ impl TryFrom<pb::HookRef> for HookRef {
         let kind = match pb::ChainKind::try_from(h.kind) {
             Ok(pb::ChainKind::Xdp) => ChainKind::Xdp,
             Ok(pb::ChainKind::Tc) => ChainKind::Tc,
-            Ok(pb::ChainKind::Unspecified) => return Err(Invalid::new("hook.kind", "is required: xdp or tc")),
-            Err(_) => return Err(Invalid::new("hook.kind", format!("unknown chain kind {}", h.kind))),
+            Ok(pb::ChainKind::Unspecified) => {
+                return Err(Invalid::new("hook.kind", "is required: xdp or tc"))
+            }
+            Err(_) => {
+                return Err(Invalid::new(
+                    "hook.kind",
+                    format!("unknown chain kind {}", h.kind),
+                ))
+            }
         };
         let direction = match kind {
             ChainKind::Tc => Some(direction_from_proto(h.direction, "hook.direction")?),
             ChainKind::Xdp => {
                 if h.direction != pb::Direction::Unspecified as i32 {
-                    return Err(Invalid::new("hook.direction", "XDP chains have no direction"));
+                    return Err(Invalid::new(
+                        "hook.direction",
+                        "XDP chains have no direction",
+                    ));
                 }
                 None
             }
@@ -671,7 +769,12 @@ impl TryFrom<pb::HookRef> for HookRef {
         if h.iface.is_empty() {
             return Err(Invalid::new("hook.iface", "is required"));
         }
-        Ok(HookRef { kind, iface: h.iface, netns: opt_path(h.netns), direction })
+        Ok(HookRef {
+            kind,
+            iface: h.iface,
+            netns: opt_path(h.netns),
+            direction,
+        })
     }
 }
 
@@ -709,31 +812,47 @@ impl TryFrom<pb::UpdateReport> for UpdateReport {
 pub fn map_ref_to_proto(m: &MapRef) -> pb::dump_map_request::Map {
     match m {
         MapRef::KernelId(id) => pb::dump_map_request::Map::KernelId(*id),
-        MapRef::ProgramMap(pid, name) => {
-            pb::dump_map_request::Map::ProgramMap(pb::ProgramMapRef { program_id: pid.0, map_name: name.clone() })
-        }
+        MapRef::ProgramMap(pid, name) => pb::dump_map_request::Map::ProgramMap(pb::ProgramMapRef {
+            program_id: pid.0,
+            map_name: name.clone(),
+        }),
     }
 }
 
 pub fn map_ref_from_proto(m: Option<pb::dump_map_request::Map>) -> Result<MapRef> {
     match required(m, "map")? {
-        pb::dump_map_request::Map::KernelId(0) => Err(Invalid::new("map.kernel_id", "must be positive")),
+        pb::dump_map_request::Map::KernelId(0) => {
+            Err(Invalid::new("map.kernel_id", "must be positive"))
+        }
         pb::dump_map_request::Map::KernelId(id) => Ok(MapRef::KernelId(id)),
         pb::dump_map_request::Map::ProgramMap(r) => {
             if r.map_name.is_empty() {
                 return Err(Invalid::new("map.program_map.map_name", "is required"));
             }
-            Ok(MapRef::ProgramMap(program_id(r.program_id, "map.program_map.program_id")?, r.map_name))
+            Ok(MapRef::ProgramMap(
+                program_id(r.program_id, "map.program_map.program_id")?,
+                r.map_name,
+            ))
         }
     }
 }
 
 pub fn raw_globals_to_proto(g: &[(String, Vec<u8>)]) -> Vec<pb::RawGlobal> {
-    g.iter().map(|(name, value)| pb::RawGlobal { name: name.clone(), value: value.clone() }).collect()
+    g.iter()
+        .map(|(name, value)| pb::RawGlobal {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
 }
 
 pub fn typed_globals_to_proto(g: &[(String, String)]) -> Vec<pb::TypedGlobal> {
-    g.iter().map(|(name, value)| pb::TypedGlobal { name: name.clone(), value: value.clone() }).collect()
+    g.iter()
+        .map(|(name, value)| pb::TypedGlobal {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
 }
 
 pub fn raw_globals_from_proto(g: Vec<pb::RawGlobal>) -> Vec<(String, Vec<u8>)> {
@@ -758,8 +877,12 @@ mod tests {
     #[test]
     fn every_attach_spec_round_trips() {
         let specs = vec![
-            AttachSpec::Tracepoint { tracepoint: "syscalls/sys_enter_getppid".into() },
-            AttachSpec::RawTracepoint { tracepoint: "sys_enter".into() },
+            AttachSpec::Tracepoint {
+                tracepoint: "syscalls/sys_enter_getppid".into(),
+            },
+            AttachSpec::RawTracepoint {
+                tracepoint: "sys_enter".into(),
+            },
             AttachSpec::TpBtf,
             AttachSpec::Xdp {
                 iface: "veth0".into(),
@@ -776,7 +899,12 @@ mod tests {
                 proceed_on: vec![],
                 legacy: true,
             },
-            AttachSpec::Tcx { iface: "veth0".into(), netns: None, direction: TcDirection::Ingress, priority: 3 },
+            AttachSpec::Tcx {
+                iface: "veth0".into(),
+                netns: None,
+                direction: TcDirection::Ingress,
+                priority: 3,
+            },
             AttachSpec::Uprobe {
                 target: "libc".into(),
                 fn_name: Some("getppid".into()),
@@ -784,10 +912,23 @@ mod tests {
                 retprobe: true,
                 pid: Some(42),
             },
-            AttachSpec::Kprobe { fn_name: "do_nanosleep".into(), offset: 0, retprobe: true },
-            AttachSpec::CgroupSkb { cgroup: "/sys/fs/cgroup/x".into(), direction: CgroupDirection::Egress },
-            AttachSpec::CgroupSock { cgroup: "/sys/fs/cgroup/x".into() },
-            AttachSpec::PerfEvent { event: SoftwareEvent::TaskClock, frequency: 99, cpu: Some(1) },
+            AttachSpec::Kprobe {
+                fn_name: "do_nanosleep".into(),
+                offset: 0,
+                retprobe: true,
+            },
+            AttachSpec::CgroupSkb {
+                cgroup: "/sys/fs/cgroup/x".into(),
+                direction: CgroupDirection::Egress,
+            },
+            AttachSpec::CgroupSock {
+                cgroup: "/sys/fs/cgroup/x".into(),
+            },
+            AttachSpec::PerfEvent {
+                event: SoftwareEvent::TaskClock,
+                frequency: 99,
+                cpu: Some(1),
+            },
             AttachSpec::Fentry,
             AttachSpec::Fexit,
             AttachSpec::Lsm,
@@ -802,9 +943,15 @@ mod tests {
         let e = AttachSpec::try_from(pb::AttachSpec { hook: None }).unwrap_err();
         assert_eq!(e.field, "attach.hook");
         let tc = pb::AttachSpec {
-            hook: Some(pb::attach_spec::Hook::Tc(pb::TcAttach { iface: "veth0".into(), ..Default::default() })),
+            hook: Some(pb::attach_spec::Hook::Tc(pb::TcAttach {
+                iface: "veth0".into(),
+                ..Default::default()
+            })),
         };
-        assert!(AttachSpec::try_from(tc).unwrap_err().to_string().contains("tc.direction"));
+        assert!(AttachSpec::try_from(tc)
+            .unwrap_err()
+            .to_string()
+            .contains("tc.direction"));
         let xdp = pb::AttachSpec {
             hook: Some(pb::attach_spec::Hook::Xdp(pb::XdpAttach {
                 iface: "veth0".into(),
@@ -812,7 +959,10 @@ mod tests {
                 ..Default::default()
             })),
         };
-        assert!(AttachSpec::try_from(xdp).unwrap_err().reason.contains("unknown XDP mode"));
+        assert!(AttachSpec::try_from(xdp)
+            .unwrap_err()
+            .reason
+            .contains("unknown XDP mode"));
         assert!(program_type_from_proto(1000, "programs.type").is_err());
         assert_eq!(program_type_from_proto(0, "programs.type"), Ok(None));
         assert!(program_id(0, "id").is_err());
@@ -822,7 +972,10 @@ mod tests {
     #[test]
     fn priority_defaults_when_unset() {
         let xdp = pb::AttachSpec {
-            hook: Some(pb::attach_spec::Hook::Xdp(pb::XdpAttach { iface: "veth0".into(), ..Default::default() })),
+            hook: Some(pb::attach_spec::Hook::Xdp(pb::XdpAttach {
+                iface: "veth0".into(),
+                ..Default::default()
+            })),
         };
         match AttachSpec::try_from(xdp).unwrap() {
             AttachSpec::Xdp { priority, .. } => assert_eq!(priority, 1000),
@@ -847,7 +1000,10 @@ mod tests {
             managed: true,
         };
         let back: ProgramView = pb::Program::from(&p).try_into().unwrap();
-        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&p).unwrap());
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&p).unwrap()
+        );
 
         let dump = MapDump {
             map: MapInfo {
@@ -869,12 +1025,24 @@ mod tests {
         };
         let back: MapDump = pb::MapDump::from(&dump).try_into().unwrap();
         // Field order inside decoded values survives (serde_json keeps insertion order here).
-        assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&dump).unwrap());
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            serde_json::to_string(&dump).unwrap()
+        );
 
-        let hook =
-            HookRef { kind: ChainKind::Tc, iface: "veth0".into(), netns: None, direction: Some(TcDirection::Egress) };
+        let hook = HookRef {
+            kind: ChainKind::Tc,
+            iface: "veth0".into(),
+            netns: None,
+            direction: Some(TcDirection::Egress),
+        };
         assert_eq!(HookRef::try_from(pb::HookRef::from(&hook)).unwrap(), hook);
-        let xdp_with_dir = pb::HookRef { kind: 1, iface: "veth0".into(), netns: None, direction: 1 };
+        let xdp_with_dir = pb::HookRef {
+            kind: 1,
+            iface: "veth0".into(),
+            netns: None,
+            direction: 1,
+        };
         assert!(HookRef::try_from(xdp_with_dir).is_err());
     }
 }

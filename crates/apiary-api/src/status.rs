@@ -32,18 +32,23 @@ pub fn code_of(c: ErrorCode) -> Code {
 pub fn to_status(e: &Error) -> Status {
     let mut status = Status::new(code_of(e.code()), e.to_string());
     let detail = match e {
-        Error::NotFound { kind, id, hint } => {
-            Some(pb::ErrorDetail { kind: kind.to_string(), id: id.clone(), hint: hint.clone() })
-        }
-        Error::Kernel(KernelError::NotFound { what }) => {
-            Some(pb::ErrorDetail { kind: KERNEL_OBJECT.into(), id: what.clone(), hint: String::new() })
-        }
+        Error::NotFound { kind, id, hint } => Some(pb::ErrorDetail {
+            kind: kind.to_string(),
+            id: id.clone(),
+            hint: hint.clone(),
+        }),
+        Error::Kernel(KernelError::NotFound { what }) => Some(pb::ErrorDetail {
+            kind: KERNEL_OBJECT.into(),
+            id: what.clone(),
+            hint: String::new(),
+        }),
         _ => None,
     };
     if let Some(d) = detail {
-        status
-            .metadata_mut()
-            .insert_bin(ERROR_DETAIL_KEY, tonic::metadata::MetadataValue::from_bytes(&d.encode_to_vec()));
+        status.metadata_mut().insert_bin(
+            ERROR_DETAIL_KEY,
+            tonic::metadata::MetadataValue::from_bytes(&d.encode_to_vec()),
+        );
     }
     status
 }
@@ -56,7 +61,9 @@ impl From<Invalid> for Status {
 
 /// `Error::NotFound` holds its kind as a `&'static str`; these are the kinds the manager uses.
 fn static_kind(kind: &str) -> Option<&'static str> {
-    ["program", "link", "map", "chain", "image"].into_iter().find(|k| *k == kind)
+    ["program", "link", "map", "chain", "image"]
+        .into_iter()
+        .find(|k| *k == kind)
 }
 
 /// Client side: the manager error a status stands for. Codes the manager produces come back as
@@ -76,17 +83,24 @@ pub fn from_status(s: &Status, endpoint: &str) -> Error {
                 .and_then(|v| v.to_bytes().ok())
                 .and_then(|b| pb::ErrorDetail::decode(b.as_ref()).ok());
             match detail {
-                Some(d) if d.kind == KERNEL_OBJECT => Error::Kernel(KernelError::NotFound { what: d.id }),
+                Some(d) if d.kind == KERNEL_OBJECT => {
+                    Error::Kernel(KernelError::NotFound { what: d.id })
+                }
                 Some(d) => match static_kind(&d.kind) {
-                    Some(kind) => Error::NotFound { kind, id: d.id, hint: d.hint },
+                    Some(kind) => Error::NotFound {
+                        kind,
+                        id: d.id,
+                        hint: d.hint,
+                    },
                     None => Error::Internal(msg),
                 },
                 None => Error::Internal(msg),
             }
         }
-        Code::Unimplemented | Code::PermissionDenied | Code::ResourceExhausted | Code::AlreadyExists => {
-            Error::Internal(msg)
-        }
+        Code::Unimplemented
+        | Code::PermissionDenied
+        | Code::ResourceExhausted
+        | Code::AlreadyExists => Error::Internal(msg),
         Code::Ok
         | Code::Cancelled
         | Code::Unknown
@@ -98,18 +112,28 @@ pub fn from_status(s: &Status, endpoint: &str) -> Error {
         | Code::Unauthenticated => {
             // tonic's message for a failed connection is only "transport error": the cause (a
             // refused certificate, a reset connection) is in the source chain.
-            let chain = std::error::Error::source(s).map(crate::server::error_chain).unwrap_or_default();
-            let chain = chain.strip_prefix(msg.as_str()).map(|r| r.trim_start_matches(": ")).unwrap_or(&chain);
+            let chain = std::error::Error::source(s)
+                .map(crate::server::error_chain)
+                .unwrap_or_default();
+            let chain = chain
+                .strip_prefix(msg.as_str())
+                .map(|r| r.trim_start_matches(": "))
+                .unwrap_or(&chain);
             let mut text = format!("daemon at {endpoint}: {msg}");
             if !chain.is_empty() {
                 text = format!("{text}: {chain}");
             }
             // The TLS alert names the problem, but not the fix.
-            if chain.contains("CertificateRequired") || chain.contains("UnknownCA") || chain.contains("BadCertificate")
+            if chain.contains("CertificateRequired")
+                || chain.contains("UnknownCA")
+                || chain.contains("BadCertificate")
             {
                 text.push_str(" (the daemon accepts only client certificates signed by its --client-ca: check --client-cert and --client-key)");
             } else if endpoint.starts_with("https:")
-                && matches!(s.code(), Code::Unknown | Code::Unavailable | Code::Cancelled)
+                && matches!(
+                    s.code(),
+                    Code::Unknown | Code::Unavailable | Code::Cancelled
+                )
             {
                 // With TLS 1.3 the client's handshake completes before the daemon checks its
                 // certificate, so the refusal often shows up only as a closed connection.
@@ -136,9 +160,18 @@ mod tests {
             Error::Internal("store broke".into()),
             Error::not_found("program", 42),
             Error::not_found("link", 7),
-            Error::NotFound { kind: "map", id: "3:counts".into(), hint: "; program 3 has maps: a, b".into() },
-            Error::Kernel(KernelError::NotFound { what: "map 9".into() }),
-            Error::Kernel(KernelError::UnknownInterface { name: "nope0".into(), netns: None }),
+            Error::NotFound {
+                kind: "map",
+                id: "3:counts".into(),
+                hint: "; program 3 has maps: a, b".into(),
+            },
+            Error::Kernel(KernelError::NotFound {
+                what: "map 9".into(),
+            }),
+            Error::Kernel(KernelError::UnknownInterface {
+                name: "nope0".into(),
+                netns: None,
+            }),
         ];
         for e in cases {
             let (text, code) = (e.to_string(), e.code());
@@ -150,7 +183,10 @@ mod tests {
 
     #[test]
     fn codes_without_a_message_variant_keep_the_message() {
-        let e = Error::Kernel(KernelError::NotSupported { feature: "fentry".into(), reason: "no trampolines".into() });
+        let e = Error::Kernel(KernelError::NotSupported {
+            feature: "fentry".into(),
+            reason: "no trampolines".into(),
+        });
         let s = to_status(&e);
         assert_eq!(s.code(), Code::Unimplemented);
         assert_eq!(from_status(&s, "x").to_string(), e.to_string());
@@ -158,7 +194,13 @@ mod tests {
 
     #[test]
     fn transport_errors_name_the_endpoint() {
-        let e = from_status(&Status::unavailable("connection refused"), "unix:///run/apiary/apiary.sock");
-        assert!(e.to_string().contains("unix:///run/apiary/apiary.sock"), "{e}");
+        let e = from_status(
+            &Status::unavailable("connection refused"),
+            "unix:///run/apiary/apiary.sock",
+        );
+        assert!(
+            e.to_string().contains("unix:///run/apiary/apiary.sock"),
+            "{e}"
+        );
     }
 }

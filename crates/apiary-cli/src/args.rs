@@ -7,13 +7,27 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "apiary", version, about = "Manage eBPF programs: load, attach, chain, inspect, unload")]
+#[command(
+    name = "apiary",
+    version,
+    about = "Manage eBPF programs: load, attach, chain, inspect, unload"
+)]
 pub struct Cli {
     /// Where the store lives.
-    #[arg(long, global = true, env = "APIARY_STATE_DIR", default_value = "/var/lib/apiary")]
+    #[arg(
+        long,
+        global = true,
+        env = "APIARY_STATE_DIR",
+        default_value = "/var/lib/apiary"
+    )]
     pub state_dir: PathBuf,
     /// apiary's directory on a bpf filesystem, where programs, maps and links are pinned.
-    #[arg(long, global = true, env = "APIARY_BPFFS", default_value = "/sys/fs/bpf/apiary")]
+    #[arg(
+        long,
+        global = true,
+        env = "APIARY_BPFFS",
+        default_value = "/sys/fs/bpf/apiary"
+    )]
     pub bpffs: PathBuf,
     /// Output format: table, json or yaml. For `package`, the file to write.
     #[arg(short = 'o', long = "output", global = true, default_value = "table")]
@@ -38,7 +52,9 @@ impl std::str::FromStr for Output {
             "table" => Ok(Output::Table),
             "json" => Ok(Output::Json),
             "yaml" => Ok(Output::Yaml),
-            other => Err(format!("invalid output format {other:?}: expected table, json or yaml")),
+            other => Err(format!(
+                "invalid output format {other:?}: expected table, json or yaml"
+            )),
         }
     }
 }
@@ -209,10 +225,18 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
-    pub fn into_spec(self, source: apiary::ObjectSource, attach: Option<AttachCmd>) -> apiary::LoadSpec {
+    pub fn into_spec(
+        self,
+        source: apiary::ObjectSource,
+        attach: Option<AttachCmd>,
+    ) -> apiary::LoadSpec {
         apiary::LoadSpec {
             source,
-            programs: self.programs.into_iter().map(|(t, n)| (Some(t), n)).collect(),
+            programs: self
+                .programs
+                .into_iter()
+                .map(|(t, n)| (Some(t), n))
+                .collect(),
             raw_globals: self.globals,
             typed_globals: self.set,
             metadata: self.metadata.into_iter().collect(),
@@ -379,8 +403,12 @@ pub enum ListCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum GetCmd {
-    Program { id: apiary_core::ProgramId },
-    Link { id: apiary_core::LinkId },
+    Program {
+        id: apiary_core::ProgramId,
+    },
+    Link {
+        id: apiary_core::LinkId,
+    },
     /// One chain: order, priorities, proceed-on sets and per-program counters.
     Chain {
         iface: String,
@@ -392,15 +420,28 @@ pub enum GetCmd {
 }
 
 /// `get chain IFACE HOOK`.
-pub fn hook_ref(iface: String, hook: &str, netns: Option<String>) -> Result<apiary::chain::HookRef, String> {
+pub fn hook_ref(
+    iface: String,
+    hook: &str,
+    netns: Option<String>,
+) -> Result<apiary::chain::HookRef, String> {
     use apiary_core::chain::ChainKind;
     let (kind, direction) = match hook {
         "xdp" => (ChainKind::Xdp, None),
         "tc" | "tc-ingress" | "ingress" => (ChainKind::Tc, Some(TcDirection::Ingress)),
         "tc-egress" | "egress" => (ChainKind::Tc, Some(TcDirection::Egress)),
-        other => return Err(format!("unknown hook {other:?}: expected xdp, tc-ingress or tc-egress")),
+        other => {
+            return Err(format!(
+                "unknown hook {other:?}: expected xdp, tc-ingress or tc-egress"
+            ))
+        }
     };
-    Ok(apiary::chain::HookRef { kind, iface, netns: netns_path(netns), direction })
+    Ok(apiary::chain::HookRef {
+        kind,
+        iface,
+        netns: netns_path(netns),
+        direction,
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -429,7 +470,13 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 /// `--netns NAME` means `ip netns`'s /var/run/netns/NAME; anything with a slash is a path.
 pub fn netns_path(n: Option<String>) -> Option<PathBuf> {
-    n.map(|n| if n.contains('/') { PathBuf::from(n) } else { PathBuf::from("/var/run/netns").join(n) })
+    n.map(|n| {
+        if n.contains('/') {
+            PathBuf::from(n)
+        } else {
+            PathBuf::from("/var/run/netns").join(n)
+        }
+    })
 }
 
 fn dir(d: DirArg) -> TcDirection {
@@ -445,7 +492,13 @@ impl AttachCmd {
             AttachCmd::Tracepoint { tracepoint } => AttachSpec::Tracepoint { tracepoint },
             AttachCmd::RawTracepoint { tracepoint } => AttachSpec::RawTracepoint { tracepoint },
             AttachCmd::TpBtf => AttachSpec::TpBtf,
-            AttachCmd::Xdp { iface, netns, mode, priority, proceed_on } => AttachSpec::Xdp {
+            AttachCmd::Xdp {
+                iface,
+                netns,
+                mode,
+                priority,
+                proceed_on,
+            } => AttachSpec::Xdp {
                 iface,
                 netns: netns_path(netns),
                 mode: match mode {
@@ -456,7 +509,14 @@ impl AttachCmd {
                 priority,
                 proceed_on,
             },
-            AttachCmd::Tc { iface, direction, netns, priority, proceed_on, legacy } => AttachSpec::Tc {
+            AttachCmd::Tc {
+                iface,
+                direction,
+                netns,
+                priority,
+                proceed_on,
+                legacy,
+            } => AttachSpec::Tc {
                 iface,
                 netns: netns_path(netns),
                 direction: dir(direction),
@@ -464,13 +524,39 @@ impl AttachCmd {
                 proceed_on,
                 legacy,
             },
-            AttachCmd::Tcx { iface, direction, priority, netns } => {
-                AttachSpec::Tcx { iface, netns: netns_path(netns), direction: dir(direction), priority }
-            }
-            AttachCmd::Uprobe { target, fn_name, offset, retprobe, pid } => {
-                AttachSpec::Uprobe { target, fn_name, offset, retprobe, pid }
-            }
-            AttachCmd::Kprobe { fn_name, offset, retprobe } => AttachSpec::Kprobe { fn_name, offset, retprobe },
+            AttachCmd::Tcx {
+                iface,
+                direction,
+                priority,
+                netns,
+            } => AttachSpec::Tcx {
+                iface,
+                netns: netns_path(netns),
+                direction: dir(direction),
+                priority,
+            },
+            AttachCmd::Uprobe {
+                target,
+                fn_name,
+                offset,
+                retprobe,
+                pid,
+            } => AttachSpec::Uprobe {
+                target,
+                fn_name,
+                offset,
+                retprobe,
+                pid,
+            },
+            AttachCmd::Kprobe {
+                fn_name,
+                offset,
+                retprobe,
+            } => AttachSpec::Kprobe {
+                fn_name,
+                offset,
+                retprobe,
+            },
             AttachCmd::CgroupSkb { cgroup, direction } => AttachSpec::CgroupSkb {
                 cgroup,
                 direction: match direction {
@@ -479,7 +565,11 @@ impl AttachCmd {
                 },
             },
             AttachCmd::CgroupSock { cgroup } => AttachSpec::CgroupSock { cgroup },
-            AttachCmd::PerfEvent { event, frequency, cpu } => AttachSpec::PerfEvent {
+            AttachCmd::PerfEvent {
+                event,
+                frequency,
+                cpu,
+            } => AttachSpec::PerfEvent {
                 event: match event {
                     EventArg::CpuClock => SoftwareEvent::CpuClock,
                     EventArg::TaskClock => SoftwareEvent::TaskClock,

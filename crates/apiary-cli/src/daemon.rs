@@ -101,12 +101,19 @@ pub fn serve(a: ServeArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
 fn init_logging(filter: &str, format: LogFormat) -> Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
-        Ok(f) if !f.is_empty() => EnvFilter::try_new(&f).with_context(|| format!("RUST_LOG={f}"))?,
-        _ => EnvFilter::try_new(filter).with_context(|| format!("invalid log filter {filter:?}"))?,
+        Ok(f) if !f.is_empty() => {
+            EnvFilter::try_new(&f).with_context(|| format!("RUST_LOG={f}"))?
+        }
+        _ => {
+            EnvFilter::try_new(filter).with_context(|| format!("invalid log filter {filter:?}"))?
+        }
     };
     // Colours only for a person at a terminal, not in log files.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -3,7 +3,10 @@
 
 use anyhow::{anyhow, Context, Result};
 use apiary::images::{parse_mode, ImageSettings};
-use apiary::oci::{self, Arch, BuiltImage, BuiltManifest, ImageRef, PullPolicy, RegistryAuth, SigningKey, VerifyingKey};
+use apiary::oci::{
+    self, Arch, BuiltImage, BuiltManifest, ImageRef, PullPolicy, RegistryAuth, SigningKey,
+    VerifyingKey,
+};
 use base64::Engine;
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
@@ -47,8 +50,15 @@ impl RegistryArgs {
             }
         }
         match (&self.username, &self.password) {
-            (Some(u), Some(p)) => s.client.credentials = Some(RegistryAuth { username: u.clone(), password: p.clone() }),
-            (Some(_), None) | (None, Some(_)) => return Err(anyhow!("--username and --password go together")),
+            (Some(u), Some(p)) => {
+                s.client.credentials = Some(RegistryAuth {
+                    username: u.clone(),
+                    password: p.clone(),
+                })
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(anyhow!("--username and --password go together"))
+            }
             (None, None) => {}
         }
         if self.authfile.is_some() {
@@ -58,7 +68,8 @@ impl RegistryArgs {
             s.client.ca_file = self.ca_file.clone();
         }
         for k in &self.verify_keys {
-            s.keys.push(VerifyingKey::from_file(k).map_err(|e| anyhow!("{e}"))?);
+            s.keys
+                .push(VerifyingKey::from_file(k).map_err(|e| anyhow!("{e}"))?);
         }
         if let Some(p) = &self.signature_policy {
             s.policy = oci::SignaturePolicy::new(parse_mode(p)?);
@@ -164,11 +175,22 @@ fn b64(b: &[u8]) -> String {
 }
 
 fn unb64(s: &str) -> Result<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD.decode(s).context("corrupt saved build")
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .context("corrupt saved build")
 }
 
 fn build_path(state_dir: &Path, image: &str) -> PathBuf {
-    let name: String = image.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let name: String = image
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     state_dir.join("builds").join(format!("{name}.json"))
 }
 
@@ -192,11 +214,14 @@ fn save_build(path: &Path, b: &BuiltImage) -> Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
-    std::fs::write(path, serde_json::to_vec(&saved)?).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::write(path, serde_json::to_vec(&saved)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn load_build(path: &Path, image: &str) -> Result<BuiltImage> {
-    let text = std::fs::read(path).map_err(|_| anyhow!("no image {image} was built here; run `apiary image build -t {image} ...` first"))?;
+    let text = std::fs::read(path).map_err(|_| {
+        anyhow!("no image {image} was built here; run `apiary image build -t {image} ...` first")
+    })?;
     let s: SavedBuild = serde_json::from_slice(&text).context("corrupt saved build")?;
     let mut manifests = Vec::new();
     for m in s.manifests {
@@ -210,7 +235,10 @@ fn load_build(path: &Path, image: &str) -> Result<BuiltImage> {
             maps: m.maps,
         });
     }
-    Ok(BuiltImage { manifests, index: s.index.as_deref().map(unb64).transpose()? })
+    Ok(BuiltImage {
+        manifests,
+        index: s.index.as_deref().map(unb64).transpose()?,
+    })
 }
 
 fn parse_ref(s: &str) -> Result<ImageRef> {
@@ -226,7 +254,11 @@ pub fn run(cmd: ImageCmd, state_dir: &Path, json: bool) -> Result<()> {
         }
     };
     match cmd {
-        ImageCmd::Pull { image, pull_policy, registry } => {
+        ImageCmd::Pull {
+            image,
+            pull_policy,
+            registry,
+        } => {
             let s = registry.settings(state_dir, Some(&image))?;
             let (img, verdict) = s.pull(&image, pull_policy)?;
             let sig = match verdict {
@@ -236,12 +268,31 @@ pub fn run(cmd: ImageCmd, state_dir: &Path, json: bool) -> Result<()> {
             };
             print(
                 serde_json::json!({"reference": image, "digest": img.digest, "arch": img.arch.name(), "programs": img.programs, "maps": img.maps, "from_cache": img.from_cache}),
-                format!("{image}: {} ({}){}; {sig}", img.digest, img.arch, if img.from_cache { ", from the cache" } else { "" }),
+                format!(
+                    "{image}: {} ({}){}; {sig}",
+                    img.digest,
+                    img.arch,
+                    if img.from_cache {
+                        ", from the cache"
+                    } else {
+                        ""
+                    }
+                ),
             );
         }
-        ImageCmd::Build { bytecode, bytecode_amd64, bytecode_arm64, bytecode_s390x, bytecode_ppc64le, tag, push, registry } => {
+        ImageCmd::Build {
+            bytecode,
+            bytecode_amd64,
+            bytecode_arm64,
+            bytecode_s390x,
+            bytecode_ppc64le,
+            tag,
+            push,
+            registry,
+        } => {
             let mut objects = Vec::new();
-            let host = Arch::host().ok_or_else(|| anyhow!("unknown host architecture: use --bytecode-ARCH"))?;
+            let host = Arch::host()
+                .ok_or_else(|| anyhow!("unknown host architecture: use --bytecode-ARCH"))?;
             for (arch, path) in [
                 (Some(host), bytecode),
                 (Some(Arch::Amd64), bytecode_amd64),
@@ -250,12 +301,15 @@ pub fn run(cmd: ImageCmd, state_dir: &Path, json: bool) -> Result<()> {
                 (Some(Arch::Ppc64le), bytecode_ppc64le),
             ] {
                 if let (Some(a), Some(p)) = (arch, path) {
-                    let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+                    let bytes = std::fs::read(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?;
                     objects.push((a, bytes));
                 }
             }
             if objects.is_empty() {
-                return Err(anyhow!("give at least one object: --bytecode FILE (or --bytecode-ARCH FILE)"));
+                return Err(anyhow!(
+                    "give at least one object: --bytecode FILE (or --bytecode-ARCH FILE)"
+                ));
             }
             let built = oci::build(&objects).map_err(|e| anyhow!("{e}"))?;
             let digest = built.digest();
@@ -263,7 +317,10 @@ pub fn run(cmd: ImageCmd, state_dir: &Path, json: bool) -> Result<()> {
             if push {
                 let s = registry.settings(state_dir, Some(&tag))?;
                 let pushed = oci::push(&s.client, &built, &target).map_err(|e| anyhow!("{e}"))?;
-                print(serde_json::json!({"reference": tag, "digest": pushed, "pushed": true}), format!("pushed {tag} ({pushed})"));
+                print(
+                    serde_json::json!({"reference": tag, "digest": pushed, "pushed": true}),
+                    format!("pushed {tag} ({pushed})"),
+                );
             } else {
                 save_build(&build_path(state_dir, &tag), &built)?;
                 print(
@@ -275,16 +332,27 @@ pub fn run(cmd: ImageCmd, state_dir: &Path, json: bool) -> Result<()> {
         ImageCmd::Push { image, registry } => {
             let built = load_build(&build_path(state_dir, &image), &image)?;
             let s = registry.settings(state_dir, Some(&image))?;
-            let pushed = oci::push(&s.client, &built, &parse_ref(&image)?).map_err(|e| anyhow!("{e}"))?;
-            print(serde_json::json!({"reference": image, "digest": pushed}), format!("pushed {image} ({pushed})"));
+            let pushed =
+                oci::push(&s.client, &built, &parse_ref(&image)?).map_err(|e| anyhow!("{e}"))?;
+            print(
+                serde_json::json!({"reference": image, "digest": pushed}),
+                format!("pushed {image} ({pushed})"),
+            );
         }
         ImageCmd::Inspect { image, registry } => {
             let s = registry.settings(state_dir, Some(&image))?;
-            let info = oci::inspect(&s.client, Some(&s.cache()), &parse_ref(&image)?).map_err(|e| anyhow!("{e}"))?;
+            let info = oci::inspect(&s.client, Some(&s.cache()), &parse_ref(&image)?)
+                .map_err(|e| anyhow!("{e}"))?;
             let v = serde_json::to_value(&info)?;
-            let mut t = format!("{}\ndigest   {}\nmanifest {} ({})\n", info.reference, info.digest, info.manifest_digest, info.arch);
+            let mut t = format!(
+                "{}\ndigest   {}\nmanifest {} ({})\n",
+                info.reference, info.digest, info.manifest_digest, info.arch
+            );
             for p in &info.platforms {
-                t.push_str(&format!("platform {}\n", serde_json::to_string(p).unwrap_or_default()));
+                t.push_str(&format!(
+                    "platform {}\n",
+                    serde_json::to_string(p).unwrap_or_default()
+                ));
             }
             t.push_str("PROGRAMS\n");
             for (n, ty) in &info.programs {
@@ -302,7 +370,10 @@ pub fn run(cmd: ImageCmd, state_dir: &Path, json: bool) -> Result<()> {
             let text = if list.is_empty() {
                 "the image cache is empty".to_string()
             } else {
-                list.iter().map(|c| format!("{}  {}  {} bytes", c.reference, c.digest, c.size)).collect::<Vec<_>>().join("\n")
+                list.iter()
+                    .map(|c| format!("{}  {}  {} bytes", c.reference, c.digest, c.size))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             };
             print(serde_json::to_value(&list)?, text);
         }
@@ -310,23 +381,41 @@ pub fn run(cmd: ImageCmd, state_dir: &Path, json: bool) -> Result<()> {
             let s = ImageSettings::load(None, state_dir)?;
             let n = s.cache().remove(&image).map_err(|e| anyhow!("{e}"))?;
             if n == 0 {
-                return Err(anyhow!("{image} is not in the image cache (see `apiary image list`)"));
+                return Err(anyhow!(
+                    "{image} is not in the image cache (see `apiary image list`)"
+                ));
             }
-            print(serde_json::json!({"removed": image}), format!("removed {image} from the cache"));
+            print(
+                serde_json::json!({"removed": image}),
+                format!("removed {image} from the cache"),
+            );
         }
-        ImageCmd::Sign { key, image, registry } => {
+        ImageCmd::Sign {
+            key,
+            image,
+            registry,
+        } => {
             let s = registry.settings(state_dir, Some(&image))?;
             let k = SigningKey::from_file(&key, None).map_err(|e| anyhow!("{e}"))?;
-            let digest = oci::sign(&s.client, &parse_ref(&image)?, &k).map_err(|e| anyhow!("{e}"))?;
-            print(serde_json::json!({"signed": digest}), format!("signed {image} ({digest})"));
+            let digest =
+                oci::sign(&s.client, &parse_ref(&image)?, &k).map_err(|e| anyhow!("{e}"))?;
+            print(
+                serde_json::json!({"signed": digest}),
+                format!("signed {image} ({digest})"),
+            );
         }
-        ImageCmd::Verify { key, image, registry } => {
+        ImageCmd::Verify {
+            key,
+            image,
+            registry,
+        } => {
             let s = registry.settings(state_dir, Some(&image))?;
             let mut keys = s.keys.clone();
             for k in &key {
                 keys.push(VerifyingKey::from_file(k).map_err(|e| anyhow!("{e}"))?);
             }
-            let v = oci::verify(&s.client, &parse_ref(&image)?, &keys).map_err(|e| anyhow!("{e}"))?;
+            let v =
+                oci::verify(&s.client, &parse_ref(&image)?, &keys).map_err(|e| anyhow!("{e}"))?;
             print(
                 serde_json::json!({"digest": v.digest, "docker_reference": v.docker_reference, "key": v.key}),
                 format!("{image}: signature verified ({}, key {})", v.digest, v.key),

@@ -1,8 +1,8 @@
 //! The `apiary` binary: parse flags, validate them into typed requests, call the manager, print.
 
 mod args;
-mod image;
 mod daemon;
+mod image;
 mod output;
 
 use anyhow::Result;
@@ -40,19 +40,28 @@ fn run(cli: Cli) -> Result<()> {
         _ => {}
     }
     if let Command::Reconcile = cli.command {
-        let mgr = Manager::open(Config { state_dir: cli.state_dir, bpffs: cli.bpffs })?;
+        let mgr = Manager::open(Config {
+            state_dir: cli.state_dir,
+            bpffs: cli.bpffs,
+        })?;
         let report = mgr.reconcile()?;
         let failed = !report.failures.is_empty();
         out.reconcile(&report)?;
         if failed {
-            anyhow::bail!("{} item(s) could not be restored (see above)", report.failures.len());
+            anyhow::bail!(
+                "{} item(s) could not be restored (see above)",
+                report.failures.len()
+            );
         }
         return Ok(());
     }
     let mgr: Box<dyn Api> = match &cli.remote.endpoint {
         Some(endpoint) => Box::new(cli.remote.connect(endpoint)?),
         None => {
-            let m = Manager::open(Config { state_dir: cli.state_dir.clone(), bpffs: cli.bpffs })?;
+            let m = Manager::open(Config {
+                state_dir: cli.state_dir.clone(),
+                bpffs: cli.bpffs,
+            })?;
             // In-process, `load image` takes registry flags; a daemon uses its own settings and
             // signature policy.
             if let Command::Load(LoadCmd::Image(i)) = &cli.command {
@@ -62,27 +71,57 @@ fn run(cli: Cli) -> Result<()> {
         }
     };
     match cli.command {
-        Command::Inspect { .. } | Command::Image { .. } | Command::Package { .. } | Command::Run(_) | Command::Reconcile | Command::Serve(_) => {
-            unreachable_command()
-        }
-        Command::Update { program_id, path, program, globals, set } => {
-            let r = mgr.update(program_id, apiary::UpdateSpec { path, program, raw_globals: globals, typed_globals: set })?;
+        Command::Inspect { .. }
+        | Command::Image { .. }
+        | Command::Package { .. }
+        | Command::Run(_)
+        | Command::Reconcile
+        | Command::Serve(_) => unreachable_command(),
+        Command::Update {
+            program_id,
+            path,
+            program,
+            globals,
+            set,
+        } => {
+            let r = mgr.update(
+                program_id,
+                apiary::UpdateSpec {
+                    path,
+                    program,
+                    raw_globals: globals,
+                    typed_globals: set,
+                },
+            )?;
             out.update(&r)
         }
-        Command::Load(LoadCmd::File(f)) => out.programs(&mgr.load(f.opts.into_spec(ObjectSource::Path(f.path), f.attach))?),
+        Command::Load(LoadCmd::File(f)) => {
+            out.programs(&mgr.load(f.opts.into_spec(ObjectSource::Path(f.path), f.attach))?)
+        }
         Command::Load(LoadCmd::Image(i)) => {
-            let source = ObjectSource::Image { reference: i.image_url, pull_policy: i.pull_policy };
+            let source = ObjectSource::Image {
+                reference: i.image_url,
+                pull_policy: i.pull_policy,
+            };
             out.programs(&mgr.load(i.opts.into_spec(source, i.attach))?)
         }
-        Command::Attach { program_id, target } => out.link(&mgr.attach(program_id, target.into_spec())?),
+        Command::Attach { program_id, target } => {
+            out.link(&mgr.attach(program_id, target.into_spec())?)
+        }
         Command::Detach { link_id } => {
             mgr.detach(link_id)?;
-            out.message(&format!("detached link {link_id}"), serde_json::json!({ "detached": link_id }))
+            out.message(
+                &format!("detached link {link_id}"),
+                serde_json::json!({ "detached": link_id }),
+            )
         }
         Command::Unload { program_ids, force } => {
             let done = mgr.unload(&program_ids, force)?;
             let ids: Vec<String> = done.iter().map(|i| i.to_string()).collect();
-            out.message(&format!("unloaded program(s) {}", ids.join(", ")), serde_json::json!({ "unloaded": done }))
+            out.message(
+                &format!("unloaded program(s) {}", ids.join(", ")),
+                serde_json::json!({ "unloaded": done }),
+            )
         }
         Command::List { what } => match what {
             ListCmd::Programs { all, metadata } => {
@@ -116,13 +155,28 @@ fn inspect(out: &output::Printer, source: &str) -> Result<()> {
 }
 
 fn package(object: &std::path::Path, output: &str) -> Result<()> {
-    let bytes = std::fs::read(object).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", object.display()))?;
-    let name = object.file_name().and_then(|n| n.to_str()).unwrap_or("object").trim_end_matches(".o").trim_end_matches(".bpf");
-    let pkg = apiary::package::Package::build(name, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", object.display()))?;
-    let path = if output == "table" { format!("{name}.package.json") } else { output.to_string() };
+    let bytes = std::fs::read(object)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", object.display()))?;
+    let name = object
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("object")
+        .trim_end_matches(".o")
+        .trim_end_matches(".bpf");
+    let pkg = apiary::package::Package::build(name, &bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", object.display()))?;
+    let path = if output == "table" {
+        format!("{name}.package.json")
+    } else {
+        output.to_string()
+    };
     let text = serde_json::to_string_pretty(&pkg)?;
     std::fs::write(&path, &text).map_err(|e| anyhow::anyhow!("cannot write {path}: {e}"))?;
-    eprintln!("wrote {path} ({} bytes; object {} bytes)", text.len(), bytes.len());
+    eprintln!(
+        "wrote {path} ({} bytes; object {} bytes)",
+        text.len(),
+        bytes.len()
+    );
     Ok(())
 }
 
@@ -142,7 +196,11 @@ fn run_foreground(a: RunArgs, format: Output) -> Result<()> {
         source: a.source,
         raw_globals: a.globals,
         typed_globals: a.set,
-        targets: apiary_kernel::session::Targets { iface: a.iface, netns: args::netns_path(a.netns), cgroup: a.cgroup },
+        targets: apiary_kernel::session::Targets {
+            iface: a.iface,
+            netns: args::netns_path(a.netns),
+            cgroup: a.cgroup,
+        },
         event_type: a.event_type,
         duration: a.duration,
         dump_maps: a.dump_maps,
@@ -152,11 +210,17 @@ fn run_foreground(a: RunArgs, format: Output) -> Result<()> {
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
     let mut note = |m: &str| eprintln!("{m}");
-    let summary = apiary::run::run(&spec, &mut lock, &mut note, &|| STOP.load(std::sync::atomic::Ordering::SeqCst))?;
+    let summary = apiary::run::run(&spec, &mut lock, &mut note, &|| {
+        STOP.load(std::sync::atomic::Ordering::SeqCst)
+    })?;
     eprintln!(
         "{} event(s){}; detached and unloaded everything",
         summary.events,
-        if summary.lost > 0 { format!(", {} lost", summary.lost) } else { String::new() }
+        if summary.lost > 0 {
+            format!(", {} lost", summary.lost)
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

@@ -10,7 +10,9 @@ pub struct Printer {
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".into())
+    v.as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "-".into())
 }
 
 fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
@@ -60,7 +62,15 @@ impl Printer {
     pub fn programs(&self, ps: &[ProgramView]) -> Result<()> {
         self.emit(ps, || {
             table(
-                &["ID", "KERNEL_ID", "NAME", "TYPE", "ATTACHED", "LOADED", "METADATA"],
+                &[
+                    "ID",
+                    "KERNEL_ID",
+                    "NAME",
+                    "TYPE",
+                    "ATTACHED",
+                    "LOADED",
+                    "METADATA",
+                ],
                 ps.iter()
                     .map(|p| {
                         vec![
@@ -68,12 +78,20 @@ impl Printer {
                             p.kernel_id.to_string(),
                             p.name.clone(),
                             p.prog_type.clone(),
-                            if p.attach_points.is_empty() { "-".into() } else { p.attach_points.join("; ") },
+                            if p.attach_points.is_empty() {
+                                "-".into()
+                            } else {
+                                p.attach_points.join("; ")
+                            },
                             opt(&p.loaded_at),
                             if p.metadata.is_empty() {
                                 "-".into()
                             } else {
-                                p.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+                                p.metadata
+                                    .iter()
+                                    .map(|(k, v)| format!("{k}={v}"))
+                                    .collect::<Vec<_>>()
+                                    .join(",")
                             },
                         ]
                     })
@@ -85,7 +103,14 @@ impl Printer {
     pub fn links(&self, ls: &[LinkView]) -> Result<()> {
         self.emit(ls, || {
             table(
-                &["ID", "PROGRAM", "NAME", "ATTACH POINT", "KERNEL_LINKS", "CREATED"],
+                &[
+                    "ID",
+                    "PROGRAM",
+                    "NAME",
+                    "ATTACH POINT",
+                    "KERNEL_LINKS",
+                    "CREATED",
+                ],
                 ls.iter()
                     .map(|l| {
                         vec![
@@ -110,7 +135,11 @@ impl Printer {
                 l.program_id,
                 l.program_name,
                 l.attach_point,
-                if l.kernel_link_ids.is_empty() { String::new() } else { format!(" (kernel link {})", ids(&l.kernel_link_ids)) }
+                if l.kernel_link_ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (kernel link {})", ids(&l.kernel_link_ids))
+                }
             )
         })
     }
@@ -118,7 +147,16 @@ impl Printer {
     pub fn maps(&self, ms: &[MapView]) -> Result<()> {
         self.emit(ms, || {
             table(
-                &["KERNEL_ID", "NAME", "TYPE", "KEY", "VALUE", "MAX", "OWNER", "USED BY"],
+                &[
+                    "KERNEL_ID",
+                    "NAME",
+                    "TYPE",
+                    "KEY",
+                    "VALUE",
+                    "MAX",
+                    "OWNER",
+                    "USED BY",
+                ],
                 ms.iter()
                     .map(|m| {
                         vec![
@@ -129,7 +167,11 @@ impl Printer {
                             m.value_size.to_string(),
                             m.max_entries.to_string(),
                             opt(&m.owner_id),
-                            m.used_by.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","),
+                            m.used_by
+                                .iter()
+                                .map(|i| i.to_string())
+                                .collect::<Vec<_>>()
+                                .join(","),
                         ]
                     })
                     .collect(),
@@ -151,10 +193,20 @@ impl Printer {
                 ("Tag", d.tag.clone()),
             ];
             if !p.metadata.is_empty() {
-                rows.push(("Metadata", p.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")));
+                rows.push((
+                    "Metadata",
+                    p.metadata
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ));
             }
             for g in &d.globals {
-                rows.push(("Global", format!("{} = 0x{} ({})", g.name, g.hex, g.section)));
+                rows.push((
+                    "Global",
+                    format!("{} = 0x{} ({})", g.name, g.hex, g.section),
+                ));
             }
             match &d.kernel {
                 Some(k) => {
@@ -170,7 +222,10 @@ impl Printer {
                         rows.push(("Run count", k.run_cnt.to_string()));
                         rows.push(("Run time", format!("{} ns", k.run_time_ns)));
                     } else {
-                        rows.push(("Run stats", "off (enable with sysctl kernel.bpf_stats_enabled=1)".into()));
+                        rows.push((
+                            "Run stats",
+                            "off (enable with sysctl kernel.bpf_stats_enabled=1)".into(),
+                        ));
                     }
                 }
                 None => rows.push(("Kernel", opt(&d.kernel_error))),
@@ -179,10 +234,22 @@ impl Printer {
                 rows.push(("Link", format!("{}: {}", l.id, l.attach_point)));
             }
             for m in &d.maps {
-                rows.push(("Map", format!("{} {} ({}, kernel id {})", m.name, m.map_type, if m.owner_id == p.id { "own" } else { "shared" }, m.kernel_id)));
+                rows.push((
+                    "Map",
+                    format!(
+                        "{} {} ({}, kernel id {})",
+                        m.name,
+                        m.map_type,
+                        if m.owner_id == p.id { "own" } else { "shared" },
+                        m.kernel_id
+                    ),
+                ));
             }
             let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-            rows.iter().map(|(k, v)| format!("{k:<w$}  {v}")).collect::<Vec<_>>().join("\n")
+            rows.iter()
+                .map(|(k, v)| format!("{k:<w$}  {v}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         })
     }
 
@@ -190,14 +257,21 @@ impl Printer {
         self.emit(d, || {
             let mut s = table(
                 &["KEY", "VALUE"],
-                d.entries.iter().map(|e| vec![compact(&e.key), compact(&e.value)]).collect(),
+                d.entries
+                    .iter()
+                    .map(|e| vec![compact(&e.key), compact(&e.value)])
+                    .collect(),
             );
             s.push_str(&format!(
                 "\n{} entries in map {} ({}){}",
                 d.entries.len(),
                 d.map.name,
                 d.map.map_type,
-                if d.truncated { ", more not shown (raise --limit)" } else { "" }
+                if d.truncated {
+                    ", more not shown (raise --limit)"
+                } else {
+                    ""
+                }
             ));
             s
         })
@@ -215,7 +289,10 @@ fn chain_text(c: &apiary::chain::ChainView) -> String {
     if let Some(m) = &c.mode {
         head.push_str(&format!(", mode {m}"));
     }
-    head.push_str(&format!(", dispatcher {} on link {}", c.dispatcher_kernel_id, c.link_kernel_id));
+    head.push_str(&format!(
+        ", dispatcher {} on link {}",
+        c.dispatcher_kernel_id, c.link_kernel_id
+    ));
     let rows = c
         .programs
         .iter()
@@ -228,11 +305,30 @@ fn chain_text(c: &apiary::chain::ChainView) -> String {
                 p.link_id.to_string(),
                 p.proceed_on.join(","),
                 p.runs.to_string(),
-                p.verdicts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+                p.verdicts
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ]
         })
         .collect();
-    format!("{head}\n{}", table(&["POS", "PRIORITY", "PROGRAM", "NAME", "LINK", "PROCEED-ON", "RUNS", "VERDICTS"], rows))
+    format!(
+        "{head}\n{}",
+        table(
+            &[
+                "POS",
+                "PRIORITY",
+                "PROGRAM",
+                "NAME",
+                "LINK",
+                "PROCEED-ON",
+                "RUNS",
+                "VERDICTS"
+            ],
+            rows
+        )
+    )
 }
 
 fn compact(v: &serde_json::Value) -> String {
@@ -246,7 +342,10 @@ fn ids(v: &[u32]) -> String {
     if v.is_empty() {
         "-".into()
     } else {
-        v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+        v.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -255,22 +354,61 @@ impl Printer {
         self.emit(i, || {
             let mut s = String::new();
             s.push_str(&format!("Object   {}\n", i.source));
-            s.push_str(&format!("License  {}\n", i.license.as_deref().unwrap_or("-")));
-            s.push_str(&format!("BTF      {}{}\n", if i.btf { "yes" } else { "no" }, if i.btf_ext { " (with line info)" } else { "" }));
+            s.push_str(&format!(
+                "License  {}\n",
+                i.license.as_deref().unwrap_or("-")
+            ));
+            s.push_str(&format!(
+                "BTF      {}{}\n",
+                if i.btf { "yes" } else { "no" },
+                if i.btf_ext { " (with line info)" } else { "" }
+            ));
             s.push_str("\nPROGRAMS\n");
             s.push_str(&table(
                 &["NAME", "SECTION", "TYPE", "ATTACH", "INSNS"],
-                i.programs.iter().map(|p| vec![p.name.clone(), p.section.clone(), opt(&p.prog_type), p.attach.clone(), p.insns.to_string()]).collect(),
+                i.programs
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            p.section.clone(),
+                            opt(&p.prog_type),
+                            p.attach.clone(),
+                            p.insns.to_string(),
+                        ]
+                    })
+                    .collect(),
             ));
             s.push_str("\n\nMAPS\n");
             s.push_str(&table(
                 &["NAME", "TYPE", "KEY", "VALUE", "MAX"],
-                i.maps.iter().map(|m| vec![m.name.clone(), m.map_type.clone(), opt(&m.key), opt(&m.value), opt(&m.max_entries)]).collect(),
+                i.maps
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.name.clone(),
+                            m.map_type.clone(),
+                            opt(&m.key),
+                            opt(&m.value),
+                            opt(&m.max_entries),
+                        ]
+                    })
+                    .collect(),
             ));
             s.push_str("\n\nGLOBALS (set with --set NAME=VALUE)\n");
             s.push_str(&table(
                 &["NAME", "SECTION", "TYPE", "DEFAULT"],
-                i.globals.iter().map(|g| vec![g.name.clone(), g.section.clone(), opt(&g.type_name), compact(&g.default)]).collect(),
+                i.globals
+                    .iter()
+                    .map(|g| {
+                        vec![
+                            g.name.clone(),
+                            g.section.clone(),
+                            opt(&g.type_name),
+                            compact(&g.default),
+                        ]
+                    })
+                    .collect(),
             ));
             if !i.externs.is_empty() {
                 s.push_str(&format!("\n\nEXTERNS  {}", i.externs.join(", ")));

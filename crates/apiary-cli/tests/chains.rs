@@ -11,7 +11,11 @@ fn udp(net: &NetPair, port: u16, n: usize) {
         "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor _ in range({n}): s.sendto(b'x',('{}',{port}))",
         net.ip_b
     );
-    let ok = Command::new("ip").args(["netns", "exec", &net.ns_a, "python3", "-c", &code]).status().unwrap().success();
+    let ok = Command::new("ip")
+        .args(["netns", "exec", &net.ns_a, "python3", "-c", &code])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "send UDP");
     // Let the packets cross the veth before counters are read.
     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -70,7 +74,10 @@ fn order_short_circuit_and_the_proceed_on_drop_trap() {
     let got = received(&net, 9999, || udp(&net, 9999, 20));
     assert_eq!(got, 0, "the dropper dropped them");
     assert_eq!(hits(&a, dropper), 20);
-    assert!(hits(&a, counter) - c0 < 5, "short-circuit: the counter did not see the dropped packets");
+    assert!(
+        hits(&a, counter) - c0 < 5,
+        "short-circuit: the counter did not see the dropped packets"
+    );
     let other = received(&net, 8888, || udp(&net, 8888, 10));
     assert_eq!(other, 10, "other ports pass both programs");
 
@@ -79,32 +86,56 @@ fn order_short_circuit_and_the_proceed_on_drop_trap() {
     let counter_link = xdp(&a, &net, counter, &["--priority", "5"]);
     let c1 = hits(&a, counter);
     assert_eq!(received(&net, 9999, || udp(&net, 9999, 20)), 0);
-    assert!(hits(&a, counter) - c1 >= 20, "the counter (priority 5) now sees the packets before the drop");
-    assert_eq!(hits(&a, dropper), 40, "the dropper's map kept its value across every change");
+    assert!(
+        hits(&a, counter) - c1 >= 20,
+        "the counter (priority 5) now sees the packets before the drop"
+    );
+    assert_eq!(
+        hits(&a, dropper),
+        40,
+        "the dropper's map kept its value across every change"
+    );
 
     // Three programs: a dropper that proceeds on drop lets a later program's verdict win.
     a.ok(&["detach", &counter_link.to_string()]);
     let chain_json = chain(&a, &net, "xdp");
     let dropper_link = chain_json["programs"][0]["link_id"].as_i64().unwrap();
     a.ok(&["detach", &dropper_link.to_string()]);
-    xdp(&a, &net, dropper, &["--priority", "10", "--proceed-on", "drop,pass"]);
+    xdp(
+        &a,
+        &net,
+        dropper,
+        &["--priority", "10", "--proceed-on", "drop,pass"],
+    );
     let late = a.load_one(&["--path", p, "--programs", "xdp:xdp_counter"]);
     xdp(&a, &net, counter, &["--priority", "1"]);
     xdp(&a, &net, late, &["--priority", "30"]);
     let got = received(&net, 9999, || udp(&net, 9999, 10));
-    assert_eq!(got, 10, "proceed-on drop: the last program's pass wins, the 'dropped' packets arrive");
+    assert_eq!(
+        got, 10,
+        "proceed-on drop: the last program's pass wins, the 'dropped' packets arrive"
+    );
     assert!(hits(&a, late) >= 10);
 
     // Per-slot counters: runs and verdicts by name, in run order.
     let c = chain(&a, &net, "xdp");
     let progs = c["programs"].as_array().unwrap();
     assert_eq!(progs.len(), 3);
-    assert_eq!(progs.iter().map(|p| p["priority"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 10, 30]);
+    assert_eq!(
+        progs
+            .iter()
+            .map(|p| p["priority"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 10, 30]
+    );
     assert_eq!(progs[1]["proceed_on"], serde_json::json!(["drop", "pass"]));
     assert!(progs[1]["verdicts"]["drop"].as_u64().unwrap() >= 10, "{c}");
     assert!(progs[0]["runs"].as_u64().unwrap() >= progs[2]["runs"].as_u64().unwrap());
     let table = a.ok(&["get", "chain", &net.if_b, "xdp", "--netns", &net.ns_b]);
-    assert!(table.contains("PROCEED-ON") && table.contains("drop,pass"), "{table}");
+    assert!(
+        table.contains("PROCEED-ON") && table.contains("drop,pass"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -116,8 +147,14 @@ fn detaching_the_middle_program_keeps_the_others_working() {
     let net = NetPair::new();
     let obj = fixture("chain_basic");
     let p = obj.to_str().unwrap();
-    let ids: Vec<i64> = (0..3).map(|_| a.load_one(&["--path", p, "--programs", "xdp:xdp_count_pass"])).collect();
-    let links: Vec<i64> = ids.iter().enumerate().map(|(i, id)| xdp(&a, &net, *id, &["--priority", &(10 * (i + 1)).to_string()])).collect();
+    let ids: Vec<i64> = (0..3)
+        .map(|_| a.load_one(&["--path", p, "--programs", "xdp:xdp_count_pass"]))
+        .collect();
+    let links: Vec<i64> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| xdp(&a, &net, *id, &["--priority", &(10 * (i + 1)).to_string()]))
+        .collect();
     assert!(net.ping(3));
     let before: Vec<u64> = ids.iter().map(|i| hits(&a, *i)).collect();
     assert!(before.iter().all(|h| *h >= 3));
@@ -126,10 +163,19 @@ fn detaching_the_middle_program_keeps_the_others_working() {
     let middle = hits(&a, ids[1]);
     assert!(net.ping(3));
     assert!(hits(&a, ids[0]) >= before[0] + 3);
-    assert_eq!(hits(&a, ids[1]), middle, "the detached program no longer runs");
+    assert_eq!(
+        hits(&a, ids[1]),
+        middle,
+        "the detached program no longer runs"
+    );
     assert!(hits(&a, ids[2]) >= before[2] + 3);
     // Unloading the rest (forced) takes the chain and its link away.
-    a.ok(&["unload", "--force", &ids[0].to_string(), &ids[2].to_string()]);
+    a.ok(&[
+        "unload",
+        "--force",
+        &ids[0].to_string(),
+        &ids[2].to_string(),
+    ]);
     assert!(a.json(&["list", "chains"]).as_array().unwrap().is_empty());
     assert!(net.ping(2), "no dispatcher left on the interface");
 }
@@ -194,7 +240,9 @@ fn no_packet_is_lost_while_the_chain_changes_twenty_times() {
     xdp(&a, &net, base, &["--priority", "500"]);
     let extra = a.load_one(&["--path", p, "--programs", "xdp:xdp_count_pass"]);
     let mut ping = Command::new("ip")
-        .args(["netns", "exec", &net.ns_a, "ping", "-f", "-c", "100000", "-W", "1", &net.ip_b])
+        .args([
+            "netns", "exec", &net.ns_a, "ping", "-f", "-c", "100000", "-W", "1", &net.ip_b,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -205,12 +253,25 @@ fn no_packet_is_lost_while_the_chain_changes_twenty_times() {
         a.ok(&["detach", &l.to_string()]);
     }
     // Every change happened while the flood was still running.
-    assert!(ping.try_wait().unwrap().is_none(), "the flood ended before the 20 changes did; raise its count");
+    assert!(
+        ping.try_wait().unwrap().is_none(),
+        "the flood ended before the 20 changes did; raise its count"
+    );
     let out = ping.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let stats = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or_default().to_string();
-    assert!(stats.contains(" 0% packet loss"), "flood ping across 20 chain changes: {stats}");
-    assert!(hits(&a, base) >= 100000, "every echo request went through the chain");
+    let stats = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        stats.contains(" 0% packet loss"),
+        "flood ping across 20 chain changes: {stats}"
+    );
+    assert!(
+        hits(&a, base) >= 100000,
+        "every echo request went through the chain"
+    );
 }
 
 #[test]
@@ -226,7 +287,15 @@ fn two_processes_join_the_same_chain_at_once() {
     let y = a.load_one(&["--path", p, "--programs", "xdp:xdp_count_pass"]);
     let spawn = |id: i64| {
         a.cmd()
-            .args(["attach", &id.to_string(), "xdp", "--iface", &net.if_b, "--netns", &net.ns_b])
+            .args([
+                "attach",
+                &id.to_string(),
+                "xdp",
+                "--iface",
+                &net.if_b,
+                "--netns",
+                &net.ns_b,
+            ])
             .stdout(Stdio::null())
             .spawn()
             .unwrap()
@@ -234,7 +303,11 @@ fn two_processes_join_the_same_chain_at_once() {
     let (mut c1, mut c2) = (spawn(x), spawn(y));
     assert!(c1.wait().unwrap().success() && c2.wait().unwrap().success());
     let c = chain(&a, &net, "xdp");
-    assert_eq!(c["programs"].as_array().unwrap().len(), 2, "both joined: {c}");
+    assert_eq!(
+        c["programs"].as_array().unwrap().len(),
+        2,
+        "both joined: {c}"
+    );
     assert!(net.ping(2));
     assert!(hits(&a, x) >= 2 && hits(&a, y) >= 2);
 }
@@ -249,22 +322,49 @@ fn tc_chains_on_ingress_and_egress_with_tc_verdicts() {
     let obj = fixture("chain_basic");
     let p = obj.to_str().unwrap();
     let tc = |id: i64, dir: &str, prio: &str| {
-        a.attach(id, &["tc", "--iface", &net.if_b, "--direction", dir, "--priority", prio, "--netns", &net.ns_b])
+        a.attach(
+            id,
+            &[
+                "tc",
+                "--iface",
+                &net.if_b,
+                "--direction",
+                dir,
+                "--priority",
+                prio,
+                "--netns",
+                &net.ns_b,
+            ],
+        )
     };
     let drop_in = a.load_one(&["--path", p, "--programs", "tc:tc_drop_port"]);
     let count_in = a.load_one(&["--path", p, "--programs", "tc:tc_counter"]);
     tc(drop_in, "ingress", "10");
     tc(count_in, "ingress", "20");
     let c0 = hits(&a, count_in);
-    assert_eq!(received(&net, 9999, || udp(&net, 9999, 10)), 0, "TC_ACT_SHOT on ingress");
+    assert_eq!(
+        received(&net, 9999, || udp(&net, 9999, 10)),
+        0,
+        "TC_ACT_SHOT on ingress"
+    );
     assert_eq!(hits(&a, drop_in), 10);
-    assert!(hits(&a, count_in) - c0 < 5, "the counter did not see what the dropper shot");
+    assert!(
+        hits(&a, count_in) - c0 < 5,
+        "the counter did not see what the dropper shot"
+    );
     let c1 = hits(&a, count_in);
     assert_eq!(received(&net, 7777, || udp(&net, 7777, 5)), 5);
     assert!(hits(&a, count_in) - c1 >= 5, "and saw what passed it");
 
     let count_out = a.load_one(&["--path", p, "--programs", "tc:tc_counter"]);
-    let shoot_out = a.load_one(&["--path", p, "--programs", "tc:tc_counter", "--set", "tc_verdict=2"]);
+    let shoot_out = a.load_one(&[
+        "--path",
+        p,
+        "--programs",
+        "tc:tc_counter",
+        "--set",
+        "tc_verdict=2",
+    ]);
     tc(count_out, "egress", "1");
     assert!(net.ping(2));
     assert!(hits(&a, count_out) >= 2, "egress chain counts the replies");
@@ -272,7 +372,10 @@ fn tc_chains_on_ingress_and_egress_with_tc_verdicts() {
     assert!(!net.ping(2), "a shot verdict on egress stops the replies");
     let c = chain(&a, &net, "tc-egress");
     assert_eq!(c["direction"], "egress");
-    assert!(c["programs"][1]["verdicts"]["shot"].as_u64().unwrap() >= 2, "{c}");
+    assert!(
+        c["programs"][1]["verdicts"]["shot"].as_u64().unwrap() >= 2,
+        "{c}"
+    );
     assert_eq!(a.json(&["list", "chains"]).as_array().unwrap().len(), 2);
 }
 
@@ -294,25 +397,127 @@ fn bad_chain_requests_leave_the_running_chain_untouched() {
     let g = good.to_string();
     let o = other.to_string();
     for (args, want) in [
-        (vec!["attach", &o, "xdp", "--iface", "nosuch0"], "interface \"nosuch0\" does not exist"),
-        (vec!["attach", &o, "xdp", "--iface", &net.if_b, "--netns", &net.ns_b, "--priority", "0"], "priorities run from 1"),
-        (vec!["attach", &o, "xdp", "--iface", &net.if_b, "--netns", &net.ns_b, "--priority", "1001"], "priorities run from 1"),
-        (vec!["attach", &o, "xdp", "--iface", &net.if_b, "--netns", &net.ns_b, "--proceed-on", "pass,bogus"], "unknown xdp proceed-on value \"bogus\""),
-        (vec!["attach", &o, "tc", "--iface", &net.if_b, "--direction", "ingress", "--netns", &net.ns_b, "--proceed-on", "pass"], "unknown tc proceed-on value \"pass\""),
-        (vec!["attach", &tcp.to_string(), "xdp", "--iface", &net.if_b, "--netns", &net.ns_b], "cannot be attached as xdp"),
-        (vec!["attach", &frags.to_string(), "xdp", "--iface", &net.if_b, "--netns", &net.ns_b], "frags"),
-        (vec!["get", "chain", &net.if_b, "tc-ingress", "--netns", &net.ns_b], "chain tc on"),
+        (
+            vec!["attach", &o, "xdp", "--iface", "nosuch0"],
+            "interface \"nosuch0\" does not exist",
+        ),
+        (
+            vec![
+                "attach",
+                &o,
+                "xdp",
+                "--iface",
+                &net.if_b,
+                "--netns",
+                &net.ns_b,
+                "--priority",
+                "0",
+            ],
+            "priorities run from 1",
+        ),
+        (
+            vec![
+                "attach",
+                &o,
+                "xdp",
+                "--iface",
+                &net.if_b,
+                "--netns",
+                &net.ns_b,
+                "--priority",
+                "1001",
+            ],
+            "priorities run from 1",
+        ),
+        (
+            vec![
+                "attach",
+                &o,
+                "xdp",
+                "--iface",
+                &net.if_b,
+                "--netns",
+                &net.ns_b,
+                "--proceed-on",
+                "pass,bogus",
+            ],
+            "unknown xdp proceed-on value \"bogus\"",
+        ),
+        (
+            vec![
+                "attach",
+                &o,
+                "tc",
+                "--iface",
+                &net.if_b,
+                "--direction",
+                "ingress",
+                "--netns",
+                &net.ns_b,
+                "--proceed-on",
+                "pass",
+            ],
+            "unknown tc proceed-on value \"pass\"",
+        ),
+        (
+            vec![
+                "attach",
+                &tcp.to_string(),
+                "xdp",
+                "--iface",
+                &net.if_b,
+                "--netns",
+                &net.ns_b,
+            ],
+            "cannot be attached as xdp",
+        ),
+        (
+            vec![
+                "attach",
+                &frags.to_string(),
+                "xdp",
+                "--iface",
+                &net.if_b,
+                "--netns",
+                &net.ns_b,
+            ],
+            "frags",
+        ),
+        (
+            vec![
+                "get",
+                "chain",
+                &net.if_b,
+                "tc-ingress",
+                "--netns",
+                &net.ns_b,
+            ],
+            "chain tc on",
+        ),
         (vec!["get", "chain", &net.if_b, "sideways"], "unknown hook"),
     ] {
         let r = a.run(&args);
         assert!(!r.ok, "{args:?} should fail");
-        assert!(r.stderr.contains(want), "{args:?}: expected {want:?} in {}", r.stderr);
+        assert!(
+            r.stderr.contains(want),
+            "{args:?}: expected {want:?} in {}",
+            r.stderr
+        );
         let now = chain(&a, &net, "xdp");
-        assert_eq!(now["dispatcher_kernel_id"], before["dispatcher_kernel_id"], "{args:?} changed the chain");
+        assert_eq!(
+            now["dispatcher_kernel_id"], before["dispatcher_kernel_id"],
+            "{args:?} changed the chain"
+        );
         assert_eq!(now["programs"].as_array().unwrap().len(), 1);
     }
     assert!(net.ping(2), "the chain still runs");
-    assert!(a.json(&["list", "links", "--program", &g]).as_array().unwrap().len() == 1);
+    assert!(
+        a.json(&["list", "links", "--program", &g])
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    );
 }
 
 #[test]
@@ -322,15 +527,31 @@ fn a_chain_past_the_counter_limit_is_refused_clearly() {
     }
     let a = Apiary::new();
     let net = NetPair::new();
-    let id = a.load_one(&["--path", fixture("chain_basic").to_str().unwrap(), "--programs", "xdp:xdp_count_pass"]);
+    let id = a.load_one(&[
+        "--path",
+        fixture("chain_basic").to_str().unwrap(),
+        "--programs",
+        "xdp:xdp_count_pass",
+    ]);
     // One program may hold several slots; 124 counted slots is the limit of one stats value.
     for _ in 0..124 {
         xdp(&a, &net, id, &[]);
     }
     let before = chain(&a, &net, "xdp");
-    let e = a.fails(&["attach", &id.to_string(), "xdp", "--iface", &net.if_b, "--netns", &net.ns_b]);
+    let e = a.fails(&[
+        "attach",
+        &id.to_string(),
+        "xdp",
+        "--iface",
+        &net.if_b,
+        "--netns",
+        &net.ns_b,
+    ]);
     assert!(e.contains("chain too large") || e.contains("124"), "{e}");
-    assert_eq!(chain(&a, &net, "xdp")["dispatcher_kernel_id"], before["dispatcher_kernel_id"]);
+    assert_eq!(
+        chain(&a, &net, "xdp")["dispatcher_kernel_id"],
+        before["dispatcher_kernel_id"]
+    );
     assert!(net.ping(2));
     assert!(hits(&a, id) >= 2 * 124);
 }

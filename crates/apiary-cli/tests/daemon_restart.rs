@@ -11,15 +11,31 @@ use std::collections::HashSet;
 use std::process::Command;
 
 fn via(a: &Apiary, d: &Daemon, args: &[&str]) -> Run {
-    let out = a.cmd().arg("--endpoint").arg(d.endpoint()).args(args).output().expect("run apiary");
-    Run { ok: out.status.success(), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    let out = a
+        .cmd()
+        .arg("--endpoint")
+        .arg(d.endpoint())
+        .args(args)
+        .output()
+        .expect("run apiary");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 fn json(a: &Apiary, d: &Daemon, args: &[&str]) -> Value {
     let mut v = args.to_vec();
     v.extend(["-o", "json"]);
     let r = via(a, d, &v);
-    assert!(r.ok, "apiary {args:?} via the daemon failed:\n{}{}\n{}", r.stdout, r.stderr, d.log_text());
+    assert!(
+        r.ok,
+        "apiary {args:?} via the daemon failed:\n{}{}\n{}",
+        r.stdout,
+        r.stderr,
+        d.log_text()
+    );
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", r.stdout))
 }
 
@@ -45,11 +61,40 @@ fn populate(a: &Apiary, d: &Daemon, net: &NetPair) -> (i64, Vec<i64>) {
     let minimal = fixture("minimal");
     let chain_obj = fixture("chain_basic");
     let tp = load(&["--path", minimal.to_str().unwrap()]);
-    json(a, d, &["attach", &tp.to_string(), "tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"]);
+    json(
+        a,
+        d,
+        &[
+            "attach",
+            &tp.to_string(),
+            "tracepoint",
+            "--tracepoint",
+            "syscalls/sys_enter_getppid",
+        ],
+    );
     let mut chain = Vec::new();
     for prio in ["10", "20"] {
-        let id = load(&["--path", chain_obj.to_str().unwrap(), "--programs", "xdp:xdp_count_pass"]);
-        json(a, d, &["attach", &id.to_string(), "xdp", "--iface", &net.if_b, "--netns", &net.ns_b, "--priority", prio]);
+        let id = load(&[
+            "--path",
+            chain_obj.to_str().unwrap(),
+            "--programs",
+            "xdp:xdp_count_pass",
+        ]);
+        json(
+            a,
+            d,
+            &[
+                "attach",
+                &id.to_string(),
+                "xdp",
+                "--iface",
+                &net.if_b,
+                "--netns",
+                &net.ns_b,
+                "--priority",
+                prio,
+            ],
+        );
         chain.push(id);
     }
     (tp, chain)
@@ -57,15 +102,36 @@ fn populate(a: &Apiary, d: &Daemon, net: &NetPair) -> (i64, Vec<i64>) {
 
 fn prove_running(a: &Apiary, d: &Daemon, net: &NetPair, tp: i64, chain: &[i64]) {
     let before = counter(a, d, &format!("{tp}:counts"));
-    Command::new(apiary_fixtures::uprobe_target()).arg("3").output().unwrap();
-    assert!(counter(a, d, &format!("{tp}:counts")) >= before + 3, "the tracepoint program runs");
-    let hits: Vec<u64> = chain.iter().map(|c| counter(a, d, &format!("{c}:hits"))).collect();
+    Command::new(apiary_fixtures::uprobe_target())
+        .arg("3")
+        .output()
+        .unwrap();
+    assert!(
+        counter(a, d, &format!("{tp}:counts")) >= before + 3,
+        "the tracepoint program runs"
+    );
+    let hits: Vec<u64> = chain
+        .iter()
+        .map(|c| counter(a, d, &format!("{c}:hits")))
+        .collect();
     assert!(net.ping(3));
     for (c, h) in chain.iter().zip(hits) {
-        assert!(counter(a, d, &format!("{c}:hits")) >= h + 3, "chain program {c} runs");
+        assert!(
+            counter(a, d, &format!("{c}:hits")) >= h + 3,
+            "chain program {c} runs"
+        );
     }
-    let ch = json(a, d, &["get", "chain", &net.if_b, "xdp", "--netns", &net.ns_b]);
-    let order: Vec<i64> = ch["programs"].as_array().unwrap().iter().map(|p| p["program_id"].as_i64().unwrap()).collect();
+    let ch = json(
+        a,
+        d,
+        &["get", "chain", &net.if_b, "xdp", "--netns", &net.ns_b],
+    );
+    let order: Vec<i64> = ch["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["program_id"].as_i64().unwrap())
+        .collect();
     assert_eq!(order, chain, "the chain keeps its order");
 }
 
@@ -84,7 +150,11 @@ fn kill_nine_and_restart_keeps_everything_listed_and_running() {
     // Programs run on without the daemon: they are pinned.
     assert!(net.ping(2));
     let d = Daemon::start(a.state.path(), &a.bpffs, &DaemonOpts::default());
-    assert_eq!(json(&a, &d, &["list", "programs"]), before, "the same programs, same kernel objects");
+    assert_eq!(
+        json(&a, &d, &["list", "programs"]),
+        before,
+        "the same programs, same kernel objects"
+    );
     prove_running(&a, &d, &net, tp, &chain);
 }
 
@@ -98,8 +168,18 @@ fn a_reboot_is_reconciled_when_the_daemon_starts() {
     let d = Daemon::start(a.state.path(), &a.bpffs, &DaemonOpts::default());
     let (tp, chain) = populate(&a, &d, &net);
     let listed = json(&a, &d, &["list", "programs"]);
-    let ids: Vec<Value> = listed.as_array().unwrap().iter().map(|p| p["id"].clone()).collect();
-    let old: Vec<u64> = listed.as_array().unwrap().iter().map(|p| p["kernel_id"].as_u64().unwrap()).collect();
+    let ids: Vec<Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].clone())
+        .collect();
+    let old: Vec<u64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kernel_id"].as_u64().unwrap())
+        .collect();
     kill9(&d);
     drop(d);
     // The "reboot": bpffs is empty again, so the kernel drops every program, map and link.
@@ -109,12 +189,24 @@ fn a_reboot_is_reconciled_when_the_daemon_starts() {
         old.iter().all(|k| !live.contains(k))
     }));
     let d = Daemon::start(a.state.path(), &a.bpffs, &DaemonOpts::default());
-    assert!(eventually(10, || d.log_text().contains("reconcil")), "the daemon reports its reconcile: {}", d.log_text());
-    let after: Vec<Value> = json(&a, &d, &["list", "programs"]).as_array().unwrap().iter().map(|p| p["id"].clone()).collect();
+    assert!(
+        eventually(10, || d.log_text().contains("reconcil")),
+        "the daemon reports its reconcile: {}",
+        d.log_text()
+    );
+    let after: Vec<Value> = json(&a, &d, &["list", "programs"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].clone())
+        .collect();
     assert_eq!(after, ids);
     for id in &after {
         let g = json(&a, &d, &["get", "program", &id.to_string()]);
-        assert!(g["kernel"].is_object(), "program {id} is back in the kernel: {g}");
+        assert!(
+            g["kernel"].is_object(),
+            "program {id} is back in the kernel: {g}"
+        );
     }
     prove_running(&a, &d, &net, tp, &chain);
 }
@@ -138,8 +230,18 @@ fn killing_the_daemon_at_random_points_leaks_nothing() {
     let mut d = Daemon::start(a.state.path(), &a.bpffs, &DaemonOpts::default());
     let mut kills = 0;
     for op in 0..110 {
-        let ids: Vec<String> = json(&a, &d, &["list", "programs"]).as_array().unwrap().iter().map(|p| p["id"].to_string()).collect();
-        let links: Vec<String> = json(&a, &d, &["list", "links"]).as_array().unwrap().iter().map(|l| l["id"].to_string()).collect();
+        let ids: Vec<String> = json(&a, &d, &["list", "programs"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].to_string())
+            .collect();
+        let links: Vec<String> = json(&a, &d, &["list", "links"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["id"].to_string())
+            .collect();
         let args: Vec<String> = match next() % 4 {
             0 | 1 => vec!["load".into(), "file".into(), "--path".into(), p.into()],
             2 if !ids.is_empty() => vec![
@@ -149,8 +251,15 @@ fn killing_the_daemon_at_random_points_leaks_nothing() {
                 "--tracepoint".into(),
                 "syscalls/sys_enter_getppid".into(),
             ],
-            3 if !links.is_empty() => vec!["detach".into(), links[(next() % links.len() as u64) as usize].clone()],
-            _ if !ids.is_empty() => vec!["unload".into(), "--force".into(), ids[(next() % ids.len() as u64) as usize].clone()],
+            3 if !links.is_empty() => vec![
+                "detach".into(),
+                links[(next() % links.len() as u64) as usize].clone(),
+            ],
+            _ if !ids.is_empty() => vec![
+                "unload".into(),
+                "--force".into(),
+                ids[(next() % ids.len() as u64) as usize].clone(),
+            ],
             _ => continue,
         };
         let mut child = a
@@ -184,20 +293,35 @@ fn killing_the_daemon_at_random_points_leaks_nothing() {
     let mut ours = HashSet::new();
     for prog in programs.as_array().unwrap() {
         let g = json(&a, &d, &["get", "program", &prog["id"].to_string()]);
-        let kid = g["kernel"]["id"].as_u64().unwrap_or_else(|| panic!("recorded but not in the kernel: {g}"));
+        let kid = g["kernel"]["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("recorded but not in the kernel: {g}"));
         assert!(live.contains(&kid));
         ours.insert(kid);
     }
     let links = json(&a, &d, &["list", "links"]);
-    let n_links: usize = links.as_array().unwrap().iter().map(|l| l["kernel_link_ids"].as_array().unwrap().len()).sum();
+    let n_links: usize = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kernel_link_ids"].as_array().unwrap().len())
+        .sum();
     let n_maps = json(&a, &d, &["list", "maps"]).as_array().unwrap().len();
-    assert_eq!(a.pins().len(), programs.as_array().unwrap().len() + n_links + n_maps, "no orphan pins: {:?}", a.pins());
+    assert_eq!(
+        a.pins().len(),
+        programs.as_array().unwrap().len() + n_links + n_maps,
+        "no orphan pins: {:?}",
+        a.pins()
+    );
     let leaked = || {
         Apiary::kernel_prog_ids()
             .into_iter()
             .filter(|k| !kernel_before.contains(k) && !ours.contains(k))
             .filter(|k| {
-                let out = Command::new("bpftool").args(["prog", "show", "id", &k.to_string()]).output().unwrap();
+                let out = Command::new("bpftool")
+                    .args(["prog", "show", "id", &k.to_string()])
+                    .output()
+                    .unwrap();
                 String::from_utf8_lossy(&out.stdout).contains("count_getppid")
             })
             .count()

@@ -14,25 +14,60 @@ fn map_owner_sharing_and_unload_order() {
     let m = fixture("minimal");
     let p = m.to_str().unwrap();
     let owner = a.load_one(&["--path", p]);
-    let borrower = a.load_one(&["--path", p, "--map-owner-id", &owner.to_string(), "--set", "increment=100"]);
+    let borrower = a.load_one(&[
+        "--path",
+        p,
+        "--map-owner-id",
+        &owner.to_string(),
+        "--set",
+        "increment=100",
+    ]);
     let own = a.json(&["get", "program", &owner.to_string()]);
     let bor = a.json(&["get", "program", &borrower.to_string()]);
     let counts_id = |v: &serde_json::Value| {
-        v["maps"].as_array().unwrap().iter().find(|m| m["name"] == "counts").unwrap()["kernel_id"].as_u64().unwrap()
+        v["maps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "counts")
+            .unwrap()["kernel_id"]
+            .as_u64()
+            .unwrap()
     };
-    assert_eq!(counts_id(&own), counts_id(&bor), "the borrower uses the owner's counts map");
+    assert_eq!(
+        counts_id(&own),
+        counts_id(&bor),
+        "the borrower uses the owner's counts map"
+    );
     assert_eq!(bor["map_owner_id"].as_i64(), Some(owner));
     // Only the borrower runs; the owner's map sees its increments of 100.
-    a.attach(borrower, &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"]);
-    std::process::Command::new(apiary_fixtures::uprobe_target()).arg("3").output().unwrap();
+    a.attach(
+        borrower,
+        &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"],
+    );
+    std::process::Command::new(apiary_fixtures::uprobe_target())
+        .arg("3")
+        .output()
+        .unwrap();
     let v = a.counter(&format!("{owner}:counts"), 0);
-    assert!(v >= 300 && v.is_multiple_of(100), "shared map written by the borrower: {v}");
+    assert!(
+        v >= 300 && v.is_multiple_of(100),
+        "shared map written by the borrower: {v}"
+    );
 
     let e = a.fails(&["unload", "--force", &owner.to_string()]);
-    assert!(e.contains("owns maps still used by program(s)") && e.contains(&borrower.to_string()), "{e}");
+    assert!(
+        e.contains("owns maps still used by program(s)") && e.contains(&borrower.to_string()),
+        "{e}"
+    );
     assert_eq!(a.program_ids().len(), 2, "refused unload changed nothing");
     // Together, in any order: the borrower goes first.
-    a.ok(&["unload", "--force", &owner.to_string(), &borrower.to_string()]);
+    a.ok(&[
+        "unload",
+        "--force",
+        &owner.to_string(),
+        &borrower.to_string(),
+    ]);
     assert!(a.program_ids().is_empty());
     assert!(a.pins().is_empty(), "pins left: {:?}", a.pins());
 }
@@ -44,18 +79,38 @@ fn unload_refuses_attached_programs_unless_forced() {
     }
     let a = Apiary::new();
     let id = a.load_one(&["--path", fixture("minimal").to_str().unwrap()]);
-    let l1 = a.attach(id, &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"]);
-    let e = a.fails(&["attach", &id.to_string(), "tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"]);
+    let l1 = a.attach(
+        id,
+        &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"],
+    );
+    let e = a.fails(&[
+        "attach",
+        &id.to_string(),
+        "tracepoint",
+        "--tracepoint",
+        "syscalls/sys_enter_getppid",
+    ]);
     assert!(e.contains("already attached there"), "{e}");
-    let l2 = a.attach(id, &["tracepoint", "--tracepoint", "syscalls/sys_enter_getpid"]);
+    let l2 = a.attach(
+        id,
+        &["tracepoint", "--tracepoint", "syscalls/sys_enter_getpid"],
+    );
     let e = a.fails(&["unload", &id.to_string()]);
-    assert!(e.contains(&format!("ids {l1}, {l2}")) && e.contains("--force"), "{e}");
-    let kid = a.json(&["get", "program", &id.to_string()])["kernel_id"].as_u64().unwrap();
+    assert!(
+        e.contains(&format!("ids {l1}, {l2}")) && e.contains("--force"),
+        "{e}"
+    );
+    let kid = a.json(&["get", "program", &id.to_string()])["kernel_id"]
+        .as_u64()
+        .unwrap();
     assert!(Apiary::kernel_prog_ids().contains(&kid));
     a.ok(&["detach", &l1.to_string()]);
     assert_eq!(a.json(&["list", "links"]).as_array().unwrap().len(), 1);
     a.ok(&["unload", "--force", &id.to_string()]);
-    assert!(eventually(5, || !Apiary::kernel_prog_ids().contains(&kid)), "the kernel freed the program");
+    assert!(
+        eventually(5, || !Apiary::kernel_prog_ids().contains(&kid)),
+        "the kernel freed the program"
+    );
     assert!(a.pins().is_empty());
 }
 
@@ -67,11 +122,18 @@ fn list_all_includes_programs_apiary_does_not_manage() {
     let a = Apiary::new();
     let b = Apiary::new();
     let theirs = b.load_one(&["--path", fixture("minimal").to_str().unwrap()]);
-    let their_kid = b.json(&["get", "program", &theirs.to_string()])["kernel_id"].as_u64().unwrap();
+    let their_kid = b.json(&["get", "program", &theirs.to_string()])["kernel_id"]
+        .as_u64()
+        .unwrap();
     let mine = a.json(&["list", "programs"]);
     assert!(mine.as_array().unwrap().is_empty());
     let all = a.json(&["list", "programs", "--all"]);
-    let found = all.as_array().unwrap().iter().find(|p| p["kernel_id"].as_u64() == Some(their_kid)).expect("listed");
+    let found = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kernel_id"].as_u64() == Some(their_kid))
+        .expect("listed");
     assert_eq!(found["managed"], false);
     assert!(found["id"].is_null());
     assert_eq!(found["type"], "tracepoint");
@@ -97,7 +159,8 @@ fn eight_processes_load_and_unload_concurrently() {
         "set -e; for i in $(seq 25); do id=$({bin} -o json load file --path {} -m worker=$W | sed -n 's/.*\"id\": \\([0-9]*\\).*/\\1/p' | head -1); {bin} unload $id >/dev/null; done",
         obj.display()
     );
-    let kernel_before: std::collections::HashSet<u64> = Apiary::kernel_prog_ids().into_iter().collect();
+    let kernel_before: std::collections::HashSet<u64> =
+        Apiary::kernel_prog_ids().into_iter().collect();
     let workers: Vec<_> = (0..8)
         .map(|w| {
             a.cmd(); // same env as the instance
@@ -113,18 +176,30 @@ fn eight_processes_load_and_unload_concurrently() {
     for mut w in workers {
         assert!(w.wait().unwrap().success(), "a worker failed");
     }
-    assert!(a.program_ids().is_empty(), "every load was unloaded and recorded as such");
+    assert!(
+        a.program_ids().is_empty(),
+        "every load was unloaded and recorded as such"
+    );
     assert!(a.json(&["list", "maps"]).as_array().unwrap().is_empty());
     assert!(a.pins().is_empty(), "no pins left: {:?}", a.pins());
     // No count_getppid program from these 200 loads is left in the kernel.
     let ours_left = || {
-        Apiary::kernel_prog_ids().into_iter().filter(|k| !kernel_before.contains(k)).any(|k| {
-            let out = std::process::Command::new("bpftool").args(["prog", "show", "id", &k.to_string()]).output().unwrap();
-            String::from_utf8_lossy(&out.stdout).contains("count_getppid")
-        })
+        Apiary::kernel_prog_ids()
+            .into_iter()
+            .filter(|k| !kernel_before.contains(k))
+            .any(|k| {
+                let out = std::process::Command::new("bpftool")
+                    .args(["prog", "show", "id", &k.to_string()])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).contains("count_getppid")
+            })
     };
     // Other tests may load count_getppid in parallel; a leak would stay, theirs come and go.
-    assert!(eventually(10, || !ours_left()), "a count_getppid program was leaked");
+    assert!(
+        eventually(10, || !ours_left()),
+        "a count_getppid program was leaked"
+    );
     // And the store survived intact: a new load still works and gets a fresh id.
     let id = a.load_one(&["--path", obj.to_str().unwrap()]);
     assert!(id > 200, "ids are never reused: {id}");

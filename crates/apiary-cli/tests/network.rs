@@ -14,7 +14,10 @@ fn xdp_counts_then_drops_pings() {
     let obj = fixture("net");
     let p = obj.to_str().unwrap();
     let counter = a.load_one(&["--path", p, "--programs", "xdp:xdp_count"]);
-    let link = a.attach(counter, &["xdp", "--iface", &net.if_b, "--netns", &net.ns_b]);
+    let link = a.attach(
+        counter,
+        &["xdp", "--iface", &net.if_b, "--netns", &net.ns_b],
+    );
     assert!(net.ping(5), "an XDP program that passes lets pings through");
     assert!(a.counter(&format!("{counter}:packets"), 0) >= 5);
 
@@ -24,14 +27,40 @@ fn xdp_counts_then_drops_pings() {
     let other = Apiary::new();
     let theirs = other.load_one(&["--path", p, "--programs", "xdp:xdp_count"]);
     other.attach(theirs, &["xdp", "--iface", &net.if_b, "--netns", &net.ns_b]);
-    let dropper = a.load_one(&["--path", p, "--programs", "xdp:xdp_count", "--set", "verdict=1"]);
-    let e = a.fails(&["attach", &dropper.to_string(), "xdp", "--iface", &net.if_b, "--netns", &net.ns_b]);
-    assert!(e.contains("already in use") && e.contains("does not manage"), "{e}");
+    let dropper = a.load_one(&[
+        "--path",
+        p,
+        "--programs",
+        "xdp:xdp_count",
+        "--set",
+        "verdict=1",
+    ]);
+    let e = a.fails(&[
+        "attach",
+        &dropper.to_string(),
+        "xdp",
+        "--iface",
+        &net.if_b,
+        "--netns",
+        &net.ns_b,
+    ]);
+    assert!(
+        e.contains("already in use") && e.contains("does not manage"),
+        "{e}"
+    );
     other.ok(&["unload", "--force", &theirs.to_string()]);
 
-    a.attach(dropper, &["xdp", "--iface", &net.if_b, "--netns", &net.ns_b, "--mode", "skb"]);
+    a.attach(
+        dropper,
+        &[
+            "xdp", "--iface", &net.if_b, "--netns", &net.ns_b, "--mode", "skb",
+        ],
+    );
     assert!(!net.ping(3), "the dropper drops ICMP");
-    assert!(a.counter(&format!("{dropper}:packets"), 0) >= 3, "and counted what it dropped");
+    assert!(
+        a.counter(&format!("{dropper}:packets"), 0) >= 3,
+        "and counted what it dropped"
+    );
     a.ok(&["unload", "--force", &dropper.to_string()]);
     assert!(net.ping(2), "traffic flows again after unload");
 }
@@ -49,19 +78,79 @@ fn tc_ingress_and_egress_count_and_drop() {
     // legacy cls_bpf filter.
     let ing = a.load_one(&["--path", p, "--programs", "tc:tc_count"]);
     let egr = a.load_one(&["--path", p, "--programs", "tc:cls_count"]);
-    a.attach(ing, &["tc", "--iface", &net.if_b, "--direction", "ingress", "--netns", &net.ns_b]);
-    let egr_link =
-        a.attach(egr, &["tc", "--iface", &net.if_b, "--direction", "egress", "--netns", &net.ns_b, "--legacy"]);
-    let e = a.fails(&["attach", &ing.to_string(), "tc", "--iface", &net.if_b, "--direction", "egress", "--netns", &net.ns_b, "--legacy"]);
-    assert!(e.contains("already in use"), "one legacy filter per hook: {e}");
+    a.attach(
+        ing,
+        &[
+            "tc",
+            "--iface",
+            &net.if_b,
+            "--direction",
+            "ingress",
+            "--netns",
+            &net.ns_b,
+        ],
+    );
+    let egr_link = a.attach(
+        egr,
+        &[
+            "tc",
+            "--iface",
+            &net.if_b,
+            "--direction",
+            "egress",
+            "--netns",
+            &net.ns_b,
+            "--legacy",
+        ],
+    );
+    let e = a.fails(&[
+        "attach",
+        &ing.to_string(),
+        "tc",
+        "--iface",
+        &net.if_b,
+        "--direction",
+        "egress",
+        "--netns",
+        &net.ns_b,
+        "--legacy",
+    ]);
+    assert!(
+        e.contains("already in use"),
+        "one legacy filter per hook: {e}"
+    );
     assert!(net.ping(4));
-    assert!(a.counter(&format!("{ing}:packets"), 0) >= 4, "ingress saw the echo requests");
-    assert!(a.counter(&format!("{egr}:packets"), 0) >= 4, "egress saw the replies");
+    assert!(
+        a.counter(&format!("{ing}:packets"), 0) >= 4,
+        "ingress saw the echo requests"
+    );
+    assert!(
+        a.counter(&format!("{egr}:packets"), 0) >= 4,
+        "egress saw the replies"
+    );
 
     // Replace the egress counter with one that shoots ICMP, in a chain: replies never leave.
     a.ok(&["detach", &egr_link.to_string()]);
-    let shot = a.load_one(&["--path", p, "--programs", "tc:tc_count", "--set", "tc_verdict=2"]);
-    a.attach(shot, &["tc", "--iface", &net.if_b, "--direction", "egress", "--netns", &net.ns_b]);
+    let shot = a.load_one(&[
+        "--path",
+        p,
+        "--programs",
+        "tc:tc_count",
+        "--set",
+        "tc_verdict=2",
+    ]);
+    a.attach(
+        shot,
+        &[
+            "tc",
+            "--iface",
+            &net.if_b,
+            "--direction",
+            "egress",
+            "--netns",
+            &net.ns_b,
+        ],
+    );
     assert!(!net.ping(2), "TC_ACT_SHOT on egress drops the replies");
     assert!(a.counter(&format!("{shot}:packets"), 0) >= 2);
 }
@@ -76,15 +165,39 @@ fn tcx_runs_in_priority_order() {
     let obj = fixture("net");
     let p = obj.to_str().unwrap();
     let tcx = |prio: &str, id: i64| {
-        a.attach(id, &["tcx", "--iface", &net.if_b, "--direction", "ingress", "--priority", prio, "--netns", &net.ns_b])
+        a.attach(
+            id,
+            &[
+                "tcx",
+                "--iface",
+                &net.if_b,
+                "--direction",
+                "ingress",
+                "--priority",
+                prio,
+                "--netns",
+                &net.ns_b,
+            ],
+        )
     };
     // A counter that passes to the next program, and a dropper.
     let counter = a.load_one(&["--path", p, "--programs", "tcx:tcx_count"]);
-    let dropper = a.load_one(&["--path", p, "--programs", "tcx:tcx_count", "--set", "tcx_verdict=2"]);
+    let dropper = a.load_one(&[
+        "--path",
+        p,
+        "--programs",
+        "tcx:tcx_count",
+        "--set",
+        "tcx_verdict=2",
+    ]);
     let l_drop = tcx("10", dropper);
     tcx("20", counter);
     assert!(!net.ping(3), "the dropper (priority 10) runs first");
-    assert_eq!(a.counter(&format!("{counter}:packets"), 0), 0, "so the counter never sees a packet");
+    assert_eq!(
+        a.counter(&format!("{counter}:packets"), 0),
+        0,
+        "so the counter never sees a packet"
+    );
     assert!(a.counter(&format!("{dropper}:packets"), 0) >= 3);
 
     // Re-attach the dropper behind the counter: now the counter sees every packet first.
@@ -92,12 +205,18 @@ fn tcx_runs_in_priority_order() {
     tcx("30", dropper);
     let before = a.counter(&format!("{dropper}:packets"), 0);
     assert!(!net.ping(3));
-    assert!(a.counter(&format!("{counter}:packets"), 0) >= 3, "counter (20) now runs before the dropper (30)");
+    assert!(
+        a.counter(&format!("{counter}:packets"), 0) >= 3,
+        "counter (20) now runs before the dropper (30)"
+    );
     assert!(a.counter(&format!("{dropper}:packets"), 0) >= before + 3);
 
     // A third program with a priority between them lands between them.
     let middle = a.load_one(&["--path", p, "--programs", "tcx:tcx_count"]);
     tcx("25", middle);
     assert!(!net.ping(2));
-    assert!(a.counter(&format!("{middle}:packets"), 0) >= 2, "priority 25 runs before the dropper at 30");
+    assert!(
+        a.counter(&format!("{middle}:packets"), 0) >= 2,
+        "priority 25 runs before the dropper at 30"
+    );
 }

@@ -19,7 +19,12 @@ fn spawn_target(n: u32) -> std::process::Child {
 }
 
 fn release(mut child: std::process::Child) {
-    child.stdin.take().expect("stdin").write_all(b"go\n").expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("write");
     assert!(child.wait().expect("wait").success());
 }
 
@@ -33,20 +38,35 @@ fn tracepoint_raw_tracepoint_and_tp_btf_count_getppid() {
     let pid = child.id().to_string();
     let obj = fixture("tracing");
     let ids = a.load(&[
-        "--path", obj.to_str().unwrap(),
-        "--programs", "tracepoint:tp_getppid,raw-tracepoint:raw_getppid,tp-btf:btf_getppid",
-        "--set", &format!("target_tgid={pid}"),
-        "-m", "suite=programs",
+        "--path",
+        obj.to_str().unwrap(),
+        "--programs",
+        "tracepoint:tp_getppid,raw-tracepoint:raw_getppid,tp-btf:btf_getppid",
+        "--set",
+        &format!("target_tgid={pid}"),
+        "-m",
+        "suite=programs",
     ]);
     assert_eq!(ids.len(), 3);
-    a.attach(ids[0], &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"]);
+    a.attach(
+        ids[0],
+        &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"],
+    );
     a.attach(ids[1], &["raw-tracepoint", "--tracepoint", "sys_enter"]);
     a.attach(ids[2], &["tp-btf"]);
     // The CLI has exited; the programs run on their own from here.
     release(child);
     let counts = format!("{}:counts", ids[0]);
-    assert_eq!(a.counter(&counts, 0), 25, "tracepoint ran once per getppid()");
-    assert_eq!(a.counter(&counts, 1), 25, "raw tracepoint ran once per getppid()");
+    assert_eq!(
+        a.counter(&counts, 0),
+        25,
+        "tracepoint ran once per getppid()"
+    );
+    assert_eq!(
+        a.counter(&counts, 1),
+        25,
+        "raw tracepoint ran once per getppid()"
+    );
     assert_eq!(a.counter(&counts, 2), 25, "tp_btf ran once per getppid()");
 
     // The three programs share the object's maps (the first owns them).
@@ -58,8 +78,20 @@ fn tracepoint_raw_tracepoint_and_tp_btf_count_getppid() {
     assert!(!k["map_ids"].as_array().unwrap().is_empty());
     assert_eq!(p1["metadata"]["suite"], "programs");
     // Metadata filters the list.
-    assert_eq!(a.json(&["list", "programs", "-m", "suite=programs"]).as_array().unwrap().len(), 3);
-    assert_eq!(a.json(&["list", "programs", "-m", "suite=other"]).as_array().unwrap().len(), 0);
+    assert_eq!(
+        a.json(&["list", "programs", "-m", "suite=programs"])
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        a.json(&["list", "programs", "-m", "suite=other"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 #[test]
@@ -72,13 +104,25 @@ fn typed_and_raw_globals_change_behaviour() {
     let p = obj.to_str().unwrap();
     let typed = a.load_one(&["--path", p, "--set", "increment=3"]);
     let raw = a.load_one(&["--path", p, "-g", "increment=0700000000000000"]);
-    a.attach(typed, &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"]);
-    a.attach(raw, &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"]);
+    a.attach(
+        typed,
+        &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"],
+    );
+    a.attach(
+        raw,
+        &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"],
+    );
     release(spawn_target(4));
     let t = a.counter(&format!("{typed}:counts"), 0);
     let r = a.counter(&format!("{raw}:counts"), 0);
-    assert!(t >= 12 && t.is_multiple_of(3), "typed increment=3 counts in threes: {t}");
-    assert!(r >= 28 && r.is_multiple_of(7), "raw increment=07.. counts in sevens: {r}");
+    assert!(
+        t >= 12 && t.is_multiple_of(3),
+        "typed increment=3 counts in threes: {t}"
+    );
+    assert!(
+        r >= 28 && r.is_multiple_of(7),
+        "raw increment=07.. counts in sevens: {r}"
+    );
     let g = a.json(&["get", "program", &typed.to_string()]);
     assert_eq!(g["globals"][0]["name"], "increment");
     assert_eq!(g["globals"][0]["hex"], "0300000000000000");
@@ -93,18 +137,57 @@ fn uprobe_and_uretprobe_on_own_binary_and_libc() {
     let obj = fixture("uprobe");
     let p = obj.to_str().unwrap();
     let target = apiary_fixtures::uprobe_target();
-    let own = a.load(&["--path", p, "--programs", "uprobe:on_call,uretprobe:on_return"]);
+    let own = a.load(&[
+        "--path",
+        p,
+        "--programs",
+        "uprobe:on_call,uretprobe:on_return",
+    ]);
     let libc_prog = a.load_one(&["--path", p, "--programs", "uprobe:on_call"]);
-    a.attach(own[0], &["uprobe", "--target", target.to_str().unwrap(), "--fn-name", "apiary_target_fn"]);
-    a.attach(own[1], &["uprobe", "--target", target.to_str().unwrap(), "--fn-name", "apiary_target_fn", "--retprobe"]);
-    a.attach(libc_prog, &["uprobe", "--target", "libc", "--fn-name", "getppid"]);
+    a.attach(
+        own[0],
+        &[
+            "uprobe",
+            "--target",
+            target.to_str().unwrap(),
+            "--fn-name",
+            "apiary_target_fn",
+        ],
+    );
+    a.attach(
+        own[1],
+        &[
+            "uprobe",
+            "--target",
+            target.to_str().unwrap(),
+            "--fn-name",
+            "apiary_target_fn",
+            "--retprobe",
+        ],
+    );
+    a.attach(
+        libc_prog,
+        &["uprobe", "--target", "libc", "--fn-name", "getppid"],
+    );
     let child = spawn_target(6);
     let pid = child.id() as u64;
     release(child);
     let of = |map: &str| a.counter(map, pid);
-    assert_eq!(of(&format!("{}:calls", own[0])), 6, "uprobe on the test binary's function");
-    assert_eq!(of(&format!("{}:returns", own[0])), 6, "uretprobe on the test binary's function");
-    assert_eq!(of(&format!("{libc_prog}:calls")), 6, "uprobe on libc getppid");
+    assert_eq!(
+        of(&format!("{}:calls", own[0])),
+        6,
+        "uprobe on the test binary's function"
+    );
+    assert_eq!(
+        of(&format!("{}:returns", own[0])),
+        6,
+        "uretprobe on the test binary's function"
+    );
+    assert_eq!(
+        of(&format!("{libc_prog}:calls")),
+        6,
+        "uprobe on libc getppid"
+    );
     let links = a.json(&["list", "links"]);
     assert_eq!(links.as_array().unwrap().len(), 3);
     assert!(links[2]["attach_point"].as_str().unwrap().contains("libc"));
@@ -118,18 +201,40 @@ fn cgroup_skb_and_sock_create_on_a_child_process() {
     let a = Apiary::new();
     let cg = Cgroup::new();
     let obj = fixture("cgroup");
-    let ids = a.load(&["--path", obj.to_str().unwrap(), "--programs", "cgroup-skb:cg_egress,cgroup-sock:cg_sock"]);
+    let ids = a.load(&[
+        "--path",
+        obj.to_str().unwrap(),
+        "--programs",
+        "cgroup-skb:cg_egress,cgroup-sock:cg_sock",
+    ]);
     let cgp = cg.path.to_str().unwrap();
-    a.attach(ids[0], &["cgroup-skb", "--cgroup", cgp, "--direction", "egress"]);
+    a.attach(
+        ids[0],
+        &["cgroup-skb", "--cgroup", cgp, "--direction", "egress"],
+    );
     a.attach(ids[1], &["cgroup-sock", "--cgroup", cgp]);
     let before = a.counter(&format!("{}:cg_counts", ids[0]), 0);
     assert_eq!(before, 0, "nothing in the new cgroup has sent anything yet");
-    assert!(cg.run("ping", &["-c", "3", "-i", "0.01", "-q", "127.0.0.1"]), "ping inside the cgroup");
+    assert!(
+        cg.run("ping", &["-c", "3", "-i", "0.01", "-q", "127.0.0.1"]),
+        "ping inside the cgroup"
+    );
     let sent = a.counter(&format!("{}:cg_counts", ids[0]), 0);
     let socks = a.counter(&format!("{}:cg_counts", ids[0]), 1);
-    assert!(sent >= 3, "cgroup_skb egress saw the child's packets: {sent}");
-    assert!(socks >= 1, "cgroup/sock_create saw the child's socket: {socks}");
-    a.ok(&["unload", "--force", &ids[0].to_string(), &ids[1].to_string()]);
+    assert!(
+        sent >= 3,
+        "cgroup_skb egress saw the child's packets: {sent}"
+    );
+    assert!(
+        socks >= 1,
+        "cgroup/sock_create saw the child's socket: {socks}"
+    );
+    a.ok(&[
+        "unload",
+        "--force",
+        &ids[0].to_string(),
+        &ids[1].to_string(),
+    ]);
 }
 
 #[test]
@@ -139,9 +244,15 @@ fn perf_event_program_samples_cpu_clock() {
     }
     let a = Apiary::new();
     let id = a.load_one(&["--path", fixture("perf").to_str().unwrap()]);
-    let link = a.attach(id, &["perf-event", "--event", "cpu-clock", "--frequency", "1000"]);
+    let link = a.attach(
+        id,
+        &["perf-event", "--event", "cpu-clock", "--frequency", "1000"],
+    );
     let l = a.json(&["get", "link", &link.to_string()]);
-    assert!(!l["kernel_link_ids"].as_array().unwrap().is_empty(), "one link per CPU");
+    assert!(
+        !l["kernel_link_ids"].as_array().unwrap().is_empty(),
+        "one link per CPU"
+    );
     let t0 = std::time::Instant::now();
     let mut ticks = 0;
     // Busy for up to 2 s until the sampler has fired a few times.
@@ -165,14 +276,31 @@ fn refused_types_say_what_the_kernel_lacks_and_leave_nothing() {
     let obj = fixture("refused");
     let p = obj.to_str().unwrap();
     let kernel_before = Apiary::kernel_prog_ids().len();
-    for (sel, what) in [("fentry:on_fentry", "fentry"), ("fexit:on_fexit", "fexit"), ("lsm:on_lsm", "lsm")] {
+    for (sel, what) in [
+        ("fentry:on_fentry", "fentry"),
+        ("fexit:on_fexit", "fexit"),
+        ("lsm:on_lsm", "lsm"),
+    ] {
         let e = a.fails(&["load", "file", "--path", p, "--programs", sel]);
-        assert!(e.contains(&format!("{what} programs")) && e.contains("not supported by this kernel"), "{e}");
+        assert!(
+            e.contains(&format!("{what} programs")) && e.contains("not supported by this kernel"),
+            "{e}"
+        );
         assert!(e.contains("EPERM") && e.contains("trampolines"), "{e}");
     }
     // kprobe programs load; attaching them needs the kprobe PMU, which this kernel lacks. Asked
     // for in one command, the load is rolled back.
-    let e = a.fails(&["load", "file", "--path", p, "--programs", "kprobe:on_kprobe", "kprobe", "--fn-name", "do_nanosleep"]);
+    let e = a.fails(&[
+        "load",
+        "file",
+        "--path",
+        p,
+        "--programs",
+        "kprobe:on_kprobe",
+        "kprobe",
+        "--fn-name",
+        "do_nanosleep",
+    ]);
     assert!(e.contains("kprobe PMU"), "{e}");
     assert!(a.program_ids().is_empty(), "nothing recorded");
     assert!(a.pins().is_empty(), "nothing pinned: {:?}", a.pins());

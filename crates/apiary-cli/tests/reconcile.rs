@@ -8,7 +8,10 @@ use std::collections::HashSet;
 use std::process::Command;
 
 fn getppid_calls(n: u32) {
-    Command::new(apiary_fixtures::uprobe_target()).arg(n.to_string()).output().unwrap();
+    Command::new(apiary_fixtures::uprobe_target())
+        .arg(n.to_string())
+        .output()
+        .unwrap();
 }
 
 #[test]
@@ -22,28 +25,100 @@ fn everything_comes_back_after_bpffs_is_wiped() {
     let chain_obj = fixture("chain_basic");
     let net_obj = fixture("net");
     let owner = a.load_one(&["--path", minimal.to_str().unwrap()]);
-    let borrower =
-        a.load_one(&["--path", minimal.to_str().unwrap(), "--map-owner-id", &owner.to_string(), "--set", "increment=3"]);
-    a.attach(borrower, &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"]);
-    let c1 = a.load_one(&["--path", chain_obj.to_str().unwrap(), "--programs", "xdp:xdp_count_pass"]);
-    let c2 = a.load_one(&["--path", chain_obj.to_str().unwrap(), "--programs", "xdp:xdp_drop_port"]);
-    a.attach(c1, &["xdp", "--iface", &net.if_b, "--netns", &net.ns_b, "--priority", "10"]);
-    a.attach(c2, &["xdp", "--iface", &net.if_b, "--netns", &net.ns_b, "--priority", "20"]);
-    let tc = a.load_one(&["--path", net_obj.to_str().unwrap(), "--programs", "tc:tc_count"]);
-    a.attach(tc, &["tc", "--iface", &net.if_b, "--direction", "egress", "--netns", &net.ns_b, "--legacy"]);
+    let borrower = a.load_one(&[
+        "--path",
+        minimal.to_str().unwrap(),
+        "--map-owner-id",
+        &owner.to_string(),
+        "--set",
+        "increment=3",
+    ]);
+    a.attach(
+        borrower,
+        &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"],
+    );
+    let c1 = a.load_one(&[
+        "--path",
+        chain_obj.to_str().unwrap(),
+        "--programs",
+        "xdp:xdp_count_pass",
+    ]);
+    let c2 = a.load_one(&[
+        "--path",
+        chain_obj.to_str().unwrap(),
+        "--programs",
+        "xdp:xdp_drop_port",
+    ]);
+    a.attach(
+        c1,
+        &[
+            "xdp",
+            "--iface",
+            &net.if_b,
+            "--netns",
+            &net.ns_b,
+            "--priority",
+            "10",
+        ],
+    );
+    a.attach(
+        c2,
+        &[
+            "xdp",
+            "--iface",
+            &net.if_b,
+            "--netns",
+            &net.ns_b,
+            "--priority",
+            "20",
+        ],
+    );
+    let tc = a.load_one(&[
+        "--path",
+        net_obj.to_str().unwrap(),
+        "--programs",
+        "tc:tc_count",
+    ]);
+    a.attach(
+        tc,
+        &[
+            "tc",
+            "--iface",
+            &net.if_b,
+            "--direction",
+            "egress",
+            "--netns",
+            &net.ns_b,
+            "--legacy",
+        ],
+    );
     let before = a.json(&["list", "programs"]);
-    let old_kids: Vec<u64> = before.as_array().unwrap().iter().map(|p| p["kernel_id"].as_u64().unwrap()).collect();
-    assert!(a.ok(&["reconcile"]).contains("restored programs: none"), "a healthy state needs nothing");
+    let old_kids: Vec<u64> = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kernel_id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        a.ok(&["reconcile"]).contains("restored programs: none"),
+        "a healthy state needs nothing"
+    );
 
     // The "reboot": every pin gone (and the legacy tc filter, which lives in the qdisc), so the
     // kernel frees every program, map and link.
     std::fs::remove_dir_all(&a.bpffs).unwrap();
-    let ok = Command::new("tc").args(["-n", &net.ns_b, "qdisc", "del", "dev", &net.if_b, "clsact"]).status().unwrap();
+    let ok = Command::new("tc")
+        .args(["-n", &net.ns_b, "qdisc", "del", "dev", &net.if_b, "clsact"])
+        .status()
+        .unwrap();
     assert!(ok.success());
-    assert!(eventually(10, || {
-        let live = Apiary::kernel_prog_ids();
-        old_kids.iter().all(|k| !live.contains(k))
-    }), "the wipe unloaded everything");
+    assert!(
+        eventually(10, || {
+            let live = Apiary::kernel_prog_ids();
+            old_kids.iter().all(|k| !live.contains(k))
+        }),
+        "the wipe unloaded everything"
+    );
 
     let r = a.json(&["reconcile"]);
     assert_eq!(r["restored_programs"].as_array().unwrap().len(), 5, "{r}");
@@ -54,8 +129,18 @@ fn everything_comes_back_after_bpffs_is_wiped() {
     // Same ids, new kernel objects, and all of it running again.
     let after = a.json(&["list", "programs"]);
     assert_eq!(
-        after.as_array().unwrap().iter().map(|p| p["id"].clone()).collect::<Vec<_>>(),
-        before.as_array().unwrap().iter().map(|p| p["id"].clone()).collect::<Vec<_>>()
+        after
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].clone())
+            .collect::<Vec<_>>(),
+        before
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].clone())
+            .collect::<Vec<_>>()
     );
     let live = Apiary::kernel_prog_ids();
     for p in after.as_array().unwrap() {
@@ -63,13 +148,25 @@ fn everything_comes_back_after_bpffs_is_wiped() {
     }
     getppid_calls(4);
     let v = a.counter(&format!("{owner}:counts"), 0);
-    assert!(v >= 12 && v.is_multiple_of(3), "the borrower runs again, into the owner's map, with its global: {v}");
+    assert!(
+        v >= 12 && v.is_multiple_of(3),
+        "the borrower runs again, into the owner's map, with its global: {v}"
+    );
     assert!(net.ping(3), "the XDP chain passes pings");
-    assert!(a.counter(&format!("{c1}:hits"), 0) >= 3, "and its first program counts them");
-    assert!(a.counter(&format!("{tc}:packets"), 0) >= 3, "the legacy tc filter is back on egress");
+    assert!(
+        a.counter(&format!("{c1}:hits"), 0) >= 3,
+        "and its first program counts them"
+    );
+    assert!(
+        a.counter(&format!("{tc}:packets"), 0) >= 3,
+        "the legacy tc filter is back on egress"
+    );
     let ch = a.json(&["get", "chain", &net.if_b, "xdp", "--netns", &net.ns_b]);
     assert_eq!(ch["programs"].as_array().unwrap().len(), 2);
-    assert!(a.ok(&["reconcile"]).contains("restored programs: none"), "reconcile is idempotent");
+    assert!(
+        a.ok(&["reconcile"]).contains("restored programs: none"),
+        "reconcile is idempotent"
+    );
 }
 
 #[test]
@@ -79,15 +176,33 @@ fn unknown_pins_are_removed_and_reported() {
     }
     let a = Apiary::new();
     let id = a.load_one(&["--path", fixture("minimal").to_str().unwrap()]);
-    let kid = a.json(&["get", "program", &id.to_string()])["kernel_id"].as_u64().unwrap();
+    let kid = a.json(&["get", "program", &id.to_string()])["kernel_id"]
+        .as_u64()
+        .unwrap();
     // A leftover that no record explains: the same program pinned under an unknown id.
     let stray = a.bpffs.join("programs").join("999");
-    let ok = Command::new("bpftool").args(["prog", "pin", "id", &kid.to_string(), stray.to_str().unwrap()]).status().unwrap();
+    let ok = Command::new("bpftool")
+        .args([
+            "prog",
+            "pin",
+            "id",
+            &kid.to_string(),
+            stray.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
     assert!(ok.success());
     let r = a.json(&["reconcile"]);
-    assert_eq!(r["removed_unknown_pins"], serde_json::json!([stray.to_str().unwrap()]), "{r}");
+    assert_eq!(
+        r["removed_unknown_pins"],
+        serde_json::json!([stray.to_str().unwrap()]),
+        "{r}"
+    );
     assert!(!stray.exists());
-    assert!(a.json(&["get", "program", &id.to_string()])["kernel"].is_object(), "the real program is untouched");
+    assert!(
+        a.json(&["get", "program", &id.to_string()])["kernel"].is_object(),
+        "the real program is untouched"
+    );
 }
 
 #[test]
@@ -111,19 +226,43 @@ fn processes_killed_at_random_points_leave_a_consistent_state() {
     let mut killed = 0;
     while ops < 120 {
         let ids = a.program_ids();
-        let links: Vec<i64> =
-            a.json(&["list", "links"]).as_array().unwrap().iter().map(|l| l["id"].as_i64().unwrap()).collect();
+        let links: Vec<i64> = a
+            .json(&["list", "links"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["id"].as_i64().unwrap())
+            .collect();
         let args: Vec<String> = match next() % 4 {
             0 | 1 => vec!["load".into(), "file".into(), "--path".into(), p.into()],
             2 if !ids.is_empty() => {
                 let id = ids[(next() % ids.len() as u64) as usize];
-                vec!["attach".into(), id.to_string(), "tracepoint".into(), "--tracepoint".into(), "syscalls/sys_enter_getppid".into()]
+                vec![
+                    "attach".into(),
+                    id.to_string(),
+                    "tracepoint".into(),
+                    "--tracepoint".into(),
+                    "syscalls/sys_enter_getppid".into(),
+                ]
             }
-            3 if !links.is_empty() => vec!["detach".into(), links[(next() % links.len() as u64) as usize].to_string()],
-            _ if !ids.is_empty() => vec!["unload".into(), "--force".into(), ids[(next() % ids.len() as u64) as usize].to_string()],
+            3 if !links.is_empty() => vec![
+                "detach".into(),
+                links[(next() % links.len() as u64) as usize].to_string(),
+            ],
+            _ if !ids.is_empty() => vec![
+                "unload".into(),
+                "--force".into(),
+                ids[(next() % ids.len() as u64) as usize].to_string(),
+            ],
             _ => continue,
         };
-        let mut child = a.cmd().args(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = a
+            .cmd()
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         // Kill somewhere in the first ~12 ms, where a load or attach does its kernel and store work.
         std::thread::sleep(std::time::Duration::from_micros(next() % 12_000));
         if child.try_wait().unwrap().is_none() {
@@ -136,7 +275,10 @@ fn processes_killed_at_random_points_leave_a_consistent_state() {
         let _ = child.wait();
         ops += 1;
     }
-    assert!(killed >= 10, "the test killed processes mid-operation ({killed} of {ops})");
+    assert!(
+        killed >= 10,
+        "the test killed processes mid-operation ({killed} of {ops})"
+    );
     let r = a.json(&["reconcile"]);
     assert!(r["failures"].as_array().unwrap().is_empty(), "{r}");
 
@@ -147,21 +289,40 @@ fn processes_killed_at_random_points_leave_a_consistent_state() {
     for prog in programs.as_array().unwrap() {
         let id = prog["id"].as_i64().unwrap();
         let d = a.json(&["get", "program", &id.to_string()]);
-        let kid = d["kernel"]["id"].as_u64().unwrap_or_else(|| panic!("program {id} has no kernel object: {d}"));
+        let kid = d["kernel"]["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("program {id} has no kernel object: {d}"));
         assert!(live.contains(&kid));
         ours.insert(kid);
     }
     for l in a.json(&["list", "links"]).as_array().unwrap() {
         let lid = l["id"].as_i64().unwrap();
         for (i, _) in l["kernel_link_ids"].as_array().unwrap().iter().enumerate() {
-            assert!(a.bpffs.join("links").join(lid.to_string()).join(i.to_string()).exists(), "link {lid} pin");
+            assert!(
+                a.bpffs
+                    .join("links")
+                    .join(lid.to_string())
+                    .join(i.to_string())
+                    .exists(),
+                "link {lid} pin"
+            );
         }
     }
     // ...and every pin has a record (reconcile removed the rest), so nothing is leaked.
     let pins = a.pins();
-    let n_links: usize = a.json(&["list", "links"]).as_array().unwrap().iter().map(|l| l["kernel_link_ids"].as_array().unwrap().len()).sum();
+    let n_links: usize = a
+        .json(&["list", "links"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kernel_link_ids"].as_array().unwrap().len())
+        .sum();
     let n_maps = a.json(&["list", "maps"]).as_array().unwrap().len();
-    assert_eq!(pins.len(), programs.as_array().unwrap().len() + n_links + n_maps, "pins: {pins:?}");
+    assert_eq!(
+        pins.len(),
+        programs.as_array().unwrap().len() + n_links + n_maps,
+        "pins: {pins:?}"
+    );
     assert!(a.ok(&["reconcile"]).contains("removed unknown pins: none"));
     // Kernel programs made during the test are either recorded or gone.
     let leaked = || {
@@ -169,11 +330,17 @@ fn processes_killed_at_random_points_leave_a_consistent_state() {
             .into_iter()
             .filter(|k| !kernel_before.contains(k) && !ours.contains(k))
             .filter(|k| {
-                let out = Command::new("bpftool").args(["prog", "show", "id", &k.to_string()]).output().unwrap();
+                let out = Command::new("bpftool")
+                    .args(["prog", "show", "id", &k.to_string()])
+                    .output()
+                    .unwrap();
                 String::from_utf8_lossy(&out.stdout).contains("count_getppid")
             })
             .count()
     };
     // Other tests in parallel may load count_getppid; ours settle to zero, theirs come and go.
-    assert!(eventually(10, || leaked() == 0), "a program of a killed process was leaked");
+    assert!(
+        eventually(10, || leaked() == 0),
+        "a program of a killed process was leaked"
+    );
 }

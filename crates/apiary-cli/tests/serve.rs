@@ -16,16 +16,27 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 async fn client(d: &Daemon) -> ApiaryClient<Channel> {
-    ApiaryClient::connect(d.endpoint()).await.expect("connect to the daemon")
+    ApiaryClient::connect(d.endpoint())
+        .await
+        .expect("connect to the daemon")
 }
 
 /// `apiary --endpoint <daemon> ARGS`.
 fn remote(a: &Apiary, endpoint: &str, args: &[&str]) -> Run {
-    let out = a.cmd().arg("--endpoint").arg(endpoint).args(args).output().expect("run apiary");
+    let out = a
+        .cmd()
+        .arg("--endpoint")
+        .arg(endpoint)
+        .args(args)
+        .output()
+        .expect("run apiary");
     Run {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -37,8 +48,13 @@ fn remote_json(a: &Apiary, endpoint: &str, args: &[&str]) -> Value {
     let mut v = args.to_vec();
     v.extend(["-o", "json"]);
     let r = remote(a, endpoint, &v);
-    assert!(r.ok, "apiary --endpoint {endpoint} {args:?} failed:\n{}{}", r.stdout, r.stderr);
-    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{args:?}: bad JSON ({e}): {}", r.stdout))
+    assert!(
+        r.ok,
+        "apiary --endpoint {endpoint} {args:?} failed:\n{}{}",
+        r.stdout, r.stderr
+    );
+    serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: bad JSON ({e}): {}", r.stdout))
 }
 
 fn getppid(n: usize) {
@@ -60,14 +76,20 @@ fn tracepoint_attach() -> pb::AttachSpec {
 
 fn bytes_of(obj: &Path) -> pb::ObjectSource {
     pb::ObjectSource {
-        object: Some(pb::object_source::Object::Bytes(std::fs::read(obj).expect("read fixture"))),
+        object: Some(pb::object_source::Object::Bytes(
+            std::fs::read(obj).expect("read fixture"),
+        )),
         name: obj.display().to_string(),
     }
 }
 
 /// The counter at key 0 of a dump answered by the generated client.
 fn counter0(d: &pb::MapDump) -> u64 {
-    d.entries.iter().find(|e| e.key_json == "0").and_then(|e| e.value_json.parse().ok()).unwrap_or(0)
+    d.entries
+        .iter()
+        .find(|e| e.key_json == "0")
+        .and_then(|e| e.value_json.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -98,7 +120,10 @@ fn cli_and_generated_client_drive_the_daemon() {
     );
     let id = loaded[0]["id"].as_i64().expect("id");
     // The source is the client's path, as an in-process load records it.
-    assert_eq!(loaded[0]["source"].as_str(), Some(std::fs::canonicalize(&m).unwrap().to_str().unwrap()));
+    assert_eq!(
+        loaded[0]["source"].as_str(),
+        Some(std::fs::canonicalize(&m).unwrap().to_str().unwrap())
+    );
     getppid(50);
     let dump = remote_json(&a, &ep, &["map", "dump", &format!("{id}:counts")]);
     let n = dump["entries"][0]["value"].as_u64().expect("counter");
@@ -107,12 +132,25 @@ fn cli_and_generated_client_drive_the_daemon() {
     assert_eq!(progs.as_array().unwrap().len(), 1);
     assert_eq!(progs[0]["metadata"]["via"], "cli");
     let detail = remote_json(&a, &ep, &["get", "program", &id.to_string()]);
-    assert_eq!(detail["stats_enabled"], true, "the daemon keeps BPF stats on");
+    assert_eq!(
+        detail["stats_enabled"], true,
+        "the daemon keeps BPF stats on"
+    );
     assert!(detail["kernel"]["run_cnt"].as_u64().unwrap() >= 50);
-    assert!(!a.pins().is_empty(), "the daemon pinned under the instance's bpffs");
+    assert!(
+        !a.pins().is_empty(),
+        "the daemon pinned under the instance's bpffs"
+    );
     // The table output is the same code path as in-process.
     let table = remote(&a, &ep, &["list", "links"]);
-    assert!(table.ok && table.stdout.contains("tracepoint syscalls/sys_enter_getppid"), "{}", table.stdout);
+    assert!(
+        table.ok
+            && table
+                .stdout
+                .contains("tracepoint syscalls/sys_enter_getppid"),
+        "{}",
+        table.stdout
+    );
 
     // The generated client: watch, load bytes, attach, count, list, detach, unload.
     let rt = rt();
@@ -199,7 +237,10 @@ fn cli_and_generated_client_drive_the_daemon() {
     // Unload through the CLI: everything the daemon pinned is gone.
     let r = remote(&a, &ep, &["unload", "--force", &id.to_string()]);
     assert!(r.ok, "{}", r.stderr);
-    assert!(remote_json(&a, &ep, &["list", "programs"]).as_array().unwrap().is_empty());
+    assert!(remote_json(&a, &ep, &["list", "programs"])
+        .as_array()
+        .unwrap()
+        .is_empty());
     assert!(a.pins().is_empty(), "pins left: {:?}", a.pins());
 
     // SIGTERM with a watch stream still open (and its client still running): the daemon ends
@@ -213,18 +254,30 @@ fn cli_and_generated_client_drive_the_daemon() {
     rt.block_on(async move {
         let mut watch = watch;
         while let Ok(Some(e)) =
-            tokio::time::timeout(std::time::Duration::from_secs(15), watch.message()).await.expect("the stream ends")
+            tokio::time::timeout(std::time::Duration::from_secs(15), watch.message())
+                .await
+                .expect("the stream ends")
         {
             assert_eq!(e.kind(), pb::EventKind::Unloaded, "{e:?}");
         }
     });
     let (d, ok) = stopping.join().unwrap();
     assert!(ok, "graceful exit:\n{}", d.log_text());
-    assert!(t0.elapsed() < std::time::Duration::from_secs(5), "shutdown took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
     assert!(!d.socket.exists(), "socket removed");
     let log = d.log_text();
-    assert!(log.contains("shutting down") && log.contains("stopped"), "{log}");
-    assert!(log.contains("reconciled"), "the daemon reconciled at start:\n{log}");
+    assert!(
+        log.contains("shutting down") && log.contains("stopped"),
+        "{log}"
+    );
+    assert!(
+        log.contains("reconciled"),
+        "the daemon reconciled at start:\n{log}"
+    );
 }
 
 #[test]
@@ -259,7 +312,11 @@ fn a_request_in_flight_is_answered_across_sigterm() {
         call.await.expect("join")
     });
     let s = answer.expect_err("refused: not an object");
-    assert_eq!(s.code(), Code::InvalidArgument, "the request was answered, not cut off: {s:?}");
+    assert_eq!(
+        s.code(),
+        Code::InvalidArgument,
+        "the request was answered, not cut off: {s:?}"
+    );
     assert!(d.terminate(10), "graceful exit:\n{}", d.log_text());
     assert!(!d.socket.exists());
     // The signal arrived while the request was in flight, and the answer still went out.
@@ -276,7 +333,12 @@ fn a_stale_socket_is_replaced_a_live_one_is_not_and_a_config_file_works() {
     let a = Apiary::new();
     let mut d = Daemon::start(a.state.path(), &a.bpffs, &DaemonOpts::default());
     // A second daemon on a live socket refuses, and leaves the first one serving.
-    let out = a.cmd().args(["serve", "--socket"]).arg(&d.socket).output().unwrap();
+    let out = a
+        .cmd()
+        .args(["serve", "--socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("another daemon is serving"),
@@ -293,14 +355,24 @@ fn a_stale_socket_is_replaced_a_live_one_is_not_and_a_config_file_works() {
         libc::kill(pid, libc::SIGKILL);
     }
     d.terminate(5);
-    assert!(d.socket.exists(), "a killed daemon leaves its socket behind");
+    assert!(
+        d.socket.exists(),
+        "a killed daemon leaves its socket behind"
+    );
     let cfg = d.dir.join("apiary.toml");
     let metrics = common::daemon::free_port();
-    std::fs::write(&cfg, format!("socket = \"run/apiary.sock\"\nmetrics = \"{metrics}\"\nlog = \"debug\"\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("socket = \"run/apiary.sock\"\nmetrics = \"{metrics}\"\nlog = \"debug\"\n"),
+    )
+    .unwrap();
     let mut d2 = Daemon::start(
         a.state.path(),
         &a.bpffs,
-        &DaemonOpts { extra: vec!["--config".into(), cfg.display().to_string()], ..Default::default() },
+        &DaemonOpts {
+            extra: vec!["--config".into(), cfg.display().to_string()],
+            ..Default::default()
+        },
     );
     // (`Daemon::start` passes --socket; the flag wins over the file, and it is the same path.)
     assert!(remote(&a, &d2.endpoint(), &["list", "programs"]).ok);
@@ -310,12 +382,24 @@ fn a_stale_socket_is_replaced_a_live_one_is_not_and_a_config_file_works() {
 
     // Bad settings fail the start with one clear line.
     for (args, want) in [
-        (vec!["--socket-group", "apiary-no-such-group"], "group \"apiary-no-such-group\" does not exist"),
+        (
+            vec!["--socket-group", "apiary-no-such-group"],
+            "group \"apiary-no-such-group\" does not exist",
+        ),
         (vec!["--listen", "127.0.0.1:1"], "--listen needs --tls-cert"),
-        (vec!["--config", "/nonexistent/apiary.toml"], "cannot read /nonexistent/apiary.toml"),
+        (
+            vec!["--config", "/nonexistent/apiary.toml"],
+            "cannot read /nonexistent/apiary.toml",
+        ),
     ] {
         let sock = d2.dir.join("other.sock");
-        let out = a.cmd().args(["serve", "--socket"]).arg(&sock).args(&args).output().unwrap();
+        let out = a
+            .cmd()
+            .args(["serve", "--socket"])
+            .arg(&sock)
+            .args(&args)
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} should fail");
         assert!(err.contains(want), "{args:?}: expected {want:?} in {err}");
@@ -332,12 +416,26 @@ struct TempGroup {
 impl TempGroup {
     fn new() -> TempGroup {
         let name = format!("aptest{}", std::process::id());
-        let _ = Command::new("groupdel").arg(&name).stderr(std::process::Stdio::null()).status();
-        let ok = Command::new("groupadd").arg(&name).status().expect("groupadd").success();
+        let _ = Command::new("groupdel")
+            .arg(&name)
+            .stderr(std::process::Stdio::null())
+            .status();
+        let ok = Command::new("groupadd")
+            .arg(&name)
+            .status()
+            .expect("groupadd")
+            .success();
         assert!(ok, "groupadd {name}");
-        let out = Command::new("getent").args(["group", &name]).output().expect("getent");
+        let out = Command::new("getent")
+            .args(["group", &name])
+            .output()
+            .expect("getent");
         let line = String::from_utf8_lossy(&out.stdout).into_owned();
-        let gid = line.split(':').nth(2).and_then(|g| g.trim().parse().ok()).expect("gid");
+        let gid = line
+            .split(':')
+            .nth(2)
+            .and_then(|g| g.trim().parse().ok())
+            .expect("gid");
         TempGroup { name, gid }
     }
 }
@@ -351,7 +449,12 @@ impl Drop for TempGroup {
 fn nix_chown(p: &Path, uid: u32) {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path; -1 leaves the group unchanged.
-    assert_eq!(unsafe { libc::chown(c.as_ptr(), uid, u32::MAX) }, 0, "chown {}", p.display());
+    assert_eq!(
+        unsafe { libc::chown(c.as_ptr(), uid, u32::MAX) },
+        0,
+        "chown {}",
+        p.display()
+    );
 }
 
 /// Run the CLI (`bin`) as user `nobody`, with `groups` as its only supplementary groups.
@@ -386,7 +489,10 @@ fn the_socket_group_decides_who_may_load() {
     let d = Daemon::start(
         a.state.path(),
         &a.bpffs,
-        &DaemonOpts { socket_group: Some(group.name.clone()), ..Default::default() },
+        &DaemonOpts {
+            socket_group: Some(group.name.clone()),
+            ..Default::default()
+        },
     );
     let meta = std::fs::metadata(&d.socket).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660, "socket mode");
@@ -414,11 +520,28 @@ fn the_socket_group_decides_who_may_load() {
     let r = as_nobody(
         &bin,
         &[group.gid],
-        &["--state-dir", &state_flag, "--bpffs", "/sys/fs/bpf", "load", "file", "--path", o],
+        &[
+            "--state-dir",
+            &state_flag,
+            "--bpffs",
+            "/sys/fs/bpf",
+            "load",
+            "file",
+            "--path",
+            o,
+        ],
     );
-    assert!(!r.ok, "an unprivileged in-process load must fail: {}", r.stdout);
+    assert!(
+        !r.ok,
+        "an unprivileged in-process load must fail: {}",
+        r.stdout
+    );
     let e = r.stderr.to_lowercase();
-    assert!(e.contains("not permitted") || e.contains("permission"), "{}", r.stderr);
+    assert!(
+        e.contains("not permitted") || e.contains("permission"),
+        "{}",
+        r.stderr
+    );
 
     // In the socket's group: load and attach through the daemon, with no capability at all.
     let r = as_nobody(
@@ -438,11 +561,27 @@ fn the_socket_group_decides_who_may_load() {
             "syscalls/sys_enter_getppid",
         ],
     );
-    assert!(r.ok, "nobody in the group loads through the socket:\n{}{}", r.stdout, r.stderr);
+    assert!(
+        r.ok,
+        "nobody in the group loads through the socket:\n{}{}",
+        r.stdout, r.stderr
+    );
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
     let id = v[0]["id"].as_i64().unwrap();
     getppid(10);
-    let r = as_nobody(&bin, &[group.gid], &["--endpoint", &ep, "-o", "json", "map", "dump", &format!("{id}:counts")]);
+    let r = as_nobody(
+        &bin,
+        &[group.gid],
+        &[
+            "--endpoint",
+            &ep,
+            "-o",
+            "json",
+            "map",
+            "dump",
+            &format!("{id}:counts"),
+        ],
+    );
     assert!(r.ok, "{}", r.stderr);
     let dump: Value = serde_json::from_str(&r.stdout).unwrap();
     assert!(dump["entries"][0]["value"].as_u64().unwrap() >= 10);
@@ -450,10 +589,22 @@ fn the_socket_group_decides_who_may_load() {
     // Not in the group: refused when connecting, with a message that says why.
     let r = as_nobody(&bin, &[], &["--endpoint", &ep, "list", "programs"]);
     assert!(!r.ok);
-    assert!(r.stderr.starts_with("error: cannot connect to unix://"), "{}", r.stderr);
-    assert!(r.stderr.contains("Permission denied") && r.stderr.contains("socket's group"), "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with("error: cannot connect to unix://"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("Permission denied") && r.stderr.contains("socket's group"),
+        "{}",
+        r.stderr
+    );
     let r = as_nobody(&bin, &[], &["--endpoint", &ep, "load", "file", "--path", o]);
-    assert!(!r.ok && r.stderr.contains("Permission denied"), "{}", r.stderr);
+    assert!(
+        !r.ok && r.stderr.contains("Permission denied"),
+        "{}",
+        r.stderr
+    );
 
     // The daemon logged who did it.
     assert!(d.log_text().contains("uid=65534"), "{}", d.log_text());
@@ -474,7 +625,8 @@ impl Pki {
 /// client certificate from another CA.
 fn make_pki() -> Pki {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
     };
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
@@ -483,21 +635,33 @@ fn make_pki() -> Pki {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign];
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::CrlSign,
+        ];
         let cert = p.self_signed(&key).unwrap();
         (cert.pem(), Issuer::new(p, key))
     };
     let leaf = |issuer: &Issuer<'_, KeyPair>, sans: &[&str], eku: ExtendedKeyUsagePurpose| {
         let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, sans.first().copied().unwrap_or("client"));
+        let mut p =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(
+            DnType::CommonName,
+            sans.first().copied().unwrap_or("client"),
+        );
         p.extended_key_usages = vec![eku];
         let cert = p.signed_by(&key, issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     };
     let (ca_pem, ca) = new_ca("apiary test CA");
     let (other_pem, other) = new_ca("some other CA");
-    let (srv, srv_key) = leaf(&ca, &["127.0.0.1", "localhost"], ExtendedKeyUsagePurpose::ServerAuth);
+    let (srv, srv_key) = leaf(
+        &ca,
+        &["127.0.0.1", "localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
     let (cli, cli_key) = leaf(&ca, &["client"], ExtendedKeyUsagePurpose::ClientAuth);
     let (bad, bad_key) = leaf(&other, &["intruder"], ExtendedKeyUsagePurpose::ClientAuth);
     write("ca.pem", ca_pem);
@@ -522,21 +686,41 @@ fn mutual_tls_admits_only_clients_signed_by_the_ca() {
         a.state.path(),
         &a.bpffs,
         &DaemonOpts {
-            tls: Some((pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"))),
+            tls: Some((
+                pki.path("server.pem"),
+                pki.path("server.key"),
+                pki.path("ca.pem"),
+            )),
             ..Default::default()
         },
     );
     let https = d.https();
     let p = |n: &str| pki.path(n).display().to_string();
     let tls = |cert: &str, key: &str| {
-        let mut v = vec!["--endpoint".to_string(), https.clone(), "--server-ca".into(), p("ca.pem")];
+        let mut v = vec![
+            "--endpoint".to_string(),
+            https.clone(),
+            "--server-ca".into(),
+            p("ca.pem"),
+        ];
         if !cert.is_empty() {
-            v.extend(["--client-cert".into(), p(cert), "--client-key".into(), p(key)]);
+            v.extend([
+                "--client-cert".into(),
+                p(cert),
+                "--client-key".into(),
+                p(key),
+            ]);
         }
         v
     };
     let run = |pre: Vec<String>, args: &[&str]| {
-        let out = a.cmd().env_remove("APIARY_ENDPOINT").args(&pre).args(args).output().unwrap();
+        let out = a
+            .cmd()
+            .env_remove("APIARY_ENDPOINT")
+            .args(&pre)
+            .args(args)
+            .output()
+            .unwrap();
         Run {
             ok: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -546,11 +730,21 @@ fn mutual_tls_admits_only_clients_signed_by_the_ca() {
 
     // A client with a certificate from the CA: full service over TCP.
     let m = fixture("minimal");
-    let r = run(tls("client.pem", "client.key"), &["-o", "json", "load", "file", "--path", m.to_str().unwrap()]);
+    let r = run(
+        tls("client.pem", "client.key"),
+        &["-o", "json", "load", "file", "--path", m.to_str().unwrap()],
+    );
     assert!(r.ok, "{}{}", r.stdout, r.stderr);
-    let id = serde_json::from_str::<Value>(&r.stdout).unwrap()[0]["id"].as_i64().unwrap();
+    let id = serde_json::from_str::<Value>(&r.stdout).unwrap()[0]["id"]
+        .as_i64()
+        .unwrap();
     let r = run(tls("client.pem", "client.key"), &["list", "programs"]);
-    assert!(r.ok && r.stdout.contains("count_getppid"), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.ok && r.stdout.contains("count_getppid"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
 
     // No client certificate, or one from another CA: the handshake fails, nothing is served.
     let mut refusals = Vec::new();
@@ -559,7 +753,11 @@ fn mutual_tls_admits_only_clients_signed_by_the_ca() {
         assert!(!r.ok, "a client with {cert:?} was served:\n{}", r.stdout);
         assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
-        assert!(r.stderr.contains("signed by its --client-ca"), "{cert:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("signed by its --client-ca"),
+            "{cert:?}: {}",
+            r.stderr
+        );
         refusals.push(r.stderr);
     }
     // A client that does not trust the daemon's CA refuses the daemon.
@@ -568,8 +766,15 @@ fn mutual_tls_admits_only_clients_signed_by_the_ca() {
     let r = run(wrong_ca, &["list", "programs"]);
     assert!(!r.ok, "{}", r.stdout);
     // Plain TCP is not offered at all.
-    let r = run(vec!["--endpoint".into(), https.replace("https://", "http://")], &["list", "programs"]);
-    assert!(!r.ok && r.stderr.contains("requires mutual TLS"), "{}", r.stderr);
+    let r = run(
+        vec!["--endpoint".into(), https.replace("https://", "http://")],
+        &["list", "programs"],
+    );
+    assert!(
+        !r.ok && r.stderr.contains("requires mutual TLS"),
+        "{}",
+        r.stderr
+    );
 
     // Still serving the good client; and the unix socket works beside TCP.
     assert!(run(tls("client.pem", "client.key"), &["list", "programs"]).ok);
@@ -630,9 +835,13 @@ mod raw {
         body: Vec<u8>,
     ) -> Result<Vec<u8>, tonic::Status> {
         let mut g = tonic::client::Grpc::new(channel);
-        g.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        g.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
-        g.unary(tonic::Request::new(body), path, RawCodec).await.map(|r| r.into_inner())
+        g.unary(tonic::Request::new(body), path, RawCodec)
+            .await
+            .map(|r| r.into_inner())
     }
 }
 
@@ -645,10 +854,17 @@ fn bad_requests_get_their_codes_and_the_connection_survives() {
     let d = Daemon::start(a.state.path(), &a.bpffs, &DaemonOpts::default());
     let m = fixture("minimal");
     rt().block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(d.endpoint()).unwrap().connect().await.expect("connect");
+        let channel = tonic::transport::Endpoint::from_shared(d.endpoint())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
         // One channel for every call: a refused request must not cost the connection.
         let mut c = ApiaryClient::new(channel.clone()).max_encoding_message_size(usize::MAX);
-        let load = |object: Option<pb::ObjectSource>| pb::LoadRequest { object, ..Default::default() };
+        let load = |object: Option<pb::ObjectSource>| pb::LoadRequest {
+            object,
+            ..Default::default()
+        };
 
         // A program that is attached, for the precondition case.
         let r = c
@@ -667,8 +883,16 @@ fn bad_requests_get_their_codes_and_the_connection_survives() {
             name: "x.o".into(),
         };
         let cases: Vec<((Code, String), Code, &str)> = vec![
-            (code(c.load(load(Some(bytes(b"not an object")))).await), Code::InvalidArgument, "not an ELF file"),
-            (code(c.load(load(None)).await), Code::InvalidArgument, "object: is required"),
+            (
+                code(c.load(load(Some(bytes(b"not an object")))).await),
+                Code::InvalidArgument,
+                "not an ELF file",
+            ),
+            (
+                code(c.load(load(None)).await),
+                Code::InvalidArgument,
+                "object: is required",
+            ),
             (
                 code(
                     c.load(load(Some(pb::ObjectSource {
@@ -684,7 +908,10 @@ fn bad_requests_get_their_codes_and_the_connection_survives() {
                 code(
                     c.load(pb::LoadRequest {
                         object: Some(bytes_of(&m)),
-                        programs: vec![pb::ProgramSelector { r#type: 99, name: "f".into() }],
+                        programs: vec![pb::ProgramSelector {
+                            r#type: 99,
+                            name: "f".into(),
+                        }],
                         ..Default::default()
                     })
                     .await,
@@ -693,17 +920,35 @@ fn bad_requests_get_their_codes_and_the_connection_survives() {
                 "unknown program type 99",
             ),
             (
-                code(c.attach(pb::AttachRequest { program_id: 999, spec: Some(tracepoint_attach()) }).await),
+                code(
+                    c.attach(pb::AttachRequest {
+                        program_id: 999,
+                        spec: Some(tracepoint_attach()),
+                    })
+                    .await,
+                ),
                 Code::NotFound,
                 "program 999 not found",
             ),
             (
-                code(c.attach(pb::AttachRequest { program_id: pid, spec: None }).await),
+                code(
+                    c.attach(pb::AttachRequest {
+                        program_id: pid,
+                        spec: None,
+                    })
+                    .await,
+                ),
                 Code::InvalidArgument,
                 "spec: is required",
             ),
             (
-                code(c.attach(pb::AttachRequest { program_id: pid, spec: Some(pb::AttachSpec { hook: None }) }).await),
+                code(
+                    c.attach(pb::AttachRequest {
+                        program_id: pid,
+                        spec: Some(pb::AttachSpec { hook: None }),
+                    })
+                    .await,
+                ),
                 Code::InvalidArgument,
                 "attach.hook",
             ),
@@ -724,9 +969,21 @@ fn bad_requests_get_their_codes_and_the_connection_survives() {
                 Code::InvalidArgument,
                 "unknown XDP mode 77",
             ),
-            (code(c.get_program(pb::GetProgramRequest { id: 0 }).await), Code::InvalidArgument, "invalid program id 0"),
-            (code(c.get_link(pb::GetLinkRequest { id: 4242 }).await), Code::NotFound, "link 4242 not found"),
-            (code(c.detach(pb::DetachRequest { link_id: 4242 }).await), Code::NotFound, "link 4242 not found"),
+            (
+                code(c.get_program(pb::GetProgramRequest { id: 0 }).await),
+                Code::InvalidArgument,
+                "invalid program id 0",
+            ),
+            (
+                code(c.get_link(pb::GetLinkRequest { id: 4242 }).await),
+                Code::NotFound,
+                "link 4242 not found",
+            ),
+            (
+                code(c.detach(pb::DetachRequest { link_id: 4242 }).await),
+                Code::NotFound,
+                "link 4242 not found",
+            ),
             (
                 code(
                     c.get_chain(pb::GetChainRequest {
@@ -743,17 +1000,35 @@ fn bad_requests_get_their_codes_and_the_connection_survives() {
                 "chain xdp on nosuch0 not found",
             ),
             (
-                code(c.dump_map(pb::DumpMapRequest { map: None, limit: None }).await),
+                code(
+                    c.dump_map(pb::DumpMapRequest {
+                        map: None,
+                        limit: None,
+                    })
+                    .await,
+                ),
                 Code::InvalidArgument,
                 "map: is required",
             ),
             (
-                code(c.unload(pb::UnloadRequest { program_ids: vec![pid], force: false }).await),
+                code(
+                    c.unload(pb::UnloadRequest {
+                        program_ids: vec![pid],
+                        force: false,
+                    })
+                    .await,
+                ),
                 Code::FailedPrecondition,
                 "link",
             ),
             (
-                code(c.unload(pb::UnloadRequest { program_ids: vec![], force: false }).await),
+                code(
+                    c.unload(pb::UnloadRequest {
+                        program_ids: vec![],
+                        force: false,
+                    })
+                    .await,
+                ),
                 Code::InvalidArgument,
                 "program_ids",
             ),
@@ -764,19 +1039,31 @@ fn bad_requests_get_their_codes_and_the_connection_survives() {
         }
 
         // A NOT_FOUND carries its detail, so the CLI can rebuild the same error.
-        let s = c.get_program(pb::GetProgramRequest { id: 31337 }).await.expect_err("not found");
+        let s = c
+            .get_program(pb::GetProgramRequest { id: 31337 })
+            .await
+            .expect_err("not found");
         let back = apiary_api::status::from_status(&s, "test");
-        assert_eq!(back.to_string(), "program 31337 not found; see `apiary list programs`");
+        assert_eq!(
+            back.to_string(),
+            "program 31337 not found; see `apiary list programs`"
+        );
         assert_eq!(back.code(), apiary::ErrorCode::NotFound);
 
         // A body that is not protobuf at all.
-        let s = raw::call(channel.clone(), "/apiary.v1.Apiary/Load", vec![0xff, 0xff, 0xff, 0xff])
-            .await
-            .expect_err("malformed");
+        let s = raw::call(
+            channel.clone(),
+            "/apiary.v1.Apiary/Load",
+            vec![0xff, 0xff, 0xff, 0xff],
+        )
+        .await
+        .expect_err("malformed");
         assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
         assert!(s.message().contains("malformed"), "{s:?}");
         // A method that does not exist.
-        let s = raw::call(channel.clone(), "/apiary.v1.Apiary/Explode", vec![]).await.expect_err("unknown method");
+        let s = raw::call(channel.clone(), "/apiary.v1.Apiary/Explode", vec![])
+            .await
+            .expect_err("unknown method");
         assert_eq!(s.code(), Code::Unimplemented, "{s:?}");
 
         // Larger than the 64 MiB limit: RESOURCE_EXHAUSTED, not a dropped connection.
@@ -786,15 +1073,27 @@ fn bad_requests_get_their_codes_and_the_connection_survives() {
         drop(huge);
 
         // The same connection still serves.
-        let progs =
-            c.list_programs(pb::ListProgramsRequest::default()).await.expect("list after abuse").into_inner().programs;
+        let progs = c
+            .list_programs(pb::ListProgramsRequest::default())
+            .await
+            .expect("list after abuse")
+            .into_inner()
+            .programs;
         assert_eq!(progs.len(), 1);
-        c.unload(pb::UnloadRequest { program_ids: vec![pid], force: true }).await.expect("forced unload");
+        c.unload(pb::UnloadRequest {
+            program_ids: vec![pid],
+            force: true,
+        })
+        .await
+        .expect("forced unload");
     });
     assert!(!d.log_text().contains("panicked"), "{}", d.log_text());
     // The CLI shows the same messages through the daemon as in-process.
     let r = remote(&a, &d.endpoint(), &["get", "program", "999"]);
-    assert_eq!(r.stderr.trim(), "error: program 999 not found; see `apiary list programs`");
+    assert_eq!(
+        r.stderr.trim(),
+        "error: program 999 not found; see `apiary list programs`"
+    );
     let r = remote(&a, &d.endpoint(), &["map", "dump", "4294967295"]);
     let local = a.run(&["map", "dump", "4294967295"]);
     assert_eq!(r.stderr, local.stderr);
@@ -808,7 +1107,8 @@ fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> (Co
 fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read answer");
@@ -820,7 +1120,11 @@ fn sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (name_labels, value) = l.rsplit_once(' ')?;
         let (name, rest) = name_labels.split_once('{').unwrap_or((name_labels, ""));
-        if name != metric || !labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))) {
+        if name != metric
+            || !labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        {
             return None;
         }
         value.parse().ok()
@@ -834,7 +1138,14 @@ fn metrics_show_run_counts_and_chain_slots() {
     }
     let a = Apiary::new();
     let net = NetPair::new();
-    let d = Daemon::start(a.state.path(), &a.bpffs, &DaemonOpts { metrics: true, ..Default::default() });
+    let d = Daemon::start(
+        a.state.path(),
+        &a.bpffs,
+        &DaemonOpts {
+            metrics: true,
+            ..Default::default()
+        },
+    );
     let ep = d.endpoint();
     let addr = d.metrics.unwrap();
     let tp = remote_json(
@@ -854,10 +1165,23 @@ fn metrics_show_run_counts_and_chain_slots() {
     let xdp = remote_json(
         &a,
         &ep,
-        &["load", "file", "--path", fixture("net").to_str().unwrap(), "--programs", "xdp:xdp_count"],
+        &[
+            "load",
+            "file",
+            "--path",
+            fixture("net").to_str().unwrap(),
+            "--programs",
+            "xdp:xdp_count",
+        ],
     );
     let xdp_id = xdp[0]["id"].as_i64().unwrap().to_string();
-    let r = remote(&a, &ep, &["attach", &xdp_id, "xdp", "--iface", &net.if_b, "--netns", &net.ns_b]);
+    let r = remote(
+        &a,
+        &ep,
+        &[
+            "attach", &xdp_id, "xdp", "--iface", &net.if_b, "--netns", &net.ns_b,
+        ],
+    );
     assert!(r.ok, "{}", r.stderr);
     getppid(100);
     assert!(net.ping(5));
@@ -865,7 +1189,10 @@ fn metrics_show_run_counts_and_chain_slots() {
     let text = http_get(addr, "/metrics");
     let (head, body) = text.split_once("\r\n\r\n").expect("HTTP answer");
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
     for family in [
         "apiary_program_run_count_total counter",
         "apiary_program_run_seconds_total counter",
@@ -873,22 +1200,42 @@ fn metrics_show_run_counts_and_chain_slots() {
         "apiary_chain_slot_runs_total counter",
         "apiary_chain_slot_verdicts_total counter",
     ] {
-        assert!(body.contains(&format!("# TYPE {family}\n")), "no {family} in:\n{body}");
+        assert!(
+            body.contains(&format!("# TYPE {family}\n")),
+            "no {family} in:\n{body}"
+        );
     }
-    let tp_labels = [("id", tp_id.as_str()), ("name", "count_getppid"), ("type", "tracepoint")];
-    let runs = sample(body, "apiary_program_run_count_total", &tp_labels).expect("run count of the tracepoint program");
+    let tp_labels = [
+        ("id", tp_id.as_str()),
+        ("name", "count_getppid"),
+        ("type", "tracepoint"),
+    ];
+    let runs = sample(body, "apiary_program_run_count_total", &tp_labels)
+        .expect("run count of the tracepoint program");
     assert!(runs >= 100.0, "run count {runs}:\n{body}");
     assert!(sample(body, "apiary_program_run_seconds_total", &tp_labels).unwrap() > 0.0);
     assert!(sample(body, "apiary_program_verified_instructions", &tp_labels).unwrap() > 0.0);
     assert!(sample(body, "apiary_program_jited_bytes", &tp_labels).unwrap() > 0.0);
-    let slot = [("iface", net.if_b.as_str()), ("hook", "xdp"), ("position", "1"), ("program", "xdp_count")];
-    let slot_runs =
-        sample(body, "apiary_chain_slot_runs_total", &slot).unwrap_or_else(|| panic!("no chain slot runs in:\n{body}"));
+    let slot = [
+        ("iface", net.if_b.as_str()),
+        ("hook", "xdp"),
+        ("position", "1"),
+        ("program", "xdp_count"),
+    ];
+    let slot_runs = sample(body, "apiary_chain_slot_runs_total", &slot)
+        .unwrap_or_else(|| panic!("no chain slot runs in:\n{body}"));
     assert!(slot_runs >= 5.0, "slot runs {slot_runs}:\n{body}");
     let mut pass = slot.to_vec();
     pass.push(("verdict", "pass"));
-    assert!(sample(body, "apiary_chain_slot_verdicts_total", &pass).unwrap_or(0.0) >= 5.0, "{body}");
-    assert_eq!(sample(body, "apiary_scrape_errors", &[]), Some(0.0), "{body}");
+    assert!(
+        sample(body, "apiary_chain_slot_verdicts_total", &pass).unwrap_or(0.0) >= 5.0,
+        "{body}"
+    );
+    assert_eq!(
+        sample(body, "apiary_scrape_errors", &[]),
+        Some(0.0),
+        "{body}"
+    );
 
     // Anything but GET /metrics is refused politely.
     assert!(http_get(addr, "/").starts_with("HTTP/1.1 404"));

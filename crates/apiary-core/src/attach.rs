@@ -135,10 +135,17 @@ impl AttachSpec {
     /// The chain this spec joins, if it is a chain member: (kind, proceed-on names, priority).
     pub fn chain(&self) -> Option<(crate::chain::ChainKind, &[String], u32)> {
         match self {
-            AttachSpec::Xdp { proceed_on, priority, .. } => Some((crate::chain::ChainKind::Xdp, proceed_on, *priority)),
-            AttachSpec::Tc { proceed_on, priority, legacy: false, .. } => {
-                Some((crate::chain::ChainKind::Tc, proceed_on, *priority))
-            }
+            AttachSpec::Xdp {
+                proceed_on,
+                priority,
+                ..
+            } => Some((crate::chain::ChainKind::Xdp, proceed_on, *priority)),
+            AttachSpec::Tc {
+                proceed_on,
+                priority,
+                legacy: false,
+                ..
+            } => Some((crate::chain::ChainKind::Tc, proceed_on, *priority)),
             _ => None,
         }
     }
@@ -187,17 +194,25 @@ impl AttachSpec {
                 if let Some((kind, names, priority)) = self.chain() {
                     crate::chain::Priority::new(priority as i64).map_err(|e| e.to_string())?;
                     if !names.is_empty() {
-                        crate::chain::ProceedOn::from_names(kind, names).map_err(|e| e.to_string())?;
+                        crate::chain::ProceedOn::from_names(kind, names)
+                            .map_err(|e| e.to_string())?;
                     }
                 } else if let AttachSpec::Tc { proceed_on, .. } = self {
                     if !proceed_on.is_empty() {
-                        return Err("--proceed-on applies to chains, not to a --legacy tc filter".into());
+                        return Err(
+                            "--proceed-on applies to chains, not to a --legacy tc filter".into(),
+                        );
                     }
                 }
                 Ok(())
             }
             AttachSpec::Tcx { iface, .. } => validate_iface(iface),
-            AttachSpec::Uprobe { target, fn_name, offset, .. } => {
+            AttachSpec::Uprobe {
+                target,
+                fn_name,
+                offset,
+                ..
+            } => {
                 if target.is_empty() {
                     return Err("uprobe target is empty: give a path or a library name".into());
                 }
@@ -239,26 +254,66 @@ impl AttachSpec {
             AttachSpec::Tracepoint { tracepoint } => format!("tracepoint {tracepoint}"),
             AttachSpec::RawTracepoint { tracepoint } => format!("raw_tp {tracepoint}"),
             AttachSpec::TpBtf => "tp_btf".into(),
-            AttachSpec::Xdp { iface, netns, mode, priority, .. } => {
-                format!("xdp {iface}{} prio={priority} mode={}", ns(netns), format!("{mode:?}").to_lowercase())
+            AttachSpec::Xdp {
+                iface,
+                netns,
+                mode,
+                priority,
+                ..
+            } => {
+                format!(
+                    "xdp {iface}{} prio={priority} mode={}",
+                    ns(netns),
+                    format!("{mode:?}").to_lowercase()
+                )
             }
-            AttachSpec::Tc { iface, netns, direction, priority, legacy, .. } => {
+            AttachSpec::Tc {
+                iface,
+                netns,
+                direction,
+                priority,
+                legacy,
+                ..
+            } => {
                 if *legacy {
                     format!("tc {iface} {} legacy{}", dir_name(*direction), ns(netns))
                 } else {
-                    format!("tc {iface} {} prio={priority}{}", dir_name(*direction), ns(netns))
+                    format!(
+                        "tc {iface} {} prio={priority}{}",
+                        dir_name(*direction),
+                        ns(netns)
+                    )
                 }
             }
-            AttachSpec::Tcx { iface, netns, direction, priority } => {
-                format!("tcx {iface} {} prio={priority}{}", dir_name(*direction), ns(netns))
+            AttachSpec::Tcx {
+                iface,
+                netns,
+                direction,
+                priority,
+            } => {
+                format!(
+                    "tcx {iface} {} prio={priority}{}",
+                    dir_name(*direction),
+                    ns(netns)
+                )
             }
-            AttachSpec::Uprobe { target, fn_name, offset, retprobe, pid } => {
+            AttachSpec::Uprobe {
+                target,
+                fn_name,
+                offset,
+                retprobe,
+                pid,
+            } => {
                 let kind = if *retprobe { "uretprobe" } else { "uprobe" };
                 let f = fn_name.as_deref().unwrap_or("");
                 let p = pid.map(|p| format!(" pid={p}")).unwrap_or_default();
                 format!("{kind} {target}:{f}+{offset:#x}{p}")
             }
-            AttachSpec::Kprobe { fn_name, offset, retprobe } => {
+            AttachSpec::Kprobe {
+                fn_name,
+                offset,
+                retprobe,
+            } => {
                 let kind = if *retprobe { "kretprobe" } else { "kprobe" };
                 format!("{kind} {fn_name}+{offset:#x}")
             }
@@ -270,7 +325,11 @@ impl AttachSpec {
                 format!("cgroup_skb {} {d}", cgroup.display())
             }
             AttachSpec::CgroupSock { cgroup } => format!("cgroup_sock {}", cgroup.display()),
-            AttachSpec::PerfEvent { event, frequency, cpu } => {
+            AttachSpec::PerfEvent {
+                event,
+                frequency,
+                cpu,
+            } => {
                 let c = cpu.map(|c| format!(" cpu={c}")).unwrap_or_default();
                 format!("perf_event {event:?} {frequency}Hz{c}").to_lowercase()
             }
@@ -295,12 +354,18 @@ impl fmt::Display for AttachSpec {
 }
 
 fn valid_tp_part(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 /// Interface names are at most 15 bytes (IFNAMSIZ - 1) and contain no '/' or whitespace.
 pub fn validate_iface(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 15 || name.contains('/') || name.chars().any(char::is_whitespace) {
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains('/')
+        || name.chars().any(char::is_whitespace)
+    {
         Err(format!("invalid interface name {name:?}"))
     } else {
         Ok(())
@@ -313,21 +378,41 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert!(AttachSpec::Tracepoint { tracepoint: "syscalls/sys_enter_getppid".into() }
-            .validate()
-            .is_ok());
-        assert!(AttachSpec::Tracepoint { tracepoint: "nocategory".into() }.validate().is_err());
+        assert!(AttachSpec::Tracepoint {
+            tracepoint: "syscalls/sys_enter_getppid".into()
+        }
+        .validate()
+        .is_ok());
+        assert!(AttachSpec::Tracepoint {
+            tracepoint: "nocategory".into()
+        }
+        .validate()
+        .is_err());
         assert!(validate_iface("veth0").is_ok());
         assert!(validate_iface("a-very-long-interface-name").is_err());
-        let u = AttachSpec::Uprobe { target: "libc".into(), fn_name: None, offset: 0, retprobe: false, pid: None };
+        let u = AttachSpec::Uprobe {
+            target: "libc".into(),
+            fn_name: None,
+            offset: 0,
+            retprobe: false,
+            pid: None,
+        };
         assert!(u.validate().unwrap_err().contains("--fn-name"));
     }
 
     #[test]
     fn json_is_stable() {
-        let s = AttachSpec::Tcx { iface: "veth0".into(), netns: None, direction: TcDirection::Ingress, priority: 5 };
+        let s = AttachSpec::Tcx {
+            iface: "veth0".into(),
+            netns: None,
+            direction: TcDirection::Ingress,
+            priority: 5,
+        };
         let j = serde_json::to_string(&s).unwrap();
-        assert_eq!(j, r#"{"type":"tcx","iface":"veth0","direction":"ingress","priority":5}"#);
+        assert_eq!(
+            j,
+            r#"{"type":"tcx","iface":"veth0","direction":"ingress","priority":5}"#
+        );
         let back: AttachSpec = serde_json::from_str(&j).unwrap();
         assert_eq!(back, s);
         // Older records without chain fields read as default chain members.

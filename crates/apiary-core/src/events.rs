@@ -9,16 +9,50 @@ use std::fmt::Write as _;
 
 #[derive(Debug, Clone)]
 enum Node {
-    Int { off: usize, size: u8, signed: bool },
-    Bool { off: usize },
-    Bits { bit_off: usize, bits: u32, signed: bool },
-    Enum { off: usize, size: u8, signed: bool, names: Vec<(i64, String)> },
-    Str { off: usize, len: usize },
-    Float { off: usize, size: u8 },
-    Ptr { off: usize },
-    Array { off: usize, len: usize, stride: usize, elem: Box<Node> },
-    Struct { off: usize, fields: Vec<(String, Node)> },
-    Hex { off: usize, len: usize },
+    Int {
+        off: usize,
+        size: u8,
+        signed: bool,
+    },
+    Bool {
+        off: usize,
+    },
+    Bits {
+        bit_off: usize,
+        bits: u32,
+        signed: bool,
+    },
+    Enum {
+        off: usize,
+        size: u8,
+        signed: bool,
+        names: Vec<(i64, String)>,
+    },
+    Str {
+        off: usize,
+        len: usize,
+    },
+    Float {
+        off: usize,
+        size: u8,
+    },
+    Ptr {
+        off: usize,
+    },
+    Array {
+        off: usize,
+        len: usize,
+        stride: usize,
+        elem: Box<Node>,
+    },
+    Struct {
+        off: usize,
+        fields: Vec<(String, Node)>,
+    },
+    Hex {
+        off: usize,
+        len: usize,
+    },
 }
 
 /// A compiled event layout.
@@ -59,32 +93,71 @@ fn compile(btf: &Btf, id: TypeId, depth: u32) -> Option<Node> {
     let id = btf.resolve(id);
     let size = btf.size_of(id).unwrap_or(0) as usize;
     Some(match btf.get(id)? {
-        Type::Int { size, signed, is_bool, is_char: _, bits, offset: _, .. } => {
+        Type::Int {
+            size,
+            signed,
+            is_bool,
+            is_char: _,
+            bits,
+            offset: _,
+            ..
+        } => {
             if *is_bool {
                 Node::Bool { off: 0 }
             } else if matches!(size, 1 | 2 | 4 | 8) && (*bits == 0 || *bits == size * 8) {
-                Node::Int { off: 0, size: *size as u8, signed: *signed }
+                Node::Int {
+                    off: 0,
+                    size: *size as u8,
+                    signed: *signed,
+                }
             } else {
-                Node::Hex { off: 0, len: *size as usize }
+                Node::Hex {
+                    off: 0,
+                    len: *size as usize,
+                }
             }
         }
-        Type::Enum { size, signed, values, .. } if matches!(size, 1 | 2 | 4 | 8) => Node::Enum {
+        Type::Enum {
+            size,
+            signed,
+            values,
+            ..
+        } if matches!(size, 1 | 2 | 4 | 8) => Node::Enum {
             off: 0,
             size: *size as u8,
             signed: *signed,
             names: values.iter().map(|(n, v)| (*v, n.clone())).collect(),
         },
-        Type::Float { size, .. } if matches!(size, 4 | 8) => Node::Float { off: 0, size: *size as u8 },
+        Type::Float { size, .. } if matches!(size, 4 | 8) => Node::Float {
+            off: 0,
+            size: *size as u8,
+        },
         Type::Ptr { .. } => Node::Ptr { off: 0 },
         Type::Array { elem, len, .. } => {
             let e = btf.resolve(*elem);
-            let is_char = matches!(btf.get(e), Some(Type::Int { size: 1, is_char: true, .. }));
-            let is_plain_char = matches!(btf.get(e), Some(Type::Int { name, size: 1, .. }) if name == "char");
+            let is_char = matches!(
+                btf.get(e),
+                Some(Type::Int {
+                    size: 1,
+                    is_char: true,
+                    ..
+                })
+            );
+            let is_plain_char =
+                matches!(btf.get(e), Some(Type::Int { name, size: 1, .. }) if name == "char");
             if is_char || is_plain_char {
-                Node::Str { off: 0, len: *len as usize }
+                Node::Str {
+                    off: 0,
+                    len: *len as usize,
+                }
             } else {
                 let stride = btf.size_of(e)? as usize;
-                Node::Array { off: 0, len: *len as usize, stride, elem: Box::new(compile(btf, e, depth + 1)?) }
+                Node::Array {
+                    off: 0,
+                    len: *len as usize,
+                    stride,
+                    elem: Box::new(compile(btf, e, depth + 1)?),
+                }
             }
         }
         Type::Struct { members, .. } | Type::Union { members, .. } => {
@@ -98,8 +171,15 @@ fn compile(btf: &Btf, id: TypeId, depth: u32) -> Option<Node> {
                     m.name.clone()
                 };
                 let node = if m.bitfield_size > 0 {
-                    let signed = matches!(btf.get(btf.resolve(m.ty)), Some(Type::Int { signed: true, .. }));
-                    Node::Bits { bit_off: m.bit_offset as usize, bits: m.bitfield_size, signed }
+                    let signed = matches!(
+                        btf.get(btf.resolve(m.ty)),
+                        Some(Type::Int { signed: true, .. })
+                    );
+                    Node::Bits {
+                        bit_off: m.bit_offset as usize,
+                        bits: m.bitfield_size,
+                        signed,
+                    }
                 } else {
                     shift(&compile(btf, m.ty, depth + 1)?, (m.bit_offset / 8) as usize)
                 };
@@ -115,11 +195,19 @@ fn columns(node: &Node, prefix: &str, out: &mut Vec<String>) {
     match node {
         Node::Struct { fields, .. } => {
             for (name, n) in fields {
-                let p = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+                let p = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
                 columns(n, &p, out);
             }
         }
-        _ => out.push(if prefix.is_empty() { "value".into() } else { prefix.to_string() }),
+        _ => out.push(if prefix.is_empty() {
+            "value".into()
+        } else {
+            prefix.to_string()
+        }),
     }
 }
 
@@ -129,7 +217,12 @@ impl Format {
         let root = compile(btf, id, 0)?;
         let mut cols = Vec::new();
         columns(&root, "", &mut cols);
-        Some(Format { root, size: btf.size_of(id).unwrap_or(0) as usize, type_name: btf.type_name(id), columns: cols })
+        Some(Format {
+            root,
+            size: btf.size_of(id).unwrap_or(0) as usize,
+            type_name: btf.type_name(id),
+            columns: cols,
+        })
     }
 
     pub fn size(&self) -> usize {
@@ -222,12 +315,27 @@ fn json_str(s: &[u8], out: &mut String) {
 
 fn scalar(node: &Node, d: &[u8], base: usize, out: &mut String, quote_text: bool) -> bool {
     match node {
-        Node::Int { off, size, signed } => push_int(out, read_uint(d, base + off, *size), *signed, *size),
-        Node::Bool { off } => out.push_str(if d.get(base + off).copied().unwrap_or(0) != 0 { "true" } else { "false" }),
-        Node::Bits { bit_off, bits, signed } => {
+        Node::Int { off, size, signed } => {
+            push_int(out, read_uint(d, base + off, *size), *signed, *size)
+        }
+        Node::Bool { off } => out.push_str(if d.get(base + off).copied().unwrap_or(0) != 0 {
+            "true"
+        } else {
+            "false"
+        }),
+        Node::Bits {
+            bit_off,
+            bits,
+            signed,
+        } => {
             let abs = base * 8 + bit_off;
             let word = read_uint(d, abs / 8, 8.min((d.len().saturating_sub(abs / 8)) as u8));
-            let v = (word >> (abs % 8)) & if *bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+            let v = (word >> (abs % 8))
+                & if *bits >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << bits) - 1
+                };
             let mut buf = itoa::Buffer::new();
             if *signed {
                 out.push_str(buf.format(sign_extend(v, *bits)));
@@ -235,9 +343,18 @@ fn scalar(node: &Node, d: &[u8], base: usize, out: &mut String, quote_text: bool
                 out.push_str(buf.format(v));
             }
         }
-        Node::Enum { off, size, signed, names } => {
+        Node::Enum {
+            off,
+            size,
+            signed,
+            names,
+        } => {
             let raw = read_uint(d, base + off, *size);
-            let v = if *signed { sign_extend(raw, *size as u32 * 8) } else { raw as i64 };
+            let v = if *signed {
+                sign_extend(raw, *size as u32 * 8)
+            } else {
+                raw as i64
+            };
             match names.iter().find(|(n, _)| *n == v) {
                 Some((_, name)) if quote_text => {
                     out.push('"');
@@ -259,7 +376,11 @@ fn scalar(node: &Node, d: &[u8], base: usize, out: &mut String, quote_text: bool
         }
         Node::Float { off, size } => {
             let raw = read_uint(d, base + off, *size);
-            let v = if *size == 4 { f32::from_bits(raw as u32) as f64 } else { f64::from_bits(raw) };
+            let v = if *size == 4 {
+                f32::from_bits(raw as u32) as f64
+            } else {
+                f64::from_bits(raw)
+            };
             if v.is_finite() {
                 let _ = write!(out, "{v}");
             } else if quote_text {
@@ -270,7 +391,11 @@ fn scalar(node: &Node, d: &[u8], base: usize, out: &mut String, quote_text: bool
         }
         Node::Ptr { off } => {
             let v = read_uint(d, base + off, 8);
-            let _ = if quote_text { write!(out, "\"{v:#x}\"") } else { write!(out, "{v:#x}") };
+            let _ = if quote_text {
+                write!(out, "\"{v:#x}\"")
+            } else {
+                write!(out, "{v:#x}")
+            };
         }
         Node::Hex { off, len } => {
             let s = d.get(base + off..base + off + len).unwrap_or(&[]);
@@ -302,7 +427,12 @@ fn json(node: &Node, d: &[u8], base: usize, out: &mut String) {
             }
             out.push('}');
         }
-        Node::Array { off, len, stride, elem } => {
+        Node::Array {
+            off,
+            len,
+            stride,
+            elem,
+        } => {
             out.push('[');
             for i in 0..*len {
                 if i > 0 {
@@ -353,10 +483,16 @@ pub enum TypeSource {
 /// Find the event type for map `map`: `--event-type NAME` first; then the type in the map's BTF
 /// definition (`__type(value, struct event)`); then the eunomia convention, a global pointer to
 /// the event struct (`struct event *unused_event;`) when exactly one struct is referenced so.
-pub fn event_type(info: &ObjectInfo, map: &str, explicit: Option<&str>) -> Result<Option<(TypeId, TypeSource)>, String> {
+pub fn event_type(
+    info: &ObjectInfo,
+    map: &str,
+    explicit: Option<&str>,
+) -> Result<Option<(TypeId, TypeSource)>, String> {
     let Some(btf) = info.btf.as_ref() else {
         return match explicit {
-            Some(n) => Err(format!("--event-type {n}: the object has no BTF (compile with -g)")),
+            Some(n) => Err(format!(
+                "--event-type {n}: the object has no BTF (compile with -g)"
+            )),
             None => Ok(None),
         };
     };
@@ -378,7 +514,9 @@ pub fn event_type(info: &ObjectInfo, map: &str, explicit: Option<&str>) -> Resul
         let Some(t) = g.type_id else { continue };
         if let Some(Type::Ptr { target }) = btf.get(btf.resolve(t)) {
             let s = btf.resolve(*target);
-            if matches!(btf.get(s), Some(Type::Struct { .. })) && !candidates.iter().any(|(c, _)| *c == s) {
+            if matches!(btf.get(s), Some(Type::Struct { .. }))
+                && !candidates.iter().any(|(c, _)| *c == s)
+            {
                 candidates.push((s, g.name.clone()));
             }
         }
@@ -403,7 +541,9 @@ mod tests {
         let f = Format::new(btf, id).expect("format");
         let size = f.size();
         // A record with recognisable values in every byte.
-        let data: Vec<u8> = (0..size as u8).map(|i| i.wrapping_mul(7).wrapping_add(3)).collect();
+        let data: Vec<u8> = (0..size as u8)
+            .map(|i| i.wrapping_mul(7).wrapping_add(3))
+            .collect();
         let mut s = String::new();
         f.write_json(&data, &mut s);
         let fast: serde_json::Value = serde_json::from_str(&s).expect("valid JSON");

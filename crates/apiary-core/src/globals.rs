@@ -17,12 +17,20 @@ fn known(info: &ObjectInfo) -> String {
     if info.globals.is_empty() {
         return "none".into();
     }
-    info.globals.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ")
+    info.globals
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Raw values must be exactly the variable's size (bpfman's `-g` semantics); typed values are
 /// encoded from the variable's BTF type. A later value for the same name wins.
-pub fn resolve(info: &ObjectInfo, raw: &[(String, Vec<u8>)], typed: &[(String, String)]) -> Result<Vec<ResolvedGlobal>, String> {
+pub fn resolve(
+    info: &ObjectInfo,
+    raw: &[(String, Vec<u8>)],
+    typed: &[(String, String)],
+) -> Result<Vec<ResolvedGlobal>, String> {
     let mut out: Vec<ResolvedGlobal> = Vec::new();
     let mut push = |g: ResolvedGlobal| {
         out.retain(|o| o.name != g.name);
@@ -33,7 +41,12 @@ pub fn resolve(info: &ObjectInfo, raw: &[(String, Vec<u8>)], typed: &[(String, S
             .globals
             .iter()
             .find(|g| &g.name == name)
-            .ok_or_else(|| format!("global {name:?} not found in the object; it has: {}", known(info)))?;
+            .ok_or_else(|| {
+                format!(
+                    "global {name:?} not found in the object; it has: {}",
+                    known(info)
+                )
+            })?;
         if bytes.len() as u64 != g.size {
             return Err(format!(
                 "global {name:?} is {} bytes ({}), but {} bytes were given",
@@ -42,22 +55,43 @@ pub fn resolve(info: &ObjectInfo, raw: &[(String, Vec<u8>)], typed: &[(String, S
                 bytes.len()
             ));
         }
-        push(ResolvedGlobal { name: name.clone(), section: g.section.clone(), offset: g.offset as usize, bytes: bytes.clone() });
+        push(ResolvedGlobal {
+            name: name.clone(),
+            section: g.section.clone(),
+            offset: g.offset as usize,
+            bytes: bytes.clone(),
+        });
     }
     for (name, text) in typed {
         let g = info
             .globals
             .iter()
             .find(|g| &g.name == name)
-            .ok_or_else(|| format!("global {name:?} not found in the object; it has: {}", known(info)))?;
+            .ok_or_else(|| {
+                format!(
+                    "global {name:?} not found in the object; it has: {}",
+                    known(info)
+                )
+            })?;
         let (Some(b), Some(ty)) = (info.btf.as_ref(), g.type_id) else {
-            return Err(format!("global {name:?} has no BTF type information; use -g {name}=HEX with raw bytes"));
+            return Err(format!(
+                "global {name:?} has no BTF type information; use -g {name}=HEX with raw bytes"
+            ));
         };
         let bytes = btf::encode(b, ty, text).map_err(|e| format!("global {name:?}: {e}"))?;
         if bytes.len() as u64 != g.size {
-            return Err(format!("global {name:?}: encoded {} bytes for a {}-byte variable", bytes.len(), g.size));
+            return Err(format!(
+                "global {name:?}: encoded {} bytes for a {}-byte variable",
+                bytes.len(),
+                g.size
+            ));
         }
-        push(ResolvedGlobal { name: name.clone(), section: g.section.clone(), offset: g.offset as usize, bytes });
+        push(ResolvedGlobal {
+            name: name.clone(),
+            section: g.section.clone(),
+            offset: g.offset as usize,
+            bytes,
+        });
     }
     Ok(out)
 }

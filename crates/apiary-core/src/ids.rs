@@ -7,7 +7,9 @@ use std::str::FromStr;
 
 macro_rules! id_type {
     ($name:ident, $what:literal) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+        )]
         #[serde(transparent)]
         pub struct $name(pub i64);
 
@@ -22,7 +24,10 @@ macro_rules! id_type {
             fn from_str(s: &str) -> Result<Self, String> {
                 match s.trim().parse::<i64>() {
                     Ok(v) if v > 0 => Ok($name(v)),
-                    _ => Err(format!("invalid {} id {s:?}: expected a positive integer", $what)),
+                    _ => Err(format!(
+                        "invalid {} id {s:?}: expected a positive integer",
+                        $what
+                    )),
                 }
             }
         }

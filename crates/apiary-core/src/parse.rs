@@ -13,9 +13,12 @@ pub fn parse_hex_global(s: &str) -> Result<(String, Vec<u8>), String> {
     }
     let mut bytes = Vec::with_capacity(hex.len() / 2);
     for i in (0..hex.len()).step_by(2) {
-        let pair = hex.get(i..i + 2).ok_or_else(|| format!("invalid hex value {hex:?}"))?;
-        let b = u8::from_str_radix(pair, 16)
-            .map_err(|_| format!("invalid hex value for global {name:?}: {pair:?} is not a hex byte"))?;
+        let pair = hex
+            .get(i..i + 2)
+            .ok_or_else(|| format!("invalid hex value {hex:?}"))?;
+        let b = u8::from_str_radix(pair, 16).map_err(|_| {
+            format!("invalid hex value for global {name:?}: {pair:?} is not a hex byte")
+        })?;
         bytes.push(b);
     }
     Ok((name.to_string(), bytes))
@@ -36,11 +39,15 @@ fn split_kv<'a>(s: &'a str, form: &str) -> Result<(&'a str, &'a str), String> {
 
 /// `--programs TYPE:FUNCTION`.
 pub fn parse_program_selector(s: &str) -> Result<(ProgramType, String), String> {
-    let (ty, func) = s
-        .split_once(':')
-        .ok_or_else(|| format!("invalid program selector {s:?}: expected TYPE:FUNCTION, e.g. tracepoint:count_getppid"))?;
+    let (ty, func) = s.split_once(':').ok_or_else(|| {
+        format!(
+            "invalid program selector {s:?}: expected TYPE:FUNCTION, e.g. tracepoint:count_getppid"
+        )
+    })?;
     if func.is_empty() {
-        return Err(format!("invalid program selector {s:?}: the function name is empty"));
+        return Err(format!(
+            "invalid program selector {s:?}: the function name is empty"
+        ));
     }
     Ok((ProgramType::parse_user(ty)?, func.to_string()))
 }
@@ -51,10 +58,15 @@ mod tests {
 
     #[test]
     fn hex() {
-        assert_eq!(parse_hex_global("X=0102ff").unwrap(), ("X".into(), vec![1, 2, 255]));
+        assert_eq!(
+            parse_hex_global("X=0102ff").unwrap(),
+            ("X".into(), vec![1, 2, 255])
+        );
         assert_eq!(parse_hex_global("X=0x0a").unwrap().1, vec![10]);
         assert!(parse_hex_global("X=123").unwrap_err().contains("even"));
-        assert!(parse_hex_global("X=zz").unwrap_err().contains("not a hex byte"));
+        assert!(parse_hex_global("X=zz")
+            .unwrap_err()
+            .contains("not a hex byte"));
         assert!(parse_hex_global("=01").is_err());
         assert!(parse_hex_global("X").is_err());
     }
@@ -66,7 +78,9 @@ mod tests {
             (ProgramType::Tracepoint, "count".into())
         );
         assert!(parse_program_selector("count").is_err());
-        assert!(parse_program_selector("nope:count").unwrap_err().contains("unknown program type"));
+        assert!(parse_program_selector("nope:count")
+            .unwrap_err()
+            .contains("unknown program type"));
         assert_eq!(parse_kv("a=b=c").unwrap(), ("a".into(), "b=c".into()));
     }
 }

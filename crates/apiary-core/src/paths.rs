@@ -33,7 +33,9 @@ impl PinPaths {
     /// Maps are pinned per owning program, named after the map. bpffs refuses names with a
     /// dot, and internal maps have one (`obj.rodata`), so dots become underscores.
     pub fn map(&self, owner: ProgramId, map_name: &str) -> PathBuf {
-        self.maps_dir().join(owner.to_string()).join(sanitize(map_name))
+        self.maps_dir()
+            .join(owner.to_string())
+            .join(sanitize(map_name))
     }
 
     pub fn map_owner_dir(&self, owner: ProgramId) -> PathBuf {
@@ -65,7 +67,13 @@ impl PinPaths {
 
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c == '/' || c == '.' || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c == '/' || c == '.' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -76,9 +84,21 @@ mod tests {
     #[test]
     fn layout() {
         let p = PinPaths::new("/sys/fs/bpf/apiary");
-        assert_eq!(p.program(ProgramId(7)), PathBuf::from("/sys/fs/bpf/apiary/programs/7"));
-        assert_eq!(p.map(ProgramId(7), "a/b"), PathBuf::from("/sys/fs/bpf/apiary/maps/7/a_b"));
-        assert_eq!(p.map(ProgramId(7), "obj.rodata"), PathBuf::from("/sys/fs/bpf/apiary/maps/7/obj_rodata"));
-        assert_eq!(p.link(LinkId(3), 1), PathBuf::from("/sys/fs/bpf/apiary/links/3/1"));
+        assert_eq!(
+            p.program(ProgramId(7)),
+            PathBuf::from("/sys/fs/bpf/apiary/programs/7")
+        );
+        assert_eq!(
+            p.map(ProgramId(7), "a/b"),
+            PathBuf::from("/sys/fs/bpf/apiary/maps/7/a_b")
+        );
+        assert_eq!(
+            p.map(ProgramId(7), "obj.rodata"),
+            PathBuf::from("/sys/fs/bpf/apiary/maps/7/obj_rodata")
+        );
+        assert_eq!(
+            p.link(LinkId(3), 1),
+            PathBuf::from("/sys/fs/bpf/apiary/links/3/1")
+        );
     }
 }

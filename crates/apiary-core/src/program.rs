@@ -85,8 +85,11 @@ impl ProgramType {
             "cgroup_skb" => ProgramType::CgroupSkb,
             "cgroup" => match section {
                 "cgroup/skb" => ProgramType::CgroupSkb,
-                "cgroup/sock" | "cgroup/sock_create" | "cgroup/sock_release"
-                | "cgroup/post_bind4" | "cgroup/post_bind6" => ProgramType::CgroupSock,
+                "cgroup/sock"
+                | "cgroup/sock_create"
+                | "cgroup/sock_release"
+                | "cgroup/post_bind4"
+                | "cgroup/post_bind6" => ProgramType::CgroupSock,
                 _ => return None,
             },
             "perf_event" => ProgramType::PerfEvent,
@@ -102,7 +105,10 @@ impl ProgramType {
     /// Whether the section name itself says the probe is a return probe.
     pub fn section_is_retprobe(section: &str) -> bool {
         let head = section.split('/').next().unwrap_or(section);
-        matches!(head, "kretprobe" | "uretprobe" | "uretprobe.s" | "kretsyscall")
+        matches!(
+            head,
+            "kretprobe" | "uretprobe" | "uretprobe.s" | "kretsyscall"
+        )
     }
 
     /// Parse the user's TYPE in `--programs TYPE:FN`. `kretprobe`/`uretprobe` are accepted as the
@@ -160,17 +166,35 @@ mod tests {
     #[test]
     fn sections() {
         assert_eq!(ProgramType::from_section("tc"), Some(ProgramType::Tc));
-        assert_eq!(ProgramType::from_section("classifier"), Some(ProgramType::Tc));
-        assert_eq!(ProgramType::from_section("tcx/ingress"), Some(ProgramType::Tcx));
-        assert_eq!(ProgramType::from_section("xdp.frags"), Some(ProgramType::Xdp));
+        assert_eq!(
+            ProgramType::from_section("classifier"),
+            Some(ProgramType::Tc)
+        );
+        assert_eq!(
+            ProgramType::from_section("tcx/ingress"),
+            Some(ProgramType::Tcx)
+        );
+        assert_eq!(
+            ProgramType::from_section("xdp.frags"),
+            Some(ProgramType::Xdp)
+        );
         assert_eq!(
             ProgramType::from_section("tracepoint/syscalls/sys_enter_getppid"),
             Some(ProgramType::Tracepoint)
         );
-        assert_eq!(ProgramType::from_section("uretprobe//bin/true:main"), Some(ProgramType::Uprobe));
+        assert_eq!(
+            ProgramType::from_section("uretprobe//bin/true:main"),
+            Some(ProgramType::Uprobe)
+        );
         assert!(ProgramType::section_is_retprobe("uretprobe//bin/true:main"));
-        assert_eq!(ProgramType::from_section("cgroup_skb/ingress"), Some(ProgramType::CgroupSkb));
-        assert_eq!(ProgramType::from_section("cgroup/sock_create"), Some(ProgramType::CgroupSock));
+        assert_eq!(
+            ProgramType::from_section("cgroup_skb/ingress"),
+            Some(ProgramType::CgroupSkb)
+        );
+        assert_eq!(
+            ProgramType::from_section("cgroup/sock_create"),
+            Some(ProgramType::CgroupSock)
+        );
         assert_eq!(ProgramType::from_section("license"), None);
     }
 
@@ -179,9 +203,18 @@ mod tests {
         for t in ALL_TYPES {
             assert_eq!(ProgramType::parse_user(t.name()).unwrap(), *t);
         }
-        assert_eq!(ProgramType::parse_user("raw_tracepoint").unwrap(), ProgramType::RawTracepoint);
-        assert_eq!(ProgramType::parse_user("uretprobe").unwrap(), ProgramType::Uprobe);
+        assert_eq!(
+            ProgramType::parse_user("raw_tracepoint").unwrap(),
+            ProgramType::RawTracepoint
+        );
+        assert_eq!(
+            ProgramType::parse_user("uretprobe").unwrap(),
+            ProgramType::Uprobe
+        );
         let e = ProgramType::parse_user("bogus").unwrap_err();
-        assert!(e.contains("unknown program type") && e.contains("xdp"), "{e}");
+        assert!(
+            e.contains("unknown program type") && e.contains("xdp"),
+            "{e}"
+        );
     }
 }

@@ -12,10 +12,19 @@ pub enum KernelError {
     NotBpfObject { path: String, reason: String },
 
     #[error("program {name:?} not found in {object}; it contains: {available}")]
-    UnknownProgram { name: String, object: String, available: String },
+    UnknownProgram {
+        name: String,
+        object: String,
+        available: String,
+    },
 
     #[error("program {name:?} is in section {section:?}, which is {actual}, not {requested}")]
-    TypeMismatch { name: String, section: String, actual: String, requested: String },
+    TypeMismatch {
+        name: String,
+        section: String,
+        actual: String,
+        requested: String,
+    },
 
     #[error("global {name:?} not found in the object's .rodata/.data/.bss; it has: {available}")]
     UnknownGlobal { name: String, available: String },
@@ -27,16 +36,26 @@ pub enum KernelError {
     MapReuse { name: String, reason: String },
 
     #[error("the verifier rejected program {program:?}:\n{verifier_log}")]
-    Verifier { program: String, verifier_log: String },
+    Verifier {
+        program: String,
+        verifier_log: String,
+    },
 
     #[error("loading program {program:?} failed: {error}{}", hint_suffix(.hint))]
-    Load { program: String, error: io::Error, hint: Option<String> },
+    Load {
+        program: String,
+        error: io::Error,
+        hint: Option<String>,
+    },
 
     #[error("{feature}: not supported by this kernel: {reason}")]
     NotSupported { feature: String, reason: String },
 
     #[error("interface {name:?} does not exist{}", netns_suffix(.netns))]
-    UnknownInterface { name: String, netns: Option<PathBuf> },
+    UnknownInterface {
+        name: String,
+        netns: Option<PathBuf>,
+    },
 
     #[error("network namespace {path}: {reason}")]
     BadNetns { path: PathBuf, reason: String },
@@ -83,11 +102,17 @@ fn hint_suffix(h: &Option<String>) -> String {
 
 impl KernelError {
     pub fn syscall(call: impl Into<String>, source: io::Error) -> Self {
-        KernelError::Syscall { call: call.into(), error: source }
+        KernelError::Syscall {
+            call: call.into(),
+            error: source,
+        }
     }
 
     pub fn libbpf(op: impl Into<String>, source: libbpf_rs::Error) -> Self {
-        KernelError::Libbpf { op: op.into(), error: source }
+        KernelError::Libbpf {
+            op: op.into(),
+            error: source,
+        }
     }
 
     /// The errno behind this error, when there is one.
@@ -106,7 +131,10 @@ pub type Result<T, E = KernelError> = std::result::Result<T, E>;
 /// Turn a libbpf-style negative return into an io::Error.
 pub(crate) fn check(ret: i32, call: &str) -> Result<i32> {
     if ret < 0 {
-        Err(KernelError::syscall(call, io::Error::from_raw_os_error(-ret)))
+        Err(KernelError::syscall(
+            call,
+            io::Error::from_raw_os_error(-ret),
+        ))
     } else {
         Ok(ret)
     }

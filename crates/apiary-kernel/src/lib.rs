@@ -5,14 +5,14 @@
 pub mod attach;
 pub mod dispatcher;
 pub mod error;
-mod logcap;
 pub mod loader;
+mod logcap;
 pub mod maps;
 pub mod netns;
 pub mod session;
 pub mod sys;
 
-pub use attach::{attach, Attachment, AttachContext, TcFilter, TcxAnchor};
+pub use attach::{attach, AttachContext, Attachment, TcFilter, TcxAnchor};
 pub use error::{KernelError, Result};
 pub use loader::{load, GlobalPatch, LoadRequest, LoadedObject, ProgramSelect};
 

@@ -78,13 +78,21 @@ impl LoadedObject {
     }
 
     pub fn program_fd(&self, name: &str) -> Option<BorrowedFd<'_>> {
-        let raw = self.obj.progs().find(|p| p.name() == name).map(|p| p.as_fd().as_raw_fd())?;
+        let raw = self
+            .obj
+            .progs()
+            .find(|p| p.name() == name)
+            .map(|p| p.as_fd().as_raw_fd())?;
         // SAFETY: the fd belongs to `self.obj`, which outlives the returned borrow.
         Some(unsafe { BorrowedFd::borrow_raw(raw) })
     }
 
     pub fn map_fd(&self, name: &str) -> Option<BorrowedFd<'_>> {
-        let raw = self.obj.maps().find(|m| m.name() == name).map(|m| m.as_fd().as_raw_fd())?;
+        let raw = self
+            .obj
+            .maps()
+            .find(|m| m.name() == name)
+            .map(|m| m.as_fd().as_raw_fd())?;
         // SAFETY: the fd belongs to `self.obj`, which outlives the returned borrow.
         Some(unsafe { BorrowedFd::borrow_raw(raw) })
     }
@@ -152,16 +160,25 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
     // libbpf prefixes internal map names (`.rodata`, `.bss`) with the object name. A fixed name
     // keeps them the same across loads and hot updates of differently named files
     // (`apiary.rodata`), and marks them as apiary's in `bpftool map`.
-    builder.name("apiary").map_err(|e| KernelError::libbpf("set object name", e))?;
-    let mut open = builder.open_memory(req.object).map_err(|e| KernelError::NotBpfObject {
-        path: req.source.to_string(),
-        reason: open_reason(&e),
-    })?;
+    builder
+        .name("apiary")
+        .map_err(|e| KernelError::libbpf("set object name", e))?;
+    let mut open = builder
+        .open_memory(req.object)
+        .map_err(|e| KernelError::NotBpfObject {
+            path: req.source.to_string(),
+            reason: open_reason(&e),
+        })?;
 
     // Choose programs: all others are not loaded.
     let available: Vec<(String, String)> = open
         .progs()
-        .map(|p| (p.name().to_string_lossy().into_owned(), p.section().to_string_lossy().into_owned()))
+        .map(|p| {
+            (
+                p.name().to_string_lossy().into_owned(),
+                p.section().to_string_lossy().into_owned(),
+            )
+        })
         .collect();
     let listing = || {
         available
@@ -172,7 +189,10 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
     };
     let wanted: Vec<String> = if all {
         if available.is_empty() {
-            return Err(KernelError::NotBpfObject { path: req.source.to_string(), reason: "it contains no programs".into() });
+            return Err(KernelError::NotBpfObject {
+                path: req.source.to_string(),
+                reason: "it contains no programs".into(),
+            });
         }
         available.iter().map(|(n, _)| n.clone()).collect()
     } else if req.programs.is_empty() {
@@ -203,12 +223,14 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
                     available: listing(),
                 });
             };
-            let actual = ProgramType::from_section(section).ok_or_else(|| {
-                KernelError::NotSupported {
+            let actual =
+                ProgramType::from_section(section).ok_or_else(|| KernelError::NotSupported {
                     feature: format!("section {section:?}"),
-                    reason: format!("apiary does not know the program type of program {:?}", sel.name),
-                }
-            })?;
+                    reason: format!(
+                        "apiary does not know the program type of program {:?}",
+                        sel.name
+                    ),
+                })?;
             if let Some(ty) = sel.ty {
                 if !actual.compatible_with(ty) {
                     return Err(KernelError::TypeMismatch {
@@ -233,12 +255,17 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
     // A ring buffer declared with `__type(value, struct event)` names its event type in BTF, but
     // the kernel refuses a ring buffer with a key or value size: clear them (as BumbleBee does).
     for mut m in open.maps_mut() {
-        if matches!(m.map_type(), libbpf_rs::MapType::RingBuf | libbpf_rs::MapType::UserRingBuf) {
+        if matches!(
+            m.map_type(),
+            libbpf_rs::MapType::RingBuf | libbpf_rs::MapType::UserRingBuf
+        ) {
             if m.key_size() != 0 {
-                m.set_key_size(0).map_err(|e| KernelError::libbpf("clear ring buffer key size", e))?;
+                m.set_key_size(0)
+                    .map_err(|e| KernelError::libbpf("clear ring buffer key size", e))?;
             }
             if m.value_size() != 0 {
-                m.set_value_size(0).map_err(|e| KernelError::libbpf("clear ring buffer value size", e))?;
+                m.set_value_size(0)
+                    .map_err(|e| KernelError::libbpf("clear ring buffer value size", e))?;
             }
         }
     }
@@ -251,12 +278,20 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
             if !is_section_map(&mname, &g.section) {
                 continue;
             }
-            let Some(buf) = m.initial_value_mut() else { continue };
+            let Some(buf) = m.initial_value_mut() else {
+                continue;
+            };
             let end = g.offset + g.bytes.len();
             if end > buf.len() {
                 return Err(KernelError::BadGlobal {
                     name: g.name.clone(),
-                    reason: format!("offset {}+{} is past the end of {} ({} bytes)", g.offset, g.bytes.len(), g.section, buf.len()),
+                    reason: format!(
+                        "offset {}+{} is past the end of {} ({} bytes)",
+                        g.offset,
+                        g.bytes.len(),
+                        g.section,
+                        buf.len()
+                    ),
                 });
             }
             buf[g.offset..end].copy_from_slice(&g.bytes);
@@ -273,11 +308,14 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
 
     // Shared maps.
     for (name, path) in &req.reuse_maps {
-        let Some(mut m) = open.maps_mut().find(|m| m.name() == name.as_str()) else { continue };
-        m.reuse_pinned_map(path).map_err(|e| KernelError::MapReuse {
-            name: name.clone(),
-            reason: format!("cannot reuse {}: {e}", path.display()),
-        })?;
+        let Some(mut m) = open.maps_mut().find(|m| m.name() == name.as_str()) else {
+            continue;
+        };
+        m.reuse_pinned_map(path)
+            .map_err(|e| KernelError::MapReuse {
+                name: name.clone(),
+                reason: format!("cannot reuse {}: {e}", path.display()),
+            })?;
     }
 
     let reused: Vec<&String> = req.reuse_maps.iter().map(|(n, _)| n).collect();
@@ -302,7 +340,13 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
             reason: "unknown program type".into(),
         })?;
         let info = sys::prog_info(p.as_fd())?;
-        programs.push(LoadedProgramInfo { name, section, ty, kernel_id: info.id, tag: info.tag });
+        programs.push(LoadedProgramInfo {
+            name,
+            section,
+            ty,
+            kernel_id: info.id,
+            tag: info.tag,
+        });
     }
     let mut maps = Vec::new();
     for m in obj.maps() {
@@ -311,9 +355,17 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
         }
         let name = m.name().to_string_lossy().into_owned();
         let info = sys::map_info(m.as_fd())?;
-        maps.push(LoadedMapInfo { reused: reused.contains(&&name), name, info });
+        maps.push(LoadedMapInfo {
+            reused: reused.contains(&&name),
+            name,
+            info,
+        });
     }
-    Ok(LoadedObject { obj, programs, maps })
+    Ok(LoadedObject {
+        obj,
+        programs,
+        maps,
+    })
 }
 
 /// libbpf names a data section's map `<object prefix>.<section>` (truncated to 15 bytes), so a
@@ -355,10 +407,21 @@ pub(crate) fn errno_of(e: &libbpf_rs::Error) -> Option<i32> {
     }
     let text = e.to_string();
     let i = text.find("os error ")?;
-    text[i + 9..].trim_end_matches(')').split(')').next()?.trim().parse().ok()
+    text[i + 9..]
+        .trim_end_matches(')')
+        .split(')')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
-fn load_error(e: libbpf_rs::Error, messages: &str, wanted: &[String], available: &[(String, String)]) -> KernelError {
+fn load_error(
+    e: libbpf_rs::Error,
+    messages: &str,
+    wanted: &[String],
+    available: &[(String, String)],
+) -> KernelError {
     // Which program failed: libbpf names it in "prog 'NAME': ..." lines.
     let program = messages
         .lines()
@@ -374,7 +437,10 @@ fn load_error(e: libbpf_rs::Error, messages: &str, wanted: &[String], available:
         .unwrap_or_default();
     let errno = errno_of(&e);
     if let Some(log) = logcap::verifier_log(messages, 40) {
-        return KernelError::Verifier { program, verifier_log: log };
+        return KernelError::Verifier {
+            program,
+            verifier_log: log,
+        };
     }
     let ty = ProgramType::from_section(&section);
     if errno == Some(libc::EPERM) {
@@ -391,12 +457,22 @@ fn load_error(e: libbpf_rs::Error, messages: &str, wanted: &[String], available:
     }
     let hint = logcap::last_line_with(messages, &format!("prog '{program}'"))
         .or_else(|| logcap::last_line_with(messages, "libbpf"))
-        .or_else(|| messages.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim_start_matches("libbpf: ").to_string()));
+        .or_else(|| {
+            messages
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| l.trim_start_matches("libbpf: ").to_string())
+        });
     let source = match errno {
         Some(n) => io::Error::from_raw_os_error(n),
         None => io::Error::other(e.to_string()),
     };
-    KernelError::Load { program, error: source, hint }
+    KernelError::Load {
+        program,
+        error: source,
+        hint,
+    }
 }
 
 #[cfg(test)]

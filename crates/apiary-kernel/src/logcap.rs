@@ -54,7 +54,9 @@ pub(crate) fn verifier_log(messages: &str, max_lines: usize) -> Option<String> {
     let skip = lines.len().saturating_sub(max_lines);
     let mut out = String::new();
     if skip > 0 {
-        out.push_str(&format!("... ({skip} earlier lines of the verifier log omitted)\n"));
+        out.push_str(&format!(
+            "... ({skip} earlier lines of the verifier log omitted)\n"
+        ));
     }
     out.push_str(&lines[skip..].join("\n"));
     Some(out)
@@ -76,9 +78,15 @@ mod tests {
     #[test]
     fn extracts_tail() {
         let m = "libbpf: prog 'p': BPF program load failed: Permission denied\nlibbpf: prog 'p': -- BEGIN PROG LOAD LOG --\n0: (b7) r0 = 0\n1: (95) exit\nR0 !read_ok\n-- END PROG LOAD LOG --\nlibbpf: failed\n";
-        assert_eq!(verifier_log(m, 10).unwrap(), "0: (b7) r0 = 0\n1: (95) exit\nR0 !read_ok");
+        assert_eq!(
+            verifier_log(m, 10).unwrap(),
+            "0: (b7) r0 = 0\n1: (95) exit\nR0 !read_ok"
+        );
         let t = verifier_log(m, 1).unwrap();
-        assert!(t.starts_with("... (2 earlier lines") && t.ends_with("R0 !read_ok"), "{t}");
+        assert!(
+            t.starts_with("... (2 earlier lines") && t.ends_with("R0 !read_ok"),
+            "{t}"
+        );
         assert!(verifier_log("nothing", 5).is_none());
     }
 }

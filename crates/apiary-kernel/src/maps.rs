@@ -38,37 +38,62 @@ pub fn dump(fd: BorrowedFd<'_>, info: &MapInfo, limit: usize) -> Result<Vec<MapE
     }
     let percpu = PERCPU_TYPES.contains(&info.map_type_raw);
     let ncpu = if percpu { sys::num_possible_cpus()? } else { 1 };
-    let stride = if percpu { (info.value_size as usize).div_ceil(8) * 8 } else { info.value_size as usize };
+    let stride = if percpu {
+        (info.value_size as usize).div_ceil(8) * 8
+    } else {
+        info.value_size as usize
+    };
     let mut key = vec![0u8; info.key_size as usize];
     let mut next = vec![0u8; info.key_size as usize];
     let mut value = vec![0u8; stride * ncpu];
     let mut out = Vec::new();
     let mut first = true;
     while out.len() < limit {
-        let prev = if first { std::ptr::null() } else { key.as_ptr() as *const _ };
+        let prev = if first {
+            std::ptr::null()
+        } else {
+            key.as_ptr() as *const _
+        };
         // SAFETY: buffers are sized from the map's key size.
-        let ret = unsafe { libbpf_sys::bpf_map_get_next_key(fd.as_raw_fd(), prev, next.as_mut_ptr() as *mut _) };
+        let ret = unsafe {
+            libbpf_sys::bpf_map_get_next_key(fd.as_raw_fd(), prev, next.as_mut_ptr() as *mut _)
+        };
         if ret < 0 {
             if -ret == libc::ENOENT {
                 break;
             }
-            return Err(KernelError::syscall("BPF_MAP_GET_NEXT_KEY", std::io::Error::from_raw_os_error(-ret)));
+            return Err(KernelError::syscall(
+                "BPF_MAP_GET_NEXT_KEY",
+                std::io::Error::from_raw_os_error(-ret),
+            ));
         }
         first = false;
         std::mem::swap(&mut key, &mut next);
         // SAFETY: value buffer holds one value per possible CPU.
-        let ret = unsafe { libbpf_sys::bpf_map_lookup_elem(fd.as_raw_fd(), key.as_ptr() as *const _, value.as_mut_ptr() as *mut _) };
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_elem(
+                fd.as_raw_fd(),
+                key.as_ptr() as *const _,
+                value.as_mut_ptr() as *mut _,
+            )
+        };
         if ret < 0 {
             // The entry went away between the two calls; skip it.
             if -ret == libc::ENOENT {
                 continue;
             }
-            return Err(KernelError::syscall("BPF_MAP_LOOKUP_ELEM", std::io::Error::from_raw_os_error(-ret)));
+            return Err(KernelError::syscall(
+                "BPF_MAP_LOOKUP_ELEM",
+                std::io::Error::from_raw_os_error(-ret),
+            ));
         }
         let values = (0..ncpu)
             .map(|c| value[c * stride..c * stride + info.value_size as usize].to_vec())
             .collect();
-        out.push(MapEntry { key: key.clone(), values });
+        out.push(MapEntry {
+            key: key.clone(),
+            values,
+        });
     }
     Ok(out)
 }
@@ -76,19 +101,41 @@ pub fn dump(fd: BorrowedFd<'_>, info: &MapInfo, limit: usize) -> Result<Vec<MapE
 /// Look up one key (the caller gives exactly key_size bytes).
 pub fn lookup(fd: BorrowedFd<'_>, info: &MapInfo, key: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
     if key.len() != info.key_size as usize {
-        return Err(KernelError::Invalid(format!("map {} has {}-byte keys, got {}", info.name, info.key_size, key.len())));
+        return Err(KernelError::Invalid(format!(
+            "map {} has {}-byte keys, got {}",
+            info.name,
+            info.key_size,
+            key.len()
+        )));
     }
     let percpu = PERCPU_TYPES.contains(&info.map_type_raw);
     let ncpu = if percpu { sys::num_possible_cpus()? } else { 1 };
-    let stride = if percpu { (info.value_size as usize).div_ceil(8) * 8 } else { info.value_size as usize };
+    let stride = if percpu {
+        (info.value_size as usize).div_ceil(8) * 8
+    } else {
+        info.value_size as usize
+    };
     let mut value = vec![0u8; stride * ncpu];
     // SAFETY: buffers sized from the map info.
-    let ret = unsafe { libbpf_sys::bpf_map_lookup_elem(fd.as_raw_fd(), key.as_ptr() as *const _, value.as_mut_ptr() as *mut _) };
+    let ret = unsafe {
+        libbpf_sys::bpf_map_lookup_elem(
+            fd.as_raw_fd(),
+            key.as_ptr() as *const _,
+            value.as_mut_ptr() as *mut _,
+        )
+    };
     if ret < 0 {
         if -ret == libc::ENOENT {
             return Ok(None);
         }
-        return Err(KernelError::syscall("BPF_MAP_LOOKUP_ELEM", std::io::Error::from_raw_os_error(-ret)));
+        return Err(KernelError::syscall(
+            "BPF_MAP_LOOKUP_ELEM",
+            std::io::Error::from_raw_os_error(-ret),
+        ));
     }
-    Ok(Some((0..ncpu).map(|c| value[c * stride..c * stride + info.value_size as usize].to_vec()).collect()))
+    Ok(Some(
+        (0..ncpu)
+            .map(|c| value[c * stride..c * stride + info.value_size as usize].to_vec())
+            .collect(),
+    ))
 }

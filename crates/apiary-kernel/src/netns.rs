@@ -11,7 +11,9 @@ pub fn in_netns<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> Result<T> + S
     let Some(path) = netns else { return f() };
     let file = File::open(path).map_err(|e| KernelError::BadNetns {
         path: path.to_path_buf(),
-        reason: format!("cannot open: {e} (create it with `ip netns add NAME`, or give /proc/PID/ns/net)"),
+        reason: format!(
+            "cannot open: {e} (create it with `ip netns add NAME`, or give /proc/PID/ns/net)"
+        ),
     })?;
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -24,7 +26,11 @@ pub fn in_netns<T: Send>(netns: Option<&Path>, f: impl FnOnce() -> Result<T> + S
             f()
         })
         .join()
-        .unwrap_or_else(|_| Err(KernelError::Invalid("network namespace worker thread panicked".into())))
+        .unwrap_or_else(|_| {
+            Err(KernelError::Invalid(
+                "network namespace worker thread panicked".into(),
+            ))
+        })
     })
 }
 

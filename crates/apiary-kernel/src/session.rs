@@ -3,7 +3,7 @@
 //! and perf event arrays read until the caller stops. Dropping the session detaches and unloads
 //! everything; since nothing is pinned, the kernel does the same if the process is killed.
 
-use crate::attach::{self, Attachment, AttachContext, TcFilter};
+use crate::attach::{self, AttachContext, Attachment, TcFilter};
 use crate::error::{KernelError, Result};
 use crate::loader::{self, LoadRequest, LoadedObject};
 use apiary_core::{AttachSpec, ProgramType, TcDirection, XdpMode};
@@ -39,7 +39,13 @@ pub struct Session {
 impl Session {
     pub fn start(req: &LoadRequest<'_>, targets: &Targets) -> Result<Session> {
         let loaded = loader::load_all(req)?;
-        let mut s = Session { loaded, links: Vec::new(), fd_links: Vec::new(), tc: Vec::new(), attached: Vec::new() };
+        let mut s = Session {
+            loaded,
+            links: Vec::new(),
+            fd_links: Vec::new(),
+            tc: Vec::new(),
+            attached: Vec::new(),
+        };
         let programs = s.loaded.programs.clone();
         for p in &programs {
             s.attach_one(&p.name, &p.section, p.ty, targets)?;
@@ -47,7 +53,13 @@ impl Session {
         Ok(s)
     }
 
-    fn attach_one(&mut self, name: &str, section: &str, ty: ProgramType, t: &Targets) -> Result<()> {
+    fn attach_one(
+        &mut self,
+        name: &str,
+        section: &str,
+        ty: ProgramType,
+        t: &Targets,
+    ) -> Result<()> {
         let need = |what: &str| missing(name, section, what);
         let spec = match ty {
             ProgramType::Xdp => Some(AttachSpec::Xdp {
@@ -60,7 +72,11 @@ impl Session {
             ProgramType::Tc | ProgramType::Tcx => Some(AttachSpec::Tcx {
                 iface: t.iface.clone().ok_or_else(|| need("--iface"))?,
                 netns: t.netns.clone(),
-                direction: if section.contains("egress") { TcDirection::Egress } else { TcDirection::Ingress },
+                direction: if section.contains("egress") {
+                    TcDirection::Egress
+                } else {
+                    TcDirection::Ingress
+                },
                 priority: 0,
             }),
             ProgramType::CgroupSkb => Some(AttachSpec::CgroupSkb {
@@ -71,7 +87,9 @@ impl Session {
                     apiary_core::CgroupDirection::Ingress
                 },
             }),
-            ProgramType::CgroupSock => Some(AttachSpec::CgroupSock { cgroup: t.cgroup.clone().ok_or_else(|| need("--cgroup"))? }),
+            ProgramType::CgroupSock => Some(AttachSpec::CgroupSock {
+                cgroup: t.cgroup.clone().ok_or_else(|| need("--cgroup"))?,
+            }),
             ProgramType::PerfEvent => Some(AttachSpec::PerfEvent {
                 event: apiary_core::attach::SoftwareEvent::CpuClock,
                 frequency: 99,
@@ -89,13 +107,17 @@ impl Session {
         };
         match spec {
             Some(spec) => {
-                let fd = self.loaded.program_fd(name).ok_or_else(|| KernelError::Invalid(format!("program {name} vanished")))?;
+                let fd = self
+                    .loaded
+                    .program_fd(name)
+                    .ok_or_else(|| KernelError::Invalid(format!("program {name} vanished")))?;
                 let desc = spec.describe();
                 match attach::attach(fd, &spec, &AttachContext::default())? {
                     Attachment::Links(l) => self.fd_links.extend(l),
                     Attachment::TcFilter(f) => self.tc.push((name.to_string(), f)),
                 }
-                self.attached.push((name.to_string(), self.kernel_id(name), desc));
+                self.attached
+                    .push((name.to_string(), self.kernel_id(name), desc));
             }
             None => {
                 let prog = self
@@ -104,16 +126,24 @@ impl Session {
                     .progs_mut()
                     .find(|p| p.name() == name)
                     .ok_or_else(|| KernelError::Invalid(format!("program {name} vanished")))?;
-                let link = prog.attach().map_err(|e| auto_attach_error(name, section, ty, e))?;
+                let link = prog
+                    .attach()
+                    .map_err(|e| auto_attach_error(name, section, ty, e))?;
                 self.links.push(link);
-                self.attached.push((name.to_string(), self.kernel_id(name), section.to_string()));
+                self.attached
+                    .push((name.to_string(), self.kernel_id(name), section.to_string()));
             }
         }
         Ok(())
     }
 
     fn kernel_id(&self, name: &str) -> u32 {
-        self.loaded.programs.iter().find(|p| p.name == name).map(|p| p.kernel_id).unwrap_or(0)
+        self.loaded
+            .programs
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.kernel_id)
+            .unwrap_or(0)
     }
 
     pub fn loaded(&self) -> &LoadedObject {
@@ -156,7 +186,8 @@ impl Session {
         let mut have_rb = false;
         let mut perfs = Vec::new();
         for (i, name) in maps.iter().enumerate() {
-            let m = find(name).ok_or_else(|| KernelError::Invalid(format!("no map {name} in the object")))?;
+            let m = find(name)
+                .ok_or_else(|| KernelError::Invalid(format!("no map {name} in the object")))?;
             match m.map_type() {
                 MapType::RingBuf => {
                     let sink = &sink;
@@ -178,11 +209,26 @@ impl Session {
                         .map_err(|e| KernelError::libbpf(format!("open perf buffer {name}"), e))?;
                     perfs.push(pb);
                 }
-                other => return Err(KernelError::Invalid(format!("map {name} is a {other:?} map, not a ring buffer or perf event array"))),
+                other => {
+                    return Err(KernelError::Invalid(format!(
+                        "map {name} is a {other:?} map, not a ring buffer or perf event array"
+                    )))
+                }
             }
         }
-        let ring = if have_rb { Some(rb.build().map_err(|e| KernelError::libbpf("build ring buffer", e))?) } else { None };
-        let slice = if ring.is_some() && !perfs.is_empty() { Duration::from_millis(20) } else { Duration::from_millis(100) };
+        let ring = if have_rb {
+            Some(
+                rb.build()
+                    .map_err(|e| KernelError::libbpf("build ring buffer", e))?,
+            )
+        } else {
+            None
+        };
+        let slice = if ring.is_some() && !perfs.is_empty() {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_millis(100)
+        };
         while !stop() {
             if let Some(r) = &ring {
                 // EINTR from a signal is how Ctrl-C arrives: not an error.
@@ -227,8 +273,14 @@ impl Targets {
     pub fn check(&self, programs: &[(String, String)]) -> Result<()> {
         for (name, section) in programs {
             let need = match ProgramType::from_section(section) {
-                Some(ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx) if self.iface.is_none() => "--iface",
-                Some(ProgramType::CgroupSkb | ProgramType::CgroupSock) if self.cgroup.is_none() => "--cgroup",
+                Some(ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx)
+                    if self.iface.is_none() =>
+                {
+                    "--iface"
+                }
+                Some(ProgramType::CgroupSkb | ProgramType::CgroupSock) if self.cgroup.is_none() => {
+                    "--cgroup"
+                }
                 Some(ProgramType::SocketFilter) => "a socket",
                 _ => continue,
             };
@@ -248,7 +300,12 @@ impl Drop for Session {
     }
 }
 
-fn auto_attach_error(name: &str, section: &str, ty: ProgramType, e: libbpf_rs::Error) -> KernelError {
+fn auto_attach_error(
+    name: &str,
+    section: &str,
+    ty: ProgramType,
+    e: libbpf_rs::Error,
+) -> KernelError {
     let errno = crate::loader::errno_of(&e);
     match (ty, errno) {
         (ProgramType::Kprobe, _) if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() => {

@@ -35,7 +35,9 @@ pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     // SAFETY: valid fd and NUL-terminated path.
     let ret = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c.as_ptr()) };
     if ret == -libc::EEXIST {
-        return Err(KernelError::PinExists { path: path.to_path_buf() });
+        return Err(KernelError::PinExists {
+            path: path.to_path_buf(),
+        });
     }
     check(ret, &format!("pin {}", path.display())).map(|_| ())
 }
@@ -60,7 +62,8 @@ pub fn unpin(path: &Path) -> Result<()> {
 pub fn prog_fd_by_id(id: u32) -> Result<OwnedFd> {
     // SAFETY: plain syscall wrapper.
     let ret = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
-    owned(ret, &format!("open program id {id}")).map_err(|e| not_found(e, || format!("program id {id}")))
+    owned(ret, &format!("open program id {id}"))
+        .map_err(|e| not_found(e, || format!("program id {id}")))
 }
 
 pub fn map_fd_by_id(id: u32) -> Result<OwnedFd> {
@@ -103,7 +106,11 @@ pub struct ProgInfo {
 }
 
 fn c_name(raw: &[std::os::raw::c_char]) -> String {
-    let bytes: Vec<u8> = raw.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+    let bytes: Vec<u8> = raw
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -123,7 +130,8 @@ pub fn prog_info(fd: BorrowedFd<'_>) -> Result<ProgInfo> {
         };
         let mut len2 = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
         // SAFETY: map_ids has room for nr entries.
-        let ret = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info2, &mut len2) };
+        let ret =
+            unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info2, &mut len2) };
         check(ret, "BPF_OBJ_GET_INFO_BY_FD (program maps)")?;
         map_ids.truncate(info2.nr_map_ids.min(nr) as usize);
     }
@@ -221,7 +229,11 @@ pub fn link_info(fd: BorrowedFd<'_>) -> Result<LinkInfo> {
     // SAFETY: info is a properly sized, zeroed struct.
     let ret = unsafe { libbpf_sys::bpf_link_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
     check(ret, "BPF_OBJ_GET_INFO_BY_FD (link)")?;
-    Ok(LinkInfo { id: info.id, prog_id: info.prog_id, link_type: link_type_name(info.type_) })
+    Ok(LinkInfo {
+        id: info.id,
+        prog_id: info.prog_id,
+        link_type: link_type_name(info.type_),
+    })
 }
 
 /// Iterate the ids of one kind of kernel object (programs, maps, links).
@@ -289,7 +301,12 @@ pub fn enable_stats() -> Result<OwnedFd> {
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 
 /// perf_event_open(2); libc has no wrapper.
-pub fn perf_event_open(attr: &libbpf_sys::perf_event_attr, pid: i32, cpu: i32, call: &str) -> Result<OwnedFd> {
+pub fn perf_event_open(
+    attr: &libbpf_sys::perf_event_attr,
+    pid: i32,
+    cpu: i32,
+    call: &str,
+) -> Result<OwnedFd> {
     // SAFETY: attr is a valid perf_event_attr with its size set by the caller.
     let ret = unsafe {
         libc::syscall(
@@ -319,13 +336,20 @@ pub fn btf_raw_by_id(id: u32) -> Result<Vec<u8>> {
     // SAFETY: libbpf returns an owned btf or NULL with errno set.
     let btf = unsafe { libbpf_sys::btf__load_from_kernel_by_id(id) };
     if btf.is_null() {
-        return Err(KernelError::syscall(format!("load BTF id {id}"), io::Error::last_os_error()));
+        return Err(KernelError::syscall(
+            format!("load BTF id {id}"),
+            io::Error::last_os_error(),
+        ));
     }
     let mut size = 0u32;
     // SAFETY: btf is valid until freed below; raw data is copied before that.
     let out = unsafe {
         let p = libbpf_sys::btf__raw_data(btf, &mut size) as *const u8;
-        let v = if p.is_null() { Vec::new() } else { std::slice::from_raw_parts(p, size as usize).to_vec() };
+        let v = if p.is_null() {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(p, size as usize).to_vec()
+        };
         libbpf_sys::btf__free(btf);
         v
     };
@@ -352,7 +376,10 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, data: &[u8], repeat: u32) -> Result<T
     // SAFETY: data outlives the call; no output buffers are given.
     let ret = unsafe { libbpf_sys::bpf_prog_test_run_opts(prog.as_raw_fd(), &mut opts) };
     check(ret, "BPF_PROG_TEST_RUN")?;
-    Ok(TestRun { retval: opts.retval, duration_ns: opts.duration })
+    Ok(TestRun {
+        retval: opts.retval,
+        duration_ns: opts.duration,
+    })
 }
 
 /// Detach a link from its hook now (BPF_LINK_DETACH), before its last reference goes: the kernel

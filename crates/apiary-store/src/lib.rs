@@ -15,15 +15,28 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create state directory {path}: {error}")]
-    StateDir { path: PathBuf, error: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("store {path}: {error}")]
-    Open { path: PathBuf, error: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        error: rusqlite::Error,
+    },
     #[error("store: {0}")]
     Sql(rusqlite::Error),
     #[error("store: bad JSON in column {column}: {error}")]
-    Json { column: &'static str, error: serde_json::Error },
+    Json {
+        column: &'static str,
+        error: serde_json::Error,
+    },
     #[error("store {path} has schema version {found}, newer than this apiary ({supported}); upgrade apiary")]
-    TooNew { path: PathBuf, found: i64, supported: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
 }
 
 // Not `#[from]`: the message already carries the SQLite error, so it is not also a `source`
@@ -118,8 +131,10 @@ fn from_json<T: for<'de> Deserialize<'de>>(s: &str, column: &'static str) -> Res
 
 impl Store {
     pub fn open(state_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|error| StoreError::StateDir { path: state_dir.to_path_buf(), error })?;
+        std::fs::create_dir_all(state_dir).map_err(|error| StoreError::StateDir {
+            path: state_dir.to_path_buf(),
+            error,
+        })?;
         let path = state_dir.join("apiary.db");
         let open = |p: &Path| -> rusqlite::Result<Connection> {
             let conn = Connection::open(p)?;
@@ -135,10 +150,16 @@ impl Store {
             // each time the last connection closes would cost more than the command itself;
             // SQLite checkpoints on its own once the WAL grows, and WAL mode keeps committed
             // transactions consistent across crashes either way.
-            conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+            conn.set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )?;
             Ok(conn)
         };
-        let mut conn = open(&path).map_err(|error| StoreError::Open { path: path.clone(), error })?;
+        let mut conn = open(&path).map_err(|error| StoreError::Open {
+            path: path.clone(),
+            error,
+        })?;
         schema::migrate(&mut conn, &path)?;
         Ok(Store { conn, path })
     }
@@ -151,8 +172,14 @@ impl Store {
     /// busy timeout instead of failing on upgrade).
     /// The closure's error type only has to absorb store errors, so callers can abort the
     /// transaction with their own errors (a failed kernel step) too.
-    pub fn write<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::from)?;
+    pub fn write<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
         let v = f(&tx)?;
         tx.commit().map_err(StoreError::from)?;
         Ok(v)
@@ -167,12 +194,20 @@ impl Store {
 // (a `Transaction` derefs to `Connection`).
 
 pub fn put_object(c: &Connection, sha256: &str, bytes: &[u8]) -> Result<()> {
-    c.execute("INSERT OR IGNORE INTO objects (sha256, bytes) VALUES (?1, ?2)", params![sha256, bytes])?;
+    c.execute(
+        "INSERT OR IGNORE INTO objects (sha256, bytes) VALUES (?1, ?2)",
+        params![sha256, bytes],
+    )?;
     Ok(())
 }
 
 pub fn get_object(c: &Connection, sha256: &str) -> Result<Option<Vec<u8>>> {
-    Ok(c.query_row("SELECT bytes FROM objects WHERE sha256 = ?1", [sha256], |r| r.get(0)).optional()?)
+    Ok(c.query_row(
+        "SELECT bytes FROM objects WHERE sha256 = ?1",
+        [sha256],
+        |r| r.get(0),
+    )
+    .optional()?)
 }
 
 /// Insert a program row; the kernel id and tag are filled in by `set_program_kernel`.
@@ -196,7 +231,10 @@ pub fn insert_program(c: &Connection, p: &NewProgram<'_>) -> Result<ProgramId> {
 }
 
 pub fn set_program_kernel(c: &Connection, id: ProgramId, kernel_id: u32, tag: &str) -> Result<()> {
-    c.execute("UPDATE programs SET kernel_id = ?2, tag = ?3 WHERE id = ?1", params![id.0, kernel_id, tag])?;
+    c.execute(
+        "UPDATE programs SET kernel_id = ?2, tag = ?3 WHERE id = ?1",
+        params![id.0, kernel_id, tag],
+    )?;
     Ok(())
 }
 
@@ -236,7 +274,11 @@ fn finish_program(row: (ProgramRecord, String, String)) -> Result<ProgramRecord>
 
 pub fn get_program(c: &Connection, id: ProgramId) -> Result<Option<ProgramRecord>> {
     let row = c
-        .query_row(&format!("SELECT {PROGRAM_COLS} FROM programs WHERE id = ?1"), [id.0], program_row)
+        .query_row(
+            &format!("SELECT {PROGRAM_COLS} FROM programs WHERE id = ?1"),
+            [id.0],
+            program_row,
+        )
         .optional()?;
     row.map(finish_program).transpose()
 }
@@ -253,13 +295,22 @@ pub fn list_programs(c: &Connection) -> Result<Vec<ProgramRecord>> {
 
 pub fn delete_program(c: &Connection, id: ProgramId) -> Result<()> {
     c.execute("DELETE FROM program_maps WHERE program_id = ?1", [id.0])?;
-    c.execute("DELETE FROM program_maps WHERE map_id IN (SELECT id FROM maps WHERE owner_id = ?1)", [id.0])?;
+    c.execute(
+        "DELETE FROM program_maps WHERE map_id IN (SELECT id FROM maps WHERE owner_id = ?1)",
+        [id.0],
+    )?;
     c.execute("DELETE FROM maps WHERE owner_id = ?1", [id.0])?;
-    c.execute("DELETE FROM chain_slots WHERE link_id IN (SELECT id FROM links WHERE program_id = ?1)", [id.0])?;
+    c.execute(
+        "DELETE FROM chain_slots WHERE link_id IN (SELECT id FROM links WHERE program_id = ?1)",
+        [id.0],
+    )?;
     c.execute("DELETE FROM links WHERE program_id = ?1", [id.0])?;
     c.execute("DELETE FROM programs WHERE id = ?1", [id.0])?;
     // Objects no program refers to any more are dropped with the last program.
-    c.execute("DELETE FROM objects WHERE sha256 NOT IN (SELECT object_sha256 FROM programs)", [])?;
+    c.execute(
+        "DELETE FROM objects WHERE sha256 NOT IN (SELECT object_sha256 FROM programs)",
+        [],
+    )?;
     Ok(())
 }
 
@@ -277,7 +328,10 @@ pub fn set_program_code(
         "UPDATE programs SET kernel_id = ?2, tag = ?3, object_sha256 = ?4, source = ?5, globals = ?6 WHERE id = ?1",
         params![id.0, kernel_id, tag, object_sha256, source, json(&globals)],
     )?;
-    c.execute("DELETE FROM objects WHERE sha256 NOT IN (SELECT object_sha256 FROM programs)", [])?;
+    c.execute(
+        "DELETE FROM objects WHERE sha256 NOT IN (SELECT object_sha256 FROM programs)",
+        [],
+    )?;
     Ok(())
 }
 
@@ -290,7 +344,10 @@ pub fn set_map_kernel(c: &Connection, map_id: i64, m: &MapRecord) -> Result<()> 
 }
 
 pub fn remove_program_map(c: &Connection, program: ProgramId, map_id: i64) -> Result<()> {
-    c.execute("DELETE FROM program_maps WHERE program_id = ?1 AND map_id = ?2", params![program.0, map_id])?;
+    c.execute(
+        "DELETE FROM program_maps WHERE program_id = ?1 AND map_id = ?2",
+        params![program.0, map_id],
+    )?;
     Ok(())
 }
 
@@ -303,7 +360,10 @@ pub fn insert_map(c: &Connection, m: &MapRecord) -> Result<i64> {
 }
 
 pub fn add_program_map(c: &Connection, program: ProgramId, map_id: i64) -> Result<()> {
-    c.execute("INSERT OR IGNORE INTO program_maps (program_id, map_id) VALUES (?1, ?2)", params![program.0, map_id])?;
+    c.execute(
+        "INSERT OR IGNORE INTO program_maps (program_id, map_id) VALUES (?1, ?2)",
+        params![program.0, map_id],
+    )?;
     Ok(())
 }
 
@@ -320,7 +380,8 @@ fn map_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MapRecord> {
     })
 }
 
-const MAP_COLS: &str = "m.id, m.owner_id, m.name, m.map_type, m.kernel_id, m.key_size, m.value_size, m.max_entries";
+const MAP_COLS: &str =
+    "m.id, m.owner_id, m.name, m.map_type, m.kernel_id, m.key_size, m.value_size, m.max_entries";
 
 /// Maps a program uses (its own and shared ones).
 pub fn maps_of_program(c: &Connection, id: ProgramId) -> Result<Vec<MapRecord>> {
@@ -332,7 +393,9 @@ pub fn maps_of_program(c: &Connection, id: ProgramId) -> Result<Vec<MapRecord>> 
 }
 
 pub fn maps_owned_by(c: &Connection, id: ProgramId) -> Result<Vec<MapRecord>> {
-    let mut stmt = c.prepare_cached(&format!("SELECT {MAP_COLS} FROM maps m WHERE m.owner_id = ?1 ORDER BY m.id"))?;
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {MAP_COLS} FROM maps m WHERE m.owner_id = ?1 ORDER BY m.id"
+    ))?;
     let rows = stmt.query_map([id.0], map_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -361,7 +424,12 @@ pub fn insert_link(c: &Connection, program: ProgramId, spec: &AttachSpec) -> Res
     Ok(LinkId(c.last_insert_rowid()))
 }
 
-pub fn set_link_kernel(c: &Connection, id: LinkId, kernel_ids: &[u32], extra: Option<&serde_json::Value>) -> Result<()> {
+pub fn set_link_kernel(
+    c: &Connection,
+    id: LinkId,
+    kernel_ids: &[u32],
+    extra: Option<&serde_json::Value>,
+) -> Result<()> {
     c.execute(
         "UPDATE links SET kernel_link_ids = ?2, extra = ?3 WHERE id = ?1",
         params![id.0, json(&kernel_ids), extra.map(json)],
@@ -369,8 +437,17 @@ pub fn set_link_kernel(c: &Connection, id: LinkId, kernel_ids: &[u32], extra: Op
     Ok(())
 }
 
-fn link_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, String, String, Option<String>, String)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+fn link_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(i64, i64, String, String, Option<String>, String)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 fn finish_link(row: (i64, i64, String, String, Option<String>, String)) -> Result<LinkRecord> {
@@ -388,7 +465,13 @@ fn finish_link(row: (i64, i64, String, String, Option<String>, String)) -> Resul
 const LINK_COLS: &str = "id, program_id, spec, kernel_link_ids, extra, created_at";
 
 pub fn get_link(c: &Connection, id: LinkId) -> Result<Option<LinkRecord>> {
-    let row = c.query_row(&format!("SELECT {LINK_COLS} FROM links WHERE id = ?1"), [id.0], link_row).optional()?;
+    let row = c
+        .query_row(
+            &format!("SELECT {LINK_COLS} FROM links WHERE id = ?1"),
+            [id.0],
+            link_row,
+        )
+        .optional()?;
     row.map(finish_link).transpose()
 }
 
@@ -411,14 +494,21 @@ pub fn delete_link(c: &Connection, id: LinkId) -> Result<()> {
 }
 
 pub fn set_program_block(c: &Connection, id: ProgramId, block: Option<&str>) -> Result<()> {
-    c.execute("UPDATE programs SET block = ?2 WHERE id = ?1", params![id.0, block])?;
+    c.execute(
+        "UPDATE programs SET block = ?2 WHERE id = ?1",
+        params![id.0, block],
+    )?;
     Ok(())
 }
 
 pub fn get_program_block(c: &Connection, id: ProgramId) -> Result<Option<String>> {
-    Ok(c.query_row("SELECT block FROM programs WHERE id = ?1", [id.0], |r| r.get::<_, Option<String>>(0))
+    Ok(
+        c.query_row("SELECT block FROM programs WHERE id = ?1", [id.0], |r| {
+            r.get::<_, Option<String>>(0)
+        })
         .optional()?
-        .flatten())
+        .flatten(),
+    )
 }
 
 /// One XDP or TC chain: the hook, and the dispatcher currently on its link.
@@ -447,7 +537,8 @@ pub struct ChainSlotRecord {
     pub proceed_on: u32,
 }
 
-const CHAIN_COLS: &str = "id, kind, iface, netns, direction, mode, link_kernel_id, dispatcher_kernel_id";
+const CHAIN_COLS: &str =
+    "id, kind, iface, netns, direction, mode, link_kernel_id, dispatcher_kernel_id";
 
 fn chain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChainRecord> {
     Ok(ChainRecord {
@@ -462,7 +553,13 @@ fn chain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChainRecord> {
     })
 }
 
-pub fn find_chain(c: &Connection, kind: &str, iface: &str, netns: &str, direction: &str) -> Result<Option<ChainRecord>> {
+pub fn find_chain(
+    c: &Connection,
+    kind: &str,
+    iface: &str,
+    netns: &str,
+    direction: &str,
+) -> Result<Option<ChainRecord>> {
     Ok(c.query_row(
         &format!("SELECT {CHAIN_COLS} FROM chains WHERE kind = ?1 AND iface = ?2 AND netns = ?3 AND direction = ?4"),
         params![kind, iface, netns, direction],
@@ -472,7 +569,12 @@ pub fn find_chain(c: &Connection, kind: &str, iface: &str, netns: &str, directio
 }
 
 pub fn get_chain(c: &Connection, id: i64) -> Result<Option<ChainRecord>> {
-    Ok(c.query_row(&format!("SELECT {CHAIN_COLS} FROM chains WHERE id = ?1"), [id], chain_row).optional()?)
+    Ok(c.query_row(
+        &format!("SELECT {CHAIN_COLS} FROM chains WHERE id = ?1"),
+        [id],
+        chain_row,
+    )
+    .optional()?)
 }
 
 pub fn list_chains(c: &Connection) -> Result<Vec<ChainRecord>> {
@@ -489,7 +591,12 @@ pub fn insert_chain(c: &Connection, ch: &ChainRecord) -> Result<i64> {
     Ok(c.last_insert_rowid())
 }
 
-pub fn set_chain_kernel(c: &Connection, id: i64, link_kernel_id: u32, dispatcher_kernel_id: u32) -> Result<()> {
+pub fn set_chain_kernel(
+    c: &Connection,
+    id: i64,
+    link_kernel_id: u32,
+    dispatcher_kernel_id: u32,
+) -> Result<()> {
     c.execute(
         "UPDATE chains SET link_kernel_id = ?2, dispatcher_kernel_id = ?3 WHERE id = ?1",
         params![id, link_kernel_id, dispatcher_kernel_id],
@@ -523,8 +630,13 @@ pub fn chain_slots(c: &Connection, chain_id: i64) -> Result<Vec<ChainSlotRecord>
 }
 
 pub fn chain_slot_of_link(c: &Connection, link: LinkId) -> Result<Option<ChainSlotRecord>> {
-    let chain_id: Option<i64> =
-        c.query_row("SELECT chain_id FROM chain_slots WHERE link_id = ?1", [link.0], |r| r.get(0)).optional()?;
+    let chain_id: Option<i64> = c
+        .query_row(
+            "SELECT chain_id FROM chain_slots WHERE link_id = ?1",
+            [link.0],
+            |r| r.get(0),
+        )
+        .optional()?;
     match chain_id {
         Some(cid) => Ok(chain_slots(c, cid)?.into_iter().find(|s| s.link_id == link)),
         None => Ok(None),

@@ -82,7 +82,11 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > supported {
-        return Err(StoreError::TooNew { path: path.to_path_buf(), found: version, supported });
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported,
+        });
     }
     for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(m)?;

@@ -16,7 +16,11 @@ pub trait Api: Send + Sync {
     fn detach(&self, id: LinkId) -> Result<()>;
     fn unload(&self, ids: &[ProgramId], force: bool) -> Result<Vec<ProgramId>>;
     fn update(&self, id: ProgramId, spec: UpdateSpec) -> Result<UpdateReport>;
-    fn list_programs(&self, all: bool, metadata: &BTreeMap<String, String>) -> Result<Vec<ProgramView>>;
+    fn list_programs(
+        &self,
+        all: bool,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Vec<ProgramView>>;
     fn get_program(&self, id: ProgramId) -> Result<ProgramDetail>;
     fn list_links(&self, program: Option<ProgramId>) -> Result<Vec<LinkView>>;
     fn get_link(&self, id: LinkId) -> Result<LinkView>;
@@ -42,7 +46,11 @@ impl Api for Manager {
     fn update(&self, id: ProgramId, spec: UpdateSpec) -> Result<UpdateReport> {
         Manager::update(self, id, spec)
     }
-    fn list_programs(&self, all: bool, metadata: &BTreeMap<String, String>) -> Result<Vec<ProgramView>> {
+    fn list_programs(
+        &self,
+        all: bool,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Vec<ProgramView>> {
         Manager::list_programs(self, all, metadata)
     }
     fn get_program(&self, id: ProgramId) -> Result<ProgramDetail> {

@@ -58,18 +58,42 @@ impl HookRef {
         (
             self.kind.as_str().to_string(),
             self.iface.clone(),
-            self.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-            self.direction.map(|d| apiary_core::attach::dir_name(d).to_string()).unwrap_or_default(),
+            self.netns
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            self.direction
+                .map(|d| apiary_core::attach::dir_name(d).to_string())
+                .unwrap_or_default(),
         )
     }
 
     pub(crate) fn of_spec(spec: &AttachSpec) -> Option<(HookRef, XdpMode)> {
         match spec {
-            AttachSpec::Xdp { iface, netns, mode, .. } => {
-                Some((HookRef { kind: ChainKind::Xdp, iface: iface.clone(), netns: netns.clone(), direction: None }, *mode))
-            }
-            AttachSpec::Tc { iface, netns, direction, legacy: false, .. } => Some((
-                HookRef { kind: ChainKind::Tc, iface: iface.clone(), netns: netns.clone(), direction: Some(*direction) },
+            AttachSpec::Xdp {
+                iface, netns, mode, ..
+            } => Some((
+                HookRef {
+                    kind: ChainKind::Xdp,
+                    iface: iface.clone(),
+                    netns: netns.clone(),
+                    direction: None,
+                },
+                *mode,
+            )),
+            AttachSpec::Tc {
+                iface,
+                netns,
+                direction,
+                legacy: false,
+                ..
+            } => Some((
+                HookRef {
+                    kind: ChainKind::Tc,
+                    iface: iface.clone(),
+                    netns: netns.clone(),
+                    direction: Some(*direction),
+                },
                 XdpMode::Auto,
             )),
             _ => None,
@@ -89,7 +113,9 @@ fn kind_of(s: &str) -> Result<ChainKind> {
     match s {
         "xdp" => Ok(ChainKind::Xdp),
         "tc" => Ok(ChainKind::Tc),
-        other => Err(Error::Internal(format!("store holds a chain of unknown kind {other:?}"))),
+        other => Err(Error::Internal(format!(
+            "store holds a chain of unknown kind {other:?}"
+        ))),
     }
 }
 
@@ -114,7 +140,8 @@ impl Manager {
                 p.id, p.name
             ))
         })?;
-        let block: Block = serde_json::from_str(&json).map_err(|e| Error::Internal(format!("stored block of program {}: {e}", p.id)))?;
+        let block: Block = serde_json::from_str(&json)
+            .map_err(|e| Error::Internal(format!("stored block of program {}: {e}", p.id)))?;
         if block.kind != kind {
             return Err(Error::InvalidArgument(format!(
                 "program {} ({}) is a {} program; it cannot join a {kind} chain",
@@ -143,33 +170,61 @@ impl Manager {
     }
 
     fn compose(kind: ChainKind, members: &mut [Member]) -> Result<ComposedDispatcher> {
-        order_slots(members, |m| SlotKey { priority: Priority::saturating(m.priority), seq: m.seq as u64 });
+        order_slots(members, |m| SlotKey {
+            priority: Priority::saturating(m.priority),
+            seq: m.seq as u64,
+        });
         let frags = members.first().map(|m| m.block.frags).unwrap_or(false);
         let slots: Vec<ChainSlot> = members
             .iter()
-            .map(|m| ChainSlot { name: format!("p{}_{}", m.program_id, m.name), block: m.block.clone(), proceed_on: m.proceed_on })
+            .map(|m| ChainSlot {
+                name: format!("p{}_{}", m.program_id, m.name),
+                block: m.block.clone(),
+                proceed_on: m.proceed_on,
+            })
             .collect();
         Ok(dispatcher::compose_and_load(kind, frags, &slots, true)?)
     }
 
     /// Compose chain `ch` from its recorded members.
-    pub(crate) fn compose_chain(&self, ch: &ChainRecord, kind: ChainKind) -> Result<ComposedDispatcher> {
+    pub(crate) fn compose_chain(
+        &self,
+        ch: &ChainRecord,
+        kind: ChainKind,
+    ) -> Result<ComposedDispatcher> {
         let mut members = self.members(ch, kind)?;
         Self::compose(kind, &mut members)
     }
 
     /// Put `composed` on the link whatever it runs now (reconcile: the old dispatcher may be
     /// gone), then pin and record it.
-    pub(crate) fn swap_chain_unchecked(&self, ch: &ChainRecord, link: &std::os::fd::OwnedFd, composed: &ComposedDispatcher) -> Result<()> {
+    pub(crate) fn swap_chain_unchecked(
+        &self,
+        ch: &ChainRecord,
+        link: &std::os::fd::OwnedFd,
+        composed: &ComposedDispatcher,
+    ) -> Result<()> {
         dispatcher::swap(link.as_fd(), composed)?;
         let mut undo = Undo::new();
         self.pin_chain_dispatcher(ch.id, composed, &mut undo)?;
         undo.commit();
         let link_kid = sys::link_info(link.as_fd())?.id;
-        self.store().write(|tx| -> Result<()> { Ok(store::set_chain_kernel(tx, ch.id, link_kid, composed.kernel_id())?) })
+        self.store().write(|tx| -> Result<()> {
+            Ok(store::set_chain_kernel(
+                tx,
+                ch.id,
+                link_kid,
+                composed.kernel_id(),
+            )?)
+        })
     }
 
-    pub(crate) fn pin_chain_dispatcher(&self, id: i64, d: &ComposedDispatcher, undo: &mut Undo) -> Result<()> {
+    pub(crate) fn pin_chain_dispatcher(
+        &self,
+        id: i64,
+        d: &ComposedDispatcher,
+        undo: &mut Undo,
+    ) -> Result<()> {
         self.pin_dispatcher(id, d, undo)
     }
 
@@ -186,10 +241,14 @@ impl Manager {
             let final_path = self.paths.chain_pin(id, role.file_name());
             match pins.iter().find(|(r, _)| *r == role) {
                 Some((_, fd)) => {
-                    let tmp = self.paths.chain_pin(id, &format!("new_{}", role.file_name()));
+                    let tmp = self
+                        .paths
+                        .chain_pin(id, &format!("new_{}", role.file_name()));
                     sys::pin(*fd, &tmp)?;
                     undo.pin(tmp.clone());
-                    std::fs::rename(&tmp, &final_path).map_err(|e| KernelError::syscall(format!("rename {}", tmp.display()), e))?;
+                    std::fs::rename(&tmp, &final_path).map_err(|e| {
+                        KernelError::syscall(format!("rename {}", tmp.display()), e)
+                    })?;
                 }
                 None => sys::unpin(&final_path)?,
             }
@@ -198,9 +257,16 @@ impl Manager {
     }
 
     /// Join a chain (creating it when this is its first program). Called under the lock.
-    pub(crate) fn attach_to_chain(&self, prog: &ProgramRecord, spec: &AttachSpec) -> Result<LinkId> {
-        let (hook, mode) = HookRef::of_spec(spec).ok_or_else(|| Error::Internal("not a chain spec".into()))?;
-        let (kind, names, priority) = spec.chain().ok_or_else(|| Error::Internal("not a chain spec".into()))?;
+    pub(crate) fn attach_to_chain(
+        &self,
+        prog: &ProgramRecord,
+        spec: &AttachSpec,
+    ) -> Result<LinkId> {
+        let (hook, mode) =
+            HookRef::of_spec(spec).ok_or_else(|| Error::Internal("not a chain spec".into()))?;
+        let (kind, names, priority) = spec
+            .chain()
+            .ok_or_else(|| Error::Internal("not a chain spec".into()))?;
         let proceed_on = if names.is_empty() {
             kind.default_proceed_on()
         } else {
@@ -222,15 +288,32 @@ impl Manager {
             Some(ch) => self.members(ch, kind)?,
             None => Vec::new(),
         };
-        let seq = members.iter().map(|m| m.seq).max().map(|s| s + 1).unwrap_or(0);
-        members.push(Member { link_id: None, program_id: prog.id, name: prog.name.clone(), priority, seq, proceed_on, block });
+        let seq = members
+            .iter()
+            .map(|m| m.seq)
+            .max()
+            .map(|s| s + 1)
+            .unwrap_or(0);
+        members.push(Member {
+            link_id: None,
+            program_id: prog.id,
+            name: prog.name.clone(),
+            priority,
+            seq,
+            proceed_on,
+            block,
+        });
         let composed = Self::compose(kind, &mut members)?;
 
         let mut undo = Undo::new();
         match existing {
             None => {
                 let chook = match kind {
-                    ChainKind::Xdp => ChainHook::Xdp { iface: iface.clone(), netns: hook.netns.clone(), mode },
+                    ChainKind::Xdp => ChainHook::Xdp {
+                        iface: iface.clone(),
+                        netns: hook.netns.clone(),
+                        mode,
+                    },
                     ChainKind::Tc => ChainHook::Tc {
                         iface: iface.clone(),
                         netns: hook.netns.clone(),
@@ -262,7 +345,15 @@ impl Manager {
                             dispatcher_kernel_id: composed.kernel_id(),
                         },
                     )?;
-                    let id = self.record_member(tx, prog.id, spec, chain_id, priority, seq, proceed_on.mask())?;
+                    let id = self.record_member(
+                        tx,
+                        prog.id,
+                        spec,
+                        chain_id,
+                        priority,
+                        seq,
+                        proceed_on.mask(),
+                    )?;
                     Ok((id, chain_id))
                 })?;
                 let pinned = (|| -> Result<()> {
@@ -270,7 +361,11 @@ impl Manager {
                     let lpath = self.paths.chain_pin(chain_id, PIN_LINK);
                     sys::pin(link.as_fd(), &lpath)?;
                     undo.pin(lpath);
-                    for r in [dispatcher::PinRole::Program, dispatcher::PinRole::NextMap, dispatcher::PinRole::StatsMap] {
+                    for r in [
+                        dispatcher::PinRole::Program,
+                        dispatcher::PinRole::NextMap,
+                        dispatcher::PinRole::StatsMap,
+                    ] {
                         undo.pin(self.paths.chain_pin(chain_id, r.file_name()));
                     }
                     self.pin_dispatcher(chain_id, &composed, &mut undo)
@@ -289,7 +384,11 @@ impl Manager {
             }
             Some(ch) => {
                 let link = sys::obj_get(&self.paths.chain_pin(ch.id, PIN_LINK))?;
-                let old = sys::obj_get(&self.paths.chain_pin(ch.id, dispatcher::PinRole::Program.file_name()))?;
+                let old = sys::obj_get(
+                    &self
+                        .paths
+                        .chain_pin(ch.id, dispatcher::PinRole::Program.file_name()),
+                )?;
                 // Pins first (the old dispatcher keeps running meanwhile), then the swap.
                 let old_pins = self.hold_dispatcher_pins(ch.id);
                 let res = self.store().write(|tx| -> Result<LinkId> {
@@ -305,7 +404,11 @@ impl Manager {
                     }
                     Err(e) => {
                         // Put the old dispatcher back on the link and its pins back in place.
-                        let _ = apiary_kernel::attach::update_link(link.as_fd(), old.as_fd(), composed.prog());
+                        let _ = apiary_kernel::attach::update_link(
+                            link.as_fd(),
+                            old.as_fd(),
+                            composed.prog(),
+                        );
                         self.restore_dispatcher_pins(ch.id, old_pins);
                         undo.commit();
                         Err(e)
@@ -327,23 +430,39 @@ impl Manager {
         mask: u32,
     ) -> Result<LinkId> {
         let link = store::insert_link(tx, program, spec)?;
-        store::set_link_kernel(tx, link, &[], Some(&serde_json::json!({ "chain": chain_id })))?;
+        store::set_link_kernel(
+            tx,
+            link,
+            &[],
+            Some(&serde_json::json!({ "chain": chain_id })),
+        )?;
         store::insert_chain_slot(
             tx,
-            &ChainSlotRecord { link_id: link, chain_id, program_id: program, priority, seq, proceed_on: mask },
+            &ChainSlotRecord {
+                link_id: link,
+                chain_id,
+                program_id: program,
+                priority,
+                seq,
+                proceed_on: mask,
+            },
         )?;
         Ok(link)
     }
 
     /// Open fds on the current dispatcher pins, to restore them if a change fails.
     fn hold_dispatcher_pins(&self, chain_id: i64) -> Vec<(PathBuf, std::os::fd::OwnedFd)> {
-        [dispatcher::PinRole::Program, dispatcher::PinRole::NextMap, dispatcher::PinRole::StatsMap]
-            .iter()
-            .filter_map(|r| {
-                let p = self.paths.chain_pin(chain_id, r.file_name());
-                sys::obj_get(&p).ok().map(|fd| (p, fd))
-            })
-            .collect()
+        [
+            dispatcher::PinRole::Program,
+            dispatcher::PinRole::NextMap,
+            dispatcher::PinRole::StatsMap,
+        ]
+        .iter()
+        .filter_map(|r| {
+            let p = self.paths.chain_pin(chain_id, r.file_name());
+            sys::obj_get(&p).ok().map(|fd| (p, fd))
+        })
+        .collect()
     }
 
     fn restore_dispatcher_pins(&self, _chain_id: i64, held: Vec<(PathBuf, std::os::fd::OwnedFd)>) {
@@ -355,10 +474,18 @@ impl Manager {
 
     /// Leave a chain; the last member takes the chain (link and dispatcher) with it.
     pub(crate) fn detach_from_chain(&self, link: LinkId, slot: &ChainSlotRecord) -> Result<()> {
-        let ch = store::get_chain(self.store().read(), slot.chain_id)?
-            .ok_or_else(|| Error::Internal(format!("link {link} names chain {} that is not recorded", slot.chain_id)))?;
+        let ch = store::get_chain(self.store().read(), slot.chain_id)?.ok_or_else(|| {
+            Error::Internal(format!(
+                "link {link} names chain {} that is not recorded",
+                slot.chain_id
+            ))
+        })?;
         let kind = kind_of(&ch.kind)?;
-        let mut rest: Vec<Member> = self.members(&ch, kind)?.into_iter().filter(|m| m.link_id != Some(link)).collect();
+        let mut rest: Vec<Member> = self
+            .members(&ch, kind)?
+            .into_iter()
+            .filter(|m| m.link_id != Some(link))
+            .collect();
         if rest.is_empty() {
             self.store().write(|tx| -> Result<()> {
                 store::delete_link(tx, link)?;
@@ -366,7 +493,12 @@ impl Manager {
                 Ok(())
             })?;
             sys::link_detach_now(&self.paths.chain_pin(ch.id, PIN_LINK));
-            for name in [PIN_LINK, "dispatcher", "dispatcher_next", "dispatcher_stats"] {
+            for name in [
+                PIN_LINK,
+                "dispatcher",
+                "dispatcher_next",
+                "dispatcher_stats",
+            ] {
                 sys::unpin(&self.paths.chain_pin(ch.id, name))?;
             }
             let _ = std::fs::remove_dir(self.paths.chain_dir(ch.id));
@@ -385,7 +517,11 @@ impl Manager {
         also: impl FnOnce(&apiary_store::Tx<'_>) -> Result<()>,
     ) -> Result<()> {
         let link = sys::obj_get(&self.paths.chain_pin(ch.id, PIN_LINK))?;
-        let old = sys::obj_get(&self.paths.chain_pin(ch.id, dispatcher::PinRole::Program.file_name()))?;
+        let old = sys::obj_get(
+            &self
+                .paths
+                .chain_pin(ch.id, dispatcher::PinRole::Program.file_name()),
+        )?;
         let held = self.hold_dispatcher_pins(ch.id);
         let mut undo = Undo::new();
         let res = self.store().write(|tx| -> Result<()> {
@@ -409,7 +545,9 @@ impl Manager {
         let links = store::list_links(self.store().read(), Some(program))?;
         let mut n = 0;
         for l in links {
-            let Some(slot) = store::chain_slot_of_link(self.store().read(), l.id)? else { continue };
+            let Some(slot) = store::chain_slot_of_link(self.store().read(), l.id)? else {
+                continue;
+            };
             let ch = store::get_chain(self.store().read(), slot.chain_id)?
                 .ok_or_else(|| Error::Internal("chain vanished".into()))?;
             let kind = kind_of(&ch.kind)?;
@@ -431,30 +569,52 @@ impl Manager {
 
     pub fn get_chain(&self, hook: &HookRef) -> Result<ChainView> {
         let (k, iface, netns, direction) = hook.key();
-        let ch = store::find_chain(self.store().read(), &k, &iface, &netns, &direction)?.ok_or_else(|| Error::NotFound {
-            kind: "chain",
-            id: format!("{} on {iface}{}", k, if direction.is_empty() { String::new() } else { format!(" {direction}") }),
-            hint: "; see `apiary list chains`".into(),
-        })?;
+        let ch = store::find_chain(self.store().read(), &k, &iface, &netns, &direction)?
+            .ok_or_else(|| Error::NotFound {
+                kind: "chain",
+                id: format!(
+                    "{} on {iface}{}",
+                    k,
+                    if direction.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {direction}")
+                    }
+                ),
+                hint: "; see `apiary list chains`".into(),
+            })?;
         self.chain_view(&ch)
     }
 
     fn chain_view(&self, ch: &ChainRecord) -> Result<ChainView> {
         let kind = kind_of(&ch.kind)?;
         let slots = store::chain_slots(self.store().read(), ch.id)?;
-        let stats = sys::obj_get(&self.paths.chain_pin(ch.id, dispatcher::PinRole::StatsMap.file_name()))
-            .ok()
-            .and_then(|fd| dispatcher::read_stats(fd.as_fd(), kind).ok())
-            .unwrap_or_default();
+        let stats = sys::obj_get(
+            &self
+                .paths
+                .chain_pin(ch.id, dispatcher::PinRole::StatsMap.file_name()),
+        )
+        .ok()
+        .and_then(|fd| dispatcher::read_stats(fd.as_fd(), kind).ok())
+        .unwrap_or_default();
         let mut programs = Vec::new();
         for (i, s) in slots.iter().enumerate() {
-            let name = store::get_program(self.store().read(), s.program_id)?.map(|p| p.name).unwrap_or_default();
+            let name = store::get_program(self.store().read(), s.program_id)?
+                .map(|p| p.name)
+                .unwrap_or_default();
             let st = stats.get(i);
             let verdicts = st
                 .map(|st| {
                     st.verdicts
                         .iter()
-                        .map(|(v, n)| (kind.name_of(*v).map(str::to_string).unwrap_or_else(|| v.to_string()), *n))
+                        .map(|(v, n)| {
+                            (
+                                kind.name_of(*v)
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|| v.to_string()),
+                                *n,
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();

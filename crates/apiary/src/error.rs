@@ -12,9 +12,16 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{source_name}: {error}")]
-    Object { source_name: String, error: ElfError },
+    Object {
+        source_name: String,
+        error: ElfError,
+    },
     #[error("{kind} {id} not found{hint}")]
-    NotFound { kind: &'static str, id: String, hint: String },
+    NotFound {
+        kind: &'static str,
+        id: String,
+        hint: String,
+    },
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
@@ -44,7 +51,11 @@ impl Error {
             "map" => "; see `apiary list maps`",
             _ => "",
         };
-        Error::NotFound { kind, id: id.to_string(), hint: hint.to_string() }
+        Error::NotFound {
+            kind,
+            id: id.to_string(),
+            hint: hint.to_string(),
+        }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -65,17 +76,21 @@ impl Error {
                 | KernelError::BadNetns { .. }
                 | KernelError::TargetNotFound { .. }
                 | KernelError::Invalid(_) => ErrorCode::InvalidArgument,
-                KernelError::MapReuse { .. } | KernelError::HookBusy { .. } | KernelError::PinExists { .. } => {
-                    ErrorCode::FailedPrecondition
-                }
+                KernelError::MapReuse { .. }
+                | KernelError::HookBusy { .. }
+                | KernelError::PinExists { .. } => ErrorCode::FailedPrecondition,
                 KernelError::NotSupported { .. } => ErrorCode::Unimplemented,
                 KernelError::Chain(_) => ErrorCode::InvalidArgument,
                 KernelError::NotFound { .. } => ErrorCode::NotFound,
-                KernelError::Load { error, .. } | KernelError::Syscall { error, .. } => match error.raw_os_error() {
-                    Some(libc_eperm) if libc_eperm == 1 || libc_eperm == 13 => ErrorCode::PermissionDenied,
-                    Some(28) | Some(12) | Some(7) => ErrorCode::ResourceExhausted,
-                    _ => ErrorCode::Internal,
-                },
+                KernelError::Load { error, .. } | KernelError::Syscall { error, .. } => {
+                    match error.raw_os_error() {
+                        Some(libc_eperm) if libc_eperm == 1 || libc_eperm == 13 => {
+                            ErrorCode::PermissionDenied
+                        }
+                        Some(28) | Some(12) | Some(7) => ErrorCode::ResourceExhausted,
+                        _ => ErrorCode::Internal,
+                    }
+                }
                 KernelError::Libbpf { .. } => ErrorCode::Internal,
             },
         }

@@ -15,7 +15,10 @@
 //! ```
 
 use crate::error::{Error, Result};
-use apiary_oci::{ClientConfig, ImageRef, PullPolicy, PulledImage, SignatureMode, SignaturePolicy, Verdict, VerifyingKey};
+use apiary_oci::{
+    ClientConfig, ImageRef, PullPolicy, PulledImage, SignatureMode, SignaturePolicy, Verdict,
+    VerifyingKey,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,7 +59,9 @@ pub fn parse_mode(s: &str) -> Result<SignatureMode> {
         "allow" | "allow-unsigned" | "allowunsigned" => Ok(SignatureMode::AllowUnsigned),
         "warn" => Ok(SignatureMode::Warn),
         "require" | "require-signed" | "requiresigned" => Ok(SignatureMode::RequireSigned),
-        other => Err(Error::InvalidArgument(format!("unknown signature policy {other:?}: expected allow, warn or require"))),
+        other => Err(Error::InvalidArgument(format!(
+            "unknown signature policy {other:?}: expected allow, warn or require"
+        ))),
     }
 }
 
@@ -73,10 +78,12 @@ impl ImageSettings {
     pub fn load(config: Option<&Path>, state_dir: &Path) -> Result<ImageSettings> {
         let t = match config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| Error::InvalidArgument(format!("cannot read config {}: {e}", path.display())))?;
-                let c: ConfigToml =
-                    toml::from_str(&text).map_err(|e| Error::InvalidArgument(format!("config {}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::InvalidArgument(format!("cannot read config {}: {e}", path.display()))
+                })?;
+                let c: ConfigToml = toml::from_str(&text).map_err(|e| {
+                    Error::InvalidArgument(format!("config {}: {e}", path.display()))
+                })?;
                 c.images.unwrap_or_default()
             }
             None => ImagesToml::default(),
@@ -102,7 +109,12 @@ impl ImageSettings {
             .iter()
             .map(|p| VerifyingKey::from_file(p).map_err(|e| Error::InvalidArgument(e.to_string())))
             .collect::<Result<Vec<_>>>()?;
-        Ok(ImageSettings { client, policy, keys, cache_dir: state_dir.join("images") })
+        Ok(ImageSettings {
+            client,
+            policy,
+            keys,
+            cache_dir: state_dir.join("images"),
+        })
     }
 
     pub fn cache(&self) -> apiary_oci::Cache {
@@ -111,9 +123,18 @@ impl ImageSettings {
 
     /// Pull (or take from the cache) and check the signature policy before the layer is used.
     pub fn pull(&self, reference: &str, policy: PullPolicy) -> Result<(PulledImage, Verdict)> {
-        let image: ImageRef = reference.parse().map_err(|e: apiary_oci::Error| Error::InvalidArgument(e.to_string()))?;
-        apiary_oci::pull_verified(&self.client, &self.cache(), &image, policy, &self.policy, &self.keys)
-            .map_err(|e| oci_error(e, reference))
+        let image: ImageRef = reference
+            .parse()
+            .map_err(|e: apiary_oci::Error| Error::InvalidArgument(e.to_string()))?;
+        apiary_oci::pull_verified(
+            &self.client,
+            &self.cache(),
+            &image,
+            policy,
+            &self.policy,
+            &self.keys,
+        )
+        .map_err(|e| oci_error(e, reference))
     }
 }
 
@@ -121,12 +142,16 @@ impl ImageSettings {
 pub fn oci_error(e: apiary_oci::Error, reference: &str) -> Error {
     use apiary_oci::Error as E;
     match &e {
-        E::NotFound { .. } | E::NotCached { .. } => {
-            Error::NotFound { kind: "image", id: reference.to_string(), hint: format!(" ({e})") }
-        }
+        E::NotFound { .. } | E::NotCached { .. } => Error::NotFound {
+            kind: "image",
+            id: reference.to_string(),
+            hint: format!(" ({e})"),
+        },
         E::AuthRequired { .. } | E::AuthRejected { .. } => Error::FailedPrecondition(e.to_string()),
         _ if e.is_signature_error() => Error::FailedPrecondition(e.to_string()),
-        E::Transport { .. } | E::Registry { .. } | E::Cache { .. } => Error::Internal(e.to_string()),
+        E::Transport { .. } | E::Registry { .. } | E::Cache { .. } => {
+            Error::Internal(e.to_string())
+        }
         _ => Error::InvalidArgument(e.to_string()),
     }
 }

@@ -45,9 +45,14 @@ pub struct InspectMap {
 
 /// The attach target a section name implies, as `apiary run` uses it.
 fn attach_of(section: &str, ty: Option<ProgramType>) -> String {
-    let rest = section.split_once('/').map(|(_, r)| r.trim_start_matches('/')).unwrap_or("");
+    let rest = section
+        .split_once('/')
+        .map(|(_, r)| r.trim_start_matches('/'))
+        .unwrap_or("");
     match ty {
-        Some(ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx) => "an interface (--iface)".into(),
+        Some(ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx) => {
+            "an interface (--iface)".into()
+        }
         Some(ProgramType::CgroupSkb | ProgramType::CgroupSock) => "a cgroup (--cgroup)".into(),
         Some(ProgramType::PerfEvent) => "cpu-clock at 99 Hz on every CPU".into(),
         Some(ProgramType::SocketFilter) => "a socket (not by run)".into(),
@@ -59,11 +64,17 @@ fn attach_of(section: &str, ty: Option<ProgramType>) -> String {
 
 pub fn inspect(source: &str) -> Result<Inspection> {
     let fetched = crate::source::fetch(source)?;
-    let info = apiary_core::elf::inspect(&fetched.object).map_err(|error| Error::Object { source_name: source.to_string(), error })?;
+    let info = apiary_core::elf::inspect(&fetched.object).map_err(|error| Error::Object {
+        source_name: source.to_string(),
+        error,
+    })?;
     let mut event_types = BTreeMap::new();
     for m in &info.maps {
         if m.map_type_name == "ringbuf" || m.map_type_name == "perf_event_array" {
-            if let (Ok(Some((id, _))), Some(b)) = (apiary_core::events::event_type(&info, &m.name, None), info.btf.as_ref()) {
+            if let (Ok(Some((id, _))), Some(b)) = (
+                apiary_core::events::event_type(&info, &m.name, None),
+                info.btf.as_ref(),
+            ) {
                 event_types.insert(m.name.clone(), b.type_name(id));
             }
         }

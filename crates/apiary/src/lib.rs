@@ -7,24 +7,24 @@ pub mod chain;
 mod error;
 pub mod images;
 mod inspect;
-mod update;
 mod lock;
 mod manager;
-mod reconcile;
 mod mapdump;
 pub mod package;
+mod reconcile;
 pub mod run;
 mod source;
+mod update;
 mod views;
 
 pub use api::Api;
 pub use error::{Error, ErrorCode, Result};
-pub use manager::{Config, LoadSpec, Manager, MapRef, ObjectSource};
 pub use inspect::{inspect, Inspection};
+pub use manager::{Config, LoadSpec, Manager, MapRef, ObjectSource};
 pub use reconcile::ReconcileReport;
 pub use update::{UpdateReport, UpdateSpec};
 pub use views::*;
 
 pub use apiary_core as core;
-pub use apiary_oci as oci;
 pub use apiary_kernel as kernel;
+pub use apiary_oci as oci;

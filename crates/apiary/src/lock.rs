@@ -18,7 +18,9 @@ impl MutationLock {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| Error::Internal(format!("cannot open lock file {}: {e}", path.display())))?;
+            .map_err(|e| {
+                Error::Internal(format!("cannot open lock file {}: {e}", path.display()))
+            })?;
         file.lock()
             .map_err(|e| Error::Internal(format!("cannot lock {}: {e}", path.display())))?;
         Ok(MutationLock { file })

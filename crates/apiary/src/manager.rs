@@ -7,8 +7,12 @@ use crate::views::*;
 use apiary_core::elf;
 use apiary_core::paths::PinPaths;
 use apiary_core::{AttachSpec, LinkId, ProgramId, ProgramType, TcDirection};
-use apiary_kernel::{self as kernel, sys, Attachment, AttachContext, KernelError, TcFilter, TcxAnchor};
-use apiary_store::{self as store, GlobalRecord, LinkRecord, MapRecord, NewProgram, ProgramRecord, Store};
+use apiary_kernel::{
+    self as kernel, sys, AttachContext, Attachment, KernelError, TcFilter, TcxAnchor,
+};
+use apiary_store::{
+    self as store, GlobalRecord, LinkRecord, MapRecord, NewProgram, ProgramRecord, Store,
+};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::AsFd;
@@ -23,23 +27,35 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { state_dir: PathBuf::from("/var/lib/apiary"), bpffs: PathBuf::from("/sys/fs/bpf/apiary") }
+        Config {
+            state_dir: PathBuf::from("/var/lib/apiary"),
+            bpffs: PathBuf::from("/sys/fs/bpf/apiary"),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub enum ObjectSource {
     Path(PathBuf),
-    Bytes { name: String, bytes: Vec<u8> },
+    Bytes {
+        name: String,
+        bytes: Vec<u8>,
+    },
     /// A bytecode image, pulled (or taken from the cache) under the image settings' signature
     /// policy; the store records the digest that was loaded.
-    Image { reference: String, pull_policy: apiary_oci::PullPolicy },
+    Image {
+        reference: String,
+        pull_policy: apiary_oci::PullPolicy,
+    },
 }
 
 impl ObjectSource {
     fn describe(&self) -> String {
         match self {
-            ObjectSource::Path(p) => std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string(),
+            ObjectSource::Path(p) => std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string(),
             ObjectSource::Bytes { name, .. } => name.clone(),
             ObjectSource::Image { reference, .. } => reference.clone(),
         }
@@ -97,7 +113,11 @@ pub(crate) struct Undo {
 
 impl Undo {
     pub(crate) fn new() -> Self {
-        Undo { pins: Vec::new(), dirs: Vec::new(), armed: true }
+        Undo {
+            pins: Vec::new(),
+            dirs: Vec::new(),
+            armed: true,
+        }
     }
     pub(crate) fn pin(&mut self, p: PathBuf) {
         self.pins.push(p);
@@ -156,7 +176,14 @@ fn ensure_bpffs(root: &Path) -> Result<()> {
     if root.starts_with(base) && !kernel::is_bpffs(base) {
         // Like bpftool, mount bpffs where it is expected when nothing is mounted there.
         let _ = std::fs::create_dir_all(base);
-        if nix::mount::mount(Some("bpf"), base, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>).is_ok()
+        if nix::mount::mount(
+            Some("bpf"),
+            base,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .is_ok()
             && kernel::is_bpffs(root)
         {
             return Ok(());
@@ -171,7 +198,12 @@ fn ensure_bpffs(root: &Path) -> Result<()> {
 impl Manager {
     pub fn open(cfg: Config) -> Result<Manager> {
         let store = Store::open(&cfg.state_dir)?;
-        Ok(Manager { paths: PinPaths::new(&cfg.bpffs), cfg, store: Mutex::new(store), images: Mutex::new(None) })
+        Ok(Manager {
+            paths: PinPaths::new(&cfg.bpffs),
+            cfg,
+            store: Mutex::new(store),
+            images: Mutex::new(None),
+        })
     }
 
     /// Use these image settings instead of the config file's (flags on the command line).
@@ -216,9 +248,15 @@ impl Manager {
         let mut source = spec.source.describe();
         let mut spec = spec;
         let bytes = match &spec.source {
-            ObjectSource::Path(p) => std::fs::read(p).map_err(|e| KernelError::ReadObject { path: p.clone(), error: e })?,
+            ObjectSource::Path(p) => std::fs::read(p).map_err(|e| KernelError::ReadObject {
+                path: p.clone(),
+                error: e,
+            })?,
             ObjectSource::Bytes { bytes, .. } => bytes.clone(),
-            ObjectSource::Image { reference, pull_policy } => {
+            ObjectSource::Image {
+                reference,
+                pull_policy,
+            } => {
                 let settings = self.image_settings()?;
                 let (img, verdict) = settings.pull(reference, *pull_policy)?;
                 // Record exactly what was loaded: the manifest digest, not the tag.
@@ -228,8 +266,10 @@ impl Manager {
                     apiary_oci::Verdict::Verified(v) => format!("verified by key {}", v.key),
                     apiary_oci::Verdict::Warning(w) => format!("UNVERIFIED (policy warn): {w}"),
                 };
-                spec.metadata.insert("apiary.dev/image".into(), reference.clone());
-                spec.metadata.insert("apiary.dev/image-signature".into(), signature);
+                spec.metadata
+                    .insert("apiary.dev/image".into(), reference.clone());
+                spec.metadata
+                    .insert("apiary.dev/image-signature".into(), signature);
                 if spec.programs.is_empty() {
                     // The image's label names its programs; their types come from the sections.
                     spec.programs = img.programs.keys().map(|n| (None, n.clone())).collect();
@@ -237,12 +277,19 @@ impl Manager {
                 img.object
             }
         };
-        let info = elf::inspect(&bytes).map_err(|error| Error::Object { source_name: source.clone(), error })?;
+        let info = elf::inspect(&bytes).map_err(|error| Error::Object {
+            source_name: source.clone(),
+            error,
+        })?;
         let globals = apiary_core::globals::resolve(&info, &spec.raw_globals, &spec.typed_globals)
             .map_err(Error::InvalidArgument)?;
         if let Some(a) = &spec.attach {
             a.validate().map_err(Error::InvalidArgument)?;
-            let n = if spec.programs.is_empty() { info.programs.len() } else { spec.programs.len() };
+            let n = if spec.programs.is_empty() {
+                info.programs.len()
+            } else {
+                spec.programs.len()
+            };
             if n != 1 {
                 return Err(Error::InvalidArgument(
                     "attaching while loading needs exactly one program; load them first, then attach each".into(),
@@ -251,7 +298,9 @@ impl Manager {
         }
         for k in spec.metadata.keys() {
             if k.is_empty() {
-                return Err(Error::InvalidArgument("metadata keys must not be empty".into()));
+                return Err(Error::InvalidArgument(
+                    "metadata keys must not be empty".into(),
+                ));
             }
         }
 
@@ -285,11 +334,19 @@ impl Manager {
             programs: spec
                 .programs
                 .iter()
-                .map(|(ty, name)| kernel::ProgramSelect { ty: *ty, name: name.clone() })
+                .map(|(ty, name)| kernel::ProgramSelect {
+                    ty: *ty,
+                    name: name.clone(),
+                })
                 .collect(),
             globals: globals
                 .iter()
-                .map(|g| kernel::GlobalPatch { name: g.name.clone(), section: g.section.clone(), offset: g.offset, bytes: g.bytes.clone() })
+                .map(|g| kernel::GlobalPatch {
+                    name: g.name.clone(),
+                    section: g.section.clone(),
+                    offset: g.offset,
+                    bytes: g.bytes.clone(),
+                })
                 .collect(),
             reuse_maps: reuse,
         };
@@ -297,7 +354,12 @@ impl Manager {
         let sha = sha256_hex(&bytes);
         let global_records: Vec<GlobalRecord> = globals
             .iter()
-            .map(|g| GlobalRecord { name: g.name.clone(), section: g.section.clone(), offset: g.offset, hex: hex::encode(&g.bytes) })
+            .map(|g| GlobalRecord {
+                name: g.name.clone(),
+                section: g.section.clone(),
+                offset: g.offset,
+                hex: hex::encode(&g.bytes),
+            })
             .collect();
 
         // The records are committed first and the pins made after: a crash in between leaves
@@ -327,7 +389,9 @@ impl Manager {
                 }
                 ids.push(id);
             }
-            let first = *ids.first().ok_or_else(|| Error::Internal("load produced no program".into()))?;
+            let first = *ids
+                .first()
+                .ok_or_else(|| Error::Internal("load produced no program".into()))?;
             for m in &loaded.maps {
                 let map_id = if m.reused {
                     match owner_maps.get(&m.name) {
@@ -377,7 +441,9 @@ impl Manager {
             if let Err(e) = self.attach_locked(id, a) {
                 // Roll back the load: the user asked for both or nothing.
                 if let Err(re) = self.unload_locked(&[id], true) {
-                    return Err(Error::Internal(format!("{e}; rolling back the load also failed: {re}")));
+                    return Err(Error::Internal(format!(
+                        "{e}; rolling back the load also failed: {re}"
+                    )));
                 }
                 return Err(e);
             }
@@ -387,7 +453,8 @@ impl Manager {
         let links = store::list_links(s.read(), None)?;
         let mut out = Vec::new();
         for id in &ids {
-            let r = store::get_program(s.read(), *id)?.ok_or_else(|| Error::not_found("program", id))?;
+            let r = store::get_program(s.read(), *id)?
+                .ok_or_else(|| Error::not_found("program", id))?;
             let ls: Vec<&LinkRecord> = links.iter().filter(|l| l.program_id == *id).collect();
             out.push(program_view(&r, &ls));
         }
@@ -435,7 +502,9 @@ impl Manager {
             kernel_ids.push(sys::link_info(f.as_fd())?.id);
         }
         // Record, then pin (see `load` for why this order).
-        let extra = tc.as_ref().map(|t| serde_json::to_value(t).unwrap_or_default());
+        let extra = tc
+            .as_ref()
+            .map(|t| serde_json::to_value(t).unwrap_or_default());
         let res = self
             .store()
             .write(|tx| -> Result<LinkId> {
@@ -456,7 +525,9 @@ impl Manager {
                 match pinned {
                     Ok(()) => Ok(link),
                     Err(e) => {
-                        let _ = self.store().write(|tx| -> Result<()> { Ok(store::delete_link(tx, link)?) });
+                        let _ = self
+                            .store()
+                            .write(|tx| -> Result<()> { Ok(store::delete_link(tx, link)?) });
                         Err(e)
                     }
                 }
@@ -480,8 +551,20 @@ impl Manager {
         let same_iface = |a: &AttachSpec| -> bool {
             match (spec, a) {
                 (
-                    AttachSpec::Tc { iface, netns, direction, legacy: true, .. },
-                    AttachSpec::Tc { iface: i2, netns: n2, direction: d2, legacy: true, .. },
+                    AttachSpec::Tc {
+                        iface,
+                        netns,
+                        direction,
+                        legacy: true,
+                        ..
+                    },
+                    AttachSpec::Tc {
+                        iface: i2,
+                        netns: n2,
+                        direction: d2,
+                        legacy: true,
+                        ..
+                    },
                 ) => iface == i2 && netns == n2 && direction == d2,
                 _ => false,
             }
@@ -489,12 +572,21 @@ impl Manager {
         if let Some(l) = existing.iter().find(|l| same_iface(&l.spec)) {
             return Err(KernelError::HookBusy {
                 hook: spec.describe(),
-                reason: format!("apiary link {} (program {}) is attached there; detach it first", l.id, l.program_id),
+                reason: format!(
+                    "apiary link {} (program {}) is attached there; detach it first",
+                    l.id, l.program_id
+                ),
             }
             .into());
         }
         let mut ctx = AttachContext::default();
-        if let AttachSpec::Tcx { iface, netns, direction, priority } = spec {
+        if let AttachSpec::Tcx {
+            iface,
+            netns,
+            direction,
+            priority,
+        } = spec
+        {
             ctx.tcx_anchor = tcx_anchor(existing, iface, netns.as_deref(), *direction, *priority);
         }
         Ok(ctx)
@@ -504,7 +596,8 @@ impl Manager {
 
     pub fn detach(&self, id: LinkId) -> Result<()> {
         let _lock = self.lock()?;
-        let link = store::get_link(self.store().read(), id)?.ok_or_else(|| Error::not_found("link", id))?;
+        let link = store::get_link(self.store().read(), id)?
+            .ok_or_else(|| Error::not_found("link", id))?;
         self.detach_record(&link)
     }
 
@@ -517,15 +610,19 @@ impl Manager {
             if let Ok(tc) = serde_json::from_value::<TcFilter>(extra.clone()) {
                 match sys::obj_get(&self.paths.program(link.program_id)) {
                     Ok(fd) => kernel::attach::detach_tc_filter(fd.as_fd(), &tc)?,
-                    Err(_) => return Err(Error::FailedPrecondition(format!(
-                        "link {}: program {} pin is missing, cannot remove its tc filter", link.id, link.program_id
-                    ))),
+                    Err(_) => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "link {}: program {} pin is missing, cannot remove its tc filter",
+                            link.id, link.program_id
+                        )))
+                    }
                 }
             }
         }
         // Forget the link first, then unpin: a crash in between leaves a pin the store does not
         // know, which `reconcile` removes, rather than a record that would be re-attached.
-        self.store().write(|tx| -> Result<()> { Ok(store::delete_link(tx, link.id)?) })?;
+        self.store()
+            .write(|tx| -> Result<()> { Ok(store::delete_link(tx, link.id)?) })?;
         for i in 0..link.kernel_link_ids.len().max(1) {
             sys::link_detach_now(&self.paths.link(link.id, i));
             sys::unpin(&self.paths.link(link.id, i))?;
@@ -560,8 +657,10 @@ impl Manager {
                     l.join(", ")
                 )));
             }
-            let borrowers: Vec<ProgramId> =
-                store::map_borrowers(self.store().read(), r.id)?.into_iter().filter(|b| !set.contains(b)).collect();
+            let borrowers: Vec<ProgramId> = store::map_borrowers(self.store().read(), r.id)?
+                .into_iter()
+                .filter(|b| !set.contains(b))
+                .collect();
             if !borrowers.is_empty() {
                 let b: Vec<String> = borrowers.iter().map(|b| b.to_string()).collect();
                 return Err(Error::FailedPrecondition(format!(
@@ -583,7 +682,8 @@ impl Manager {
                 self.detach_record(&l)?;
             }
             let owned = store::maps_owned_by(self.store().read(), r.id)?;
-            self.store().write(|tx| -> Result<()> { Ok(store::delete_program(tx, r.id)?) })?;
+            self.store()
+                .write(|tx| -> Result<()> { Ok(store::delete_program(tx, r.id)?) })?;
             sys::unpin(&self.paths.program(r.id))?;
             for m in &owned {
                 sys::unpin(&self.paths.map(r.id, &m.name))?;
@@ -596,10 +696,17 @@ impl Manager {
 
     // ---------------------------------------------------------------- queries
 
-    pub fn list_programs(&self, all: bool, metadata: &BTreeMap<String, String>) -> Result<Vec<ProgramView>> {
+    pub fn list_programs(
+        &self,
+        all: bool,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Vec<ProgramView>> {
         let (records, links) = {
             let s = self.store();
-            (store::list_programs(s.read())?, store::list_links(s.read(), None)?)
+            (
+                store::list_programs(s.read())?,
+                store::list_links(s.read(), None)?,
+            )
         };
         let mut by_prog: HashMap<ProgramId, Vec<&LinkRecord>> = HashMap::new();
         for l in &links {
@@ -620,8 +727,12 @@ impl Manager {
                 if managed_kids.contains(&kid) {
                     continue;
                 }
-                let Ok(fd) = sys::prog_fd_by_id(kid) else { continue };
-                let Ok(info) = sys::prog_info(fd.as_fd()) else { continue };
+                let Ok(fd) = sys::prog_fd_by_id(kid) else {
+                    continue;
+                };
+                let Ok(info) = sys::prog_info(fd.as_fd()) else {
+                    continue;
+                };
                 out.push(ProgramView {
                     id: None,
                     kernel_id: kid,
@@ -646,10 +757,16 @@ impl Manager {
         let links = store::list_links(self.store().read(), Some(id))?;
         let maps = store::maps_of_program(self.store().read(), id)?;
         let view = program_view(&r, &links.iter().collect::<Vec<_>>());
-        let (kernel, kernel_error) = match sys::obj_get(&self.paths.program(id)).and_then(|fd| sys::prog_info(fd.as_fd())) {
-            Ok(i) => (Some(i), None),
-            Err(e) => (None, Some(format!("not found in the kernel ({e}); bpffs may have been wiped"))),
-        };
+        let (kernel, kernel_error) =
+            match sys::obj_get(&self.paths.program(id)).and_then(|fd| sys::prog_info(fd.as_fd())) {
+                Ok(i) => (Some(i), None),
+                Err(e) => (
+                    None,
+                    Some(format!(
+                        "not found in the kernel ({e}); bpffs may have been wiped"
+                    )),
+                ),
+            };
         let link_details = links.iter().map(|l| link_view(l, &r.name)).collect();
         let maps = maps.iter().map(|m| managed_map_view(m, vec![id])).collect();
         Ok(ProgramDetail {
@@ -660,7 +777,9 @@ impl Manager {
             link_details,
             kernel,
             kernel_error,
-            stats_enabled: std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").map(|s| s.trim() == "1").unwrap_or(false),
+            stats_enabled: std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+                .map(|s| s.trim() == "1")
+                .unwrap_or(false),
         })
     }
 
@@ -669,16 +788,24 @@ impl Manager {
             self.program_record(p)?;
         }
         let s = self.store();
-        let names: HashMap<ProgramId, String> =
-            store::list_programs(s.read())?.into_iter().map(|p| (p.id, p.name)).collect();
+        let names: HashMap<ProgramId, String> = store::list_programs(s.read())?
+            .into_iter()
+            .map(|p| (p.id, p.name))
+            .collect();
         Ok(store::list_links(s.read(), program)?
             .iter()
-            .map(|l| link_view(l, names.get(&l.program_id).map(String::as_str).unwrap_or("")))
+            .map(|l| {
+                link_view(
+                    l,
+                    names.get(&l.program_id).map(String::as_str).unwrap_or(""),
+                )
+            })
             .collect())
     }
 
     pub fn get_link(&self, id: LinkId) -> Result<LinkView> {
-        let l = store::get_link(self.store().read(), id)?.ok_or_else(|| Error::not_found("link", id))?;
+        let l = store::get_link(self.store().read(), id)?
+            .ok_or_else(|| Error::not_found("link", id))?;
         let p = self.program_record(l.program_id)?;
         Ok(link_view(&l, &p.name))
     }
@@ -691,9 +818,17 @@ impl Manager {
         for m in &maps {
             kids.insert(m.kernel_id);
             let users: Vec<ProgramId> = {
-                let mut stmt = s.read().prepare_cached("SELECT program_id FROM program_maps WHERE map_id = ?1 ORDER BY program_id").map_err(apiary_store::StoreError::from)?;
-                let rows = stmt.query_map([m.id], |r| Ok(ProgramId(r.get(0)?))).map_err(apiary_store::StoreError::from)?;
-                rows.collect::<std::result::Result<_, _>>().map_err(apiary_store::StoreError::from)?
+                let mut stmt = s
+                    .read()
+                    .prepare_cached(
+                        "SELECT program_id FROM program_maps WHERE map_id = ?1 ORDER BY program_id",
+                    )
+                    .map_err(apiary_store::StoreError::from)?;
+                let rows = stmt
+                    .query_map([m.id], |r| Ok(ProgramId(r.get(0)?)))
+                    .map_err(apiary_store::StoreError::from)?;
+                rows.collect::<std::result::Result<_, _>>()
+                    .map_err(apiary_store::StoreError::from)?
             };
             out.push(managed_map_view(m, users));
         }
@@ -703,8 +838,12 @@ impl Manager {
                 if kids.contains(&kid) {
                     continue;
                 }
-                let Ok(fd) = sys::map_fd_by_id(kid) else { continue };
-                let Ok(i) = sys::map_info(fd.as_fd()) else { continue };
+                let Ok(fd) = sys::map_fd_by_id(kid) else {
+                    continue;
+                };
+                let Ok(i) = sys::map_info(fd.as_fd()) else {
+                    continue;
+                };
                 out.push(MapView {
                     kernel_id: kid,
                     name: i.name,
@@ -732,7 +871,11 @@ impl Manager {
                 let maps = store::maps_of_program(self.store().read(), *pid)?;
                 let m = maps.iter().find(|m| &m.name == name).ok_or_else(|| {
                     let names: Vec<&str> = maps.iter().map(|m| m.name.as_str()).collect();
-                    Error::NotFound { kind: "map", id: format!("{pid}:{name}"), hint: format!("; program {pid} has maps: {}", names.join(", ")) }
+                    Error::NotFound {
+                        kind: "map",
+                        id: format!("{pid}:{name}"),
+                        hint: format!("; program {pid} has maps: {}", names.join(", ")),
+                    }
                 })?;
                 sys::obj_get(&self.paths.map(m.owner_id, &m.name))?
             }
@@ -797,13 +940,22 @@ fn capture_block(loaded: &kernel::LoadedObject, name: &str, ty: ProgramType) -> 
 
 /// Where a new TCX link goes so that the list stays sorted by priority, ties in attach order:
 /// before the first link with a higher priority, else after the last one.
-fn tcx_anchor(existing: &[LinkRecord], iface: &str, netns: Option<&Path>, direction: TcDirection, priority: u32) -> Option<TcxAnchor> {
+fn tcx_anchor(
+    existing: &[LinkRecord],
+    iface: &str,
+    netns: Option<&Path>,
+    direction: TcDirection,
+    priority: u32,
+) -> Option<TcxAnchor> {
     let mut peers: Vec<(u32, LinkId, u32)> = existing
         .iter()
         .filter_map(|l| match &l.spec {
-            AttachSpec::Tcx { iface: i, netns: n, direction: d, priority: p }
-                if i == iface && n.as_deref() == netns && *d == direction =>
-            {
+            AttachSpec::Tcx {
+                iface: i,
+                netns: n,
+                direction: d,
+                priority: p,
+            } if i == iface && n.as_deref() == netns && *d == direction => {
                 l.kernel_link_ids.first().map(|k| (*p, l.id, *k))
             }
             _ => None,
@@ -824,7 +976,12 @@ mod tests {
         LinkRecord {
             id: LinkId(id),
             program_id: ProgramId(1),
-            spec: AttachSpec::Tcx { iface: "veth0".into(), netns: None, direction: TcDirection::Ingress, priority: prio },
+            spec: AttachSpec::Tcx {
+                iface: "veth0".into(),
+                netns: None,
+                direction: TcDirection::Ingress,
+                priority: prio,
+            },
             kernel_link_ids: vec![kid],
             extra: None,
             created_at: String::new(),
@@ -834,17 +991,34 @@ mod tests {
     #[test]
     fn tcx_order() {
         let ex = vec![tcx(1, 10, 100), tcx(2, 30, 200)];
-        assert_eq!(tcx_anchor(&ex, "veth0", None, TcDirection::Ingress, 5), Some(TcxAnchor::Before(100)));
-        assert_eq!(tcx_anchor(&ex, "veth0", None, TcDirection::Ingress, 10), Some(TcxAnchor::Before(200)));
-        assert_eq!(tcx_anchor(&ex, "veth0", None, TcDirection::Ingress, 50), Some(TcxAnchor::After(200)));
-        assert_eq!(tcx_anchor(&ex, "veth1", None, TcDirection::Ingress, 50), None);
-        assert_eq!(tcx_anchor(&ex, "veth0", None, TcDirection::Egress, 50), None);
+        assert_eq!(
+            tcx_anchor(&ex, "veth0", None, TcDirection::Ingress, 5),
+            Some(TcxAnchor::Before(100))
+        );
+        assert_eq!(
+            tcx_anchor(&ex, "veth0", None, TcDirection::Ingress, 10),
+            Some(TcxAnchor::Before(200))
+        );
+        assert_eq!(
+            tcx_anchor(&ex, "veth0", None, TcDirection::Ingress, 50),
+            Some(TcxAnchor::After(200))
+        );
+        assert_eq!(
+            tcx_anchor(&ex, "veth1", None, TcDirection::Ingress, 50),
+            None
+        );
+        assert_eq!(
+            tcx_anchor(&ex, "veth0", None, TcDirection::Egress, 50),
+            None
+        );
     }
 
     #[test]
     fn map_refs() {
         assert!(matches!("12".parse::<MapRef>(), Ok(MapRef::KernelId(12))));
-        assert!(matches!("3:counts".parse::<MapRef>(), Ok(MapRef::ProgramMap(ProgramId(3), ref n)) if n == "counts"));
+        assert!(
+            matches!("3:counts".parse::<MapRef>(), Ok(MapRef::ProgramMap(ProgramId(3), ref n)) if n == "counts")
+        );
         assert!("x".parse::<MapRef>().is_err());
         assert!("0".parse::<MapRef>().is_err());
     }

@@ -13,7 +13,9 @@ pub(crate) fn dump(fd: BorrowedFd<'_>, limit: usize) -> Result<MapDump> {
     let entries = maps::dump(fd, &info, limit.saturating_add(1))?;
     let truncated = entries.len() > limit;
     let btf = if info.btf_id != 0 && info.btf_value_type_id != 0 {
-        sys::btf_raw_by_id(info.btf_id).ok().and_then(|raw| Btf::parse(&raw).ok())
+        sys::btf_raw_by_id(info.btf_id)
+            .ok()
+            .and_then(|raw| Btf::parse(&raw).ok())
     } else {
         None
     };
@@ -36,15 +38,29 @@ pub(crate) fn dump(fd: BorrowedFd<'_>, limit: usize) -> Result<MapDump> {
             .iter()
             .map(|v| decode(info.btf_value_type_id, v).unwrap_or_else(|| plain(v)))
             .collect();
-        let value = if vals.len() == 1 { vals.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(vals) };
+        let value = if vals.len() == 1 {
+            vals.into_iter().next().unwrap_or(Value::Null)
+        } else {
+            Value::Array(vals)
+        };
         out.push(MapDumpEntry {
             key,
             value,
             key_hex: hex::encode(&e.key),
-            value_hex: e.values.iter().map(hex::encode).collect::<Vec<_>>().join(" "),
+            value_hex: e
+                .values
+                .iter()
+                .map(hex::encode)
+                .collect::<Vec<_>>()
+                .join(" "),
         });
     }
-    Ok(MapDump { map: info, entries: out, decoded, truncated })
+    Ok(MapDump {
+        map: info,
+        entries: out,
+        decoded,
+        truncated,
+    })
 }
 
 /// Without BTF: an integer when the size is one of the integer sizes, hex otherwise.
@@ -53,7 +69,9 @@ fn plain(b: &[u8]) -> Value {
         1 => Value::from(b[0]),
         2 => Value::from(u16::from_le_bytes([b[0], b[1]])),
         4 => Value::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        8 => Value::from(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])),
+        8 => Value::from(u64::from_le_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        ])),
         _ => Value::from(hex::encode(b)),
     }
 }

@@ -65,7 +65,9 @@ pub fn globals_of(info: &ObjectInfo) -> Vec<PackageGlobal> {
             section: g.section.clone(),
             type_name: g.type_name.clone(),
             default: match (&info.btf, g.type_id) {
-                (Some(b), Some(t)) => btf::decode(b, t, &g.default).unwrap_or_else(|_| hex::encode(&g.default).into()),
+                (Some(b), Some(t)) => {
+                    btf::decode(b, t, &g.default).unwrap_or_else(|_| hex::encode(&g.default).into())
+                }
                 _ => hex::encode(&g.default).into(),
             },
             read_only: g.read_only,
@@ -102,7 +104,8 @@ impl Package {
                 .map(|p| PackageProgram {
                     name: p.name.clone(),
                     section: p.section.clone(),
-                    prog_type: apiary_core::ProgramType::from_section(&p.section).map(|t| t.to_string()),
+                    prog_type: apiary_core::ProgramType::from_section(&p.section)
+                        .map(|t| t.to_string()),
                 })
                 .collect(),
             maps: info
@@ -122,9 +125,13 @@ impl Package {
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Package, String> {
-        let p: Package = serde_json::from_slice(bytes).map_err(|e| format!("not an apiary package: {e}"))?;
+        let p: Package =
+            serde_json::from_slice(bytes).map_err(|e| format!("not an apiary package: {e}"))?;
         if p.format != FORMAT {
-            return Err(format!("unsupported package format {:?} (this apiary reads {FORMAT})", p.format));
+            return Err(format!(
+                "unsupported package format {:?} (this apiary reads {FORMAT})",
+                p.format
+            ));
         }
         Ok(p)
     }
@@ -144,7 +151,10 @@ impl Package {
         }
         let digest = hex::encode(Sha256::digest(&out));
         if digest != self.sha256 {
-            return Err(format!("package object digest mismatch: recorded {}, got {digest}", self.sha256));
+            return Err(format!(
+                "package object digest mismatch: recorded {}, got {digest}",
+                self.sha256
+            ));
         }
         Ok(out)
     }

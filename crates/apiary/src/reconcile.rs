@@ -11,7 +11,7 @@ use crate::manager::{is_internal_map, Manager, Undo};
 use apiary_core::chain::ChainKind;
 use apiary_core::{LinkId, ProgramId, TcDirection, XdpMode};
 use apiary_kernel::dispatcher::{self, ChainHook};
-use apiary_kernel::{self as kernel, sys, Attachment, AttachContext, TcFilter};
+use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, TcFilter};
 use apiary_store::{self as store, LinkRecord, ProgramRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -60,7 +60,9 @@ impl Manager {
                     restored.insert(p.id);
                     report.restored_programs.push(p.id);
                 }
-                Err(e) => report.failures.push(format!("program {} ({}): {e}", p.id, p.name)),
+                Err(e) => report
+                    .failures
+                    .push(format!("program {} ({}): {e}", p.id, p.name)),
             }
         }
 
@@ -70,13 +72,18 @@ impl Manager {
                 continue;
             }
             let pins_ok = (0..l.kernel_link_ids.len()).all(|i| alive(&self.paths.link(l.id, i)));
-            let tc = l.extra.as_ref().and_then(|e| serde_json::from_value::<TcFilter>(e.clone()).ok());
+            let tc = l
+                .extra
+                .as_ref()
+                .and_then(|e| serde_json::from_value::<TcFilter>(e.clone()).ok());
             if pins_ok && !(tc.is_some() && restored.contains(&l.program_id)) {
                 continue;
             }
             match self.reattach(l, tc.as_ref()) {
                 Ok(()) => report.reattached_links.push(l.id),
-                Err(e) => report.failures.push(format!("link {} of program {}: {e}", l.id, l.program_id)),
+                Err(e) => report
+                    .failures
+                    .push(format!("link {} of program {}: {e}", l.id, l.program_id)),
             }
         }
 
@@ -91,7 +98,9 @@ impl Manager {
             }
             match self.rebuild_chain(&ch) {
                 Ok(()) => report.rebuilt_chains.push(ch.id),
-                Err(e) => report.failures.push(format!("{} chain on {}: {e}", ch.kind, ch.iface)),
+                Err(e) => report
+                    .failures
+                    .push(format!("{} chain on {}: {e}", ch.kind, ch.iface)),
             }
         }
 
@@ -118,18 +127,26 @@ impl Manager {
                     name: g.name.clone(),
                     section: g.section.clone(),
                     offset: g.offset,
-                    bytes: hex::decode(&g.hex).map_err(|e| Error::Internal(format!("stored global {}: {e}", g.name)))?,
+                    bytes: hex::decode(&g.hex)
+                        .map_err(|e| Error::Internal(format!("stored global {}: {e}", g.name)))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let loaded = kernel::load(&kernel::LoadRequest {
             object: &bytes,
             source: &p.source,
-            programs: vec![kernel::ProgramSelect { ty: Some(p.prog_type), name: p.name.clone() }],
+            programs: vec![kernel::ProgramSelect {
+                ty: Some(p.prog_type),
+                name: p.name.clone(),
+            }],
             globals,
             reuse_maps: reuse.clone(),
         })?;
-        let lp = loaded.programs.first().ok_or_else(|| Error::Internal("restore loaded nothing".into()))?.clone();
+        let lp = loaded
+            .programs
+            .first()
+            .ok_or_else(|| Error::Internal("restore loaded nothing".into()))?
+            .clone();
         let mut undo = Undo::new();
         let _ = sys::unpin(&self.paths.program(p.id));
         loaded.pin_program(&p.name, &self.paths.program(p.id))?;
@@ -140,7 +157,10 @@ impl Manager {
             // the record says; a map the record does not know is this load's own internal copy.
             let Some(rec) = maps.iter().find(|r| r.name == m.name) else {
                 if !is_internal_map(&m.name) {
-                    return Err(Error::Internal(format!("map {} is not recorded for program {}", m.name, p.id)));
+                    return Err(Error::Internal(format!(
+                        "map {} is not recorded for program {}",
+                        m.name, p.id
+                    )));
                 }
                 continue;
             };
@@ -150,16 +170,34 @@ impl Manager {
             undo.pin(path);
             remade.push((rec.id, m.info.clone()));
         }
-        let block = if matches!(p.prog_type, apiary_core::ProgramType::Xdp | apiary_core::ProgramType::Tc | apiary_core::ProgramType::Tcx) {
-            dispatcher::capture_block(&loaded, &p.name).ok().and_then(|b| serde_json::to_string(&b).ok())
+        let block = if matches!(
+            p.prog_type,
+            apiary_core::ProgramType::Xdp
+                | apiary_core::ProgramType::Tc
+                | apiary_core::ProgramType::Tcx
+        ) {
+            dispatcher::capture_block(&loaded, &p.name)
+                .ok()
+                .and_then(|b| serde_json::to_string(&b).ok())
         } else {
             None
         };
         self.store().write(|tx| -> Result<()> {
             store::set_program_kernel(tx, p.id, lp.kernel_id, &lp.tag)?;
             for (map_id, info) in &remade {
-                let rec = maps.iter().find(|r| r.id == *map_id).cloned().ok_or_else(|| Error::Internal("map vanished".into()))?;
-                store::set_map_kernel(tx, *map_id, &store::MapRecord { kernel_id: info.id, ..rec })?;
+                let rec = maps
+                    .iter()
+                    .find(|r| r.id == *map_id)
+                    .cloned()
+                    .ok_or_else(|| Error::Internal("map vanished".into()))?;
+                store::set_map_kernel(
+                    tx,
+                    *map_id,
+                    &store::MapRecord {
+                        kernel_id: info.id,
+                        ..rec
+                    },
+                )?;
             }
             if let Some(b) = &block {
                 store::set_program_block(tx, p.id, Some(b))?;
@@ -185,7 +223,12 @@ impl Manager {
             Attachment::Links(f) => f,
             Attachment::TcFilter(f) => {
                 self.store().write(|tx| -> Result<()> {
-                    Ok(store::set_link_kernel(tx, l.id, &[], Some(&serde_json::to_value(&f).unwrap_or_default()))?)
+                    Ok(store::set_link_kernel(
+                        tx,
+                        l.id,
+                        &[],
+                        Some(&serde_json::to_value(&f).unwrap_or_default()),
+                    )?)
                 })?;
                 return Ok(());
             }
@@ -195,7 +238,9 @@ impl Manager {
             sys::pin(f.as_fd(), &self.paths.link(l.id, i))?;
             ids.push(sys::link_info(f.as_fd())?.id);
         }
-        self.store().write(|tx| -> Result<()> { Ok(store::set_link_kernel(tx, l.id, &ids, l.extra.as_ref())?) })?;
+        self.store().write(|tx| -> Result<()> {
+            Ok(store::set_link_kernel(tx, l.id, &ids, l.extra.as_ref())?)
+        })?;
         Ok(())
     }
 
@@ -226,7 +271,11 @@ impl Manager {
             _ => XdpMode::Auto,
         };
         let chook = match kind {
-            ChainKind::Xdp => ChainHook::Xdp { iface: hook.iface.clone(), netns: hook.netns.clone(), mode },
+            ChainKind::Xdp => ChainHook::Xdp {
+                iface: hook.iface.clone(),
+                netns: hook.netns.clone(),
+                mode,
+            },
             ChainKind::Tc => ChainHook::Tc {
                 iface: hook.iface.clone(),
                 netns: hook.netns.clone(),
@@ -240,7 +289,14 @@ impl Manager {
         undo.pin(link_path);
         self.pin_chain_dispatcher(ch.id, &composed, &mut undo)?;
         let link_kid = sys::link_info(link.as_fd())?.id;
-        self.store().write(|tx| -> Result<()> { Ok(store::set_chain_kernel(tx, ch.id, link_kid, composed.kernel_id())?) })?;
+        self.store().write(|tx| -> Result<()> {
+            Ok(store::set_chain_kernel(
+                tx,
+                ch.id,
+                link_kid,
+                composed.kernel_id(),
+            )?)
+        })?;
         undo.commit();
         Ok(())
     }
@@ -249,15 +305,20 @@ impl Manager {
     /// records were removed (or of temporary names during an update).
     fn remove_unknown_pins(&self) -> Result<Vec<PathBuf>> {
         let s = self.store();
-        let programs: HashSet<i64> = store::list_programs(s.read())?.iter().map(|p| p.id.0).collect();
+        let programs: HashSet<i64> = store::list_programs(s.read())?
+            .iter()
+            .map(|p| p.id.0)
+            .collect();
         let links: Vec<LinkRecord> = store::list_links(s.read(), None)?;
         let link_pins: HashSet<PathBuf> = links
             .iter()
             .flat_map(|l| (0..l.kernel_link_ids.len()).map(move |i| (l.id, i)))
             .map(|(id, i)| self.paths.link(id, i))
             .collect();
-        let map_pins: HashSet<PathBuf> =
-            store::list_maps(s.read())?.iter().map(|m| self.paths.map(m.owner_id, &m.name)).collect();
+        let map_pins: HashSet<PathBuf> = store::list_maps(s.read())?
+            .iter()
+            .map(|m| self.paths.map(m.owner_id, &m.name))
+            .collect();
         let chains: HashSet<i64> = store::list_chains(s.read())?.iter().map(|c| c.id).collect();
         drop(s);
         let mut removed = Vec::new();
@@ -267,7 +328,11 @@ impl Manager {
             }
         };
         for f in files(&self.paths.programs_dir()) {
-            let known = f.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<i64>().ok()).is_some_and(|id| programs.contains(&id));
+            let known = f
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<i64>().ok())
+                .is_some_and(|id| programs.contains(&id));
             visit(f, known);
         }
         for f in files(&self.paths.maps_dir()) {
@@ -290,7 +355,12 @@ impl Manager {
                 && ["link", "dispatcher", "dispatcher_next", "dispatcher_stats"].contains(&name);
             visit(f, known);
         }
-        for d in [self.paths.programs_dir(), self.paths.maps_dir(), self.paths.links_dir(), chains_dir] {
+        for d in [
+            self.paths.programs_dir(),
+            self.paths.maps_dir(),
+            self.paths.links_dir(),
+            chains_dir,
+        ] {
             remove_empty_dirs(&d);
         }
         Ok(removed)

@@ -43,7 +43,11 @@ impl Sink<'_> {
         if self.buf.is_empty() {
             return;
         }
-        if let Err(e) = self.out.write_all(self.buf.as_bytes()).and_then(|_| self.out.flush()) {
+        if let Err(e) = self
+            .out
+            .write_all(self.buf.as_bytes())
+            .and_then(|_| self.out.flush())
+        {
             self.err.get_or_insert(e);
         }
         self.buf.clear();
@@ -56,15 +60,26 @@ struct EventMap {
 }
 
 /// Run until `stop()` or the duration ends. Events go to `out`; progress and notes to `note`.
-pub fn run(spec: &RunSpec, out: &mut dyn Write, note: &mut dyn FnMut(&str), stop: &dyn Fn() -> bool) -> Result<RunSummary> {
+pub fn run(
+    spec: &RunSpec,
+    out: &mut dyn Write,
+    note: &mut dyn FnMut(&str),
+    stop: &dyn Fn() -> bool,
+) -> Result<RunSummary> {
     let fetched = source::fetch(&spec.source)?;
-    let info = apiary_core::elf::inspect(&fetched.object)
-        .map_err(|error| Error::Object { source_name: fetched.name.clone(), error })?;
-    let globals = apiary_core::globals::resolve(&info, &spec.raw_globals, &spec.typed_globals).map_err(Error::InvalidArgument)?;
+    let info = apiary_core::elf::inspect(&fetched.object).map_err(|error| Error::Object {
+        source_name: fetched.name.clone(),
+        error,
+    })?;
+    let globals = apiary_core::globals::resolve(&info, &spec.raw_globals, &spec.typed_globals)
+        .map_err(Error::InvalidArgument)?;
     for m in &spec.dump_maps {
         if info.map(m).is_none() {
             let names: Vec<&str> = info.maps.iter().map(|m| m.name.as_str()).collect();
-            return Err(Error::InvalidArgument(format!("--dump-map {m}: no such map; the object has: {}", names.join(", "))));
+            return Err(Error::InvalidArgument(format!(
+                "--dump-map {m}: no such map; the object has: {}",
+                names.join(", ")
+            )));
         }
     }
     let req = LoadRequest {
@@ -73,7 +88,12 @@ pub fn run(spec: &RunSpec, out: &mut dyn Write, note: &mut dyn FnMut(&str), stop
         programs: Vec::new(),
         globals: globals
             .iter()
-            .map(|g| GlobalPatch { name: g.name.clone(), section: g.section.clone(), offset: g.offset, bytes: g.bytes.clone() })
+            .map(|g| GlobalPatch {
+                name: g.name.clone(),
+                section: g.section.clone(),
+                offset: g.offset,
+                bytes: g.bytes.clone(),
+            })
             .collect(),
         reuse_maps: Vec::new(),
     };
@@ -83,12 +103,19 @@ pub fn run(spec: &RunSpec, out: &mut dyn Write, note: &mut dyn FnMut(&str), stop
     }
     for (name, kind) in event_maps(&info) {
         // A package records the event type it was built with; an explicit flag still wins.
-        let explicit = spec
-            .event_type
-            .clone()
-            .or_else(|| fetched.package.as_ref().and_then(|p| p.event_types.get(&name).cloned()));
-        let found = events::event_type(&info, &name, explicit.as_deref()).map_err(Error::InvalidArgument)?;
-        let kind_name = if kind == EventMapKind::RingBuf { "ring buffer" } else { "perf event array" };
+        let explicit = spec.event_type.clone().or_else(|| {
+            fetched
+                .package
+                .as_ref()
+                .and_then(|p| p.event_types.get(&name).cloned())
+        });
+        let found = events::event_type(&info, &name, explicit.as_deref())
+            .map_err(Error::InvalidArgument)?;
+        let kind_name = if kind == EventMapKind::RingBuf {
+            "ring buffer"
+        } else {
+            "perf event array"
+        };
         let format = match (found, info.btf.as_ref()) {
             (Some((id, how)), Some(b)) => {
                 let f = Format::new(b, id);
@@ -98,8 +125,14 @@ pub fn run(spec: &RunSpec, out: &mut dyn Write, note: &mut dyn FnMut(&str), stop
                     TypeSource::GlobalPointer(g) => format!("the global pointer {g}"),
                 };
                 match &f {
-                    Some(f) => note(&format!("events from {kind_name} {name} decoded as {} (from {how})", f.type_name())),
-                    None => note(&format!("events from {kind_name} {name}: cannot decode type {} ; printing hex", b.type_name(id))),
+                    Some(f) => note(&format!(
+                        "events from {kind_name} {name} decoded as {} (from {how})",
+                        f.type_name()
+                    )),
+                    None => note(&format!(
+                        "events from {kind_name} {name}: cannot decode type {} ; printing hex",
+                        b.type_name(id)
+                    )),
                 }
                 f
             }
@@ -113,20 +146,33 @@ pub fn run(spec: &RunSpec, out: &mut dyn Write, note: &mut dyn FnMut(&str), stop
         emaps.push(EventMap { name, format });
     }
 
-    spec.targets.check(&info.programs.iter().map(|p| (p.name.clone(), p.section.clone())).collect::<Vec<_>>())?;
+    spec.targets.check(
+        &info
+            .programs
+            .iter()
+            .map(|p| (p.name.clone(), p.section.clone()))
+            .collect::<Vec<_>>(),
+    )?;
     let session = Session::start(&req, &spec.targets)?;
     for (p, kid, at) in &session.attached {
         note(&format!("attached {p} (kernel id {kid}) to {at}"));
     }
     note(&match spec.duration {
-        Some(d) => format!("running for {}; Ctrl-C to stop sooner", humantime::format_duration(d)),
+        Some(d) => format!(
+            "running for {}; Ctrl-C to stop sooner",
+            humantime::format_duration(d)
+        ),
         None => "running; Ctrl-C to stop".to_string(),
     });
 
     let started = Instant::now();
     let deadline = spec.duration.map(|d| started + d);
     let mut summary = RunSummary::default();
-    let sink = std::cell::RefCell::new(Sink { buf: String::with_capacity(1 << 17), out, err: None });
+    let sink = std::cell::RefCell::new(Sink {
+        buf: String::with_capacity(1 << 17),
+        out,
+        err: None,
+    });
     let multi = emaps.len() > 1;
     let json = spec.json;
     let mut next_dump = Instant::now() + spec.interval;
@@ -180,7 +226,8 @@ pub fn run(spec: &RunSpec, out: &mut dyn Write, note: &mut dyn FnMut(&str), stop
             } else {
                 // Wall-clock seconds change rarely compared with event rates: format once a second.
                 if stamp_at.elapsed() >= Duration::from_millis(1000) || stamp.is_empty() {
-                    stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+                    stamp =
+                        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
                     stamp = stamp.get(11..19).unwrap_or(&stamp).to_string();
                     stamp_at = Instant::now();
                 }
@@ -209,7 +256,11 @@ pub fn run(spec: &RunSpec, out: &mut dyn Write, note: &mut dyn FnMut(&str), stop
 
         // Map dumps happen between polls, so the poll loop is driven in slices of the interval.
         loop {
-            let slice_end = if spec.dump_maps.is_empty() { None } else { Some(next_dump) };
+            let slice_end = if spec.dump_maps.is_empty() {
+                None
+            } else {
+                Some(next_dump)
+            };
             let until = || stop_now() || slice_end.is_some_and(|e| Instant::now() >= e);
             session.stream(&names, &mut on_event, &mut on_lost, &mut on_poll, &until)?;
             if stop_now() {
@@ -218,7 +269,14 @@ pub fn run(spec: &RunSpec, out: &mut dyn Write, note: &mut dyn FnMut(&str), stop
             if !spec.dump_maps.is_empty() && Instant::now() >= next_dump {
                 next_dump += spec.interval;
                 for m in &spec.dump_maps {
-                    if let Err(e) = dump_map(&session, &info, map_btf.as_ref(), m, json, &mut sink.borrow_mut().buf) {
+                    if let Err(e) = dump_map(
+                        &session,
+                        &info,
+                        map_btf.as_ref(),
+                        m,
+                        json,
+                        &mut sink.borrow_mut().buf,
+                    ) {
                         dump_err = Some(e);
                     }
                 }
@@ -258,8 +316,18 @@ fn event_maps(info: &apiary_core::elf::ObjectInfo) -> Vec<(String, EventMapKind)
 
 /// Print one snapshot of a map: decoded entries, or a log2 histogram for maps that look like
 /// one (an array of integer counters whose name mentions hist/slot).
-fn dump_map(session: &Session, info: &apiary_core::elf::ObjectInfo, btf: Option<&Btf>, name: &str, json: bool, buf: &mut String) -> Result<()> {
-    let fd = session.loaded().map_fd(name).ok_or_else(|| Error::InvalidArgument(format!("no map {name}")))?;
+fn dump_map(
+    session: &Session,
+    info: &apiary_core::elf::ObjectInfo,
+    btf: Option<&Btf>,
+    name: &str,
+    json: bool,
+    buf: &mut String,
+) -> Result<()> {
+    let fd = session
+        .loaded()
+        .map_fd(name)
+        .ok_or_else(|| Error::InvalidArgument(format!("no map {name}")))?;
     let minfo = sys::map_info(fd.as_fd())?;
     let entries = maps::dump(fd.as_fd(), &minfo, 100_000)?;
     let def = info.map(name);
@@ -267,7 +335,9 @@ fn dump_map(session: &Session, info: &apiary_core::elf::ObjectInfo, btf: Option<
     let vt = def.and_then(|d| d.value_type);
     let dec = |t: Option<u32>, b: &[u8]| -> serde_json::Value {
         match (btf, t) {
-            (Some(bt), Some(t)) => apiary_core::btf::decode(bt, t, b).unwrap_or_else(|_| hex::encode(b).into()),
+            (Some(bt), Some(t)) => {
+                apiary_core::btf::decode(bt, t, b).unwrap_or_else(|_| hex::encode(b).into())
+            }
             _ => hex::encode(b).into(),
         }
     };
@@ -301,14 +371,25 @@ fn dump_map(session: &Session, info: &apiary_core::elf::ObjectInfo, btf: Option<
     let histogram = (lname.contains("hist") || lname.contains("slot"))
         && minfo.map_type == "array"
         && rows.iter().all(|(k, v)| k.is_u64() && v.is_u64());
-    buf.push_str(&format!("--- map {name} at {now} ({} entries)\n", rows.len()));
+    buf.push_str(&format!(
+        "--- map {name} at {now} ({} entries)\n",
+        rows.len()
+    ));
     if histogram {
         let counts: Vec<u64> = rows.iter().map(|(_, v)| v.as_u64().unwrap_or(0)).collect();
-        let last = counts.iter().rposition(|c| *c > 0).map(|i| i + 1).unwrap_or(0);
+        let last = counts
+            .iter()
+            .rposition(|c| *c > 0)
+            .map(|i| i + 1)
+            .unwrap_or(0);
         let max = counts.iter().copied().max().unwrap_or(0).max(1);
         for (i, c) in counts.iter().take(last).enumerate() {
             let lo: u64 = if i == 0 { 0 } else { 1u64 << (i - 1).min(63) };
-            let hi: u64 = if i == 0 { 1 } else { (1u64 << i.min(63)).saturating_sub(1) };
+            let hi: u64 = if i == 0 {
+                1
+            } else {
+                (1u64 << i.min(63)).saturating_sub(1)
+            };
             let bar = "*".repeat(((*c as f64 / max as f64) * 40.0).round() as usize);
             buf.push_str(&format!("{lo:>12} -> {hi:<12} : {c:<10} |{bar:<40}|\n"));
         }

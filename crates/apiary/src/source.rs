@@ -22,17 +22,32 @@ pub fn fetch(source: &str) -> Result<Fetched> {
         let meta = std::fs::metadata(source)
             .map_err(|e| Error::InvalidArgument(format!("cannot read {source}: {e}")))?;
         if meta.len() > MAX_SOURCE_BYTES {
-            return Err(Error::InvalidArgument(format!("{source} is {} bytes, more than the {MAX_SOURCE_BYTES}-byte limit", meta.len())));
+            return Err(Error::InvalidArgument(format!(
+                "{source} is {} bytes, more than the {MAX_SOURCE_BYTES}-byte limit",
+                meta.len()
+            )));
         }
-        std::fs::read(source).map_err(|e| Error::InvalidArgument(format!("cannot read {source}: {e}")))?
+        std::fs::read(source)
+            .map_err(|e| Error::InvalidArgument(format!("cannot read {source}: {e}")))?
     };
     if raw.starts_with(b"\x7fELF") {
-        return Ok(Fetched { name: source.to_string(), object: raw, package: None });
+        return Ok(Fetched {
+            name: source.to_string(),
+            object: raw,
+            package: None,
+        });
     }
     if raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        let pkg = Package::parse(&raw).map_err(|e| Error::InvalidArgument(format!("{source}: {e}")))?;
-        let object = pkg.object().map_err(|e| Error::InvalidArgument(format!("{source}: {e}")))?;
-        return Ok(Fetched { name: source.to_string(), object, package: Some(pkg) });
+        let pkg =
+            Package::parse(&raw).map_err(|e| Error::InvalidArgument(format!("{source}: {e}")))?;
+        let object = pkg
+            .object()
+            .map_err(|e| Error::InvalidArgument(format!("{source}: {e}")))?;
+        return Ok(Fetched {
+            name: source.to_string(),
+            object,
+            package: Some(pkg),
+        });
     }
     Err(Error::InvalidArgument(format!(
         "{source} is neither a BPF object (ELF) nor an apiary package (JSON)"
@@ -44,7 +59,10 @@ fn download(url: &str) -> Result<Vec<u8>> {
         .timeout_global(Some(std::time::Duration::from_secs(60)))
         .build()
         .into();
-    let resp = agent.get(url).call().map_err(|e| Error::InvalidArgument(format!("cannot fetch {url}: {e}")))?;
+    let resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| Error::InvalidArgument(format!("cannot fetch {url}: {e}")))?;
     let mut body = Vec::new();
     resp.into_body()
         .into_reader()
@@ -52,7 +70,9 @@ fn download(url: &str) -> Result<Vec<u8>> {
         .read_to_end(&mut body)
         .map_err(|e| Error::InvalidArgument(format!("cannot fetch {url}: {e}")))?;
     if body.len() as u64 > MAX_SOURCE_BYTES {
-        return Err(Error::InvalidArgument(format!("{url} is larger than the {MAX_SOURCE_BYTES}-byte limit")));
+        return Err(Error::InvalidArgument(format!(
+            "{url} is larger than the {MAX_SOURCE_BYTES}-byte limit"
+        )));
     }
     Ok(body)
 }

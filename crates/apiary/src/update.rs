@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::manager::{is_internal_map, map_record, sha256_hex, Manager, Undo};
 use apiary_core::{ProgramId, ProgramType};
-use apiary_kernel::{self as kernel, sys, Attachment, AttachContext, KernelError, TcFilter};
+use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, KernelError, TcFilter};
 use apiary_store::{self as store, GlobalRecord, MapRecord};
 use serde::Serialize;
 use std::os::fd::{AsFd, OwnedFd};
@@ -38,16 +38,34 @@ pub struct UpdateReport {
 
 /// A link switched so far, so a later failure can switch it back.
 enum Moved {
-    InPlace { link: OwnedFd },
-    Tc { filter: TcFilter },
-    Reattached { link_id: apiary_core::LinkId, new_pins: Vec<PathBuf>, new_ids: Vec<u32>, old_count: usize },
+    InPlace {
+        link: OwnedFd,
+    },
+    Tc {
+        filter: TcFilter,
+    },
+    Reattached {
+        link_id: apiary_core::LinkId,
+        new_pins: Vec<PathBuf>,
+        new_ids: Vec<u32>,
+        old_count: usize,
+    },
 }
 
 impl Manager {
     pub fn update(&self, id: ProgramId, spec: UpdateSpec) -> Result<UpdateReport> {
-        let bytes = std::fs::read(&spec.path).map_err(|e| KernelError::ReadObject { path: spec.path.clone(), error: e })?;
-        let source = std::fs::canonicalize(&spec.path).unwrap_or_else(|_| spec.path.clone()).display().to_string();
-        let info = apiary_core::elf::inspect(&bytes).map_err(|error| Error::Object { source_name: source.clone(), error })?;
+        let bytes = std::fs::read(&spec.path).map_err(|e| KernelError::ReadObject {
+            path: spec.path.clone(),
+            error: e,
+        })?;
+        let source = std::fs::canonicalize(&spec.path)
+            .unwrap_or_else(|_| spec.path.clone())
+            .display()
+            .to_string();
+        let info = apiary_core::elf::inspect(&bytes).map_err(|error| Error::Object {
+            source_name: source.clone(),
+            error,
+        })?;
 
         let _lock = self.lock()?;
         let t0 = Instant::now();
@@ -55,10 +73,17 @@ impl Manager {
         let name = spec.program.clone().unwrap_or_else(|| rec.name.clone());
         let pdef = info.program(&name).ok_or_else(|| {
             let names: Vec<&str> = info.programs.iter().map(|p| p.name.as_str()).collect();
-            Error::InvalidArgument(format!("{source} has no program {name:?} (it has: {}); choose with --program", names.join(", ")))
+            Error::InvalidArgument(format!(
+                "{source} has no program {name:?} (it has: {}); choose with --program",
+                names.join(", ")
+            ))
         })?;
-        let new_ty = ProgramType::from_section(&pdef.section)
-            .ok_or_else(|| Error::InvalidArgument(format!("program {name}: unknown section {:?}", pdef.section)))?;
+        let new_ty = ProgramType::from_section(&pdef.section).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "program {name}: unknown section {:?}",
+                pdef.section
+            ))
+        })?;
         if !new_ty.compatible_with(rec.prog_type) {
             return Err(Error::InvalidArgument(format!(
                 "program {id} is a {} program; the new code {name:?} is {new_ty} (section {:?})",
@@ -85,36 +110,61 @@ impl Manager {
         let mut raw: Vec<(String, Vec<u8>)> = rec
             .globals
             .iter()
-            .filter(|g| info.global(&g.name).is_some_and(|ng| ng.size as usize * 2 == g.hex.len()))
+            .filter(|g| {
+                info.global(&g.name)
+                    .is_some_and(|ng| ng.size as usize * 2 == g.hex.len())
+            })
             .filter_map(|g| hex::decode(&g.hex).ok().map(|b| (g.name.clone(), b)))
             .collect();
         raw.extend(spec.raw_globals.iter().cloned());
-        let globals = apiary_core::globals::resolve(&info, &raw, &spec.typed_globals).map_err(Error::InvalidArgument)?;
+        let globals = apiary_core::globals::resolve(&info, &raw, &spec.typed_globals)
+            .map_err(Error::InvalidArgument)?;
 
         let loaded = kernel::load(&kernel::LoadRequest {
             object: &bytes,
             source: &source,
-            programs: vec![kernel::ProgramSelect { ty: Some(new_ty), name: name.clone() }],
+            programs: vec![kernel::ProgramSelect {
+                ty: Some(new_ty),
+                name: name.clone(),
+            }],
             globals: globals
                 .iter()
-                .map(|g| kernel::GlobalPatch { name: g.name.clone(), section: g.section.clone(), offset: g.offset, bytes: g.bytes.clone() })
+                .map(|g| kernel::GlobalPatch {
+                    name: g.name.clone(),
+                    section: g.section.clone(),
+                    offset: g.offset,
+                    bytes: g.bytes.clone(),
+                })
                 .collect(),
             reuse_maps: reuse,
         })?;
-        let lp = loaded.programs.first().ok_or_else(|| Error::Internal("update loaded no program".into()))?.clone();
-        let new_fd = loaded.program_fd(&name).ok_or_else(|| Error::Internal("new program has no fd".into()))?;
-        let old_fd = sys::obj_get(&self.paths.program(id))
-            .map_err(|e| Error::FailedPrecondition(format!("program {id}'s pin is missing ({e}); unload and load it again")))?;
+        let lp = loaded
+            .programs
+            .first()
+            .ok_or_else(|| Error::Internal("update loaded no program".into()))?
+            .clone();
+        let new_fd = loaded
+            .program_fd(&name)
+            .ok_or_else(|| Error::Internal("new program has no fd".into()))?;
+        let old_fd = sys::obj_get(&self.paths.program(id)).map_err(|e| {
+            Error::FailedPrecondition(format!(
+                "program {id}'s pin is missing ({e}); unload and load it again"
+            ))
+        })?;
 
         // Chains first: recompose each chain the program is in with the new code (the verifier
         // may still refuse the composition, and then nothing has changed yet).
-        let new_block = if matches!(new_ty, ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx) {
+        let new_block = if matches!(
+            new_ty,
+            ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx
+        ) {
             apiary_kernel::dispatcher::capture_block(&loaded, &name).ok()
         } else {
             None
         };
-        let old_block: Option<apiary_core::chain::Block> = store::get_program_block(self.store().read(), id)?
-            .and_then(|j| serde_json::from_str(&j).ok());
+        let old_block: Option<apiary_core::chain::Block> =
+            store::get_program_block(self.store().read(), id)?
+                .and_then(|j| serde_json::from_str(&j).ok());
         let chained = match &new_block {
             Some(b) => self.rechain_program(id, b)?,
             None => 0,
@@ -129,7 +179,11 @@ impl Manager {
                 if l.extra.as_ref().is_some_and(|e| e.get("chain").is_some()) {
                     continue;
                 }
-                if let Some(tc) = l.extra.as_ref().and_then(|e| serde_json::from_value::<TcFilter>(e.clone()).ok()) {
+                if let Some(tc) = l
+                    .extra
+                    .as_ref()
+                    .and_then(|e| serde_json::from_value::<TcFilter>(e.clone()).ok())
+                {
                     kernel::attach::replace_tc_filter(new_fd, &tc)?;
                     moved.push(Moved::Tc { filter: tc });
                 } else if kernel::attach::updatable_in_place(&l.spec) {
@@ -142,7 +196,9 @@ impl Manager {
                     let ctx = AttachContext::default();
                     let fds = match kernel::attach(new_fd, &l.spec, &ctx)? {
                         Attachment::Links(f) => f,
-                        Attachment::TcFilter(_) => return Err(Error::Internal("unexpected tc filter".into())),
+                        Attachment::TcFilter(_) => {
+                            return Err(Error::Internal("unexpected tc filter".into()))
+                        }
                     };
                     let mut new_pins = Vec::new();
                     let mut new_ids = Vec::new();
@@ -153,7 +209,12 @@ impl Manager {
                         new_pins.push(p);
                         new_ids.push(sys::link_info(f.as_fd())?.id);
                     }
-                    moved.push(Moved::Reattached { link_id: l.id, new_pins, new_ids, old_count: l.kernel_link_ids.len() });
+                    moved.push(Moved::Reattached {
+                        link_id: l.id,
+                        new_pins,
+                        new_ids,
+                        old_count: l.kernel_link_ids.len(),
+                    });
                 }
             }
             Ok(())
@@ -182,7 +243,13 @@ impl Manager {
         // program (rename replaces atomically), record.
         let mut link_ids: Vec<(apiary_core::LinkId, Vec<u32>)> = Vec::new();
         for m in &moved {
-            if let Moved::Reattached { link_id, new_pins, new_ids, old_count } = m {
+            if let Moved::Reattached {
+                link_id,
+                new_pins,
+                new_ids,
+                old_count,
+            } = m
+            {
                 for i in 0..*old_count {
                     sys::unpin(&self.paths.link(*link_id, i))?;
                 }
@@ -196,7 +263,8 @@ impl Manager {
         undo.commit();
         let next = self.paths.programs_dir().join(format!("{id}_next"));
         loaded.pin_program(&name, &next)?;
-        std::fs::rename(&next, self.paths.program(id)).map_err(|e| KernelError::syscall("rename program pin", e))?;
+        std::fs::rename(&next, self.paths.program(id))
+            .map_err(|e| KernelError::syscall("rename program pin", e))?;
 
         // New maps the old program did not have (its own .rodata/.bss and any new map) are
         // pinned under this program's id, replacing its previous internal maps of the same name.
@@ -204,20 +272,39 @@ impl Manager {
         let mut new_maps = Vec::new();
         for m in loaded.maps.iter().filter(|m| !m.reused) {
             let final_path = self.paths.map(id, &m.name);
-            let tmp = self.paths.map_owner_dir(id).join(format!("next_{}", m.name.replace('.', "_")));
+            let tmp = self
+                .paths
+                .map_owner_dir(id)
+                .join(format!("next_{}", m.name.replace('.', "_")));
             loaded.pin_map(&m.name, &tmp)?;
-            std::fs::rename(&tmp, &final_path).map_err(|e| KernelError::syscall("rename map pin", e))?;
+            std::fs::rename(&tmp, &final_path)
+                .map_err(|e| KernelError::syscall("rename map pin", e))?;
             new_maps.push(m.clone());
         }
         let global_records: Vec<GlobalRecord> = globals
             .iter()
-            .map(|g| GlobalRecord { name: g.name.clone(), section: g.section.clone(), offset: g.offset, hex: hex::encode(&g.bytes) })
+            .map(|g| GlobalRecord {
+                name: g.name.clone(),
+                section: g.section.clone(),
+                offset: g.offset,
+                hex: hex::encode(&g.bytes),
+            })
             .collect();
         let sha = sha256_hex(&bytes);
         self.store().write(|tx| -> Result<()> {
             store::put_object(tx, &sha, &bytes)?;
-            store::set_program_code(tx, id, lp.kernel_id, &lp.tag, &sha, &source, &global_records)?;
-            let block_json = new_block.as_ref().and_then(|b| serde_json::to_string(b).ok());
+            store::set_program_code(
+                tx,
+                id,
+                lp.kernel_id,
+                &lp.tag,
+                &sha,
+                &source,
+                &global_records,
+            )?;
+            let block_json = new_block
+                .as_ref()
+                .and_then(|b| serde_json::to_string(b).ok());
             store::set_program_block(tx, id, block_json.as_deref())?;
             for (lid, kids) in &link_ids {
                 let extra = store::get_link(tx, *lid)?.and_then(|l| l.extra);
@@ -256,13 +343,22 @@ impl Manager {
 
 /// The new definition must describe the same map: type, sizes, capacity and (with BTF on both
 /// sides) the same value type.
-fn check_compatible(old: &MapRecord, new: &apiary_core::elf::MapDef, btf: Option<&apiary_core::btf::Btf>) -> Result<()> {
-    let size = |explicit: Option<u32>, ty: Option<u32>| explicit.or_else(|| ty.and_then(|t| btf.and_then(|b| b.size_of(t))));
+fn check_compatible(
+    old: &MapRecord,
+    new: &apiary_core::elf::MapDef,
+    btf: Option<&apiary_core::btf::Btf>,
+) -> Result<()> {
+    let size = |explicit: Option<u32>, ty: Option<u32>| {
+        explicit.or_else(|| ty.and_then(|t| btf.and_then(|b| b.size_of(t))))
+    };
     let mut diffs = Vec::new();
     if new.map_type_name != old.map_type {
         diffs.push(format!("type {} -> {}", old.map_type, new.map_type_name));
     }
-    let event_map = matches!(old.map_type.as_str(), "ringbuf" | "perf_event_array" | "user_ringbuf");
+    let event_map = matches!(
+        old.map_type.as_str(),
+        "ringbuf" | "perf_event_array" | "user_ringbuf"
+    );
     if !event_map {
         if let Some(k) = size(new.key_size, new.key_type) {
             if k != old.key_size {
@@ -280,10 +376,16 @@ fn check_compatible(old: &MapRecord, new: &apiary_core::elf::MapDef, btf: Option
             diffs.push(format!("max entries {} -> {n}", old.max_entries));
         }
     }
-    if let (Ok(fd), Some(new_name)) = (sys::map_fd_by_id(old.kernel_id), new.value_type_name.as_ref()) {
+    if let (Ok(fd), Some(new_name)) = (
+        sys::map_fd_by_id(old.kernel_id),
+        new.value_type_name.as_ref(),
+    ) {
         if let Ok(mi) = sys::map_info(fd.as_fd()) {
             if mi.btf_id != 0 && mi.btf_value_type_id != 0 {
-                if let Ok(b) = sys::btf_raw_by_id(mi.btf_id).map_err(|_| ()).and_then(|raw| apiary_core::btf::Btf::parse(&raw).map_err(|_| ())) {
+                if let Ok(b) = sys::btf_raw_by_id(mi.btf_id)
+                    .map_err(|_| ())
+                    .and_then(|raw| apiary_core::btf::Btf::parse(&raw).map_err(|_| ()))
+                {
                     let old_name = b.type_name(mi.btf_value_type_id);
                     if &old_name != new_name {
                         diffs.push(format!("value type {old_name} -> {new_name}"));
@@ -302,4 +404,3 @@ fn check_compatible(old: &MapRecord, new: &apiary_core::elf::MapDef, btf: Option
         )))
     }
 }
-

@@ -48,7 +48,9 @@ impl std::str::FromStr for LogFormat {
         match s {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("invalid log format {other:?}: expected text or json")),
+            other => Err(format!(
+                "invalid log format {other:?}: expected text or json"
+            )),
         }
     }
 }
@@ -79,14 +81,29 @@ impl ServeOptions {
     /// Read a config file. Its `[images]` table (registries, signature policy) belongs to the
     /// manager, which reads the same file (see `apiary::images`).
     pub fn from_file(path: &Path) -> Result<ServeOptions, ServerError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ServerError::ReadFile { path: path.to_path_buf(), error: e })?;
-        let bad = |reason: String| ServerError::Config { path: path.to_path_buf(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| ServerError::ReadFile {
+            path: path.to_path_buf(),
+            error: e,
+        })?;
+        let bad = |reason: String| ServerError::Config {
+            path: path.to_path_buf(),
+            reason,
+        };
         let mut table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         table.remove("images");
-        let mut o: ServeOptions = table.try_into().map_err(|e: toml::de::Error| bad(e.to_string()))?;
+        let mut o: ServeOptions = table
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut o.socket, &mut o.tls_cert, &mut o.tls_key, &mut o.client_ca].into_iter().flatten() {
+        for p in [
+            &mut o.socket,
+            &mut o.tls_cert,
+            &mut o.tls_key,
+            &mut o.client_ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -112,7 +129,9 @@ impl ServeOptions {
 
     /// Fill in defaults and check that the settings make sense together.
     pub fn resolve(self) -> Result<ServeConfig, ServerError> {
-        let invalid = |reason: &str| ServerError::InvalidConfig { reason: reason.to_string() };
+        let invalid = |reason: &str| ServerError::InvalidConfig {
+            reason: reason.to_string(),
+        };
         let tcp = match (self.listen, self.tls_cert, self.tls_key, self.client_ca) {
             (Some(listen), Some(cert), Some(key), Some(client_ca)) => Some(TcpConfig { listen, cert, key, client_ca }),
             (Some(_), ..) => {
@@ -155,7 +174,10 @@ mod tests {
             "#,
         )
         .unwrap();
-        let flags = ServeOptions { socket: Some("/tmp/b.sock".into()), ..Default::default() };
+        let flags = ServeOptions {
+            socket: Some("/tmp/b.sock".into()),
+            ..Default::default()
+        };
         let c = flags.or(file).resolve().unwrap();
         assert_eq!(c.socket, PathBuf::from("/tmp/b.sock"));
         assert_eq!(c.socket_group.as_deref(), Some("apiary"));
@@ -170,9 +192,15 @@ mod tests {
 
     #[test]
     fn tcp_requires_every_tls_file() {
-        let o = ServeOptions { listen: Some("127.0.0.1:50051".parse().unwrap()), ..Default::default() };
+        let o = ServeOptions {
+            listen: Some("127.0.0.1:50051".parse().unwrap()),
+            ..Default::default()
+        };
         assert!(o.resolve().unwrap_err().to_string().contains("--client-ca"));
-        let o = ServeOptions { tls_cert: Some("c.pem".into()), ..Default::default() };
+        let o = ServeOptions {
+            tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        };
         assert!(o.resolve().unwrap_err().to_string().contains("--listen"));
     }
 
@@ -185,8 +213,15 @@ mod tests {
         let o = ServeOptions::from_file(&f).unwrap();
         assert_eq!(o.tls_cert, Some(dir.join("certs/server.pem")));
         // The manager's [images] table may share the file.
-        std::fs::write(&f, "socket = \"a.sock\"\n[images]\nsignature_policy = \"require\"\n").unwrap();
-        assert_eq!(ServeOptions::from_file(&f).unwrap().socket, Some(dir.join("a.sock")));
+        std::fs::write(
+            &f,
+            "socket = \"a.sock\"\n[images]\nsignature_policy = \"require\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ServeOptions::from_file(&f).unwrap().socket,
+            Some(dir.join("a.sock"))
+        );
         std::fs::write(&f, "sokcet = \"/x\"\n").unwrap();
         let e = ServeOptions::from_file(&f).unwrap_err().to_string();
         assert!(e.contains("sokcet"), "{e}");

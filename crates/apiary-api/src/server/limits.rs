@@ -37,7 +37,10 @@ where
             let mut resp = fut.await?;
             let out_of_range = HeaderValue::from(tonic::Code::OutOfRange as i32);
             if resp.headers().get(GRPC_STATUS) == Some(&out_of_range) {
-                resp.headers_mut().insert(GRPC_STATUS, HeaderValue::from(tonic::Code::ResourceExhausted as i32));
+                resp.headers_mut().insert(
+                    GRPC_STATUS,
+                    HeaderValue::from(tonic::Code::ResourceExhausted as i32),
+                );
             }
             Ok(resp)
         })

@@ -20,7 +20,12 @@ const MAX_REQUEST_HEAD: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `stats_on`: whether the daemon holds the kernel's BPF stats on (see `server::serve`).
-pub async fn serve(listener: TcpListener, manager: Arc<Manager>, mut shutdown: watch::Receiver<bool>, stats_on: bool) {
+pub async fn serve(
+    listener: TcpListener,
+    manager: Arc<Manager>,
+    mut shutdown: watch::Receiver<bool>,
+    stats_on: bool,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -42,7 +47,11 @@ pub async fn serve(listener: TcpListener, manager: Arc<Manager>, mut shutdown: w
     }
 }
 
-async fn handle(mut stream: TcpStream, manager: Arc<Manager>, stats_on: bool) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    manager: Arc<Manager>,
+    stats_on: bool,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let complete = tokio::time::timeout(READ_TIMEOUT, async {
@@ -63,7 +72,14 @@ async fn handle(mut stream: TcpStream, manager: Arc<Manager>, stats_on: bool) ->
     .await
     .unwrap_or(Ok(false))?;
     if !complete {
-        return respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n", false).await;
+        return respond(
+            &mut stream,
+            "400 Bad Request",
+            "text/plain",
+            b"bad request\n",
+            false,
+        )
+        .await;
     }
     let line = String::from_utf8_lossy(&head);
     let mut parts = line.split_whitespace();
@@ -75,14 +91,45 @@ async fn handle(mut stream: TcpStream, manager: Arc<Manager>, stats_on: bool) ->
             let body = tokio::task::spawn_blocking(move || render(&manager, stats_on))
                 .await
                 .unwrap_or_else(|e| format!("# metrics collection failed: {e}\n"));
-            respond(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body.as_bytes(), head_only).await
+            respond(
+                &mut stream,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                body.as_bytes(),
+                head_only,
+            )
+            .await
         }
-        ("GET" | "HEAD", _) => respond(&mut stream, "404 Not Found", "text/plain", b"see /metrics\n", head_only).await,
-        _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", b"GET /metrics\n", false).await,
+        ("GET" | "HEAD", _) => {
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                b"see /metrics\n",
+                head_only,
+            )
+            .await
+        }
+        _ => {
+            respond(
+                &mut stream,
+                "405 Method Not Allowed",
+                "text/plain",
+                b"GET /metrics\n",
+                false,
+            )
+            .await
+        }
     }
 }
 
-async fn respond(s: &mut TcpStream, status: &str, ctype: &str, body: &[u8], head_only: bool) -> std::io::Result<()> {
+async fn respond(
+    s: &mut TcpStream,
+    status: &str,
+    ctype: &str,
+    body: &[u8],
+    head_only: bool,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -118,12 +165,24 @@ struct Family {
 
 impl Family {
     fn new(name: &'static str, kind: &'static str, help: &'static str) -> Family {
-        Family { name, help, kind, samples: Vec::new() }
+        Family {
+            name,
+            help,
+            kind,
+            samples: Vec::new(),
+        }
     }
 
     fn add(&mut self, labels: &[(&str, &str)], value: impl ToString) {
-        let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
-        let l = if l.is_empty() { String::new() } else { format!("{{{}}}", l.join(",")) };
+        let l: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        let l = if l.is_empty() {
+            String::new()
+        } else {
+            format!("{{{}}}", l.join(","))
+        };
         self.samples.push((l, value.to_string()));
     }
 
@@ -139,11 +198,15 @@ impl Family {
 /// Locked memory of a BPF object, from the `memlock:` line of its fdinfo.
 fn memlock(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 pub(crate) fn sysctl_stats_enabled() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").map(|s| s.trim() == "1").unwrap_or(false)
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false)
 }
 
 /// Hook label of a chain: the vocabulary of `apiary get chain IFACE HOOK`.
@@ -163,7 +226,11 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
         Ok(p) => p,
         Err(e) => {
             errors += 1;
-            let _ = writeln!(notes, "# listing programs failed: {}", e.to_string().replace('\n', " "));
+            let _ = writeln!(
+                notes,
+                "# listing programs failed: {}",
+                e.to_string().replace('\n', " ")
+            );
             Vec::new()
         }
     };
@@ -171,7 +238,11 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
         Ok(c) => c,
         Err(e) => {
             errors += 1;
-            let _ = writeln!(notes, "# listing chains failed: {}", e.to_string().replace('\n', " "));
+            let _ = writeln!(
+                notes,
+                "# listing chains failed: {}",
+                e.to_string().replace('\n', " ")
+            );
             Vec::new()
         }
     };
@@ -183,24 +254,47 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
         "counter",
         "Times the program ran, counted by the kernel while BPF stats are enabled (apiary serve keeps them on).",
     );
-    let mut secs = Family::new("apiary_program_run_seconds_total", "counter", "Time the program spent running.");
+    let mut secs = Family::new(
+        "apiary_program_run_seconds_total",
+        "counter",
+        "Time the program spent running.",
+    );
     let mut verified = Family::new(
         "apiary_program_verified_instructions",
         "gauge",
         "Instructions the verifier processed to accept the program.",
     );
-    let mut jited = Family::new("apiary_program_jited_bytes", "gauge", "Size of the program's JIT-compiled code.");
-    let mut xlated =
-        Family::new("apiary_program_xlated_bytes", "gauge", "Size of the program's translated BPF instructions.");
-    let mut mem = Family::new("apiary_program_memlock_bytes", "gauge", "Memory the kernel accounts to the program.");
-    let mut links = Family::new("apiary_program_links", "gauge", "Links (attach points) the program has.");
+    let mut jited = Family::new(
+        "apiary_program_jited_bytes",
+        "gauge",
+        "Size of the program's JIT-compiled code.",
+    );
+    let mut xlated = Family::new(
+        "apiary_program_xlated_bytes",
+        "gauge",
+        "Size of the program's translated BPF instructions.",
+    );
+    let mut mem = Family::new(
+        "apiary_program_memlock_bytes",
+        "gauge",
+        "Memory the kernel accounts to the program.",
+    );
+    let mut links = Family::new(
+        "apiary_program_links",
+        "gauge",
+        "Links (attach points) the program has.",
+    );
     for p in &programs {
         let Some(id) = p.id else { continue };
         let id = id.to_string();
-        let labels = [("id", id.as_str()), ("name", p.name.as_str()), ("type", p.prog_type.as_str())];
+        let labels = [
+            ("id", id.as_str()),
+            ("name", p.name.as_str()),
+            ("type", p.prog_type.as_str()),
+        ];
         links.add(&labels, p.links.len());
-        let info =
-            sys::prog_fd_by_id(p.kernel_id).and_then(|fd| sys::prog_info(fd.as_fd()).map(|i| (i, memlock(fd.as_fd()))));
+        let info = sys::prog_fd_by_id(p.kernel_id)
+            .and_then(|fd| sys::prog_info(fd.as_fd()).map(|i| (i, memlock(fd.as_fd()))));
         match info {
             Ok((i, m)) => {
                 runs.add(&labels, i.run_cnt);
@@ -214,7 +308,12 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
             }
             Err(e) => {
                 errors += 1;
-                let _ = writeln!(notes, "# program {id} ({}): {}", p.name, e.to_string().replace('\n', " "));
+                let _ = writeln!(
+                    notes,
+                    "# program {id} ({}): {}",
+                    p.name,
+                    e.to_string().replace('\n', " ")
+                );
             }
         }
     }
@@ -229,11 +328,15 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
         "counter",
         "Verdicts the program in this chain slot returned, since the chain's dispatcher was last composed.",
     );
-    let mut chain_programs = Family::new("apiary_chain_programs", "gauge", "Programs in the chain.");
+    let mut chain_programs =
+        Family::new("apiary_chain_programs", "gauge", "Programs in the chain.");
     for c in &chains {
         let hook = hook_label(c);
         let netns = c.netns.clone().unwrap_or_default();
-        chain_programs.add(&[("iface", &c.iface), ("netns", &netns), ("hook", &hook)], c.programs.len());
+        chain_programs.add(
+            &[("iface", &c.iface), ("netns", &netns), ("hook", &hook)],
+            c.programs.len(),
+        );
         for m in &c.programs {
             let (position, pid) = (m.position.to_string(), m.program_id.to_string());
             let labels = [
@@ -254,11 +357,17 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
     }
 
     let stats_on = stats_held || sysctl_stats_enabled();
-    let mut stats =
-        Family::new("apiary_bpf_stats_enabled", "gauge", "Whether the kernel counts program run time and run count.");
+    let mut stats = Family::new(
+        "apiary_bpf_stats_enabled",
+        "gauge",
+        "Whether the kernel counts program run time and run count.",
+    );
     stats.add(&[], u8::from(stats_on));
-    let mut errs =
-        Family::new("apiary_scrape_errors", "gauge", "Objects this scrape could not read (see the comments).");
+    let mut errs = Family::new(
+        "apiary_scrape_errors",
+        "gauge",
+        "Objects this scrape could not read (see the comments).",
+    );
     errs.add(&[], errors);
 
     let mut out = String::with_capacity(4096);

@@ -38,7 +38,10 @@ pub enum ServerError {
     #[error("group {group:?} does not exist; create it (groupadd {group}) or choose another --socket-group")]
     UnknownGroup { group: String },
     #[error("cannot read {}: {error}", path.display())]
-    ReadFile { path: PathBuf, error: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("config file {}: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
     #[error("{reason}")]
@@ -46,9 +49,15 @@ pub enum ServerError {
     #[error("TLS: {reason}")]
     Tls { reason: String },
     #[error("cannot listen on {addr}: {error}")]
-    Bind { addr: SocketAddr, error: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
     #[error("{listener}: {reason}")]
-    Serve { listener: &'static str, reason: String },
+    Serve {
+        listener: &'static str,
+        reason: String,
+    },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
@@ -109,7 +118,10 @@ pub fn run(cfg: ServeConfig, manager_cfg: apiary::Config) -> Result<(), ServerEr
 /// Restore what the store records but the kernel lost, and say what happened.
 fn reconcile(m: &Manager) {
     match m.reconcile() {
-        Ok(r) if r.is_clean() => tracing::info!(programs = r.programs_ok, "reconciled: kernel matches the store"),
+        Ok(r) if r.is_clean() => tracing::info!(
+            programs = r.programs_ok,
+            "reconciled: kernel matches the store"
+        ),
         Ok(r) => {
             let report = serde_json::to_string(&r).unwrap_or_else(|_| format!("{r:?}"));
             if r.failures.is_empty() {
@@ -153,24 +165,37 @@ impl Listeners {
         let (unix, socket_file) = listen::bind_unix(&cfg.socket, cfg.socket_group.as_deref())?;
         let tcp = match &cfg.tcp {
             Some(t) => {
-                let tls = listen::mtls_config(&t.cert, &t.key, &t.client_ca)?.timeout(TLS_HANDSHAKE_TIMEOUT);
+                let tls = listen::mtls_config(&t.cert, &t.key, &t.client_ca)?
+                    .timeout(TLS_HANDSHAKE_TIMEOUT);
                 let server = tonic::transport::Server::builder()
                     .tls_config(tls)
-                    .map_err(|e| ServerError::Tls { reason: error_chain(&e) })?;
+                    .map_err(|e| ServerError::Tls {
+                        reason: error_chain(&e),
+                    })?;
                 let listener = tokio::net::TcpListener::bind(t.listen)
                     .await
-                    .map_err(|error| ServerError::Bind { addr: t.listen, error })?;
+                    .map_err(|error| ServerError::Bind {
+                        addr: t.listen,
+                        error,
+                    })?;
                 Some((listener, server))
             }
             None => None,
         };
         let metrics = match cfg.metrics {
-            Some(addr) => {
-                Some(tokio::net::TcpListener::bind(addr).await.map_err(|error| ServerError::Bind { addr, error })?)
-            }
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|error| ServerError::Bind { addr, error })?,
+            ),
             None => None,
         };
-        Ok(Listeners { unix, socket_file, tcp, metrics })
+        Ok(Listeners {
+            unix,
+            socket_file,
+            tcp,
+            metrics,
+        })
     }
 
     /// The TCP listener's address (useful when it was bound to port 0).
@@ -199,7 +224,10 @@ pub async fn serve(
     cfg: &ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    Listeners::bind(cfg).await?.serve(manager, cfg, shutdown).await
+    Listeners::bind(cfg)
+        .await?
+        .serve(manager, cfg, shutdown)
+        .await
 }
 
 async fn serve_on(
@@ -208,7 +236,12 @@ async fn serve_on(
     cfg: &ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let Listeners { unix: unix_listener, socket_file, tcp, metrics: metrics_listener } = listeners;
+    let Listeners {
+        unix: unix_listener,
+        socket_file,
+        tcp,
+        metrics: metrics_listener,
+    } = listeners;
     let (stop_tx, stop_rx) = watch::channel(false);
     // Holding this fd keeps the kernel counting run time and run count of every program; the
     // kernel stops when the last holder exits, so a crashed daemon leaves no overhead behind.
@@ -225,9 +258,13 @@ async fn serve_on(
     let inflight = inflight::InFlight::default();
     let svc = inflight::Tracked {
         inner: limits::SizeLimitIsResourceExhausted(
-            ApiaryServer::new(ApiaryService::new(manager.clone(), stop_rx.clone(), stats_on))
-                .max_decoding_message_size(cfg.max_message_size)
-                .max_encoding_message_size(cfg.max_message_size),
+            ApiaryServer::new(ApiaryService::new(
+                manager.clone(),
+                stop_rx.clone(),
+                stats_on,
+            ))
+            .max_decoding_message_size(cfg.max_message_size)
+            .max_encoding_message_size(cfg.max_message_size),
         ),
         inflight: inflight.clone(),
     };
@@ -243,13 +280,17 @@ async fn serve_on(
                 .add_service(svc)
                 .serve_with_incoming_shutdown(unix_incoming, stop)
                 .await
-                .map_err(|e| ServerError::Serve { listener: "unix socket", reason: e.to_string() })
+                .map_err(|e| ServerError::Serve {
+                    listener: "unix socket",
+                    reason: e.to_string(),
+                })
         });
     }
     tracing::info!(socket = %cfg.socket.display(), group = cfg.socket_group.as_deref().unwrap_or("-"), "serving on the unix socket");
     if let Some((listener, builder)) = tcp {
         let addr = listener.local_addr().ok();
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = stopped(stop_rx.clone());
         let svc = svc.clone();
         tasks.spawn(async move {
@@ -258,7 +299,10 @@ async fn serve_on(
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await
-                .map_err(|e| ServerError::Serve { listener: "tcp", reason: e.to_string() })
+                .map_err(|e| ServerError::Serve {
+                    listener: "tcp",
+                    reason: e.to_string(),
+                })
         });
         tracing::info!(listen = ?addr, "serving on TCP with mutual TLS");
     }
@@ -330,7 +374,10 @@ pub(crate) async fn until_stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 fn flatten(r: Result<Result<(), ServerError>, tokio::task::JoinError>) -> Result<(), ServerError> {
-    r.map_err(|e| ServerError::Serve { listener: "task", reason: e.to_string() })?
+    r.map_err(|e| ServerError::Serve {
+        listener: "task",
+        reason: e.to_string(),
+    })?
 }
 
 /// An error and its sources on one line (tonic's transport errors say little on their own).

@@ -72,7 +72,10 @@ fn spawn_from_long_lived_thread(mut cmd: Command) -> std::io::Result<Child> {
         });
     }
     let (reply_tx, reply_rx) = mpsc::channel();
-    tx.lock().unwrap_or_else(|p| p.into_inner()).send((cmd, reply_tx)).expect("spawner thread");
+    tx.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((cmd, reply_tx))
+        .expect("spawner thread");
     reply_rx.recv().expect("spawner reply")
 }
 
@@ -93,7 +96,8 @@ impl Daemon {
             (t.path().to_path_buf(), Some(t))
         };
         // Let other users reach the socket's directory: the socket's own mode and group decide.
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
         let socket = dir.join("run").join("apiary.sock");
         let log = dir.join("daemon.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_apiary"));
@@ -113,7 +117,12 @@ impl Daemon {
         if let Some((cert, key, ca)) = &opts.tls {
             let addr = free_port();
             cmd.arg("--listen").arg(addr.to_string());
-            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key).arg("--client-ca").arg(ca);
+            cmd.arg("--tls-cert")
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key)
+                .arg("--client-ca")
+                .arg(ca);
             tcp = Some(addr);
         }
         let mut metrics = None;
@@ -123,9 +132,21 @@ impl Daemon {
             metrics = Some(addr);
         }
         cmd.args(&opts.extra);
-        let child =
-            if long_lived { spawn_from_long_lived_thread(cmd) } else { cmd.spawn() }.expect("spawn apiary serve");
-        let mut d = Daemon { child: Some(child), dir, _tmp: tmp, socket, log, tcp, metrics };
+        let child = if long_lived {
+            spawn_from_long_lived_thread(cmd)
+        } else {
+            cmd.spawn()
+        }
+        .expect("spawn apiary serve");
+        let mut d = Daemon {
+            child: Some(child),
+            dir,
+            _tmp: tmp,
+            socket,
+            log,
+            tcp,
+            metrics,
+        };
         d.wait_ready();
         d
     }
@@ -134,15 +155,30 @@ impl Daemon {
         let end = Instant::now() + Duration::from_secs(20);
         loop {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
-                && self.tcp.is_none_or(|a| std::net::TcpStream::connect(a).is_ok())
-                && self.metrics.is_none_or(|a| std::net::TcpStream::connect(a).is_ok())
+                && self
+                    .tcp
+                    .is_none_or(|a| std::net::TcpStream::connect(a).is_ok())
+                && self
+                    .metrics
+                    .is_none_or(|a| std::net::TcpStream::connect(a).is_ok())
             {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("apiary serve exited ({status}) before it served:\n{}", self.log_text());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "apiary serve exited ({status}) before it served:\n{}",
+                    self.log_text()
+                );
             }
-            assert!(Instant::now() < end, "apiary serve did not come up in 20 s:\n{}", self.log_text());
+            assert!(
+                Instant::now() < end,
+                "apiary serve did not come up in 20 s:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -165,7 +201,9 @@ impl Daemon {
 
     /// SIGTERM, then wait for a graceful exit; returns whether it exited 0 within `secs`.
     pub fn terminate(&mut self, secs: u64) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
         // SAFETY: signalling our own child by pid.
         unsafe {
             libc::kill(child.id() as i32, libc::SIGTERM);
@@ -190,7 +228,11 @@ impl Drop for Daemon {
         self.terminate(10);
         // A failing test shows what the daemon said.
         if std::thread::panicking() {
-            eprintln!("--- apiary serve log ({}) ---\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "--- apiary serve log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }
@@ -209,7 +251,11 @@ pub fn route(cmd: &mut Command, state: &Path, bpffs: &Path) {
     daemons.retain(|s, _| s.exists());
     let d = daemons.entry(state.to_path_buf()).or_insert_with(|| {
         let d = Daemon::start_inner(state, bpffs, &DaemonOpts::default(), true);
-        eprintln!("daemon mode: apiary serve (pid {}) on {}", d.pid(), d.endpoint());
+        eprintln!(
+            "daemon mode: apiary serve (pid {}) on {}",
+            d.pid(),
+            d.endpoint()
+        );
         d
     });
     cmd.env("APIARY_ENDPOINT", d.endpoint());

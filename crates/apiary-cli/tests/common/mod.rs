@@ -11,7 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Privileged tests run as root. Without root they skip, except under
@@ -61,12 +65,16 @@ pub struct Run {
 impl Apiary {
     pub fn new() -> Apiary {
         let bpffs = PathBuf::from("/sys/fs/bpf").join(unique("apiary-test-"));
-        Apiary { state: tempfile::tempdir().expect("tempdir"), bpffs }
+        Apiary {
+            state: tempfile::tempdir().expect("tempdir"),
+            bpffs,
+        }
     }
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_apiary"));
-        c.env("APIARY_STATE_DIR", self.state.path()).env("APIARY_BPFFS", &self.bpffs);
+        c.env("APIARY_STATE_DIR", self.state.path())
+            .env("APIARY_BPFFS", &self.bpffs);
         daemon::route(&mut c, self.state.path(), &self.bpffs);
         c
     }
@@ -92,15 +100,28 @@ impl Apiary {
         let mut a = args.to_vec();
         a.extend(["-o", "json"]);
         let out = self.ok(&a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("apiary {args:?}: bad JSON ({e}):\n{out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("apiary {args:?}: bad JSON ({e}):\n{out}"))
     }
 
     /// Run, require failure, return stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let r = self.run(args);
-        assert!(!r.ok, "apiary {args:?} should have failed but printed:\n{}", r.stdout);
-        assert!(r.stderr.starts_with("error: "), "error output should start with 'error: ': {}", r.stderr);
-        assert!(!r.stderr.contains("panicked"), "apiary panicked: {}", r.stderr);
+        assert!(
+            !r.ok,
+            "apiary {args:?} should have failed but printed:\n{}",
+            r.stdout
+        );
+        assert!(
+            r.stderr.starts_with("error: "),
+            "error output should start with 'error: ': {}",
+            r.stderr
+        );
+        assert!(
+            !r.stderr.contains("panicked"),
+            "apiary panicked: {}",
+            r.stderr
+        );
         r.stderr
     }
 
@@ -109,7 +130,11 @@ impl Apiary {
         let mut a = vec!["load", "file"];
         a.extend(args);
         let v = self.json(&a);
-        v.as_array().expect("array").iter().map(|p| p["id"].as_i64().expect("id")).collect()
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|p| p["id"].as_i64().expect("id"))
+            .collect()
     }
 
     pub fn load_one(&self, args: &[&str]) -> i64 {
@@ -128,7 +153,12 @@ impl Apiary {
     /// Map entries as (key, value) JSON pairs.
     pub fn map_entries(&self, map: &str) -> Vec<(Value, Value)> {
         let v = self.json(&["map", "dump", map]);
-        v["entries"].as_array().expect("entries").iter().map(|e| (e["key"].clone(), e["value"].clone())).collect()
+        v["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| (e["key"].clone(), e["value"].clone()))
+            .collect()
     }
 
     /// Value of an array map at index 0 (or a single-entry map), as u64.
@@ -141,7 +171,12 @@ impl Apiary {
     }
 
     pub fn program_ids(&self) -> Vec<i64> {
-        self.json(&["list", "programs"]).as_array().expect("array").iter().filter_map(|p| p["id"].as_i64()).collect()
+        self.json(&["list", "programs"])
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|p| p["id"].as_i64())
+            .collect()
     }
 
     /// Everything under the pin root (files only).
@@ -166,9 +201,14 @@ impl Apiary {
 
     /// Kernel program ids currently alive, system-wide.
     pub fn kernel_prog_ids() -> Vec<u64> {
-        let out = Command::new("bpftool").args(["-j", "prog", "show"]).output().expect("bpftool");
+        let out = Command::new("bpftool")
+            .args(["-j", "prog", "show"])
+            .output()
+            .expect("bpftool");
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
-        v.as_array().map(|a| a.iter().filter_map(|p| p["id"].as_u64()).collect()).unwrap_or_default()
+        v.as_array()
+            .map(|a| a.iter().filter_map(|p| p["id"].as_u64()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -205,8 +245,15 @@ pub struct NetPair {
 }
 
 fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("run command");
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run command");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl NetPair {
@@ -224,9 +271,21 @@ impl NetPair {
         };
         sh(&["ip", "netns", "add", &p.ns_a]);
         sh(&["ip", "netns", "add", &p.ns_b]);
-        sh(&["ip", "link", "add", &p.if_a, "netns", &p.ns_a, "type", "veth", "peer", "name", &p.if_b, "netns", &p.ns_b]);
+        sh(&[
+            "ip", "link", "add", &p.if_a, "netns", &p.ns_a, "type", "veth", "peer", "name",
+            &p.if_b, "netns", &p.ns_b,
+        ]);
         for (ns, ifc, ip) in [(&p.ns_a, &p.if_a, &p.ip_a), (&p.ns_b, &p.if_b, &p.ip_b)] {
-            sh(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", ifc]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                ifc,
+            ]);
             sh(&["ip", "-n", ns, "link", "set", ifc, "up"]);
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
@@ -236,7 +295,20 @@ impl NetPair {
     /// Ping b from a; true if all replies came back.
     pub fn ping(&self, count: u32) -> bool {
         Command::new("ip")
-            .args(["netns", "exec", &self.ns_a, "ping", "-c", &count.to_string(), "-i", "0.01", "-W", "1", "-q", &self.ip_b])
+            .args([
+                "netns",
+                "exec",
+                &self.ns_a,
+                "ping",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.01",
+                "-W",
+                "1",
+                "-q",
+                &self.ip_b,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -247,7 +319,20 @@ impl NetPair {
     /// Ping a from b (traffic leaves b's interface: b's egress).
     pub fn ping_from_b(&self, count: u32) -> bool {
         Command::new("ip")
-            .args(["netns", "exec", &self.ns_b, "ping", "-c", &count.to_string(), "-i", "0.01", "-W", "1", "-q", &self.ip_a])
+            .args([
+                "netns",
+                "exec",
+                &self.ns_b,
+                "ping",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.01",
+                "-W",
+                "1",
+                "-q",
+                &self.ip_a,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -271,7 +356,9 @@ pub struct Cgroup {
 
 pub fn cgroup_root() -> PathBuf {
     for p in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-        if Path::new(p).join("cgroup.procs").exists() && Path::new(p).join("cgroup.controllers").exists() {
+        if Path::new(p).join("cgroup.procs").exists()
+            && Path::new(p).join("cgroup.controllers").exists()
+        {
             return PathBuf::from(p);
         }
     }
@@ -287,9 +374,10 @@ impl Cgroup {
 
     /// Run a command inside this cgroup and wait for it.
     pub fn run(&self, program: &str, args: &[&str]) -> bool {
-        use std::os::unix::process::CommandExt;
         use std::os::unix::ffi::OsStrExt;
-        let procs = std::ffi::CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes()).expect("path");
+        use std::os::unix::process::CommandExt;
+        let procs = std::ffi::CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes())
+            .expect("path");
         let mut c = Command::new(program);
         c.args(args).stdout(Stdio::null()).stderr(Stdio::null());
         // SAFETY: only async-signal-safe calls (open/write/close) between fork and exec.
@@ -301,7 +389,11 @@ impl Cgroup {
                 }
                 let ok = libc::write(fd, b"0".as_ptr() as *const _, 1) == 1;
                 libc::close(fd);
-                if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
             });
         }
         c.status().map(|s| s.success()).unwrap_or(false)

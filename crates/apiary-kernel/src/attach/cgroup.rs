@@ -21,17 +21,28 @@ fn open_cgroup(path: &Path) -> Result<File> {
     Ok(f)
 }
 
-fn link(prog: BorrowedFd<'_>, path: &Path, attach_type: libbpf_sys::bpf_attach_type, what: &str) -> Result<OwnedFd> {
+fn link(
+    prog: BorrowedFd<'_>,
+    path: &Path,
+    attach_type: libbpf_sys::bpf_attach_type,
+    what: &str,
+) -> Result<OwnedFd> {
     let cg = open_cgroup(path)?;
     let opts = libbpf_sys::bpf_link_create_opts::default();
-    sys::link_create(prog, cg.as_raw_fd(), attach_type, &opts, &format!("attach {what} to {}", path.display()))
-        .map_err(|e| match e.errno() {
-            Some(libc::EBADF) => KernelError::TargetNotFound {
-                target: format!("cgroup {}", path.display()),
-                reason: "not a cgroup v2 directory".into(),
-            },
-            _ => e,
-        })
+    sys::link_create(
+        prog,
+        cg.as_raw_fd(),
+        attach_type,
+        &opts,
+        &format!("attach {what} to {}", path.display()),
+    )
+    .map_err(|e| match e.errno() {
+        Some(libc::EBADF) => KernelError::TargetNotFound {
+            target: format!("cgroup {}", path.display()),
+            reason: "not a cgroup v2 directory".into(),
+        },
+        _ => e,
+    })
 }
 
 pub(super) fn skb(prog: BorrowedFd<'_>, path: &Path, d: CgroupDirection) -> Result<OwnedFd> {
@@ -43,5 +54,10 @@ pub(super) fn skb(prog: BorrowedFd<'_>, path: &Path, d: CgroupDirection) -> Resu
 }
 
 pub(super) fn sock_create(prog: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd> {
-    link(prog, path, libbpf_sys::BPF_CGROUP_INET_SOCK_CREATE, "cgroup/sock_create")
+    link(
+        prog,
+        path,
+        libbpf_sys::BPF_CGROUP_INET_SOCK_CREATE,
+        "cgroup/sock_create",
+    )
 }

@@ -47,29 +47,75 @@ pub struct AttachContext {
 pub fn attach(prog: BorrowedFd<'_>, spec: &AttachSpec, ctx: &AttachContext) -> Result<Attachment> {
     let links = match spec {
         AttachSpec::Tracepoint { tracepoint } => vec![perf::tracepoint(prog, tracepoint)?],
-        AttachSpec::RawTracepoint { tracepoint } => vec![tracing::raw_tracepoint(prog, tracepoint)?],
+        AttachSpec::RawTracepoint { tracepoint } => {
+            vec![tracing::raw_tracepoint(prog, tracepoint)?]
+        }
         AttachSpec::TpBtf => vec![tracing::btf_target(prog, "tp_btf")?],
         AttachSpec::Fentry => vec![tracing::btf_target(prog, "fentry")?],
         AttachSpec::Fexit => vec![tracing::btf_target(prog, "fexit")?],
         AttachSpec::Lsm => vec![tracing::btf_target(prog, "lsm")?],
         // Chain membership (priority, proceed-on) is the manager's business: here an XDP or
         // TC attach puts one program (a dispatcher or a single program) on the hook.
-        AttachSpec::Xdp { iface, netns, mode, .. } => vec![xdp::attach(prog, iface, netns.as_deref(), *mode)?],
-        AttachSpec::Tc { iface, netns, direction, .. } => {
-            return Ok(Attachment::TcFilter(tc::attach(prog, iface, netns.as_deref(), *direction)?))
+        AttachSpec::Xdp {
+            iface, netns, mode, ..
+        } => vec![xdp::attach(prog, iface, netns.as_deref(), *mode)?],
+        AttachSpec::Tc {
+            iface,
+            netns,
+            direction,
+            ..
+        } => {
+            return Ok(Attachment::TcFilter(tc::attach(
+                prog,
+                iface,
+                netns.as_deref(),
+                *direction,
+            )?))
         }
-        AttachSpec::Tcx { iface, netns, direction, .. } => {
-            vec![tcx::attach(prog, iface, netns.as_deref(), *direction, ctx.tcx_anchor)?]
+        AttachSpec::Tcx {
+            iface,
+            netns,
+            direction,
+            ..
+        } => {
+            vec![tcx::attach(
+                prog,
+                iface,
+                netns.as_deref(),
+                *direction,
+                ctx.tcx_anchor,
+            )?]
         }
-        AttachSpec::Uprobe { target, fn_name, offset, retprobe, pid } => {
-            vec![probe::uprobe(prog, target, fn_name.as_deref(), *offset, *retprobe, *pid)?]
+        AttachSpec::Uprobe {
+            target,
+            fn_name,
+            offset,
+            retprobe,
+            pid,
+        } => {
+            vec![probe::uprobe(
+                prog,
+                target,
+                fn_name.as_deref(),
+                *offset,
+                *retprobe,
+                *pid,
+            )?]
         }
-        AttachSpec::Kprobe { fn_name, offset, retprobe } => {
+        AttachSpec::Kprobe {
+            fn_name,
+            offset,
+            retprobe,
+        } => {
             vec![probe::kprobe(prog, fn_name, *offset, *retprobe)?]
         }
         AttachSpec::CgroupSkb { cgroup, direction } => vec![cgroup::skb(prog, cgroup, *direction)?],
         AttachSpec::CgroupSock { cgroup } => vec![cgroup::sock_create(prog, cgroup)?],
-        AttachSpec::PerfEvent { event, frequency, cpu } => perf::software(prog, *event, *frequency, *cpu)?,
+        AttachSpec::PerfEvent {
+            event,
+            frequency,
+            cpu,
+        } => perf::software(prog, *event, *frequency, *cpu)?,
     };
     Ok(Attachment::Links(links))
 }
@@ -78,7 +124,10 @@ pub fn attach(prog: BorrowedFd<'_>, spec: &AttachSpec, ctx: &AttachContext) -> R
 /// perf_event-based links (tracepoints, probes, perf events) and tracing links cannot.
 pub fn updatable_in_place(spec: &AttachSpec) -> bool {
     match spec {
-        AttachSpec::Xdp { .. } | AttachSpec::Tcx { .. } | AttachSpec::CgroupSkb { .. } | AttachSpec::CgroupSock { .. } => true,
+        AttachSpec::Xdp { .. }
+        | AttachSpec::Tcx { .. }
+        | AttachSpec::CgroupSkb { .. }
+        | AttachSpec::CgroupSock { .. } => true,
         AttachSpec::Tracepoint { .. }
         | AttachSpec::RawTracepoint { .. }
         | AttachSpec::TpBtf

@@ -32,25 +32,42 @@ fn pmu(kind: &str) -> Result<Pmu> {
     // The format file says which config bit marks a return probe: "config:0".
     let retprobe_bit = std::fs::read_to_string(dir.join("format/retprobe"))
         .ok()
-        .and_then(|s| s.trim().strip_prefix("config:").and_then(|b| b.parse().ok()))
+        .and_then(|s| {
+            s.trim()
+                .strip_prefix("config:")
+                .and_then(|b| b.parse().ok())
+        })
         .unwrap_or(0);
-    Ok(Pmu { type_, retprobe_bit })
+    Ok(Pmu {
+        type_,
+        retprobe_bit,
+    })
 }
 
-pub(super) fn kprobe(prog: BorrowedFd<'_>, fn_name: &str, offset: u64, retprobe: bool) -> Result<OwnedFd> {
+pub(super) fn kprobe(
+    prog: BorrowedFd<'_>,
+    fn_name: &str,
+    offset: u64,
+    retprobe: bool,
+) -> Result<OwnedFd> {
     let pmu = pmu("kprobe")?;
     let name = sys::cstr(fn_name)?;
     let mut attr = base_attr(pmu.type_, if retprobe { 1 << pmu.retprobe_bit } else { 0 });
     attr.__bindgen_anon_3.kprobe_func = name.as_ptr() as u64;
     attr.__bindgen_anon_4.probe_offset = offset;
-    let what = format!("{} {fn_name}", if retprobe { "kretprobe" } else { "kprobe" });
-    let ev = sys::perf_event_open(&attr, -1, 0, &format!("perf_event_open({what})")).map_err(|e| match e.errno() {
-        Some(libc::ENOENT) | Some(libc::EINVAL) => KernelError::TargetNotFound {
-            target: what.clone(),
-            reason: "no such kernel function, or it cannot be probed".into(),
+    let what = format!(
+        "{} {fn_name}",
+        if retprobe { "kretprobe" } else { "kprobe" }
+    );
+    let ev = sys::perf_event_open(&attr, -1, 0, &format!("perf_event_open({what})")).map_err(
+        |e| match e.errno() {
+            Some(libc::ENOENT) | Some(libc::EINVAL) => KernelError::TargetNotFound {
+                target: what.clone(),
+                reason: "no such kernel function, or it cannot be probed".into(),
+            },
+            _ => e,
         },
-        _ => e,
-    })?;
+    )?;
     perf_link(prog, &ev, &what)
 }
 
@@ -68,8 +85,9 @@ pub(super) fn uprobe(
         Some(f) => symbol_file_offset(&path, f)? + offset,
         None => offset,
     };
-    let cpath = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| KernelError::Invalid(format!("path {} contains a NUL byte", path.display())))?;
+    let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+        KernelError::Invalid(format!("path {} contains a NUL byte", path.display()))
+    })?;
     let mut attr = base_attr(pmu.type_, if retprobe { 1 << pmu.retprobe_bit } else { 0 });
     attr.__bindgen_anon_3.uprobe_path = cpath.as_ptr() as u64;
     attr.__bindgen_anon_4.probe_offset = file_offset;
@@ -85,10 +103,16 @@ pub(super) fn uprobe(
         path.display(),
         fn_name.unwrap_or("")
     );
-    let ev = sys::perf_event_open(&attr, p, cpu, &format!("perf_event_open({what})")).map_err(|e| match e.errno() {
-        Some(libc::ESRCH) => KernelError::TargetNotFound { target: format!("process {p}"), reason: "no such process".into() },
-        _ => e,
-    })?;
+    let ev =
+        sys::perf_event_open(&attr, p, cpu, &format!("perf_event_open({what})")).map_err(|e| {
+            match e.errno() {
+                Some(libc::ESRCH) => KernelError::TargetNotFound {
+                    target: format!("process {p}"),
+                    reason: "no such process".into(),
+                },
+                _ => e,
+            }
+        })?;
     perf_link(prog, &ev, &what)
 }
 
@@ -100,7 +124,10 @@ pub fn resolve_uprobe_target(target: &str) -> Result<PathBuf> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(KernelError::TargetNotFound { target: target.to_string(), reason: "no such file".into() })
+            Err(KernelError::TargetNotFound {
+                target: target.to_string(),
+                reason: "no such file".into(),
+            })
         };
     }
     let dirs = [
@@ -114,7 +141,11 @@ pub fn resolve_uprobe_target(target: &str) -> Result<PathBuf> {
         "/usr/lib",
         "/usr/local/lib",
     ];
-    let base = if target.starts_with("lib") { target.to_string() } else { format!("lib{target}") };
+    let base = if target.starts_with("lib") {
+        target.to_string()
+    } else {
+        format!("lib{target}")
+    };
     for d in dirs {
         let exact = Path::new(d).join(target);
         if exact.is_file() && is_elf(&exact) {
@@ -150,18 +181,27 @@ pub fn resolve_uprobe_target(target: &str) -> Result<PathBuf> {
 fn is_elf(p: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 4];
-    std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
 }
 
 fn which(name: &str) -> std::result::Result<PathBuf, ()> {
     let path = std::env::var_os("PATH").ok_or(())?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()).ok_or(())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
 }
 
 /// The file offset of a function symbol: uprobes are placed by offset into the file, while
 /// symbols hold virtual addresses, so map the address through its loadable segment.
 fn symbol_file_offset(path: &Path, func: &str) -> Result<u64> {
-    let data = std::fs::read(path).map_err(|e| KernelError::ReadObject { path: path.to_path_buf(), error: e })?;
+    let data = std::fs::read(path).map_err(|e| KernelError::ReadObject {
+        path: path.to_path_buf(),
+        error: e,
+    })?;
     let file = object::File::parse(&*data).map_err(|e| KernelError::TargetNotFound {
         target: path.display().to_string(),
         reason: format!("not an ELF file ({e})"),

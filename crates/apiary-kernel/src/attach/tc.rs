@@ -16,25 +16,39 @@ fn point(d: TcDirection) -> libbpf_rs::TcAttachPoint {
     }
 }
 
-pub(super) fn attach(prog: BorrowedFd<'_>, iface: &str, ns: Option<&Path>, direction: TcDirection) -> Result<TcFilter> {
+pub(super) fn attach(
+    prog: BorrowedFd<'_>,
+    iface: &str,
+    ns: Option<&Path>,
+    direction: TcDirection,
+) -> Result<TcFilter> {
     netns::in_netns(ns, || {
         let ifindex = netns::ifindex(iface, ns)?;
         let mut builder = TcHookBuilder::new(prog.as_fd());
-        builder.ifindex(ifindex as i32).replace(false).handle(0).priority(0);
+        builder
+            .ifindex(ifindex as i32)
+            .replace(false)
+            .handle(0)
+            .priority(0);
         let mut hook = builder.hook(point(direction));
         // The clsact qdisc may already exist (EEXIST); that is fine.
         if let Err(e) = hook.create() {
             if crate::loader::errno_of(&e) != Some(libc::EEXIST) {
-                return Err(KernelError::libbpf(format!("create clsact qdisc on {iface}"), e));
+                return Err(KernelError::libbpf(
+                    format!("create clsact qdisc on {iface}"),
+                    e,
+                ));
             }
         }
-        let attached = hook.attach().map_err(|e| match crate::loader::errno_of(&e) {
-            Some(libc::EEXIST) => KernelError::HookBusy {
-                hook: format!("tc {iface}"),
-                reason: "a filter with the same handle and priority exists".into(),
-            },
-            _ => KernelError::libbpf(format!("attach tc filter on {iface}"), e),
-        })?;
+        let attached = hook
+            .attach()
+            .map_err(|e| match crate::loader::errno_of(&e) {
+                Some(libc::EEXIST) => KernelError::HookBusy {
+                    hook: format!("tc {iface}"),
+                    reason: "a filter with the same handle and priority exists".into(),
+                },
+                _ => KernelError::libbpf(format!("attach tc filter on {iface}"), e),
+            })?;
         Ok(TcFilter {
             iface: iface.to_string(),
             netns: ns.map(Path::to_path_buf),
@@ -56,14 +70,29 @@ pub fn detach_tc_filter(prog: BorrowedFd<'_>, f: &TcFilter) -> Result<()> {
         }
     }
     netns::in_netns(ns, || {
-        let Ok(ifindex) = netns::ifindex(&f.iface, ns) else { return Ok(()) };
+        let Ok(ifindex) = netns::ifindex(&f.iface, ns) else {
+            return Ok(());
+        };
         let mut builder = TcHookBuilder::new(prog.as_fd());
-        builder.ifindex(ifindex as i32).handle(f.handle).priority(f.priority);
+        builder
+            .ifindex(ifindex as i32)
+            .handle(f.handle)
+            .priority(f.priority);
         let mut hook = builder.hook(point(f.direction));
         match hook.detach() {
             Ok(()) => Ok(()),
-            Err(e) if matches!(crate::loader::errno_of(&e), Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::EINVAL)) => Ok(()),
-            Err(e) => Err(KernelError::libbpf(format!("detach tc filter on {}", f.iface), e)),
+            Err(e)
+                if matches!(
+                    crate::loader::errno_of(&e),
+                    Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::EINVAL)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(KernelError::libbpf(
+                format!("detach tc filter on {}", f.iface),
+                e,
+            )),
         }
     })
 }
@@ -75,8 +104,14 @@ pub fn replace_tc_filter(prog: BorrowedFd<'_>, f: &TcFilter) -> Result<()> {
     netns::in_netns(ns, || {
         let ifindex = netns::ifindex(&f.iface, ns)?;
         let mut builder = TcHookBuilder::new(prog.as_fd());
-        builder.ifindex(ifindex as i32).replace(true).handle(f.handle).priority(f.priority);
+        builder
+            .ifindex(ifindex as i32)
+            .replace(true)
+            .handle(f.handle)
+            .priority(f.priority);
         let mut hook = builder.hook(point(f.direction));
-        hook.attach().map(|_| ()).map_err(|e| KernelError::libbpf(format!("replace tc filter on {}", f.iface), e))
+        hook.attach()
+            .map(|_| ())
+            .map_err(|e| KernelError::libbpf(format!("replace tc filter on {}", f.iface), e))
     })
 }

@@ -30,20 +30,24 @@ pub(super) fn attach(
         let mut opts = libbpf_sys::bpf_link_create_opts::default();
         match anchor {
             Some(TcxAnchor::Before(id)) => {
-                opts.flags = libbpf_sys::BPF_F_BEFORE | libbpf_sys::BPF_F_LINK | libbpf_sys::BPF_F_ID;
+                opts.flags =
+                    libbpf_sys::BPF_F_BEFORE | libbpf_sys::BPF_F_LINK | libbpf_sys::BPF_F_ID;
                 opts.__bindgen_anon_1.tcx.relative_id = id;
             }
             Some(TcxAnchor::After(id)) => {
-                opts.flags = libbpf_sys::BPF_F_AFTER | libbpf_sys::BPF_F_LINK | libbpf_sys::BPF_F_ID;
+                opts.flags =
+                    libbpf_sys::BPF_F_AFTER | libbpf_sys::BPF_F_LINK | libbpf_sys::BPF_F_ID;
                 opts.__bindgen_anon_1.tcx.relative_id = id;
             }
             None => {}
         }
-        sys::link_create(prog, ifindex as i32, attach_type, &opts, "attach TCX").map_err(|e| match e.errno() {
-            Some(libc::ENOENT) if anchor.is_some() => KernelError::Invalid(format!(
-                "the TCX link apiary wanted to order against on {iface} is gone; retry"
-            )),
-            _ => e,
-        })
+        sys::link_create(prog, ifindex as i32, attach_type, &opts, "attach TCX").map_err(
+            |e| match e.errno() {
+                Some(libc::ENOENT) if anchor.is_some() => KernelError::Invalid(format!(
+                    "the TCX link apiary wanted to order against on {iface} is gone; retry"
+                )),
+                _ => e,
+            },
+        )
     })
 }

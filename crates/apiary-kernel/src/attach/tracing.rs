@@ -9,7 +9,8 @@ pub(super) fn raw_tracepoint(prog: BorrowedFd<'_>, name: &str) -> Result<OwnedFd
     sys::raw_tracepoint_open(Some(name), prog).map_err(|e| match e.errno() {
         Some(libc::ENOENT) => KernelError::TargetNotFound {
             target: format!("raw tracepoint {name}"),
-            reason: "no such tracepoint in the kernel (see /sys/kernel/tracing/available_events)".into(),
+            reason: "no such tracepoint in the kernel (see /sys/kernel/tracing/available_events)"
+                .into(),
         },
         _ => e,
     })

@@ -6,7 +6,12 @@ use apiary_core::XdpMode;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 
-pub(super) fn attach(prog: BorrowedFd<'_>, iface: &str, ns: Option<&Path>, mode: XdpMode) -> Result<OwnedFd> {
+pub(super) fn attach(
+    prog: BorrowedFd<'_>,
+    iface: &str,
+    ns: Option<&Path>,
+    mode: XdpMode,
+) -> Result<OwnedFd> {
     netns::in_netns(ns, || {
         let ifindex = netns::ifindex(iface, ns)?;
         let flags = match mode {
@@ -15,19 +20,29 @@ pub(super) fn attach(prog: BorrowedFd<'_>, iface: &str, ns: Option<&Path>, mode:
             XdpMode::Drv => libbpf_sys::XDP_FLAGS_DRV_MODE,
             XdpMode::Skb => libbpf_sys::XDP_FLAGS_SKB_MODE,
         };
-        let opts = libbpf_sys::bpf_link_create_opts { flags, ..Default::default() };
-        sys::link_create(prog, ifindex as i32, libbpf_sys::BPF_XDP, &opts, "attach XDP").map_err(|e| {
-            match e.errno() {
-                Some(libc::EBUSY) | Some(libc::EEXIST) => KernelError::HookBusy {
-                    hook: format!("XDP on {iface}"),
-                    reason: "another XDP program is already attached to this interface; detach it first".into(),
-                },
-                Some(libc::EOPNOTSUPP) => KernelError::NotSupported {
-                    feature: format!("XDP {mode:?} mode on {iface}").to_lowercase(),
-                    reason: "the driver has no native XDP support; use --mode skb".into(),
-                },
-                _ => e,
-            }
+        let opts = libbpf_sys::bpf_link_create_opts {
+            flags,
+            ..Default::default()
+        };
+        sys::link_create(
+            prog,
+            ifindex as i32,
+            libbpf_sys::BPF_XDP,
+            &opts,
+            "attach XDP",
+        )
+        .map_err(|e| match e.errno() {
+            Some(libc::EBUSY) | Some(libc::EEXIST) => KernelError::HookBusy {
+                hook: format!("XDP on {iface}"),
+                reason:
+                    "another XDP program is already attached to this interface; detach it first"
+                        .into(),
+            },
+            Some(libc::EOPNOTSUPP) => KernelError::NotSupported {
+                feature: format!("XDP {mode:?} mode on {iface}").to_lowercase(),
+                reason: "the driver has no native XDP support; use --mode skb".into(),
+            },
+            _ => e,
         })
     })
 }
