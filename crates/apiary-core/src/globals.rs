@@ -24,6 +24,11 @@ fn known(info: &ObjectInfo) -> String {
         .join(", ")
 }
 
+fn find<'a>(info: &'a ObjectInfo, name: &str) -> Result<&'a crate::elf::GlobalVar, String> {
+    info.global(name)
+        .ok_or_else(|| format!("global {name:?} not found in the object; it has: {}", known(info)))
+}
+
 /// Raw values must be exactly the variable's size (bpfman's `-g` semantics); typed values are
 /// encoded from the variable's BTF type. A later value for the same name wins.
 pub fn resolve(
@@ -37,16 +42,7 @@ pub fn resolve(
         out.push(g);
     };
     for (name, bytes) in raw {
-        let g = info
-            .globals
-            .iter()
-            .find(|g| &g.name == name)
-            .ok_or_else(|| {
-                format!(
-                    "global {name:?} not found in the object; it has: {}",
-                    known(info)
-                )
-            })?;
+        let g = find(info, name)?;
         if bytes.len() as u64 != g.size {
             return Err(format!(
                 "global {name:?} is {} bytes ({}), but {} bytes were given",
@@ -63,16 +59,7 @@ pub fn resolve(
         });
     }
     for (name, text) in typed {
-        let g = info
-            .globals
-            .iter()
-            .find(|g| &g.name == name)
-            .ok_or_else(|| {
-                format!(
-                    "global {name:?} not found in the object; it has: {}",
-                    known(info)
-                )
-            })?;
+        let g = find(info, name)?;
         let (Some(b), Some(ty)) = (info.btf.as_ref(), g.type_id) else {
             return Err(format!(
                 "global {name:?} has no BTF type information; use -g {name}=HEX with raw bytes"

@@ -18,14 +18,9 @@ pub struct ProgramSelect {
     pub name: String,
 }
 
-/// Bytes to write at `offset` of the data section `section` before loading.
-#[derive(Debug, Clone)]
-pub struct GlobalPatch {
-    pub name: String,
-    pub section: String,
-    pub offset: usize,
-    pub bytes: Vec<u8>,
-}
+/// Bytes to write at `offset` of the data section `section` before loading: what
+/// `apiary_core::globals::resolve` produces.
+pub use apiary_core::globals::ResolvedGlobal as GlobalPatch;
 
 #[derive(Debug, Clone)]
 pub struct LoadRequest<'a> {

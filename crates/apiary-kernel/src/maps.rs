@@ -28,6 +28,52 @@ const NOT_DUMPABLE: &[u32] = &[
     libbpf_sys::BPF_MAP_TYPE_QUEUE,
 ];
 
+/// How a lookup lays values out: per-CPU maps return one 8-byte aligned value per possible CPU.
+struct ValueBuf {
+    buf: Vec<u8>,
+    stride: usize,
+    size: usize,
+}
+
+impl ValueBuf {
+    fn new(info: &MapInfo) -> Result<ValueBuf> {
+        let size = info.value_size as usize;
+        let (ncpu, stride) = if PERCPU_TYPES.contains(&info.map_type_raw) {
+            (sys::num_possible_cpus()?, size.div_ceil(8) * 8)
+        } else {
+            (1, size)
+        };
+        Ok(ValueBuf { buf: vec![0u8; stride * ncpu], stride, size })
+    }
+
+    /// Look `key` up into the buffer; false when the key is not there.
+    fn lookup(&mut self, fd: BorrowedFd<'_>, key: &[u8]) -> Result<bool> {
+        // SAFETY: the key has the map's key size and the buffer holds a value per possible CPU.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_elem(
+                fd.as_raw_fd(),
+                key.as_ptr() as *const _,
+                self.buf.as_mut_ptr() as *mut _,
+            )
+        };
+        match ret {
+            0.. => Ok(true),
+            r if -r == libc::ENOENT => Ok(false),
+            r => Err(KernelError::syscall(
+                "BPF_MAP_LOOKUP_ELEM",
+                std::io::Error::from_raw_os_error(-r),
+            )),
+        }
+    }
+
+    fn values(&self) -> Vec<Vec<u8>> {
+        self.buf
+            .chunks(self.stride)
+            .map(|c| c[..self.size].to_vec())
+            .collect()
+    }
+}
+
 /// Read up to `limit` entries.
 pub fn dump(fd: BorrowedFd<'_>, info: &MapInfo, limit: usize) -> Result<Vec<MapEntry>> {
     if NOT_DUMPABLE.contains(&info.map_type_raw) {
@@ -36,16 +82,9 @@ pub fn dump(fd: BorrowedFd<'_>, info: &MapInfo, limit: usize) -> Result<Vec<MapE
             info.name, info.map_type
         )));
     }
-    let percpu = PERCPU_TYPES.contains(&info.map_type_raw);
-    let ncpu = if percpu { sys::num_possible_cpus()? } else { 1 };
-    let stride = if percpu {
-        (info.value_size as usize).div_ceil(8) * 8
-    } else {
-        info.value_size as usize
-    };
+    let mut value = ValueBuf::new(info)?;
     let mut key = vec![0u8; info.key_size as usize];
     let mut next = vec![0u8; info.key_size as usize];
-    let mut value = vec![0u8; stride * ncpu];
     let mut out = Vec::new();
     let mut first = true;
     while out.len() < limit {
@@ -69,31 +108,13 @@ pub fn dump(fd: BorrowedFd<'_>, info: &MapInfo, limit: usize) -> Result<Vec<MapE
         }
         first = false;
         std::mem::swap(&mut key, &mut next);
-        // SAFETY: value buffer holds one value per possible CPU.
-        let ret = unsafe {
-            libbpf_sys::bpf_map_lookup_elem(
-                fd.as_raw_fd(),
-                key.as_ptr() as *const _,
-                value.as_mut_ptr() as *mut _,
-            )
-        };
-        if ret < 0 {
-            // The entry went away between the two calls; skip it.
-            if -ret == libc::ENOENT {
-                continue;
-            }
-            return Err(KernelError::syscall(
-                "BPF_MAP_LOOKUP_ELEM",
-                std::io::Error::from_raw_os_error(-ret),
-            ));
+        // An entry that went away between the two calls is skipped.
+        if value.lookup(fd, &key)? {
+            out.push(MapEntry {
+                key: key.clone(),
+                values: value.values(),
+            });
         }
-        let values = (0..ncpu)
-            .map(|c| value[c * stride..c * stride + info.value_size as usize].to_vec())
-            .collect();
-        out.push(MapEntry {
-            key: key.clone(),
-            values,
-        });
     }
     Ok(out)
 }
@@ -108,34 +129,6 @@ pub fn lookup(fd: BorrowedFd<'_>, info: &MapInfo, key: &[u8]) -> Result<Option<V
             key.len()
         )));
     }
-    let percpu = PERCPU_TYPES.contains(&info.map_type_raw);
-    let ncpu = if percpu { sys::num_possible_cpus()? } else { 1 };
-    let stride = if percpu {
-        (info.value_size as usize).div_ceil(8) * 8
-    } else {
-        info.value_size as usize
-    };
-    let mut value = vec![0u8; stride * ncpu];
-    // SAFETY: buffers sized from the map info.
-    let ret = unsafe {
-        libbpf_sys::bpf_map_lookup_elem(
-            fd.as_raw_fd(),
-            key.as_ptr() as *const _,
-            value.as_mut_ptr() as *mut _,
-        )
-    };
-    if ret < 0 {
-        if -ret == libc::ENOENT {
-            return Ok(None);
-        }
-        return Err(KernelError::syscall(
-            "BPF_MAP_LOOKUP_ELEM",
-            std::io::Error::from_raw_os_error(-ret),
-        ));
-    }
-    Ok(Some(
-        (0..ncpu)
-            .map(|c| value[c * stride..c * stride + info.value_size as usize].to_vec())
-            .collect(),
-    ))
+    let mut value = ValueBuf::new(info)?;
+    Ok(value.lookup(fd, key)?.then(|| value.values()))
 }

@@ -144,6 +144,34 @@ impl Drop for Undo {
     }
 }
 
+/// Globals as the store keeps them (hex), and back as the loader takes them.
+pub(crate) fn global_records(globals: &[kernel::GlobalPatch]) -> Vec<GlobalRecord> {
+    globals
+        .iter()
+        .map(|g| GlobalRecord {
+            name: g.name.clone(),
+            section: g.section.clone(),
+            offset: g.offset,
+            hex: hex::encode(&g.bytes),
+        })
+        .collect()
+}
+
+pub(crate) fn global_patches(records: &[GlobalRecord]) -> Result<Vec<kernel::GlobalPatch>> {
+    records
+        .iter()
+        .map(|g| {
+            Ok(kernel::GlobalPatch {
+                name: g.name.clone(),
+                section: g.section.clone(),
+                offset: g.offset,
+                bytes: hex::decode(&g.hex)
+                    .map_err(|e| Error::Internal(format!("stored global {}: {e}", g.name)))?,
+            })
+        })
+        .collect()
+}
+
 /// The record of a map a load created, owned by `owner`.
 pub(crate) fn map_record(owner: ProgramId, m: &kernel::loader::LoadedMapInfo) -> MapRecord {
     MapRecord {
@@ -339,28 +367,12 @@ impl Manager {
                     name: name.clone(),
                 })
                 .collect(),
-            globals: globals
-                .iter()
-                .map(|g| kernel::GlobalPatch {
-                    name: g.name.clone(),
-                    section: g.section.clone(),
-                    offset: g.offset,
-                    bytes: g.bytes.clone(),
-                })
-                .collect(),
+            globals: globals.clone(),
             reuse_maps: reuse,
         };
         let loaded = kernel::load(&req)?;
         let sha = sha256_hex(&bytes);
-        let global_records: Vec<GlobalRecord> = globals
-            .iter()
-            .map(|g| GlobalRecord {
-                name: g.name.clone(),
-                section: g.section.clone(),
-                offset: g.offset,
-                hex: hex::encode(&g.bytes),
-            })
-            .collect();
+        let global_records = global_records(&globals);
 
         // The records are committed first and the pins made after: a crash in between leaves
         // records without pins, which `reconcile` restores from the stored object, never pins

@@ -7,7 +7,7 @@
 
 use crate::chain::HookRef;
 use crate::error::{Error, Result};
-use crate::manager::{is_internal_map, Manager, Undo};
+use crate::manager::{global_patches, is_internal_map, Manager, Undo};
 use apiary_core::chain::ChainKind;
 use apiary_core::{LinkId, ProgramId, TcDirection, XdpMode};
 use apiary_kernel::dispatcher::{self, ChainHook};
@@ -119,19 +119,7 @@ impl Manager {
             .map(|m| (m.name.clone(), self.paths.map(m.owner_id, &m.name)))
             .filter(|(_, path)| alive(path))
             .collect();
-        let globals = p
-            .globals
-            .iter()
-            .map(|g| {
-                Ok(kernel::GlobalPatch {
-                    name: g.name.clone(),
-                    section: g.section.clone(),
-                    offset: g.offset,
-                    bytes: hex::decode(&g.hex)
-                        .map_err(|e| Error::Internal(format!("stored global {}: {e}", g.name)))?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let globals = global_patches(&p.globals)?;
         let loaded = kernel::load(&kernel::LoadRequest {
             object: &bytes,
             source: &p.source,

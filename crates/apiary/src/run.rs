@@ -6,7 +6,7 @@ use crate::source;
 use apiary_core::btf::Btf;
 use apiary_core::events::{self, Format, TypeSource};
 use apiary_kernel::session::{EventMapKind, Session, Targets};
-use apiary_kernel::{maps, sys, GlobalPatch, LoadRequest};
+use apiary_kernel::{maps, sys, LoadRequest};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -86,15 +86,7 @@ pub fn run(
         object: &fetched.object,
         source: &fetched.name,
         programs: Vec::new(),
-        globals: globals
-            .iter()
-            .map(|g| GlobalPatch {
-                name: g.name.clone(),
-                section: g.section.clone(),
-                offset: g.offset,
-                bytes: g.bytes.clone(),
-            })
-            .collect(),
+        globals,
         reuse_maps: Vec::new(),
     };
     let mut emaps = Vec::new();

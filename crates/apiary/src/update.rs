@@ -6,10 +6,10 @@
 //! program running and the store untouched.
 
 use crate::error::{Error, Result};
-use crate::manager::{is_internal_map, map_record, sha256_hex, Manager, Undo};
+use crate::manager::{global_records, is_internal_map, map_record, sha256_hex, Manager, Undo};
 use apiary_core::{ProgramId, ProgramType};
 use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, KernelError, TcFilter};
-use apiary_store::{self as store, GlobalRecord, MapRecord};
+use apiary_store::{self as store, MapRecord};
 use serde::Serialize;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -127,15 +127,7 @@ impl Manager {
                 ty: Some(new_ty),
                 name: name.clone(),
             }],
-            globals: globals
-                .iter()
-                .map(|g| kernel::GlobalPatch {
-                    name: g.name.clone(),
-                    section: g.section.clone(),
-                    offset: g.offset,
-                    bytes: g.bytes.clone(),
-                })
-                .collect(),
+            globals: globals.clone(),
             reuse_maps: reuse,
         })?;
         let lp = loaded
@@ -281,15 +273,7 @@ impl Manager {
                 .map_err(|e| KernelError::syscall("rename map pin", e))?;
             new_maps.push(m.clone());
         }
-        let global_records: Vec<GlobalRecord> = globals
-            .iter()
-            .map(|g| GlobalRecord {
-                name: g.name.clone(),
-                section: g.section.clone(),
-                offset: g.offset,
-                hex: hex::encode(&g.bytes),
-            })
-            .collect();
+        let global_records = global_records(&globals);
         let sha = sha256_hex(&bytes);
         self.store().write(|tx| -> Result<()> {
             store::put_object(tx, &sha, &bytes)?;
