@@ -61,6 +61,40 @@ impl std::str::FromStr for Output {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    #[command(flatten)]
+    Api(ApiCommand),
+    /// Make the kernel match the store: restore programs, links and chains the store records but
+    /// the kernel lost (after a reboot, or pins removed behind apiary's back), and remove pins in
+    /// apiary's directory that no record explains. The daemon does this when it starts.
+    Reconcile,
+    /// Run the daemon: serve these operations over gRPC on a unix socket (and optionally TCP
+    /// with mutual TLS), with Prometheus metrics; clients use `--endpoint`.
+    Serve(crate::daemon::ServeArgs),
+    /// Bytecode images: build, push, pull, inspect, list, remove, sign, verify.
+    Image {
+        #[command(subcommand)]
+        what: crate::image::ImageCmd,
+    },
+    /// Show what an object holds: programs, maps, globals with types and defaults, licence, BTF.
+    Inspect {
+        /// An object file, an apiary package, or an http(s) URL of either.
+        source: String,
+    },
+    /// Load an object in the foreground, attach every program from its section name, print the
+    /// events its ring buffers and perf event arrays deliver, and unload it all on exit.
+    Run(RunArgs),
+    /// Write a single-file package (object + metadata) that `apiary run` accepts.
+    Package {
+        /// The BPF object file.
+        object: PathBuf,
+    },
+}
+
+/// The commands that work on apiary's state, in-process or through a daemon (`--endpoint`).
+// Parsed once per process; boxing the large variants would only complicate the grammar.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum ApiCommand {
     /// Load programs into the kernel (and optionally attach in the same step).
     #[command(subcommand)]
     Load(LoadCmd),
@@ -94,31 +128,6 @@ pub enum Command {
     Map {
         #[command(subcommand)]
         what: MapCmd,
-    },
-    /// Make the kernel match the store: restore programs, links and chains the store records but
-    /// the kernel lost (after a reboot, or pins removed behind apiary's back), and remove pins in
-    /// apiary's directory that no record explains. The daemon does this when it starts.
-    Reconcile,
-    /// Run the daemon: serve these operations over gRPC on a unix socket (and optionally TCP
-    /// with mutual TLS), with Prometheus metrics; clients use `--endpoint`.
-    Serve(crate::daemon::ServeArgs),
-    /// Bytecode images: build, push, pull, inspect, list, remove, sign, verify.
-    Image {
-        #[command(subcommand)]
-        what: crate::image::ImageCmd,
-    },
-    /// Show what an object holds: programs, maps, globals with types and defaults, licence, BTF.
-    Inspect {
-        /// An object file, an apiary package, or an http(s) URL of either.
-        source: String,
-    },
-    /// Load an object in the foreground, attach every program from its section name, print the
-    /// events its ring buffers and perf event arrays deliver, and unload it all on exit.
-    Run(RunArgs),
-    /// Write a single-file package (object + metadata) that `apiary run` accepts.
-    Package {
-        /// The BPF object file.
-        object: PathBuf,
     },
     /// Replace a program's code, keeping its maps and attach points (hot update).
     Update {

@@ -7,7 +7,7 @@ mod output;
 
 use anyhow::Result;
 use apiary::{Api, Config, Manager, ObjectSource};
-use args::{Cli, Command, GetCmd, ListCmd, LoadCmd, MapCmd, Output, RunArgs};
+use args::{ApiCommand, Cli, Command, GetCmd, ListCmd, LoadCmd, MapCmd, Output, RunArgs};
 use clap::Parser;
 
 fn main() {
@@ -30,54 +30,52 @@ fn run(cli: Cli) -> Result<()> {
         _ => cli.output.parse().map_err(anyhow::Error::msg)?,
     };
     let out = output::Printer::new(format);
-    // These work on objects, not on apiary's state: no store, no root needed for them.
-    match cli.command {
-        Command::Inspect { source } => return inspect(&out, &source),
-        Command::Image { what } => return image::run(what, &cli.state_dir, format == Output::Json),
-        Command::Package { object } => return package(&object, &cli.output),
-        Command::Run(args) => return run_foreground(args, format),
-        Command::Serve(a) => return daemon::serve(a, cli.state_dir, cli.bpffs),
-        _ => {}
-    }
-    if let Command::Reconcile = cli.command {
-        let mgr = Manager::open(Config {
-            state_dir: cli.state_dir,
-            bpffs: cli.bpffs,
-        })?;
-        let report = mgr.reconcile()?;
-        let failed = !report.failures.is_empty();
-        out.reconcile(&report)?;
-        if failed {
-            anyhow::bail!(
-                "{} item(s) could not be restored (see above)",
-                report.failures.len()
-            );
-        }
-        return Ok(());
-    }
-    let mgr: Box<dyn Api> = match &cli.remote.endpoint {
-        Some(endpoint) => Box::new(cli.remote.connect(endpoint)?),
-        None => {
-            let m = Manager::open(Config {
-                state_dir: cli.state_dir.clone(),
-                bpffs: cli.bpffs,
-            })?;
-            // In-process, `load image` takes registry flags; a daemon uses its own settings and
-            // signature policy.
-            if let Command::Load(LoadCmd::Image(i)) = &cli.command {
-                m.set_image_settings(i.registry.settings(&cli.state_dir, Some(&i.image_url))?);
-            }
-            Box::new(m)
-        }
+    let config = || Config {
+        state_dir: cli.state_dir.clone(),
+        bpffs: cli.bpffs.clone(),
     };
     match cli.command {
-        Command::Inspect { .. }
-        | Command::Image { .. }
-        | Command::Package { .. }
-        | Command::Run(_)
-        | Command::Reconcile
-        | Command::Serve(_) => unreachable_command(),
-        Command::Update {
+        // These work on objects, not on apiary's state: no store, no root needed for them.
+        Command::Inspect { source } => inspect(&out, &source),
+        Command::Image { what } => image::run(what, &cli.state_dir, format == Output::Json),
+        Command::Package { object } => package(&object, &cli.output),
+        Command::Run(args) => run_foreground(args, format),
+        Command::Serve(a) => daemon::serve(a, cli.state_dir.clone(), cli.bpffs.clone()),
+        // Reconcile repairs this host's kernel state, so it always runs in-process.
+        Command::Reconcile => {
+            let report = Manager::open(config())?.reconcile()?;
+            out.reconcile(&report)?;
+            if !report.failures.is_empty() {
+                anyhow::bail!(
+                    "{} item(s) could not be restored (see above)",
+                    report.failures.len()
+                );
+            }
+            Ok(())
+        }
+        Command::Api(cmd) => {
+            let mgr: Box<dyn Api> = match &cli.remote.endpoint {
+                Some(endpoint) => Box::new(cli.remote.connect(endpoint)?),
+                None => {
+                    let m = Manager::open(config())?;
+                    // In-process, `load image` takes registry flags; a daemon uses its own
+                    // settings and signature policy.
+                    if let ApiCommand::Load(LoadCmd::Image(i)) = &cmd {
+                        m.set_image_settings(
+                            i.registry.settings(&cli.state_dir, Some(&i.image_url))?,
+                        );
+                    }
+                    Box::new(m)
+                }
+            };
+            api_command(cmd, mgr.as_ref(), &out)
+        }
+    }
+}
+
+fn api_command(cmd: ApiCommand, mgr: &dyn Api, out: &output::Printer) -> Result<()> {
+    match cmd {
+        ApiCommand::Update {
             program_id,
             path,
             program,
@@ -95,27 +93,27 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             out.update(&r)
         }
-        Command::Load(LoadCmd::File(f)) => {
+        ApiCommand::Load(LoadCmd::File(f)) => {
             out.programs(&mgr.load(f.opts.into_spec(ObjectSource::Path(f.path), f.attach))?)
         }
-        Command::Load(LoadCmd::Image(i)) => {
+        ApiCommand::Load(LoadCmd::Image(i)) => {
             let source = ObjectSource::Image {
                 reference: i.image_url,
                 pull_policy: i.pull_policy,
             };
             out.programs(&mgr.load(i.opts.into_spec(source, i.attach))?)
         }
-        Command::Attach { program_id, target } => {
+        ApiCommand::Attach { program_id, target } => {
             out.link(&mgr.attach(program_id, target.into_spec())?)
         }
-        Command::Detach { link_id } => {
+        ApiCommand::Detach { link_id } => {
             mgr.detach(link_id)?;
             out.message(
                 &format!("detached link {link_id}"),
                 serde_json::json!({ "detached": link_id }),
             )
         }
-        Command::Unload { program_ids, force } => {
+        ApiCommand::Unload { program_ids, force } => {
             let done = mgr.unload(&program_ids, force)?;
             let ids: Vec<String> = done.iter().map(|i| i.to_string()).collect();
             out.message(
@@ -123,7 +121,7 @@ fn run(cli: Cli) -> Result<()> {
                 serde_json::json!({ "unloaded": done }),
             )
         }
-        Command::List { what } => match what {
+        ApiCommand::List { what } => match what {
             ListCmd::Programs { all, metadata } => {
                 out.programs(&mgr.list_programs(all, &metadata.into_iter().collect())?)
             }
@@ -131,7 +129,7 @@ fn run(cli: Cli) -> Result<()> {
             ListCmd::Maps { all } => out.maps(&mgr.list_maps(all)?),
             ListCmd::Chains => out.chains(&mgr.list_chains()?),
         },
-        Command::Get { what } => match what {
+        ApiCommand::Get { what } => match what {
             GetCmd::Program { id } => out.program_detail(&mgr.get_program(id)?),
             GetCmd::Link { id } => out.link(&mgr.get_link(id)?),
             GetCmd::Chain { iface, hook, netns } => {
@@ -139,14 +137,10 @@ fn run(cli: Cli) -> Result<()> {
                 out.chain(&mgr.get_chain(&h)?)
             }
         },
-        Command::Map { what } => match what {
+        ApiCommand::Map { what } => match what {
             MapCmd::Dump { map, limit } => out.map_dump(&mgr.dump_map(&map, limit)?),
         },
     }
-}
-
-fn unreachable_command() -> Result<()> {
-    Err(anyhow::anyhow!("internal error: command dispatched twice"))
 }
 
 fn inspect(out: &output::Printer, source: &str) -> Result<()> {

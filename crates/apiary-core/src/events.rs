@@ -241,13 +241,46 @@ impl Format {
     /// Append one event as a JSON object (no newline). A record shorter than the type is
     /// written as `{"_truncated":"<hex>"}` rather than read past its end.
     pub fn write_json(&self, data: &[u8], out: &mut String) {
+        self.write_json_tagged(data, "", out)
+    }
+
+    /// `write_json` with `tag`, a rendered JSON member such as `"_map":"events"`, as the
+    /// object's first member (a non-struct event becomes `{tag,"value":...}`).
+    pub fn write_json_tagged(&self, data: &[u8], tag: &str, out: &mut String) {
+        let lead = |out: &mut String| {
+            out.push('{');
+            if !tag.is_empty() {
+                out.push_str(tag);
+                out.push(',');
+            }
+        };
         if data.len() < self.size {
-            out.push_str("{\"_truncated\":\"");
+            lead(out);
+            out.push_str("\"_truncated\":\"");
             hex(data, out);
             out.push_str("\"}");
             return;
         }
-        json(&self.root, data, 0, out);
+        match &self.root {
+            Node::Struct { off, fields } if !tag.is_empty() => {
+                out.push('{');
+                out.push_str(tag);
+                for (name, n) in fields {
+                    out.push_str(",\"");
+                    out.push_str(name);
+                    out.push_str("\":");
+                    json(n, data, *off, out);
+                }
+                out.push('}');
+            }
+            root if !tag.is_empty() => {
+                lead(out);
+                out.push_str("\"value\":");
+                json(root, data, 0, out);
+                out.push('}');
+            }
+            root => json(root, data, 0, out),
+        }
     }
 
     /// Append one event as table cells separated by two spaces (no newline).
@@ -553,6 +586,13 @@ mod tests {
         let mut r = String::new();
         f.write_row(&data, &mut r);
         assert!(!r.is_empty());
+        // A tag becomes the first member, the rest unchanged.
+        let mut tagged = String::new();
+        f.write_json_tagged(&data, "\"_map\":\"events\"", &mut tagged);
+        let mut tv: serde_json::Value = serde_json::from_str(&tagged).expect("valid JSON");
+        assert!(tagged.starts_with("{\"_map\":\"events\","), "{tagged}");
+        tv.as_object_mut().expect("object").remove("_map");
+        assert_eq!(tv, fast);
         // Short records are reported, not read past.
         let mut t = String::new();
         f.write_json(&data[..3], &mut t);

@@ -25,8 +25,12 @@ fn known(info: &ObjectInfo) -> String {
 }
 
 fn find<'a>(info: &'a ObjectInfo, name: &str) -> Result<&'a crate::elf::GlobalVar, String> {
-    info.global(name)
-        .ok_or_else(|| format!("global {name:?} not found in the object; it has: {}", known(info)))
+    info.global(name).ok_or_else(|| {
+        format!(
+            "global {name:?} not found in the object; it has: {}",
+            known(info)
+        )
+    })
 }
 
 /// Raw values must be exactly the variable's size (bpfman's `-g` semantics); typed values are

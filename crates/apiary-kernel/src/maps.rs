@@ -43,7 +43,11 @@ impl ValueBuf {
         } else {
             (1, size)
         };
-        Ok(ValueBuf { buf: vec![0u8; stride * ncpu], stride, size })
+        Ok(ValueBuf {
+            buf: vec![0u8; stride * ncpu],
+            stride,
+            size,
+        })
     }
 
     /// Look `key` up into the buffer; false when the key is not there.

@@ -68,6 +68,45 @@ impl HookRef {
         )
     }
 
+    /// The hook of a recorded chain, and its XDP mode.
+    fn of_record(ch: &ChainRecord) -> Result<(HookRef, XdpMode)> {
+        let direction = match ch.direction.as_str() {
+            "egress" => Some(TcDirection::Egress),
+            "ingress" => Some(TcDirection::Ingress),
+            _ => None,
+        };
+        let mode = match ch.mode.as_str() {
+            "drv" => XdpMode::Drv,
+            "skb" => XdpMode::Skb,
+            _ => XdpMode::Auto,
+        };
+        let hook = HookRef {
+            kind: kind_of(&ch.kind)?,
+            iface: ch.iface.clone(),
+            netns: (!ch.netns.is_empty()).then(|| PathBuf::from(&ch.netns)),
+            direction,
+        };
+        Ok((hook, mode))
+    }
+
+    /// Where the chain's dispatcher attaches: an XDP link, or a TCX link at the end of the
+    /// interface's TCX list.
+    fn dispatcher_hook(&self, mode: XdpMode) -> ChainHook {
+        match self.kind {
+            ChainKind::Xdp => ChainHook::Xdp {
+                iface: self.iface.clone(),
+                netns: self.netns.clone(),
+                mode,
+            },
+            ChainKind::Tc => ChainHook::Tc {
+                iface: self.iface.clone(),
+                netns: self.netns.clone(),
+                direction: self.direction.unwrap_or(TcDirection::Ingress),
+                anchor: None,
+            },
+        }
+    }
+
     pub(crate) fn of_spec(spec: &AttachSpec) -> Option<(HookRef, XdpMode)> {
         match spec {
             AttachSpec::Xdp {
@@ -117,6 +156,23 @@ fn kind_of(s: &str) -> Result<ChainKind> {
             "store holds a chain of unknown kind {other:?}"
         ))),
     }
+}
+
+/// What a chain keeps pinned besides its link, in `chains/<id>/`.
+const DISPATCHER_PINS: [dispatcher::PinRole; 3] = [
+    dispatcher::PinRole::Program,
+    dispatcher::PinRole::NextMap,
+    dispatcher::PinRole::StatsMap,
+];
+
+/// Every pin name a chain directory may hold (reconcile removes anything else).
+pub(crate) fn chain_pin_names() -> [&'static str; 4] {
+    [
+        PIN_LINK,
+        DISPATCHER_PINS[0].file_name(),
+        DISPATCHER_PINS[1].file_name(),
+        DISPATCHER_PINS[2].file_name(),
+    ]
 }
 
 /// One member as the composer needs it.
@@ -186,28 +242,28 @@ impl Manager {
         Ok(dispatcher::compose_and_load(kind, frags, &slots, true)?)
     }
 
-    /// Compose chain `ch` from its recorded members.
-    pub(crate) fn compose_chain(
-        &self,
-        ch: &ChainRecord,
-        kind: ChainKind,
-    ) -> Result<ComposedDispatcher> {
-        let mut members = self.members(ch, kind)?;
-        Self::compose(kind, &mut members)
-    }
-
-    /// Put `composed` on the link whatever it runs now (reconcile: the old dispatcher may be
-    /// gone), then pin and record it.
-    pub(crate) fn swap_chain_unchecked(
-        &self,
-        ch: &ChainRecord,
-        link: &std::os::fd::OwnedFd,
-        composed: &ComposedDispatcher,
-    ) -> Result<()> {
-        dispatcher::swap(link.as_fd(), composed)?;
+    /// Compose chain `ch` from its records and put it on the kernel again (reconcile): swapped
+    /// onto the link if the link survived, else attached anew.
+    pub(crate) fn rebuild_chain(&self, ch: &ChainRecord) -> Result<()> {
+        let (hook, mode) = HookRef::of_record(ch)?;
+        let mut members = self.members(ch, hook.kind)?;
+        let composed = Self::compose(hook.kind, &mut members)?;
+        let link_path = self.paths.chain_pin(ch.id, PIN_LINK);
         let mut undo = Undo::new();
-        self.pin_chain_dispatcher(ch.id, composed, &mut undo)?;
-        undo.commit();
+        let link = match sys::obj_get(&link_path) {
+            // Whatever the link runs now: the old dispatcher may be gone.
+            Ok(link) => {
+                dispatcher::swap(link.as_fd(), &composed)?;
+                link
+            }
+            Err(_) => {
+                let link = dispatcher::attach_chain(&hook.dispatcher_hook(mode), &composed)?;
+                sys::pin(link.as_fd(), &link_path)?;
+                undo.pin(link_path);
+                link
+            }
+        };
+        self.pin_dispatcher(ch.id, &composed, &mut undo)?;
         let link_kid = sys::link_info(link.as_fd())?.id;
         self.store().write(|tx| -> Result<()> {
             Ok(store::set_chain_kernel(
@@ -216,28 +272,16 @@ impl Manager {
                 link_kid,
                 composed.kernel_id(),
             )?)
-        })
-    }
-
-    pub(crate) fn pin_chain_dispatcher(
-        &self,
-        id: i64,
-        d: &ComposedDispatcher,
-        undo: &mut Undo,
-    ) -> Result<()> {
-        self.pin_dispatcher(id, d, undo)
+        })?;
+        undo.commit();
+        Ok(())
     }
 
     /// Pin a new dispatcher's program and maps for chain `id`, replacing the previous ones
     /// (rename over the old pins is atomic; roles the new one lacks are unpinned).
     fn pin_dispatcher(&self, id: i64, d: &ComposedDispatcher, undo: &mut Undo) -> Result<()> {
-        let roles = [
-            dispatcher::PinRole::Program,
-            dispatcher::PinRole::NextMap,
-            dispatcher::PinRole::StatsMap,
-        ];
         let pins = d.pins();
-        for role in roles {
+        for role in DISPATCHER_PINS {
             let final_path = self.paths.chain_pin(id, role.file_name());
             match pins.iter().find(|(r, _)| *r == role) {
                 Some((_, fd)) => {
@@ -308,20 +352,7 @@ impl Manager {
         let mut undo = Undo::new();
         match existing {
             None => {
-                let chook = match kind {
-                    ChainKind::Xdp => ChainHook::Xdp {
-                        iface: iface.clone(),
-                        netns: hook.netns.clone(),
-                        mode,
-                    },
-                    ChainKind::Tc => ChainHook::Tc {
-                        iface: iface.clone(),
-                        netns: hook.netns.clone(),
-                        direction: hook.direction.unwrap_or(TcDirection::Ingress),
-                        anchor: None,
-                    },
-                };
-                let link = dispatcher::attach_chain(&chook, &composed).map_err(|e| match e {
+                let link = dispatcher::attach_chain(&hook.dispatcher_hook(mode), &composed).map_err(|e| match e {
                     KernelError::HookBusy { hook, .. } => KernelError::HookBusy {
                         hook,
                         reason: "a program apiary does not manage holds it; detach that first (e.g. `ip link set dev IFACE xdp off`)".into(),
@@ -361,11 +392,7 @@ impl Manager {
                     let lpath = self.paths.chain_pin(chain_id, PIN_LINK);
                     sys::pin(link.as_fd(), &lpath)?;
                     undo.pin(lpath);
-                    for r in [
-                        dispatcher::PinRole::Program,
-                        dispatcher::PinRole::NextMap,
-                        dispatcher::PinRole::StatsMap,
-                    ] {
+                    for r in DISPATCHER_PINS {
                         undo.pin(self.paths.chain_pin(chain_id, r.file_name()));
                     }
                     self.pin_dispatcher(chain_id, &composed, &mut undo)
@@ -382,39 +409,9 @@ impl Manager {
                 undo.commit();
                 Ok(id)
             }
-            Some(ch) => {
-                let link = sys::obj_get(&self.paths.chain_pin(ch.id, PIN_LINK))?;
-                let old = sys::obj_get(
-                    &self
-                        .paths
-                        .chain_pin(ch.id, dispatcher::PinRole::Program.file_name()),
-                )?;
-                // Pins first (the old dispatcher keeps running meanwhile), then the swap.
-                let old_pins = self.hold_dispatcher_pins(ch.id);
-                let res = self.store().write(|tx| -> Result<LinkId> {
-                    self.pin_dispatcher(ch.id, &composed, &mut undo)?;
-                    dispatcher::swap_replacing(link.as_fd(), old.as_fd(), &composed)?;
-                    store::set_chain_kernel(tx, ch.id, ch.link_kernel_id, composed.kernel_id())?;
-                    self.record_member(tx, prog.id, spec, ch.id, priority, seq, proceed_on.mask())
-                });
-                match res {
-                    Ok(id) => {
-                        undo.commit();
-                        Ok(id)
-                    }
-                    Err(e) => {
-                        // Put the old dispatcher back on the link and its pins back in place.
-                        let _ = apiary_kernel::attach::update_link(
-                            link.as_fd(),
-                            old.as_fd(),
-                            composed.prog(),
-                        );
-                        self.restore_dispatcher_pins(ch.id, old_pins);
-                        undo.commit();
-                        Err(e)
-                    }
-                }
-            }
+            Some(ch) => self.swap_chain(&ch, &composed, |tx| {
+                self.record_member(tx, prog.id, spec, ch.id, priority, seq, proceed_on.mask())
+            }),
         }
     }
 
@@ -452,20 +449,16 @@ impl Manager {
 
     /// Open fds on the current dispatcher pins, to restore them if a change fails.
     fn hold_dispatcher_pins(&self, chain_id: i64) -> Vec<(PathBuf, std::os::fd::OwnedFd)> {
-        [
-            dispatcher::PinRole::Program,
-            dispatcher::PinRole::NextMap,
-            dispatcher::PinRole::StatsMap,
-        ]
-        .iter()
-        .filter_map(|r| {
-            let p = self.paths.chain_pin(chain_id, r.file_name());
-            sys::obj_get(&p).ok().map(|fd| (p, fd))
-        })
-        .collect()
+        DISPATCHER_PINS
+            .iter()
+            .filter_map(|r| {
+                let p = self.paths.chain_pin(chain_id, r.file_name());
+                sys::obj_get(&p).ok().map(|fd| (p, fd))
+            })
+            .collect()
     }
 
-    fn restore_dispatcher_pins(&self, _chain_id: i64, held: Vec<(PathBuf, std::os::fd::OwnedFd)>) {
+    fn restore_dispatcher_pins(held: Vec<(PathBuf, std::os::fd::OwnedFd)>) {
         for (p, fd) in held {
             let _ = sys::unpin(&p);
             let _ = sys::pin(fd.as_fd(), &p);
@@ -493,12 +486,7 @@ impl Manager {
                 Ok(())
             })?;
             sys::link_detach_now(&self.paths.chain_pin(ch.id, PIN_LINK));
-            for name in [
-                PIN_LINK,
-                "dispatcher",
-                "dispatcher_next",
-                "dispatcher_stats",
-            ] {
+            for name in chain_pin_names() {
                 sys::unpin(&self.paths.chain_pin(ch.id, name))?;
             }
             let _ = std::fs::remove_dir(self.paths.chain_dir(ch.id));
@@ -509,13 +497,14 @@ impl Manager {
     }
 
     /// Swap a recomposed dispatcher onto chain `ch` and record it (with `also` in the same
-    /// transaction); undone if anything fails.
-    pub(crate) fn swap_chain(
+    /// transaction); undone if anything fails. New pins first (the old dispatcher keeps running
+    /// meanwhile, its maps held open here), then the swap.
+    pub(crate) fn swap_chain<T>(
         &self,
         ch: &ChainRecord,
         composed: &ComposedDispatcher,
-        also: impl FnOnce(&apiary_store::Tx<'_>) -> Result<()>,
-    ) -> Result<()> {
+        also: impl FnOnce(&apiary_store::Tx<'_>) -> Result<T>,
+    ) -> Result<T> {
         let link = sys::obj_get(&self.paths.chain_pin(ch.id, PIN_LINK))?;
         let old = sys::obj_get(
             &self
@@ -524,23 +513,23 @@ impl Manager {
         )?;
         let held = self.hold_dispatcher_pins(ch.id);
         let mut undo = Undo::new();
-        let res = self.store().write(|tx| -> Result<()> {
+        let res = self.store().write(|tx| -> Result<T> {
             self.pin_dispatcher(ch.id, composed, &mut undo)?;
             dispatcher::swap_replacing(link.as_fd(), old.as_fd(), composed)?;
             store::set_chain_kernel(tx, ch.id, ch.link_kernel_id, composed.kernel_id())?;
             also(tx)
         });
         undo.commit();
-        if let Err(e) = res {
+        if res.is_err() {
+            // Put the old dispatcher back on the link and its pins back in place.
             let _ = apiary_kernel::attach::update_link(link.as_fd(), old.as_fd(), composed.prog());
-            self.restore_dispatcher_pins(ch.id, held);
-            return Err(e);
+            Self::restore_dispatcher_pins(held);
         }
-        Ok(())
+        res
     }
 
     /// Recompose the chains `program` belongs to with `block` as its new code (hot update).
-    /// Returns the chains changed and their previous blocks, to undo with `revert_chains`.
+    /// Returns how many chains changed.
     pub(crate) fn rechain_program(&self, program: ProgramId, block: &Block) -> Result<usize> {
         let links = store::list_links(self.store().read(), Some(program))?;
         let mut n = 0;

@@ -5,12 +5,10 @@
 //! pins in apiary's directory that the store does not know (an operation interrupted after its
 //! record was removed) are removed. What cannot be restored is reported, never silently dropped.
 
-use crate::chain::HookRef;
 use crate::error::{Error, Result};
 use crate::manager::{global_patches, is_internal_map, Manager, Undo};
-use apiary_core::chain::ChainKind;
-use apiary_core::{LinkId, ProgramId, TcDirection, XdpMode};
-use apiary_kernel::dispatcher::{self, ChainHook};
+use apiary_core::{LinkId, ProgramId};
+use apiary_kernel::dispatcher;
 use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, TcFilter};
 use apiary_store::{self as store, LinkRecord, ProgramRecord};
 use serde::{Deserialize, Serialize};
@@ -232,63 +230,6 @@ impl Manager {
         Ok(())
     }
 
-    fn rebuild_chain(&self, ch: &store::ChainRecord) -> Result<()> {
-        let kind = match ch.kind.as_str() {
-            "xdp" => ChainKind::Xdp,
-            _ => ChainKind::Tc,
-        };
-        let direction = match ch.direction.as_str() {
-            "egress" => Some(TcDirection::Egress),
-            "ingress" => Some(TcDirection::Ingress),
-            _ => None,
-        };
-        let hook = HookRef {
-            kind,
-            iface: ch.iface.clone(),
-            netns: (!ch.netns.is_empty()).then(|| PathBuf::from(&ch.netns)),
-            direction,
-        };
-        let composed = self.compose_chain(ch, kind)?;
-        let link_path = self.paths.chain_pin(ch.id, "link");
-        if let Ok(link) = sys::obj_get(&link_path) {
-            return self.swap_chain_unchecked(ch, &link, &composed);
-        }
-        let mode = match ch.mode.as_str() {
-            "drv" => XdpMode::Drv,
-            "skb" => XdpMode::Skb,
-            _ => XdpMode::Auto,
-        };
-        let chook = match kind {
-            ChainKind::Xdp => ChainHook::Xdp {
-                iface: hook.iface.clone(),
-                netns: hook.netns.clone(),
-                mode,
-            },
-            ChainKind::Tc => ChainHook::Tc {
-                iface: hook.iface.clone(),
-                netns: hook.netns.clone(),
-                direction: direction.unwrap_or(TcDirection::Ingress),
-                anchor: None,
-            },
-        };
-        let link = dispatcher::attach_chain(&chook, &composed)?;
-        let mut undo = Undo::new();
-        sys::pin(link.as_fd(), &link_path)?;
-        undo.pin(link_path);
-        self.pin_chain_dispatcher(ch.id, &composed, &mut undo)?;
-        let link_kid = sys::link_info(link.as_fd())?.id;
-        self.store().write(|tx| -> Result<()> {
-            Ok(store::set_chain_kernel(
-                tx,
-                ch.id,
-                link_kid,
-                composed.kernel_id(),
-            )?)
-        })?;
-        undo.commit();
-        Ok(())
-    }
-
     /// Remove pins that no record explains: leftovers of operations interrupted after their
     /// records were removed (or of temporary names during an update).
     fn remove_unknown_pins(&self) -> Result<Vec<PathBuf>> {
@@ -340,7 +281,7 @@ impl Manager {
                 .and_then(|n| n.parse::<i64>().ok());
             let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
             let known = chain.is_some_and(|c| chains.contains(&c))
-                && ["link", "dispatcher", "dispatcher_next", "dispatcher_stats"].contains(&name);
+                && crate::chain::chain_pin_names().contains(&name);
             visit(f, known);
         }
         for d in [

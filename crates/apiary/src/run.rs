@@ -57,6 +57,9 @@ impl Sink<'_> {
 struct EventMap {
     name: String,
     format: Option<Format>,
+    /// `"_map":"NAME"`, the first member of each JSON event when the object has several
+    /// event maps; empty otherwise.
+    tag: String,
 }
 
 /// Run until `stop()` or the duration ends. Events go to `out`; progress and notes to `note`.
@@ -135,7 +138,17 @@ pub fn run(
                 None
             }
         };
-        emaps.push(EventMap { name, format });
+        emaps.push(EventMap {
+            name,
+            format,
+            tag: String::new(),
+        });
+    }
+    if emaps.len() > 1 {
+        for m in &mut emaps {
+            // Map names are C identifiers: nothing to escape.
+            m.tag = format!("\"_map\":\"{}\"", m.name);
+        }
     }
 
     spec.targets.check(
@@ -195,18 +208,7 @@ pub fn run(
             let buf = &mut s.buf;
             if json {
                 match &m.format {
-                    Some(f) => {
-                        if multi {
-                            // Insert the map name as the first field.
-                            let start = buf.len();
-                            f.write_json(data, buf);
-                            if buf[start..].starts_with('{') {
-                                buf.insert_str(start + 1, &format!("\"_map\":\"{}\",", m.name));
-                            }
-                        } else {
-                            f.write_json(data, buf);
-                        }
-                    }
+                    Some(f) => f.write_json_tagged(data, &m.tag, buf),
                     None => {
                         buf.push_str("{\"_map\":\"");
                         buf.push_str(&m.name);
