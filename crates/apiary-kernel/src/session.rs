@@ -150,22 +150,6 @@ impl Session {
         &self.loaded
     }
 
-    /// Ring buffers and perf event arrays, by name.
-    pub fn event_maps(&self) -> Vec<(String, EventMapKind)> {
-        self.loaded
-            .object()
-            .maps()
-            .filter_map(|m| {
-                let kind = match m.map_type() {
-                    MapType::RingBuf => EventMapKind::RingBuf,
-                    MapType::PerfEventArray => EventMapKind::PerfArray,
-                    _ => return None,
-                };
-                Some((m.name().to_string_lossy().into_owned(), kind))
-            })
-            .collect()
-    }
-
     /// Deliver events from the named maps to `on_event(map index, data)` until `stop()` says so.
     /// `on_poll` runs after each poll round (to flush output). Lost perf samples are reported
     /// through `on_lost(map index, count)`.
