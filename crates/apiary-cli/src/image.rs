@@ -379,7 +379,11 @@ pub fn run(cmd: ImageCmd, state_dir: &Path, json: bool) -> Result<()> {
         }
         ImageCmd::Rm { image } => {
             let s = ImageSettings::load(None, state_dir)?;
-            let n = s.cache().remove(&image).map_err(|e| anyhow!("{e}"))?;
+            let n = match s.cache().remove(&image) {
+                Ok(n) => n,
+                Err(oci::Error::NotCached { .. }) => 0,
+                Err(e) => return Err(anyhow!("{e}")),
+            };
             if n == 0 {
                 return Err(anyhow!(
                     "{image} is not in the image cache (see `apiary image list`)"
