@@ -454,6 +454,7 @@ impl From<&MapView> for pb::Map {
             owner_id: m.owner_id.map(|i| i.0),
             used_by: m.used_by.iter().map(|i| i.0).collect(),
             managed: m.managed,
+            pinned_by_name: m.pinned_by_name,
         }
     }
 }
@@ -475,6 +476,7 @@ impl TryFrom<pb::Map> for MapView {
                 .map(|i| program_id(i, "map.used_by"))
                 .collect::<Result<_>>()?,
             managed: m.managed,
+            pinned_by_name: m.pinned_by_name,
         })
     }
 }

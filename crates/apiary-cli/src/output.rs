@@ -234,14 +234,26 @@ impl Printer {
                 rows.push(("Link", format!("{}: {}", l.id, l.attach_point)));
             }
             for m in &d.maps {
+                let others: Vec<String> = m
+                    .used_by
+                    .iter()
+                    .filter(|u| Some(**u) != p.id)
+                    .map(ToString::to_string)
+                    .collect();
+                let sharing = match (m.pinned_by_name, others.is_empty()) {
+                    (true, true) => "pinned by name, not shared yet".to_string(),
+                    (true, false) => format!("pinned by name, shared with {}", others.join(", ")),
+                    (false, _) if m.owner_id == p.id && others.is_empty() => "own".to_string(),
+                    (false, _) if m.owner_id == p.id => {
+                        format!("own, shared with {}", others.join(", "))
+                    }
+                    (false, _) => format!("shared from {}", opt(&m.owner_id)),
+                };
                 rows.push((
                     "Map",
                     format!(
-                        "{} {} ({}, kernel id {})",
-                        m.name,
-                        m.map_type,
-                        if m.owner_id == p.id { "own" } else { "shared" },
-                        m.kernel_id
+                        "{} {} ({sharing}, kernel id {})",
+                        m.name, m.map_type, m.kernel_id
                     ),
                 ));
             }

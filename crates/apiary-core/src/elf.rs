@@ -9,7 +9,7 @@
 use crate::btf::{Btf, BtfError, Type, TypeId};
 use object::elf::{
     FileHeader64, SectionHeader64, SHF_EXECINSTR, SHN_UNDEF, SHT_NOBITS, SHT_SYMTAB, STB_GLOBAL,
-    STB_WEAK, STT_FUNC, STT_OBJECT,
+    STB_LOCAL, STT_FUNC, STT_OBJECT,
 };
 use object::read::elf::{FileHeader, SectionHeader, SectionTable, Sym, SymbolTable};
 use object::{LittleEndian, SymbolIndex};
@@ -17,6 +17,8 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 const EM_BPF: u16 = 247;
+/// libbpf's LIBBPF_PIN_BY_NAME.
+pub const PIN_BY_NAME: u32 = 1;
 const BPF_INSN_SIZE: u64 = 8;
 
 /// Why an object could not be inspected.
@@ -75,6 +77,11 @@ impl ObjectInfo {
 
     pub fn global(&self, name: &str) -> Option<&GlobalVar> {
         self.globals.iter().find(|g| g.name == name)
+    }
+
+    /// Whether map `name` is declared with `__uint(pinning, LIBBPF_PIN_BY_NAME)`.
+    pub fn pinned_by_name(&self, name: &str) -> bool {
+        self.map(name).is_some_and(|m| m.pinning == PIN_BY_NAME)
     }
 }
 
@@ -184,7 +191,6 @@ struct SymInfo {
     value: u64,
     size: u64,
     kind: u8,
-    bind: u8,
     /// SHN_UNDEF specifically: absolute and common symbols also have no section index.
     undefined: bool,
 }
@@ -278,6 +284,60 @@ pub fn inspect(bytes: &[u8]) -> Result<ObjectInfo, ElfError> {
     })
 }
 
+/// libbpf refuses `static` entry points ("program is static and not supported"), which aya,
+/// cilium/ebpf and iproute2 load, and which bpfman's examples use. The binding of a function
+/// symbol does not matter to the kernel, so a copy of the object with those symbols made global
+/// loads the same code; `None` when there is nothing to change.
+pub fn globalize_static_programs(bytes: &[u8]) -> Result<Option<Vec<u8>>, ElfError> {
+    const SYM_SIZE: usize = 24;
+    check_ident(bytes)?;
+    let mut storage = Vec::new();
+    let data = aligned(bytes, &mut storage);
+    let endian = LittleEndian;
+    let header = FileHeader64::<LittleEndian>::parse(data).map_err(|e| malformed(e.to_string()))?;
+    let sections: Sections<'_> = header
+        .sections(endian, data)
+        .map_err(|e| malformed(e.to_string()))?;
+    let Some(symtab_header) = sections.iter().find(|sh| sh.sh_type(endian) == SHT_SYMTAB) else {
+        return Ok(None);
+    };
+    let base = usize::try_from(symtab_header.sh_offset(endian))
+        .map_err(|_| malformed("symbol table offset out of range"))?;
+    let symtab: Symbols<'_> = sections
+        .symbols(endian, data, SHT_SYMTAB)
+        .map_err(|e| malformed(e.to_string()))?;
+    let mut out: Option<Vec<u8>> = None;
+    for (idx, sym) in symtab.enumerate() {
+        if sym.st_type() != STT_FUNC || sym.st_bind() != STB_LOCAL {
+            continue;
+        }
+        let Some(sec) = symtab
+            .symbol_section(endian, sym, idx)
+            .map_err(|e| malformed(e.to_string()))?
+        else {
+            continue;
+        };
+        let sh = header_at(&sections, sec.0)?;
+        let name = sections
+            .section_name(endian, sh)
+            .map_err(|e| malformed(e.to_string()))?;
+        if sh.sh_flags(endian) & u64::from(SHF_EXECINSTR) == 0 || name == b".text" {
+            continue;
+        }
+        let at = idx
+            .0
+            .checked_mul(SYM_SIZE)
+            .and_then(|o| o.checked_add(base + 4))
+            .ok_or_else(|| malformed("symbol offset out of range"))?;
+        let buf = out.get_or_insert_with(|| bytes.to_vec());
+        let info = buf
+            .get_mut(at)
+            .ok_or_else(|| malformed("symbol table extends past the end of the file"))?;
+        *info = (STB_GLOBAL << 4) | STT_FUNC;
+    }
+    Ok(out)
+}
+
 /// The `object` crate (without its `unaligned` feature) reads ELF structures in place and
 /// rejects misaligned input, and callers' buffers (`include_bytes!`, slices into a larger file)
 /// carry no alignment guarantee, so copy into an 8-aligned buffer when needed.
@@ -343,14 +403,13 @@ fn read_symbols(symtab: &Symbols<'_>) -> Result<Vec<SymInfo>, ElfError> {
                 value: sym.st_value(endian),
                 size: sym.st_size(endian),
                 kind: sym.st_type(),
-                bind: sym.st_bind(),
                 undefined: sym.st_shndx(endian) == SHN_UNDEF,
             })
         })
         .collect()
 }
 
-fn header<'a>(
+fn header_at<'a>(
     sections: &Sections<'a>,
     idx: usize,
 ) -> Result<&'a SectionHeader64<LittleEndian>, ElfError> {
@@ -359,9 +418,9 @@ fn header<'a>(
         .map_err(|e| malformed(e.to_string()))
 }
 
-/// libbpf treats every global or weak function in an executable section other than `.text` as
-/// a program; `.text` holds subprograms called from them. Static functions outside `.text` are
-/// rejected by libbpf, so they are not listed here either.
+/// libbpf treats every function in an executable section other than `.text` as a program,
+/// whatever its binding: objects built for aya and cilium/ebpf often declare `static` entry
+/// points. `.text` holds subprograms called from them.
 fn programs(
     sections: &Sections<'_>,
     names: &[String],
@@ -371,10 +430,10 @@ fn programs(
     let mut found: Vec<(usize, u64, ProgramDef)> = Vec::new();
     for s in syms {
         let Some(idx) = s.section else { continue };
-        if s.kind != STT_FUNC || !(s.bind == STB_GLOBAL || s.bind == STB_WEAK) {
+        if s.kind != STT_FUNC || s.name.is_empty() {
             continue;
         }
-        let sh = header(sections, idx)?;
+        let sh = header_at(sections, idx)?;
         let section = names.get(idx).cloned().unwrap_or_default();
         if sh.sh_flags(endian) & u64::from(SHF_EXECINSTR) == 0 || section == ".text" {
             continue;
@@ -553,10 +612,12 @@ fn globals<'a>(
         let Some(section) = names.get(idx) else {
             continue;
         };
-        if !is_global_section(section) {
+        // A function's static locals are named `func.var` by clang (bpf_printk's format string
+        // is `func.____fmt`): they are not variables anyone can set.
+        if !is_global_section(section) || s.name.contains('.') {
             continue;
         }
-        let sh = header(sections, idx)?;
+        let sh = header_at(sections, idx)?;
         let end = s.value.checked_add(s.size);
         if end.is_none_or(|end| end > sh.sh_size(endian)) {
             return Err(malformed(format!(

@@ -38,6 +38,12 @@ impl PinPaths {
             .join(sanitize(map_name))
     }
 
+    /// Maps declared with LIBBPF_PIN_BY_NAME are pinned by name, like libbpf pins them at the
+    /// bpffs root, but inside this instance's directory so isolated instances never share them.
+    pub fn shared_map(&self, map_name: &str) -> PathBuf {
+        self.maps_dir().join("by-name").join(sanitize(map_name))
+    }
+
     pub fn map_owner_dir(&self, owner: ProgramId) -> PathBuf {
         self.maps_dir().join(owner.to_string())
     }

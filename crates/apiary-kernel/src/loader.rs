@@ -158,8 +158,14 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
     builder
         .name("apiary")
         .map_err(|e| KernelError::libbpf("set object name", e))?;
+    let globalized = apiary_core::elf::globalize_static_programs(req.object).map_err(|e| {
+        KernelError::NotBpfObject {
+            path: req.source.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
     let mut open = builder
-        .open_memory(req.object)
+        .open_memory(globalized.as_deref().unwrap_or(req.object))
         .map_err(|e| KernelError::NotBpfObject {
             path: req.source.to_string(),
             reason: open_reason(&e),
@@ -182,17 +188,17 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let wanted: Vec<String> = if all {
+    let wanted: Vec<(String, Option<ProgramType>)> = if all {
         if available.is_empty() {
             return Err(KernelError::NotBpfObject {
                 path: req.source.to_string(),
                 reason: "it contains no programs".into(),
             });
         }
-        available.iter().map(|(n, _)| n.clone()).collect()
+        available.iter().map(|(n, _)| (n.clone(), None)).collect()
     } else if req.programs.is_empty() {
         match available.as_slice() {
-            [(name, _)] => vec![name.clone()],
+            [(name, _)] => vec![(name.clone(), None)],
             [] => {
                 return Err(KernelError::NotBpfObject {
                     path: req.source.to_string(),
@@ -209,42 +215,69 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
             }
         }
     } else {
-        let mut v = Vec::new();
+        let mut v: Vec<(String, Option<ProgramType>)> = Vec::new();
         for sel in &req.programs {
-            let Some((_, section)) = available.iter().find(|(n, _)| *n == sel.name) else {
+            if !available.iter().any(|(n, _)| *n == sel.name) {
                 return Err(KernelError::UnknownProgram {
                     name: sel.name.clone(),
                     object: req.source.to_string(),
                     available: listing(),
                 });
-            };
-            let actual =
-                ProgramType::from_section(section).ok_or_else(|| KernelError::NotSupported {
-                    feature: format!("section {section:?}"),
-                    reason: format!(
-                        "apiary does not know the program type of program {:?}",
-                        sel.name
-                    ),
-                })?;
-            if let Some(ty) = sel.ty {
-                if !actual.compatible_with(ty) {
-                    return Err(KernelError::TypeMismatch {
-                        name: sel.name.clone(),
-                        section: section.clone(),
-                        actual: actual.to_string(),
-                        requested: ty.to_string(),
-                    });
-                }
             }
-            if !v.contains(&sel.name) {
-                v.push(sel.name.clone());
+            if !v.iter().any(|(n, _)| *n == sel.name) {
+                v.push((sel.name.clone(), sel.ty));
             }
         }
         v
     };
+    // Decide each chosen program's type. libbpf types a program from its section name; for
+    // names it cannot type (`classifier/NAME`, `xdp/NAME`, accepted by iproute2, cilium/ebpf
+    // and aya) the type the user named, or the one the section's prefix implies, is set on the
+    // program before loading, as bpftool does.
+    let mut types: Vec<(String, ProgramType)> = Vec::new();
     for mut p in open.progs_mut() {
         let name = p.name().to_string_lossy().into_owned();
-        p.set_autoload(wanted.contains(&name));
+        let Some((_, requested)) = wanted.iter().find(|(n, _)| *n == name) else {
+            p.set_autoload(false);
+            continue;
+        };
+        p.set_autoload(true);
+        let section = p.section().to_string_lossy().into_owned();
+        let raw = p.as_libbpf_object().as_ptr();
+        // SAFETY: `raw` is a live bpf_program owned by `open`; the getter only reads it.
+        let libbpf_typed =
+            unsafe { libbpf_sys::bpf_program__type(raw) } != libbpf_sys::BPF_PROG_TYPE_UNSPEC;
+        let ty = program_type(&name, &section, *requested, libbpf_typed)?;
+        if !libbpf_typed {
+            let (prog_type, attach_type) =
+                untyped_kernel_type(ty).ok_or_else(|| KernelError::NotSupported {
+                    feature: format!("section {section:?}"),
+                    reason: format!(
+                        "{ty} programs need their attach target in the section name (e.g. SEC(\"{}/NAME\")); rename the section of program {name:?}",
+                        ty.name().replace('-', "_")
+                    ),
+                })?;
+            // SAFETY: as above; libbpf only records the types until load.
+            unsafe {
+                libbpf_sys::bpf_program__set_type(raw, prog_type);
+                libbpf_sys::bpf_program__set_expected_attach_type(raw, attach_type);
+            }
+        }
+        types.push((name, ty));
+    }
+    let wanted: Vec<String> = types.iter().map(|(n, _)| n.clone()).collect();
+
+    // apiary pins maps itself, inside its own bpffs directory, maps declared with
+    // LIBBPF_PIN_BY_NAME included (the manager shares those by name through `reuse_maps`):
+    // libbpf would pin them at the bpffs root, shared with every other loader on the host.
+    for m in open.maps_mut() {
+        let raw = m.as_libbpf_object().as_ptr();
+        // SAFETY: `raw` is a live bpf_map owned by `open`; a NULL path clears the pin path.
+        unsafe {
+            if !libbpf_sys::bpf_map__pin_path(raw).is_null() {
+                libbpf_sys::bpf_map__set_pin_path(raw, std::ptr::null());
+            }
+        }
     }
 
     // A ring buffer declared with `__type(value, struct event)` names its event type in BTF, but
@@ -330,10 +363,9 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
             continue;
         }
         let section = p.section().to_string_lossy().into_owned();
-        let ty = ProgramType::from_section(&section).ok_or_else(|| KernelError::NotSupported {
-            feature: format!("section {section:?}"),
-            reason: "unknown program type".into(),
-        })?;
+        let Some(ty) = types.iter().find(|(n, _)| *n == name).map(|(_, t)| *t) else {
+            continue;
+        };
         let info = sys::prog_info(p.as_fd())?;
         programs.push(LoadedProgramInfo {
             name,
@@ -361,6 +393,60 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
         programs,
         maps,
     })
+}
+
+/// The type apiary loads `name` as: what its section says, unless libbpf cannot type the section
+/// by itself, in which case the user's `--programs TYPE:` wins.
+fn program_type(
+    name: &str,
+    section: &str,
+    requested: Option<ProgramType>,
+    libbpf_typed: bool,
+) -> Result<ProgramType> {
+    let from_section = ProgramType::from_section(section);
+    match (libbpf_typed, from_section, requested) {
+        (false, _, Some(r)) => Ok(r),
+        (_, Some(actual), Some(r)) if !actual.compatible_with(r) => {
+            Err(KernelError::TypeMismatch {
+                name: name.to_string(),
+                section: section.to_string(),
+                actual: actual.to_string(),
+                requested: r.to_string(),
+            })
+        }
+        (_, Some(actual), _) => Ok(actual),
+        (true, None, _) => Err(KernelError::NotSupported {
+            feature: format!("section {section:?}"),
+            reason: format!(
+                "libbpf knows this section but apiary does not manage its program type yet (program {name:?})"
+            ),
+        }),
+        (false, None, None) => Err(KernelError::Invalid(format!(
+            "neither libbpf nor apiary can tell the program type of {name:?} from its section {section:?}; name it: --programs TYPE:{name}"
+        ))),
+    }
+}
+
+/// The kernel program type and expected attach type to load a program of type `ty` with when
+/// libbpf could not tell them from the section name. Types that also need an attach target
+/// from the section (a BTF function for tp_btf, fentry, fexit, lsm) cannot be loaded this way.
+fn untyped_kernel_type(ty: ProgramType) -> Option<(u32, u32)> {
+    use libbpf_sys as s;
+    let t = match ty {
+        ProgramType::Xdp => (s::BPF_PROG_TYPE_XDP, s::BPF_XDP),
+        ProgramType::Tc | ProgramType::Tcx => (s::BPF_PROG_TYPE_SCHED_CLS, 0),
+        ProgramType::Tracepoint => (s::BPF_PROG_TYPE_TRACEPOINT, 0),
+        ProgramType::RawTracepoint => (s::BPF_PROG_TYPE_RAW_TRACEPOINT, 0),
+        ProgramType::Kprobe | ProgramType::Uprobe => (s::BPF_PROG_TYPE_KPROBE, 0),
+        ProgramType::CgroupSkb => (s::BPF_PROG_TYPE_CGROUP_SKB, 0),
+        ProgramType::CgroupSock => (s::BPF_PROG_TYPE_CGROUP_SOCK, s::BPF_CGROUP_INET_SOCK_CREATE),
+        ProgramType::PerfEvent => (s::BPF_PROG_TYPE_PERF_EVENT, 0),
+        ProgramType::SocketFilter => (s::BPF_PROG_TYPE_SOCKET_FILTER, 0),
+        ProgramType::TpBtf | ProgramType::Fentry | ProgramType::Fexit | ProgramType::Lsm => {
+            return None
+        }
+    };
+    Some(t)
 }
 
 /// libbpf names a data section's map `<object prefix>.<section>` (truncated to 15 bytes), so a

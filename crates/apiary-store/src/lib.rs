@@ -86,6 +86,9 @@ pub struct MapRecord {
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
+    /// Declared with LIBBPF_PIN_BY_NAME: shared by name with every program of this instance that
+    /// declares it, and pinned by name rather than under its owner.
+    pub by_name: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -353,8 +356,8 @@ pub fn remove_program_map(c: &Connection, program: ProgramId, map_id: i64) -> Re
 
 pub fn insert_map(c: &Connection, m: &MapRecord) -> Result<i64> {
     c.execute(
-        "INSERT INTO maps (owner_id, name, map_type, kernel_id, key_size, value_size, max_entries) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![m.owner_id.0, m.name, m.map_type, m.kernel_id, m.key_size, m.value_size, m.max_entries],
+        "INSERT INTO maps (owner_id, name, map_type, kernel_id, key_size, value_size, max_entries, by_name) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![m.owner_id.0, m.name, m.map_type, m.kernel_id, m.key_size, m.value_size, m.max_entries, m.by_name],
     )?;
     Ok(c.last_insert_rowid())
 }
@@ -377,11 +380,38 @@ fn map_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MapRecord> {
         key_size: r.get(5)?,
         value_size: r.get(6)?,
         max_entries: r.get(7)?,
+        by_name: r.get(8)?,
     })
 }
 
 const MAP_COLS: &str =
-    "m.id, m.owner_id, m.name, m.map_type, m.kernel_id, m.key_size, m.value_size, m.max_entries";
+    "m.id, m.owner_id, m.name, m.map_type, m.kernel_id, m.key_size, m.value_size, m.max_entries, m.by_name";
+
+/// The map shared under `name` (LIBBPF_PIN_BY_NAME), if a program of this instance declared it.
+pub fn shared_map(c: &Connection, name: &str) -> Result<Option<MapRecord>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {MAP_COLS} FROM maps m WHERE m.by_name = 1 AND m.name = ?1"
+    ))?;
+    Ok(stmt.query_row([name], map_row).optional()?)
+}
+
+/// Programs that use map `map_id`, in id order.
+pub fn map_users(c: &Connection, map_id: i64) -> Result<Vec<ProgramId>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT program_id FROM program_maps WHERE map_id = ?1 ORDER BY program_id",
+    )?;
+    let rows = stmt.query_map([map_id], |r| Ok(ProgramId(r.get(0)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Hand a shared map to another of its users, so it outlives its current owner.
+pub fn set_map_owner(c: &Connection, map_id: i64, owner: ProgramId) -> Result<()> {
+    c.execute(
+        "UPDATE maps SET owner_id = ?2 WHERE id = ?1",
+        params![map_id, owner.0],
+    )?;
+    Ok(())
+}
 
 /// Maps a program uses (its own and shared ones).
 pub fn maps_of_program(c: &Connection, id: ProgramId) -> Result<Vec<MapRecord>> {
@@ -410,7 +440,7 @@ pub fn list_maps(c: &Connection) -> Result<Vec<MapRecord>> {
 pub fn map_borrowers(c: &Connection, id: ProgramId) -> Result<Vec<ProgramId>> {
     let mut stmt = c.prepare_cached(
         "SELECT DISTINCT pm.program_id FROM program_maps pm JOIN maps m ON m.id = pm.map_id
-         WHERE m.owner_id = ?1 AND pm.program_id != ?1 ORDER BY pm.program_id",
+         WHERE m.owner_id = ?1 AND m.by_name = 0 AND pm.program_id != ?1 ORDER BY pm.program_id",
     )?;
     let rows = stmt.query_map([id.0], |r| Ok(ProgramId(r.get(0)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -70,6 +70,10 @@ const MIGRATIONS: &[&str] = &[
         seq INTEGER NOT NULL,
         proceed_on INTEGER NOT NULL
     ) STRICT;",
+    // 3: maps declared with LIBBPF_PIN_BY_NAME are shared by name between the programs of one
+    // instance: owned by one user at a time, removed with the last.
+    "ALTER TABLE maps ADD COLUMN by_name INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX maps_by_name ON maps(name) WHERE by_name = 1;",
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

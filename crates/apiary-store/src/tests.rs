@@ -39,6 +39,7 @@ fn programs_maps_links_roundtrip() {
                     key_size: 4,
                     value_size: 8,
                     max_entries: 16,
+                    by_name: false,
                 },
             )?;
             add_program_map(tx, a, m)?;

@@ -173,8 +173,13 @@ pub(crate) fn global_patches(records: &[GlobalRecord]) -> Result<Vec<kernel::Glo
 }
 
 /// The record of a map a load created, owned by `owner`.
-pub(crate) fn map_record(owner: ProgramId, m: &kernel::loader::LoadedMapInfo) -> MapRecord {
+pub(crate) fn map_record(
+    owner: ProgramId,
+    m: &kernel::loader::LoadedMapInfo,
+    by_name: bool,
+) -> MapRecord {
     MapRecord {
+        by_name,
         id: 0,
         owner_id: owner,
         name: m.name.clone(),
@@ -266,6 +271,42 @@ impl Manager {
         MutationLock::acquire(&self.cfg.state_dir)
     }
 
+    /// Where map `m` is pinned.
+    pub(crate) fn map_path(&self, m: &MapRecord) -> PathBuf {
+        if m.by_name {
+            self.paths.shared_map(&m.name)
+        } else {
+            self.paths.map(m.owner_id, &m.name)
+        }
+    }
+
+    /// The maps of `info` declared with LIBBPF_PIN_BY_NAME that a program of this instance
+    /// already shares, by name. A map of the same name but another definition is refused:
+    /// libbpf would fail on it with a bare EINVAL, or worse, reuse it.
+    pub(crate) fn shared_maps(&self, info: &elf::ObjectInfo) -> Result<HashMap<String, MapRecord>> {
+        let mut out = HashMap::new();
+        let s = self.store();
+        for d in info.maps.iter().filter(|d| info.pinned_by_name(&d.name)) {
+            let Some(rec) = store::shared_map(s.read(), &d.name)? else {
+                continue;
+            };
+            let diffs = crate::update::map_differences(&rec, d, info.btf.as_ref());
+            if !diffs.is_empty() {
+                let users = store::map_users(s.read(), rec.id)?;
+                let users: Vec<String> = users.iter().map(ToString::to_string).collect();
+                return Err(Error::FailedPrecondition(format!(
+                    "map {:?} is pinned by name (LIBBPF_PIN_BY_NAME), and the map of that name that program(s) {} share differs from this object's ({}); rename the map in one of the objects, or unload {} first",
+                    d.name,
+                    users.join(", "),
+                    diffs.join(", "),
+                    users.join(" "),
+                )));
+            }
+            out.insert(d.name.clone(), rec);
+        }
+        Ok(out)
+    }
+
     pub(crate) fn program_record(&self, id: ProgramId) -> Result<ProgramRecord> {
         store::get_program(self.store().read(), id)?.ok_or_else(|| Error::not_found("program", id))
     }
@@ -333,23 +374,29 @@ impl Manager {
         }
 
         let _lock = self.lock()?;
-        // Map sharing: reuse the owner's (non-internal) maps by name.
-        let mut reuse = Vec::new();
-        let mut owner_maps: HashMap<String, MapRecord> = HashMap::new();
+        // Map sharing: maps pinned by name are shared with this instance's other programs that
+        // declare them; with --map-owner-id, the owner's other (non-internal) maps by name.
+        let mut shared = self.shared_maps(&info)?;
+        let mut reuse: Vec<(String, PathBuf)> = shared
+            .values()
+            .map(|m| (m.name.clone(), self.map_path(m)))
+            .collect();
         if let Some(owner) = spec.map_owner_id {
             let rec = self.program_record(owner)?;
             let owner_id = rec.map_owner_id.unwrap_or(owner);
             let owner_maps_all = store::maps_of_program(self.store().read(), owner)?;
+            let mut any = false;
             for m in owner_maps_all {
-                if is_internal_map(&m.name) {
+                if is_internal_map(&m.name) || !info.maps.iter().any(|d| d.name == m.name) {
                     continue;
                 }
-                if info.maps.iter().any(|d| d.name == m.name) {
-                    reuse.push((m.name.clone(), self.paths.map(m.owner_id, &m.name)));
-                    owner_maps.insert(m.name.clone(), m);
+                any = true;
+                if !shared.contains_key(&m.name) {
+                    reuse.push((m.name.clone(), self.map_path(&m)));
+                    shared.insert(m.name.clone(), m);
                 }
             }
-            if reuse.is_empty() {
+            if !any {
                 return Err(Error::InvalidArgument(format!(
                     "--map-owner-id {owner}: the object shares no map names with program {owner_id}"
                 )));
@@ -406,12 +453,12 @@ impl Manager {
                 .ok_or_else(|| Error::Internal("load produced no program".into()))?;
             for m in &loaded.maps {
                 let map_id = if m.reused {
-                    match owner_maps.get(&m.name) {
+                    match shared.get(&m.name) {
                         Some(r) => r.id,
                         None => continue,
                     }
                 } else {
-                    store::insert_map(tx, &map_record(first, m))?
+                    store::insert_map(tx, &map_record(first, m, info.pinned_by_name(&m.name)))?
                 };
                 for id in &ids {
                     store::add_program_map(tx, *id, map_id)?;
@@ -429,7 +476,11 @@ impl Manager {
             }
             undo.dir(self.paths.map_owner_dir(first));
             for m in loaded.maps.iter().filter(|m| !m.reused) {
-                let path = self.paths.map(first, &m.name);
+                let path = if info.pinned_by_name(&m.name) {
+                    self.paths.shared_map(&m.name)
+                } else {
+                    self.paths.map(first, &m.name)
+                };
                 loaded.pin_map(&m.name, &path)?;
                 undo.pin(path);
             }
@@ -693,12 +744,24 @@ impl Manager {
             for l in links {
                 self.detach_record(&l)?;
             }
+            // A map shared by name outlives this program while another program uses it: it
+            // passes to the next user. Everything else it owns goes with it.
             let owned = store::maps_owned_by(self.store().read(), r.id)?;
-            self.store()
-                .write(|tx| -> Result<()> { Ok(store::delete_program(tx, r.id)?) })?;
+            let gone = self.store().write(|tx| -> Result<Vec<MapRecord>> {
+                let mut gone = Vec::new();
+                for m in owned {
+                    let next = store::map_users(tx, m.id)?.into_iter().find(|u| *u != r.id);
+                    match next {
+                        Some(u) if m.by_name => store::set_map_owner(tx, m.id, u)?,
+                        _ => gone.push(m),
+                    }
+                }
+                store::delete_program(tx, r.id)?;
+                Ok(gone)
+            })?;
             sys::unpin(&self.paths.program(r.id))?;
-            for m in &owned {
-                sys::unpin(&self.paths.map(r.id, &m.name))?;
+            for m in &gone {
+                sys::unpin(&self.map_path(m))?;
             }
             let _ = std::fs::remove_dir(self.paths.map_owner_dir(r.id));
             done.push(r.id);
@@ -780,7 +843,15 @@ impl Manager {
                 ),
             };
         let link_details = links.iter().map(|l| link_view(l, &r.name)).collect();
-        let maps = maps.iter().map(|m| managed_map_view(m, vec![id])).collect();
+        let maps = maps
+            .iter()
+            .map(|m| {
+                Ok(managed_map_view(
+                    m,
+                    store::map_users(self.store().read(), m.id)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
         Ok(ProgramDetail {
             program: view,
             tag: r.tag.clone(),
@@ -829,19 +900,7 @@ impl Manager {
         let mut kids = HashSet::new();
         for m in &maps {
             kids.insert(m.kernel_id);
-            let users: Vec<ProgramId> = {
-                let mut stmt = s
-                    .read()
-                    .prepare_cached(
-                        "SELECT program_id FROM program_maps WHERE map_id = ?1 ORDER BY program_id",
-                    )
-                    .map_err(apiary_store::StoreError::from)?;
-                let rows = stmt
-                    .query_map([m.id], |r| Ok(ProgramId(r.get(0)?)))
-                    .map_err(apiary_store::StoreError::from)?;
-                rows.collect::<std::result::Result<_, _>>()
-                    .map_err(apiary_store::StoreError::from)?
-            };
+            let users = store::map_users(s.read(), m.id)?;
             out.push(managed_map_view(m, users));
         }
         drop(s);
@@ -866,6 +925,7 @@ impl Manager {
                     owner_id: None,
                     used_by: vec![],
                     managed: false,
+                    pinned_by_name: false,
                 });
             }
         }
@@ -889,7 +949,7 @@ impl Manager {
                         hint: format!("; program {pid} has maps: {}", names.join(", ")),
                     }
                 })?;
-                sys::obj_get(&self.paths.map(m.owner_id, &m.name))?
+                sys::obj_get(&self.map_path(m))?
             }
         };
         crate::mapdump::dump(fd.as_fd(), limit)
@@ -936,6 +996,7 @@ fn managed_map_view(m: &MapRecord, used_by: Vec<ProgramId>) -> MapView {
         owner_id: Some(m.owner_id),
         used_by,
         managed: true,
+        pinned_by_name: m.by_name,
     }
 }
 

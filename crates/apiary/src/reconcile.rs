@@ -114,7 +114,7 @@ impl Manager {
         let maps = store::maps_of_program(self.store().read(), p.id)?;
         let reuse: Vec<(String, PathBuf)> = maps
             .iter()
-            .map(|m| (m.name.clone(), self.paths.map(m.owner_id, &m.name)))
+            .map(|m| (m.name.clone(), self.map_path(m)))
             .filter(|(_, path)| alive(path))
             .collect();
         let globals = global_patches(&p.globals)?;
@@ -150,7 +150,7 @@ impl Manager {
                 }
                 continue;
             };
-            let path = self.paths.map(rec.owner_id, &rec.name);
+            let path = self.map_path(rec);
             let _ = sys::unpin(&path);
             loaded.pin_map(&m.name, &path)?;
             undo.pin(path);
@@ -246,7 +246,7 @@ impl Manager {
             .collect();
         let map_pins: HashSet<PathBuf> = store::list_maps(s.read())?
             .iter()
-            .map(|m| self.paths.map(m.owner_id, &m.name))
+            .map(|m| self.map_path(m))
             .collect();
         let chains: HashSet<i64> = store::list_chains(s.read())?.iter().map(|c| c.id).collect();
         drop(s);

@@ -101,8 +101,15 @@ impl Manager {
             }
             let Some(d) = info.map(&m.name) else { continue };
             check_compatible(m, d, info.btf.as_ref())?;
-            reuse.push((m.name.clone(), self.paths.map(m.owner_id, &m.name)));
+            reuse.push((m.name.clone(), self.map_path(m)));
             kept.push(m.clone());
+        }
+        // Maps pinned by name that the new code declares and other programs already share.
+        for (name, m) in self.shared_maps(&info)? {
+            if !kept.iter().any(|k| k.id == m.id) {
+                reuse.push((name, self.map_path(&m)));
+                kept.push(m);
+            }
         }
 
         // Globals: keep the values the program was loaded with where the new code has the same
@@ -263,14 +270,18 @@ impl Manager {
         let owned_before = store::maps_owned_by(self.store().read(), id)?;
         let mut new_maps = Vec::new();
         for m in loaded.maps.iter().filter(|m| !m.reused) {
-            let final_path = self.paths.map(id, &m.name);
-            let tmp = self
-                .paths
-                .map_owner_dir(id)
-                .join(format!("next_{}", m.name.replace('.', "_")));
-            loaded.pin_map(&m.name, &tmp)?;
-            std::fs::rename(&tmp, &final_path)
-                .map_err(|e| KernelError::syscall("rename map pin", e))?;
+            if info.pinned_by_name(&m.name) {
+                // Nobody shared it (or it would have been reused): a new pin.
+                loaded.pin_map(&m.name, &self.paths.shared_map(&m.name))?;
+            } else {
+                let tmp = self
+                    .paths
+                    .map_owner_dir(id)
+                    .join(format!("next_{}", m.name.replace('.', "_")));
+                loaded.pin_map(&m.name, &tmp)?;
+                std::fs::rename(&tmp, self.paths.map(id, &m.name))
+                    .map_err(|e| KernelError::syscall("rename map pin", e))?;
+            }
             new_maps.push(m.clone());
         }
         let global_records = global_records(&globals);
@@ -300,8 +311,11 @@ impl Manager {
                     store::remove_program_map(tx, id, m.id)?;
                 }
             }
+            for m in &kept {
+                store::add_program_map(tx, id, m.id)?;
+            }
             for m in &new_maps {
-                let rec = map_record(id, m);
+                let rec = map_record(id, m, info.pinned_by_name(&m.name));
                 let map_id = match owned_before.iter().find(|o| o.name == m.name) {
                     Some(o) => {
                         store::set_map_kernel(tx, o.id, &rec)?;
@@ -332,6 +346,24 @@ fn check_compatible(
     new: &apiary_core::elf::MapDef,
     btf: Option<&apiary_core::btf::Btf>,
 ) -> Result<()> {
+    let diffs = map_differences(old, new, btf);
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::FailedPrecondition(format!(
+            "map {} does not match the new code ({}); update keeps maps, so they must be the same — nothing was changed",
+            old.name,
+            diffs.join(", ")
+        )))
+    }
+}
+
+/// How the map definition `new` differs from the existing map `old` (empty: the same map).
+pub(crate) fn map_differences(
+    old: &MapRecord,
+    new: &apiary_core::elf::MapDef,
+    btf: Option<&apiary_core::btf::Btf>,
+) -> Vec<String> {
     let size = |explicit: Option<u32>, ty: Option<u32>| {
         explicit.or_else(|| ty.and_then(|t| btf.and_then(|b| b.size_of(t))))
     };
@@ -378,13 +410,5 @@ fn check_compatible(
             }
         }
     }
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::FailedPrecondition(format!(
-            "map {} does not match the new code ({}); update keeps maps, so they must be the same — nothing was changed",
-            old.name,
-            diffs.join(", ")
-        )))
-    }
+    diffs
 }

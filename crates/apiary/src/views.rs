@@ -49,6 +49,10 @@ pub struct MapView {
     /// Managed programs using it.
     pub used_by: Vec<ProgramId>,
     pub managed: bool,
+    /// Declared with LIBBPF_PIN_BY_NAME: shared by name between the programs that declare it,
+    /// and removed with the last of them.
+    #[serde(default)]
+    pub pinned_by_name: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
