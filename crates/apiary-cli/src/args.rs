@@ -173,6 +173,9 @@ pub struct RunArgs {
     /// cgroup v2 directory for cgroup programs.
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
+    /// Load and attach only these programs (comma list of function names); default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub programs: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

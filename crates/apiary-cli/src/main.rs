@@ -188,6 +188,7 @@ fn run_foreground(a: RunArgs, format: Output) -> Result<()> {
     }
     let spec = apiary::run::RunSpec {
         source: a.source,
+        programs: a.programs,
         raw_globals: a.globals,
         typed_globals: a.set,
         targets: apiary_kernel::session::Targets {

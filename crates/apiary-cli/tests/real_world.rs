@@ -205,3 +205,101 @@ fn legacy_section_names_and_static_entry_points_load_and_run() {
     assert!(e.contains("tc_legacy") && e.contains("section"), "{e}");
     assert!(b.program_ids().is_empty());
 }
+
+/// `apiary run` of a tool with alternatives: all attach by default and run says which share a
+/// hook; `--programs` picks.
+#[test]
+fn run_attaches_all_alternatives_or_the_chosen_ones() {
+    if !privileged() {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    let a = Apiary::new();
+    let obj = fixture("alternatives");
+    let run = |extra: &[&str]| -> (Vec<String>, Vec<Value>) {
+        let mut target = Command::new(apiary_fixtures::uprobe_target())
+            .args(["7", "wait"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn target");
+        let tgid = format!("target_tgid={}", target.id());
+        let mut child = a
+            .cmd()
+            .args(["run", obj.to_str().unwrap(), "-o", "json", "--set", &tgid])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn run");
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut notes = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert_ne!(
+                err.read_line(&mut line).unwrap(),
+                0,
+                "run exited: {notes:?}"
+            );
+            notes.push(line.trim_end().to_string());
+            if line.starts_with("running") {
+                break;
+            }
+        }
+        target.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert!(target.wait().unwrap().success());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        let events = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect();
+        (notes, events)
+    };
+    let variant = |events: &[Value], v: u64| events.iter().filter(|e| e["variant"] == v).count();
+
+    let (notes, events) = run(&[]);
+    let all = notes.join("\n");
+    assert!(
+        all.contains("getppid_a and getppid_b run on the same hook (event sys_enter_getppid)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("enter_btf and enter_raw run on the same hook (event sys_enter)"),
+        "{all}"
+    );
+    assert_eq!(
+        (variant(&events, 0), variant(&events, 1)),
+        (7, 7),
+        "{events:?}"
+    );
+
+    let (notes, events) = run(&["--programs", "getppid_b"]);
+    let all = notes.join("\n");
+    assert!(!all.contains("same hook"), "{all}");
+    assert!(
+        all.contains("attached getppid_b") && !all.contains("attached getppid_a"),
+        "{all}"
+    );
+    assert_eq!(
+        (variant(&events, 0), variant(&events, 1)),
+        (0, 7),
+        "{events:?}"
+    );
+
+    let e = a.fails(&["run", obj.to_str().unwrap(), "--programs", "nope"]);
+    assert!(
+        e.contains("--programs nope: no such program") && e.contains("getppid_a"),
+        "{e}"
+    );
+}

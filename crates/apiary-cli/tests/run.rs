@@ -131,7 +131,7 @@ fn ring_buffer_events_are_decoded_and_globals_change_them() {
         notes
             .iter()
             .any(|n| n.contains("attached on_getppid (kernel id")
-                && n.ends_with("to tracepoint/syscalls/sys_enter_getppid")),
+                && n.ends_with("to tracepoint syscalls/sys_enter_getppid")),
         "{notes:?}"
     );
     assert!(
@@ -308,7 +308,10 @@ fn inspect_lists_programs_maps_globals_and_event_types() {
     assert_eq!(v["license"], "GPL");
     assert_eq!(v["btf"], true);
     assert_eq!(v["programs"][0]["type"], "tracepoint");
-    assert_eq!(v["programs"][0]["attach"], "syscalls/sys_enter_getppid");
+    assert_eq!(
+        v["programs"][0]["attach"],
+        "tracepoint syscalls/sys_enter_getppid"
+    );
     let events = v["maps"]
         .as_array()
         .unwrap()

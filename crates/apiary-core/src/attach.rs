@@ -125,6 +125,13 @@ pub enum AttachSpec {
     Lsm,
 }
 
+fn parse_offset(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
 /// Chain slots default to the last priority, so a program attached without one runs after
 /// those that asked for a place.
 pub fn default_priority() -> u32 {
@@ -132,6 +139,72 @@ pub fn default_priority() -> u32 {
 }
 
 impl AttachSpec {
+    /// The hook a program's section name itself names, read the way libbpf's auto-attach reads
+    /// it (`tracepoint/CAT/NAME`, `raw_tp/NAME`, `kprobe/FN+OFF`, `uretprobe/PATH:FN`), so
+    /// `apiary run` attaches through the same code, with the same errors, as `apiary attach`.
+    /// `None` when the section names no target (or one apiary does not parse: libbpf then
+    /// attaches it itself).
+    pub fn from_section(ty: ProgramType, section: &str) -> Option<AttachSpec> {
+        let (head, rest) = section.split_once('/').unwrap_or((section, ""));
+        let spec = match ty {
+            ProgramType::Tracepoint => {
+                let (cat, name) = rest.split_once('/')?;
+                if cat.is_empty() || name.is_empty() {
+                    return None;
+                }
+                AttachSpec::Tracepoint {
+                    tracepoint: rest.to_string(),
+                }
+            }
+            ProgramType::RawTracepoint if !rest.is_empty() => AttachSpec::RawTracepoint {
+                tracepoint: rest.to_string(),
+            },
+            ProgramType::TpBtf => AttachSpec::TpBtf,
+            ProgramType::Fentry => AttachSpec::Fentry,
+            ProgramType::Fexit => AttachSpec::Fexit,
+            ProgramType::Lsm => AttachSpec::Lsm,
+            ProgramType::Kprobe if matches!(head, "kprobe" | "kretprobe") && !rest.is_empty() => {
+                let (fn_name, offset) = match rest.split_once('+') {
+                    Some((f, off)) => (f, parse_offset(off)?),
+                    None => (rest, 0),
+                };
+                AttachSpec::Kprobe {
+                    fn_name: fn_name.to_string(),
+                    offset,
+                    retprobe: head == "kretprobe",
+                }
+            }
+            ProgramType::Uprobe => {
+                // `uprobe/PATH:FN[+OFF]`; PATH keeps its leading slash (`uprobe//bin/sh:main`).
+                let (target, func) = rest.rsplit_once(':')?;
+                let (fn_name, offset) = match func.split_once('+') {
+                    Some((f, off)) => (f, parse_offset(off)?),
+                    None => (func, 0),
+                };
+                if target.is_empty() || fn_name.is_empty() {
+                    return None;
+                }
+                AttachSpec::Uprobe {
+                    target: target.to_string(),
+                    fn_name: Some(fn_name.to_string()),
+                    offset,
+                    retprobe: ProgramType::section_is_retprobe(section),
+                    pid: None,
+                }
+            }
+            ProgramType::RawTracepoint
+            | ProgramType::Kprobe
+            | ProgramType::Xdp
+            | ProgramType::Tc
+            | ProgramType::Tcx
+            | ProgramType::CgroupSkb
+            | ProgramType::CgroupSock
+            | ProgramType::PerfEvent
+            | ProgramType::SocketFilter => return None,
+        };
+        Some(spec)
+    }
+
     /// The chain this spec joins, if it is a chain member: (kind, proceed-on names, priority).
     pub fn chain(&self) -> Option<(crate::chain::ChainKind, &[String], u32)> {
         match self {
@@ -375,6 +448,45 @@ pub fn validate_iface(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hooks_named_by_sections() {
+        let f = AttachSpec::from_section;
+        assert_eq!(
+            f(ProgramType::Tracepoint, "tp/syscalls/sys_enter_openat"),
+            Some(AttachSpec::Tracepoint {
+                tracepoint: "syscalls/sys_enter_openat".into()
+            })
+        );
+        assert_eq!(f(ProgramType::Tracepoint, "tracepoint"), None);
+        assert_eq!(
+            f(ProgramType::RawTracepoint, "raw_tp/sched_switch"),
+            Some(AttachSpec::RawTracepoint {
+                tracepoint: "sched_switch".into()
+            })
+        );
+        assert_eq!(
+            f(ProgramType::Kprobe, "kretprobe/do_unlinkat+0x10"),
+            Some(AttachSpec::Kprobe {
+                fn_name: "do_unlinkat".into(),
+                offset: 16,
+                retprobe: true
+            })
+        );
+        assert_eq!(f(ProgramType::Kprobe, "ksyscall/openat"), None);
+        assert_eq!(
+            f(ProgramType::Uprobe, "uretprobe//usr/bin/bash:readline"),
+            Some(AttachSpec::Uprobe {
+                target: "/usr/bin/bash".into(),
+                fn_name: Some("readline".into()),
+                offset: 0,
+                retprobe: true,
+                pid: None
+            })
+        );
+        assert_eq!(f(ProgramType::Uprobe, "uprobe"), None);
+        assert_eq!(f(ProgramType::Xdp, "xdp"), None);
+    }
 
     #[test]
     fn validation() {

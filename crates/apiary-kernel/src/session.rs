@@ -34,17 +34,25 @@ pub struct Session {
     tc: Vec<(String, TcFilter)>,
     /// (program, kernel program id, where it was attached), in attach order.
     pub attached: Vec<(String, u32, String)>,
+    /// (program, why it was not attached).
+    pub skipped: Vec<(String, String)>,
 }
 
 impl Session {
+    /// Load the programs `req` names (every program when it names none) and attach them.
     pub fn start(req: &LoadRequest<'_>, targets: &Targets) -> Result<Session> {
-        let loaded = loader::load_all(req)?;
+        let loaded = if req.programs.is_empty() {
+            loader::load_all(req)?
+        } else {
+            loader::load(req)?
+        };
         let mut s = Session {
             loaded,
             links: Vec::new(),
             fd_links: Vec::new(),
             tc: Vec::new(),
             attached: Vec::new(),
+            skipped: Vec::new(),
         };
         let programs = s.loaded.programs.clone();
         for p in &programs {
@@ -95,6 +103,8 @@ impl Session {
                 frequency: 99,
                 cpu: None,
             }),
+            // The same attach code as `apiary attach`, so the same errors, where the section
+            // names the hook; libbpf's auto-attach for the forms apiary does not parse.
             ProgramType::Tracepoint
             | ProgramType::RawTracepoint
             | ProgramType::TpBtf
@@ -102,8 +112,12 @@ impl Session {
             | ProgramType::Uprobe
             | ProgramType::Fentry
             | ProgramType::Fexit
-            | ProgramType::Lsm => None,
-            ProgramType::SocketFilter => return Err(need("a socket")),
+            | ProgramType::Lsm => AttachSpec::from_section(ty, section),
+            ProgramType::SocketFilter => {
+                self.skipped
+                    .push((name.to_string(), SOCKET_FILTER_NOTE.to_string()));
+                return Ok(());
+            }
         };
         match spec {
             Some(spec) => {
@@ -246,6 +260,10 @@ impl Session {
     }
 }
 
+/// Why `run` leaves socket filters alone.
+const SOCKET_FILTER_NOTE: &str = "a socket filter runs on a socket its own process opens \
+    (setsockopt SO_ATTACH_BPF with the program's fd); no apiary command can attach it for that process";
+
 fn missing(name: &str, section: &str, what: &str) -> KernelError {
     KernelError::Invalid(format!(
         "program {name:?} (section {section:?}) needs {what} to attach; give it, or use `apiary load` and `apiary attach`"
@@ -265,7 +283,6 @@ impl Targets {
                 Some(ProgramType::CgroupSkb | ProgramType::CgroupSock) if self.cgroup.is_none() => {
                     "--cgroup"
                 }
-                Some(ProgramType::SocketFilter) => "a socket",
                 _ => continue,
             };
             return Err(missing(name, section, need));

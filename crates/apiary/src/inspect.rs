@@ -45,20 +45,28 @@ pub struct InspectMap {
 
 /// The attach target a section name implies, as `apiary run` uses it.
 fn attach_of(section: &str, ty: Option<ProgramType>) -> String {
-    let rest = section
-        .split_once('/')
-        .map(|(_, r)| r.trim_start_matches('/'))
-        .unwrap_or("");
+    let Some(ty) = ty else {
+        return "(unknown section)".into();
+    };
+    if let Some(spec) = apiary_core::AttachSpec::from_section(ty, section) {
+        return spec.describe();
+    }
     match ty {
-        Some(ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx) => {
-            "an interface (--iface)".into()
-        }
-        Some(ProgramType::CgroupSkb | ProgramType::CgroupSock) => "a cgroup (--cgroup)".into(),
-        Some(ProgramType::PerfEvent) => "cpu-clock at 99 Hz on every CPU".into(),
-        Some(ProgramType::SocketFilter) => "a socket (not by run)".into(),
-        Some(_) if rest.is_empty() => "(none in the section: use apiary attach)".into(),
-        Some(_) => rest.to_string(),
-        None => "(unknown section)".into(),
+        ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx => "an interface (--iface)".into(),
+        ProgramType::CgroupSkb | ProgramType::CgroupSock => "a cgroup (--cgroup)".into(),
+        ProgramType::PerfEvent => "cpu-clock at 99 Hz on every CPU".into(),
+        ProgramType::SocketFilter => "a socket (only from your own process)".into(),
+        ProgramType::Tracepoint
+        | ProgramType::RawTracepoint
+        | ProgramType::TpBtf
+        | ProgramType::Kprobe
+        | ProgramType::Uprobe
+        | ProgramType::Fentry
+        | ProgramType::Fexit
+        | ProgramType::Lsm => match section.split_once('/') {
+            Some((_, rest)) if !rest.is_empty() => format!("{rest} (attached by libbpf)"),
+            _ => "(none in the section: use apiary attach)".into(),
+        },
     }
 }
 

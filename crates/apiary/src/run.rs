@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct RunSpec {
     pub source: String,
+    /// Programs to load and attach, by function name; empty: all of them.
+    pub programs: Vec<String>,
     pub raw_globals: Vec<(String, Vec<u8>)>,
     pub typed_globals: Vec<(String, String)>,
     pub targets: Targets,
@@ -85,10 +87,31 @@ pub fn run(
             )));
         }
     }
+    for p in &spec.programs {
+        if info.program(p).is_none() {
+            let names: Vec<&str> = info.programs.iter().map(|p| p.name.as_str()).collect();
+            return Err(Error::InvalidArgument(format!(
+                "--programs {p}: no such program; the object has: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    let chosen: Vec<&apiary_core::elf::ProgramDef> = info
+        .programs
+        .iter()
+        .filter(|p| spec.programs.is_empty() || spec.programs.contains(&p.name))
+        .collect();
     let req = LoadRequest {
         object: &fetched.object,
         source: &fetched.name,
-        programs: Vec::new(),
+        programs: chosen
+            .iter()
+            .filter(|_| !spec.programs.is_empty())
+            .map(|p| apiary_kernel::ProgramSelect {
+                ty: None,
+                name: p.name.clone(),
+            })
+            .collect(),
         globals,
         reuse_maps: Vec::new(),
     };
@@ -152,8 +175,7 @@ pub fn run(
     }
 
     spec.targets.check(
-        &info
-            .programs
+        &chosen
             .iter()
             .map(|p| (p.name.clone(), p.section.clone()))
             .collect::<Vec<_>>(),
@@ -161,6 +183,16 @@ pub fn run(
     let session = Session::start(&req, &spec.targets)?;
     for (p, kid, at) in &session.attached {
         note(&format!("attached {p} (kernel id {kid}) to {at}"));
+    }
+    for (p, why) in &session.skipped {
+        note(&format!("not attached: {p}: {why}"));
+    }
+    for (hook, names) in shared_hooks(&session) {
+        note(&format!(
+            "programs {} run on the same hook ({hook}): tools often carry alternatives for different kernels, so each event may be handled more than once; choose with --programs {}",
+            names.join(" and "),
+            names.first().map(String::as_str).unwrap_or_default()
+        ));
     }
     note(&match spec.duration {
         Some(d) => format!(
@@ -397,4 +429,49 @@ fn dump_map(
         }
     }
     Ok(())
+}
+
+/// Groups of attached programs that run on the same kernel event, by a key that treats a
+/// tracepoint, its raw tracepoint and its tp_btf form alike (and fentry/kprobe of one function).
+fn shared_hooks(session: &Session) -> Vec<(String, Vec<String>)> {
+    use apiary_core::ProgramType as T;
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, _, desc) in &session.attached {
+        let Some(p) = session.loaded().programs.iter().find(|p| p.name == *name) else {
+            continue;
+        };
+        let target = p.section.split_once('/').map(|(_, r)| r).unwrap_or("");
+        let last = target.rsplit('/').next().unwrap_or(target);
+        let retprobe = apiary_core::ProgramType::section_is_retprobe(&p.section);
+        let key = match p.ty {
+            T::Tracepoint | T::RawTracepoint | T::TpBtf if !last.is_empty() => {
+                format!("event {last}")
+            }
+            T::Kprobe | T::Fentry if !target.is_empty() && !retprobe => {
+                format!("entry of {target}")
+            }
+            T::Kprobe | T::Fexit if !target.is_empty() => format!("return of {target}"),
+            T::Tracepoint
+            | T::RawTracepoint
+            | T::TpBtf
+            | T::Kprobe
+            | T::Fentry
+            | T::Fexit
+            | T::Lsm
+            | T::Uprobe
+            | T::Xdp
+            | T::Tc
+            | T::Tcx
+            | T::CgroupSkb
+            | T::CgroupSock
+            | T::PerfEvent
+            | T::SocketFilter => desc.clone(),
+        };
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(name.clone()),
+            None => groups.push((key, vec![name.clone()])),
+        }
+    }
+    groups.retain(|(_, v)| v.len() > 1);
+    groups
 }
