@@ -24,10 +24,11 @@ fn udp(net: &NetPair, port: u16, n: usize) {
 /// Count UDP datagrams arriving on `port` in ns b while `f` runs.
 fn received(net: &NetPair, port: u16, f: impl FnOnce()) -> usize {
     let code = format!(
-        "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{port}))\ns.settimeout(0.5)\nprint('ready',flush=True)\nn=0\ntry:\n  while True:\n    s.recv(64); n+=1\nexcept Exception:\n  pass\nprint(n)"
+        "import socket,sys,select\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{port}))\nprint('ready',flush=True)\nn=0\nwhile True:\n  r=select.select([s,sys.stdin],[],[])[0]\n  if s in r:\n    s.recv(64); n+=1\n  elif sys.stdin in r:\n    break\ns.setblocking(False)\ntry:\n  while True:\n    s.recv(64); n+=1\nexcept Exception:\n  pass\nprint(n)"
     );
     let mut child = Command::new("ip")
         .args(["netns", "exec", &net.ns_b, "python3", "-c", &code])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -36,6 +37,9 @@ fn received(net: &NetPair, port: u16, f: impl FnOnce()) -> usize {
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert_eq!(line.trim(), "ready");
     f();
+    // The receiver counts until its stdin closes (after the sender is done), however slowly a
+    // loaded machine starts the sender.
+    drop(child.stdin.take());
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
     child.wait().unwrap();

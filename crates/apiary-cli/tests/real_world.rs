@@ -303,3 +303,60 @@ fn run_attaches_all_alternatives_or_the_chosen_ones() {
         "{e}"
     );
 }
+
+/// The errors a new user meets in the first hour say what is wrong and where.
+#[test]
+fn first_hour_errors_say_what_and_where() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    // A kernel function that is not in the kernel's BTF: named, instead of a bare ESRCH.
+    let obj = fixture("refused");
+    let e = a.fails(&[
+        "load",
+        "file",
+        "--path",
+        obj.to_str().unwrap(),
+        "--programs",
+        "fentry:on_missing",
+    ]);
+    assert!(
+        e.contains("apiary_no_such_function") && e.contains("not in the kernel's BTF"),
+        "{e}"
+    );
+
+    // A chain that exists, but in another network namespace than the one asked about.
+    let net = NetPair::new();
+    let id = a.load_one(&[
+        "--path",
+        fixture("net").to_str().unwrap(),
+        "--programs",
+        "xdp:xdp_count",
+    ]);
+    a.attach(id, &["xdp", "--iface", &net.if_b, "--netns", &net.ns_b]);
+    let e = a.fails(&["get", "chain", &net.if_b, "xdp"]);
+    assert!(
+        e.contains("host's network namespace") && e.contains(&format!("--netns {}", net.ns_b)),
+        "{e}"
+    );
+    a.ok(&["get", "chain", &net.if_b, "xdp", "--netns", &net.ns_b]);
+
+    // bpffs refuses dots in names: say so instead of a raw EPERM from mkdir.
+    let dotted = format!("/sys/fs/bpf/{}.d", unique("apiary-dot-"));
+    let r = a
+        .cmd()
+        .env("APIARY_BPFFS", &dotted)
+        .args([
+            "load",
+            "file",
+            "--path",
+            fixture("minimal").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(e.contains("does not allow a '.'"), "{e}");
+    assert!(!Path::new(&dotted).exists());
+}

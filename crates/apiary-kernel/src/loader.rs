@@ -536,6 +536,18 @@ fn load_error(
             };
         }
     }
+    // fentry/fexit/lsm/tp_btf name a kernel function or tracepoint that libbpf looks up in the
+    // kernel's BTF before loading; a name that is not there comes back as a bare ESRCH.
+    if let Some(target) = messages
+        .split("failed to find kernel BTF type ID of '")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+    {
+        return KernelError::TargetNotFound {
+            target: format!("{target:?} (section {section:?} of program {program:?})"),
+            reason: "it is not in the kernel's BTF (/sys/kernel/btf/vmlinux): no such function or tracepoint on this kernel, or it was inlined; check with `bpftool btf dump file /sys/kernel/btf/vmlinux | grep`".into(),
+        };
+    }
     let hint = logcap::last_line_with(messages, &format!("prog '{program}'"))
         .or_else(|| logcap::last_line_with(messages, "libbpf"))
         .or_else(|| {

@@ -28,8 +28,7 @@ fn owned(ret: i32, call: &str) -> Result<OwnedFd> {
 /// Pin `fd` at `path`, creating parent directories on bpffs.
 pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| KernelError::syscall(format!("mkdir {}", parent.display()), e))?;
+        std::fs::create_dir_all(parent).map_err(|e| mkdir_error(parent, e))?;
     }
     let c = cpath(path)?;
     // SAFETY: valid fd and NUL-terminated path.
@@ -40,6 +39,22 @@ pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
         });
     }
     check(ret, &format!("pin {}", path.display())).map(|_| ())
+}
+
+/// bpffs refuses names with a dot (EPERM), which a user's `--bpffs /sys/fs/bpf/my.app` meets
+/// before anything else does.
+fn mkdir_error(dir: &Path, e: std::io::Error) -> KernelError {
+    let dotted = dir
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .find(|c| c.contains('.') && *c != "." && *c != "..");
+    match (e.raw_os_error(), dotted) {
+        (Some(libc::EPERM), Some(name)) => KernelError::Invalid(format!(
+            "cannot create {}: bpffs does not allow a '.' in names ({name:?}); choose a --bpffs directory without dots",
+            dir.display()
+        )),
+        _ => KernelError::syscall(format!("mkdir {}", dir.display()), e),
+    }
 }
 
 /// Open a pinned object.

@@ -558,8 +558,39 @@ impl Manager {
 
     pub fn get_chain(&self, hook: &HookRef) -> Result<ChainView> {
         let (k, iface, netns, direction) = hook.key();
-        let ch = store::find_chain(self.store().read(), &k, &iface, &netns, &direction)?
-            .ok_or_else(|| Error::NotFound {
+        let Some(ch) = store::find_chain(self.store().read(), &k, &iface, &netns, &direction)?
+        else {
+            // The same interface name in another namespace is the usual mistake: say where.
+            let elsewhere: Vec<String> = store::list_chains(self.store().read())?
+                .into_iter()
+                .filter(|c| c.kind == k && c.iface == iface && c.direction == direction)
+                .map(|c| {
+                    if c.netns.is_empty() {
+                        "the host's network namespace (omit --netns)".to_string()
+                    } else {
+                        // Named namespaces (`ip netns add`) are given back by name.
+                        let name = ["/var/run/netns/", "/run/netns/"]
+                            .iter()
+                            .find_map(|d| c.netns.strip_prefix(d))
+                            .unwrap_or(&c.netns);
+                        format!("network namespace {name} (add --netns {name})")
+                    }
+                })
+                .collect();
+            let hint = if elsewhere.is_empty() {
+                "; see `apiary list chains`".to_string()
+            } else {
+                format!(
+                    "{}; there is one in {}",
+                    if netns.is_empty() {
+                        " in the host's network namespace".to_string()
+                    } else {
+                        format!(" in network namespace {netns}")
+                    },
+                    elsewhere.join(" and in ")
+                )
+            };
+            return Err(Error::NotFound {
                 kind: "chain",
                 id: format!(
                     "{} on {iface}{}",
@@ -570,8 +601,9 @@ impl Manager {
                         format!(" {direction}")
                     }
                 ),
-                hint: "; see `apiary list chains`".into(),
-            })?;
+                hint,
+            });
+        };
         self.chain_view(&ch)
     }
 
