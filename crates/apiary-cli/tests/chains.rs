@@ -559,3 +559,41 @@ fn a_chain_past_the_counter_limit_is_refused_clearly() {
     assert!(net.ping(2));
     assert!(hits(&a, id) >= 2 * 124);
 }
+
+/// A member's counters keep adding up when the chain is recomposed around it (another program
+/// joins or leaves, or the member is updated): each recomposition loads a new dispatcher.
+#[test]
+fn counters_are_cumulative_across_recompositions() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let net = NetPair::new();
+    let obj = fixture("chain_basic");
+    let p = obj.to_str().unwrap();
+    let first = a.load_one(&["--path", p, "--programs", "xdp:xdp_counter"]);
+    xdp(&a, &net, first, &["--priority", "10"]);
+    let runs = |a: &Apiary| -> u64 {
+        chain(a, &net, "xdp")["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["program_id"] == first)
+            .map(|m| m["runs"].as_u64().unwrap())
+            .unwrap()
+    };
+    assert!(net.ping(4));
+    let before = runs(&a);
+    assert!(before >= 4, "{before}");
+    // A second member joins: a new dispatcher replaces the old one.
+    let second = a.load_one(&["--path", p, "--programs", "xdp:xdp_counter"]);
+    let l2 = xdp(&a, &net, second, &["--priority", "20"]);
+    let joined = runs(&a);
+    assert!(joined >= before, "kept across a join: {joined} < {before}");
+    assert!(net.ping(3));
+    let after = runs(&a);
+    assert!(after >= before + 3, "{after} < {before} + 3");
+    // And when it leaves again.
+    a.ok(&["detach", &l2.to_string()]);
+    assert!(runs(&a) >= after, "kept across a leave");
+}

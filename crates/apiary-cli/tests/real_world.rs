@@ -161,6 +161,15 @@ fn legacy_section_names_and_static_entry_points_load_and_run() {
     assert_eq!(p["kernel"]["prog_type"], "sched_cls", "{p}");
     let p = a.json(&["get", "program", &xdp.to_string()]);
     assert_eq!(p["kernel"]["prog_type"], "xdp", "{p}");
+    // Internal maps are named after the object, as libbpf names them.
+    assert!(
+        p["maps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "legacy_s.rodata"),
+        "{p}"
+    );
 
     let hits = format!("{tc}:legacy_hits");
     a.attach(

@@ -284,6 +284,33 @@ pub fn inspect(bytes: &[u8]) -> Result<ObjectInfo, ElfError> {
     })
 }
 
+/// The object name libbpf gives an object opened from `source` (a path, URL or image
+/// reference): its last path component up to the first dot, in the characters a kernel
+/// object name may hold; internal maps are named after it (`NAME.rodata`).
+pub fn object_name(source: &str) -> String {
+    let last = source
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(source);
+    let base = last.split(['.', '@', ':']).next().unwrap_or(last);
+    let name: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "obj".to_string()
+    } else {
+        name
+    }
+}
+
 /// libbpf refuses `static` entry points ("program is static and not supported"), which aya,
 /// cilium/ebpf and iproute2 load, and which bpfman's examples use. The binding of a function
 /// symbol does not matter to the kernel, so a copy of the object with those symbols made global
@@ -914,6 +941,17 @@ mod tests {
         }
         assert_eq!(map_type_from_name("BPF_MAP_TYPE_LRU_HASH"), Some(9));
         assert_eq!(map_type_from_name("nope"), None);
+    }
+
+    #[test]
+    fn object_names_follow_libbpf() {
+        assert_eq!(object_name("/x/count_getppid.bpf.o"), "count_getppid");
+        assert_eq!(object_name("https://h/p/prog.o"), "prog");
+        assert_eq!(
+            object_name("localhost:5000/bytecode/xdp-pass@sha256:ab"),
+            "xdp_pass"
+        );
+        assert_eq!(object_name(".o"), "obj");
     }
 
     #[test]

@@ -162,6 +162,7 @@ fn load_basic(program: &str) -> LoadedObject {
         }],
         globals: vec![],
         reuse_maps: vec![],
+        object_name: None,
     };
     load(&req).expect("load")
 }

@@ -724,6 +724,14 @@ fn link_update(
 
 /// Read and sum a chain's per-slot counters from its stats map (e.g. opened from its pin).
 pub fn read_stats(stats: BorrowedFd<'_>, kind: ChainKind) -> Result<Vec<SlotStats>> {
+    Ok(read_buckets(stats)?
+        .iter()
+        .map(|b| SlotStats::from_buckets(kind, b))
+        .collect())
+}
+
+/// A chain's raw per-slot counters (STATS_BUCKETS each), summed over CPUs.
+pub fn read_buckets(stats: BorrowedFd<'_>) -> Result<Vec<Vec<u64>>> {
     let info = sys::map_info(stats)?;
     if info.map_type_raw != libbpf_sys::BPF_MAP_TYPE_PERCPU_ARRAY || info.key_size != 4 {
         return Err(KernelError::Invalid(format!(
@@ -758,6 +766,6 @@ pub fn read_stats(stats: BorrowedFd<'_>, kind: ChainKind) -> Result<Vec<SlotStat
     }
     Ok(sums
         .chunks_exact(STATS_BUCKETS)
-        .map(|c| SlotStats::from_buckets(kind, c))
+        .map(<[u64]>::to_vec)
         .collect())
 }

@@ -31,6 +31,9 @@ pub struct LoadRequest<'a> {
     pub globals: Vec<GlobalPatch>,
     /// Maps to take from another program instead of creating: map name -> pinned path.
     pub reuse_maps: Vec<(String, PathBuf)>,
+    /// The object name libbpf prefixes internal maps with (`NAME.rodata`); by default the
+    /// source's file name up to its first dot, as libbpf names an object opened from a file.
+    pub object_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,11 +155,14 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
     logcap::take();
 
     let mut builder = ObjectBuilder::default();
-    // libbpf prefixes internal map names (`.rodata`, `.bss`) with the object name. A fixed name
-    // keeps them the same across loads and hot updates of differently named files
-    // (`apiary.rodata`), and marks them as apiary's in `bpftool map`.
+    // Loading from memory, libbpf would name the object after the buffer's address; name it as
+    // libbpf names a file, so internal maps read `count_getppid.rodata` as users know them.
+    let name = req
+        .object_name
+        .clone()
+        .unwrap_or_else(|| apiary_core::elf::object_name(req.source));
     builder
-        .name("apiary")
+        .name(name)
         .map_err(|e| KernelError::libbpf("set object name", e))?;
     let globalized = apiary_core::elf::globalize_static_programs(req.object).map_err(|e| {
         KernelError::NotBpfObject {

@@ -68,6 +68,7 @@ fn load_fixture(name: &str, programs: &[&str], globals: &[(&str, Vec<u8>)]) -> L
             .collect(),
         globals: patches,
         reuse_maps: vec![],
+        object_name: None,
     };
     load(&req).unwrap_or_else(|e| panic!("load {name}: {e}"))
 }

@@ -303,10 +303,14 @@ pub fn delete_program(c: &Connection, id: ProgramId) -> Result<()> {
         [id.0],
     )?;
     c.execute("DELETE FROM maps WHERE owner_id = ?1", [id.0])?;
-    c.execute(
-        "DELETE FROM chain_slots WHERE link_id IN (SELECT id FROM links WHERE program_id = ?1)",
-        [id.0],
-    )?;
+    for table in ["chain_slot_totals", "chain_slots"] {
+        c.execute(
+            &format!(
+                "DELETE FROM {table} WHERE link_id IN (SELECT id FROM links WHERE program_id = ?1)"
+            ),
+            [id.0],
+        )?;
+    }
     c.execute("DELETE FROM links WHERE program_id = ?1", [id.0])?;
     c.execute("DELETE FROM programs WHERE id = ?1", [id.0])?;
     // Objects no program refers to any more are dropped with the last program.
@@ -518,6 +522,7 @@ pub fn list_links(c: &Connection, program: Option<ProgramId>) -> Result<Vec<Link
 }
 
 pub fn delete_link(c: &Connection, id: LinkId) -> Result<()> {
+    c.execute("DELETE FROM chain_slot_totals WHERE link_id = ?1", [id.0])?;
     c.execute("DELETE FROM chain_slots WHERE link_id = ?1", [id.0])?;
     c.execute("DELETE FROM links WHERE id = ?1", [id.0])?;
     Ok(())
@@ -677,6 +682,40 @@ pub fn insert_chain_slot(c: &Connection, s: &ChainSlotRecord) -> Result<()> {
     c.execute(
         "INSERT INTO chain_slots (link_id, chain_id, priority, seq, proceed_on) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![s.link_id.0, s.chain_id, s.priority, s.seq, s.proceed_on],
+    )?;
+    Ok(())
+}
+
+/// Counters a chain member's earlier dispatchers gathered (empty if none were replaced).
+pub fn slot_totals(c: &Connection, link: LinkId) -> Result<Vec<u64>> {
+    let blob: Option<Vec<u8>> = c
+        .query_row(
+            "SELECT buckets FROM chain_slot_totals WHERE link_id = ?1",
+            [link.0],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(blob
+        .unwrap_or_default()
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])))
+        .collect())
+}
+
+/// Add a replaced dispatcher's counters for `link` to its totals.
+pub fn add_slot_totals(c: &Connection, link: LinkId, buckets: &[u64]) -> Result<()> {
+    let mut total = slot_totals(c, link)?;
+    if total.len() < buckets.len() {
+        total.resize(buckets.len(), 0);
+    }
+    for (t, b) in total.iter_mut().zip(buckets) {
+        *t = t.saturating_add(*b);
+    }
+    let blob: Vec<u8> = total.iter().flat_map(|v| v.to_le_bytes()).collect();
+    c.execute(
+        "INSERT INTO chain_slot_totals (link_id, buckets) VALUES (?1, ?2)
+         ON CONFLICT (link_id) DO UPDATE SET buckets = excluded.buckets",
+        params![link.0, blob],
     )?;
     Ok(())
 }

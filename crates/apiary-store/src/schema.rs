@@ -71,9 +71,15 @@ const MIGRATIONS: &[&str] = &[
         proceed_on INTEGER NOT NULL
     ) STRICT;",
     // 3: maps declared with LIBBPF_PIN_BY_NAME are shared by name between the programs of one
-    // instance: owned by one user at a time, removed with the last.
+    // instance: owned by one user at a time, removed with the last. A chain member's counters
+    // from dispatchers that were replaced (little-endian u64 per bucket), so they add up
+    // across recompositions.
     "ALTER TABLE maps ADD COLUMN by_name INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX maps_by_name ON maps(name) WHERE by_name = 1;",
+    CREATE INDEX maps_by_name ON maps(name) WHERE by_name = 1;
+    CREATE TABLE chain_slot_totals (
+        link_id INTEGER PRIMARY KEY REFERENCES links(id),
+        buckets BLOB NOT NULL
+    ) STRICT;",
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::manager::{Manager, Undo};
-use apiary_core::chain::{order_slots, Block, ChainKind, Priority, ProceedOn, SlotKey};
+use apiary_core::chain::{order_slots, Block, ChainKind, Priority, ProceedOn, SlotKey, SlotStats};
 use apiary_core::{AttachSpec, LinkId, ProgramId, TcDirection, XdpMode};
 use apiary_kernel::dispatcher::{self, ChainHook, ChainSlot, ComposedDispatcher};
 use apiary_kernel::{sys, KernelError};
@@ -512,10 +512,24 @@ impl Manager {
                 .chain_pin(ch.id, dispatcher::PinRole::Program.file_name()),
         )?;
         let held = self.hold_dispatcher_pins(ch.id);
+        let stats_pin = self
+            .paths
+            .chain_pin(ch.id, dispatcher::PinRole::StatsMap.file_name());
+        let old_stats = held.iter().find(|(p, _)| *p == stats_pin).map(|(_, fd)| fd);
         let mut undo = Undo::new();
         let res = self.store().write(|tx| -> Result<T> {
             self.pin_dispatcher(ch.id, composed, &mut undo)?;
             dispatcher::swap_replacing(link.as_fd(), old.as_fd(), composed)?;
+            // The replaced dispatcher's counters join each member's totals, so the counts
+            // `get chain` shows keep adding up across recompositions.
+            if let Some(fd) = old_stats {
+                if let Ok(buckets) = dispatcher::read_buckets(fd.as_fd()) {
+                    let slots = store::chain_slots(tx, ch.id)?;
+                    for (s, b) in slots.iter().zip(&buckets) {
+                        store::add_slot_totals(tx, s.link_id, b)?;
+                    }
+                }
+            }
             store::set_chain_kernel(tx, ch.id, ch.link_kernel_id, composed.kernel_id())?;
             also(tx)
         });
@@ -610,20 +624,28 @@ impl Manager {
     fn chain_view(&self, ch: &ChainRecord) -> Result<ChainView> {
         let kind = kind_of(&ch.kind)?;
         let slots = store::chain_slots(self.store().read(), ch.id)?;
-        let stats = sys::obj_get(
+        let current = sys::obj_get(
             &self
                 .paths
                 .chain_pin(ch.id, dispatcher::PinRole::StatsMap.file_name()),
         )
         .ok()
-        .and_then(|fd| dispatcher::read_stats(fd.as_fd(), kind).ok())
+        .and_then(|fd| dispatcher::read_buckets(fd.as_fd()).ok())
         .unwrap_or_default();
         let mut programs = Vec::new();
         for (i, s) in slots.iter().enumerate() {
             let name = store::get_program(self.store().read(), s.program_id)?
                 .map(|p| p.name)
                 .unwrap_or_default();
-            let st = stats.get(i);
+            let mut buckets = store::slot_totals(self.store().read(), s.link_id)?;
+            if let Some(now) = current.get(i) {
+                buckets.resize(buckets.len().max(now.len()), 0);
+                for (t, n) in buckets.iter_mut().zip(now) {
+                    *t = t.saturating_add(*n);
+                }
+            }
+            let stats = (!buckets.is_empty()).then(|| SlotStats::from_buckets(kind, &buckets));
+            let st = stats.as_ref();
             let verdicts = st
                 .map(|st| {
                     st.verdicts

@@ -195,6 +195,16 @@ pub(crate) fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
+/// The object name a program's internal maps were created under (`NAME.rodata`), so that a
+/// restore or a hot update from a differently named file keeps them. libbpf truncates the name
+/// to fit each suffix, so the longest recorded prefix is the one that reproduces them all.
+pub(crate) fn recorded_object_name(maps: &[MapRecord]) -> Option<String> {
+    maps.iter()
+        .filter_map(|m| m.name.split_once('.').map(|(p, _)| p))
+        .max_by_key(|p| p.len())
+        .map(str::to_string)
+}
+
 /// Is this a libbpf internal map (`.rodata`, `.bss`, `.data`, `.kconfig`)? Their names carry the
 /// section after a dot. Each program keeps its own, so its globals stay its own.
 pub(crate) fn is_internal_map(name: &str) -> bool {
@@ -416,6 +426,7 @@ impl Manager {
                 .collect(),
             globals: globals.clone(),
             reuse_maps: reuse,
+            object_name: None,
         };
         let loaded = kernel::load(&req)?;
         let sha = sha256_hex(&bytes);

@@ -6,7 +6,7 @@
 //! record was removed) are removed. What cannot be restored is reported, never silently dropped.
 
 use crate::error::{Error, Result};
-use crate::manager::{global_patches, is_internal_map, Manager, Undo};
+use crate::manager::{global_patches, is_internal_map, recorded_object_name, Manager, Undo};
 use apiary_core::{LinkId, ProgramId};
 use apiary_kernel::dispatcher;
 use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, TcFilter};
@@ -127,6 +127,7 @@ impl Manager {
             }],
             globals,
             reuse_maps: reuse.clone(),
+            object_name: recorded_object_name(&maps),
         })?;
         let lp = loaded
             .programs

@@ -114,6 +114,7 @@ pub fn run(
             .collect(),
         globals,
         reuse_maps: Vec::new(),
+        object_name: None,
     };
     let mut emaps = Vec::new();
     if event_maps(&info).is_empty() && spec.dump_maps.is_empty() {

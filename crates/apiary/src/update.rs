@@ -6,7 +6,9 @@
 //! program running and the store untouched.
 
 use crate::error::{Error, Result};
-use crate::manager::{global_records, is_internal_map, map_record, sha256_hex, Manager, Undo};
+use crate::manager::{
+    global_records, is_internal_map, map_record, recorded_object_name, sha256_hex, Manager, Undo,
+};
 use apiary_core::{ProgramId, ProgramType};
 use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, KernelError, TcFilter};
 use apiary_store::{self as store, MapRecord};
@@ -136,6 +138,7 @@ impl Manager {
             }],
             globals: globals.clone(),
             reuse_maps: reuse,
+            object_name: recorded_object_name(&old_maps),
         })?;
         let lp = loaded
             .programs
