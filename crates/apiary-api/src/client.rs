@@ -48,6 +48,19 @@ pub enum ClientError {
     Runtime(std::io::Error),
 }
 
+impl ClientError {
+    /// The class of the error, as for the daemon's own errors (exit status, README).
+    pub fn code(&self) -> apiary::ErrorCode {
+        match self {
+            ClientError::BadEndpoint { .. } | ClientError::ReadFile { .. } => {
+                apiary::ErrorCode::InvalidArgument
+            }
+            ClientError::Connect { .. } => apiary::ErrorCode::Unavailable,
+            ClientError::Runtime(_) => apiary::ErrorCode::Internal,
+        }
+    }
+}
+
 pub struct RemoteApi {
     rt: tokio::runtime::Runtime,
     client: ApiaryClient<Channel>,

@@ -9,7 +9,7 @@ use apiary::{Error, ErrorCode};
 use prost::Message;
 use tonic::{Code, Status};
 
-/// Trailer carrying an `ErrorDetail` on NOT_FOUND statuses.
+/// Trailer carrying an `ErrorDetail` on every error status.
 pub const ERROR_DETAIL_KEY: &str = "apiary-error-bin";
 
 /// `kind` in an ErrorDetail for kernel objects (KernelError::NotFound).
@@ -22,7 +22,9 @@ pub fn code_of(c: ErrorCode) -> Code {
         ErrorCode::FailedPrecondition => Code::FailedPrecondition,
         ErrorCode::AlreadyExists => Code::AlreadyExists,
         ErrorCode::Unimplemented => Code::Unimplemented,
+        ErrorCode::Rejected => Code::InvalidArgument,
         ErrorCode::PermissionDenied => Code::PermissionDenied,
+        ErrorCode::Unavailable => Code::Unavailable,
         ErrorCode::ResourceExhausted => Code::ResourceExhausted,
         ErrorCode::Internal => Code::Internal,
     }
@@ -31,25 +33,29 @@ pub fn code_of(c: ErrorCode) -> Code {
 /// Server side: the status for a manager error.
 pub fn to_status(e: &Error) -> Status {
     let mut status = Status::new(code_of(e.code()), e.to_string());
+    let code = e.code().name().to_string();
     let detail = match e {
-        Error::NotFound { kind, id, hint } => Some(pb::ErrorDetail {
+        Error::NotFound { kind, id, hint } => pb::ErrorDetail {
             kind: kind.to_string(),
             id: id.clone(),
             hint: hint.clone(),
-        }),
-        Error::Kernel(KernelError::NotFound { what }) => Some(pb::ErrorDetail {
+            code,
+        },
+        Error::Kernel(KernelError::NotFound { what }) => pb::ErrorDetail {
             kind: KERNEL_OBJECT.into(),
             id: what.clone(),
             hint: String::new(),
-        }),
-        _ => None,
+            code,
+        },
+        _ => pb::ErrorDetail {
+            code,
+            ..Default::default()
+        },
     };
-    if let Some(d) = detail {
-        status.metadata_mut().insert_bin(
-            ERROR_DETAIL_KEY,
-            tonic::metadata::MetadataValue::from_bytes(&d.encode_to_vec()),
-        );
-    }
+    status.metadata_mut().insert_bin(
+        ERROR_DETAIL_KEY,
+        tonic::metadata::MetadataValue::from_bytes(&detail.encode_to_vec()),
+    );
     status
 }
 
@@ -66,41 +72,46 @@ fn static_kind(kind: &str) -> Option<&'static str> {
         .find(|k| *k == kind)
 }
 
-/// Client side: the manager error a status stands for. Codes the manager produces come back as
-/// the variant with the same message and code; those with no plain-message variant
-/// (UNIMPLEMENTED, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ALREADY_EXISTS) keep their message as
-/// `Internal`. Transport-level statuses (daemon gone, deadline...) name the endpoint.
+/// Client side: the manager error a status stands for, with the same message and the same
+/// class as in-process (the class travels in the status details; a status without them, from
+/// another server, is classed by its code). Transport-level statuses (daemon gone,
+/// deadline...) name the endpoint.
 pub fn from_status(s: &Status, endpoint: &str) -> Error {
     let msg = s.message().to_string();
+    let detail = s
+        .metadata()
+        .get_bin(ERROR_DETAIL_KEY)
+        .and_then(|v| v.to_bytes().ok())
+        .and_then(|b| pb::ErrorDetail::decode(b.as_ref()).ok());
+    let remote = |code: ErrorCode| Error::Remote {
+        code: detail
+            .as_ref()
+            .and_then(|d| ErrorCode::from_name(&d.code))
+            .unwrap_or(code),
+        message: msg.clone(),
+    };
     match s.code() {
-        Code::InvalidArgument => Error::InvalidArgument(msg),
-        Code::FailedPrecondition => Error::FailedPrecondition(msg),
-        Code::Internal => Error::Internal(msg),
-        Code::NotFound => {
-            let detail = s
-                .metadata()
-                .get_bin(ERROR_DETAIL_KEY)
-                .and_then(|v| v.to_bytes().ok())
-                .and_then(|b| pb::ErrorDetail::decode(b.as_ref()).ok());
-            match detail {
-                Some(d) if d.kind == KERNEL_OBJECT => {
-                    Error::Kernel(KernelError::NotFound { what: d.id })
-                }
-                Some(d) => match static_kind(&d.kind) {
-                    Some(kind) => Error::NotFound {
-                        kind,
-                        id: d.id,
-                        hint: d.hint,
-                    },
-                    None => Error::Internal(msg),
-                },
-                None => Error::Internal(msg),
+        Code::InvalidArgument => remote(ErrorCode::InvalidArgument),
+        Code::FailedPrecondition => remote(ErrorCode::FailedPrecondition),
+        Code::Internal => remote(ErrorCode::Internal),
+        Code::Unimplemented => remote(ErrorCode::Unimplemented),
+        Code::PermissionDenied => remote(ErrorCode::PermissionDenied),
+        Code::ResourceExhausted => remote(ErrorCode::ResourceExhausted),
+        Code::AlreadyExists => remote(ErrorCode::AlreadyExists),
+        Code::NotFound => match &detail {
+            Some(d) if d.kind == KERNEL_OBJECT => {
+                Error::Kernel(KernelError::NotFound { what: d.id.clone() })
             }
-        }
-        Code::Unimplemented
-        | Code::PermissionDenied
-        | Code::ResourceExhausted
-        | Code::AlreadyExists => Error::Internal(msg),
+            Some(d) => match static_kind(&d.kind) {
+                Some(kind) => Error::NotFound {
+                    kind,
+                    id: d.id.clone(),
+                    hint: d.hint.clone(),
+                },
+                None => remote(ErrorCode::NotFound),
+            },
+            None => remote(ErrorCode::NotFound),
+        },
         Code::Ok
         | Code::Cancelled
         | Code::Unknown
@@ -139,7 +150,10 @@ pub fn from_status(s: &Status, endpoint: &str) -> Error {
                 // certificate, so the refusal often shows up only as a closed connection.
                 text.push_str(" (the daemon closed the connection: over TCP it refuses clients without a certificate signed by its --client-ca)");
             }
-            Error::Internal(format!("{text} ({:?})", s.code()))
+            Error::Remote {
+                code: ErrorCode::Unavailable,
+                message: format!("{text} ({:?})", s.code()),
+            }
         }
     }
 }
@@ -182,14 +196,38 @@ mod tests {
     }
 
     #[test]
-    fn codes_without_a_message_variant_keep_the_message() {
+    fn every_class_keeps_its_kind_and_message() {
         let e = Error::Kernel(KernelError::NotSupported {
             feature: "fentry".into(),
             reason: "no trampolines".into(),
         });
         let s = to_status(&e);
         assert_eq!(s.code(), Code::Unimplemented);
-        assert_eq!(from_status(&s, "x").to_string(), e.to_string());
+        let back = from_status(&s, "x");
+        assert_eq!(back.to_string(), e.to_string());
+        assert_eq!(back.code(), ErrorCode::Unimplemented);
+        let v = Error::Kernel(KernelError::Verifier {
+            program: "p".into(),
+            verifier_log: "R0 !read_ok".into(),
+        });
+        assert_eq!(to_status(&v).code(), Code::InvalidArgument);
+        assert_eq!(through(v).code(), ErrorCode::Rejected);
+        for code in apiary::ERROR_CODES {
+            let e = Error::Remote {
+                code: *code,
+                message: format!("{code:?}"),
+            };
+            let back = through(e);
+            assert_eq!(back.code(), *code);
+            // An unavailable daemon is reported with its endpoint.
+            if *code != ErrorCode::Unavailable {
+                assert_eq!(back.to_string(), format!("{code:?}"));
+            }
+            assert_eq!(ErrorCode::from_name(code.name()), Some(*code));
+        }
+        // A status from a server that sends no details is classed by its code.
+        let plain = from_status(&Status::permission_denied("no"), "x");
+        assert_eq!(plain.code(), ErrorCode::PermissionDenied);
     }
 
     #[test]
@@ -198,6 +236,7 @@ mod tests {
             &Status::unavailable("connection refused"),
             "unix:///run/apiary/apiary.sock",
         );
+        assert_eq!(e.code(), ErrorCode::Unavailable);
         assert!(
             e.to_string().contains("unix:///run/apiary/apiary.sock"),
             "{e}"

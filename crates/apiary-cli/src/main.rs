@@ -19,7 +19,20 @@ fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        // The exit status tells scripts what kind of failure it was (README: exit status).
+        let status = e
+            .chain()
+            .find_map(|c| {
+                c.downcast_ref::<apiary::Error>()
+                    .map(apiary::Error::code)
+                    .or_else(|| {
+                        c.downcast_ref::<apiary_api::ClientError>()
+                            .map(|c| c.code())
+                    })
+            })
+            .map(apiary::ErrorCode::exit_status)
+            .unwrap_or(1);
+        std::process::exit(status);
     }
 }
 

@@ -18,11 +18,7 @@ fn via(a: &Apiary, d: &Daemon, args: &[&str]) -> Run {
         .args(args)
         .output()
         .expect("run apiary");
-    Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 fn json(a: &Apiary, d: &Daemon, args: &[&str]) -> Value {

@@ -244,3 +244,67 @@ fn usage_errors_come_from_the_parser() {
         );
     }
 }
+
+/// The exit status follows the kind of error, the same in-process and through a daemon
+/// (this suite runs against both): 2 bad input, 3 not found, 4 kernel refused or lacking,
+/// 6 conflicts with the current state, 7 daemon unreachable.
+#[test]
+fn exit_status_follows_the_error_kind() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let status = |args: &[&str]| {
+        let r = a.run(args);
+        assert!(
+            !r.ok && r.stderr.starts_with("error: "),
+            "{args:?}: {}",
+            r.stderr
+        );
+        r.code
+    };
+    assert_eq!(status(&["get", "program", "999"]), Some(3));
+    assert_eq!(
+        status(&["load", "file", "--path", "/nonexistent.o"]),
+        Some(2)
+    );
+    let bad = fixture("bad_verifier");
+    assert_eq!(
+        status(&["load", "file", "--path", bad.to_str().unwrap()]),
+        Some(4)
+    );
+    let refused = fixture("refused");
+    assert_eq!(
+        status(&[
+            "load",
+            "file",
+            "--path",
+            refused.to_str().unwrap(),
+            "--programs",
+            "fentry:on_fentry"
+        ]),
+        Some(4)
+    );
+    let id = a.load_one(&["--path", fixture("minimal").to_str().unwrap()]);
+    a.attach(
+        id,
+        &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"],
+    );
+    assert_eq!(status(&["unload", &id.to_string()]), Some(6));
+    let r = a
+        .cmd()
+        .args([
+            "--endpoint",
+            "unix:///nonexistent/apiary.sock",
+            "list",
+            "programs",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+}

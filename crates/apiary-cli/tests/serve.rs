@@ -37,11 +37,7 @@ fn remote(a: &Apiary, endpoint: &str, args: &[&str]) -> Run {
         .args(args)
         .output()
         .expect("run apiary");
-    Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 fn remote_json(a: &Apiary, endpoint: &str, args: &[&str]) -> Value {
@@ -472,11 +468,7 @@ fn as_nobody(bin: &Path, groups: &[u32], args: &[&str]) -> Run {
     c.arg(bin).args(args);
     c.env_remove("APIARY_ENDPOINT");
     let out = c.output().expect("setpriv");
-    Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 #[test]
@@ -721,11 +713,7 @@ fn mutual_tls_admits_only_clients_signed_by_the_ca() {
             .args(args)
             .output()
             .unwrap();
-        Run {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(out)
     };
 
     // A client with a certificate from the CA: full service over TCP.

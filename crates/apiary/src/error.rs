@@ -28,19 +28,76 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     Internal(String),
+    /// An error a daemon reported, with the class it had there.
+    #[error("{message}")]
+    Remote { code: ErrorCode, message: String },
 }
 
-/// Classes of error, named after the gRPC codes they map to.
+/// Classes of error, named after the gRPC codes they map to (`Rejected` travels as
+/// INVALID_ARGUMENT with its class in the status details). The CLI's exit status follows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidArgument,
     NotFound,
     FailedPrecondition,
     AlreadyExists,
+    /// The kernel lacks what the request needs.
     Unimplemented,
+    /// The kernel refused the program (the verifier).
+    Rejected,
     PermissionDenied,
     ResourceExhausted,
+    /// The daemon could not be reached.
+    Unavailable,
     Internal,
+}
+
+/// Every class, for round trips through names.
+pub const ERROR_CODES: &[ErrorCode] = &[
+    ErrorCode::InvalidArgument,
+    ErrorCode::NotFound,
+    ErrorCode::FailedPrecondition,
+    ErrorCode::AlreadyExists,
+    ErrorCode::Unimplemented,
+    ErrorCode::Rejected,
+    ErrorCode::PermissionDenied,
+    ErrorCode::ResourceExhausted,
+    ErrorCode::Unavailable,
+    ErrorCode::Internal,
+];
+
+impl ErrorCode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "invalid-argument",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::FailedPrecondition => "failed-precondition",
+            ErrorCode::AlreadyExists => "already-exists",
+            ErrorCode::Unimplemented => "unimplemented",
+            ErrorCode::Rejected => "rejected",
+            ErrorCode::PermissionDenied => "permission-denied",
+            ErrorCode::ResourceExhausted => "resource-exhausted",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ERROR_CODES.iter().copied().find(|c| c.name() == name)
+    }
+
+    /// The CLI's exit status for this class (documented in the README).
+    pub fn exit_status(self) -> i32 {
+        match self {
+            ErrorCode::Internal | ErrorCode::ResourceExhausted => 1,
+            ErrorCode::InvalidArgument => 2,
+            ErrorCode::NotFound => 3,
+            ErrorCode::Rejected | ErrorCode::Unimplemented => 4,
+            ErrorCode::PermissionDenied => 5,
+            ErrorCode::FailedPrecondition | ErrorCode::AlreadyExists => 6,
+            ErrorCode::Unavailable => 7,
+        }
+    }
 }
 
 impl Error {
@@ -64,6 +121,7 @@ impl Error {
             Error::NotFound { .. } => ErrorCode::NotFound,
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Error::Internal(_) | Error::Store(_) => ErrorCode::Internal,
+            Error::Remote { code, .. } => *code,
             Error::Kernel(k) => match k {
                 KernelError::ReadObject { .. }
                 | KernelError::NotBpfObject { .. }
@@ -71,7 +129,6 @@ impl Error {
                 | KernelError::TypeMismatch { .. }
                 | KernelError::UnknownGlobal { .. }
                 | KernelError::BadGlobal { .. }
-                | KernelError::Verifier { .. }
                 | KernelError::UnknownInterface { .. }
                 | KernelError::BadNetns { .. }
                 | KernelError::TargetNotFound { .. }
@@ -80,6 +137,7 @@ impl Error {
                 | KernelError::HookBusy { .. }
                 | KernelError::PinExists { .. } => ErrorCode::FailedPrecondition,
                 KernelError::NotSupported { .. } => ErrorCode::Unimplemented,
+                KernelError::Verifier { .. } => ErrorCode::Rejected,
                 KernelError::Chain(_) => ErrorCode::InvalidArgument,
                 KernelError::NotFound { .. } => ErrorCode::NotFound,
                 KernelError::Load { error, .. } | KernelError::Syscall { error, .. } => {

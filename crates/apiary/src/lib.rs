@@ -18,7 +18,7 @@ mod update;
 mod views;
 
 pub use api::Api;
-pub use error::{Error, ErrorCode, Result};
+pub use error::{Error, ErrorCode, Result, ERROR_CODES};
 pub use inspect::{inspect, Inspection};
 pub use manager::{Config, LoadSpec, Manager, MapRef, ObjectSource};
 pub use reconcile::ReconcileReport;

@@ -58,8 +58,21 @@ pub struct Apiary {
 
 pub struct Run {
     pub ok: bool,
+    /// The exit status (None if killed by a signal).
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            ok: out.status.success(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
 }
 
 impl Apiary {
@@ -80,12 +93,7 @@ impl Apiary {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        let out: Output = self.cmd().args(args).output().expect("run apiary");
-        Run {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(self.cmd().args(args).output().expect("run apiary"))
     }
 
     /// Run and require success; returns stdout.
