@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 /// The program types apiary knows how to attach. Named after the user-facing vocabulary
 /// (bpfman's), not after the kernel's enum, because several kernel types share one attach path.
+/// Everything other layers need to know about a type by name is in [`TYPES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProgramType {
@@ -27,6 +28,223 @@ pub enum ProgramType {
     SocketFilter,
 }
 
+/// How `apiary run` attaches a program of a type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunRule {
+    /// The hook is in the section name (`tracepoint/CAT/NAME`).
+    Section,
+    /// To the interface given with `--iface`.
+    Interface,
+    /// To the cgroup given with `--cgroup`.
+    Cgroup,
+    /// Sampled by the cpu-clock software event on every CPU.
+    CpuClock,
+    /// Not by run, for this reason.
+    Never(&'static str),
+}
+
+/// What apiary knows about one program type, in one place.
+#[derive(Debug, Clone, Copy)]
+pub struct TypeInfo {
+    pub ty: ProgramType,
+    /// The name users type (`--programs TYPE:`, `attach ID TYPE`) and apiary prints.
+    pub name: &'static str,
+    /// Other spellings accepted from users (bpfman's, the kernel's).
+    pub aliases: &'static [&'static str],
+    /// libbpf section names (the part before the first `/`) that give this type, as libbpf and
+    /// older loaders (iproute2, cilium/ebpf) read them.
+    pub section_prefixes: &'static [&'static str],
+    /// Whole section names that give this type where the prefix is shared (`cgroup/...`).
+    pub sections: &'static [&'static str],
+    /// Prefixes that mean a return probe.
+    pub return_prefixes: &'static [&'static str],
+    /// bpfman's `io.ebpf.programs` label values: the first is written (the second for return
+    /// probes), all are read.
+    pub labels: &'static [&'static str],
+    pub run: RunRule,
+    /// What the kernel must offer (shown by `inspect` and in errors).
+    pub requires: &'static str,
+}
+
+const SOCKET_FILTER_RUN: &str = "a socket filter runs on a socket its own process opens \
+    (setsockopt SO_ATTACH_BPF with the program's fd); no apiary command can attach it for that process";
+
+/// One entry per program type; the rest of the code asks this table instead of matching on
+/// section or label strings.
+pub const TYPES: &[TypeInfo] = &[
+    TypeInfo {
+        ty: ProgramType::Xdp,
+        name: "xdp",
+        aliases: &[],
+        section_prefixes: &["xdp", "xdp.frags"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["xdp"],
+        run: RunRule::Interface,
+        requires: "XDP (any kernel apiary runs on; generic mode where drivers lack it)",
+    },
+    TypeInfo {
+        ty: ProgramType::Tc,
+        name: "tc",
+        aliases: &["classifier", "sched-cls"],
+        section_prefixes: &["tc", "classifier"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["tc", "sched_cls", "classifier"],
+        run: RunRule::Interface,
+        requires: "TCX links (Linux 6.6) for chains; clsact for --legacy",
+    },
+    TypeInfo {
+        ty: ProgramType::Tcx,
+        name: "tcx",
+        aliases: &[],
+        section_prefixes: &["tcx"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["tcx"],
+        run: RunRule::Interface,
+        requires: "TCX links (Linux 6.6)",
+    },
+    TypeInfo {
+        ty: ProgramType::Tracepoint,
+        name: "tracepoint",
+        aliases: &["tp"],
+        section_prefixes: &["tracepoint", "tp"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["tracepoint"],
+        run: RunRule::Section,
+        requires: "tracefs tracepoints",
+    },
+    TypeInfo {
+        ty: ProgramType::RawTracepoint,
+        name: "raw-tracepoint",
+        aliases: &["raw-tp", "rawtracepoint"],
+        section_prefixes: &["raw_tracepoint", "raw_tp", "raw_tracepoint.w", "raw_tp.w"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["raw_tracepoint", "rawtracepoint", "raw_tp"],
+        run: RunRule::Section,
+        requires: "raw tracepoints",
+    },
+    TypeInfo {
+        ty: ProgramType::TpBtf,
+        name: "tp-btf",
+        aliases: &[],
+        section_prefixes: &["tp_btf"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["tp_btf"],
+        run: RunRule::Section,
+        requires: "kernel BTF (/sys/kernel/btf/vmlinux)",
+    },
+    TypeInfo {
+        ty: ProgramType::Kprobe,
+        name: "kprobe",
+        aliases: &["kretprobe"],
+        section_prefixes: &["kprobe", "kretprobe", "ksyscall", "kretsyscall"],
+        sections: &[],
+        return_prefixes: &["kretprobe", "kretsyscall"],
+        labels: &["kprobe", "kretprobe"],
+        run: RunRule::Section,
+        requires: "the kprobe PMU (/sys/bus/event_source/devices/kprobe)",
+    },
+    TypeInfo {
+        ty: ProgramType::Uprobe,
+        name: "uprobe",
+        aliases: &["uretprobe"],
+        section_prefixes: &["uprobe", "uretprobe", "uprobe.s", "uretprobe.s"],
+        sections: &[],
+        return_prefixes: &["uretprobe", "uretprobe.s"],
+        labels: &["uprobe", "uretprobe"],
+        run: RunRule::Section,
+        requires: "the uprobe PMU",
+    },
+    TypeInfo {
+        ty: ProgramType::CgroupSkb,
+        name: "cgroup-skb",
+        aliases: &[],
+        section_prefixes: &["cgroup_skb"],
+        sections: &["cgroup/skb"],
+        return_prefixes: &[],
+        labels: &["cgroup_skb"],
+        run: RunRule::Cgroup,
+        requires: "cgroup v2",
+    },
+    TypeInfo {
+        ty: ProgramType::CgroupSock,
+        name: "cgroup-sock",
+        aliases: &["sock-create"],
+        section_prefixes: &[],
+        sections: &[
+            "cgroup/sock",
+            "cgroup/sock_create",
+            "cgroup/sock_release",
+            "cgroup/post_bind4",
+            "cgroup/post_bind6",
+        ],
+        return_prefixes: &[],
+        labels: &["cgroup_sock"],
+        run: RunRule::Cgroup,
+        requires: "cgroup v2",
+    },
+    TypeInfo {
+        ty: ProgramType::PerfEvent,
+        name: "perf-event",
+        aliases: &[],
+        section_prefixes: &["perf_event"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["perf_event"],
+        run: RunRule::CpuClock,
+        requires: "perf events (software events suffice)",
+    },
+    TypeInfo {
+        ty: ProgramType::Fentry,
+        name: "fentry",
+        aliases: &[],
+        section_prefixes: &["fentry", "fentry.s"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["fentry"],
+        run: RunRule::Section,
+        requires: "BPF trampolines and kernel BTF",
+    },
+    TypeInfo {
+        ty: ProgramType::Fexit,
+        name: "fexit",
+        aliases: &[],
+        section_prefixes: &["fexit", "fexit.s"],
+        sections: &[],
+        return_prefixes: &["fexit", "fexit.s"],
+        labels: &["fexit"],
+        run: RunRule::Section,
+        requires: "BPF trampolines and kernel BTF",
+    },
+    TypeInfo {
+        ty: ProgramType::Lsm,
+        name: "lsm",
+        aliases: &[],
+        section_prefixes: &["lsm", "lsm.s"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["lsm"],
+        run: RunRule::Section,
+        requires: "BPF trampolines and the bpf LSM (lsm=...,bpf)",
+    },
+    TypeInfo {
+        ty: ProgramType::SocketFilter,
+        name: "socket-filter",
+        aliases: &["socket"],
+        section_prefixes: &["socket"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["socket_filter", "socket"],
+        run: RunRule::Never(SOCKET_FILTER_RUN),
+        requires: "nothing special",
+    },
+];
+
 pub const ALL_TYPES: &[ProgramType] = &[
     ProgramType::Xdp,
     ProgramType::Tc,
@@ -45,25 +263,20 @@ pub const ALL_TYPES: &[ProgramType] = &[
     ProgramType::SocketFilter,
 ];
 
+/// Normalise a name users or labels spell in several ways: lower case, `_` as `-`.
+fn norm(s: &str) -> String {
+    s.trim().to_ascii_lowercase().replace('_', "-")
+}
+
 impl ProgramType {
+    /// This type's entry in [`TYPES`].
+    pub fn info(self) -> &'static TypeInfo {
+        // Every type has an entry (checked by a test), so the fallback is never taken.
+        TYPES.iter().find(|t| t.ty == self).unwrap_or(&TYPES[0])
+    }
+
     pub fn name(self) -> &'static str {
-        match self {
-            ProgramType::Xdp => "xdp",
-            ProgramType::Tc => "tc",
-            ProgramType::Tcx => "tcx",
-            ProgramType::Tracepoint => "tracepoint",
-            ProgramType::RawTracepoint => "raw-tracepoint",
-            ProgramType::TpBtf => "tp-btf",
-            ProgramType::Kprobe => "kprobe",
-            ProgramType::Uprobe => "uprobe",
-            ProgramType::CgroupSkb => "cgroup-skb",
-            ProgramType::CgroupSock => "cgroup-sock",
-            ProgramType::PerfEvent => "perf-event",
-            ProgramType::Fentry => "fentry",
-            ProgramType::Fexit => "fexit",
-            ProgramType::Lsm => "lsm",
-            ProgramType::SocketFilter => "socket-filter",
-        }
+        self.info().name
     }
 
     /// The program type libbpf would give a program in section `section`, following libbpf's
@@ -71,68 +284,56 @@ impl ProgramType {
     /// here is only apiary's view; libbpf decides the kernel type itself from the same name.
     pub fn from_section(section: &str) -> Option<ProgramType> {
         let head = section.split('/').next().unwrap_or(section);
-        let ty = match head {
-            "xdp" | "xdp.frags" => ProgramType::Xdp,
-            "tc" | "classifier" => ProgramType::Tc,
-            "tcx" => ProgramType::Tcx,
-            "tracepoint" | "tp" => ProgramType::Tracepoint,
-            "raw_tracepoint" | "raw_tp" | "raw_tracepoint.w" | "raw_tp.w" => {
-                ProgramType::RawTracepoint
-            }
-            "tp_btf" => ProgramType::TpBtf,
-            "kprobe" | "kretprobe" | "ksyscall" | "kretsyscall" => ProgramType::Kprobe,
-            "uprobe" | "uretprobe" | "uprobe.s" | "uretprobe.s" => ProgramType::Uprobe,
-            "cgroup_skb" => ProgramType::CgroupSkb,
-            "cgroup" => match section {
-                "cgroup/skb" => ProgramType::CgroupSkb,
-                "cgroup/sock"
-                | "cgroup/sock_create"
-                | "cgroup/sock_release"
-                | "cgroup/post_bind4"
-                | "cgroup/post_bind6" => ProgramType::CgroupSock,
-                _ => return None,
-            },
-            "perf_event" => ProgramType::PerfEvent,
-            "fentry" | "fentry.s" => ProgramType::Fentry,
-            "fexit" | "fexit.s" => ProgramType::Fexit,
-            "lsm" | "lsm.s" => ProgramType::Lsm,
-            "socket" => ProgramType::SocketFilter,
-            _ => return None,
-        };
-        Some(ty)
+        TYPES
+            .iter()
+            .find(|t| t.sections.contains(&section))
+            .or_else(|| TYPES.iter().find(|t| t.section_prefixes.contains(&head)))
+            .map(|t| t.ty)
     }
 
     /// Whether the section name itself says the probe is a return probe.
     pub fn section_is_retprobe(section: &str) -> bool {
         let head = section.split('/').next().unwrap_or(section);
-        matches!(
-            head,
-            "kretprobe" | "uretprobe" | "uretprobe.s" | "kretsyscall"
-        )
+        TYPES.iter().any(|t| t.return_prefixes.contains(&head))
     }
 
-    /// Parse the user's TYPE in `--programs TYPE:FN`. `kretprobe`/`uretprobe` are accepted as the
-    /// probe types they are.
+    /// Parse the user's TYPE in `--programs TYPE:FN` (`kretprobe`/`uretprobe` are the probe
+    /// types they are).
     pub fn parse_user(s: &str) -> Result<ProgramType, String> {
-        let norm = s.trim().to_ascii_lowercase().replace('_', "-");
-        let ty = match norm.as_str() {
-            "kretprobe" => ProgramType::Kprobe,
-            "uretprobe" => ProgramType::Uprobe,
-            "raw-tp" => ProgramType::RawTracepoint,
-            "classifier" => ProgramType::Tc,
-            "sock-create" => ProgramType::CgroupSock,
-            other => match ALL_TYPES.iter().find(|t| t.name() == other) {
-                Some(t) => *t,
-                None => {
-                    let names: Vec<&str> = ALL_TYPES.iter().map(|t| t.name()).collect();
-                    return Err(format!(
-                        "unknown program type {s:?}: expected one of {}",
-                        names.join(", ")
-                    ));
-                }
-            },
-        };
-        Ok(ty)
+        let n = norm(s);
+        TYPES
+            .iter()
+            .find(|t| t.name == n || t.aliases.contains(&n.as_str()))
+            .map(|t| t.ty)
+            .ok_or_else(|| {
+                let names: Vec<&str> = TYPES.iter().map(|t| t.name).collect();
+                format!(
+                    "unknown program type {s:?}: expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+
+    /// The `io.ebpf.programs` label bpfman's images carry for a program in `section`; a section
+    /// apiary has no type for keeps its libbpf prefix.
+    pub fn label_for_section(section: &str) -> String {
+        match ProgramType::from_section(section) {
+            Some(ty) => {
+                let labels = ty.info().labels;
+                let i = usize::from(ProgramType::section_is_retprobe(section) && labels.len() > 1);
+                labels.get(i).copied().unwrap_or(ty.name()).to_string()
+            }
+            None => section.split('/').next().unwrap_or(section).to_string(),
+        }
+    }
+
+    /// The type an image label names, in apiary's, bpfman's or the kernel's spelling.
+    pub fn from_label(label: &str) -> Option<ProgramType> {
+        let n = norm(label);
+        TYPES
+            .iter()
+            .find(|t| t.labels.iter().any(|l| norm(l) == n) || t.name == n)
+            .map(|t| t.ty)
     }
 
     /// Whether a program loaded with type `self` can be attached as `other`. TC and TCX
@@ -196,6 +397,33 @@ mod tests {
             Some(ProgramType::CgroupSock)
         );
         assert_eq!(ProgramType::from_section("license"), None);
+    }
+
+    #[test]
+    fn every_type_has_one_entry() {
+        for t in ALL_TYPES {
+            assert_eq!(TYPES.iter().filter(|i| i.ty == *t).count(), 1, "{t:?}");
+            assert_eq!(t.info().ty, *t);
+            assert_eq!(
+                ProgramType::from_label(&ProgramType::label_for_section(
+                    t.info()
+                        .section_prefixes
+                        .first()
+                        .or(t.info().sections.first())
+                        .unwrap()
+                )),
+                Some(*t)
+            );
+        }
+        assert_eq!(TYPES.len(), ALL_TYPES.len());
+        assert_eq!(ProgramType::label_for_section("kretprobe/x"), "kretprobe");
+        assert_eq!(ProgramType::label_for_section("sk_msg"), "sk_msg");
+        assert_eq!(ProgramType::from_label("sched_cls"), Some(ProgramType::Tc));
+        assert_eq!(ProgramType::from_label("probe"), None);
+        assert_eq!(
+            ProgramType::from_section("xdp/legacy"),
+            Some(ProgramType::Xdp)
+        );
     }
 
     #[test]

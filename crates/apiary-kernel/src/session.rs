@@ -6,6 +6,7 @@
 use crate::attach::{self, AttachContext, Attachment, TcFilter};
 use crate::error::{KernelError, Result};
 use crate::loader::{self, LoadRequest, LoadedObject};
+use apiary_core::program::RunRule;
 use apiary_core::{AttachSpec, ProgramType, TcDirection, XdpMode};
 use libbpf_rs::{MapCore, MapType, PerfBufferBuilder, RingBufferBuilder};
 use std::cell::RefCell;
@@ -114,8 +115,9 @@ impl Session {
             | ProgramType::Fexit
             | ProgramType::Lsm => AttachSpec::from_section(ty, section),
             ProgramType::SocketFilter => {
-                self.skipped
-                    .push((name.to_string(), SOCKET_FILTER_NOTE.to_string()));
+                if let RunRule::Never(why) = ty.info().run {
+                    self.skipped.push((name.to_string(), why.to_string()));
+                }
                 return Ok(());
             }
         };
@@ -260,10 +262,6 @@ impl Session {
     }
 }
 
-/// Why `run` leaves socket filters alone.
-const SOCKET_FILTER_NOTE: &str = "a socket filter runs on a socket its own process opens \
-    (setsockopt SO_ATTACH_BPF with the program's fd); no apiary command can attach it for that process";
-
 fn missing(name: &str, section: &str, what: &str) -> KernelError {
     KernelError::Invalid(format!(
         "program {name:?} (section {section:?}) needs {what} to attach; give it, or use `apiary load` and `apiary attach`"
@@ -274,15 +272,10 @@ impl Targets {
     /// Check before loading that every program of these types has what it needs to attach.
     pub fn check(&self, programs: &[(String, String)]) -> Result<()> {
         for (name, section) in programs {
-            let need = match ProgramType::from_section(section) {
-                Some(ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx)
-                    if self.iface.is_none() =>
-                {
-                    "--iface"
-                }
-                Some(ProgramType::CgroupSkb | ProgramType::CgroupSock) if self.cgroup.is_none() => {
-                    "--cgroup"
-                }
+            let rule = ProgramType::from_section(section).map(|t| t.info().run);
+            let need = match rule {
+                Some(RunRule::Interface) if self.iface.is_none() => "--iface",
+                Some(RunRule::Cgroup) if self.cgroup.is_none() => "--cgroup",
                 _ => continue,
             };
             return Err(missing(name, section, need));

@@ -234,29 +234,7 @@ pub fn labels_for_object(object: &[u8]) -> Result<(Labels, Labels)> {
 
 /// The `io.ebpf.programs` value for a program in ELF section `section`.
 pub fn program_type_label(section: &str) -> String {
-    let ret = ProgramType::section_is_retprobe(section);
-    let name = match ProgramType::from_section(section) {
-        Some(ProgramType::Xdp) => "xdp",
-        Some(ProgramType::Tc) => "tc",
-        Some(ProgramType::Tcx) => "tcx",
-        Some(ProgramType::Tracepoint) => "tracepoint",
-        Some(ProgramType::RawTracepoint) => "raw_tracepoint",
-        Some(ProgramType::TpBtf) => "tp_btf",
-        Some(ProgramType::Kprobe) if ret => "kretprobe",
-        Some(ProgramType::Kprobe) => "kprobe",
-        Some(ProgramType::Uprobe) if ret => "uretprobe",
-        Some(ProgramType::Uprobe) => "uprobe",
-        Some(ProgramType::CgroupSkb) => "cgroup_skb",
-        Some(ProgramType::CgroupSock) => "cgroup_sock",
-        Some(ProgramType::PerfEvent) => "perf_event",
-        Some(ProgramType::Fentry) => "fentry",
-        Some(ProgramType::Fexit) => "fexit",
-        Some(ProgramType::Lsm) => "lsm",
-        Some(ProgramType::SocketFilter) => "socket_filter",
-        // A section apiary has no type for (sk_msg, struct_ops...): its libbpf prefix.
-        None => return section.split('/').next().unwrap_or(section).to_string(),
-    };
-    name.to_string()
+    ProgramType::label_for_section(section)
 }
 
 /// bpfman's map type spelling for libbpf's short name (`percpu_array` → `per_cpu_array`).
@@ -268,26 +246,7 @@ pub fn map_type_label(libbpf_name: &str) -> String {
 /// and the kernel-type names bpfman's `image build` writes. `probe` (kprobe or uprobe) and
 /// `tracing` (fentry or fexit) are ambiguous and give `None`; the object's sections decide then.
 pub fn program_type_from_label(label: &str) -> Option<ProgramType> {
-    let norm = label.trim().to_ascii_lowercase().replace('-', "_");
-    let t = match norm.as_str() {
-        "xdp" => ProgramType::Xdp,
-        "tc" | "sched_cls" | "classifier" => ProgramType::Tc,
-        "tcx" => ProgramType::Tcx,
-        "tracepoint" => ProgramType::Tracepoint,
-        "raw_tracepoint" | "rawtracepoint" | "raw_tp" => ProgramType::RawTracepoint,
-        "tp_btf" => ProgramType::TpBtf,
-        "kprobe" | "kretprobe" => ProgramType::Kprobe,
-        "uprobe" | "uretprobe" => ProgramType::Uprobe,
-        "cgroup_skb" => ProgramType::CgroupSkb,
-        "cgroup_sock" => ProgramType::CgroupSock,
-        "perf_event" => ProgramType::PerfEvent,
-        "fentry" => ProgramType::Fentry,
-        "fexit" => ProgramType::Fexit,
-        "lsm" => ProgramType::Lsm,
-        "socket_filter" | "socket" => ProgramType::SocketFilter,
-        _ => return None,
-    };
-    Some(t)
+    ProgramType::from_label(label)
 }
 
 /// The program and map labels of an image config. Accepts bpfman's current labels and its

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::package::{globals_of, PackageGlobal};
+use apiary_core::program::RunRule;
 use apiary_core::ProgramType;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -48,25 +49,18 @@ fn attach_of(section: &str, ty: Option<ProgramType>) -> String {
     let Some(ty) = ty else {
         return "(unknown section)".into();
     };
-    if let Some(spec) = apiary_core::AttachSpec::from_section(ty, section) {
-        return spec.describe();
-    }
-    match ty {
-        ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx => "an interface (--iface)".into(),
-        ProgramType::CgroupSkb | ProgramType::CgroupSock => "a cgroup (--cgroup)".into(),
-        ProgramType::PerfEvent => "cpu-clock at 99 Hz on every CPU".into(),
-        ProgramType::SocketFilter => "a socket (only from your own process)".into(),
-        ProgramType::Tracepoint
-        | ProgramType::RawTracepoint
-        | ProgramType::TpBtf
-        | ProgramType::Kprobe
-        | ProgramType::Uprobe
-        | ProgramType::Fentry
-        | ProgramType::Fexit
-        | ProgramType::Lsm => match section.split_once('/') {
-            Some((_, rest)) if !rest.is_empty() => format!("{rest} (attached by libbpf)"),
-            _ => "(none in the section: use apiary attach)".into(),
+    match ty.info().run {
+        RunRule::Section => match apiary_core::AttachSpec::from_section(ty, section) {
+            Some(spec) => spec.describe(),
+            None => match section.split_once('/') {
+                Some((_, rest)) if !rest.is_empty() => format!("{rest} (attached by libbpf)"),
+                _ => "(none in the section: use apiary attach)".into(),
+            },
         },
+        RunRule::Interface => "an interface (--iface)".into(),
+        RunRule::Cgroup => "a cgroup (--cgroup)".into(),
+        RunRule::CpuClock => "cpu-clock at 99 Hz on every CPU".into(),
+        RunRule::Never(_) => "not by run (see apiary run)".into(),
     }
 }
 
