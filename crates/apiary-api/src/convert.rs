@@ -93,6 +93,9 @@ pub fn program_type_to_proto(t: ProgramType) -> pb::ProgramType {
         ProgramType::Fexit => pb::ProgramType::Fexit,
         ProgramType::Lsm => pb::ProgramType::Lsm,
         ProgramType::SocketFilter => pb::ProgramType::SocketFilter,
+        ProgramType::CgroupSockAddr => pb::ProgramType::CgroupSockAddr,
+        ProgramType::CgroupSockopt => pb::ProgramType::CgroupSockopt,
+        ProgramType::CgroupSysctl => pb::ProgramType::CgroupSysctl,
     }
 }
 
@@ -117,7 +120,32 @@ pub fn program_type_from_proto(v: i32, field: &str) -> Result<Option<ProgramType
         pb::ProgramType::Fexit => ProgramType::Fexit,
         pb::ProgramType::Lsm => ProgramType::Lsm,
         pb::ProgramType::SocketFilter => ProgramType::SocketFilter,
+        pb::ProgramType::CgroupSockAddr => ProgramType::CgroupSockAddr,
+        pb::ProgramType::CgroupSockopt => ProgramType::CgroupSockopt,
+        pb::ProgramType::CgroupSysctl => ProgramType::CgroupSysctl,
     }))
+}
+
+fn cgroup_hook_to_proto(
+    cgroup: &std::path::Path,
+    hook: Option<apiary_core::program::CgroupHook>,
+) -> pb::CgroupHookAttach {
+    pb::CgroupHookAttach {
+        cgroup: cgroup.to_string_lossy().into_owned(),
+        hook: hook.map(|h| h.name().to_string()).unwrap_or_default(),
+    }
+}
+
+fn cgroup_hook_from_proto(
+    hook: &str,
+    field: &str,
+) -> Result<Option<apiary_core::program::CgroupHook>> {
+    if hook.is_empty() {
+        return Ok(None);
+    }
+    hook.parse()
+        .map(Some)
+        .map_err(|e: String| Invalid::new(field, e))
 }
 
 fn xdp_mode_to_proto(m: XdpMode) -> pb::XdpMode {
@@ -283,6 +311,15 @@ impl From<&AttachSpec> for pb::AttachSpec {
             AttachSpec::CgroupSock { cgroup } => Hook::CgroupSock(pb::CgroupSockAttach {
                 cgroup: cgroup.to_string_lossy().into_owned(),
             }),
+            AttachSpec::CgroupSockAddr { cgroup, hook } => {
+                Hook::CgroupSockAddr(cgroup_hook_to_proto(cgroup, *hook))
+            }
+            AttachSpec::CgroupSockopt { cgroup, hook } => {
+                Hook::CgroupSockopt(cgroup_hook_to_proto(cgroup, *hook))
+            }
+            AttachSpec::CgroupSysctl { cgroup } => Hook::CgroupSysctl(pb::CgroupSockAttach {
+                cgroup: cgroup.to_string_lossy().into_owned(),
+            }),
             AttachSpec::PerfEvent {
                 event,
                 frequency,
@@ -354,6 +391,17 @@ impl TryFrom<pb::AttachSpec> for AttachSpec {
                 },
             },
             Hook::CgroupSock(c) => AttachSpec::CgroupSock {
+                cgroup: PathBuf::from(c.cgroup),
+            },
+            Hook::CgroupSockAddr(c) => AttachSpec::CgroupSockAddr {
+                hook: cgroup_hook_from_proto(&c.hook, "cgroup_sock_addr.hook")?,
+                cgroup: PathBuf::from(c.cgroup),
+            },
+            Hook::CgroupSockopt(c) => AttachSpec::CgroupSockopt {
+                hook: cgroup_hook_from_proto(&c.hook, "cgroup_sockopt.hook")?,
+                cgroup: PathBuf::from(c.cgroup),
+            },
+            Hook::CgroupSysctl(c) => AttachSpec::CgroupSysctl {
                 cgroup: PathBuf::from(c.cgroup),
             },
             Hook::PerfEvent(p) => AttachSpec::PerfEvent {
@@ -924,6 +972,17 @@ mod tests {
                 direction: CgroupDirection::Egress,
             },
             AttachSpec::CgroupSock {
+                cgroup: "/sys/fs/cgroup/x".into(),
+            },
+            AttachSpec::CgroupSockAddr {
+                cgroup: "/sys/fs/cgroup/x".into(),
+                hook: Some(apiary_core::program::CgroupHook::Connect6),
+            },
+            AttachSpec::CgroupSockopt {
+                cgroup: "/sys/fs/cgroup/x".into(),
+                hook: None,
+            },
+            AttachSpec::CgroupSysctl {
                 cgroup: "/sys/fs/cgroup/x".into(),
             },
             AttachSpec::PerfEvent {

@@ -353,6 +353,27 @@ pub enum AttachCmd {
         #[arg(long)]
         cgroup: PathBuf,
     },
+    /// A socket-address hook (connect4/6, bind4/6, sendmsg4/6, recvmsg4/6) of a cgroup v2.
+    CgroupSockAddr {
+        #[arg(long)]
+        cgroup: PathBuf,
+        /// Default: the hook the program's section names (cgroup/connect4).
+        #[arg(long)]
+        hook: Option<apiary_core::program::CgroupHook>,
+    },
+    /// getsockopt/setsockopt calls in a cgroup v2.
+    CgroupSockopt {
+        #[arg(long)]
+        cgroup: PathBuf,
+        /// Default: the hook the program's section names (cgroup/getsockopt).
+        #[arg(long)]
+        hook: Option<apiary_core::program::CgroupHook>,
+    },
+    /// sysctl reads and writes (/proc/sys) in a cgroup v2.
+    CgroupSysctl {
+        #[arg(long)]
+        cgroup: PathBuf,
+    },
     /// A software perf event sampled on every CPU.
     PerfEvent {
         #[arg(long, value_enum, default_value_t = EventArg::CpuClock)]
@@ -577,6 +598,11 @@ impl AttachCmd {
                 },
             },
             AttachCmd::CgroupSock { cgroup } => AttachSpec::CgroupSock { cgroup },
+            AttachCmd::CgroupSockAddr { cgroup, hook } => {
+                AttachSpec::CgroupSockAddr { cgroup, hook }
+            }
+            AttachCmd::CgroupSockopt { cgroup, hook } => AttachSpec::CgroupSockopt { cgroup, hook },
+            AttachCmd::CgroupSysctl { cgroup } => AttachSpec::CgroupSysctl { cgroup },
             AttachCmd::PerfEvent {
                 event,
                 frequency,

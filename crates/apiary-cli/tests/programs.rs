@@ -308,3 +308,72 @@ fn refused_types_say_what_the_kernel_lacks_and_leave_nothing() {
     let after: Vec<u64> = Apiary::kernel_prog_ids();
     assert!(after.len() <= kernel_before + 8, "no leak from these loads");
 }
+
+/// cgroup socket-address, sockopt and sysctl programs: the attach type follows the section;
+/// connect()s of a child in the cgroup are counted, and refused on the blocked port.
+#[test]
+fn cgroup_sock_addr_sockopt_and_sysctl_hooks_see_a_child() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let cg = Cgroup::new();
+    let cgp = cg.path.to_str().unwrap();
+    let obj = fixture("cgroup_hooks");
+    let ids = a.load(&[
+        "--path",
+        obj.to_str().unwrap(),
+        "--programs",
+        "cgroup-sock-addr:count_connect4,cgroup-sockopt:count_getsockopt,cgroup-sysctl:count_sysctl",
+        "--set",
+        "blocked_port=9",
+    ]);
+    let link = a.attach(ids[0], &["cgroup-sock-addr", "--cgroup", cgp]);
+    let l = a.json(&["get", "link", &link.to_string()]);
+    assert!(
+        l["attach_point"]
+            .as_str()
+            .unwrap()
+            .starts_with("cgroup/connect4 "),
+        "the hook follows the section: {l}"
+    );
+    a.attach(ids[1], &["cgroup-sockopt", "--cgroup", cgp]);
+    a.attach(ids[2], &["cgroup-sysctl", "--cgroup", cgp]);
+    let counts = format!("{}:hook_counts", ids[0]);
+    let udp = |port: u16| {
+        format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.getsockopt(socket.SOL_SOCKET,socket.SO_TYPE)\ns.connect(('127.0.0.1',{port}))"
+        )
+    };
+    assert!(cg.run("python3", &["-c", &udp(9999)]), "allowed connect");
+    assert!(
+        !cg.run("python3", &["-c", &udp(9)]),
+        "the blocked port is refused"
+    );
+    assert_eq!(a.counter(&counts, 0), 2, "both connect()s ran the program");
+    assert!(a.counter(&counts, 1) >= 2, "getsockopt counted");
+    assert!(cg.run("cat", &["/proc/sys/kernel/ostype"]));
+    assert!(a.counter(&counts, 2) >= 1, "sysctl read counted");
+    // Outside the cgroup nothing is counted or refused.
+    assert!(Command::new("python3")
+        .args(["-c", &udp(9)])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(a.counter(&counts, 0), 2);
+
+    // A hook of another type is refused before anything happens.
+    let e = a.fails(&[
+        "attach",
+        &ids[0].to_string(),
+        "cgroup-sock-addr",
+        "--cgroup",
+        cgp,
+        "--hook",
+        "getsockopt",
+    ]);
+    assert!(
+        e.contains("cgroup hook getsockopt is for cgroup-sockopt programs"),
+        "{e}"
+    );
+}

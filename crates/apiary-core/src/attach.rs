@@ -1,7 +1,7 @@
 //! Attach specs: where a loaded program should run. One enum variant per hook; the data each
 //! hook needs lives in its variant, so adding a hook means one variant and one kernel file.
 
-use crate::program::ProgramType;
+use crate::program::{CgroupHook, ProgramType};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
@@ -112,6 +112,22 @@ pub enum AttachSpec {
     CgroupSock {
         cgroup: PathBuf,
     },
+    /// A socket-address hook (`connect4`, `bind6`...) of a cgroup; the hook follows the
+    /// program's section when not given.
+    CgroupSockAddr {
+        cgroup: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hook: Option<CgroupHook>,
+    },
+    /// `getsockopt`/`setsockopt` of a cgroup; the hook follows the section when not given.
+    CgroupSockopt {
+        cgroup: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hook: Option<CgroupHook>,
+    },
+    CgroupSysctl {
+        cgroup: PathBuf,
+    },
     PerfEvent {
         event: SoftwareEvent,
         /// Samples per second on each CPU.
@@ -199,10 +215,28 @@ impl AttachSpec {
             | ProgramType::Tcx
             | ProgramType::CgroupSkb
             | ProgramType::CgroupSock
+            | ProgramType::CgroupSockAddr
+            | ProgramType::CgroupSockopt
+            | ProgramType::CgroupSysctl
             | ProgramType::PerfEvent
             | ProgramType::SocketFilter => return None,
         };
         Some(spec)
+    }
+
+    /// Fill in what the program's section decides (the cgroup hook of a socket-address or
+    /// sockopt program), before the spec is checked and recorded.
+    pub fn resolve(&mut self, section: &str) -> Result<(), String> {
+        if let AttachSpec::CgroupSockAddr { hook, .. } | AttachSpec::CgroupSockopt { hook, .. } =
+            self
+        {
+            if hook.is_none() {
+                *hook = Some(CgroupHook::from_section(section).ok_or_else(|| {
+                    format!("section {section:?} names no cgroup hook; give one with --hook")
+                })?);
+            }
+        }
+        Ok(())
     }
 
     /// The chain this spec joins, if it is a chain member: (kind, proceed-on names, priority).
@@ -236,6 +270,9 @@ impl AttachSpec {
             AttachSpec::Kprobe { .. } => ProgramType::Kprobe,
             AttachSpec::CgroupSkb { .. } => ProgramType::CgroupSkb,
             AttachSpec::CgroupSock { .. } => ProgramType::CgroupSock,
+            AttachSpec::CgroupSockAddr { .. } => ProgramType::CgroupSockAddr,
+            AttachSpec::CgroupSockopt { .. } => ProgramType::CgroupSockopt,
+            AttachSpec::CgroupSysctl { .. } => ProgramType::CgroupSysctl,
             AttachSpec::PerfEvent { .. } => ProgramType::PerfEvent,
             AttachSpec::Fentry => ProgramType::Fentry,
             AttachSpec::Fexit => ProgramType::Fexit,
@@ -308,9 +345,23 @@ impl AttachSpec {
                     Ok(())
                 }
             }
+            AttachSpec::CgroupSockAddr { hook: Some(h), .. }
+            | AttachSpec::CgroupSockopt { hook: Some(h), .. }
+                if h.program_type() != self.program_type() =>
+            {
+                Err(format!(
+                    "cgroup hook {} is for {} programs, not {}",
+                    h.name(),
+                    h.program_type(),
+                    self.program_type()
+                ))
+            }
             AttachSpec::TpBtf
             | AttachSpec::CgroupSkb { .. }
             | AttachSpec::CgroupSock { .. }
+            | AttachSpec::CgroupSockAddr { .. }
+            | AttachSpec::CgroupSockopt { .. }
+            | AttachSpec::CgroupSysctl { .. }
             | AttachSpec::Fentry
             | AttachSpec::Fexit
             | AttachSpec::Lsm => Ok(()),
@@ -398,6 +449,12 @@ impl AttachSpec {
                 format!("cgroup_skb {} {d}", cgroup.display())
             }
             AttachSpec::CgroupSock { cgroup } => format!("cgroup_sock {}", cgroup.display()),
+            AttachSpec::CgroupSockAddr { cgroup, hook }
+            | AttachSpec::CgroupSockopt { cgroup, hook } => {
+                let h = hook.map(CgroupHook::name).unwrap_or("(from section)");
+                format!("cgroup/{h} {}", cgroup.display())
+            }
+            AttachSpec::CgroupSysctl { cgroup } => format!("cgroup/sysctl {}", cgroup.display()),
             AttachSpec::PerfEvent {
                 event,
                 frequency,

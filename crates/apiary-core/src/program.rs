@@ -26,6 +26,12 @@ pub enum ProgramType {
     Fexit,
     Lsm,
     SocketFilter,
+    /// `cgroup/connect4`, `bind6`, `sendmsg4`...: socket address hooks of a cgroup.
+    CgroupSockAddr,
+    /// `cgroup/getsockopt`, `cgroup/setsockopt`.
+    CgroupSockopt,
+    /// `cgroup/sysctl`.
+    CgroupSysctl,
 }
 
 /// How `apiary run` attaches a program of a type.
@@ -243,7 +249,137 @@ pub const TYPES: &[TypeInfo] = &[
         run: RunRule::Never(SOCKET_FILTER_RUN),
         requires: "nothing special",
     },
+    TypeInfo {
+        ty: ProgramType::CgroupSockAddr,
+        name: "cgroup-sock-addr",
+        aliases: &[],
+        section_prefixes: &[],
+        sections: CgroupHook::SOCK_ADDR_SECTIONS,
+        return_prefixes: &[],
+        labels: &["cgroup_sock_addr"],
+        run: RunRule::Cgroup,
+        requires: "cgroup v2",
+    },
+    TypeInfo {
+        ty: ProgramType::CgroupSockopt,
+        name: "cgroup-sockopt",
+        aliases: &[],
+        section_prefixes: &[],
+        sections: CgroupHook::SOCKOPT_SECTIONS,
+        return_prefixes: &[],
+        labels: &["cgroup_sockopt"],
+        run: RunRule::Cgroup,
+        requires: "cgroup v2",
+    },
+    TypeInfo {
+        ty: ProgramType::CgroupSysctl,
+        name: "cgroup-sysctl",
+        aliases: &[],
+        section_prefixes: &[],
+        sections: &["cgroup/sysctl"],
+        return_prefixes: &[],
+        labels: &["cgroup_sysctl"],
+        run: RunRule::Cgroup,
+        requires: "cgroup v2",
+    },
 ];
+
+/// Which cgroup hook a socket-address or sockopt program runs at; the program's section names
+/// it (`cgroup/connect4`), since the kernel loads the program for that one hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupHook {
+    Connect4,
+    Connect6,
+    Bind4,
+    Bind6,
+    Sendmsg4,
+    Sendmsg6,
+    Recvmsg4,
+    Recvmsg6,
+    Getsockopt,
+    Setsockopt,
+}
+
+impl CgroupHook {
+    pub const ALL: &'static [CgroupHook] = &[
+        CgroupHook::Connect4,
+        CgroupHook::Connect6,
+        CgroupHook::Bind4,
+        CgroupHook::Bind6,
+        CgroupHook::Sendmsg4,
+        CgroupHook::Sendmsg6,
+        CgroupHook::Recvmsg4,
+        CgroupHook::Recvmsg6,
+        CgroupHook::Getsockopt,
+        CgroupHook::Setsockopt,
+    ];
+    const SOCK_ADDR_SECTIONS: &'static [&'static str] = &[
+        "cgroup/connect4",
+        "cgroup/connect6",
+        "cgroup/bind4",
+        "cgroup/bind6",
+        "cgroup/sendmsg4",
+        "cgroup/sendmsg6",
+        "cgroup/recvmsg4",
+        "cgroup/recvmsg6",
+    ];
+    const SOCKOPT_SECTIONS: &'static [&'static str] = &["cgroup/getsockopt", "cgroup/setsockopt"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CgroupHook::Connect4 => "connect4",
+            CgroupHook::Connect6 => "connect6",
+            CgroupHook::Bind4 => "bind4",
+            CgroupHook::Bind6 => "bind6",
+            CgroupHook::Sendmsg4 => "sendmsg4",
+            CgroupHook::Sendmsg6 => "sendmsg6",
+            CgroupHook::Recvmsg4 => "recvmsg4",
+            CgroupHook::Recvmsg6 => "recvmsg6",
+            CgroupHook::Getsockopt => "getsockopt",
+            CgroupHook::Setsockopt => "setsockopt",
+        }
+    }
+
+    /// The program type that runs at this hook.
+    pub fn program_type(self) -> ProgramType {
+        match self {
+            CgroupHook::Getsockopt | CgroupHook::Setsockopt => ProgramType::CgroupSockopt,
+            CgroupHook::Connect4
+            | CgroupHook::Connect6
+            | CgroupHook::Bind4
+            | CgroupHook::Bind6
+            | CgroupHook::Sendmsg4
+            | CgroupHook::Sendmsg6
+            | CgroupHook::Recvmsg4
+            | CgroupHook::Recvmsg6 => ProgramType::CgroupSockAddr,
+        }
+    }
+
+    /// The hook a section (`cgroup/connect4`) names.
+    pub fn from_section(section: &str) -> Option<CgroupHook> {
+        let name = section.strip_prefix("cgroup/")?;
+        CgroupHook::ALL.iter().copied().find(|h| h.name() == name)
+    }
+}
+
+impl FromStr for CgroupHook {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let n = s.trim().to_ascii_lowercase();
+        CgroupHook::ALL
+            .iter()
+            .copied()
+            .find(|h| h.name() == n)
+            .ok_or_else(|| {
+                let names: Vec<&str> = CgroupHook::ALL.iter().map(|h| h.name()).collect();
+                format!(
+                    "unknown cgroup hook {s:?}: expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
 
 pub const ALL_TYPES: &[ProgramType] = &[
     ProgramType::Xdp,
@@ -261,6 +397,9 @@ pub const ALL_TYPES: &[ProgramType] = &[
     ProgramType::Fexit,
     ProgramType::Lsm,
     ProgramType::SocketFilter,
+    ProgramType::CgroupSockAddr,
+    ProgramType::CgroupSockopt,
+    ProgramType::CgroupSysctl,
 ];
 
 /// Normalise a name users or labels spell in several ways: lower case, `_` as `-`.

@@ -448,9 +448,14 @@ fn untyped_kernel_type(ty: ProgramType) -> Option<(u32, u32)> {
         ProgramType::CgroupSock => (s::BPF_PROG_TYPE_CGROUP_SOCK, s::BPF_CGROUP_INET_SOCK_CREATE),
         ProgramType::PerfEvent => (s::BPF_PROG_TYPE_PERF_EVENT, 0),
         ProgramType::SocketFilter => (s::BPF_PROG_TYPE_SOCKET_FILTER, 0),
-        ProgramType::TpBtf | ProgramType::Fentry | ProgramType::Fexit | ProgramType::Lsm => {
-            return None
-        }
+        // These need their target (a BTF function, a cgroup hook) in the section name.
+        ProgramType::TpBtf
+        | ProgramType::Fentry
+        | ProgramType::Fexit
+        | ProgramType::Lsm
+        | ProgramType::CgroupSockAddr
+        | ProgramType::CgroupSockopt
+        | ProgramType::CgroupSysctl => return None,
     };
     Some(t)
 }

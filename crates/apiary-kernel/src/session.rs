@@ -99,6 +99,17 @@ impl Session {
             ProgramType::CgroupSock => Some(AttachSpec::CgroupSock {
                 cgroup: t.cgroup.clone().ok_or_else(|| need("--cgroup"))?,
             }),
+            ProgramType::CgroupSockAddr => Some(AttachSpec::CgroupSockAddr {
+                cgroup: t.cgroup.clone().ok_or_else(|| need("--cgroup"))?,
+                hook: apiary_core::program::CgroupHook::from_section(section),
+            }),
+            ProgramType::CgroupSockopt => Some(AttachSpec::CgroupSockopt {
+                cgroup: t.cgroup.clone().ok_or_else(|| need("--cgroup"))?,
+                hook: apiary_core::program::CgroupHook::from_section(section),
+            }),
+            ProgramType::CgroupSysctl => Some(AttachSpec::CgroupSysctl {
+                cgroup: t.cgroup.clone().ok_or_else(|| need("--cgroup"))?,
+            }),
             ProgramType::PerfEvent => Some(AttachSpec::PerfEvent {
                 event: apiary_core::attach::SoftwareEvent::CpuClock,
                 frequency: 99,

@@ -545,8 +545,11 @@ impl Manager {
         self.get_link(link)
     }
 
-    fn attach_locked(&self, id: ProgramId, spec: AttachSpec) -> Result<LinkId> {
+    fn attach_locked(&self, id: ProgramId, mut spec: AttachSpec) -> Result<LinkId> {
         let prog = self.program_record(id)?;
+        spec.resolve(&prog.section)
+            .map_err(Error::InvalidArgument)?;
+        spec.validate().map_err(Error::InvalidArgument)?;
         let want = spec.program_type();
         if !prog.prog_type.compatible_with(want) {
             return Err(Error::InvalidArgument(format!(

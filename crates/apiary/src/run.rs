@@ -465,6 +465,9 @@ fn shared_hooks(session: &Session) -> Vec<(String, Vec<String>)> {
             | T::Tcx
             | T::CgroupSkb
             | T::CgroupSock
+            | T::CgroupSockAddr
+            | T::CgroupSockopt
+            | T::CgroupSysctl
             | T::PerfEvent
             | T::SocketFilter => desc.clone(),
         };

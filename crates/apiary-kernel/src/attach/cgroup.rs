@@ -2,6 +2,7 @@
 
 use crate::error::{KernelError, Result};
 use crate::sys;
+use apiary_core::program::CgroupHook;
 use apiary_core::CgroupDirection;
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -60,4 +61,23 @@ pub(super) fn sock_create(prog: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd> 
         libbpf_sys::BPF_CGROUP_INET_SOCK_CREATE,
         "cgroup/sock_create",
     )
+}
+
+/// A socket-address, sockopt or sysctl hook: the attach type the program was loaded for.
+pub(super) fn hook(prog: BorrowedFd<'_>, path: &Path, hook: Option<CgroupHook>) -> Result<OwnedFd> {
+    use libbpf_sys as s;
+    let (t, what) = match hook {
+        Some(CgroupHook::Connect4) => (s::BPF_CGROUP_INET4_CONNECT, "cgroup/connect4"),
+        Some(CgroupHook::Connect6) => (s::BPF_CGROUP_INET6_CONNECT, "cgroup/connect6"),
+        Some(CgroupHook::Bind4) => (s::BPF_CGROUP_INET4_BIND, "cgroup/bind4"),
+        Some(CgroupHook::Bind6) => (s::BPF_CGROUP_INET6_BIND, "cgroup/bind6"),
+        Some(CgroupHook::Sendmsg4) => (s::BPF_CGROUP_UDP4_SENDMSG, "cgroup/sendmsg4"),
+        Some(CgroupHook::Sendmsg6) => (s::BPF_CGROUP_UDP6_SENDMSG, "cgroup/sendmsg6"),
+        Some(CgroupHook::Recvmsg4) => (s::BPF_CGROUP_UDP4_RECVMSG, "cgroup/recvmsg4"),
+        Some(CgroupHook::Recvmsg6) => (s::BPF_CGROUP_UDP6_RECVMSG, "cgroup/recvmsg6"),
+        Some(CgroupHook::Getsockopt) => (s::BPF_CGROUP_GETSOCKOPT, "cgroup/getsockopt"),
+        Some(CgroupHook::Setsockopt) => (s::BPF_CGROUP_SETSOCKOPT, "cgroup/setsockopt"),
+        None => (s::BPF_CGROUP_SYSCTL, "cgroup/sysctl"),
+    };
+    link(prog, path, t, what)
 }

@@ -111,6 +111,11 @@ pub fn attach(prog: BorrowedFd<'_>, spec: &AttachSpec, ctx: &AttachContext) -> R
         }
         AttachSpec::CgroupSkb { cgroup, direction } => vec![cgroup::skb(prog, cgroup, *direction)?],
         AttachSpec::CgroupSock { cgroup } => vec![cgroup::sock_create(prog, cgroup)?],
+        AttachSpec::CgroupSockAddr { cgroup, hook }
+        | AttachSpec::CgroupSockopt { cgroup, hook } => {
+            vec![cgroup::hook(prog, cgroup, *hook)?]
+        }
+        AttachSpec::CgroupSysctl { cgroup } => vec![cgroup::hook(prog, cgroup, None)?],
         AttachSpec::PerfEvent {
             event,
             frequency,
@@ -127,7 +132,10 @@ pub fn updatable_in_place(spec: &AttachSpec) -> bool {
         AttachSpec::Xdp { .. }
         | AttachSpec::Tcx { .. }
         | AttachSpec::CgroupSkb { .. }
-        | AttachSpec::CgroupSock { .. } => true,
+        | AttachSpec::CgroupSock { .. }
+        | AttachSpec::CgroupSockAddr { .. }
+        | AttachSpec::CgroupSockopt { .. }
+        | AttachSpec::CgroupSysctl { .. } => true,
         AttachSpec::Tracepoint { .. }
         | AttachSpec::RawTracepoint { .. }
         | AttachSpec::TpBtf
