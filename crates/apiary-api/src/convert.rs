@@ -96,6 +96,7 @@ pub fn program_type_to_proto(t: ProgramType) -> pb::ProgramType {
         ProgramType::CgroupSockAddr => pb::ProgramType::CgroupSockAddr,
         ProgramType::CgroupSockopt => pb::ProgramType::CgroupSockopt,
         ProgramType::CgroupSysctl => pb::ProgramType::CgroupSysctl,
+        ProgramType::Netfilter => pb::ProgramType::Netfilter,
     }
 }
 
@@ -123,6 +124,7 @@ pub fn program_type_from_proto(v: i32, field: &str) -> Result<Option<ProgramType
         pb::ProgramType::CgroupSockAddr => ProgramType::CgroupSockAddr,
         pb::ProgramType::CgroupSockopt => ProgramType::CgroupSockopt,
         pb::ProgramType::CgroupSysctl => ProgramType::CgroupSysctl,
+        pb::ProgramType::Netfilter => ProgramType::Netfilter,
     }))
 }
 
@@ -320,6 +322,19 @@ impl From<&AttachSpec> for pb::AttachSpec {
             AttachSpec::CgroupSysctl { cgroup } => Hook::CgroupSysctl(pb::CgroupSockAttach {
                 cgroup: cgroup.to_string_lossy().into_owned(),
             }),
+            AttachSpec::Netfilter {
+                hook,
+                family,
+                priority,
+                netns,
+                defrag,
+            } => Hook::Netfilter(pb::NetfilterAttach {
+                hook: hook.name().to_string(),
+                family: family.name().to_string(),
+                priority: *priority,
+                netns: netns.as_ref().map(|p| p.to_string_lossy().into_owned()),
+                defrag: *defrag,
+            }),
             AttachSpec::PerfEvent {
                 event,
                 frequency,
@@ -403,6 +418,19 @@ impl TryFrom<pb::AttachSpec> for AttachSpec {
             },
             Hook::CgroupSysctl(c) => AttachSpec::CgroupSysctl {
                 cgroup: PathBuf::from(c.cgroup),
+            },
+            Hook::Netfilter(n) => AttachSpec::Netfilter {
+                hook: n
+                    .hook
+                    .parse()
+                    .map_err(|e: String| Invalid::new("netfilter.hook", e))?,
+                family: n
+                    .family
+                    .parse()
+                    .map_err(|e: String| Invalid::new("netfilter.family", e))?,
+                priority: n.priority,
+                netns: n.netns.map(PathBuf::from),
+                defrag: n.defrag,
             },
             Hook::PerfEvent(p) => AttachSpec::PerfEvent {
                 event: software_event_from_proto(p.event)?,
@@ -984,6 +1012,13 @@ mod tests {
             },
             AttachSpec::CgroupSysctl {
                 cgroup: "/sys/fs/cgroup/x".into(),
+            },
+            AttachSpec::Netfilter {
+                hook: apiary_core::NetfilterHook::Forward,
+                family: apiary_core::NetfilterFamily::Ipv6,
+                priority: -5,
+                netns: Some("/var/run/netns/x".into()),
+                defrag: true,
             },
             AttachSpec::PerfEvent {
                 event: SoftwareEvent::TaskClock,

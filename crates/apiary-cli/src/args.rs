@@ -374,6 +374,23 @@ pub enum AttachCmd {
         #[arg(long)]
         cgroup: PathBuf,
     },
+    /// A netfilter hook (Linux 6.4), in a network namespace.
+    Netfilter {
+        /// prerouting, input, forward, output or postrouting.
+        #[arg(long)]
+        hook: apiary_core::NetfilterHook,
+        #[arg(long, default_value = "ipv4")]
+        family: apiary_core::NetfilterFamily,
+        /// Lower runs first, among netfilter's own hooks (conntrack -200, filter 0).
+        #[arg(long, allow_hyphen_values = true)]
+        priority: i32,
+        /// A network namespace: a name from `ip netns` or a path.
+        #[arg(long)]
+        netns: Option<String>,
+        /// Defragment IP packets before the program sees them.
+        #[arg(long)]
+        defrag: bool,
+    },
     /// A software perf event sampled on every CPU.
     PerfEvent {
         #[arg(long, value_enum, default_value_t = EventArg::CpuClock)]
@@ -603,6 +620,19 @@ impl AttachCmd {
             }
             AttachCmd::CgroupSockopt { cgroup, hook } => AttachSpec::CgroupSockopt { cgroup, hook },
             AttachCmd::CgroupSysctl { cgroup } => AttachSpec::CgroupSysctl { cgroup },
+            AttachCmd::Netfilter {
+                hook,
+                family,
+                priority,
+                netns,
+                defrag,
+            } => AttachSpec::Netfilter {
+                hook,
+                family,
+                priority,
+                netns: netns_path(netns),
+                defrag,
+            },
             AttachCmd::PerfEvent {
                 event,
                 frequency,

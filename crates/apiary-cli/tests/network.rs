@@ -220,3 +220,82 @@ fn tcx_runs_in_priority_order() {
         "priority 25 runs before the dropper at 30"
     );
 }
+
+/// A netfilter program on the input hook of a network namespace counts pings, and a dropping
+/// one at a lower priority stops them.
+#[test]
+fn netfilter_counts_then_drops_pings_in_a_netns() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let net = NetPair::new();
+    let obj = fixture("netfilter");
+    let p = obj.to_str().unwrap();
+    let counter = a.load_one(&["--path", p]);
+    let link = a.attach(
+        counter,
+        &[
+            "netfilter",
+            "--hook",
+            "input",
+            "--family",
+            "ipv4",
+            "--priority",
+            "10",
+            "--netns",
+            &net.ns_b,
+        ],
+    );
+    let l = a.json(&["get", "link", &link.to_string()]);
+    assert!(
+        l["attach_point"]
+            .as_str()
+            .unwrap()
+            .starts_with("netfilter ipv4 input prio=10"),
+        "{l}"
+    );
+    assert!(net.ping(3), "an accepting program lets pings through");
+    let counts = format!("{counter}:nf_packets");
+    assert!(a.counter(&counts, 0) >= 3, "it saw the echo requests");
+
+    // The same priority on the same hook is taken.
+    let dropper = a.load_one(&["--path", p, "--set", "verdict=0"]);
+    let e = a.fails(&[
+        "attach",
+        &dropper.to_string(),
+        "netfilter",
+        "--hook",
+        "input",
+        "--priority",
+        "10",
+        "--netns",
+        &net.ns_b,
+    ]);
+    assert!(e.contains("priority 10") || e.contains("in use"), "{e}");
+    a.attach(
+        dropper,
+        &[
+            "netfilter",
+            "--hook",
+            "input",
+            "--priority",
+            "-5",
+            "--netns",
+            &net.ns_b,
+        ],
+    );
+    let before = a.counter(&counts, 0);
+    assert!(!net.ping(2), "the dropper runs first and drops");
+    assert_eq!(a.counter(&counts, 0), before, "dropped before the counter");
+    let e = a.fails(&[
+        "attach",
+        &dropper.to_string(),
+        "netfilter",
+        "--hook",
+        "sideways",
+        "--priority",
+        "1",
+    ]);
+    assert!(e.contains("unknown netfilter hook"), "{e}");
+}

@@ -40,6 +40,79 @@ pub enum SoftwareEvent {
     TaskClock,
 }
 
+/// The netfilter hooks a program can run at (NF_INET_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetfilterHook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetfilterFamily {
+    Ipv4,
+    Ipv6,
+}
+
+impl NetfilterHook {
+    pub const ALL: &'static [NetfilterHook] = &[
+        NetfilterHook::Prerouting,
+        NetfilterHook::Input,
+        NetfilterHook::Forward,
+        NetfilterHook::Output,
+        NetfilterHook::Postrouting,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            NetfilterHook::Prerouting => "prerouting",
+            NetfilterHook::Input => "input",
+            NetfilterHook::Forward => "forward",
+            NetfilterHook::Output => "output",
+            NetfilterHook::Postrouting => "postrouting",
+        }
+    }
+}
+
+impl std::str::FromStr for NetfilterHook {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let n = s.trim().to_ascii_lowercase();
+        NetfilterHook::ALL
+            .iter()
+            .copied()
+            .find(|h| h.name() == n)
+            .ok_or_else(|| {
+                format!("unknown netfilter hook {s:?}: expected prerouting, input, forward, output or postrouting")
+            })
+    }
+}
+
+impl NetfilterFamily {
+    pub fn name(self) -> &'static str {
+        match self {
+            NetfilterFamily::Ipv4 => "ipv4",
+            NetfilterFamily::Ipv6 => "ipv6",
+        }
+    }
+}
+
+impl std::str::FromStr for NetfilterFamily {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ipv4" | "ip" | "inet" => Ok(NetfilterFamily::Ipv4),
+            "ipv6" | "ip6" | "inet6" => Ok(NetfilterFamily::Ipv6),
+            _ => Err(format!(
+                "unknown netfilter family {s:?}: expected ipv4 or ipv6"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum AttachSpec {
@@ -127,6 +200,18 @@ pub enum AttachSpec {
     },
     CgroupSysctl {
         cgroup: PathBuf,
+    },
+    /// A netfilter hook of one address family, in a network namespace; lower priorities run
+    /// first, among netfilter's own hooks (conntrack is -200, filter 0).
+    Netfilter {
+        hook: NetfilterHook,
+        family: NetfilterFamily,
+        priority: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<PathBuf>,
+        /// Have netfilter defragment packets before the program sees them.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        defrag: bool,
     },
     PerfEvent {
         event: SoftwareEvent,
@@ -218,6 +303,7 @@ impl AttachSpec {
             | ProgramType::CgroupSockAddr
             | ProgramType::CgroupSockopt
             | ProgramType::CgroupSysctl
+            | ProgramType::Netfilter
             | ProgramType::PerfEvent
             | ProgramType::SocketFilter => return None,
         };
@@ -273,6 +359,7 @@ impl AttachSpec {
             AttachSpec::CgroupSockAddr { .. } => ProgramType::CgroupSockAddr,
             AttachSpec::CgroupSockopt { .. } => ProgramType::CgroupSockopt,
             AttachSpec::CgroupSysctl { .. } => ProgramType::CgroupSysctl,
+            AttachSpec::Netfilter { .. } => ProgramType::Netfilter,
             AttachSpec::PerfEvent { .. } => ProgramType::PerfEvent,
             AttachSpec::Fentry => ProgramType::Fentry,
             AttachSpec::Fexit => ProgramType::Fexit,
@@ -341,6 +428,16 @@ impl AttachSpec {
             AttachSpec::PerfEvent { frequency, .. } => {
                 if *frequency == 0 {
                     Err("perf-event frequency must be at least 1".into())
+                } else {
+                    Ok(())
+                }
+            }
+            AttachSpec::Netfilter { priority, .. } => {
+                // netfilter reserves the extremes for its own first and last hooks.
+                if *priority == i32::MIN || *priority == i32::MAX {
+                    Err(format!(
+                        "netfilter priority {priority} is reserved; choose one between them"
+                    ))
                 } else {
                     Ok(())
                 }
@@ -455,6 +552,19 @@ impl AttachSpec {
                 format!("cgroup/{h} {}", cgroup.display())
             }
             AttachSpec::CgroupSysctl { cgroup } => format!("cgroup/sysctl {}", cgroup.display()),
+            AttachSpec::Netfilter {
+                hook,
+                family,
+                priority,
+                netns,
+                defrag,
+            } => format!(
+                "netfilter {} {} prio={priority}{}{}",
+                family.name(),
+                hook.name(),
+                if *defrag { " defrag" } else { "" },
+                ns(netns)
+            ),
             AttachSpec::PerfEvent {
                 event,
                 frequency,

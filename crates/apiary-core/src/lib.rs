@@ -13,6 +13,8 @@ pub mod parse;
 pub mod paths;
 pub mod program;
 
-pub use attach::{AttachSpec, CgroupDirection, TcDirection, XdpMode};
+pub use attach::{
+    AttachSpec, CgroupDirection, NetfilterFamily, NetfilterHook, TcDirection, XdpMode,
+};
 pub use ids::{LinkId, ProgramId};
 pub use program::ProgramType;

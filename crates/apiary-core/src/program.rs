@@ -32,6 +32,8 @@ pub enum ProgramType {
     CgroupSockopt,
     /// `cgroup/sysctl`.
     CgroupSysctl,
+    /// `netfilter`: a netfilter hook (Linux 6.4).
+    Netfilter,
 }
 
 /// How `apiary run` attaches a program of a type.
@@ -282,6 +284,19 @@ pub const TYPES: &[TypeInfo] = &[
         run: RunRule::Cgroup,
         requires: "cgroup v2",
     },
+    TypeInfo {
+        ty: ProgramType::Netfilter,
+        name: "netfilter",
+        aliases: &[],
+        section_prefixes: &["netfilter"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["netfilter"],
+        run: RunRule::Never(
+            "a netfilter program needs a hook, family and priority: use apiary attach ID netfilter",
+        ),
+        requires: "netfilter BPF links (Linux 6.4, CONFIG_NETFILTER_BPF_LINK)",
+    },
 ];
 
 /// Which cgroup hook a socket-address or sockopt program runs at; the program's section names
@@ -400,6 +415,7 @@ pub const ALL_TYPES: &[ProgramType] = &[
     ProgramType::CgroupSockAddr,
     ProgramType::CgroupSockopt,
     ProgramType::CgroupSysctl,
+    ProgramType::Netfilter,
 ];
 
 /// Normalise a name users or labels spell in several ways: lower case, `_` as `-`.

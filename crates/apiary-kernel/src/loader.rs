@@ -448,6 +448,7 @@ fn untyped_kernel_type(ty: ProgramType) -> Option<(u32, u32)> {
         ProgramType::CgroupSock => (s::BPF_PROG_TYPE_CGROUP_SOCK, s::BPF_CGROUP_INET_SOCK_CREATE),
         ProgramType::PerfEvent => (s::BPF_PROG_TYPE_PERF_EVENT, 0),
         ProgramType::SocketFilter => (s::BPF_PROG_TYPE_SOCKET_FILTER, 0),
+        ProgramType::Netfilter => (s::BPF_PROG_TYPE_NETFILTER, s::BPF_NETFILTER),
         // These need their target (a BTF function, a cgroup hook) in the section name.
         ProgramType::TpBtf
         | ProgramType::Fentry

@@ -125,7 +125,7 @@ impl Session {
             | ProgramType::Fentry
             | ProgramType::Fexit
             | ProgramType::Lsm => AttachSpec::from_section(ty, section),
-            ProgramType::SocketFilter => {
+            ProgramType::SocketFilter | ProgramType::Netfilter => {
                 if let RunRule::Never(why) = ty.info().run {
                     self.skipped.push((name.to_string(), why.to_string()));
                 }

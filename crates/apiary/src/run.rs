@@ -468,6 +468,7 @@ fn shared_hooks(session: &Session) -> Vec<(String, Vec<String>)> {
             | T::CgroupSockAddr
             | T::CgroupSockopt
             | T::CgroupSysctl
+            | T::Netfilter
             | T::PerfEvent
             | T::SocketFilter => desc.clone(),
         };

@@ -2,6 +2,7 @@
 //! hook; this module only dispatches on the spec and defines what an attachment is.
 
 mod cgroup;
+mod netfilter;
 mod perf;
 mod probe;
 mod tc;
@@ -116,6 +117,20 @@ pub fn attach(prog: BorrowedFd<'_>, spec: &AttachSpec, ctx: &AttachContext) -> R
             vec![cgroup::hook(prog, cgroup, *hook)?]
         }
         AttachSpec::CgroupSysctl { cgroup } => vec![cgroup::hook(prog, cgroup, None)?],
+        AttachSpec::Netfilter {
+            hook,
+            family,
+            priority,
+            netns,
+            defrag,
+        } => vec![netfilter::attach(
+            prog,
+            *hook,
+            *family,
+            *priority,
+            netns.as_deref(),
+            *defrag,
+        )?],
         AttachSpec::PerfEvent {
             event,
             frequency,
@@ -140,6 +155,7 @@ pub fn updatable_in_place(spec: &AttachSpec) -> bool {
         | AttachSpec::RawTracepoint { .. }
         | AttachSpec::TpBtf
         | AttachSpec::Tc { .. }
+        | AttachSpec::Netfilter { .. }
         | AttachSpec::Uprobe { .. }
         | AttachSpec::Kprobe { .. }
         | AttachSpec::PerfEvent { .. }
