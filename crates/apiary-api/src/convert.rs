@@ -97,6 +97,7 @@ pub fn program_type_to_proto(t: ProgramType) -> pb::ProgramType {
         ProgramType::CgroupSockopt => pb::ProgramType::CgroupSockopt,
         ProgramType::CgroupSysctl => pb::ProgramType::CgroupSysctl,
         ProgramType::Netfilter => pb::ProgramType::Netfilter,
+        ProgramType::Iter => pb::ProgramType::Iter,
     }
 }
 
@@ -125,6 +126,7 @@ pub fn program_type_from_proto(v: i32, field: &str) -> Result<Option<ProgramType
         pb::ProgramType::CgroupSockopt => ProgramType::CgroupSockopt,
         pb::ProgramType::CgroupSysctl => ProgramType::CgroupSysctl,
         pb::ProgramType::Netfilter => ProgramType::Netfilter,
+        pb::ProgramType::Iter => ProgramType::Iter,
     }))
 }
 
@@ -245,6 +247,7 @@ impl From<&AttachSpec> for pb::AttachSpec {
                 })
             }
             AttachSpec::TpBtf => Hook::TpBtf(pb::Empty {}),
+            AttachSpec::Iter => Hook::Iter(pb::Empty {}),
             AttachSpec::Xdp {
                 iface,
                 netns,
@@ -365,6 +368,7 @@ impl TryFrom<pb::AttachSpec> for AttachSpec {
                 tracepoint: t.tracepoint,
             },
             Hook::TpBtf(_) => AttachSpec::TpBtf,
+            Hook::Iter(_) => AttachSpec::Iter,
             Hook::Xdp(x) => AttachSpec::Xdp {
                 iface: x.iface,
                 netns: opt_path(x.netns),
@@ -499,6 +503,7 @@ impl From<&LinkView> for pb::Link {
             attach_point: l.attach_point.clone(),
             kernel_link_ids: l.kernel_link_ids.clone(),
             created_at: l.created_at.clone(),
+            read_with: l.read_with.clone(),
         }
     }
 }
@@ -514,6 +519,7 @@ impl TryFrom<pb::Link> for LinkView {
             attach_point: l.attach_point,
             kernel_link_ids: l.kernel_link_ids,
             created_at: l.created_at,
+            read_with: l.read_with,
         })
     }
 }
@@ -962,6 +968,7 @@ mod tests {
                 tracepoint: "sys_enter".into(),
             },
             AttachSpec::TpBtf,
+            AttachSpec::Iter,
             AttachSpec::Xdp {
                 iface: "veth0".into(),
                 netns: Some("/var/run/netns/a".into()),

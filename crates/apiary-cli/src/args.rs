@@ -272,6 +272,9 @@ pub enum AttachCmd {
     },
     /// A BTF tracepoint; the target comes from the program's section.
     TpBtf,
+    /// A BPF iterator (target from the section, `iter/task`): the link is pinned; reading the
+    /// pin (`cat`, shown by `get link`) runs it.
+    Iter,
     /// XDP on an interface, in its chain of programs (run in priority order).
     Xdp {
         #[arg(long)]
@@ -542,6 +545,7 @@ impl AttachCmd {
             AttachCmd::Tracepoint { tracepoint } => AttachSpec::Tracepoint { tracepoint },
             AttachCmd::RawTracepoint { tracepoint } => AttachSpec::RawTracepoint { tracepoint },
             AttachCmd::TpBtf => AttachSpec::TpBtf,
+            AttachCmd::Iter => AttachSpec::Iter,
             AttachCmd::Xdp {
                 iface,
                 netns,

@@ -140,7 +140,11 @@ impl Printer {
                 } else {
                     format!(" (kernel link {})", ids(&l.kernel_link_ids))
                 }
-            )
+            ) + &l
+                .read_with
+                .as_ref()
+                .map(|r| format!("\nread it with: {r}"))
+                .unwrap_or_default()
         })
     }
 

@@ -377,3 +377,37 @@ fn cgroup_sock_addr_sockopt_and_sysctl_hooks_see_a_child() {
         "{e}"
     );
 }
+
+/// A BPF iterator: `run` prints its output once and exits; `attach` pins its link, and reading
+/// the pin `get link` names runs it again.
+#[test]
+fn iterator_prints_the_tasks_through_run_and_a_pinned_link() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let obj = fixture("iter");
+    // A line for this test's own process. (Not for pid 1: the task iterator on the test VM
+    // starts at pid 2, with bpftool's `iter pin` as well.)
+    let me = format!("{} ", std::process::id());
+    let has_init = |text: &str| text.lines().any(|l| l.starts_with(&me));
+    let r = a.run(&["run", obj.to_str().unwrap()]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(has_init(&r.stdout), "a line for pid {me}: {}", r.stdout);
+    assert!(
+        r.stderr.contains("iterator dump_task printed"),
+        "{}",
+        r.stderr
+    );
+
+    let id = a.load_one(&["--path", obj.to_str().unwrap()]);
+    let link = a.attach(id, &["iter"]);
+    let l = a.json(&["get", "link", &link.to_string()]);
+    let read = l["read_with"].as_str().expect("read_with").to_string();
+    let pin = read.strip_prefix("cat ").expect("cat PIN");
+    let text = std::fs::read_to_string(pin).expect("read the pinned iterator");
+    assert!(has_init(&text), "{text}");
+    assert!(a
+        .ok(&["get", "link", &link.to_string()])
+        .contains("read it with: cat "));
+}

@@ -220,6 +220,9 @@ pub enum AttachSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cpu: Option<u32>,
     },
+    /// A BPF iterator; its target (`iter/task`) was fixed at load time. Reading the pinned link
+    /// runs it.
+    Iter,
     /// Targets for fentry/fexit/lsm come from the section name at load time.
     Fentry,
     Fexit,
@@ -261,6 +264,7 @@ impl AttachSpec {
                 tracepoint: rest.to_string(),
             },
             ProgramType::TpBtf => AttachSpec::TpBtf,
+            ProgramType::Iter => AttachSpec::Iter,
             ProgramType::Fentry => AttachSpec::Fentry,
             ProgramType::Fexit => AttachSpec::Fexit,
             ProgramType::Lsm => AttachSpec::Lsm,
@@ -360,6 +364,7 @@ impl AttachSpec {
             AttachSpec::CgroupSockopt { .. } => ProgramType::CgroupSockopt,
             AttachSpec::CgroupSysctl { .. } => ProgramType::CgroupSysctl,
             AttachSpec::Netfilter { .. } => ProgramType::Netfilter,
+            AttachSpec::Iter => ProgramType::Iter,
             AttachSpec::PerfEvent { .. } => ProgramType::PerfEvent,
             AttachSpec::Fentry => ProgramType::Fentry,
             AttachSpec::Fexit => ProgramType::Fexit,
@@ -454,6 +459,7 @@ impl AttachSpec {
                 ))
             }
             AttachSpec::TpBtf
+            | AttachSpec::Iter
             | AttachSpec::CgroupSkb { .. }
             | AttachSpec::CgroupSock { .. }
             | AttachSpec::CgroupSockAddr { .. }
@@ -573,6 +579,7 @@ impl AttachSpec {
                 let c = cpu.map(|c| format!(" cpu={c}")).unwrap_or_default();
                 format!("perf_event {event:?} {frequency}Hz{c}").to_lowercase()
             }
+            AttachSpec::Iter => "iter".into(),
             AttachSpec::Fentry => "fentry".into(),
             AttachSpec::Fexit => "fexit".into(),
             AttachSpec::Lsm => "lsm".into(),

@@ -34,6 +34,8 @@ pub enum ProgramType {
     CgroupSysctl,
     /// `netfilter`: a netfilter hook (Linux 6.4).
     Netfilter,
+    /// `iter/task`, `iter/bpf_map`...: a BPF iterator, read from its link.
+    Iter,
 }
 
 /// How `apiary run` attaches a program of a type.
@@ -297,6 +299,17 @@ pub const TYPES: &[TypeInfo] = &[
         ),
         requires: "netfilter BPF links (Linux 6.4, CONFIG_NETFILTER_BPF_LINK)",
     },
+    TypeInfo {
+        ty: ProgramType::Iter,
+        name: "iter",
+        aliases: &[],
+        section_prefixes: &["iter", "iter.s"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["iter"],
+        run: RunRule::Section,
+        requires: "BPF iterators and kernel BTF",
+    },
 ];
 
 /// Which cgroup hook a socket-address or sockopt program runs at; the program's section names
@@ -416,6 +429,7 @@ pub const ALL_TYPES: &[ProgramType] = &[
     ProgramType::CgroupSockopt,
     ProgramType::CgroupSysctl,
     ProgramType::Netfilter,
+    ProgramType::Iter,
 ];
 
 /// Normalise a name users or labels spell in several ways: lower case, `_` as `-`.

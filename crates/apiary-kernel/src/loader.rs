@@ -451,6 +451,7 @@ fn untyped_kernel_type(ty: ProgramType) -> Option<(u32, u32)> {
         ProgramType::Netfilter => (s::BPF_PROG_TYPE_NETFILTER, s::BPF_NETFILTER),
         // These need their target (a BTF function, a cgroup hook) in the section name.
         ProgramType::TpBtf
+        | ProgramType::Iter
         | ProgramType::Fentry
         | ProgramType::Fexit
         | ProgramType::Lsm

@@ -37,6 +37,8 @@ pub struct Session {
     pub attached: Vec<(String, u32, String)>,
     /// (program, why it was not attached).
     pub skipped: Vec<(String, String)>,
+    /// Iterator links, by program: reading one runs it.
+    iters: Vec<(String, OwnedFd)>,
 }
 
 impl Session {
@@ -54,6 +56,7 @@ impl Session {
             tc: Vec::new(),
             attached: Vec::new(),
             skipped: Vec::new(),
+            iters: Vec::new(),
         };
         let programs = s.loaded.programs.clone();
         for p in &programs {
@@ -120,6 +123,7 @@ impl Session {
             ProgramType::Tracepoint
             | ProgramType::RawTracepoint
             | ProgramType::TpBtf
+            | ProgramType::Iter
             | ProgramType::Kprobe
             | ProgramType::Uprobe
             | ProgramType::Fentry
@@ -140,6 +144,9 @@ impl Session {
                     .ok_or_else(|| KernelError::Invalid(format!("program {name} vanished")))?;
                 let desc = spec.describe();
                 match attach::attach(fd, &spec, &AttachContext::default())? {
+                    Attachment::Links(l) if spec == AttachSpec::Iter => self
+                        .iters
+                        .extend(l.into_iter().map(|l| (name.to_string(), l))),
                     Attachment::Links(l) => self.fd_links.extend(l),
                     Attachment::TcFilter(f) => self.tc.push((name.to_string(), f)),
                 }
@@ -171,6 +178,19 @@ impl Session {
             .find(|p| p.name == name)
             .map(|p| p.kernel_id)
             .unwrap_or(0)
+    }
+
+    /// Run each iterator once and return what it printed, by program.
+    pub fn read_iterators(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.iters
+            .iter()
+            .map(|(name, link)| Ok((name.clone(), attach::read_iter(link.as_fd())?)))
+            .collect()
+    }
+
+    /// Whether every attached program is an iterator (run prints them and is done).
+    pub fn only_iterators(&self) -> bool {
+        !self.iters.is_empty() && self.iters.len() == self.attached.len()
     }
 
     pub fn loaded(&self) -> &LoadedObject {

@@ -281,6 +281,22 @@ impl Manager {
         MutationLock::acquire(&self.cfg.state_dir)
     }
 
+    fn link_view(&self, l: &LinkRecord, program_name: &str) -> LinkView {
+        // Reading an iterator's pinned link runs it once.
+        let read_with = matches!(l.spec, AttachSpec::Iter)
+            .then(|| format!("cat {}", self.paths.link(l.id, 0).display()));
+        LinkView {
+            id: l.id,
+            program_id: l.program_id,
+            program_name: program_name.to_string(),
+            attach_point: l.spec.describe(),
+            spec: l.spec.clone(),
+            kernel_link_ids: l.kernel_link_ids.clone(),
+            created_at: l.created_at.clone(),
+            read_with,
+        }
+    }
+
     /// Where map `m` is pinned.
     pub(crate) fn map_path(&self, m: &MapRecord) -> PathBuf {
         if m.by_name {
@@ -856,7 +872,7 @@ impl Manager {
                     )),
                 ),
             };
-        let link_details = links.iter().map(|l| link_view(l, &r.name)).collect();
+        let link_details = links.iter().map(|l| self.link_view(l, &r.name)).collect();
         let maps = maps
             .iter()
             .map(|m| {
@@ -892,7 +908,7 @@ impl Manager {
         Ok(store::list_links(s.read(), program)?
             .iter()
             .map(|l| {
-                link_view(
+                self.link_view(
                     l,
                     names.get(&l.program_id).map(String::as_str).unwrap_or(""),
                 )
@@ -904,7 +920,7 @@ impl Manager {
         let l = store::get_link(self.store().read(), id)?
             .ok_or_else(|| Error::not_found("link", id))?;
         let p = self.program_record(l.program_id)?;
-        Ok(link_view(&l, &p.name))
+        Ok(self.link_view(&l, &p.name))
     }
 
     pub fn list_maps(&self, all: bool) -> Result<Vec<MapView>> {
@@ -984,18 +1000,6 @@ pub(crate) fn program_view(r: &ProgramRecord, links: &[&LinkRecord]) -> ProgramV
         map_owner_id: r.map_owner_id,
         metadata: r.metadata.clone(),
         managed: true,
-    }
-}
-
-fn link_view(l: &LinkRecord, program_name: &str) -> LinkView {
-    LinkView {
-        id: l.id,
-        program_id: l.program_id,
-        program_name: program_name.to_string(),
-        attach_point: l.spec.describe(),
-        spec: l.spec.clone(),
-        kernel_link_ids: l.kernel_link_ids.clone(),
-        created_at: l.created_at.clone(),
     }
 }
 

@@ -188,6 +188,16 @@ pub fn run(
     for (p, why) in &session.skipped {
         note(&format!("not attached: {p}: {why}"));
     }
+    // Iterators run when read: print each once. An object of iterators only is then done.
+    for (p, text) in session.read_iterators()? {
+        note(&format!("iterator {p} printed {} bytes", text.len()));
+        out.write_all(&text)
+            .and_then(|_| out.flush())
+            .map_err(|e| Error::Internal(format!("write output: {e}")))?;
+    }
+    if session.only_iterators() && emaps.is_empty() && spec.dump_maps.is_empty() {
+        return Ok(RunSummary::default());
+    }
     for (hook, names) in shared_hooks(&session) {
         note(&format!(
             "programs {} run on the same hook ({hook}): tools often carry alternatives for different kernels, so each event may be handled more than once; choose with --programs {}",
@@ -469,6 +479,7 @@ fn shared_hooks(session: &Session) -> Vec<(String, Vec<String>)> {
             | T::CgroupSockopt
             | T::CgroupSysctl
             | T::Netfilter
+            | T::Iter
             | T::PerfEvent
             | T::SocketFilter => desc.clone(),
         };

@@ -33,6 +33,9 @@ pub struct LinkView {
     pub attach_point: String,
     pub kernel_link_ids: Vec<u32>,
     pub created_at: String,
+    /// How to read what the link produces (an iterator: `cat PIN`), when that applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_with: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

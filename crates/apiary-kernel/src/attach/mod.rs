@@ -2,6 +2,7 @@
 //! hook; this module only dispatches on the spec and defines what an attachment is.
 
 mod cgroup;
+mod iter;
 mod netfilter;
 mod perf;
 mod probe;
@@ -10,6 +11,7 @@ mod tcx;
 mod tracing;
 mod xdp;
 
+pub use iter::read as read_iter;
 pub use probe::resolve_uprobe_target;
 pub use tc::{detach_tc_filter, replace_tc_filter};
 pub use tcx::TcxAnchor;
@@ -52,6 +54,7 @@ pub fn attach(prog: BorrowedFd<'_>, spec: &AttachSpec, ctx: &AttachContext) -> R
             vec![tracing::raw_tracepoint(prog, tracepoint)?]
         }
         AttachSpec::TpBtf => vec![tracing::btf_target(prog, "tp_btf")?],
+        AttachSpec::Iter => vec![iter::attach(prog)?],
         AttachSpec::Fentry => vec![tracing::btf_target(prog, "fentry")?],
         AttachSpec::Fexit => vec![tracing::btf_target(prog, "fexit")?],
         AttachSpec::Lsm => vec![tracing::btf_target(prog, "lsm")?],
@@ -150,7 +153,8 @@ pub fn updatable_in_place(spec: &AttachSpec) -> bool {
         | AttachSpec::CgroupSock { .. }
         | AttachSpec::CgroupSockAddr { .. }
         | AttachSpec::CgroupSockopt { .. }
-        | AttachSpec::CgroupSysctl { .. } => true,
+        | AttachSpec::CgroupSysctl { .. }
+        | AttachSpec::Iter => true,
         AttachSpec::Tracepoint { .. }
         | AttachSpec::RawTracepoint { .. }
         | AttachSpec::TpBtf
