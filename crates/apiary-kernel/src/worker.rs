@@ -33,7 +33,7 @@ use std::ffi::OsString;
 use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -65,6 +65,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct WorkerCommand {
     pub program: PathBuf,
     pub args: Vec<OsString>,
+    /// The name it shows in `ps` (argv[0]), when not the program's path.
+    pub arg0: Option<OsString>,
 }
 
 impl WorkerCommand {
@@ -74,6 +76,7 @@ impl WorkerCommand {
         WorkerCommand {
             program: PathBuf::from("/proc/self/exe"),
             args: vec![WORKER_ARG.into()],
+            arg0: std::env::args_os().next(),
         }
     }
 }
@@ -211,14 +214,19 @@ impl Worker {
     fn spawn(&self) -> io::Result<Process> {
         // Both ends are close-on-exec; the child's copy becomes its stdin, which is not.
         let (ours, theirs) = UnixStream::pair()?;
-        let child = Command::new(&self.cmd.program)
+        let mut cmd = Command::new(&self.cmd.program);
+        if let Some(a) = &self.cmd.arg0 {
+            cmd.arg0(a);
+        }
+        let child = cmd
             .args(&self.cmd.args)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
-        // The child's end is closed here now that the Command is gone, so that its death is
-        // seen as end-of-file.
+        // The child's end is closed here with the Command, so that its death is seen as
+        // end-of-file.
+        drop(cmd);
         ours.set_read_timeout(Some(ANSWER_TIMEOUT))?;
         ours.set_write_timeout(Some(ANSWER_TIMEOUT))?;
         Ok(Process { child, sock: ours })
