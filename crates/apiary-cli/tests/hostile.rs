@@ -73,7 +73,11 @@ fn u64_at(b: &[u8], o: usize) -> usize {
 }
 
 fn sections(obj: &[u8]) -> Vec<Section> {
-    assert_eq!(&obj[..6], b"\x7fELF\x02\x01", "a 64-bit little-endian ELF fixture");
+    assert_eq!(
+        &obj[..6],
+        b"\x7fELF\x02\x01",
+        "a 64-bit little-endian ELF fixture"
+    );
     let shoff = u64_at(obj, 0x28);
     let shentsize = u16_at(obj, 0x3a);
     let shnum = u16_at(obj, 0x3c);
@@ -109,14 +113,36 @@ fn mutations(obj: &[u8]) -> Vec<(String, Vec<u8>)> {
     let strtab = find(".strtab");
     let mut rng = Rng(0x5eed_ab1e);
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
-    let interesting32: [u32; 9] = [0, 1, 2, 0x7f, 0x100, 0xffff, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff];
+    let interesting32: [u32; 9] = [
+        0,
+        1,
+        2,
+        0x7f,
+        0x100,
+        0xffff,
+        0x7fff_ffff,
+        0x8000_0000,
+        0xffff_ffff,
+    ];
 
     // Truncations: at structure boundaries, then spread over the file.
     let shoff = u64_at(obj, 0x28);
     let mut cuts = vec![
-        0, 4, 16, 63, 64, shoff, shoff + 64, shoff + 64 * 3,
-        btf.offset, btf.offset + 8, btf.offset + 24, btf.offset + btf.size / 2,
-        btf.offset + btf.size - 1, ext.offset + 10, ext.offset + ext.size / 2,
+        0,
+        4,
+        16,
+        63,
+        64,
+        shoff,
+        shoff + 64,
+        shoff + 64 * 3,
+        btf.offset,
+        btf.offset + 8,
+        btf.offset + 24,
+        btf.offset + btf.size / 2,
+        btf.offset + btf.size - 1,
+        ext.offset + 10,
+        ext.offset + ext.size / 2,
     ];
     while cuts.len() < 40 {
         cuts.push(rng.below(obj.len()));
@@ -155,7 +181,10 @@ fn mutations(obj: &[u8]) -> Vec<(String, Vec<u8>)> {
         let (o, v) = if field == 0 {
             (btf.offset + rng.below(4), rng.next() as u8 as u32)
         } else {
-            (btf.offset + 4 * field, rng.pick(&interesting32).wrapping_add(rng.below(3) as u32))
+            (
+                btf.offset + 4 * field,
+                rng.pick(&interesting32).wrapping_add(rng.below(3) as u32),
+            )
         };
         if field == 0 {
             m[o] = v as u8;
@@ -260,7 +289,13 @@ fn loader_pid(daemon: u32) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-        let ppid: u32 = stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()?;
+        let ppid: u32 = stat
+            .rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
         let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
         (ppid == daemon
             && cmdline
@@ -325,26 +360,39 @@ fn hostile_objects_never_take_the_daemon_down() {
             .into_inner();
         let ids: Vec<i64> = ok.programs.iter().filter_map(|p| p.id).collect();
         assert_eq!(ids.len(), 1);
-        c.unload(pb::UnloadRequest { program_ids: ids, force: true })
-            .await
-            .expect("unload");
+        c.unload(pb::UnloadRequest {
+            program_ids: ids,
+            force: true,
+        })
+        .await
+        .expect("unload");
 
         for (batch, chunk) in cases.chunks(50).enumerate() {
             for (i, (label, bytes)) in chunk.iter().enumerate() {
                 let name = format!("hostile-{}-{label}", batch * 50 + i);
                 match c.load(bytes_request(&name, bytes.clone())).await {
                     Ok(r) => {
-                        let ids: Vec<i64> =
-                            r.into_inner().programs.iter().filter_map(|p| p.id).collect();
+                        let ids: Vec<i64> = r
+                            .into_inner()
+                            .programs
+                            .iter()
+                            .filter_map(|p| p.id)
+                            .collect();
                         assert!(!ids.is_empty(), "{name}: loaded, but no program came back");
-                        c.unload(pb::UnloadRequest { program_ids: ids, force: true })
-                            .await
-                            .unwrap_or_else(|e| panic!("{name}: unload: {e}"));
+                        c.unload(pb::UnloadRequest {
+                            program_ids: ids,
+                            force: true,
+                        })
+                        .await
+                        .unwrap_or_else(|e| panic!("{name}: unload: {e}"));
                         loaded += 1;
                     }
                     Err(status) => {
                         let msg = status.message().trim();
-                        assert!(!msg.is_empty(), "{name}: refused without a message ({status:?})");
+                        assert!(
+                            !msg.is_empty(),
+                            "{name}: refused without a message ({status:?})"
+                        );
                         assert!(!msg.contains("panicked"), "{name}: {msg}");
                         if msg.contains("loader process") {
                             crashed += 1;
@@ -354,8 +402,16 @@ fn hostile_objects_never_take_the_daemon_down() {
                 }
             }
             // Still the same process, still serving, and nothing of the batch is left.
-            assert!(alive(pid), "the daemon died during batch {batch}:\n{}", d.log_text());
-            assert_eq!(managed_ids(&mut c).await, Vec::<i64>::new(), "after batch {batch}");
+            assert!(
+                alive(pid),
+                "the daemon died during batch {batch}:\n{}",
+                d.log_text()
+            );
+            assert_eq!(
+                managed_ids(&mut c).await,
+                Vec::<i64>::new(),
+                "after batch {batch}"
+            );
         }
     });
     eprintln!(
@@ -440,7 +496,11 @@ fn a_crashing_loader_costs_one_load_not_the_daemon() {
     });
     assert_eq!(d.pid(), pid);
     assert!(alive(pid));
-    assert!(d.log_text().contains("crashed with SIGSEGV"), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("crashed with SIGSEGV"),
+        "{}",
+        d.log_text()
+    );
 }
 
 /// Errors come back from the loader process as the same messages an in-process load gives,
@@ -504,9 +564,23 @@ fn loader_errors_read_as_in_process_ones_and_a_killed_loader_is_replaced() {
     std::fs::write(&bad_field_path, &bad_field).expect("write");
     let cases: Vec<Vec<&str>> = vec![
         vec!["load", "file", "--path", bad.to_str().unwrap()],
-        vec!["load", "file", "--path", refused.to_str().unwrap(), "--programs", "fentry:on_fentry"],
+        vec![
+            "load",
+            "file",
+            "--path",
+            refused.to_str().unwrap(),
+            "--programs",
+            "fentry:on_fentry",
+        ],
         vec!["load", "file", "--path", net.to_str().unwrap()],
-        vec!["load", "file", "--path", net.to_str().unwrap(), "--programs", "xdp:nope"],
+        vec![
+            "load",
+            "file",
+            "--path",
+            net.to_str().unwrap(),
+            "--programs",
+            "xdp:nope",
+        ],
         vec!["load", "file", "--path", bad_name_path.to_str().unwrap()],
         vec!["load", "file", "--path", bad_field_path.to_str().unwrap()],
     ];
@@ -524,19 +598,36 @@ fn loader_errors_read_as_in_process_ones_and_a_killed_loader_is_replaced() {
         assert!(local.starts_with("error: ") && local.len() > 10, "{local}");
         assert_eq!(remote, local, "{args:?}");
         assert!(!local.contains("loader process"), "{local}");
-        assert!(local.contains(want), "{args:?}: expected {want:?} in {local}");
+        assert!(
+            local.contains(want),
+            "{args:?}: expected {want:?} in {local}"
+        );
     }
 
     // Kill the idle loader process: the next load starts another and works.
     let m = fixture("minimal");
-    a.ok(&["--endpoint", &d.endpoint(), "load", "file", "--path", m.to_str().unwrap()]);
+    a.ok(&[
+        "--endpoint",
+        &d.endpoint(),
+        "load",
+        "file",
+        "--path",
+        m.to_str().unwrap(),
+    ]);
     let first = loader_pid(d.pid()).expect("the daemon has a loader process after a load");
     // SAFETY: signalling the loader process this test found under its own daemon.
     unsafe {
         libc::kill(first as i32, libc::SIGKILL);
     }
     assert!(eventually(10, || !alive(first)));
-    a.ok(&["--endpoint", &d.endpoint(), "load", "file", "--path", m.to_str().unwrap()]);
+    a.ok(&[
+        "--endpoint",
+        &d.endpoint(),
+        "load",
+        "file",
+        "--path",
+        m.to_str().unwrap(),
+    ]);
     let second = loader_pid(d.pid()).expect("a new loader process");
     assert_ne!(first, second);
     let listed: Value = serde_json::from_str(&a.ok(&[

@@ -43,7 +43,11 @@ fn main() {
         // The first load through a loader process starts it: measured on its own.
         let first = isolated.worker_pid().is_none().then(|| {
             let t = Instant::now();
-            drop(isolated.load(&req).expect("first load through the loader process"));
+            drop(
+                isolated
+                    .load(&req)
+                    .expect("first load through the loader process"),
+            );
             t.elapsed()
         });
         // Warm both paths.
@@ -65,7 +69,9 @@ fn main() {
             drop(l);
             let (c0, w0) = (cpu(me), cpu(worker));
             let t = Instant::now();
-            let l = isolated.load(&req).expect("load through the loader process");
+            let l = isolated
+                .load(&req)
+                .expect("load through the loader process");
             b.push(t.elapsed());
             cpu_b += (cpu(me) - c0) + (cpu(worker) - w0);
             drop(l);
@@ -74,7 +80,9 @@ fn main() {
             "load bench: {name} ({} bytes, 1 tracepoint program, 1 map), {LOADS} loads per path",
             bytes.len()
         );
-        println!("  path              median    mean       p90       min   | CPU/load  not running/load");
+        println!(
+            "  path              median    mean       p90       min   | CPU/load  not running/load"
+        );
         let per = |d: Duration| ms(d) / LOADS as f64;
         let idle = |v: &[Duration], c: Duration| per(v.iter().sum::<Duration>().saturating_sub(c));
         let (ia, ib) = (idle(&a, cpu_a), idle(&b, cpu_b));
@@ -86,7 +94,10 @@ fn main() {
             per(cpu_b) - per(cpu_a)
         );
         if let Some(first) = first {
-            println!("  first load through it (starts the process): {:.3} ms", ms(first));
+            println!(
+                "  first load through it (starts the process): {:.3} ms",
+                ms(first)
+            );
         }
     }
 
@@ -147,7 +158,10 @@ fn cpu_clock_of(pid: u32) -> libc::clockid_t {
 
 /// CPU time consumed so far on `clock` (this thread's, or a process's).
 fn cpu(clock: libc::clockid_t) -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: writes one timespec to a valid pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)

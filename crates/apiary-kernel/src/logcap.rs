@@ -124,8 +124,9 @@ pub(crate) fn install() {
     type Raw = unsafe extern "C" fn(c_uint, *const c_char, *mut c_void) -> c_int;
     let ours: Raw = print;
     // SAFETY: the two function pointer types differ only in how the va_list parameter is
-    // spelled; both are a pointer in the C ABI (see `vsnprintf` above).
-    let cb: libbpf_sys::libbpf_print_fn_t = Some(unsafe { std::mem::transmute::<Raw, _>(ours) });
+    // spelled; both are a pointer in the C ABI (see `vsnprintf` above). A function pointer is
+    // never null, so the Option is `Some`.
+    let cb = unsafe { std::mem::transmute::<Raw, libbpf_sys::libbpf_print_fn_t>(ours) };
     // SAFETY: libbpf_set_print only stores the pointer; `print` lives for the whole program.
     unsafe {
         libbpf_sys::libbpf_set_print(cb);

@@ -23,8 +23,8 @@
 
 use crate::error::{KernelError, Result};
 use crate::loader::{
-    self, LoadRequest, LoadedMapInfo, LoadedObject, LoadedProgramInfo, MapParts,
-    ProgramLoadAttrs, ProgramParts,
+    self, LoadRequest, LoadedMapInfo, LoadedObject, LoadedProgramInfo, MapParts, ProgramLoadAttrs,
+    ProgramParts,
 };
 use crate::sys;
 use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
@@ -235,11 +235,7 @@ impl Worker {
 
 impl Process {
     /// Send one request and read its answer: the load's own result, or why the exchange broke.
-    fn exchange(
-        &mut self,
-        json: &[u8],
-        object: &[u8],
-    ) -> Result<Result<LoadedObject>, Broken> {
+    fn exchange(&mut self, json: &[u8], object: &[u8]) -> Result<Result<LoadedObject>, Broken> {
         write_frame(&self.sock, json, object)?;
         let (json, insns) = read_frame(&mut self.sock, MAX_JSON, MAX_INSNS)?.ok_or(Broken::Gone)?;
         let reply: Reply = serde_json::from_slice(&json)
@@ -286,7 +282,11 @@ fn describe_exit(s: ExitStatus) -> String {
         let name = nix::sys::signal::Signal::try_from(sig)
             .map(|s| s.as_str().to_string())
             .unwrap_or_else(|_| format!("signal {sig}"));
-        let core = if s.core_dumped() { " (core dumped)" } else { "" };
+        let core = if s.core_dumped() {
+            " (core dumped)"
+        } else {
+            ""
+        };
         return format!("crashed with {name}{core}");
     }
     match s.code() {
@@ -347,7 +347,10 @@ impl ReplyParts {
         if self.insn_fds.len() != self.maps.len() || fds.len() != np + self.maps.len() {
             return Err(bad("descriptor count does not match".into()));
         }
-        let total: usize = self.insn_lens.iter().try_fold(0usize, |a, n| a.checked_add(*n))
+        let total: usize = self
+            .insn_lens
+            .iter()
+            .try_fold(0usize, |a, n| a.checked_add(*n))
             .ok_or_else(|| bad("instruction lengths overflow".into()))?;
         if total != insns.len() || self.insn_lens.iter().any(|n| n % 8 != 0) {
             return Err(bad("instruction lengths do not match the data".into()));
@@ -472,7 +475,9 @@ fn recv_fds(sock: &UnixStream, count: usize) -> Result<Vec<OwnedFd>, Broken> {
             )));
         }
         if mark[0] != FD_MARK {
-            return Err(Broken::Invalid("unexpected bytes among the descriptors".into()));
+            return Err(Broken::Invalid(
+                "unexpected bytes among the descriptors".into(),
+            ));
         }
     }
     Ok(fds)
@@ -607,13 +612,8 @@ fn send_reply(sock: &UnixStream, result: Result<LoadedObject>) -> io::Result<()>
         let iov = [IoSlice::new(&[FD_MARK])];
         let cmsg = [ControlMessage::ScmRights(chunk)];
         loop {
-            match socket::sendmsg::<()>(
-                sock.as_raw_fd(),
-                &iov,
-                &cmsg,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
+            match socket::sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+            {
                 Ok(_) => break,
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
@@ -674,28 +674,87 @@ impl WireIo {
 /// in-process load would. Paths travel as text.
 #[derive(Serialize, Deserialize)]
 enum WireError {
-    ReadObject { path: String, error: WireIo },
-    NotBpfObject { path: String, reason: String },
-    UnknownProgram { name: String, object: String, available: String },
-    TypeMismatch { name: String, section: String, actual: String, requested: String },
-    UnknownGlobal { name: String, available: String },
-    BadGlobal { name: String, reason: String },
-    MapReuse { name: String, reason: String },
-    Verifier { program: String, verifier_log: String },
-    Load { program: String, error: WireIo, hint: Option<String> },
-    NotSupported { feature: String, reason: String },
-    UnknownInterface { name: String, netns: Option<String> },
-    BadNetns { path: String, reason: String },
-    TargetNotFound { target: String, reason: String },
-    HookBusy { hook: String, reason: String },
-    PinExists { path: String },
-    Syscall { call: String, error: WireIo },
-    Libbpf { op: String, error: WireIo },
-    NotFound { what: String },
+    ReadObject {
+        path: String,
+        error: WireIo,
+    },
+    NotBpfObject {
+        path: String,
+        reason: String,
+    },
+    UnknownProgram {
+        name: String,
+        object: String,
+        available: String,
+    },
+    TypeMismatch {
+        name: String,
+        section: String,
+        actual: String,
+        requested: String,
+    },
+    UnknownGlobal {
+        name: String,
+        available: String,
+    },
+    BadGlobal {
+        name: String,
+        reason: String,
+    },
+    MapReuse {
+        name: String,
+        reason: String,
+    },
+    Verifier {
+        program: String,
+        verifier_log: String,
+    },
+    Load {
+        program: String,
+        error: WireIo,
+        hint: Option<String>,
+    },
+    NotSupported {
+        feature: String,
+        reason: String,
+    },
+    UnknownInterface {
+        name: String,
+        netns: Option<String>,
+    },
+    BadNetns {
+        path: String,
+        reason: String,
+    },
+    TargetNotFound {
+        target: String,
+        reason: String,
+    },
+    HookBusy {
+        hook: String,
+        reason: String,
+    },
+    PinExists {
+        path: String,
+    },
+    Syscall {
+        call: String,
+        error: WireIo,
+    },
+    Libbpf {
+        op: String,
+        error: WireIo,
+    },
+    NotFound {
+        what: String,
+    },
     Invalid(String),
     /// A chain error has no serialisable form; its message crosses as `Invalid`.
     Chain(String),
-    LoaderFailed { object: String, what: String },
+    LoaderFailed {
+        object: String,
+        what: String,
+    },
 }
 
 fn text(p: &std::path::Path) -> String {
@@ -714,12 +773,21 @@ impl WireError {
                 path: path.clone(),
                 reason: reason.clone(),
             },
-            K::UnknownProgram { name, object, available } => WireError::UnknownProgram {
+            K::UnknownProgram {
+                name,
+                object,
+                available,
+            } => WireError::UnknownProgram {
                 name: name.clone(),
                 object: object.clone(),
                 available: available.clone(),
             },
-            K::TypeMismatch { name, section, actual, requested } => WireError::TypeMismatch {
+            K::TypeMismatch {
+                name,
+                section,
+                actual,
+                requested,
+            } => WireError::TypeMismatch {
                 name: name.clone(),
                 section: section.clone(),
                 actual: actual.clone(),
@@ -737,11 +805,18 @@ impl WireError {
                 name: name.clone(),
                 reason: reason.clone(),
             },
-            K::Verifier { program, verifier_log } => WireError::Verifier {
+            K::Verifier {
+                program,
+                verifier_log,
+            } => WireError::Verifier {
                 program: program.clone(),
                 verifier_log: verifier_log.clone(),
             },
-            K::Load { program, error, hint } => WireError::Load {
+            K::Load {
+                program,
+                error,
+                hint,
+            } => WireError::Load {
                 program: program.clone(),
                 error: WireIo::of(error),
                 hint: hint.clone(),
@@ -793,17 +868,41 @@ impl WireError {
                 error: error.into_io(),
             },
             WireError::NotBpfObject { path, reason } => K::NotBpfObject { path, reason },
-            WireError::UnknownProgram { name, object, available } => {
-                K::UnknownProgram { name, object, available }
-            }
-            WireError::TypeMismatch { name, section, actual, requested } => {
-                K::TypeMismatch { name, section, actual, requested }
-            }
+            WireError::UnknownProgram {
+                name,
+                object,
+                available,
+            } => K::UnknownProgram {
+                name,
+                object,
+                available,
+            },
+            WireError::TypeMismatch {
+                name,
+                section,
+                actual,
+                requested,
+            } => K::TypeMismatch {
+                name,
+                section,
+                actual,
+                requested,
+            },
             WireError::UnknownGlobal { name, available } => K::UnknownGlobal { name, available },
             WireError::BadGlobal { name, reason } => K::BadGlobal { name, reason },
             WireError::MapReuse { name, reason } => K::MapReuse { name, reason },
-            WireError::Verifier { program, verifier_log } => K::Verifier { program, verifier_log },
-            WireError::Load { program, error, hint } => K::Load {
+            WireError::Verifier {
+                program,
+                verifier_log,
+            } => K::Verifier {
+                program,
+                verifier_log,
+            },
+            WireError::Load {
+                program,
+                error,
+                hint,
+            } => K::Load {
                 program,
                 error: error.into_io(),
                 hint,
@@ -872,7 +971,10 @@ mod tests {
                     "name too long",
                 ),
             ),
-            KernelError::syscall("bpf(BPF_OBJ_GET_INFO_BY_FD)", io::Error::from_raw_os_error(9)),
+            KernelError::syscall(
+                "bpf(BPF_OBJ_GET_INFO_BY_FD)",
+                io::Error::from_raw_os_error(9),
+            ),
             KernelError::UnknownProgram {
                 name: "a".into(),
                 object: "o".into(),
@@ -918,16 +1020,25 @@ mod tests {
                 offset: 4,
                 bytes: vec![1, 0, 0, 0],
             }],
-            reuse_maps: vec![("counts".into(), PathBuf::from("/sys/fs/bpf/x/maps/1/counts"))],
+            reuse_maps: vec![(
+                "counts".into(),
+                PathBuf::from("/sys/fs/bpf/x/maps/1/counts"),
+            )],
         };
         let json = serde_json::to_vec(&req).expect("encode");
         let value: serde_json::Value = serde_json::from_slice(&json).expect("parse");
         let back = LoadRequest::deserialize(&value).expect("decode");
-        assert_eq!(format!("{:?}", back.programs), format!("{:?}", req.programs));
+        assert_eq!(
+            format!("{:?}", back.programs),
+            format!("{:?}", req.programs)
+        );
         assert_eq!(back.source, req.source);
         assert_eq!(back.globals, req.globals);
         assert_eq!(back.reuse_maps, req.reuse_maps);
-        assert!(back.object.is_empty(), "the object travels as the frame's blob");
+        assert!(
+            back.object.is_empty(),
+            "the object travels as the frame's blob"
+        );
     }
 
     /// Frames are read exactly, and a frame over the limit is refused before allocating.
@@ -974,7 +1085,9 @@ mod tests {
         assert_eq!(got.len(), raw.len());
         // They are new descriptors for the same files.
         let dev = |fd: &OwnedFd| nix::sys::stat::fstat(fd).expect("fstat").st_rdev;
-        assert!(got.iter().all(|fd| dev(fd) == dev(&OwnedFd::from(files[0].try_clone().unwrap()))));
+        assert!(got
+            .iter()
+            .all(|fd| dev(fd) == dev(&OwnedFd::from(files[0].try_clone().unwrap()))));
 
         // One message too many descriptors for what the reply announced.
         socket::sendmsg::<()>(
