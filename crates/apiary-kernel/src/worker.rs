@@ -566,9 +566,15 @@ fn handle(json: &[u8], object: &[u8], crash_on: Option<&str>) -> Result<LoadedOb
 
 /// The test hook: die the way a libbpf bug would, with the programs loaded but not handed over.
 fn crash() -> ! {
-    // SAFETY: restoring the default action (Rust's runtime handles SIGSEGV for stack overflow
-    // reports and would return from a raised one) and raising it in this thread.
+    // SAFETY: no core file for a deliberate crash; restoring the default action (Rust's
+    // runtime handles SIGSEGV for stack overflow reports and would return from a raised one)
+    // and raising it in this thread.
     unsafe {
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
         libc::signal(libc::SIGSEGV, libc::SIG_DFL);
         libc::raise(libc::SIGSEGV);
     }
