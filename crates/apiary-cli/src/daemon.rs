@@ -94,7 +94,15 @@ pub fn serve(a: ServeArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
     let mut cfg = flags.or(file).resolve()?;
     cfg.config_file = a.config;
     init_logging(&cfg.log, cfg.log_format)?;
-    apiary_api::server::run(cfg, apiary::Config { state_dir, bpffs })?;
+    // Objects come from clients: they are opened and loaded in a loader process (this binary
+    // again), so that one that crashes libbpf cannot take the daemon down.
+    let loader = apiary_kernel::Loader::worker(apiary_kernel::WorkerCommand::this_binary());
+    let manager = apiary::Config {
+        state_dir,
+        bpffs,
+        loader,
+    };
+    apiary_api::server::run(cfg, manager)?;
     Ok(())
 }
 

@@ -11,6 +11,11 @@ use args::{ApiCommand, Cli, Command, GetCmd, ListCmd, LoadCmd, MapCmd, Output, R
 use clap::Parser;
 
 fn main() {
+    // The daemon's loader process (`apiary serve` starts this binary again with this hidden
+    // argument): serve loads on stdin before anything else of the CLI is set up.
+    if std::env::args_os().nth(1).as_deref() == Some(apiary_kernel::worker::WORKER_ARG.as_ref()) {
+        std::process::exit(apiary_kernel::worker::serve());
+    }
     // Die quietly on a closed pipe (`apiary list | head`), like other command-line tools.
     // SAFETY: restoring the default disposition of a signal.
     unsafe {
@@ -43,9 +48,11 @@ fn run(cli: Cli) -> Result<()> {
         _ => cli.output.parse().map_err(anyhow::Error::msg)?,
     };
     let out = output::Printer::new(format);
+    // In-process loads stay in this process: a crash in libbpf only ends this command.
     let config = || Config {
         state_dir: cli.state_dir.clone(),
         bpffs: cli.bpffs.clone(),
+        loader: apiary_kernel::Loader::in_process(),
     };
     match cli.command {
         // These work on objects, not on apiary's state: no store, no root needed for them.

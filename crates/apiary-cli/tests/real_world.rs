@@ -351,10 +351,12 @@ fn first_hour_errors_say_what_and_where() {
     );
     a.ok(&["get", "chain", &net.if_b, "xdp", "--netns", &net.ns_b]);
 
-    // bpffs refuses dots in names: say so instead of a raw EPERM from mkdir.
+    // bpffs refuses dots in names: say so instead of a raw EPERM from mkdir. (In-process: a
+    // daemon has its own --bpffs.)
     let dotted = format!("/sys/fs/bpf/{}.d", unique("apiary-dot-"));
     let r = a
         .cmd()
+        .env_remove("APIARY_ENDPOINT")
         .env("APIARY_BPFFS", &dotted)
         .args([
             "load",

@@ -5,7 +5,7 @@ use crate::btf;
 use crate::elf::ObjectInfo;
 
 /// Bytes to write at `offset` of data section `section`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResolvedGlobal {
     pub name: String,
     pub section: String,

@@ -70,12 +70,13 @@ pub fn capture_block(obj: &LoadedObject, program: &str) -> Result<Block> {
             })
         }
     };
-    // The descriptors in the instructions are libbpf's, one per map of this object.
+    // The descriptors in the instructions are the loading process's, one per map of this
+    // object (not the ones this process holds when the load ran in the loader process).
     let mut by_fd: HashMap<i32, MapRef> = HashMap::new();
     for m in &obj.maps {
-        if let Some(mfd) = obj.map_fd(&m.name) {
+        if let Some(insn_fd) = obj.map_insn_fd(&m.name) {
             by_fd.insert(
-                mfd.as_raw_fd(),
+                insn_fd,
                 MapRef {
                     id: m.info.id,
                     name: m.info.name.clone(),

@@ -84,6 +84,11 @@ pub enum KernelError {
     /// A chain that cannot be composed (apiary_core::chain explains which slot and why).
     #[error(transparent)]
     Chain(#[from] apiary_core::chain::ChainError),
+
+    /// The loader process (see `worker`) died or broke the protocol during a load. Its kernel
+    /// objects died with it: nothing of the load exists.
+    #[error("the loader process {what} while loading {object}; nothing was loaded")]
+    LoaderFailed { object: String, what: String },
 }
 
 fn netns_suffix(n: &Option<PathBuf>) -> String {

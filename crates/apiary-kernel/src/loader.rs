@@ -1,18 +1,21 @@
 //! Loading objects with libbpf: open, choose programs, patch globals, reuse maps, load, and hand
 //! back the kernel objects so the manager can pin and record them. Loading is all-or-nothing:
-//! until the caller pins something, dropping a `LoadedObject` releases everything.
+//! until the caller pins something, dropping a `LoadedObject` releases everything. `load_with`
+//! is the one place libbpf opens and loads an object; `worker` runs it in a separate process
+//! for the daemon.
 
 use crate::error::{KernelError, Result};
 use crate::logcap;
 use crate::sys::{self, MapInfo};
 use apiary_core::ProgramType;
 use libbpf_rs::{AsRawLibbpf, MapCore, Object, ObjectBuilder};
+use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// A program the user asked for: `--programs TYPE:NAME`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProgramSelect {
     pub ty: Option<ProgramType>,
     pub name: String,
@@ -22,8 +25,11 @@ pub struct ProgramSelect {
 /// `apiary_core::globals::resolve` produces.
 pub use apiary_core::globals::ResolvedGlobal as GlobalPatch;
 
-#[derive(Debug, Clone)]
+/// Everything a load needs. It crosses to the loader process whole (serde, with `object` sent
+/// beside it as raw bytes), so a new field only needs to be serialisable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadRequest<'a> {
+    #[serde(skip)]
     pub object: &'a [u8],
     /// Shown in messages (a path, URL or image reference).
     pub source: &'a str,
@@ -36,7 +42,7 @@ pub struct LoadRequest<'a> {
     pub object_name: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadedProgramInfo {
     pub name: String,
     pub section: String,
@@ -45,7 +51,7 @@ pub struct LoadedProgramInfo {
     pub tag: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadedMapInfo {
     pub name: String,
     pub info: MapInfo,
@@ -54,7 +60,7 @@ pub struct LoadedMapInfo {
 }
 
 /// What libbpf loaded a program with that the kernel does not report back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgramLoadAttrs {
     /// BPF_PROG_TYPE_*.
     pub prog_type: u32,
@@ -64,35 +70,60 @@ pub struct ProgramLoadAttrs {
     pub flags: u32,
 }
 
+/// A loaded program's own descriptor and what libbpf knew about it at load time.
+#[derive(Debug)]
+pub(crate) struct ProgramParts {
+    pub(crate) fd: OwnedFd,
+    pub(crate) attrs: ProgramLoadAttrs,
+    /// The relocated instructions handed to the kernel, as raw 8-byte instructions.
+    pub(crate) insns: Vec<u8>,
+}
+
+/// A loaded map's own descriptor.
+#[derive(Debug)]
+pub(crate) struct MapParts {
+    pub(crate) fd: OwnedFd,
+    /// The descriptor number the loading process used for the map, which is what its
+    /// programs' relocated instructions contain (another process's `fd` has another number).
+    pub(crate) insn_fd: i32,
+}
+
+/// The kernel objects of one load, held by their own file descriptors: no libbpf object behind
+/// them, so it is the same whether the load ran in this process or in the loader process.
+/// Until the caller pins something, dropping it releases everything.
+#[derive(Debug)]
 pub struct LoadedObject {
-    obj: Object,
     pub programs: Vec<LoadedProgramInfo>,
     pub maps: Vec<LoadedMapInfo>,
+    /// One per entry of `programs`, in the same order.
+    pub(crate) program_parts: Vec<ProgramParts>,
+    /// One per entry of `maps`, in the same order.
+    pub(crate) map_parts: Vec<MapParts>,
 }
 
 impl LoadedObject {
-    pub(crate) fn object(&self) -> &Object {
-        &self.obj
+    fn program_index(&self, name: &str) -> Option<usize> {
+        self.programs.iter().position(|p| p.name == name)
+    }
+
+    fn map_index(&self, name: &str) -> Option<usize> {
+        self.maps.iter().position(|m| m.name == name)
     }
 
     pub fn program_fd(&self, name: &str) -> Option<BorrowedFd<'_>> {
-        let raw = self
-            .obj
-            .progs()
-            .find(|p| p.name() == name)
-            .map(|p| p.as_fd().as_raw_fd())?;
-        // SAFETY: the fd belongs to `self.obj`, which outlives the returned borrow.
-        Some(unsafe { BorrowedFd::borrow_raw(raw) })
+        let i = self.program_index(name)?;
+        self.program_parts.get(i).map(|p| p.fd.as_fd())
     }
 
     pub fn map_fd(&self, name: &str) -> Option<BorrowedFd<'_>> {
-        let raw = self
-            .obj
-            .maps()
-            .find(|m| m.name() == name)
-            .map(|m| m.as_fd().as_raw_fd())?;
-        // SAFETY: the fd belongs to `self.obj`, which outlives the returned borrow.
-        Some(unsafe { BorrowedFd::borrow_raw(raw) })
+        let i = self.map_index(name)?;
+        self.map_parts.get(i).map(|m| m.fd.as_fd())
+    }
+
+    /// The descriptor number `name` has in the loaded programs' instructions.
+    pub(crate) fn map_insn_fd(&self, name: &str) -> Option<i32> {
+        let i = self.map_index(name)?;
+        self.map_parts.get(i).map(|m| m.insn_fd)
     }
 
     pub fn pin_program(&self, name: &str, path: &Path) -> Result<()> {
@@ -111,45 +142,27 @@ impl LoadedObject {
 
     /// The program type, expected attach type and flags `name` was loaded with.
     pub fn program_load_attrs(&self, name: &str) -> Option<ProgramLoadAttrs> {
-        let p = self.obj.progs().find(|p| p.name() == name)?;
-        let raw = p.as_libbpf_object().as_ptr();
-        // SAFETY: `raw` is a live bpf_program owned by `self.obj`; these getters only read it.
-        let attrs = unsafe {
-            ProgramLoadAttrs {
-                prog_type: libbpf_sys::bpf_program__type(raw),
-                expected_attach_type: libbpf_sys::bpf_program__expected_attach_type(raw),
-                flags: libbpf_sys::bpf_program__flags(raw),
-            }
-        };
-        Some(attrs)
+        let i = self.program_index(name)?;
+        self.program_parts.get(i).map(|p| p.attrs)
     }
 
     /// The relocated instructions libbpf handed to the kernel for `name` (what the kernel
     /// cannot give back later), as raw 8-byte instructions.
     pub fn program_insns(&self, name: &str) -> Option<Vec<u8>> {
-        let p = self.obj.progs().find(|p| p.name() == name)?;
-        let insns = p.insns();
-        let mut out = Vec::with_capacity(insns.len() * 8);
-        for i in insns {
-            // SAFETY: bpf_insn is a plain 8-byte repr(C) struct.
-            let raw: [u8; 8] = unsafe { std::mem::transmute_copy(i) };
-            out.extend_from_slice(&raw);
-        }
-        Some(out)
+        let i = self.program_index(name)?;
+        self.program_parts.get(i).map(|p| p.insns.clone())
     }
 }
 
-/// Load the requested programs of an object into the kernel.
+/// Load the requested programs of an object into the kernel, in this process. The daemon goes
+/// through a `Loader` instead, which can run this in the loader process.
 pub fn load(req: &LoadRequest<'_>) -> Result<LoadedObject> {
-    load_with(req, false)
+    load_with(req, false).map(|(loaded, _obj)| loaded)
 }
 
-/// Load every program of the object (`apiary run`), ignoring `req.programs`.
-pub fn load_all(req: &LoadRequest<'_>) -> Result<LoadedObject> {
-    load_with(req, true)
-}
-
-fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
+/// The one routine that calls libbpf to open and load an object, in this process or in the
+/// loader process (`worker`).
+pub(crate) fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<(LoadedObject, Object)> {
     let _serial = logcap::LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     logcap::install();
     logcap::take();
@@ -363,6 +376,7 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
     logcap::take();
 
     let mut programs = Vec::new();
+    let mut program_parts = Vec::new();
     for p in obj.progs() {
         let name = p.name().to_string_lossy().into_owned();
         if !wanted.contains(&name) {
@@ -380,8 +394,14 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
             kernel_id: info.id,
             tag: info.tag,
         });
+        program_parts.push(ProgramParts {
+            fd: dup(p.as_fd(), "program")?,
+            attrs: load_attrs(&p),
+            insns: insn_bytes(&p),
+        });
     }
     let mut maps = Vec::new();
+    let mut map_parts = Vec::new();
     for m in obj.maps() {
         if !m.autocreate() {
             continue;
@@ -393,12 +413,48 @@ fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<LoadedObject> {
             name,
             info,
         });
+        map_parts.push(MapParts {
+            fd: dup(m.as_fd(), "map")?,
+            insn_fd: m.as_fd().as_raw_fd(),
+        });
     }
-    Ok(LoadedObject {
-        obj,
+    let loaded = LoadedObject {
         programs,
         maps,
-    })
+        program_parts,
+        map_parts,
+    };
+    Ok((loaded, obj))
+}
+
+/// Our own descriptor for a libbpf-owned object, so it outlives the libbpf `Object`.
+fn dup(fd: BorrowedFd<'_>, what: &str) -> Result<OwnedFd> {
+    fd.try_clone_to_owned()
+        .map_err(|e| KernelError::syscall(format!("dup {what} fd"), e))
+}
+
+fn load_attrs(p: &libbpf_rs::Program<'_>) -> ProgramLoadAttrs {
+    let raw = p.as_libbpf_object().as_ptr();
+    // SAFETY: `raw` is a live bpf_program owned by the object `p` borrows; these getters only
+    // read it.
+    unsafe {
+        ProgramLoadAttrs {
+            prog_type: libbpf_sys::bpf_program__type(raw),
+            expected_attach_type: libbpf_sys::bpf_program__expected_attach_type(raw),
+            flags: libbpf_sys::bpf_program__flags(raw),
+        }
+    }
+}
+
+fn insn_bytes(p: &libbpf_rs::Program<'_>) -> Vec<u8> {
+    let insns = p.insns();
+    let mut out = Vec::with_capacity(insns.len() * 8);
+    for i in insns {
+        // SAFETY: bpf_insn is a plain 8-byte repr(C) struct.
+        let raw: [u8; 8] = unsafe { std::mem::transmute_copy(i) };
+        out.extend_from_slice(&raw);
+    }
+    out
 }
 
 /// The type apiary loads `name` as: what its section says, unless libbpf cannot type the section

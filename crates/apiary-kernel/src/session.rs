@@ -30,6 +30,8 @@ pub enum EventMapKind {
 
 pub struct Session {
     loaded: LoadedObject,
+    /// The libbpf object behind `loaded`, for libbpf's attach helpers and event buffers.
+    obj: libbpf_rs::Object,
     links: Vec<libbpf_rs::Link>,
     fd_links: Vec<OwnedFd>,
     tc: Vec<(String, TcFilter)>,
@@ -44,13 +46,11 @@ pub struct Session {
 impl Session {
     /// Load the programs `req` names (every program when it names none) and attach them.
     pub fn start(req: &LoadRequest<'_>, targets: &Targets) -> Result<Session> {
-        let loaded = if req.programs.is_empty() {
-            loader::load_all(req)?
-        } else {
-            loader::load(req)?
-        };
+        // Every program when the request names none, else the ones it names.
+        let (loaded, obj) = loader::load_with(req, req.programs.is_empty())?;
         let mut s = Session {
             loaded,
+            obj,
             links: Vec::new(),
             fd_links: Vec::new(),
             tc: Vec::new(),
@@ -155,8 +155,7 @@ impl Session {
             }
             None => {
                 let prog = self
-                    .loaded
-                    .object()
+                    .obj
                     .progs_mut()
                     .find(|p| p.name() == name)
                     .ok_or_else(|| KernelError::Invalid(format!("program {name} vanished")))?;
@@ -210,7 +209,7 @@ impl Session {
     ) -> Result<()> {
         let sink = RefCell::new(on_event);
         let lost = RefCell::new(on_lost);
-        let obj = self.loaded.object();
+        let obj = &self.obj;
         let all: Vec<_> = obj.maps().collect();
         let find = |n: &str| all.iter().find(|m| m.name() == n);
         let mut rb = RingBufferBuilder::new();

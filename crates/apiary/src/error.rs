@@ -149,7 +149,9 @@ impl Error {
                         _ => ErrorCode::Internal,
                     }
                 }
-                KernelError::Libbpf { .. } => ErrorCode::Internal,
+                KernelError::Libbpf { .. } | KernelError::LoaderFailed { .. } => {
+                    ErrorCode::Internal
+                }
             },
         }
     }

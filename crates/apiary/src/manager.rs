@@ -23,6 +23,9 @@ use std::sync::Mutex;
 pub struct Config {
     pub state_dir: PathBuf,
     pub bpffs: PathBuf,
+    /// Where objects are opened and loaded: in this process, or (the daemon) in a loader
+    /// process that a crash in libbpf cannot take the manager down with.
+    pub loader: kernel::Loader,
 }
 
 impl Default for Config {
@@ -30,6 +33,7 @@ impl Default for Config {
         Config {
             state_dir: PathBuf::from("/var/lib/apiary"),
             bpffs: PathBuf::from("/sys/fs/bpf/apiary"),
+            loader: kernel::Loader::in_process(),
         }
     }
 }
@@ -444,7 +448,7 @@ impl Manager {
             reuse_maps: reuse,
             object_name: None,
         };
-        let loaded = kernel::load(&req)?;
+        let loaded = self.cfg.loader.load(&req)?;
         let sha = sha256_hex(&bytes);
         let global_records = global_records(&globals);
 

@@ -118,7 +118,7 @@ impl Manager {
             .filter(|(_, path)| alive(path))
             .collect();
         let globals = global_patches(&p.globals)?;
-        let loaded = kernel::load(&kernel::LoadRequest {
+        let loaded = self.config().loader.load(&kernel::LoadRequest {
             object: &bytes,
             source: &p.source,
             programs: vec![kernel::ProgramSelect {

@@ -129,7 +129,7 @@ impl Manager {
         let globals = apiary_core::globals::resolve(&info, &raw, &spec.typed_globals)
             .map_err(Error::InvalidArgument)?;
 
-        let loaded = kernel::load(&kernel::LoadRequest {
+        let loaded = self.config().loader.load(&kernel::LoadRequest {
             object: &bytes,
             source: &source,
             programs: vec![kernel::ProgramSelect {

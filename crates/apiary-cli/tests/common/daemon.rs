@@ -29,6 +29,8 @@ pub struct DaemonOpts {
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
     pub metrics: bool,
     pub extra: Vec<String>,
+    /// Environment variables for the daemon (e.g. test hooks it honours only when started so).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Daemon {
@@ -132,6 +134,7 @@ impl Daemon {
             metrics = Some(addr);
         }
         cmd.args(&opts.extra);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         let child = if long_lived {
             spawn_from_long_lived_thread(cmd)
         } else {
