@@ -211,6 +211,39 @@ fn any_chunking_gives_the_same_bytes() {
     }
 }
 
+/// What a real grpcio 1.85.1 client sent on a unix socket (`unix:/tmp/cap/run/apiary.sock`) for
+/// two calls on one connection, captured with a socket that only answered SETTINGS: the C core
+/// inserts every field with a literal name, `:authority` included, and the second call refers
+/// to the first call's entries by index.
+#[test]
+fn a_captured_grpcio_connection() {
+    let input = include_bytes!("testdata/grpcio-1.85.1-two-calls.h2");
+    let sent = decode_all(&blocks(&parse_frames(input)));
+    assert_eq!(sent.len(), 2);
+    for req in &sent {
+        assert!(
+            req.contains(&h(":authority", b"tmp%2Fcap%2Frun%2Fapiary.sock")),
+            "{req:?}"
+        );
+    }
+    let (out, gave_up) = rewrite(input);
+    assert!(!gave_up);
+    let got = decode_all(&blocks(&parse_frames(&out)));
+    let want: Vec<Headers> = sent
+        .iter()
+        .map(|r| with_authority(r, b"localhost"))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got[1][0], h(":path", b"/apiary.v1.Apiary/GetProgram"));
+    for split in 1..input.len() {
+        assert_eq!(
+            rewrite_chunked(input, &[split, input.len()]),
+            out,
+            "split at {split}"
+        );
+    }
+}
+
 /// The C-core encoder's way: `:authority` as a literal with incremental indexing (name index
 /// 1), then the next request names the new dynamic entry by index.
 #[test]
