@@ -13,7 +13,7 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lib.sh"
 
-DIR=${APIARY_CLIENTS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/apiary/clients}
+DIR=${APIARY_CLIENTS_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/apiary/clients}
 CLIENTS=$ROOT/tests/clients
 PROTO_DIR=$ROOT/crates/apiary-api/proto
 PROTO=apiary/v1/apiary.proto
@@ -29,7 +29,7 @@ say() { echo "==> $*" >&2; }
 stamp_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
 # Debian's python3 (the python3 package of scripts/lib.sh), else whatever python3 is on PATH.
-python() {
+pick_python() {
     if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else command -v python3; fi
 }
 
@@ -45,7 +45,7 @@ make_venv() {
 }
 
 python_client() {
-    py=$(python)
+    py=$(pick_python)
     [ -n "$py" ] || { echo "python3 not found" >&2; exit 1; }
     stamp=$( ("$py" --version; cat "$CLIENTS/python/requirements.txt" "$PROTO_DIR/$PROTO") | stamp_of)
     if [ -x "$DIR/venv/bin/python" ] && [ "$(cat "$DIR/python.stamp" 2>/dev/null)" = "$stamp" ]; then
