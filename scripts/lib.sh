@@ -37,3 +37,9 @@ ensure_cargo() {
     fi
     command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 }
+
+# The stock Python (grpcio) and Go (grpc-go) clients that crates/apiary-cli/tests/clients.rs runs
+# against the daemon: installed and built into a cache once, by scripts/clients.sh.
+ensure_clients() {
+    sh scripts/clients.sh >/dev/null
+}

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 ensure_packages
 ensure_mounts
 ensure_cargo
+ensure_clients
 
 # The whole workspace in-process, then the CLI suites again through a daemon (each test's apiary
 # instance gets its own `apiary serve` on a unix socket), so both front doors are tested.

@@ -6,6 +6,7 @@
 //! statistics (for as long as it runs); SIGTERM or SIGINT stop it gracefully: no new
 //! connections, in-flight requests finish, watch streams end, the socket file is removed.
 
+mod authority;
 pub mod config;
 mod inflight;
 mod limits;
@@ -271,7 +272,11 @@ async fn serve_on(
     let stopped = |mut rx: watch::Receiver<bool>| async move { until_stopped(&mut rx).await };
 
     let mut tasks = tokio::task::JoinSet::new();
-    let unix_incoming = tokio_stream::wrappers::UnixListenerStream::new(unix_listener);
+    // Stock clients of other languages send an :authority h2 refuses; see `authority`.
+    let unix_incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::UnixListenerStream::new(unix_listener),
+        |conn| conn.map(authority::AuthorityRewrite::new),
+    );
     {
         let svc = svc.clone();
         let stop = stopped(stop_rx.clone());
