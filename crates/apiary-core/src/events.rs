@@ -923,29 +923,45 @@ fn row(node: &Node, d: &[u8], base: usize, out: &mut String, cols: &[Column], co
             if *col > 0 {
                 out.push_str("  ");
             }
+            let c = cols.get(*col);
+            *col += 1;
+            // Integers are most cells: formatted aside, they are padded before being written
+            // instead of shifted into place afterwards.
+            if let (Node::Int { off, size, signed }, Some(c)) = (leaf, c) {
+                let v = read_uint(d, base + off, *size);
+                let mut buf = itoa::Buffer::new();
+                let s = if *signed {
+                    buf.format(sign_extend(v, u32::from(*size) * 8))
+                } else {
+                    buf.format(v)
+                };
+                let pad = c.width.saturating_sub(s.len()).min(SPACES.len());
+                out.push_str(&SPACES[..pad]);
+                out.push_str(s);
+                return;
+            }
             let start = out.len();
             if let Node::Array { .. } = leaf {
                 json(leaf, d, base, out);
             } else {
                 scalar(leaf, d, base, out, false);
             }
-            if let Some(c) = cols.get(*col) {
+            if let Some(c) = c {
                 let cell = &out[start..];
                 let w = if cell.is_ascii() {
                     cell.len()
                 } else {
                     cell.chars().count()
                 };
-                let pad = c.width.saturating_sub(w);
+                let pad = c.width.saturating_sub(w).min(SPACES.len());
                 if pad > 0 {
                     if c.right {
-                        out.insert_str(start, &SPACES[..pad.min(SPACES.len())]);
-                    } else if *col + 1 < cols.len() {
-                        out.push_str(&SPACES[..pad.min(SPACES.len())]);
+                        out.insert_str(start, &SPACES[..pad]);
+                    } else if *col < cols.len() {
+                        out.push_str(&SPACES[..pad]);
                     }
                 }
             }
-            *col += 1;
         }
     }
 }

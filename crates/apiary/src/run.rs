@@ -130,7 +130,7 @@ pub fn run(
             }
             _ => {
                 note(&format!(
-                    "events from {kind_name} {name}: no event type found (name one with --event-type STRUCT, or declare `__type(value, struct event)` on the map); printing hex"
+                    "events from {kind_name} {name}: no event type found (name one with --event-type STRUCT or {name}=STRUCT, build with -g so structs only local variables use are in DWARF, or declare `__type(value, struct event)` on the map); printing hex"
                 ));
                 None
             }
