@@ -84,6 +84,10 @@ struct Die {
     declaration: bool,
     /// A direct child of a compile unit: a type declared at file scope.
     top_level: bool,
+    /// DW_AT_decl_file, as an index into the unit's line-program file table.
+    decl_file: Option<u64>,
+    /// The source file declaring a top-level entry, resolved from `decl_file`.
+    file: Option<String>,
     children: Vec<usize>,
 }
 
@@ -95,6 +99,20 @@ pub struct Candidate {
     pub name: String,
     pub size: u64,
     pub is_union: bool,
+    /// The source file that declares it, as the compiler recorded it (`vmlinux.h`,
+    /// `/usr/include/linux/bpf.h`, `opensnoop.h`).
+    pub file: Option<String>,
+}
+
+impl Candidate {
+    /// Declared in a kernel header: a generated `vmlinux*.h` or a system header. Such structs
+    /// are in an object's DWARF because the program touches kernel data, never as its record.
+    pub fn from_kernel_header(&self) -> bool {
+        self.file.as_deref().is_some_and(|f| {
+            let base = f.rsplit('/').next().unwrap_or(f);
+            base.starts_with("vmlinux") || f.starts_with("/usr/include/")
+        })
+    }
 }
 
 /// The type entries of an object's DWARF.
@@ -187,6 +205,30 @@ fn apply(data: &mut [u8], off: u64, ty: u32, sym: u64, addend: Option<i64>) {
     let stored = u64::from_le_bytes(b);
     let v = sym.wrapping_add(addend.map(|a| a as u64).unwrap_or(stored));
     slot.copy_from_slice(&v.to_le_bytes()[..width]);
+}
+
+/// The path of file `index` of the unit's line program (directory joined when relative).
+fn file_name(
+    dwarf: &gimli::Dwarf<EndianSlice<'_, LittleEndian>>,
+    unit: &gimli::Unit<EndianSlice<'_, LittleEndian>>,
+    index: u64,
+) -> Option<String> {
+    let header = unit.line_program.as_ref()?.header();
+    let entry = header.file(index)?;
+    let text = |v| {
+        dwarf
+            .attr_string(unit, v)
+            .ok()
+            .map(|s| s.to_string_lossy().into_owned())
+    };
+    let name = text(entry.path_name())?;
+    if name.starts_with('/') {
+        return Some(name);
+    }
+    match entry.directory(header).and_then(text) {
+        Some(dir) if !dir.is_empty() => Some(format!("{dir}/{name}")),
+        _ => Some(name),
+    }
 }
 
 fn udata(v: &AttributeValue<EndianSlice<'_, LittleEndian>>) -> Option<u64> {
@@ -290,6 +332,12 @@ impl DebugInfo {
                     dw::DW_AT_declaration => {
                         die.declaration = matches!(v, AttributeValue::Flag(true))
                     }
+                    dw::DW_AT_decl_file if depth == 1 => {
+                        die.decl_file = match v {
+                            AttributeValue::FileIndex(i) => Some(i),
+                            other => udata(&other),
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -307,6 +355,15 @@ impl DebugInfo {
             if let Some(d) = self.dies.get_mut(idx) {
                 d.ty = target;
             }
+        }
+        let mut names: HashMap<u64, Option<String>> = HashMap::new();
+        let first = at.values().copied().min().unwrap_or(self.dies.len());
+        for d in self.dies.iter_mut().skip(first) {
+            let Some(i) = d.decl_file else { continue };
+            d.file = names
+                .entry(i)
+                .or_insert_with(|| file_name(dwarf, unit, i))
+                .clone();
         }
         Ok(())
     }
@@ -450,6 +507,7 @@ impl DebugInfo {
                 name,
                 size: r.byte_size.unwrap_or(0),
                 is_union: r.tag == dw::DW_TAG_union_type.0,
+                file: d.file.clone(),
             });
         }
         out
@@ -779,7 +837,22 @@ mod tests {
             "clang leaves a local variable's struct out of BTF"
         );
         let dbg = DebugInfo::read(&bytes).expect("read").expect("has DWARF");
-        let names: Vec<String> = dbg.candidates().into_iter().map(|c| c.name).collect();
+        let cands = dbg.candidates();
+        let event = cands.iter().find(|c| c.name == "event").expect("event");
+        assert!(
+            event
+                .file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("bpf/dwarf_event.bpf.c")),
+            "{event:?}"
+        );
+        assert!(!event.from_kernel_header());
+        let kernel = Candidate {
+            file: Some("libbpf-tools/x86/vmlinux.h".into()),
+            ..event.clone()
+        };
+        assert!(kernel.from_kernel_header());
+        let names: Vec<String> = cands.into_iter().map(|c| c.name).collect();
         assert!(names.contains(&"event".to_string()), "{names:?}");
         assert!(
             !names.contains(&"span".to_string()) && !names.contains(&"extra_t".to_string()),

@@ -1223,7 +1223,7 @@ fn guess(
         Ok(Some(d)) => d
             .candidates()
             .into_iter()
-            .filter(|c| c.size > 0 && c.size <= MAX_EVENT_SIZE)
+            .filter(|c| c.size > 0 && c.size <= MAX_EVENT_SIZE && !c.from_kernel_header())
             .filter(|c| {
                 info.btf
                     .as_ref()
