@@ -364,6 +364,17 @@ fn inspect_and_errors_name_dwarf_types() {
     let v = a.json(&["inspect", obj.to_str().unwrap()]);
     assert_eq!(v["event_types"]["events"], "struct event", "{v}");
     assert_eq!(v["event_types"]["blobs"], "struct blob", "{v}");
+    // A package records them by name; running it looks them up in DWARF again.
+    let pkg = a.state.path().join("varlen.package.json");
+    a.ok(&[
+        "package",
+        obj.to_str().unwrap(),
+        "-o",
+        pkg.to_str().unwrap(),
+    ]);
+    let p: Value = serde_json::from_str(&std::fs::read_to_string(&pkg).unwrap()).unwrap();
+    assert_eq!(p["event_types"]["events"], "struct event", "{p}");
+    assert_eq!(p["event_types"]["blobs"], "struct blob", "{p}");
     let e = a.fails(&[
         "run",
         obj.to_str().unwrap(),
@@ -385,4 +396,37 @@ fn inspect_and_errors_name_dwarf_types() {
         "1s",
     ]);
     assert!(e.contains("no map evnts"), "{e}");
+}
+
+#[test]
+fn a_package_of_a_tool_with_dwarf_types_runs_with_them() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let pkg = a.state.path().join("varlen.package.json");
+    a.ok(&[
+        "package",
+        fixture("varlen").to_str().unwrap(),
+        "-o",
+        pkg.to_str().unwrap(),
+    ]);
+    let (pid, _) = me();
+    let tgid = format!("target_tgid={pid}");
+    let mut run = start(&a, &[pkg.to_str().unwrap(), "-o", "json", "--set", &tgid]);
+    assert!(
+        run.note("events decoded as struct event (from --event-type; read from DWARF"),
+        "the package's recorded type, found in the object's DWARF: {:?}",
+        run.notes
+    );
+    let lines = run.trigger_until(|l| {
+        let ev = parse(l);
+        ev.iter().any(|e| e["_map"] == "events") && ev.iter().any(|e| e["_map"] == "blobs")
+    });
+    run.stop();
+    let events = parse(&lines);
+    assert!(events
+        .iter()
+        .filter(|e| e["_map"] == "events")
+        .all(|e| e["args"] == serde_json::json!(["first", "second arg", "third"])));
 }
