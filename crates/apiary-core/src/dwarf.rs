@@ -1012,4 +1012,58 @@ mod tests {
         apply(&mut d, 0, 99, 1, None);
         assert_eq!(&d[0..4], &0x110u32.to_le_bytes());
     }
+
+    /// Where `.debug_info` lies in the file.
+    fn debug_info_range(bytes: &[u8]) -> std::ops::Range<usize> {
+        let endian = object::LittleEndian;
+        let header = FileHeader64::<object::LittleEndian>::parse(bytes).expect("ELF");
+        let sections = header.sections(endian, bytes).expect("sections");
+        for sh in sections.iter() {
+            if sections.section_name(endian, sh).expect("name") == b".debug_info" {
+                let off = sh.sh_offset(endian) as usize;
+                return off..off + sh.sh_size(endian) as usize;
+            }
+        }
+        panic!("no .debug_info");
+    }
+
+    #[test]
+    fn corrupt_dwarf_is_an_error_or_a_missing_type_never_a_panic() {
+        let good = fixture("dwarf_event");
+        let range = debug_info_range(&good);
+        // A fixed xorshift sequence: the same corruptions on every run.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut errors, mut found) = (0, 0);
+        for _ in 0..2000 {
+            let mut bytes = good.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = range.start + (next() as usize) % range.len();
+                bytes[at] = next() as u8;
+            }
+            match DebugInfo::read(&bytes) {
+                Err(_) => errors += 1,
+                Ok(None) => panic!("the section is still there"),
+                Ok(Some(d)) => {
+                    let _ = d.candidates();
+                    let mut btf = Btf::empty();
+                    if let Ok(Some(id)) = d.import("event", &mut btf) {
+                        found += 1;
+                        // Whatever came out is a well-formed table the decoder can use.
+                        if let Some(f) = crate::events::Format::new(&btf, id) {
+                            let mut s = String::new();
+                            f.write_json(&vec![0xa5; f.size().min(4096)], &mut s);
+                            f.write_row(&vec![0x5a; 3], &mut s);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(errors > 0 && found > 0, "errors {errors}, found {found}");
+    }
 }

@@ -840,10 +840,16 @@ fn json(node: &Node, d: &[u8], base: usize, out: &mut String) {
         } => {
             out.push('[');
             for i in 0..*len {
+                let at = base + off + i * stride;
+                // Only a malformed type (from untrusted BTF or DWARF) has an array running past
+                // the record; stop there rather than print zeros for billions of elements.
+                if at >= d.len() && *stride > 0 {
+                    break;
+                }
                 if i > 0 {
                     out.push(',');
                 }
-                json(elem, d, base + off + i * stride, out);
+                json(elem, d, at, out);
             }
             out.push(']');
         }
@@ -877,7 +883,8 @@ fn multi_strings(s: &[u8]) -> Option<usize> {
     let t = trim_nuls(s);
     let mut n = 0;
     for piece in t.split(|b| *b == 0) {
-        if piece.is_empty() || piece.iter().any(|b| *b < 0x20 && *b != b'\t' || *b == 0x7f) {
+        let control = |b: &u8| (*b < 0x20 && *b != b'\t') || *b == 0x7f;
+        if piece.is_empty() || piece.iter().any(control) {
             return None;
         }
         n += 1;
