@@ -1058,7 +1058,7 @@ mod tests {
                         if let Some(f) = crate::events::Format::new(&btf, id) {
                             let mut s = String::new();
                             f.write_json(&vec![0xa5; f.size().min(4096)], &mut s);
-                            f.write_row(&vec![0x5a; 3], &mut s);
+                            f.write_row(&[0x5a; 3], &mut s);
                         }
                     }
                 }
