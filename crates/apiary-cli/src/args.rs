@@ -157,7 +157,8 @@ pub struct RunArgs {
     /// Stop after this long (e.g. 10s, 1m); default: until Ctrl-C or SIGTERM.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<std::time::Duration>,
-    /// Decode events as this struct from the object's BTF.
+    /// Decode events as this struct (from the object's BTF, or its DWARF for a struct only a
+    /// local variable uses); MAP=TYPE[,MAP=TYPE...] for one type per map.
     #[arg(long)]
     pub event_type: Option<String>,
     /// Print this map every --interval (repeatable).

@@ -312,6 +312,8 @@ impl Type {
 #[derive(Debug, Clone)]
 pub struct Btf {
     types: Vec<Type>,
+    /// How many types came from the BTF blob itself; the rest were appended (from DWARF).
+    native: usize,
 }
 
 fn read_u32(data: &[u8], off: usize) -> Option<u32> {
@@ -443,11 +445,49 @@ impl Btf {
                 }
             }
         }
-        Ok(Btf { types })
+        let native = types.len();
+        Ok(Btf { types, native })
     }
 
     pub fn get(&self, id: TypeId) -> Option<&Type> {
         self.types.get(id as usize)
+    }
+
+    /// A table holding only `void`, for objects without a `.BTF` section whose types come from
+    /// elsewhere (DWARF).
+    pub fn empty() -> Btf {
+        Btf {
+            types: vec![Type::Void],
+            native: 1,
+        }
+    }
+
+    /// Whether type `id` was in the parsed BTF, rather than appended by [`Btf::append`].
+    pub fn is_native(&self, id: TypeId) -> bool {
+        (id as usize) < self.native
+    }
+
+    /// Appends `types`, which may refer to each other by the ids they will get (the first gets
+    /// `self.len()`) and to types already present. Returns the first new id. References are
+    /// checked like [`Btf::parse`] checks them, so the table stays well-formed.
+    pub fn append(&mut self, types: Vec<Type>) -> Result<TypeId, BtfError> {
+        let first = TypeId::try_from(self.types.len()).map_err(|_| BtfError::BadHeader {
+            reason: "more than 2^32 types".to_string(),
+        })?;
+        let count = self.types.len() + types.len();
+        for (i, t) in types.iter().enumerate() {
+            for target in t.refs() {
+                if target as usize >= count {
+                    return Err(BtfError::BadTypeRef {
+                        id: first + i as TypeId,
+                        target,
+                        count,
+                    });
+                }
+            }
+        }
+        self.types.extend(types);
+        Ok(first)
     }
 
     /// Number of types, counting `void` at id 0.

@@ -62,6 +62,8 @@ pub struct ObjectInfo {
     pub externs: Vec<String>,
     pub has_btf: bool,
     pub has_btf_ext: bool,
+    /// A `.debug_info` section (`-g`): types used only by local variables are there, not in BTF.
+    pub has_dwarf: bool,
     #[serde(skip)]
     pub btf: Option<Btf>,
 }
@@ -280,6 +282,7 @@ pub fn inspect(bytes: &[u8]) -> Result<ObjectInfo, ElfError> {
         externs,
         has_btf: btf.is_some(),
         has_btf_ext: find(".BTF.ext").is_some(),
+        has_dwarf: find(".debug_info").is_some(),
         btf,
     })
 }
@@ -368,7 +371,7 @@ pub fn globalize_static_programs(bytes: &[u8]) -> Result<Option<Vec<u8>>, ElfErr
 /// The `object` crate (without its `unaligned` feature) reads ELF structures in place and
 /// rejects misaligned input, and callers' buffers (`include_bytes!`, slices into a larger file)
 /// carry no alignment guarantee, so copy into an 8-aligned buffer when needed.
-fn aligned<'a>(bytes: &'a [u8], storage: &'a mut Vec<u8>) -> &'a [u8] {
+pub(crate) fn aligned<'a>(bytes: &'a [u8], storage: &'a mut Vec<u8>) -> &'a [u8] {
     const ALIGN: usize = 8;
     if bytes.as_ptr().align_offset(ALIGN) == 0 {
         return bytes;

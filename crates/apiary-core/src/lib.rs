@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod btf;
 pub mod chain;
+pub mod dwarf;
 pub mod elf;
 pub mod events;
 pub mod globals;

@@ -66,18 +66,22 @@ fn attach_of(section: &str, ty: Option<ProgramType>) -> String {
 
 pub fn inspect(source: &str) -> Result<Inspection> {
     let fetched = crate::source::fetch(source)?;
-    let info = apiary_core::elf::inspect(&fetched.object).map_err(|error| Error::Object {
+    let mut info = apiary_core::elf::inspect(&fetched.object).map_err(|error| Error::Object {
         source_name: source.to_string(),
         error,
     })?;
     let mut event_types = BTreeMap::new();
-    for m in &info.maps {
-        if m.map_type_name == "ringbuf" || m.map_type_name == "perf_event_array" {
-            if let (Ok(Some((id, _))), Some(b)) = (
-                apiary_core::events::event_type(&info, &m.name, None),
-                info.btf.as_ref(),
-            ) {
-                event_types.insert(m.name.clone(), b.type_name(id));
+    let event_maps: Vec<String> = info
+        .maps
+        .iter()
+        .filter(|m| m.map_type_name == "ringbuf" || m.map_type_name == "perf_event_array")
+        .map(|m| m.name.clone())
+        .collect();
+    for m in event_maps {
+        // Types only in DWARF are appended to info.btf by the lookup.
+        if let Ok(Some(t)) = apiary_core::events::event_type(&mut info, &fetched.object, &m, None) {
+            if let Some(b) = info.btf.as_ref() {
+                event_types.insert(m, b.type_name(t.id));
             }
         }
     }

@@ -77,17 +77,22 @@ pub fn globals_of(info: &ObjectInfo) -> Vec<PackageGlobal> {
 
 impl Package {
     pub fn build(name: &str, object: &[u8]) -> Result<Package, String> {
-        let info = elf::inspect(object).map_err(|e| e.to_string())?;
+        let mut info = elf::inspect(object).map_err(|e| e.to_string())?;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(object).map_err(|e| e.to_string())?;
         let compressed = gz.finish().map_err(|e| e.to_string())?;
         let mut event_types = BTreeMap::new();
-        for m in &info.maps {
-            if m.map_type_name == "ringbuf" || m.map_type_name == "perf_event_array" {
-                if let Ok(Some((id, _))) = apiary_core::events::event_type(&info, &m.name, None) {
-                    if let Some(b) = &info.btf {
-                        event_types.insert(m.name.clone(), b.type_name(id));
-                    }
+        let event_maps: Vec<String> = info
+            .maps
+            .iter()
+            .filter(|m| m.map_type_name == "ringbuf" || m.map_type_name == "perf_event_array")
+            .map(|m| m.name.clone())
+            .collect();
+        for m in event_maps {
+            // A type read from DWARF is recorded by name; a run of the package finds it again.
+            if let Ok(Some(t)) = apiary_core::events::event_type(&mut info, object, &m, None) {
+                if let Some(b) = &info.btf {
+                    event_types.insert(m, b.type_name(t.id));
                 }
             }
         }

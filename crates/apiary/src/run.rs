@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::source;
 use apiary_core::btf::Btf;
-use apiary_core::events::{self, Format, TypeSource};
+use apiary_core::events::{self, Format};
 use apiary_kernel::session::{EventMapKind, Session, Targets};
 use apiary_kernel::{maps, sys, LoadRequest};
 use std::io::Write;
@@ -72,7 +72,7 @@ pub fn run(
     stop: &dyn Fn() -> bool,
 ) -> Result<RunSummary> {
     let fetched = source::fetch(&spec.source)?;
-    let info = apiary_core::elf::inspect(&fetched.object).map_err(|error| Error::Object {
+    let mut info = apiary_core::elf::inspect(&fetched.object).map_err(|error| Error::Object {
         source_name: fetched.name.clone(),
         error,
     })?;
@@ -128,7 +128,8 @@ pub fn run(
                 .as_ref()
                 .and_then(|p| p.event_types.get(&name).cloned())
         });
-        let found = events::event_type(&info, &name, explicit.as_deref())
+        // Types only in DWARF are appended to info.btf here, before anything uses it.
+        let found = events::event_type(&mut info, &fetched.object, &name, explicit.as_deref())
             .map_err(Error::InvalidArgument)?;
         let kind_name = if kind == EventMapKind::RingBuf {
             "ring buffer"
@@ -136,13 +137,9 @@ pub fn run(
             "perf event array"
         };
         let format = match (found, info.btf.as_ref()) {
-            (Some((id, how)), Some(b)) => {
+            (Some(t), Some(b)) => {
+                let (id, how) = (t.id, t.describe());
                 let f = Format::new(b, id);
-                let how = match how {
-                    TypeSource::Explicit => "--event-type".to_string(),
-                    TypeSource::MapValue => "the map's BTF value type".to_string(),
-                    TypeSource::GlobalPointer(g) => format!("the global pointer {g}"),
-                };
                 match &f {
                     Some(f) => note(&format!(
                         "events from {kind_name} {name} decoded as {} (from {how})",
@@ -157,7 +154,7 @@ pub fn run(
             }
             _ => {
                 note(&format!(
-                    "events from {kind_name} {name}: no event type found (name one with --event-type STRUCT, or declare `__type(value, struct event)` on the map); printing hex"
+                    "events from {kind_name} {name}: no event type found (name one with --event-type STRUCT or {name}=STRUCT, build with -g so structs only local variables use are in DWARF, or declare `__type(value, struct event)` on the map); printing hex"
                 ));
                 None
             }
@@ -222,19 +219,19 @@ pub fn run(
         err: None,
     });
     let multi = emaps.len() > 1;
+    let map_width = emaps.iter().map(|m| m.name.len()).max().unwrap_or(0).max(3);
     let json = spec.json;
     let mut next_dump = Instant::now() + spec.interval;
     let map_btf = info.btf.clone();
     if !json && !emaps.is_empty() {
         if let Some(f) = emaps.iter().find_map(|m| m.format.as_ref()) {
-            let mut h = String::from("TIME");
+            // TIME is HH:MM:SS; MAP as wide as the longest map name.
+            let mut h = String::from("TIME    ");
             if multi {
-                h.push_str("  MAP");
+                h.push_str(&format!("  {:<map_width$}", "MAP"));
             }
-            for c in f.columns() {
-                h.push_str("  ");
-                h.push_str(&c.to_uppercase());
-            }
+            h.push_str("  ");
+            h.push_str(&f.header());
             h.push('\n');
             sink.borrow_mut().buf.push_str(&h);
         }
@@ -272,6 +269,7 @@ pub fn run(
                 if multi {
                     buf.push_str("  ");
                     buf.push_str(&m.name);
+                    buf.extend(std::iter::repeat_n(' ', map_width - m.name.len()));
                 }
                 buf.push_str("  ");
                 match &m.format {
