@@ -96,10 +96,11 @@ pub fn run(
             )));
         }
     }
-    let chosen: Vec<&apiary_core::elf::ProgramDef> = info
+    let chosen: Vec<apiary_core::elf::ProgramDef> = info
         .programs
         .iter()
         .filter(|p| spec.programs.is_empty() || spec.programs.contains(&p.name))
+        .cloned()
         .collect();
     let req = LoadRequest {
         object: &fetched.object,
