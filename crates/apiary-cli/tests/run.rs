@@ -194,7 +194,16 @@ fn perf_buffer_with_eunomia_style_type_and_duration() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    // "running" means the perf buffers are open: everything sent from then on arrives.
+    let mut errs = BufReader::new(child.stderr.take().unwrap());
+    let mut err = String::new();
+    while !err.contains("running for") {
+        assert_ne!(
+            errs.read_line(&mut err).unwrap(),
+            0,
+            "run exited early: {err}"
+        );
+    }
     t.release();
     let mut out = String::new();
     child
@@ -203,13 +212,7 @@ fn perf_buffer_with_eunomia_style_type_and_duration() {
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    errs.read_to_string(&mut err).unwrap();
     assert!(child.wait().unwrap().success(), "{err}");
     assert!(
         err.contains("decoded as struct event (from the global pointer unused_event)"),

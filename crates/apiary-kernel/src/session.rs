@@ -197,13 +197,15 @@ impl Session {
     }
 
     /// Deliver events from the named maps to `on_event(map index, data)` until `stop()` says so.
-    /// `on_poll` runs after each poll round (to flush output). Lost perf samples are reported
-    /// through `on_lost(map index, count)`.
+    /// `ready` runs once the buffers are open (events from then on are delivered), `on_poll`
+    /// after each poll round (to flush output, dump maps). Lost perf samples are reported
+    /// through `on_lost(map index, count)`. Call it once: the buffers live as long as the call.
     pub fn stream(
         &self,
         maps: &[String],
         on_event: &mut dyn FnMut(usize, &[u8]),
         on_lost: &mut dyn FnMut(usize, u64),
+        ready: &mut dyn FnMut(),
         on_poll: &mut dyn FnMut(),
         stop: &dyn Fn() -> bool,
     ) -> Result<()> {
@@ -254,6 +256,7 @@ impl Session {
         } else {
             None
         };
+        ready();
         let slice = if ring.is_some() && !perfs.is_empty() {
             Duration::from_millis(20)
         } else {

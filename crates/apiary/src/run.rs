@@ -203,14 +203,6 @@ pub fn run(
             names.first().map(String::as_str).unwrap_or_default()
         ));
     }
-    note(&match spec.duration {
-        Some(d) => format!(
-            "running for {}; Ctrl-C to stop sooner",
-            humantime::format_duration(d)
-        ),
-        None => "running; Ctrl-C to stop".to_string(),
-    });
-
     let started = Instant::now();
     let deadline = spec.duration.map(|d| started + d);
     let mut summary = RunSummary::default();
@@ -285,44 +277,49 @@ pub fn run(
         };
         let mut lost_total = 0u64;
         let mut on_lost = |_i: usize, n: u64| lost_total += n;
-        let mut dump_err: Option<Error> = None;
-        // Flushed after every poll round, so events show up promptly.
-        let mut on_poll = || sink.borrow_mut().flush();
-        let stop_now = || stop() || deadline.is_some_and(|d| Instant::now() >= d);
-
-        // Map dumps happen between polls, so the poll loop is driven in slices of the interval.
-        loop {
-            let slice_end = if spec.dump_maps.is_empty() {
-                None
-            } else {
-                Some(next_dump)
-            };
-            let until = || stop_now() || slice_end.is_some_and(|e| Instant::now() >= e);
-            session.stream(&names, &mut on_event, &mut on_lost, &mut on_poll, &until)?;
-            if stop_now() {
-                break;
-            }
-            if !spec.dump_maps.is_empty() && Instant::now() >= next_dump {
+        let dump_err: std::cell::RefCell<Option<Error>> = std::cell::RefCell::new(None);
+        // Flushed after every poll round, so events show up promptly; maps are dumped between
+        // polls when their interval is due. The buffers stay open throughout, so no event is
+        // lost to a dump.
+        let mut on_poll = || {
+            if !spec.dump_maps.is_empty()
+                && dump_err.borrow().is_none()
+                && Instant::now() >= next_dump
+            {
                 next_dump += spec.interval;
+                let mut s = sink.borrow_mut();
                 for m in &spec.dump_maps {
-                    if let Err(e) = dump_map(
-                        &session,
-                        &info,
-                        map_btf.as_ref(),
-                        m,
-                        json,
-                        &mut sink.borrow_mut().buf,
-                    ) {
-                        dump_err = Some(e);
+                    if let Err(e) = dump_map(&session, &info, map_btf.as_ref(), m, json, &mut s.buf)
+                    {
+                        *dump_err.borrow_mut() = Some(e);
                     }
                 }
             }
-            if dump_err.is_some() {
-                break;
-            }
-        }
+            sink.borrow_mut().flush();
+        };
+        let stop_now = || {
+            stop() || deadline.is_some_and(|d| Instant::now() >= d) || dump_err.borrow().is_some()
+        };
+        // "running" once the buffers are open: events sent after it are all delivered.
+        let mut ready = || {
+            note(&match spec.duration {
+                Some(d) => format!(
+                    "running for {}; Ctrl-C to stop sooner",
+                    humantime::format_duration(d)
+                ),
+                None => "running; Ctrl-C to stop".to_string(),
+            });
+        };
+        session.stream(
+            &names,
+            &mut on_event,
+            &mut on_lost,
+            &mut ready,
+            &mut on_poll,
+            &stop_now,
+        )?;
         summary.lost = lost_total;
-        if let Some(e) = dump_err {
+        if let Some(e) = dump_err.into_inner() {
             return Err(e);
         }
     }
