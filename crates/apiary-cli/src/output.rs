@@ -456,9 +456,10 @@ impl Printer {
         self.emit(r, || {
             let list = |v: Vec<String>| if v.is_empty() { "none".to_string() } else { v.join(", ") };
             let mut s = format!(
-                "{} program(s) were fine\nrestored programs: {}\nre-attached links: {}\nrebuilt chains: {}\nremoved unknown pins: {}",
+                "{} program(s) were fine\nrestored programs: {}\nre-pinned maps: {}\nre-attached links: {}\nrebuilt chains: {}\nremoved unknown pins: {}",
                 r.programs_ok,
                 list(r.restored_programs.iter().map(|i| i.to_string()).collect()),
+                list(r.repinned_maps.iter().map(|p| p.display().to_string()).collect()),
                 list(r.reattached_links.iter().map(|i| i.to_string()).collect()),
                 list(r.rebuilt_chains.iter().map(|i| i.to_string()).collect()),
                 list(r.removed_unknown_pins.iter().map(|p| p.display().to_string()).collect()),

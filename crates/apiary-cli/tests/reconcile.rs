@@ -344,3 +344,24 @@ fn processes_killed_at_random_points_leave_a_consistent_state() {
         "a program of a killed process was leaked"
     );
 }
+
+/// A load killed between pinning its program and its maps leaves a live program whose map pin
+/// is missing: reconcile pins the kernel's map again, the same map.
+#[test]
+fn a_missing_map_pin_beside_a_live_program_is_made_again() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let id = a.load_one(&["--path", fixture("minimal").to_str().unwrap()]);
+    let before = a.json(&["get", "program", &id.to_string()])["maps"][0]["kernel_id"].clone();
+    let pin = a.bpffs.join(format!("maps/{id}/counts"));
+    std::fs::remove_file(&pin).expect("remove the map pin");
+    let r = a.json(&["reconcile"]);
+    assert_eq!(r["repinned_maps"], serde_json::json!([pin]), "{r}");
+    assert!(r["failures"].as_array().unwrap().is_empty(), "{r}");
+    assert!(pin.exists());
+    let after = a.json(&["get", "program", &id.to_string()])["maps"][0]["kernel_id"].clone();
+    assert_eq!(before, after, "the same kernel map");
+    a.ok(&["map", "dump", &format!("{id}:counts")]);
+}

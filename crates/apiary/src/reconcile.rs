@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 pub struct ReconcileReport {
     pub programs_ok: usize,
     pub restored_programs: Vec<ProgramId>,
+    /// Map pins made again from the kernel's live map (a load interrupted between pinning its
+    /// program and its maps).
+    #[serde(default)]
+    pub repinned_maps: Vec<PathBuf>,
     pub reattached_links: Vec<LinkId>,
     pub rebuilt_chains: Vec<i64>,
     /// Pins under apiary's directory that no record explains; removed.
@@ -31,6 +35,7 @@ pub struct ReconcileReport {
 impl ReconcileReport {
     pub fn is_clean(&self) -> bool {
         self.restored_programs.is_empty()
+            && self.repinned_maps.is_empty()
             && self.reattached_links.is_empty()
             && self.rebuilt_chains.is_empty()
             && self.removed_unknown_pins.is_empty()
@@ -51,6 +56,27 @@ impl Manager {
         for p in &programs {
             if alive(&self.paths.program(p.id)) {
                 report.programs_ok += 1;
+                // Its maps live as long as it does; a pin missing beside a live program is made
+                // again from the kernel's map.
+                for m in store::maps_of_program(self.store().read(), p.id)? {
+                    let path = self.map_path(&m);
+                    if alive(&path) {
+                        continue;
+                    }
+                    let repinned = sys::map_fd_by_id(m.kernel_id).and_then(|fd| {
+                        if sys::map_info(fd.as_fd())?.id != m.kernel_id {
+                            return Err(kernel::KernelError::Invalid("map id changed".into()));
+                        }
+                        sys::pin(fd.as_fd(), &path)
+                    });
+                    match repinned {
+                        Ok(()) => report.repinned_maps.push(path),
+                        Err(e) => report.failures.push(format!(
+                            "map {} of program {} ({}): its pin is missing and the kernel map {} cannot be pinned again: {e}",
+                            m.name, p.id, p.name, m.kernel_id
+                        )),
+                    }
+                }
                 continue;
             }
             match self.restore_program(p) {
