@@ -98,6 +98,7 @@ pub fn program_type_to_proto(t: ProgramType) -> pb::ProgramType {
         ProgramType::CgroupSysctl => pb::ProgramType::CgroupSysctl,
         ProgramType::Netfilter => pb::ProgramType::Netfilter,
         ProgramType::Iter => pb::ProgramType::Iter,
+        ProgramType::SkLookup => pb::ProgramType::SkLookup,
     }
 }
 
@@ -127,6 +128,7 @@ pub fn program_type_from_proto(v: i32, field: &str) -> Result<Option<ProgramType
         pb::ProgramType::CgroupSysctl => ProgramType::CgroupSysctl,
         pb::ProgramType::Netfilter => ProgramType::Netfilter,
         pb::ProgramType::Iter => ProgramType::Iter,
+        pb::ProgramType::SkLookup => ProgramType::SkLookup,
     }))
 }
 
@@ -248,6 +250,9 @@ impl From<&AttachSpec> for pb::AttachSpec {
             }
             AttachSpec::TpBtf => Hook::TpBtf(pb::Empty {}),
             AttachSpec::Iter => Hook::Iter(pb::Empty {}),
+            AttachSpec::SkLookup { netns } => Hook::SkLookup(pb::SkLookupAttach {
+                netns: netns.to_string_lossy().into_owned(),
+            }),
             AttachSpec::Xdp {
                 iface,
                 netns,
@@ -369,6 +374,14 @@ impl TryFrom<pb::AttachSpec> for AttachSpec {
             },
             Hook::TpBtf(_) => AttachSpec::TpBtf,
             Hook::Iter(_) => AttachSpec::Iter,
+            Hook::SkLookup(s) => {
+                if s.netns.is_empty() {
+                    return Err(Invalid::new("sk_lookup.netns", "is empty"));
+                }
+                AttachSpec::SkLookup {
+                    netns: PathBuf::from(s.netns),
+                }
+            }
             Hook::Xdp(x) => AttachSpec::Xdp {
                 iface: x.iface,
                 netns: opt_path(x.netns),
@@ -969,6 +982,9 @@ mod tests {
             },
             AttachSpec::TpBtf,
             AttachSpec::Iter,
+            AttachSpec::SkLookup {
+                netns: "/var/run/netns/x".into(),
+            },
             AttachSpec::Xdp {
                 iface: "veth0".into(),
                 netns: Some("/var/run/netns/a".into()),

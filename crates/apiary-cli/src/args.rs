@@ -276,6 +276,12 @@ pub enum AttachCmd {
     /// A BPF iterator (target from the section, `iter/task`): the link is pinned; reading the
     /// pin (`cat`, shown by `get link`) runs it.
     Iter,
+    /// Socket lookups of a network namespace (sk_lookup).
+    SkLookup {
+        /// A network namespace: a name from `ip netns` or a path.
+        #[arg(long)]
+        netns: String,
+    },
     /// XDP on an interface, in its chain of programs (run in priority order).
     Xdp {
         #[arg(long)]
@@ -547,6 +553,9 @@ impl AttachCmd {
             AttachCmd::RawTracepoint { tracepoint } => AttachSpec::RawTracepoint { tracepoint },
             AttachCmd::TpBtf => AttachSpec::TpBtf,
             AttachCmd::Iter => AttachSpec::Iter,
+            AttachCmd::SkLookup { netns } => AttachSpec::SkLookup {
+                netns: netns_path(Some(netns)).unwrap_or_default(),
+            },
             AttachCmd::Xdp {
                 iface,
                 netns,

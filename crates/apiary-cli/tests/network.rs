@@ -299,3 +299,94 @@ fn netfilter_counts_then_drops_pings_in_a_netns() {
     ]);
     assert!(e.contains("unknown netfilter hook"), "{e}");
 }
+
+/// Run `f` on a thread inside network namespace `ns` (setns changes only that thread).
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on this thread only, with an open namespace fd.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns");
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    })
+}
+
+/// BPF_MAP_UPDATE_ELEM of a pinned map, key u32 0 → the socket fd (what an application does
+/// to hand its socket to an sk_lookup program).
+fn put_socket(pin: &std::path::Path, sock: i32) {
+    use std::ffi::CString;
+    let path = CString::new(pin.to_str().unwrap()).unwrap();
+    let mut attr = [0u64; 16];
+    attr[0] = path.as_ptr() as u64; // pathname
+                                    // SAFETY: BPF_OBJ_GET with a zeroed attr holding a NUL-terminated path.
+    let map = unsafe { libc::syscall(libc::SYS_bpf, 7, attr.as_ptr(), 128) };
+    assert!(map >= 0, "BPF_OBJ_GET {}", std::io::Error::last_os_error());
+    let key = 0u32;
+    let value = sock as u64;
+    let mut attr = [0u64; 16];
+    attr[0] = map as u64; // map_fd (low 32 bits)
+    attr[1] = &key as *const u32 as u64;
+    attr[2] = &value as *const u64 as u64;
+    // SAFETY: BPF_MAP_UPDATE_ELEM with pointers to live key and value.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, 2, attr.as_ptr(), 128) };
+    assert_eq!(
+        r,
+        0,
+        "BPF_MAP_UPDATE_ELEM {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: closing the map fd we opened.
+    unsafe { libc::close(map as i32) };
+}
+
+/// sk_lookup steers connections to ports nobody listens on to the socket the test chose.
+#[test]
+fn sk_lookup_steers_connections_to_a_chosen_socket() {
+    if !privileged() {
+        return;
+    }
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let a = Apiary::new();
+    let net = NetPair::new();
+    let connect = |port: u16| {
+        in_netns(&net.ns_b, || {
+            std::net::TcpStream::connect_timeout(
+                &format!("127.0.0.1:{port}").parse().unwrap(),
+                std::time::Duration::from_secs(2),
+            )
+        })
+    };
+    assert!(connect(7005).is_err(), "nothing listens on 7005");
+
+    let listener = in_netns(&net.ns_b, || {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+    });
+    let id = a.load_one(&["--path", fixture("sk_lookup").to_str().unwrap()]);
+    put_socket(
+        &a.bpffs.join(format!("maps/{id}/target_socket")),
+        listener.as_raw_fd(),
+    );
+    let link = a.attach(id, &["sk-lookup", "--netns", &net.ns_b]);
+
+    let mut c = connect(7005).expect("steered to the chosen socket");
+    c.write_all(b"hi").unwrap();
+    let (mut s, _) = listener.accept().expect("accepted by the chosen socket");
+    let mut buf = [0u8; 2];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hi");
+    assert_eq!(a.counter(&format!("{id}:steered"), 0), 1);
+    // Outside the range, lookups go on as usual.
+    assert!(connect(8000).is_err());
+
+    a.ok(&["detach", &link.to_string()]);
+    assert!(
+        connect(7005).is_err(),
+        "detached: nothing listens on 7005 again"
+    );
+}

@@ -220,6 +220,10 @@ pub enum AttachSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cpu: Option<u32>,
     },
+    /// An sk_lookup program for a network namespace's socket lookups.
+    SkLookup {
+        netns: PathBuf,
+    },
     /// A BPF iterator; its target (`iter/task`) was fixed at load time. Reading the pinned link
     /// runs it.
     Iter,
@@ -308,6 +312,7 @@ impl AttachSpec {
             | ProgramType::CgroupSockopt
             | ProgramType::CgroupSysctl
             | ProgramType::Netfilter
+            | ProgramType::SkLookup
             | ProgramType::PerfEvent
             | ProgramType::SocketFilter => return None,
         };
@@ -365,6 +370,7 @@ impl AttachSpec {
             AttachSpec::CgroupSysctl { .. } => ProgramType::CgroupSysctl,
             AttachSpec::Netfilter { .. } => ProgramType::Netfilter,
             AttachSpec::Iter => ProgramType::Iter,
+            AttachSpec::SkLookup { .. } => ProgramType::SkLookup,
             AttachSpec::PerfEvent { .. } => ProgramType::PerfEvent,
             AttachSpec::Fentry => ProgramType::Fentry,
             AttachSpec::Fexit => ProgramType::Fexit,
@@ -460,6 +466,7 @@ impl AttachSpec {
             }
             AttachSpec::TpBtf
             | AttachSpec::Iter
+            | AttachSpec::SkLookup { .. }
             | AttachSpec::CgroupSkb { .. }
             | AttachSpec::CgroupSock { .. }
             | AttachSpec::CgroupSockAddr { .. }
@@ -580,6 +587,7 @@ impl AttachSpec {
                 format!("perf_event {event:?} {frequency}Hz{c}").to_lowercase()
             }
             AttachSpec::Iter => "iter".into(),
+            AttachSpec::SkLookup { netns } => format!("sk_lookup netns={}", netns.display()),
             AttachSpec::Fentry => "fentry".into(),
             AttachSpec::Fexit => "fexit".into(),
             AttachSpec::Lsm => "lsm".into(),

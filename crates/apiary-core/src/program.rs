@@ -36,6 +36,8 @@ pub enum ProgramType {
     Netfilter,
     /// `iter/task`, `iter/bpf_map`...: a BPF iterator, read from its link.
     Iter,
+    /// `sk_lookup`: picks the socket for incoming connections of a network namespace.
+    SkLookup,
 }
 
 /// How `apiary run` attaches a program of a type.
@@ -310,6 +312,19 @@ pub const TYPES: &[TypeInfo] = &[
         run: RunRule::Section,
         requires: "BPF iterators and kernel BTF",
     },
+    TypeInfo {
+        ty: ProgramType::SkLookup,
+        name: "sk-lookup",
+        aliases: &[],
+        section_prefixes: &["sk_lookup"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["sk_lookup"],
+        run: RunRule::Never(
+            "an sk_lookup program steers a network namespace's connections to sockets an application puts in its map: use apiary attach ID sk-lookup --netns",
+        ),
+        requires: "sk_lookup (Linux 5.9)",
+    },
 ];
 
 /// Which cgroup hook a socket-address or sockopt program runs at; the program's section names
@@ -430,6 +445,7 @@ pub const ALL_TYPES: &[ProgramType] = &[
     ProgramType::CgroupSysctl,
     ProgramType::Netfilter,
     ProgramType::Iter,
+    ProgramType::SkLookup,
 ];
 
 /// Normalise a name users or labels spell in several ways: lower case, `_` as `-`.

@@ -505,6 +505,7 @@ fn untyped_kernel_type(ty: ProgramType) -> Option<(u32, u32)> {
         ProgramType::PerfEvent => (s::BPF_PROG_TYPE_PERF_EVENT, 0),
         ProgramType::SocketFilter => (s::BPF_PROG_TYPE_SOCKET_FILTER, 0),
         ProgramType::Netfilter => (s::BPF_PROG_TYPE_NETFILTER, s::BPF_NETFILTER),
+        ProgramType::SkLookup => (s::BPF_PROG_TYPE_SK_LOOKUP, s::BPF_SK_LOOKUP),
         // These need their target (a BTF function, a cgroup hook) in the section name.
         ProgramType::TpBtf
         | ProgramType::Iter

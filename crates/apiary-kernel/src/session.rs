@@ -129,7 +129,7 @@ impl Session {
             | ProgramType::Fentry
             | ProgramType::Fexit
             | ProgramType::Lsm => AttachSpec::from_section(ty, section),
-            ProgramType::SocketFilter | ProgramType::Netfilter => {
+            ProgramType::SocketFilter | ProgramType::Netfilter | ProgramType::SkLookup => {
                 if let RunRule::Never(why) = ty.info().run {
                     self.skipped.push((name.to_string(), why.to_string()));
                 }

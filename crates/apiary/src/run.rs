@@ -476,6 +476,7 @@ fn shared_hooks(session: &Session) -> Vec<(String, Vec<String>)> {
             | T::CgroupSysctl
             | T::Netfilter
             | T::Iter
+            | T::SkLookup
             | T::PerfEvent
             | T::SocketFilter => desc.clone(),
         };

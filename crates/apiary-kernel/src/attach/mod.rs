@@ -6,6 +6,7 @@ mod iter;
 mod netfilter;
 mod perf;
 mod probe;
+mod sk_lookup;
 mod tc;
 mod tcx;
 mod tracing;
@@ -55,6 +56,7 @@ pub fn attach(prog: BorrowedFd<'_>, spec: &AttachSpec, ctx: &AttachContext) -> R
         }
         AttachSpec::TpBtf => vec![tracing::btf_target(prog, "tp_btf")?],
         AttachSpec::Iter => vec![iter::attach(prog)?],
+        AttachSpec::SkLookup { netns } => vec![sk_lookup::attach(prog, netns)?],
         AttachSpec::Fentry => vec![tracing::btf_target(prog, "fentry")?],
         AttachSpec::Fexit => vec![tracing::btf_target(prog, "fexit")?],
         AttachSpec::Lsm => vec![tracing::btf_target(prog, "lsm")?],
@@ -154,7 +156,8 @@ pub fn updatable_in_place(spec: &AttachSpec) -> bool {
         | AttachSpec::CgroupSockAddr { .. }
         | AttachSpec::CgroupSockopt { .. }
         | AttachSpec::CgroupSysctl { .. }
-        | AttachSpec::Iter => true,
+        | AttachSpec::Iter
+        | AttachSpec::SkLookup { .. } => true,
         AttachSpec::Tracepoint { .. }
         | AttachSpec::RawTracepoint { .. }
         | AttachSpec::TpBtf
