@@ -335,6 +335,13 @@ fn first_hour_errors_say_what_and_where() {
         "{e}"
     );
 
+    // A program type the kernel runs but apiary does not manage yet: apiary says it is apiary.
+    let e = a.fails(&["load", "file", "--path", fixture("usdt").to_str().unwrap()]);
+    assert!(
+        e.contains("apiary does not support this yet") && !e.contains("kernel:"),
+        "{e}"
+    );
+
     // A chain that exists, but in another network namespace than the one asked about.
     let net = NetPair::new();
     let id = a.load_one(&[

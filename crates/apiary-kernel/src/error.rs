@@ -51,6 +51,10 @@ pub enum KernelError {
     #[error("{feature}: not supported by this kernel: {reason}")]
     NotSupported { feature: String, reason: String },
 
+    /// Something the kernel may well run but apiary does not handle yet.
+    #[error("{feature}: apiary does not support this yet: {reason}")]
+    Unsupported { feature: String, reason: String },
+
     #[error("interface {name:?} does not exist{}", netns_suffix(.netns))]
     UnknownInterface {
         name: String,

@@ -477,10 +477,10 @@ fn program_type(
             })
         }
         (_, Some(actual), _) => Ok(actual),
-        (true, None, _) => Err(KernelError::NotSupported {
+        (true, None, _) => Err(KernelError::Unsupported {
             feature: format!("section {section:?}"),
             reason: format!(
-                "libbpf knows this section but apiary does not manage its program type yet (program {name:?})"
+                "the kernel and libbpf know this program type, but apiary cannot manage program {name:?}'s type yet"
             ),
         }),
         (false, None, None) => Err(KernelError::Invalid(format!(

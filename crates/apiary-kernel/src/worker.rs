@@ -724,6 +724,10 @@ enum WireError {
         feature: String,
         reason: String,
     },
+    Unsupported {
+        feature: String,
+        reason: String,
+    },
     UnknownInterface {
         name: String,
         netns: Option<String>,
@@ -831,6 +835,10 @@ impl WireError {
                 feature: feature.clone(),
                 reason: reason.clone(),
             },
+            K::Unsupported { feature, reason } => WireError::Unsupported {
+                feature: feature.clone(),
+                reason: reason.clone(),
+            },
             K::UnknownInterface { name, netns } => WireError::UnknownInterface {
                 name: name.clone(),
                 netns: netns.as_deref().map(text),
@@ -914,6 +922,7 @@ impl WireError {
                 hint,
             },
             WireError::NotSupported { feature, reason } => K::NotSupported { feature, reason },
+            WireError::Unsupported { feature, reason } => K::Unsupported { feature, reason },
             WireError::UnknownInterface { name, netns } => K::UnknownInterface {
                 name,
                 netns: netns.map(PathBuf::from),

@@ -136,7 +136,9 @@ impl Error {
                 KernelError::MapReuse { .. }
                 | KernelError::HookBusy { .. }
                 | KernelError::PinExists { .. } => ErrorCode::FailedPrecondition,
-                KernelError::NotSupported { .. } => ErrorCode::Unimplemented,
+                KernelError::NotSupported { .. } | KernelError::Unsupported { .. } => {
+                    ErrorCode::Unimplemented
+                }
                 KernelError::Verifier { .. } => ErrorCode::Rejected,
                 KernelError::Chain(_) => ErrorCode::InvalidArgument,
                 KernelError::NotFound { .. } => ErrorCode::NotFound,
