@@ -222,7 +222,7 @@ fn run_attaches_all_alternatives_or_the_chosen_ones() {
     if !privileged() {
         return;
     }
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::Write;
     use std::process::{Command, Stdio};
     let a = Apiary::new();
     let obj = fixture("alternatives");
@@ -234,46 +234,13 @@ fn run_attaches_all_alternatives_or_the_chosen_ones() {
             .spawn()
             .expect("spawn target");
         let tgid = format!("target_tgid={}", target.id());
-        let mut child = a
-            .cmd()
-            .args(["run", obj.to_str().unwrap(), "-o", "json", "--set", &tgid])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn run");
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut notes = Vec::new();
-        loop {
-            let mut line = String::new();
-            assert_ne!(
-                err.read_line(&mut line).unwrap(),
-                0,
-                "run exited: {notes:?}"
-            );
-            notes.push(line.trim_end().to_string());
-            if line.starts_with("running") {
-                break;
-            }
-        }
+        let mut args = vec![obj.to_str().unwrap(), "-o", "json", "--set", &tgid];
+        args.extend(extra);
+        let (run, notes) = start_run(&a, &args);
         target.stdin.take().unwrap().write_all(b"go\n").unwrap();
         assert!(target.wait().unwrap().success());
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-        let events = out
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-            .collect();
-        (notes, events)
+        // The buffers were open before "running", and a stopped run drains them.
+        (notes, stop_run(run))
     };
     let variant = |events: &[Value], v: u64| events.iter().filter(|e| e["variant"] == v).count();
 

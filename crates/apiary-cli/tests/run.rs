@@ -30,57 +30,6 @@ impl Target {
     }
 }
 
-/// Start `apiary run ...`, wait until it reports its attachments on stderr.
-fn start_run(a: &Apiary, args: &[&str]) -> (Child, Vec<String>) {
-    let mut child = a
-        .cmd()
-        .arg("run")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn run");
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut notes = Vec::new();
-    loop {
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap() == 0 {
-            let mut out = String::new();
-            child.stdout.take().unwrap().read_to_string(&mut out).ok();
-            panic!("apiary run exited early: {notes:?} {out}");
-        }
-        notes.push(line.trim_end().to_string());
-        // The last setup note says it is running.
-        if line.starts_with("running") {
-            break;
-        }
-    }
-    // Keep draining stderr so the child never blocks on it.
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = err.read_to_string(&mut rest);
-    });
-    (child, notes)
-}
-
-fn stop(mut child: Child) -> Vec<Value> {
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "run exits 0 on Ctrl-C");
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-        .collect()
-}
-
 /// The kernel ids `apiary run` reported attaching ("attached NAME (kernel id N) to ...").
 fn kernel_ids(notes: &[String]) -> Vec<u64> {
     notes
@@ -143,7 +92,7 @@ fn ring_buffer_events_are_decoded_and_globals_change_them() {
     let pid = t.pid() as u64;
     t.release();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let events = stop(run);
+    let events = stop_run(run);
     assert_eq!(events.len(), 5, "one event per getppid(): {events:?}");
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["pid"].as_u64(), Some(pid));
@@ -289,7 +238,7 @@ fn run_from_a_url_and_from_a_package() {
         let (run, _) = start_run(&a, &[source, "-o", "json", "--set", &tgid]);
         t.release();
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let events = stop(run);
+        let events = stop_run(run);
         assert_eq!(events.len(), 2, "{source}: {events:?}");
         assert_eq!(events[1]["seq"], 1);
     }

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,27 +28,7 @@ struct Running {
 }
 
 fn start(a: &Apiary, args: &[&str]) -> Running {
-    let mut child = a
-        .cmd()
-        .arg("run")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn run");
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut notes = Vec::new();
-    loop {
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap() == 0 {
-            let _ = child.wait();
-            panic!("apiary run exited early: {notes:?}");
-        }
-        notes.push(line.trim_end().to_string());
-        if line.starts_with("running") {
-            break;
-        }
-    }
+    let (mut child, err, notes) = spawn_run(a, args);
     // Keep draining stderr so the child never blocks on it; kept for failure messages.
     let rest = Arc::new(Mutex::new(String::new()));
     let sink = rest.clone();

@@ -414,5 +414,75 @@ impl Drop for Cgroup {
     }
 }
 
+/// Start `apiary ARGS` (a `run`) and wait until it says it is running: its event buffers are
+/// open from then on. Returns the child, the rest of its stderr and the notes before it.
+pub fn spawn_run(
+    a: &Apiary,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+    Vec<String>,
+) {
+    use std::io::BufRead;
+    let mut child = a
+        .cmd()
+        .arg("run")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn run");
+    let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut notes = Vec::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).expect("read stderr") == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("apiary run exited early: {notes:?}");
+        }
+        notes.push(line.trim_end().to_string());
+        if line.starts_with("running") {
+            break;
+        }
+    }
+    (child, err, notes)
+}
+
+/// `spawn_run`, with the rest of stderr drained in the background so the child never blocks.
+pub fn start_run(a: &Apiary, args: &[&str]) -> (std::process::Child, Vec<String>) {
+    use std::io::Read;
+    let (child, mut err, notes) = spawn_run(a, args);
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = err.read_to_string(&mut rest);
+    });
+    (child, notes)
+}
+
+/// Stop a run as Ctrl-C does and parse its JSON lines.
+pub fn stop_run(mut child: std::process::Child) -> Vec<Value> {
+    use std::io::Read;
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read stdout");
+    assert!(
+        child.wait().expect("wait").success(),
+        "run exits 0 on Ctrl-C"
+    );
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
 // Daemons for tests, and daemon mode (APIARY_TEST_ENDPOINT_MODE=daemon): see daemon.rs.
 pub mod daemon;
