@@ -521,6 +521,31 @@ impl ProgramType {
             .map(|t| t.ty)
     }
 
+    /// Whether programs of this type can join an XDP or TC chain (apiary's dispatcher).
+    pub fn chainable(self) -> bool {
+        match self {
+            ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx => true,
+            ProgramType::Tracepoint
+            | ProgramType::RawTracepoint
+            | ProgramType::TpBtf
+            | ProgramType::Kprobe
+            | ProgramType::Uprobe
+            | ProgramType::CgroupSkb
+            | ProgramType::CgroupSock
+            | ProgramType::PerfEvent
+            | ProgramType::Fentry
+            | ProgramType::Fexit
+            | ProgramType::Lsm
+            | ProgramType::SocketFilter
+            | ProgramType::CgroupSockAddr
+            | ProgramType::CgroupSockopt
+            | ProgramType::CgroupSysctl
+            | ProgramType::Netfilter
+            | ProgramType::Iter
+            | ProgramType::SkLookup => false,
+        }
+    }
+
     /// Whether a program loaded with type `self` can be attached as `other`. TC and TCX
     /// programs share the kernel type SCHED_CLS, so either attach works for either.
     pub fn compatible_with(self, other: ProgramType) -> bool {

@@ -474,7 +474,7 @@ impl Manager {
                     },
                 )?;
                 store::set_program_kernel(tx, id, p.kernel_id, &p.tag)?;
-                if let Some(block) = capture_block(&loaded, &p.name, p.ty) {
+                if let Some(block) = block_json(capture_block(&loaded, &p.name, p.ty).as_ref()) {
                     store::set_program_block(tx, id, Some(&block))?;
                 }
                 ids.push(id);
@@ -1025,12 +1025,20 @@ fn managed_map_view(m: &MapRecord, used_by: Vec<ProgramId>) -> MapView {
 /// XDP and TC programs keep their final instructions so they can be composed into a chain by
 /// any later process; a program that cannot be chained (e.g. it calls a module kfunc) simply
 /// has none, and attaching it to a chain says why.
-fn capture_block(loaded: &kernel::LoadedObject, name: &str, ty: ProgramType) -> Option<String> {
-    if !matches!(ty, ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx) {
+pub(crate) fn capture_block(
+    loaded: &kernel::LoadedObject,
+    name: &str,
+    ty: ProgramType,
+) -> Option<apiary_core::chain::Block> {
+    if !ty.chainable() {
         return None;
     }
-    let block = apiary_kernel::dispatcher::capture_block(loaded, name).ok()?;
-    serde_json::to_string(&block).ok()
+    apiary_kernel::dispatcher::capture_block(loaded, name).ok()
+}
+
+/// A block as the store keeps it.
+pub(crate) fn block_json(block: Option<&apiary_core::chain::Block>) -> Option<String> {
+    block.and_then(|b| serde_json::to_string(b).ok())
 }
 
 /// Where a new TCX link goes so that the list stays sorted by priority, ties in attach order:

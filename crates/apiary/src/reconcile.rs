@@ -6,9 +6,10 @@
 //! record was removed) are removed. What cannot be restored is reported, never silently dropped.
 
 use crate::error::{Error, Result};
-use crate::manager::{global_patches, is_internal_map, recorded_object_name, Manager, Undo};
+use crate::manager::{
+    block_json, capture_block, global_patches, is_internal_map, recorded_object_name, Manager, Undo,
+};
 use apiary_core::{LinkId, ProgramId};
-use apiary_kernel::dispatcher;
 use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, TcFilter};
 use apiary_store::{self as store, LinkRecord, ProgramRecord};
 use serde::{Deserialize, Serialize};
@@ -183,18 +184,7 @@ impl Manager {
             undo.pin(path);
             remade.push((rec.id, m.info.clone()));
         }
-        let block = if matches!(
-            p.prog_type,
-            apiary_core::ProgramType::Xdp
-                | apiary_core::ProgramType::Tc
-                | apiary_core::ProgramType::Tcx
-        ) {
-            dispatcher::capture_block(&loaded, &p.name)
-                .ok()
-                .and_then(|b| serde_json::to_string(&b).ok())
-        } else {
-            None
-        };
+        let block = block_json(capture_block(&loaded, &p.name, p.prog_type).as_ref());
         self.store().write(|tx| -> Result<()> {
             store::set_program_kernel(tx, p.id, lp.kernel_id, &lp.tag)?;
             for (map_id, info) in &remade {

@@ -7,7 +7,8 @@
 
 use crate::error::{Error, Result};
 use crate::manager::{
-    global_records, is_internal_map, map_record, recorded_object_name, sha256_hex, Manager, Undo,
+    block_json, capture_block, global_records, is_internal_map, map_record, recorded_object_name,
+    sha256_hex, Manager, Undo,
 };
 use apiary_core::{ProgramId, ProgramType};
 use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, KernelError, TcFilter};
@@ -156,14 +157,7 @@ impl Manager {
 
         // Chains first: recompose each chain the program is in with the new code (the verifier
         // may still refuse the composition, and then nothing has changed yet).
-        let new_block = if matches!(
-            new_ty,
-            ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx
-        ) {
-            apiary_kernel::dispatcher::capture_block(&loaded, &name).ok()
-        } else {
-            None
-        };
+        let new_block = capture_block(&loaded, &name, new_ty);
         let old_block: Option<apiary_core::chain::Block> =
             store::get_program_block(self.store().read(), id)?
                 .and_then(|j| serde_json::from_str(&j).ok());
@@ -300,10 +294,7 @@ impl Manager {
                 &source,
                 &global_records,
             )?;
-            let block_json = new_block
-                .as_ref()
-                .and_then(|b| serde_json::to_string(b).ok());
-            store::set_program_block(tx, id, block_json.as_deref())?;
+            store::set_program_block(tx, id, block_json(new_block.as_ref()).as_deref())?;
             for (lid, kids) in &link_ids {
                 let extra = store::get_link(tx, *lid)?.and_then(|l| l.extra);
                 store::set_link_kernel(tx, *lid, kids, extra.as_ref())?;
