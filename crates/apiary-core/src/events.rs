@@ -157,6 +157,18 @@ fn shift(n: &Node, by: usize) -> Node {
     n
 }
 
+/// A BTF name as it may stand inside a JSON string: names come from the object, and a `"` or a
+/// control character in one must not break (or add members to) the events written with it.
+/// Escaped once here, so writing an event costs nothing more.
+fn json_text(name: &str) -> String {
+    let quoted = serde_json::to_string(name).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn compile(btf: &Btf, id: TypeId, depth: u32) -> Option<Node> {
     if depth > MAX_DEPTH {
         return None;
@@ -197,7 +209,7 @@ fn compile(btf: &Btf, id: TypeId, depth: u32) -> Option<Node> {
             off: 0,
             size: *size as u8,
             signed: *signed,
-            names: values.iter().map(|(n, v)| (*v, n.clone())).collect(),
+            names: values.iter().map(|(n, v)| (*v, json_text(n))).collect(),
         },
         Type::Float { size, .. } if matches!(size, 4 | 8) => Node::Float {
             off: 0,
@@ -239,7 +251,7 @@ fn compile(btf: &Btf, id: TypeId, depth: u32) -> Option<Node> {
                     anon += 1;
                     format!("_anon{}", anon - 1)
                 } else {
-                    m.name.clone()
+                    json_text(&m.name)
                 };
                 let node = if m.bitfield_size > 0 {
                     let signed = matches!(
@@ -490,8 +502,9 @@ fn var_field(
 impl Format {
     /// Compile the layout of type `id`.
     pub fn new(btf: &Btf, id: TypeId) -> Option<Format> {
+        // A type whose size overflows would make every record "fit" and its arrays huge.
+        let size = usize::try_from(btf.size_of(id)?).ok()?;
         let mut root = compile(btf, id, 0)?;
-        let size = btf.size_of(id).unwrap_or(0) as usize;
         let mut min_size = size;
         if let (Some(Type::Struct { members, .. }), Node::Struct { fields, .. }) =
             (btf.get(btf.resolve(id)), &mut root)
