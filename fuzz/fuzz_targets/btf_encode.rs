@@ -3,7 +3,7 @@
 //! have the type's size and decode back.
 #![no_main]
 
-use apiary_core::btf::{self, Btf};
+use apiary_core::btf::{self, Btf, BtfError};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(init: apiary_fuzz::emit_seeds("btf_encode"), |data: &[u8]| {
@@ -22,8 +22,11 @@ fuzz_target!(init: apiary_fuzz::emit_seeds("btf_encode"), |data: &[u8]| {
             bytes.len(),
             table.type_name(id)
         );
-        if let Err(e) = btf::decode(&table, id, &bytes) {
-            panic!("{} encoded from {text:?} does not decode: {e}", table.type_name(id));
+        // decode caps the number of values it produces (a 4 MB int array is settable but not
+        // shown element by element); any other refusal means encode wrote what decode rejects.
+        match btf::decode(&table, id, &bytes) {
+            Ok(_) | Err(BtfError::TooComplex { .. }) => {}
+            Err(e) => panic!("{} encoded from {text:?} does not decode: {e}", table.type_name(id)),
         }
     }
 });

@@ -7,22 +7,53 @@ use apiary_core::btf::{Btf, Type};
 use apiary_core::events::Format;
 use libfuzzer_sys::fuzz_target;
 
+/// `APIARY_FUZZ_STRICT_EVENTS=1` turns the checks the known issues below disable back on.
+fn strict() -> bool {
+    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STRICT.get_or_init(|| std::env::var_os("APIARY_FUZZ_STRICT_EVENTS").is_some())
+}
+
+/// Known issue 1, reported to the owner of events.rs
+/// (fuzz/known/event_format/unescaped-member-name): field and enumerator names from BTF are
+/// written into the JSON without escaping, so a name holding `"`, `\` or a control character
+/// makes invalid JSON (or injects members). Until that is fixed, tables with such names are
+/// still run (for panics) but their JSON is not checked, so the fuzzer looks for other bugs.
+fn names_need_escaping(table: &Btf) -> bool {
+    if strict() {
+        return false;
+    }
+    let bad = |n: &str| n.chars().any(|c| c == '"' || c == '\\' || (c as u32) < 0x20);
+    table.iter().any(|(_, t)| match t {
+        Type::Struct { members, .. } | Type::Union { members, .. } => {
+            members.iter().any(|m| bad(&m.name))
+        }
+        Type::Enum { values, .. } => values.iter().any(|(n, _)| bad(n)),
+        _ => false,
+    })
+}
+
 fuzz_target!(init: apiary_fuzz::emit_seeds("event_format"), |data: &[u8]| {
     let (blob, record) = apiary_fuzz::split(data);
     let Ok(table) = Btf::parse(blob) else { return };
-    for (id, t) in table.iter().take(apiary_fuzz::MAX_TYPES) {
-        if !matches!(t, Type::Struct { .. } | Type::Union { .. } | Type::Typedef { .. } | Type::Int { .. } | Type::Array { .. }) {
+    for (id, _) in table.iter().take(apiary_fuzz::MAX_TYPES) {
+        // Known issue 2 (reported, fuzz/known/event_format/array-size-overflow-hangs): a type
+        // whose size overflows u32 compiles to a Format of size 0, so every record "fits" and
+        // an array of two billion elements is written out. Skipped unless strict.
+        if table.size_of(id).is_none() && !strict() {
             continue;
         }
         let Some(f) = Format::new(&table, id) else { continue };
         let _ = f.columns();
         let mut json = String::new();
         f.write_json(record, &mut json);
+        let mut tagged = String::new();
+        f.write_json_tagged(record, "\"_map\":\"events\"", &mut tagged);
+        if names_need_escaping(&table) {
+            continue;
+        }
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&json) {
             panic!("event JSON for {} does not parse ({e}): {json}", f.type_name());
         }
-        let mut tagged = String::new();
-        f.write_json_tagged(record, "\"_map\":\"events\"", &mut tagged);
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&tagged) {
             panic!("tagged event JSON for {} does not parse ({e}): {tagged}", f.type_name());
         }
