@@ -32,14 +32,33 @@ fn names_need_escaping(table: &Btf) -> bool {
     })
 }
 
+/// How many values writing the type produces, saturating; known issue 2 makes this unbounded
+/// by the record (nested arrays of zero-sized elements), so the target skips huge counts.
+fn values(table: &Btf, id: u32, depth: u32) -> u64 {
+    if depth > 32 {
+        return u64::MAX;
+    }
+    match table.get(table.resolve(id)) {
+        Some(Type::Array { elem, len, .. }) => {
+            u64::from(*len).saturating_mul(values(table, *elem, depth + 1))
+        }
+        Some(Type::Struct { members, .. } | Type::Union { members, .. }) => members
+            .iter()
+            .fold(1u64, |n, m| n.saturating_add(values(table, m.ty, depth + 1))),
+        Some(Type::Var { ty, .. }) => values(table, *ty, depth + 1),
+        _ => 1,
+    }
+}
+
 fuzz_target!(init: apiary_fuzz::emit_seeds("event_format"), |data: &[u8]| {
     let (blob, record) = apiary_fuzz::split(data);
     let Ok(table) = Btf::parse(blob) else { return };
     for (id, _) in table.iter().take(apiary_fuzz::MAX_TYPES) {
-        // Known issue 2 (reported, fuzz/known/event_format/array-size-overflow-hangs): a type
-        // whose size overflows u32 compiles to a Format of size 0, so every record "fits" and
-        // an array of two billion elements is written out. Skipped unless strict.
-        if table.size_of(id).is_none() && !strict() {
+        // Known issue 2 (reported, fuzz/known/event_format/array-size-overflow-hangs): the
+        // output is not bounded by the record. A type whose size overflows u32 compiles to a
+        // Format of size 0, so every record "fits", and an array of billions of zero-sized
+        // elements is written element by element. Skipped unless strict.
+        if !strict() && (table.size_of(id).is_none() || values(&table, id, 0) > 1 << 16) {
             continue;
         }
         let Some(f) = Format::new(&table, id) else { continue };
