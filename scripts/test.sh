@@ -21,3 +21,4 @@ else
     cargo test --workspace --no-fail-fast -- --test-threads "${APIARY_TEST_THREADS:-4}"
     APIARY_TEST_ENDPOINT_MODE=daemon cargo test -p apiary-cli $DAEMON_SUITES --no-fail-fast -- --test-threads "${APIARY_TEST_THREADS:-4}"
 fi
+APIARY_FUZZ_PROFILE=dev bench/fuzz.sh "${APIARY_FUZZ_SECONDS:-3}"  # each fuzz target briefly; a finding fails the suite

@@ -1471,6 +1471,9 @@ fn encode_depth(btf: &Btf, id: TypeId, text: &str, depth: usize) -> Result<Vec<u
                     "only arrays of integers, enums, floats or chars can be set from text",
                 ));
             }
+            // An empty or short list zero-fills the rest, so check the element type can be
+            // encoded at all (BTF may claim a 12 KB int) rather than only the elements given.
+            encode_depth(btf, *elem, "0", depth + 1)?;
             let items: Vec<&str> = if text.trim().is_empty() {
                 Vec::new()
             } else {
