@@ -237,7 +237,8 @@ fn compile(btf: &Btf, id: TypeId, depth: u32) -> Option<Node> {
                 let stride = btf.size_of(e)? as usize;
                 Node::Array {
                     off: 0,
-                    len: *len as usize,
+                    // Elements of no size hold nothing: never write billions of them.
+                    len: if stride == 0 { 0 } else { *len as usize },
                     stride,
                     elem: Box::new(compile(btf, e, depth + 1)?),
                 }
@@ -268,10 +269,37 @@ fn compile(btf: &Btf, id: TypeId, depth: u32) -> Option<Node> {
                 };
                 fields.push((name, node));
             }
-            Node::Struct { off: 0, fields }
+            let node = Node::Struct { off: 0, fields };
+            // Members may overlap (unions, or a hostile struct whose members share offsets), so
+            // what is written for a record could grow far faster than the record; past a few
+            // values per byte, show the bytes instead.
+            if cost(&node) > 8 * size as u64 + 64 {
+                Node::Hex { off: 0, len: size }
+            } else {
+                node
+            }
         }
         _ => Node::Hex { off: 0, len: size },
     })
+}
+
+/// How many values writing `node` for a full record produces (saturating).
+fn cost(node: &Node) -> u64 {
+    match node {
+        Node::Array { len, elem, .. } => (*len as u64).saturating_mul(cost(elem)),
+        Node::Struct { fields, .. } => fields
+            .iter()
+            .fold(1u64, |n, (_, f)| n.saturating_add(cost(f))),
+        Node::Int { .. }
+        | Node::Bits { .. }
+        | Node::Bool { .. }
+        | Node::Enum { .. }
+        | Node::Str { .. }
+        | Node::Float { .. }
+        | Node::Ptr { .. }
+        | Node::Hex { .. }
+        | Node::Var { .. } => 1,
+    }
 }
 
 fn columns(node: &Node, prefix: &str, out: &mut Vec<Column>) {

@@ -14,7 +14,11 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| {
             let path = e.expect("dir entry").path();
-            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
             (name, std::fs::read(&path).expect("read input"))
         })
         .collect();
@@ -53,7 +57,10 @@ fn btf_encode(data: &[u8]) -> usize {
         );
         match btf::decode(&table, id, &bytes) {
             Ok(_) | Err(BtfError::TooComplex { .. }) => {}
-            Err(e) => panic!("{} encoded from {text:?} does not decode: {e}", table.type_name(id)),
+            Err(e) => panic!(
+                "{} encoded from {text:?} does not decode: {e}",
+                table.type_name(id)
+            ),
         }
     }
     encoded
@@ -63,5 +70,48 @@ fn btf_encode(data: &[u8]) -> usize {
 fn btf_encode_regressions() {
     for (name, data) in inputs("btf_encode") {
         eprintln!("{name}: {} types encoded", btf_encode(&data));
+    }
+}
+
+/// fuzz_targets/event_format.rs: every type's JSON for the record parses, and what is written
+/// stays proportionate to the record (names escaped; overlapping or zero-size members capped).
+fn event_format(data: &[u8]) -> usize {
+    let (blob, record) = split(data);
+    let Ok(table) = Btf::parse(blob) else {
+        return 0;
+    };
+    let mut formats = 0;
+    for (id, _) in table.iter().take(2048) {
+        let Some(f) = apiary_core::events::Format::new(&table, id) else {
+            continue;
+        };
+        formats += 1;
+        let mut json = String::new();
+        f.write_json(record, &mut json);
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&json) {
+            panic!(
+                "event JSON for {} does not parse ({e}): {json}",
+                f.type_name()
+            );
+        }
+        let mut row = String::new();
+        f.write_row(record, &mut row);
+        let bound = 1 << 20;
+        assert!(
+            json.len() < bound && row.len() < bound,
+            "{}: {} bytes of JSON, {} of table for a {}-byte record",
+            f.type_name(),
+            json.len(),
+            row.len(),
+            record.len()
+        );
+    }
+    formats
+}
+
+#[test]
+fn event_format_regressions() {
+    for (name, data) in inputs("event_format") {
+        eprintln!("{name}: {} formats written", event_format(&data));
     }
 }
