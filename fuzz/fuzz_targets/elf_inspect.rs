@@ -8,16 +8,22 @@ use apiary_core::{btf, elf, events};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(init: apiary_fuzz::emit_seeds("elf_inspect"), |data: &[u8]| {
-    let Ok(info) = elf::inspect(data) else { return };
+    let Ok(mut info) = elf::inspect(data) else { return };
     for g in &info.globals {
         if let (Some(b), Some(t)) = (info.btf.as_ref(), g.type_id) {
             let _ = btf::decode(b, t, &g.default);
             let _ = b.type_name(t);
         }
     }
-    for m in &info.maps {
-        let _ = elf::map_type_from_name(&m.map_type_name);
-        let _ = events::event_type(&info, &m.name, None);
+    let maps: Vec<(String, String)> = info
+        .maps
+        .iter()
+        .map(|m| (m.name.clone(), m.map_type_name.clone()))
+        .collect();
+    for (name, ty) in &maps {
+        let _ = elf::map_type_from_name(ty);
+        // Reads the object's DWARF too when BTF lacks an event type.
+        let _ = events::event_type(&mut info, data, name, None);
     }
     let _ = apiary_oci::image::labels_for_object(data);
     // What `apiary inspect` prints goes through serde.
