@@ -22,7 +22,10 @@ fn names_need_escaping(table: &Btf) -> bool {
     if strict() {
         return false;
     }
-    let bad = |n: &str| n.chars().any(|c| c == '"' || c == '\\' || (c as u32) < 0x20);
+    let bad = |n: &str| {
+        n.chars()
+            .any(|c| c == '"' || c == '\\' || (c as u32) < 0x20)
+    };
     table.iter().any(|(_, t)| match t {
         Type::Struct { members, .. } | Type::Union { members, .. } => {
             members.iter().any(|m| bad(&m.name))
@@ -44,9 +47,11 @@ fn values(table: &Btf, id: u32, depth: u32, visits: &mut u32) -> u64 {
         Some(Type::Array { elem, len, .. }) => {
             u64::from(*len).saturating_mul(values(table, *elem, depth + 1, visits))
         }
-        Some(Type::Struct { members, .. } | Type::Union { members, .. }) => members
-            .iter()
-            .fold(1u64, |n, m| n.saturating_add(values(table, m.ty, depth + 1, visits))),
+        Some(Type::Struct { members, .. } | Type::Union { members, .. }) => {
+            members.iter().fold(1u64, |n, m| {
+                n.saturating_add(values(table, m.ty, depth + 1, visits))
+            })
+        }
         Some(Type::Var { ty, .. }) => values(table, *ty, depth + 1, visits),
         _ => 1,
     }

@@ -14,7 +14,11 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| {
             let path = e.expect("dir entry").path();
-            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
             (name, std::fs::read(&path).expect("read input"))
         })
         .collect();
@@ -53,7 +57,10 @@ fn btf_encode(data: &[u8]) -> usize {
         );
         match btf::decode(&table, id, &bytes) {
             Ok(_) | Err(BtfError::TooComplex { .. }) => {}
-            Err(e) => panic!("{} encoded from {text:?} does not decode: {e}", table.type_name(id)),
+            Err(e) => panic!(
+                "{} encoded from {text:?} does not decode: {e}",
+                table.type_name(id)
+            ),
         }
     }
     encoded
