@@ -78,9 +78,10 @@ for t in "$@"; do
         -artifact_prefix="$artifacts/" -print_final_stats=1 >"$log" 2>&1 || rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-    status=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
-    corp=$(echo "$status" | sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p')
-    cov=$(echo "$status" | sed -n 's/.* cov: \([0-9]*\) .*/\1/p')
+    # The last status line (`#N ... cov: C ft: F corp: K/SIZE ...`); it may quote raw bytes.
+    stats=$(grep -a -E '^#[0-9]+' "$log" | tail -1 | tr -cd '[:print:]\n' |
+        awk '{ for (i = 1; i < NF; i++) { if ($i == "cov:") c = $(i+1); if ($i == "corp:") { split($(i+1), a, "/"); k = a[1] } } } END { print (k == "" ? "?" : k), (c == "" ? "?" : c) }')
+    corp=${stats% *} cov=${stats#* }
     found=$(find "$artifacts" -type f -newer "$stamp" | sort)
     rm -f "$stamp"
     nfound=$(printf '%s' "$found" | grep -c . || true)

@@ -17,7 +17,11 @@ use prost::Message;
 fn decode<M: Message + Default>(bytes: &[u8]) -> Option<M> {
     let m = M::decode(bytes).ok()?;
     let again = M::decode(m.encode_to_vec().as_slice()).expect("re-encoded message decodes");
-    assert_eq!(again.encoded_len(), m.encoded_len(), "prost round trip changed the message");
+    assert_eq!(
+        again.encoded_len(),
+        m.encoded_len(),
+        "prost round trip changed the message"
+    );
     Some(m)
 }
 
@@ -30,7 +34,11 @@ where
     let Ok(v) = V::try_from(p) else { return };
     let back = P::from(&v);
     match V::try_from(back) {
-        Ok(again) => assert_eq!(format!("{v:?}"), format!("{again:?}"), "conversion round trip"),
+        Ok(again) => assert_eq!(
+            format!("{v:?}"),
+            format!("{again:?}"),
+            "conversion round trip"
+        ),
         Err(e) => panic!("{v:?} converted back to a message that does not convert: {e}"),
     }
 }
@@ -63,7 +71,9 @@ fn object_source(o: Option<pb::ObjectSource>) {
 fn request(kind: &str, body: &[u8]) {
     match kind {
         "LoadRequest" => {
-            let Some(r) = decode::<pb::LoadRequest>(body) else { return };
+            let Some(r) = decode::<pb::LoadRequest>(body) else {
+                return;
+            };
             object_source(r.object);
             for p in &r.programs {
                 let _ = convert::program_type_from_proto(p.r#type, "programs.type");
@@ -76,24 +86,32 @@ fn request(kind: &str, body: &[u8]) {
             }
         }
         "AttachRequest" => {
-            let Some(r) = decode::<pb::AttachRequest>(body) else { return };
+            let Some(r) = decode::<pb::AttachRequest>(body) else {
+                return;
+            };
             let _ = program_id(r.program_id, "program_id");
             if let Some(a) = r.spec {
                 attach(a);
             }
         }
         "DetachRequest" => {
-            let Some(r) = decode::<pb::DetachRequest>(body) else { return };
+            let Some(r) = decode::<pb::DetachRequest>(body) else {
+                return;
+            };
             let _ = convert::link_id(r.link_id, "link_id");
         }
         "UnloadRequest" => {
-            let Some(r) = decode::<pb::UnloadRequest>(body) else { return };
+            let Some(r) = decode::<pb::UnloadRequest>(body) else {
+                return;
+            };
             for i in r.program_ids {
                 let _ = program_id(i, "program_ids");
             }
         }
         "UpdateRequest" => {
-            let Some(r) = decode::<pb::UpdateRequest>(body) else { return };
+            let Some(r) = decode::<pb::UpdateRequest>(body) else {
+                return;
+            };
             let _ = program_id(r.program_id, "program_id");
             object_source(r.object);
         }
@@ -101,22 +119,30 @@ fn request(kind: &str, body: &[u8]) {
             let _ = decode::<pb::ListProgramsRequest>(body);
         }
         "GetProgramRequest" => {
-            let Some(r) = decode::<pb::GetProgramRequest>(body) else { return };
+            let Some(r) = decode::<pb::GetProgramRequest>(body) else {
+                return;
+            };
             let _ = program_id(r.id, "id");
         }
         "ListLinksRequest" => {
-            let Some(r) = decode::<pb::ListLinksRequest>(body) else { return };
+            let Some(r) = decode::<pb::ListLinksRequest>(body) else {
+                return;
+            };
             let _ = r.program_id.map(|i| program_id(i, "program_id"));
         }
         "GetLinkRequest" => {
-            let Some(r) = decode::<pb::GetLinkRequest>(body) else { return };
+            let Some(r) = decode::<pb::GetLinkRequest>(body) else {
+                return;
+            };
             let _ = convert::link_id(r.id, "id");
         }
         "ListMapsRequest" => {
             let _ = decode::<pb::ListMapsRequest>(body);
         }
         "DumpMapRequest" => {
-            let Some(r) = decode::<pb::DumpMapRequest>(body) else { return };
+            let Some(r) = decode::<pb::DumpMapRequest>(body) else {
+                return;
+            };
             if let Ok(m) = map_ref_from_proto(r.map) {
                 let back = convert::map_ref_to_proto(&m);
                 let again = map_ref_from_proto(Some(back)).expect("map ref round trip");
@@ -127,7 +153,9 @@ fn request(kind: &str, body: &[u8]) {
             let _ = decode::<pb::ListChainsRequest>(body);
         }
         "GetChainRequest" => {
-            let Some(r) = decode::<pb::GetChainRequest>(body) else { return };
+            let Some(r) = decode::<pb::GetChainRequest>(body) else {
+                return;
+            };
             if let Some(h) = r.hook {
                 hook(h);
             }
@@ -144,52 +172,78 @@ fn response(kind: &str, body: &[u8]) {
     use apiary::{LinkView, MapView, ProgramView};
     match kind {
         "LoadResponse" => {
-            let Some(r) = decode::<pb::LoadResponse>(body) else { return };
-            r.programs.into_iter().for_each(round_trip::<_, ProgramView>);
+            let Some(r) = decode::<pb::LoadResponse>(body) else {
+                return;
+            };
+            r.programs
+                .into_iter()
+                .for_each(round_trip::<_, ProgramView>);
         }
         "AttachResponse" => {
-            let Some(r) = decode::<pb::AttachResponse>(body) else { return };
+            let Some(r) = decode::<pb::AttachResponse>(body) else {
+                return;
+            };
             r.link.into_iter().for_each(round_trip::<_, LinkView>);
         }
         "UnloadResponse" => {
             let _ = decode::<pb::UnloadResponse>(body);
         }
         "UpdateResponse" => {
-            let Some(r) = decode::<pb::UpdateResponse>(body) else { return };
+            let Some(r) = decode::<pb::UpdateResponse>(body) else {
+                return;
+            };
             r.report
                 .into_iter()
                 .for_each(round_trip::<_, apiary::UpdateReport>);
         }
         "ListProgramsResponse" => {
-            let Some(r) = decode::<pb::ListProgramsResponse>(body) else { return };
-            r.programs.into_iter().for_each(round_trip::<_, ProgramView>);
+            let Some(r) = decode::<pb::ListProgramsResponse>(body) else {
+                return;
+            };
+            r.programs
+                .into_iter()
+                .for_each(round_trip::<_, ProgramView>);
         }
         "GetProgramResponse" => {
-            let Some(r) = decode::<pb::GetProgramResponse>(body) else { return };
+            let Some(r) = decode::<pb::GetProgramResponse>(body) else {
+                return;
+            };
             r.program
                 .into_iter()
                 .for_each(round_trip::<_, apiary::ProgramDetail>);
         }
         "ListLinksResponse" => {
-            let Some(r) = decode::<pb::ListLinksResponse>(body) else { return };
+            let Some(r) = decode::<pb::ListLinksResponse>(body) else {
+                return;
+            };
             r.links.into_iter().for_each(round_trip::<_, LinkView>);
         }
         "ListMapsResponse" => {
-            let Some(r) = decode::<pb::ListMapsResponse>(body) else { return };
+            let Some(r) = decode::<pb::ListMapsResponse>(body) else {
+                return;
+            };
             r.maps.into_iter().for_each(round_trip::<_, MapView>);
         }
         "DumpMapResponse" => {
-            let Some(r) = decode::<pb::DumpMapResponse>(body) else { return };
-            r.dump.into_iter().for_each(round_trip::<_, apiary::MapDump>);
+            let Some(r) = decode::<pb::DumpMapResponse>(body) else {
+                return;
+            };
+            r.dump
+                .into_iter()
+                .for_each(round_trip::<_, apiary::MapDump>);
         }
         "ListChainsResponse" => {
-            let Some(r) = decode::<pb::ListChainsResponse>(body) else { return };
+            let Some(r) = decode::<pb::ListChainsResponse>(body) else {
+                return;
+            };
             r.chains
                 .into_iter()
                 .for_each(round_trip::<_, apiary::chain::ChainView>);
         }
         "GetChainResponse" => {
-            let Some(r) = decode::<pb::GetChainResponse>(body) else { return };
+            let Some(r) = decode::<pb::GetChainResponse>(body) else {
+                return;
+            };
             r.chain
                 .into_iter()
                 .for_each(round_trip::<_, apiary::chain::ChainView>);

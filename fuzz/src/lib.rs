@@ -36,7 +36,10 @@ pub fn emit_seeds(target: &str) {
     };
     let dir = std::path::PathBuf::from(dir);
     match seeds::write(target, &dir) {
-        Ok(n) => eprintln!("apiary-fuzz: wrote {n} seeds for {target} to {}", dir.display()),
+        Ok(n) => eprintln!(
+            "apiary-fuzz: wrote {n} seeds for {target} to {}",
+            dir.display()
+        ),
         Err(e) => {
             eprintln!("apiary-fuzz: cannot write seeds for {target}: {e}");
             std::process::exit(1);
