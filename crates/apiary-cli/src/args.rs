@@ -1,9 +1,8 @@
 //! Command-line grammar. The vocabulary follows bpfman's CLI (`load file --path --programs
 //! TYPE:FUNCTION`, `-g`, `-m`, `--map-owner-id`, `attach ID TYPE ...`).
 
-use apiary_core::attach::SoftwareEvent;
-use apiary_core::{AttachSpec, CgroupDirection, TcDirection, XdpMode};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use apiary_core::{AttachSpec, TcDirection};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -102,7 +101,7 @@ pub enum ApiCommand {
     Attach {
         program_id: apiary_core::ProgramId,
         #[command(subcommand)]
-        target: AttachCmd,
+        target: AttachSpec,
     },
     /// Remove one link.
     Detach { link_id: apiary_core::LinkId },
@@ -169,8 +168,9 @@ pub struct RunArgs {
     /// Interface for XDP/TC programs.
     #[arg(long)]
     pub iface: Option<String>,
-    #[arg(long)]
-    pub netns: Option<String>,
+    /// A network namespace: a name from `ip netns` or a path.
+    #[arg(long, value_parser = apiary_core::attach::parse_netns)]
+    pub netns: Option<PathBuf>,
     /// cgroup v2 directory for cgroup programs.
     #[arg(long)]
     pub cgroup: Option<PathBuf>,
@@ -201,7 +201,7 @@ pub struct LoadImage {
     pub registry: crate::image::RegistryArgs,
     /// Attach right away; if the attach fails the load is undone.
     #[command(subcommand)]
-    pub attach: Option<AttachCmd>,
+    pub attach: Option<AttachSpec>,
 }
 
 #[derive(Args, Debug)]
@@ -213,7 +213,7 @@ pub struct LoadFile {
     pub opts: LoadOptions,
     /// Attach right away; if the attach fails the load is undone.
     #[command(subcommand)]
-    pub attach: Option<AttachCmd>,
+    pub attach: Option<AttachSpec>,
 }
 
 /// What every load takes, whatever the object's source.
@@ -241,7 +241,7 @@ impl LoadOptions {
     pub fn into_spec(
         self,
         source: apiary::ObjectSource,
-        attach: Option<AttachCmd>,
+        attach: Option<AttachSpec>,
     ) -> apiary::LoadSpec {
         apiary::LoadSpec {
             source,
@@ -254,188 +254,9 @@ impl LoadOptions {
             typed_globals: self.set,
             metadata: self.metadata.into_iter().collect(),
             map_owner_id: self.map_owner_id,
-            attach: attach.map(|a| a.into_spec()),
+            attach,
         }
     }
-}
-
-#[derive(Subcommand, Debug, Clone)]
-pub enum AttachCmd {
-    /// A tracepoint, CATEGORY/NAME.
-    Tracepoint {
-        #[arg(long)]
-        tracepoint: String,
-    },
-    /// A raw tracepoint by name.
-    RawTracepoint {
-        #[arg(long)]
-        tracepoint: String,
-    },
-    /// A BTF tracepoint; the target comes from the program's section.
-    TpBtf,
-    /// A BPF iterator (target from the section, `iter/task`): the link is pinned; reading the
-    /// pin (`cat`, shown by `get link`) runs it.
-    Iter,
-    /// Socket lookups of a network namespace (sk_lookup).
-    SkLookup {
-        /// A network namespace: a name from `ip netns` or a path.
-        #[arg(long)]
-        netns: String,
-    },
-    /// XDP on an interface, in its chain of programs (run in priority order).
-    Xdp {
-        #[arg(long)]
-        iface: String,
-        /// Network namespace: a name from `ip netns` or a path.
-        #[arg(long)]
-        netns: Option<String>,
-        #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
-        mode: ModeArg,
-        /// 1 (runs first) to 1000 (runs last); ties run in attach order.
-        #[arg(long, default_value_t = 1000)]
-        priority: u32,
-        /// Verdicts after which the chain goes on: aborted, drop, pass, tx, redirect,
-        /// dispatcher_return (default pass,dispatcher_return).
-        #[arg(long, value_delimiter = ',')]
-        proceed_on: Vec<String>,
-    },
-    /// TC on an interface and direction, in its chain of programs (a dispatcher on a TCX link).
-    Tc {
-        #[arg(long)]
-        iface: String,
-        #[arg(long, value_enum)]
-        direction: DirArg,
-        #[arg(long)]
-        netns: Option<String>,
-        #[arg(long, default_value_t = 1000)]
-        priority: u32,
-        /// TC actions after which the chain goes on: unspec, ok, reclassify, shot, pipe, stolen,
-        /// queued, repeat, redirect, trap, dispatcher_return (default ok,pipe,dispatcher_return).
-        #[arg(long, value_delimiter = ',')]
-        proceed_on: Vec<String>,
-        /// A single cls_bpf filter on the clsact qdisc instead of a chain (kernels without TCX).
-        #[arg(long)]
-        legacy: bool,
-    },
-    /// TCX link, ordered by priority (lower runs first).
-    Tcx {
-        #[arg(long)]
-        iface: String,
-        #[arg(long, value_enum)]
-        direction: DirArg,
-        #[arg(long, default_value_t = 1000)]
-        priority: u32,
-        #[arg(long)]
-        netns: Option<String>,
-    },
-    /// A user-space function: path or library name (libc), and symbol and/or offset.
-    Uprobe {
-        #[arg(long)]
-        target: String,
-        #[arg(long)]
-        fn_name: Option<String>,
-        #[arg(long, default_value_t = 0)]
-        offset: u64,
-        #[arg(long)]
-        retprobe: bool,
-        /// Only this process.
-        #[arg(long)]
-        pid: Option<i32>,
-    },
-    /// A kernel function.
-    Kprobe {
-        #[arg(long)]
-        fn_name: String,
-        #[arg(long, default_value_t = 0)]
-        offset: u64,
-        #[arg(long)]
-        retprobe: bool,
-    },
-    /// cgroup v2 ingress or egress packets.
-    CgroupSkb {
-        #[arg(long)]
-        cgroup: PathBuf,
-        #[arg(long, value_enum, default_value_t = DirArg::Ingress)]
-        direction: DirArg,
-    },
-    /// Socket creation in a cgroup v2.
-    CgroupSock {
-        #[arg(long)]
-        cgroup: PathBuf,
-    },
-    /// A socket-address hook (connect4/6, bind4/6, sendmsg4/6, recvmsg4/6) of a cgroup v2.
-    CgroupSockAddr {
-        #[arg(long)]
-        cgroup: PathBuf,
-        /// Default: the hook the program's section names (cgroup/connect4).
-        #[arg(long)]
-        hook: Option<apiary_core::program::CgroupHook>,
-    },
-    /// getsockopt/setsockopt calls in a cgroup v2.
-    CgroupSockopt {
-        #[arg(long)]
-        cgroup: PathBuf,
-        /// Default: the hook the program's section names (cgroup/getsockopt).
-        #[arg(long)]
-        hook: Option<apiary_core::program::CgroupHook>,
-    },
-    /// sysctl reads and writes (/proc/sys) in a cgroup v2.
-    CgroupSysctl {
-        #[arg(long)]
-        cgroup: PathBuf,
-    },
-    /// A netfilter hook (Linux 6.4), in a network namespace.
-    Netfilter {
-        /// prerouting, input, forward, output or postrouting.
-        #[arg(long)]
-        hook: apiary_core::NetfilterHook,
-        #[arg(long, default_value = "ipv4")]
-        family: apiary_core::NetfilterFamily,
-        /// Lower runs first, among netfilter's own hooks (conntrack -200, filter 0).
-        #[arg(long, allow_hyphen_values = true)]
-        priority: i32,
-        /// A network namespace: a name from `ip netns` or a path.
-        #[arg(long)]
-        netns: Option<String>,
-        /// Defragment IP packets before the program sees them.
-        #[arg(long)]
-        defrag: bool,
-    },
-    /// A software perf event sampled on every CPU.
-    PerfEvent {
-        #[arg(long, value_enum, default_value_t = EventArg::CpuClock)]
-        event: EventArg,
-        /// Samples per second per CPU.
-        #[arg(long, default_value_t = 99)]
-        frequency: u64,
-        #[arg(long)]
-        cpu: Option<u32>,
-    },
-    /// fentry (target from the section).
-    Fentry,
-    /// fexit (target from the section).
-    Fexit,
-    /// BPF LSM (hook from the section).
-    Lsm,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ModeArg {
-    Auto,
-    Drv,
-    Skb,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DirArg {
-    Ingress,
-    Egress,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum EventArg {
-    CpuClock,
-    TaskClock,
 }
 
 #[derive(Subcommand, Debug)]
@@ -474,8 +295,9 @@ pub enum GetCmd {
         iface: String,
         /// xdp, tc (ingress), tc-ingress or tc-egress.
         hook: String,
-        #[arg(long)]
-        netns: Option<String>,
+        /// A network namespace: a name from `ip netns` or a path.
+        #[arg(long, value_parser = apiary_core::attach::parse_netns)]
+        netns: Option<PathBuf>,
     },
 }
 
@@ -483,7 +305,7 @@ pub enum GetCmd {
 pub fn hook_ref(
     iface: String,
     hook: &str,
-    netns: Option<String>,
+    netns: Option<PathBuf>,
 ) -> Result<apiary::chain::HookRef, String> {
     use apiary_core::chain::ChainKind;
     let (kind, direction) = match hook {
@@ -499,7 +321,7 @@ pub fn hook_ref(
     Ok(apiary::chain::HookRef {
         kind,
         iface,
-        netns: netns_path(netns),
+        netns,
         direction,
     })
 }
@@ -526,142 +348,4 @@ fn parse_hex(s: &str) -> Result<(String, Vec<u8>), String> {
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
     apiary_core::parse::parse_kv(s)
-}
-
-/// `--netns NAME` means `ip netns`'s /var/run/netns/NAME; anything with a slash is a path.
-pub fn netns_path(n: Option<String>) -> Option<PathBuf> {
-    n.map(|n| {
-        if n.contains('/') {
-            PathBuf::from(n)
-        } else {
-            PathBuf::from("/var/run/netns").join(n)
-        }
-    })
-}
-
-fn dir(d: DirArg) -> TcDirection {
-    match d {
-        DirArg::Ingress => TcDirection::Ingress,
-        DirArg::Egress => TcDirection::Egress,
-    }
-}
-
-impl AttachCmd {
-    pub fn into_spec(self) -> AttachSpec {
-        match self {
-            AttachCmd::Tracepoint { tracepoint } => AttachSpec::Tracepoint { tracepoint },
-            AttachCmd::RawTracepoint { tracepoint } => AttachSpec::RawTracepoint { tracepoint },
-            AttachCmd::TpBtf => AttachSpec::TpBtf,
-            AttachCmd::Iter => AttachSpec::Iter,
-            AttachCmd::SkLookup { netns } => AttachSpec::SkLookup {
-                netns: netns_path(Some(netns)).unwrap_or_default(),
-            },
-            AttachCmd::Xdp {
-                iface,
-                netns,
-                mode,
-                priority,
-                proceed_on,
-            } => AttachSpec::Xdp {
-                iface,
-                netns: netns_path(netns),
-                mode: match mode {
-                    ModeArg::Auto => XdpMode::Auto,
-                    ModeArg::Drv => XdpMode::Drv,
-                    ModeArg::Skb => XdpMode::Skb,
-                },
-                priority,
-                proceed_on,
-            },
-            AttachCmd::Tc {
-                iface,
-                direction,
-                netns,
-                priority,
-                proceed_on,
-                legacy,
-            } => AttachSpec::Tc {
-                iface,
-                netns: netns_path(netns),
-                direction: dir(direction),
-                priority,
-                proceed_on,
-                legacy,
-            },
-            AttachCmd::Tcx {
-                iface,
-                direction,
-                priority,
-                netns,
-            } => AttachSpec::Tcx {
-                iface,
-                netns: netns_path(netns),
-                direction: dir(direction),
-                priority,
-            },
-            AttachCmd::Uprobe {
-                target,
-                fn_name,
-                offset,
-                retprobe,
-                pid,
-            } => AttachSpec::Uprobe {
-                target,
-                fn_name,
-                offset,
-                retprobe,
-                pid,
-            },
-            AttachCmd::Kprobe {
-                fn_name,
-                offset,
-                retprobe,
-            } => AttachSpec::Kprobe {
-                fn_name,
-                offset,
-                retprobe,
-            },
-            AttachCmd::CgroupSkb { cgroup, direction } => AttachSpec::CgroupSkb {
-                cgroup,
-                direction: match direction {
-                    DirArg::Ingress => CgroupDirection::Ingress,
-                    DirArg::Egress => CgroupDirection::Egress,
-                },
-            },
-            AttachCmd::CgroupSock { cgroup } => AttachSpec::CgroupSock { cgroup },
-            AttachCmd::CgroupSockAddr { cgroup, hook } => {
-                AttachSpec::CgroupSockAddr { cgroup, hook }
-            }
-            AttachCmd::CgroupSockopt { cgroup, hook } => AttachSpec::CgroupSockopt { cgroup, hook },
-            AttachCmd::CgroupSysctl { cgroup } => AttachSpec::CgroupSysctl { cgroup },
-            AttachCmd::Netfilter {
-                hook,
-                family,
-                priority,
-                netns,
-                defrag,
-            } => AttachSpec::Netfilter {
-                hook,
-                family,
-                priority,
-                netns: netns_path(netns),
-                defrag,
-            },
-            AttachCmd::PerfEvent {
-                event,
-                frequency,
-                cpu,
-            } => AttachSpec::PerfEvent {
-                event: match event {
-                    EventArg::CpuClock => SoftwareEvent::CpuClock,
-                    EventArg::TaskClock => SoftwareEvent::TaskClock,
-                },
-                frequency,
-                cpu,
-            },
-            AttachCmd::Fentry => AttachSpec::Fentry,
-            AttachCmd::Fexit => AttachSpec::Fexit,
-            AttachCmd::Lsm => AttachSpec::Lsm,
-        }
-    }
 }

@@ -123,9 +123,7 @@ fn api_command(cmd: ApiCommand, mgr: &dyn Api, out: &output::Printer) -> Result<
             };
             out.programs(&mgr.load(i.opts.into_spec(source, i.attach))?)
         }
-        ApiCommand::Attach { program_id, target } => {
-            out.link(&mgr.attach(program_id, target.into_spec())?)
-        }
+        ApiCommand::Attach { program_id, target } => out.link(&mgr.attach(program_id, target)?),
         ApiCommand::Detach { link_id } => {
             mgr.detach(link_id)?;
             out.message(
@@ -213,7 +211,7 @@ fn run_foreground(a: RunArgs, format: Output) -> Result<()> {
         typed_globals: a.set,
         targets: apiary_kernel::session::Targets {
             iface: a.iface,
-            netns: args::netns_path(a.netns),
+            netns: a.netns,
             cgroup: a.cgroup,
         },
         event_type: a.event_type,

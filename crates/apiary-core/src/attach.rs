@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum XdpMode {
     /// Driver mode, falling back to generic (skb) mode where the driver has no XDP support,
     /// as `ip link set xdp` does.
@@ -19,6 +20,7 @@ pub enum XdpMode {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum TcDirection {
     Ingress,
     Egress,
@@ -26,6 +28,7 @@ pub enum TcDirection {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum CgroupDirection {
     Ingress,
     Egress,
@@ -35,6 +38,7 @@ pub enum CgroupDirection {
 /// events are often absent in VMs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum SoftwareEvent {
     CpuClock,
     TaskClock,
@@ -113,124 +117,208 @@ impl std::str::FromStr for NetfilterFamily {
     }
 }
 
+/// Each variant is also the `apiary attach ID <hook>` subcommand (feature `cli`): its doc comment
+/// is the subcommand's help and its fields are the flags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Subcommand))]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum AttachSpec {
+    /// A tracepoint, CATEGORY/NAME.
     Tracepoint {
         /// `category/name`, e.g. `syscalls/sys_enter_getppid`.
+        #[cfg_attr(feature = "cli", arg(long))]
         tracepoint: String,
     },
+    /// A raw tracepoint by name.
     RawTracepoint {
+        #[cfg_attr(feature = "cli", arg(long))]
         tracepoint: String,
     },
-    /// The target is fixed at load time by the section name (`tp_btf/sched_switch`).
+    /// A BTF tracepoint; the target comes from the program's section (`tp_btf/sched_switch`).
     TpBtf,
-    /// A program in the interface's XDP chain (apiary's dispatcher), run in priority order.
+    /// XDP on an interface, in its chain of programs (apiary's dispatcher, run in priority
+    /// order).
     Xdp {
+        #[cfg_attr(feature = "cli", arg(long))]
         iface: String,
+        /// A network namespace: a name from `ip netns` or a path.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "cli", arg(long, value_parser = parse_netns))]
         netns: Option<PathBuf>,
         #[serde(default)]
+        #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = XdpMode::Auto))]
         mode: XdpMode,
+        /// 1 (runs first) to 1000 (runs last); ties run in attach order.
         #[serde(default = "default_priority")]
+        #[cfg_attr(feature = "cli", arg(long, default_value_t = default_priority()))]
         priority: u32,
-        /// Verdict names after which the chain continues; empty means the default set.
+        /// Verdicts after which the chain goes on: aborted, drop, pass, tx, redirect,
+        /// dispatcher_return (default pass,dispatcher_return).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(feature = "cli", arg(long, value_delimiter = ','))]
         proceed_on: Vec<String>,
     },
-    /// A program in the interface's TC chain for one direction (a dispatcher on a TCX link),
-    /// or, with `legacy`, a single cls_bpf filter on the clsact qdisc.
+    /// TC on an interface and direction, in its chain of programs (a dispatcher on a TCX link),
+    /// or, with --legacy, a single cls_bpf filter on the clsact qdisc.
     Tc {
+        #[cfg_attr(feature = "cli", arg(long))]
         iface: String,
+        /// A network namespace: a name from `ip netns` or a path.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "cli", arg(long, value_parser = parse_netns))]
         netns: Option<PathBuf>,
+        #[cfg_attr(feature = "cli", arg(long, value_enum))]
         direction: TcDirection,
+        /// 1 (runs first) to 1000 (runs last); ties run in attach order.
         #[serde(default = "default_priority")]
+        #[cfg_attr(feature = "cli", arg(long, default_value_t = default_priority()))]
         priority: u32,
+        /// TC actions after which the chain goes on: unspec, ok, reclassify, shot, pipe, stolen,
+        /// queued, repeat, redirect, trap, dispatcher_return (default ok,pipe,dispatcher_return).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[cfg_attr(feature = "cli", arg(long, value_delimiter = ','))]
         proceed_on: Vec<String>,
+        /// A single cls_bpf filter on the clsact qdisc instead of a chain (kernels without TCX).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        #[cfg_attr(feature = "cli", arg(long))]
         legacy: bool,
     },
+    /// A TCX link of its own, ordered by priority (lower runs first).
     Tcx {
+        #[cfg_attr(feature = "cli", arg(long))]
         iface: String,
+        /// A network namespace: a name from `ip netns` or a path.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "cli", arg(long, value_parser = parse_netns))]
         netns: Option<PathBuf>,
+        #[cfg_attr(feature = "cli", arg(long, value_enum))]
         direction: TcDirection,
+        #[cfg_attr(feature = "cli", arg(long, default_value_t = default_priority()))]
         priority: u32,
     },
+    /// A user-space function: a path or library name (libc), and a symbol and/or offset.
     Uprobe {
         /// A path, or a library name resolved like the dynamic loader does (`libc`).
+        #[cfg_attr(feature = "cli", arg(long))]
         target: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "cli", arg(long))]
         fn_name: Option<String>,
         #[serde(default)]
+        #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
         offset: u64,
         #[serde(default)]
+        #[cfg_attr(feature = "cli", arg(long))]
         retprobe: bool,
+        /// Only this process.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "cli", arg(long))]
         pid: Option<i32>,
     },
+    /// A kernel function.
     Kprobe {
+        #[cfg_attr(feature = "cli", arg(long))]
         fn_name: String,
         #[serde(default)]
+        #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
         offset: u64,
         #[serde(default)]
+        #[cfg_attr(feature = "cli", arg(long))]
         retprobe: bool,
     },
+    /// cgroup v2 ingress or egress packets.
     CgroupSkb {
+        #[cfg_attr(feature = "cli", arg(long))]
         cgroup: PathBuf,
+        #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = CgroupDirection::Ingress))]
         direction: CgroupDirection,
     },
+    /// Socket creation in a cgroup v2.
     CgroupSock {
+        #[cfg_attr(feature = "cli", arg(long))]
         cgroup: PathBuf,
     },
-    /// A socket-address hook (`connect4`, `bind6`...) of a cgroup; the hook follows the
-    /// program's section when not given.
+    /// A socket-address hook (connect4/6, bind4/6, sendmsg4/6, recvmsg4/6) of a cgroup v2.
     CgroupSockAddr {
+        #[cfg_attr(feature = "cli", arg(long))]
         cgroup: PathBuf,
+        /// Default: the hook the program's section names (cgroup/connect4).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "cli", arg(long))]
         hook: Option<CgroupHook>,
     },
-    /// `getsockopt`/`setsockopt` of a cgroup; the hook follows the section when not given.
+    /// getsockopt/setsockopt calls in a cgroup v2.
     CgroupSockopt {
+        #[cfg_attr(feature = "cli", arg(long))]
         cgroup: PathBuf,
+        /// Default: the hook the program's section names (cgroup/getsockopt).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "cli", arg(long))]
         hook: Option<CgroupHook>,
     },
+    /// sysctl reads and writes (/proc/sys) in a cgroup v2.
     CgroupSysctl {
+        #[cfg_attr(feature = "cli", arg(long))]
         cgroup: PathBuf,
     },
-    /// A netfilter hook of one address family, in a network namespace; lower priorities run
-    /// first, among netfilter's own hooks (conntrack is -200, filter 0).
+    /// A netfilter hook (Linux 6.4) of one address family, in a network namespace.
     Netfilter {
+        /// prerouting, input, forward, output or postrouting.
+        #[cfg_attr(feature = "cli", arg(long))]
         hook: NetfilterHook,
+        #[cfg_attr(feature = "cli", arg(long, default_value = "ipv4"))]
         family: NetfilterFamily,
+        /// Lower runs first, among netfilter's own hooks (conntrack -200, filter 0).
+        #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
         priority: i32,
+        /// A network namespace: a name from `ip netns` or a path.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "cli", arg(long, value_parser = parse_netns))]
         netns: Option<PathBuf>,
-        /// Have netfilter defragment packets before the program sees them.
+        /// Defragment IP packets before the program sees them.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        #[cfg_attr(feature = "cli", arg(long))]
         defrag: bool,
     },
+    /// A software perf event sampled on every CPU.
     PerfEvent {
+        #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = SoftwareEvent::CpuClock))]
         event: SoftwareEvent,
-        /// Samples per second on each CPU.
+        /// Samples per second per CPU.
+        #[cfg_attr(feature = "cli", arg(long, default_value_t = 99))]
         frequency: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "cli", arg(long))]
         cpu: Option<u32>,
     },
-    /// An sk_lookup program for a network namespace's socket lookups.
+    /// Socket lookups of a network namespace (sk_lookup).
     SkLookup {
+        /// A network namespace: a name from `ip netns` or a path.
+        #[cfg_attr(feature = "cli", arg(long, value_parser = parse_netns))]
         netns: PathBuf,
     },
-    /// A BPF iterator; its target (`iter/task`) was fixed at load time. Reading the pinned link
-    /// runs it.
+    /// A BPF iterator (target from the section, `iter/task`): the link is pinned; reading the
+    /// pin (`cat`, shown by `get link`) runs it.
     Iter,
-    /// Targets for fentry/fexit/lsm come from the section name at load time.
+    /// fentry (target from the section).
     Fentry,
+    /// fexit (target from the section).
     Fexit,
+    /// BPF LSM (hook from the section).
     Lsm,
+}
+
+/// A network namespace as users name it: a name from `ip netns` (under /var/run/netns), or a
+/// path (`/proc/PID/ns/net`).
+pub fn parse_netns(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("empty network namespace".into());
+    }
+    Ok(if s.contains('/') {
+        PathBuf::from(s)
+    } else {
+        PathBuf::from("/var/run/netns").join(s)
+    })
 }
 
 fn parse_offset(s: &str) -> Option<u64> {
