@@ -1,7 +1,7 @@
 //! Attach specs: where a loaded program should run. One enum variant per hook; the data each
 //! hook needs lives in its variant, so adding a hook means one variant and one kernel file.
 
-use crate::program::{CgroupHook, ProgramType};
+use crate::program::{CgroupHook, ProgramType, RunRule};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
@@ -306,6 +306,161 @@ pub enum AttachSpec {
     Fexit,
     /// BPF LSM (hook from the section).
     Lsm,
+}
+
+/// What `apiary run` is given to attach to beyond the programs' sections.
+#[derive(Debug, Clone, Default)]
+pub struct RunTargets {
+    /// For XDP and TC programs.
+    pub iface: Option<String>,
+    pub netns: Option<PathBuf>,
+    /// For cgroup programs.
+    pub cgroup: Option<PathBuf>,
+}
+
+/// How `apiary run` attaches one program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunAttach {
+    /// Through the same attach code as `apiary attach`.
+    Spec(AttachSpec),
+    /// The section names the hook in a form apiary does not parse: libbpf's auto-attach.
+    Libbpf,
+    /// Not attached, for this reason.
+    Skip(&'static str),
+    /// It needs this flag.
+    Needs(&'static str),
+}
+
+impl RunTargets {
+    /// The flag a program of type `ty` would need and was not given, checked before loading.
+    pub fn missing(&self, ty: ProgramType) -> Option<&'static str> {
+        match ty.info().run {
+            RunRule::Interface if self.iface.is_none() => Some("--iface"),
+            RunRule::Cgroup if self.cgroup.is_none() => Some("--cgroup"),
+            RunRule::Interface
+            | RunRule::Cgroup
+            | RunRule::Section
+            | RunRule::CpuClock
+            | RunRule::Never(_) => None,
+        }
+    }
+
+    /// How `apiary run` attaches a program of type `ty` in `section`, by the type's run rule.
+    pub fn attach(&self, ty: ProgramType, section: &str) -> RunAttach {
+        if let Some(flag) = self.missing(ty) {
+            return RunAttach::Needs(flag);
+        }
+        let egress = section.contains("egress");
+        let iface = self.iface.clone().unwrap_or_default();
+        let cgroup = self.cgroup.clone().unwrap_or_default();
+        let spec = match ty {
+            ProgramType::Xdp => AttachSpec::Xdp {
+                iface,
+                netns: self.netns.clone(),
+                mode: XdpMode::Auto,
+                priority: default_priority(),
+                proceed_on: Vec::new(),
+            },
+            ProgramType::Tc | ProgramType::Tcx => AttachSpec::Tcx {
+                iface,
+                netns: self.netns.clone(),
+                direction: if egress {
+                    TcDirection::Egress
+                } else {
+                    TcDirection::Ingress
+                },
+                priority: 0,
+            },
+            ProgramType::CgroupSkb => AttachSpec::CgroupSkb {
+                cgroup,
+                direction: if egress {
+                    CgroupDirection::Egress
+                } else {
+                    CgroupDirection::Ingress
+                },
+            },
+            ProgramType::CgroupSock => AttachSpec::CgroupSock { cgroup },
+            ProgramType::CgroupSockAddr => AttachSpec::CgroupSockAddr {
+                cgroup,
+                hook: CgroupHook::from_section(section),
+            },
+            ProgramType::CgroupSockopt => AttachSpec::CgroupSockopt {
+                cgroup,
+                hook: CgroupHook::from_section(section),
+            },
+            ProgramType::CgroupSysctl => AttachSpec::CgroupSysctl { cgroup },
+            ProgramType::PerfEvent => AttachSpec::PerfEvent {
+                event: SoftwareEvent::CpuClock,
+                frequency: 99,
+                cpu: None,
+            },
+            ProgramType::Tracepoint
+            | ProgramType::RawTracepoint
+            | ProgramType::TpBtf
+            | ProgramType::Iter
+            | ProgramType::Kprobe
+            | ProgramType::Uprobe
+            | ProgramType::Fentry
+            | ProgramType::Fexit
+            | ProgramType::Lsm
+            | ProgramType::SocketFilter
+            | ProgramType::Netfilter
+            | ProgramType::SkLookup => {
+                return match ty.info().run {
+                    RunRule::Never(why) => RunAttach::Skip(why),
+                    RunRule::Section | RunRule::Interface | RunRule::Cgroup | RunRule::CpuClock => {
+                        AttachSpec::from_section(ty, section)
+                            .map(RunAttach::Spec)
+                            .unwrap_or(RunAttach::Libbpf)
+                    }
+                }
+            }
+        };
+        RunAttach::Spec(spec)
+    }
+}
+
+/// The kernel event a program in `section` handles, when programs of different types can
+/// handle the same one (a tracepoint, its raw tracepoint and its tp_btf form; the entry or the
+/// return of a function), so `run` can say when a tool attached alternatives together.
+pub fn run_event_key(ty: ProgramType, section: &str) -> Option<String> {
+    let target = section.split_once('/').map(|(_, r)| r).unwrap_or("");
+    let last = target.rsplit('/').next().unwrap_or(target);
+    let retprobe = ProgramType::section_is_retprobe(section);
+    match ty {
+        ProgramType::Tracepoint | ProgramType::RawTracepoint | ProgramType::TpBtf
+            if !last.is_empty() =>
+        {
+            Some(format!("event {last}"))
+        }
+        ProgramType::Kprobe | ProgramType::Fentry if !target.is_empty() && !retprobe => {
+            Some(format!("entry of {target}"))
+        }
+        ProgramType::Kprobe | ProgramType::Fexit if !target.is_empty() => {
+            Some(format!("return of {target}"))
+        }
+        ProgramType::Tracepoint
+        | ProgramType::RawTracepoint
+        | ProgramType::TpBtf
+        | ProgramType::Kprobe
+        | ProgramType::Fentry
+        | ProgramType::Fexit
+        | ProgramType::Lsm
+        | ProgramType::Uprobe
+        | ProgramType::Xdp
+        | ProgramType::Tc
+        | ProgramType::Tcx
+        | ProgramType::CgroupSkb
+        | ProgramType::CgroupSock
+        | ProgramType::CgroupSockAddr
+        | ProgramType::CgroupSockopt
+        | ProgramType::CgroupSysctl
+        | ProgramType::Netfilter
+        | ProgramType::Iter
+        | ProgramType::SkLookup
+        | ProgramType::PerfEvent
+        | ProgramType::SocketFilter => None,
+    }
 }
 
 /// A network namespace as users name it: a name from `ip netns` (under /var/run/netns), or a

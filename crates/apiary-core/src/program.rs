@@ -76,6 +76,30 @@ pub struct TypeInfo {
     pub run: RunRule,
     /// What the kernel must offer (shown by `inspect` and in errors).
     pub requires: &'static str,
+    /// The kernel program type and expected attach type to load it with when libbpf cannot
+    /// tell them from the section (`classifier/NAME`); `None` for types whose section must name
+    /// their target (a BTF function, a cgroup hook).
+    pub untyped: Option<(u32, u32)>,
+}
+
+/// Kernel uapi values (`enum bpf_prog_type`, `enum bpf_attach_type`) the table uses; checked
+/// against libbpf's headers by a test in apiary-kernel.
+pub mod uapi {
+    pub const PROG_SOCKET_FILTER: u32 = 1;
+    pub const PROG_KPROBE: u32 = 2;
+    pub const PROG_SCHED_CLS: u32 = 3;
+    pub const PROG_TRACEPOINT: u32 = 5;
+    pub const PROG_XDP: u32 = 6;
+    pub const PROG_PERF_EVENT: u32 = 7;
+    pub const PROG_CGROUP_SKB: u32 = 8;
+    pub const PROG_CGROUP_SOCK: u32 = 9;
+    pub const PROG_RAW_TRACEPOINT: u32 = 17;
+    pub const PROG_SK_LOOKUP: u32 = 30;
+    pub const PROG_NETFILTER: u32 = 32;
+    pub const ATTACH_CGROUP_INET_SOCK_CREATE: u32 = 2;
+    pub const ATTACH_SK_LOOKUP: u32 = 36;
+    pub const ATTACH_XDP: u32 = 37;
+    pub const ATTACH_NETFILTER: u32 = 45;
 }
 
 const SOCKET_FILTER_RUN: &str = "a socket filter runs on a socket its own process opens \
@@ -94,6 +118,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["xdp"],
         run: RunRule::Interface,
         requires: "XDP (any kernel apiary runs on; generic mode where drivers lack it)",
+        untyped: Some((uapi::PROG_XDP, uapi::ATTACH_XDP)),
     },
     TypeInfo {
         ty: ProgramType::Tc,
@@ -105,6 +130,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["tc", "sched_cls", "classifier"],
         run: RunRule::Interface,
         requires: "TCX links (Linux 6.6) for chains; clsact for --legacy",
+        untyped: Some((uapi::PROG_SCHED_CLS, 0)),
     },
     TypeInfo {
         ty: ProgramType::Tcx,
@@ -116,6 +142,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["tcx"],
         run: RunRule::Interface,
         requires: "TCX links (Linux 6.6)",
+        untyped: Some((uapi::PROG_SCHED_CLS, 0)),
     },
     TypeInfo {
         ty: ProgramType::Tracepoint,
@@ -127,6 +154,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["tracepoint"],
         run: RunRule::Section,
         requires: "tracefs tracepoints",
+        untyped: Some((uapi::PROG_TRACEPOINT, 0)),
     },
     TypeInfo {
         ty: ProgramType::RawTracepoint,
@@ -138,6 +166,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["raw_tracepoint", "rawtracepoint", "raw_tp"],
         run: RunRule::Section,
         requires: "raw tracepoints",
+        untyped: Some((uapi::PROG_RAW_TRACEPOINT, 0)),
     },
     TypeInfo {
         ty: ProgramType::TpBtf,
@@ -149,6 +178,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["tp_btf"],
         run: RunRule::Section,
         requires: "kernel BTF (/sys/kernel/btf/vmlinux)",
+        untyped: None,
     },
     TypeInfo {
         ty: ProgramType::Kprobe,
@@ -160,6 +190,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["kprobe", "kretprobe"],
         run: RunRule::Section,
         requires: "the kprobe PMU (/sys/bus/event_source/devices/kprobe)",
+        untyped: Some((uapi::PROG_KPROBE, 0)),
     },
     TypeInfo {
         ty: ProgramType::Uprobe,
@@ -171,6 +202,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["uprobe", "uretprobe"],
         run: RunRule::Section,
         requires: "the uprobe PMU",
+        untyped: Some((uapi::PROG_KPROBE, 0)),
     },
     TypeInfo {
         ty: ProgramType::CgroupSkb,
@@ -182,6 +214,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["cgroup_skb"],
         run: RunRule::Cgroup,
         requires: "cgroup v2",
+        untyped: Some((uapi::PROG_CGROUP_SKB, 0)),
     },
     TypeInfo {
         ty: ProgramType::CgroupSock,
@@ -199,6 +232,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["cgroup_sock"],
         run: RunRule::Cgroup,
         requires: "cgroup v2",
+        untyped: Some((uapi::PROG_CGROUP_SOCK, uapi::ATTACH_CGROUP_INET_SOCK_CREATE)),
     },
     TypeInfo {
         ty: ProgramType::PerfEvent,
@@ -210,6 +244,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["perf_event"],
         run: RunRule::CpuClock,
         requires: "perf events (software events suffice)",
+        untyped: Some((uapi::PROG_PERF_EVENT, 0)),
     },
     TypeInfo {
         ty: ProgramType::Fentry,
@@ -221,6 +256,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["fentry"],
         run: RunRule::Section,
         requires: "BPF trampolines and kernel BTF",
+        untyped: None,
     },
     TypeInfo {
         ty: ProgramType::Fexit,
@@ -232,6 +268,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["fexit"],
         run: RunRule::Section,
         requires: "BPF trampolines and kernel BTF",
+        untyped: None,
     },
     TypeInfo {
         ty: ProgramType::Lsm,
@@ -243,6 +280,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["lsm"],
         run: RunRule::Section,
         requires: "BPF trampolines and the bpf LSM (lsm=...,bpf)",
+        untyped: None,
     },
     TypeInfo {
         ty: ProgramType::SocketFilter,
@@ -254,6 +292,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["socket_filter", "socket"],
         run: RunRule::Never(SOCKET_FILTER_RUN),
         requires: "nothing special",
+        untyped: Some((uapi::PROG_SOCKET_FILTER, 0)),
     },
     TypeInfo {
         ty: ProgramType::CgroupSockAddr,
@@ -265,6 +304,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["cgroup_sock_addr"],
         run: RunRule::Cgroup,
         requires: "cgroup v2",
+        untyped: None,
     },
     TypeInfo {
         ty: ProgramType::CgroupSockopt,
@@ -276,6 +316,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["cgroup_sockopt"],
         run: RunRule::Cgroup,
         requires: "cgroup v2",
+        untyped: None,
     },
     TypeInfo {
         ty: ProgramType::CgroupSysctl,
@@ -287,6 +328,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["cgroup_sysctl"],
         run: RunRule::Cgroup,
         requires: "cgroup v2",
+        untyped: None,
     },
     TypeInfo {
         ty: ProgramType::Netfilter,
@@ -300,6 +342,7 @@ pub const TYPES: &[TypeInfo] = &[
             "a netfilter program needs a hook, family and priority: use apiary attach ID netfilter",
         ),
         requires: "netfilter BPF links (Linux 6.4, CONFIG_NETFILTER_BPF_LINK)",
+        untyped: Some((uapi::PROG_NETFILTER, uapi::ATTACH_NETFILTER)),
     },
     TypeInfo {
         ty: ProgramType::Iter,
@@ -311,6 +354,7 @@ pub const TYPES: &[TypeInfo] = &[
         labels: &["iter"],
         run: RunRule::Section,
         requires: "BPF iterators and kernel BTF",
+        untyped: None,
     },
     TypeInfo {
         ty: ProgramType::SkLookup,
@@ -324,6 +368,7 @@ pub const TYPES: &[TypeInfo] = &[
             "an sk_lookup program steers a network namespace's connections to sockets an application puts in its map: use apiary attach ID sk-lookup --netns",
         ),
         requires: "sk_lookup (Linux 5.9)",
+        untyped: Some((uapi::PROG_SK_LOOKUP, uapi::ATTACH_SK_LOOKUP)),
     },
 ];
 

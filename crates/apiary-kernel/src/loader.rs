@@ -269,7 +269,7 @@ pub(crate) fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<(LoadedObjec
         let ty = program_type(&name, &section, *requested, libbpf_typed)?;
         if !libbpf_typed {
             let (prog_type, attach_type) =
-                untyped_kernel_type(ty).ok_or_else(|| KernelError::NotSupported {
+                ty.info().untyped.ok_or_else(|| KernelError::NotSupported {
                     feature: format!("section {section:?}"),
                     reason: format!(
                         "{ty} programs need their attach target in the section name (e.g. SEC(\"{}/NAME\")); rename the section of program {name:?}",
@@ -489,36 +489,6 @@ fn program_type(
     }
 }
 
-/// The kernel program type and expected attach type to load a program of type `ty` with when
-/// libbpf could not tell them from the section name. Types that also need an attach target
-/// from the section (a BTF function for tp_btf, fentry, fexit, lsm) cannot be loaded this way.
-fn untyped_kernel_type(ty: ProgramType) -> Option<(u32, u32)> {
-    use libbpf_sys as s;
-    let t = match ty {
-        ProgramType::Xdp => (s::BPF_PROG_TYPE_XDP, s::BPF_XDP),
-        ProgramType::Tc | ProgramType::Tcx => (s::BPF_PROG_TYPE_SCHED_CLS, 0),
-        ProgramType::Tracepoint => (s::BPF_PROG_TYPE_TRACEPOINT, 0),
-        ProgramType::RawTracepoint => (s::BPF_PROG_TYPE_RAW_TRACEPOINT, 0),
-        ProgramType::Kprobe | ProgramType::Uprobe => (s::BPF_PROG_TYPE_KPROBE, 0),
-        ProgramType::CgroupSkb => (s::BPF_PROG_TYPE_CGROUP_SKB, 0),
-        ProgramType::CgroupSock => (s::BPF_PROG_TYPE_CGROUP_SOCK, s::BPF_CGROUP_INET_SOCK_CREATE),
-        ProgramType::PerfEvent => (s::BPF_PROG_TYPE_PERF_EVENT, 0),
-        ProgramType::SocketFilter => (s::BPF_PROG_TYPE_SOCKET_FILTER, 0),
-        ProgramType::Netfilter => (s::BPF_PROG_TYPE_NETFILTER, s::BPF_NETFILTER),
-        ProgramType::SkLookup => (s::BPF_PROG_TYPE_SK_LOOKUP, s::BPF_SK_LOOKUP),
-        // These need their target (a BTF function, a cgroup hook) in the section name.
-        ProgramType::TpBtf
-        | ProgramType::Iter
-        | ProgramType::Fentry
-        | ProgramType::Fexit
-        | ProgramType::Lsm
-        | ProgramType::CgroupSockAddr
-        | ProgramType::CgroupSockopt
-        | ProgramType::CgroupSysctl => return None,
-    };
-    Some(t)
-}
-
 /// libbpf names a data section's map `<object prefix>.<section>` (truncated to 15 bytes), so a
 /// global in `.rodata` lives in the map whose name ends with `.rodata`.
 fn is_section_map(map_name: &str, section: &str) -> bool {
@@ -641,6 +611,36 @@ fn load_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The type table's uapi numbers are the kernel's, as libbpf's headers give them.
+    #[test]
+    fn type_table_uses_the_kernels_numbers() {
+        use apiary_core::program::uapi;
+        use libbpf_sys as s;
+        let pairs = [
+            (uapi::PROG_SOCKET_FILTER, s::BPF_PROG_TYPE_SOCKET_FILTER),
+            (uapi::PROG_KPROBE, s::BPF_PROG_TYPE_KPROBE),
+            (uapi::PROG_SCHED_CLS, s::BPF_PROG_TYPE_SCHED_CLS),
+            (uapi::PROG_TRACEPOINT, s::BPF_PROG_TYPE_TRACEPOINT),
+            (uapi::PROG_XDP, s::BPF_PROG_TYPE_XDP),
+            (uapi::PROG_PERF_EVENT, s::BPF_PROG_TYPE_PERF_EVENT),
+            (uapi::PROG_CGROUP_SKB, s::BPF_PROG_TYPE_CGROUP_SKB),
+            (uapi::PROG_CGROUP_SOCK, s::BPF_PROG_TYPE_CGROUP_SOCK),
+            (uapi::PROG_RAW_TRACEPOINT, s::BPF_PROG_TYPE_RAW_TRACEPOINT),
+            (uapi::PROG_SK_LOOKUP, s::BPF_PROG_TYPE_SK_LOOKUP),
+            (uapi::PROG_NETFILTER, s::BPF_PROG_TYPE_NETFILTER),
+            (
+                uapi::ATTACH_CGROUP_INET_SOCK_CREATE,
+                s::BPF_CGROUP_INET_SOCK_CREATE,
+            ),
+            (uapi::ATTACH_SK_LOOKUP, s::BPF_SK_LOOKUP),
+            (uapi::ATTACH_XDP, s::BPF_XDP),
+            (uapi::ATTACH_NETFILTER, s::BPF_NETFILTER),
+        ];
+        for (ours, kernels) in pairs {
+            assert_eq!(ours, kernels);
+        }
+    }
 
     #[test]
     fn section_maps() {

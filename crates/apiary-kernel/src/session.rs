@@ -6,21 +6,15 @@
 use crate::attach::{self, AttachContext, Attachment, TcFilter};
 use crate::error::{KernelError, Result};
 use crate::loader::{self, LoadRequest, LoadedObject};
-use apiary_core::program::RunRule;
-use apiary_core::{AttachSpec, ProgramType, TcDirection, XdpMode};
+use apiary_core::attach::RunAttach;
+use apiary_core::{AttachSpec, ProgramType};
 use libbpf_rs::{MapCore, MapType, PerfBufferBuilder, RingBufferBuilder};
 use std::cell::RefCell;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// Targets that section names cannot carry.
-#[derive(Debug, Clone, Default)]
-pub struct Targets {
-    pub iface: Option<String>,
-    pub netns: Option<PathBuf>,
-    pub cgroup: Option<PathBuf>,
-}
+pub use apiary_core::attach::RunTargets as Targets;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventMapKind {
@@ -72,69 +66,16 @@ impl Session {
         ty: ProgramType,
         t: &Targets,
     ) -> Result<()> {
-        let need = |what: &str| missing(name, section, what);
-        let spec = match ty {
-            ProgramType::Xdp => Some(AttachSpec::Xdp {
-                iface: t.iface.clone().ok_or_else(|| need("--iface"))?,
-                netns: t.netns.clone(),
-                mode: XdpMode::Auto,
-                priority: apiary_core::attach::default_priority(),
-                proceed_on: Vec::new(),
-            }),
-            ProgramType::Tc | ProgramType::Tcx => Some(AttachSpec::Tcx {
-                iface: t.iface.clone().ok_or_else(|| need("--iface"))?,
-                netns: t.netns.clone(),
-                direction: if section.contains("egress") {
-                    TcDirection::Egress
-                } else {
-                    TcDirection::Ingress
-                },
-                priority: 0,
-            }),
-            ProgramType::CgroupSkb => Some(AttachSpec::CgroupSkb {
-                cgroup: t.cgroup.clone().ok_or_else(|| need("--cgroup"))?,
-                direction: if section.contains("egress") {
-                    apiary_core::CgroupDirection::Egress
-                } else {
-                    apiary_core::CgroupDirection::Ingress
-                },
-            }),
-            ProgramType::CgroupSock => Some(AttachSpec::CgroupSock {
-                cgroup: t.cgroup.clone().ok_or_else(|| need("--cgroup"))?,
-            }),
-            ProgramType::CgroupSockAddr => Some(AttachSpec::CgroupSockAddr {
-                cgroup: t.cgroup.clone().ok_or_else(|| need("--cgroup"))?,
-                hook: apiary_core::program::CgroupHook::from_section(section),
-            }),
-            ProgramType::CgroupSockopt => Some(AttachSpec::CgroupSockopt {
-                cgroup: t.cgroup.clone().ok_or_else(|| need("--cgroup"))?,
-                hook: apiary_core::program::CgroupHook::from_section(section),
-            }),
-            ProgramType::CgroupSysctl => Some(AttachSpec::CgroupSysctl {
-                cgroup: t.cgroup.clone().ok_or_else(|| need("--cgroup"))?,
-            }),
-            ProgramType::PerfEvent => Some(AttachSpec::PerfEvent {
-                event: apiary_core::attach::SoftwareEvent::CpuClock,
-                frequency: 99,
-                cpu: None,
-            }),
-            // The same attach code as `apiary attach`, so the same errors, where the section
-            // names the hook; libbpf's auto-attach for the forms apiary does not parse.
-            ProgramType::Tracepoint
-            | ProgramType::RawTracepoint
-            | ProgramType::TpBtf
-            | ProgramType::Iter
-            | ProgramType::Kprobe
-            | ProgramType::Uprobe
-            | ProgramType::Fentry
-            | ProgramType::Fexit
-            | ProgramType::Lsm => AttachSpec::from_section(ty, section),
-            ProgramType::SocketFilter | ProgramType::Netfilter | ProgramType::SkLookup => {
-                if let RunRule::Never(why) = ty.info().run {
-                    self.skipped.push((name.to_string(), why.to_string()));
-                }
+        // The type's run rule decides; hooks the section names go through the same attach code
+        // as `apiary attach` (the same errors), other forms through libbpf's auto-attach.
+        let spec = match t.attach(ty, section) {
+            RunAttach::Spec(spec) => Some(spec),
+            RunAttach::Libbpf => None,
+            RunAttach::Skip(why) => {
+                self.skipped.push((name.to_string(), why.to_string()));
                 return Ok(());
             }
+            RunAttach::Needs(flag) => return Err(missing(name, section, flag)),
         };
         match spec {
             Some(spec) => {
@@ -301,20 +242,14 @@ fn missing(name: &str, section: &str, what: &str) -> KernelError {
     ))
 }
 
-impl Targets {
-    /// Check before loading that every program of these types has what it needs to attach.
-    pub fn check(&self, programs: &[(String, String)]) -> Result<()> {
-        for (name, section) in programs {
-            let rule = ProgramType::from_section(section).map(|t| t.info().run);
-            let need = match rule {
-                Some(RunRule::Interface) if self.iface.is_none() => "--iface",
-                Some(RunRule::Cgroup) if self.cgroup.is_none() => "--cgroup",
-                _ => continue,
-            };
-            return Err(missing(name, section, need));
+/// Check before loading that every program has what its type needs to attach.
+pub fn check_targets(targets: &Targets, programs: &[(String, String)]) -> Result<()> {
+    for (name, section) in programs {
+        if let Some(flag) = ProgramType::from_section(section).and_then(|t| targets.missing(t)) {
+            return Err(missing(name, section, flag));
         }
-        Ok(())
     }
+    Ok(())
 }
 
 impl Drop for Session {

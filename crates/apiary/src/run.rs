@@ -173,7 +173,8 @@ pub fn run(
         }
     }
 
-    spec.targets.check(
+    apiary_kernel::session::check_targets(
+        &spec.targets,
         &chosen
             .iter()
             .map(|p| (p.name.clone(), p.section.clone()))
@@ -438,48 +439,15 @@ fn dump_map(
     Ok(())
 }
 
-/// Groups of attached programs that run on the same kernel event, by a key that treats a
-/// tracepoint, its raw tracepoint and its tp_btf form alike (and fentry/kprobe of one function).
+/// Groups of attached programs that run on the same kernel event (see
+/// `apiary_core::attach::run_event_key`); others group by where they were attached.
 fn shared_hooks(session: &Session) -> Vec<(String, Vec<String>)> {
-    use apiary_core::ProgramType as T;
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for (name, _, desc) in &session.attached {
         let Some(p) = session.loaded().programs.iter().find(|p| p.name == *name) else {
             continue;
         };
-        let target = p.section.split_once('/').map(|(_, r)| r).unwrap_or("");
-        let last = target.rsplit('/').next().unwrap_or(target);
-        let retprobe = apiary_core::ProgramType::section_is_retprobe(&p.section);
-        let key = match p.ty {
-            T::Tracepoint | T::RawTracepoint | T::TpBtf if !last.is_empty() => {
-                format!("event {last}")
-            }
-            T::Kprobe | T::Fentry if !target.is_empty() && !retprobe => {
-                format!("entry of {target}")
-            }
-            T::Kprobe | T::Fexit if !target.is_empty() => format!("return of {target}"),
-            T::Tracepoint
-            | T::RawTracepoint
-            | T::TpBtf
-            | T::Kprobe
-            | T::Fentry
-            | T::Fexit
-            | T::Lsm
-            | T::Uprobe
-            | T::Xdp
-            | T::Tc
-            | T::Tcx
-            | T::CgroupSkb
-            | T::CgroupSock
-            | T::CgroupSockAddr
-            | T::CgroupSockopt
-            | T::CgroupSysctl
-            | T::Netfilter
-            | T::Iter
-            | T::SkLookup
-            | T::PerfEvent
-            | T::SocketFilter => desc.clone(),
-        };
+        let key = apiary_core::attach::run_event_key(p.ty, &p.section).unwrap_or(desc.clone());
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(name.clone()),
             None => groups.push((key, vec![name.clone()])),
