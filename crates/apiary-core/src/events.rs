@@ -1159,6 +1159,30 @@ fn debug_info<'a>(
     Ok(cache.as_ref().and_then(|d| d.as_ref()))
 }
 
+/// The event type found for each ring buffer and perf event array of the object, by name, as
+/// `inspect` shows them and packages record them (types only in DWARF are appended to
+/// `info.btf` on the way).
+pub fn event_type_names(
+    info: &mut ObjectInfo,
+    object: &[u8],
+) -> std::collections::BTreeMap<String, String> {
+    let event_maps: Vec<String> = info
+        .maps
+        .iter()
+        .filter(|m| m.map_type_name == "ringbuf" || m.map_type_name == "perf_event_array")
+        .map(|m| m.name.clone())
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    for m in event_maps {
+        if let Ok(Some(t)) = event_type(info, object, &m, None) {
+            if let Some(b) = info.btf.as_ref() {
+                out.insert(m, b.type_name(t.id));
+            }
+        }
+    }
+    out
+}
+
 /// Find the event type for map `map` of `object` (whose inspection is `info`):
 ///
 /// 1. `--event-type` (`explicit`; see [`explicit_for`] for the per-map form), looked up in BTF

@@ -70,21 +70,7 @@ pub fn inspect(source: &str) -> Result<Inspection> {
         source_name: source.to_string(),
         error,
     })?;
-    let mut event_types = BTreeMap::new();
-    let event_maps: Vec<String> = info
-        .maps
-        .iter()
-        .filter(|m| m.map_type_name == "ringbuf" || m.map_type_name == "perf_event_array")
-        .map(|m| m.name.clone())
-        .collect();
-    for m in event_maps {
-        // Types only in DWARF are appended to info.btf by the lookup.
-        if let Ok(Some(t)) = apiary_core::events::event_type(&mut info, &fetched.object, &m, None) {
-            if let Some(b) = info.btf.as_ref() {
-                event_types.insert(m, b.type_name(t.id));
-            }
-        }
-    }
+    let event_types = apiary_core::events::event_type_names(&mut info, &fetched.object);
     Ok(Inspection {
         source: source.to_string(),
         license: info.license.clone(),

@@ -81,21 +81,7 @@ impl Package {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(object).map_err(|e| e.to_string())?;
         let compressed = gz.finish().map_err(|e| e.to_string())?;
-        let mut event_types = BTreeMap::new();
-        let event_maps: Vec<String> = info
-            .maps
-            .iter()
-            .filter(|m| m.map_type_name == "ringbuf" || m.map_type_name == "perf_event_array")
-            .map(|m| m.name.clone())
-            .collect();
-        for m in event_maps {
-            // A type read from DWARF is recorded by name; a run of the package finds it again.
-            if let Ok(Some(t)) = apiary_core::events::event_type(&mut info, object, &m, None) {
-                if let Some(b) = &info.btf {
-                    event_types.insert(m, b.type_name(t.id));
-                }
-            }
-        }
+        let event_types = apiary_core::events::event_type_names(&mut info, object);
         Ok(Package {
             format: FORMAT.into(),
             name: name.to_string(),
