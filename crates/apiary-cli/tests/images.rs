@@ -5,96 +5,25 @@
 mod common;
 
 use common::*;
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+/// A real registry on 127.0.0.1, without auth or TLS.
 struct Registry {
+    _process: apiary_fixtures::RegistryProcess,
     addr: String,
     _dir: tempfile::TempDir,
-    child: Child,
 }
 
 impl Registry {
     fn start() -> Registry {
-        let bin = ["/usr/bin/docker-registry", "/usr/local/bin/docker-registry"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .expect("docker-registry is not installed (./scripts/test.sh installs it)");
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("storage").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "registry did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let process = apiary_fixtures::RegistryProcess::start(dir.path(), &|_| String::new());
         Registry {
-            addr,
+            addr: process.addr.clone(),
+            _process: process,
             _dir: dir,
-            child,
         }
     }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn keypair(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{name}.key"));
-    let publ = dir.join(format!("{name}.pub"));
-    let ok = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            key.to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let ok = Command::new("openssl")
-        .args([
-            "pkey",
-            "-in",
-            key.to_str().unwrap(),
-            "-pubout",
-            "-out",
-            publ.to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    (key, publ)
 }
 
 #[test]
@@ -209,8 +138,8 @@ fn signatures_are_required_verified_and_refused() {
     let reg = Registry::start();
     let a = Apiary::new();
     let keys = tempfile::tempdir().unwrap();
-    let (key, publ) = keypair(keys.path(), "good");
-    let (_, other) = keypair(keys.path(), "other");
+    let (key, publ) = openssl_keypair(keys.path(), "good");
+    let (_, other) = openssl_keypair(keys.path(), "other");
     let signed = format!("{}/apiary/signed:v1", reg.addr);
     let unsigned = format!("{}/apiary/unsigned:v1", reg.addr);
     // Different content: a signature covers a digest, wherever that content is stored.

@@ -23,16 +23,7 @@ const TC_ACT_SHOT: u32 = 2;
 const TCX_NEXT: u32 = u32::MAX; // -1
 const DROP_PORT: u16 = 9999;
 
-fn privileged() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("APIARY_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("APIARY_REQUIRE_PRIVILEGED=1 but the test is not running as root");
-    }
-    eprintln!("skipping: needs root");
-    false
-}
+use apiary_fixtures::privileged;
 
 /// Load `programs` of fixture `name`, with `globals` (name -> bytes) patched in.
 fn load_fixture(name: &str, programs: &[&str], globals: &[(&str, Vec<u8>)]) -> LoadedObject {

@@ -18,19 +18,9 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Privileged tests run as root. Without root they skip, except under
-/// APIARY_REQUIRE_PRIVILEGED=1 (CI), where a skip is a failure.
-pub fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("APIARY_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("this test needs root, and APIARY_REQUIRE_PRIVILEGED=1 forbids skipping it");
-    }
-    eprintln!("skipping: needs root");
-    false
-}
+// Shared with the other crates' tests (tests/fixtures); not every suite uses each.
+#[allow(unused_imports)]
+pub use apiary_fixtures::{openssl_keypair, privileged};
 
 /// Poll `cond` for up to `secs` seconds: the kernel frees programs and links asynchronously
 /// (after RCU grace periods), so "gone" is observed shortly after the unpin, not at once.

@@ -9,12 +9,10 @@ use base64ct::{Base64, Base64UrlUnpadded, Encoding};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-pub const REGISTRY_BIN: &str = "docker-registry";
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -66,26 +64,7 @@ pub struct Tls {
 pub struct Registry {
     pub addr: String,
     pub dir: TempDir,
-    child: Option<Child>,
-}
-
-fn registry_binary() -> PathBuf {
-    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
-        let p = Path::new(dir).join(REGISTRY_BIN);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "{REGISTRY_BIN} is not installed: these tests run a real registry; install Debian's docker-registry package (./scripts/test.sh does)"
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    process: Option<apiary_fixtures::RegistryProcess>,
 }
 
 impl Registry {
@@ -94,80 +73,45 @@ impl Registry {
     }
 
     pub fn start_with(auth: Auth, tls: Option<Tls>) -> Registry {
-        let bin = registry_binary();
         let dir = TempDir::new("registry");
-        for _attempt in 0..5 {
-            let port = free_port();
-            let addr = format!("127.0.0.1:{port}");
-            let mut cfg = format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {addr}\n  secret: apiary-test-secret\n",
-                dir.join("storage").display()
-            );
-            if let Some(tls) = &tls {
-                cfg.push_str(&format!(
-                    "  tls:\n    certificate: {}\n    key: {}\n",
-                    tls.cert.display(),
-                    tls.key.display()
+        // TLS and auth go after the http section the shared harness writes.
+        let mut extra = String::new();
+        if let Some(tls) = &tls {
+            extra.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                tls.cert.display(),
+                tls.key.display()
+            ));
+        }
+        match &auth {
+            Auth::None => {}
+            Auth::Htpasswd { user, password } => {
+                let hash = bcrypt::hash_with_result(password, 4)
+                    .expect("bcrypt")
+                    .format_for_version(bcrypt::Version::TwoY);
+                let path = dir.join("htpasswd");
+                std::fs::write(&path, format!("{user}:{hash}\n")).expect("write htpasswd");
+                extra.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: apiary-test\n    path: {}\n",
+                    path.display()
                 ));
             }
-            match &auth {
-                Auth::None => {}
-                Auth::Htpasswd { user, password } => {
-                    let hash = bcrypt::hash_with_result(password, 4)
-                        .expect("bcrypt")
-                        .format_for_version(bcrypt::Version::TwoY);
-                    let path = dir.join("htpasswd");
-                    std::fs::write(&path, format!("{user}:{hash}\n")).expect("write htpasswd");
-                    cfg.push_str(&format!(
-                        "auth:\n  htpasswd:\n    realm: apiary-test\n    path: {}\n",
-                        path.display()
-                    ));
-                }
-                Auth::Token(ts) => {
-                    cfg.push_str(&format!(
-                        "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
-                        ts.realm(),
-                        TokenServer::SERVICE,
-                        TokenServer::ISSUER,
-                        ts.cert_pem.display()
-                    ));
-                }
+            Auth::Token(ts) => {
+                extra.push_str(&format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    ts.realm(),
+                    TokenServer::SERVICE,
+                    TokenServer::ISSUER,
+                    ts.cert_pem.display()
+                ));
             }
-            let cfg_path = dir.join("config.yml");
-            std::fs::write(&cfg_path, cfg).expect("write registry config");
-            let log = std::fs::File::create(dir.join("registry.log")).expect("log file");
-            let mut child = Command::new(&bin)
-                .arg("serve")
-                .arg(&cfg_path)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .spawn()
-                .expect("spawn docker-registry");
-            let deadline = Instant::now() + Duration::from_secs(15);
-            let mut up = false;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if TcpStream::connect(&addr).is_ok() {
-                    up = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if up {
-                return Registry {
-                    addr,
-                    dir,
-                    child: Some(child),
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
         }
-        let log = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
-        panic!("docker-registry did not start:\n{log}");
+        let process = apiary_fixtures::RegistryProcess::start(dir.path(), &|_| extra.clone());
+        Registry {
+            addr: process.addr.clone(),
+            dir,
+            process: Some(process),
+        }
     }
 
     pub fn image(&self, name: &str) -> ImageRef {
@@ -201,10 +145,7 @@ impl Registry {
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.take();
     }
 }
 
@@ -233,26 +174,8 @@ pub fn run(cmd: &mut Command) -> String {
 }
 
 /// `openssl genpkey` P-256 key (PKCS#8 PEM) and its public key; returns (private, public).
-pub fn openssl_keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{name}.key"));
-    let public = dir.join(format!("{name}.pub"));
-    run(Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(&key));
-    run(Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&public));
-    (key, public)
-}
+#[allow(unused_imports)]
+pub use apiary_fixtures::openssl_keypair;
 
 /// A CA and a server certificate for 127.0.0.1 signed by it.
 pub fn tls_files(dir: &Path) -> (Tls, PathBuf) {
