@@ -8,7 +8,7 @@ mod common;
 
 use apiary_api::pb;
 use apiary_api::pb::apiary_client::ApiaryClient;
-use common::daemon::{Daemon, DaemonOpts};
+use common::daemon::{client, rt, Daemon, DaemonOpts};
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -19,19 +19,6 @@ use tonic::transport::Channel;
 /// The kernel checks count the `core` fixture's programs and maps by name, system-wide, and no
 /// other suite loads it: the tests here that load it take turns.
 static CORE_FIXTURE: Mutex<()> = Mutex::new(());
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn client(d: &Daemon) -> ApiaryClient<Channel> {
-    ApiaryClient::connect(d.endpoint())
-        .await
-        .expect("connect to the daemon")
-}
 
 /// Deterministic pseudo-random numbers (splitmix64): the same mutations on every run, so a
 /// failure can be replayed.

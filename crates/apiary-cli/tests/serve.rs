@@ -6,27 +6,13 @@ mod common;
 
 use apiary_api::pb;
 use apiary_api::pb::apiary_client::ApiaryClient;
-use common::daemon::{Daemon, DaemonOpts};
+use common::daemon::{client, rt, Daemon, DaemonOpts};
 use common::*;
 use serde_json::Value;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tonic::transport::Channel;
 use tonic::Code;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn client(d: &Daemon) -> ApiaryClient<Channel> {
-    ApiaryClient::connect(d.endpoint())
-        .await
-        .expect("connect to the daemon")
-}
 
 /// `apiary --endpoint <daemon> ARGS`.
 fn remote(a: &Apiary, endpoint: &str, args: &[&str]) -> Run {

@@ -105,12 +105,13 @@ pub fn run(
     let req = LoadRequest {
         object: &fetched.object,
         source: &fetched.name,
-        programs: chosen
+        // Named programs only; none named loads them all.
+        programs: spec
+            .programs
             .iter()
-            .filter(|_| !spec.programs.is_empty())
-            .map(|p| apiary_kernel::ProgramSelect {
+            .map(|name| apiary_kernel::ProgramSelect {
                 ty: None,
-                name: p.name.clone(),
+                name: name.clone(),
             })
             .collect(),
         globals,
