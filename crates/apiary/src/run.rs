@@ -96,12 +96,6 @@ pub fn run(
             )));
         }
     }
-    let chosen: Vec<apiary_core::elf::ProgramDef> = info
-        .programs
-        .iter()
-        .filter(|p| spec.programs.is_empty() || spec.programs.contains(&p.name))
-        .cloned()
-        .collect();
     let req = LoadRequest {
         object: &fetched.object,
         source: &fetched.name,
@@ -174,13 +168,14 @@ pub fn run(
         }
     }
 
-    apiary_kernel::session::check_targets(
-        &spec.targets,
-        &chosen
-            .iter()
-            .map(|p| (p.name.clone(), p.section.clone()))
-            .collect::<Vec<_>>(),
-    )?;
+    // What the chosen programs need to attach is checked before anything loads.
+    let chosen: Vec<(String, String)> = info
+        .programs
+        .iter()
+        .filter(|p| spec.programs.is_empty() || spec.programs.contains(&p.name))
+        .map(|p| (p.name.clone(), p.section.clone()))
+        .collect();
+    apiary_kernel::session::check_targets(&spec.targets, &chosen)?;
     let session = Session::start(&req, &spec.targets)?;
     for (p, kid, at) in &session.attached {
         note(&format!("attached {p} (kernel id {kid}) to {at}"));
