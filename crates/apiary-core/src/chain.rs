@@ -984,6 +984,16 @@ mod hex_insns {
 // Stats
 // ---------------------------------------------------------------------------------------------
 
+/// Add one slot's counters (STATS_BUCKETS each) to a running total, which grows to fit.
+pub fn add_buckets(total: &mut Vec<u64>, more: &[u64]) {
+    if total.len() < more.len() {
+        total.resize(more.len(), 0);
+    }
+    for (t, m) in total.iter_mut().zip(more) {
+        *t = t.saturating_add(*m);
+    }
+}
+
 /// What one slot did, summed over CPUs.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct SlotStats {

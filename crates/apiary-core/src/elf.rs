@@ -351,7 +351,7 @@ pub fn globalize_static_programs(bytes: &[u8]) -> Result<Option<Vec<u8>>, ElfErr
         let name = sections
             .section_name(endian, sh)
             .map_err(|e| malformed(e.to_string()))?;
-        if sh.sh_flags(endian) & u64::from(SHF_EXECINSTR) == 0 || name == b".text" {
+        if !holds_programs(sh, name) {
             continue;
         }
         let at = idx
@@ -439,6 +439,11 @@ fn read_symbols(symtab: &Symbols<'_>) -> Result<Vec<SymInfo>, ElfError> {
         .collect()
 }
 
+/// libbpf's rule: every function in an executable section other than `.text` is a program.
+fn holds_programs(sh: &SectionHeader64<LittleEndian>, name: &[u8]) -> bool {
+    sh.sh_flags(LittleEndian) & u64::from(SHF_EXECINSTR) != 0 && name != b".text"
+}
+
 fn header_at<'a>(
     sections: &Sections<'a>,
     idx: usize,
@@ -465,7 +470,7 @@ fn programs(
         }
         let sh = header_at(sections, idx)?;
         let section = names.get(idx).cloned().unwrap_or_default();
-        if sh.sh_flags(endian) & u64::from(SHF_EXECINSTR) == 0 || section == ".text" {
+        if !holds_programs(sh, section.as_bytes()) {
             continue;
         }
         let end = s.value.checked_add(s.size);

@@ -705,12 +705,7 @@ pub fn slot_totals(c: &Connection, link: LinkId) -> Result<Vec<u64>> {
 /// Add a replaced dispatcher's counters for `link` to its totals.
 pub fn add_slot_totals(c: &Connection, link: LinkId, buckets: &[u64]) -> Result<()> {
     let mut total = slot_totals(c, link)?;
-    if total.len() < buckets.len() {
-        total.resize(buckets.len(), 0);
-    }
-    for (t, b) in total.iter_mut().zip(buckets) {
-        *t = t.saturating_add(*b);
-    }
+    apiary_core::chain::add_buckets(&mut total, buckets);
     let blob: Vec<u8> = total.iter().flat_map(|v| v.to_le_bytes()).collect();
     c.execute(
         "INSERT INTO chain_slot_totals (link_id, buckets) VALUES (?1, ?2)

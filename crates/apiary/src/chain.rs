@@ -639,10 +639,7 @@ impl Manager {
                 .unwrap_or_default();
             let mut buckets = store::slot_totals(self.store().read(), s.link_id)?;
             if let Some(now) = current.get(i) {
-                buckets.resize(buckets.len().max(now.len()), 0);
-                for (t, n) in buckets.iter_mut().zip(now) {
-                    *t = t.saturating_add(*n);
-                }
+                apiary_core::chain::add_buckets(&mut buckets, now);
             }
             let stats = (!buckets.is_empty()).then(|| SlotStats::from_buckets(kind, &buckets));
             let st = stats.as_ref();
