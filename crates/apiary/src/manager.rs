@@ -507,11 +507,7 @@ impl Manager {
             }
             undo.dir(self.paths.map_owner_dir(first));
             for m in loaded.maps.iter().filter(|m| !m.reused) {
-                let path = if info.pinned_by_name(&m.name) {
-                    self.paths.shared_map(&m.name)
-                } else {
-                    self.paths.map(first, &m.name)
-                };
+                let path = self.map_path(&map_record(first, m, info.pinned_by_name(&m.name)));
                 loaded.pin_map(&m.name, &path)?;
                 undo.pin(path);
             }
