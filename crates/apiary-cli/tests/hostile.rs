@@ -5,11 +5,13 @@
 //! that one load, not the daemon; the next load works.
 
 mod common;
+mod grpc;
 
 use apiary_api::pb;
 use apiary_api::pb::apiary_client::ApiaryClient;
-use common::daemon::{client, rt, Daemon, DaemonOpts};
+use common::daemon::{Daemon, DaemonOpts};
 use common::*;
+use grpc::{client, rt};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Command;

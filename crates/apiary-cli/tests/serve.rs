@@ -3,11 +3,13 @@
 //! socket's group, mutual TLS); bad requests and their status codes; metrics; shutdown.
 
 mod common;
+mod grpc;
 
 use apiary_api::pb;
 use apiary_api::pb::apiary_client::ApiaryClient;
-use common::daemon::{client, rt, Daemon, DaemonOpts};
+use common::daemon::{Daemon, DaemonOpts};
 use common::*;
+use grpc::{client, rt};
 use serde_json::Value;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -263,20 +263,3 @@ pub fn route(cmd: &mut Command, state: &Path, bpffs: &Path) {
     });
     cmd.env("APIARY_ENDPOINT", d.endpoint());
 }
-
-/// A runtime for the generated gRPC client.
-pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// The generated gRPC client, connected to `d`.
-pub async fn client(
-    d: &Daemon,
-) -> apiary_api::pb::apiary_client::ApiaryClient<tonic::transport::Channel> {
-    apiary_api::pb::apiary_client::ApiaryClient::connect(d.endpoint())
-        .await
-        .expect("connect to the daemon")
-}
