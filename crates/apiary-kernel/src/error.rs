@@ -73,6 +73,9 @@ pub enum KernelError {
     #[error("{} is already pinned, but apiary's store does not know it: another store shares this bpffs directory, or a crash left it behind; remove it (rm {}) or use another --bpffs", .path.display(), .path.display())]
     PinExists { path: PathBuf },
 
+    #[error("{} is not on a bpf filesystem; mount one with `mount -t bpf bpf /sys/fs/bpf` or choose another --bpffs", .path.display())]
+    NotBpffs { path: PathBuf },
+
     #[error("{call} failed: {error}")]
     Syscall { call: String, error: io::Error },
 

@@ -4,6 +4,7 @@
 //! loads in a separate process for the daemon.
 
 pub mod attach;
+pub mod bpffs;
 pub mod dispatcher;
 pub mod error;
 pub mod loader;
@@ -19,18 +20,4 @@ pub use error::{KernelError, Result};
 pub use loader::{load, GlobalPatch, LoadRequest, LoadedObject, ProgramSelect};
 pub use worker::{Loader, WorkerCommand};
 
-/// Whether bpffs is mounted at (or above) `path`.
-pub fn is_bpffs(path: &std::path::Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-    let mut p = path.to_path_buf();
-    loop {
-        if p.exists() {
-            return nix::sys::statfs::statfs(&p)
-                .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
-                .unwrap_or(false);
-        }
-        if !p.pop() {
-            return false;
-        }
-    }
-}
+pub use bpffs::{ensure_mounted, is_bpffs, PinSet};

@@ -43,7 +43,7 @@ pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
 
 /// bpffs refuses names with a dot (EPERM), which a user's `--bpffs /sys/fs/bpf/my.app` meets
 /// before anything else does.
-fn mkdir_error(dir: &Path, e: std::io::Error) -> KernelError {
+pub(crate) fn mkdir_error(dir: &Path, e: std::io::Error) -> KernelError {
     let dotted = dir
         .components()
         .filter_map(|c| c.as_os_str().to_str())

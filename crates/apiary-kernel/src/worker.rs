@@ -856,6 +856,8 @@ impl WireError {
                 reason: reason.clone(),
             },
             K::PinExists { path } => WireError::PinExists { path: text(path) },
+            // A load never mounts bpffs; should one report it, its text is what matters.
+            K::NotBpffs { .. } => WireError::Invalid(e.to_string()),
             K::Syscall { call, error } => WireError::Syscall {
                 call: call.clone(),
                 error: WireIo::of(error),

@@ -4,11 +4,11 @@
 //! swaps it onto the chain's one bpf_link atomically, so no packet is ever unhandled.
 
 use crate::error::{Error, Result};
-use crate::manager::{Manager, Undo};
+use crate::manager::Manager;
 use apiary_core::chain::{order_slots, Block, ChainKind, Priority, ProceedOn, SlotKey, SlotStats};
 use apiary_core::{AttachSpec, LinkId, ProgramId, TcDirection, XdpMode};
 use apiary_kernel::dispatcher::{self, ChainHook, ChainSlot, ComposedDispatcher};
-use apiary_kernel::{sys, KernelError};
+use apiary_kernel::{sys, KernelError, PinSet};
 use apiary_store::{self as store, ChainRecord, ChainSlotRecord, ProgramRecord};
 use serde::{Deserialize, Serialize};
 use std::os::fd::AsFd;
@@ -249,7 +249,7 @@ impl Manager {
         let mut members = self.members(ch, hook.kind)?;
         let composed = Self::compose(hook.kind, &mut members)?;
         let link_path = self.paths.chain_pin(ch.id, PIN_LINK);
-        let mut undo = Undo::new();
+        let mut pins = PinSet::new();
         let link = match sys::obj_get(&link_path) {
             // Whatever the link runs now: the old dispatcher may be gone.
             Ok(link) => {
@@ -258,12 +258,11 @@ impl Manager {
             }
             Err(_) => {
                 let link = dispatcher::attach_chain(&hook.dispatcher_hook(mode), &composed)?;
-                sys::pin(link.as_fd(), &link_path)?;
-                undo.pin(link_path);
+                pins.pin(link.as_fd(), &link_path)?;
                 link
             }
         };
-        self.pin_dispatcher(ch.id, &composed, &mut undo)?;
+        self.pin_dispatcher(ch.id, &composed, &mut pins)?;
         let link_kid = sys::link_info(link.as_fd())?.id;
         self.store().write(|tx| -> Result<()> {
             Ok(store::set_chain_kernel(
@@ -273,28 +272,19 @@ impl Manager {
                 composed.kernel_id(),
             )?)
         })?;
-        undo.commit();
-        Ok(())
+        Ok(pins.keep()?)
     }
 
-    /// Pin a new dispatcher's program and maps for chain `id`, replacing the previous ones
-    /// (rename over the old pins is atomic; roles the new one lacks are unpinned).
-    fn pin_dispatcher(&self, id: i64, d: &ComposedDispatcher, undo: &mut Undo) -> Result<()> {
-        let pins = d.pins();
+    /// Pin a new dispatcher's program and maps for chain `id` into `pins`, to replace the
+    /// previous ones when kept (the rename over the old pins is atomic); roles the new one lacks
+    /// are unpinned.
+    fn pin_dispatcher(&self, id: i64, d: &ComposedDispatcher, pins: &mut PinSet) -> Result<()> {
+        let made = d.pins();
         for role in DISPATCHER_PINS {
-            let final_path = self.paths.chain_pin(id, role.file_name());
-            match pins.iter().find(|(r, _)| *r == role) {
-                Some((_, fd)) => {
-                    let tmp = self
-                        .paths
-                        .chain_pin(id, &format!("new_{}", role.file_name()));
-                    sys::pin(*fd, &tmp)?;
-                    undo.pin(tmp.clone());
-                    std::fs::rename(&tmp, &final_path).map_err(|e| {
-                        KernelError::syscall(format!("rename {}", tmp.display()), e)
-                    })?;
-                }
-                None => sys::unpin(&final_path)?,
+            let path = self.paths.chain_pin(id, role.file_name());
+            match made.iter().find(|(r, _)| *r == role) {
+                Some((_, fd)) => pins.pin(*fd, &path)?,
+                None => sys::unpin(&path)?,
             }
         }
         Ok(())
@@ -349,7 +339,7 @@ impl Manager {
         });
         let composed = Self::compose(kind, &mut members)?;
 
-        let mut undo = Undo::new();
+        let mut pins = PinSet::new();
         match existing {
             None => {
                 let link = dispatcher::attach_chain(&hook.dispatcher_hook(mode), &composed).map_err(|e| match e {
@@ -388,17 +378,12 @@ impl Manager {
                     Ok((id, chain_id))
                 })?;
                 let pinned = (|| -> Result<()> {
-                    undo.dir(self.paths.chain_dir(chain_id));
-                    let lpath = self.paths.chain_pin(chain_id, PIN_LINK);
-                    sys::pin(link.as_fd(), &lpath)?;
-                    undo.pin(lpath);
-                    for r in DISPATCHER_PINS {
-                        undo.pin(self.paths.chain_pin(chain_id, r.file_name()));
-                    }
-                    self.pin_dispatcher(chain_id, &composed, &mut undo)
+                    pins.dir(&self.paths.chain_dir(chain_id))?;
+                    pins.pin(link.as_fd(), &self.paths.chain_pin(chain_id, PIN_LINK))?;
+                    self.pin_dispatcher(chain_id, &composed, &mut pins)?;
+                    Ok(pins.keep()?)
                 })();
                 if let Err(e) = pinned {
-                    drop(undo);
                     let _ = self.store().write(|tx| -> Result<()> {
                         store::delete_link(tx, id)?;
                         store::delete_chain(tx, chain_id)?;
@@ -406,7 +391,6 @@ impl Manager {
                     });
                     return Err(e);
                 }
-                undo.commit();
                 Ok(id)
             }
             Some(ch) => self.swap_chain(&ch, &composed, |tx| {
@@ -516,9 +500,9 @@ impl Manager {
             .paths
             .chain_pin(ch.id, dispatcher::PinRole::StatsMap.file_name());
         let old_stats = held.iter().find(|(p, _)| *p == stats_pin).map(|(_, fd)| fd);
-        let mut undo = Undo::new();
+        let mut pins = PinSet::new();
         let res = self.store().write(|tx| -> Result<T> {
-            self.pin_dispatcher(ch.id, composed, &mut undo)?;
+            self.pin_dispatcher(ch.id, composed, &mut pins)?;
             dispatcher::swap_replacing(link.as_fd(), old.as_fd(), composed)?;
             // The replaced dispatcher's counters join each member's totals, so the counts
             // `get chain` shows keep adding up across recompositions.
@@ -533,7 +517,7 @@ impl Manager {
             store::set_chain_kernel(tx, ch.id, ch.link_kernel_id, composed.kernel_id())?;
             also(tx)
         });
-        undo.commit();
+        let res = res.and_then(|t| Ok(pins.keep().map(|()| t)?));
         if res.is_err() {
             // Put the old dispatcher back on the link and its pins back in place.
             let _ = apiary_kernel::attach::update_link(link.as_fd(), old.as_fd(), composed.prog());

@@ -135,7 +135,8 @@ impl Error {
                 | KernelError::Invalid(_) => ErrorCode::InvalidArgument,
                 KernelError::MapReuse { .. }
                 | KernelError::HookBusy { .. }
-                | KernelError::PinExists { .. } => ErrorCode::FailedPrecondition,
+                | KernelError::PinExists { .. }
+                | KernelError::NotBpffs { .. } => ErrorCode::FailedPrecondition,
                 KernelError::NotSupported { .. } | KernelError::Unsupported { .. } => {
                     ErrorCode::Unimplemented
                 }

@@ -11,6 +11,7 @@ mod lock;
 mod manager;
 mod mapdump;
 pub mod package;
+mod pipeline;
 mod reconcile;
 pub mod run;
 mod source;

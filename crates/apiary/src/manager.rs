@@ -8,12 +8,12 @@ use apiary_core::elf;
 use apiary_core::paths::PinPaths;
 use apiary_core::{AttachSpec, LinkId, ProgramId, ProgramType, TcDirection};
 use apiary_kernel::{
-    self as kernel, sys, AttachContext, Attachment, KernelError, TcFilter, TcxAnchor,
+    self as kernel, sys, AttachContext, Attachment, KernelError, PinSet, TcFilter, TcxAnchor,
 };
+use crate::pipeline::{global_records, is_internal_map, map_record, sha256_hex};
 use apiary_store::{
-    self as store, GlobalRecord, LinkRecord, MapRecord, NewProgram, ProgramRecord, Store,
+    self as store, LinkRecord, MapRecord, NewProgram, ProgramRecord, Store,
 };
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -107,141 +107,6 @@ pub struct Manager {
     images: Mutex<Option<std::sync::Arc<crate::images::ImageSettings>>>,
 }
 
-/// Undo list for a multi-step kernel change: pins made so far are removed if the change does
-/// not complete.
-pub(crate) struct Undo {
-    pins: Vec<PathBuf>,
-    dirs: Vec<PathBuf>,
-    armed: bool,
-}
-
-impl Undo {
-    pub(crate) fn new() -> Self {
-        Undo {
-            pins: Vec::new(),
-            dirs: Vec::new(),
-            armed: true,
-        }
-    }
-    pub(crate) fn pin(&mut self, p: PathBuf) {
-        self.pins.push(p);
-    }
-    pub(crate) fn dir(&mut self, p: PathBuf) {
-        self.dirs.push(p);
-    }
-    pub(crate) fn commit(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for Undo {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        for p in self.pins.iter().rev() {
-            let _ = sys::unpin(p);
-        }
-        for d in self.dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
-/// Globals as the store keeps them (hex), and back as the loader takes them.
-pub(crate) fn global_records(globals: &[kernel::GlobalPatch]) -> Vec<GlobalRecord> {
-    globals
-        .iter()
-        .map(|g| GlobalRecord {
-            name: g.name.clone(),
-            section: g.section.clone(),
-            offset: g.offset,
-            hex: hex::encode(&g.bytes),
-        })
-        .collect()
-}
-
-pub(crate) fn global_patches(records: &[GlobalRecord]) -> Result<Vec<kernel::GlobalPatch>> {
-    records
-        .iter()
-        .map(|g| {
-            Ok(kernel::GlobalPatch {
-                name: g.name.clone(),
-                section: g.section.clone(),
-                offset: g.offset,
-                bytes: hex::decode(&g.hex)
-                    .map_err(|e| Error::Internal(format!("stored global {}: {e}", g.name)))?,
-            })
-        })
-        .collect()
-}
-
-/// The record of a map a load created, owned by `owner`.
-pub(crate) fn map_record(
-    owner: ProgramId,
-    m: &kernel::loader::LoadedMapInfo,
-    by_name: bool,
-) -> MapRecord {
-    MapRecord {
-        by_name,
-        id: 0,
-        owner_id: owner,
-        name: m.name.clone(),
-        map_type: m.info.map_type.clone(),
-        kernel_id: m.info.id,
-        key_size: m.info.key_size,
-        value_size: m.info.value_size,
-        max_entries: m.info.max_entries,
-    }
-}
-
-pub(crate) fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
-/// The object name a program's internal maps were created under (`NAME.rodata`), so that a
-/// restore or a hot update from a differently named file keeps them. libbpf truncates the name
-/// to fit each suffix, so the longest recorded prefix is the one that reproduces them all.
-pub(crate) fn recorded_object_name(maps: &[MapRecord]) -> Option<String> {
-    maps.iter()
-        .filter_map(|m| m.name.split_once('.').map(|(p, _)| p))
-        .max_by_key(|p| p.len())
-        .map(str::to_string)
-}
-
-/// Is this a libbpf internal map (`.rodata`, `.bss`, `.data`, `.kconfig`)? Their names carry the
-/// section after a dot. Each program keeps its own, so its globals stay its own.
-pub(crate) fn is_internal_map(name: &str) -> bool {
-    name.contains('.')
-}
-
-fn ensure_bpffs(root: &Path) -> Result<()> {
-    if kernel::is_bpffs(root) {
-        return Ok(());
-    }
-    let base = Path::new("/sys/fs/bpf");
-    if root.starts_with(base) && !kernel::is_bpffs(base) {
-        // Like bpftool, mount bpffs where it is expected when nothing is mounted there.
-        let _ = std::fs::create_dir_all(base);
-        if nix::mount::mount(
-            Some("bpf"),
-            base,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .is_ok()
-            && kernel::is_bpffs(root)
-        {
-            return Ok(());
-        }
-    }
-    Err(Error::FailedPrecondition(format!(
-        "{} is not on a bpf filesystem; mount one with `mount -t bpf bpf /sys/fs/bpf` or choose another --bpffs",
-        root.display()
-    )))
-}
-
 impl Manager {
     pub fn open(cfg: Config) -> Result<Manager> {
         let store = Store::open(&cfg.state_dir)?;
@@ -281,7 +146,7 @@ impl Manager {
     }
 
     pub(crate) fn lock(&self) -> Result<MutationLock> {
-        ensure_bpffs(&self.cfg.bpffs)?;
+        kernel::ensure_mounted(&self.cfg.bpffs)?;
         MutationLock::acquire(&self.cfg.state_dir)
     }
 
@@ -448,7 +313,7 @@ impl Manager {
             reuse_maps: reuse,
             object_name: None,
         };
-        let loaded = self.cfg.loader.load(&req)?;
+        let mut loaded = self.load_code(&req)?;
         let sha = sha256_hex(&bytes);
         let global_records = global_records(&globals);
 
@@ -458,7 +323,7 @@ impl Manager {
         let ids = self.store().write(|tx| -> Result<Vec<ProgramId>> {
             store::put_object(tx, &sha, &bytes)?;
             let mut ids: Vec<ProgramId> = Vec::new();
-            for p in &loaded.programs {
+            for p in &loaded.object.programs {
                 let owner = spec.map_owner_id.or(ids.first().copied());
                 let id = store::insert_program(
                     tx,
@@ -474,7 +339,7 @@ impl Manager {
                     },
                 )?;
                 store::set_program_kernel(tx, id, p.kernel_id, &p.tag)?;
-                if let Some(block) = block_json(capture_block(&loaded, &p.name, p.ty).as_ref()) {
+                if let Some(block) = loaded.block_json(&p.name)? {
                     store::set_program_block(tx, id, Some(&block))?;
                 }
                 ids.push(id);
@@ -482,7 +347,7 @@ impl Manager {
             let first = *ids
                 .first()
                 .ok_or_else(|| Error::Internal("load produced no program".into()))?;
-            for m in &loaded.maps {
+            for m in &loaded.object.maps {
                 let map_id = if m.reused {
                     match shared.get(&m.name) {
                         Some(r) => r.id,
@@ -498,23 +363,20 @@ impl Manager {
             Ok(ids)
         })?;
         let first = ids[0];
-        let mut undo = Undo::new();
-        let pinned = (|| -> Result<()> {
-            for (p, id) in loaded.programs.iter().zip(&ids) {
-                let path = self.paths.program(*id);
-                loaded.pin_program(&p.name, &path)?;
-                undo.pin(path);
-            }
-            undo.dir(self.paths.map_owner_dir(first));
-            for m in loaded.maps.iter().filter(|m| !m.reused) {
-                let path = self.map_path(&map_record(first, m, info.pinned_by_name(&m.name)));
-                loaded.pin_map(&m.name, &path)?;
-                undo.pin(path);
-            }
-            Ok(())
-        })();
+        let names: Vec<String> = loaded.object.programs.iter().map(|p| p.name.clone()).collect();
+        let pinned = loaded
+            .pin(
+                |p| {
+                    let i = names.iter().position(|n| *n == p.name).unwrap_or(0);
+                    Ok(self.paths.program(ids[i]))
+                },
+                |m| {
+                    let rec = map_record(first, m, info.pinned_by_name(&m.name));
+                    Ok(Some(self.map_path(&rec)))
+                },
+            )
+            .and_then(|()| Ok(loaded.pins.keep()?));
         if let Err(e) = pinned {
-            drop(undo);
             let _ = self.store().write(|tx| -> Result<()> {
                 for id in ids.iter().rev() {
                     store::delete_program(tx, *id)?;
@@ -523,8 +385,6 @@ impl Manager {
             });
             return Err(e);
         }
-        undo.commit();
-        drop(loaded);
 
         if let Some(a) = spec.attach {
             let id = ids[0];
@@ -585,7 +445,6 @@ impl Manager {
         })?;
         let attachment = kernel::attach(fd.as_fd(), &spec, &ctx)?;
 
-        let mut undo = Undo::new();
         let (fds, tc) = match attachment {
             Attachment::Links(fds) => (fds, None),
             Attachment::TcFilter(f) => (Vec::new(), Some(f)),
@@ -606,14 +465,13 @@ impl Manager {
                 Ok(link)
             })
             .and_then(|link| {
+                let mut pins = PinSet::new();
                 let pinned = (|| -> Result<()> {
-                    undo.dir(self.paths.link_dir(link));
+                    pins.dir(&self.paths.link_dir(link))?;
                     for (i, f) in fds.iter().enumerate() {
-                        let path = self.paths.link(link, i);
-                        sys::pin(f.as_fd(), &path)?;
-                        undo.pin(path);
+                        pins.pin(f.as_fd(), &self.paths.link(link, i))?;
                     }
-                    Ok(())
+                    Ok(pins.keep()?)
                 })();
                 match pinned {
                     Ok(()) => Ok(link),
@@ -625,19 +483,12 @@ impl Manager {
                     }
                 }
             });
-        match res {
-            Ok(link) => {
-                undo.commit();
-                Ok(link)
-            }
-            Err(e) => {
-                drop(undo);
-                if let Some(t) = &tc {
-                    let _ = kernel::attach::detach_tc_filter(fd.as_fd(), t);
-                }
-                Err(e)
+        if res.is_err() {
+            if let Some(t) = &tc {
+                let _ = kernel::attach::detach_tc_filter(fd.as_fd(), t);
             }
         }
+        res
     }
 
     fn attach_context(&self, spec: &AttachSpec, existing: &[LinkRecord]) -> Result<AttachContext> {
@@ -1016,25 +867,6 @@ fn managed_map_view(m: &MapRecord, used_by: Vec<ProgramId>) -> MapView {
         managed: true,
         pinned_by_name: m.by_name,
     }
-}
-
-/// XDP and TC programs keep their final instructions so they can be composed into a chain by
-/// any later process; a program that cannot be chained (e.g. it calls a module kfunc) simply
-/// has none, and attaching it to a chain says why.
-pub(crate) fn capture_block(
-    loaded: &kernel::LoadedObject,
-    name: &str,
-    ty: ProgramType,
-) -> Option<apiary_core::chain::Block> {
-    if !ty.chainable() {
-        return None;
-    }
-    apiary_kernel::dispatcher::capture_block(loaded, name).ok()
-}
-
-/// A block as the store keeps it.
-pub(crate) fn block_json(block: Option<&apiary_core::chain::Block>) -> Option<String> {
-    block.and_then(|b| serde_json::to_string(b).ok())
 }
 
 /// Where a new TCX link goes so that the list stays sorted by priority, ties in attach order:

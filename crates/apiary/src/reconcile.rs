@@ -6,9 +6,8 @@
 //! record was removed) are removed. What cannot be restored is reported, never silently dropped.
 
 use crate::error::{Error, Result};
-use crate::manager::{
-    block_json, capture_block, global_patches, is_internal_map, recorded_object_name, Manager, Undo,
-};
+use crate::manager::Manager;
+use crate::pipeline::{global_patches, is_internal_map, recorded_object_name};
 use apiary_core::{LinkId, ProgramId};
 use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, TcFilter};
 use apiary_store::{self as store, LinkRecord, ProgramRecord};
@@ -145,7 +144,7 @@ impl Manager {
             .filter(|(_, path)| alive(path))
             .collect();
         let globals = global_patches(&p.globals)?;
-        let loaded = self.config().loader.load(&kernel::LoadRequest {
+        let mut loaded = self.load_code(&kernel::LoadRequest {
             object: &bytes,
             source: &p.source,
             programs: vec![kernel::ProgramSelect {
@@ -156,58 +155,46 @@ impl Manager {
             reuse_maps: reuse.clone(),
             object_name: recorded_object_name(&maps),
         })?;
-        let lp = loaded
-            .programs
-            .first()
-            .ok_or_else(|| Error::Internal("restore loaded nothing".into()))?
-            .clone();
-        let mut undo = Undo::new();
-        let _ = sys::unpin(&self.paths.program(p.id));
-        loaded.pin_program(&p.name, &self.paths.program(p.id))?;
-        undo.pin(self.paths.program(p.id));
+        let lp = loaded.only_program()?.clone();
+        // Maps this program owns (or shares from an owner whose pin is gone) are pinned where
+        // the record says; a map the record does not know is this load's own internal copy.
         let mut remade = Vec::new();
-        for m in loaded.maps.iter().filter(|m| !m.reused) {
-            // Maps this program owns (or shares from an owner whose pin is gone) are pinned where
-            // the record says; a map the record does not know is this load's own internal copy.
-            let Some(rec) = maps.iter().find(|r| r.name == m.name) else {
-                if !is_internal_map(&m.name) {
+        for m in loaded.new_maps() {
+            match maps.iter().find(|r| r.name == m.name) {
+                Some(rec) => remade.push(store::MapRecord {
+                    kernel_id: m.info.id,
+                    ..rec.clone()
+                }),
+                None if is_internal_map(&m.name) => {}
+                None => {
                     return Err(Error::Internal(format!(
                         "map {} is not recorded for program {}",
                         m.name, p.id
-                    )));
+                    )))
                 }
-                continue;
-            };
-            let path = self.map_path(rec);
-            let _ = sys::unpin(&path);
-            loaded.pin_map(&m.name, &path)?;
-            undo.pin(path);
-            remade.push((rec.id, m.info.clone()));
+            }
         }
-        let block = block_json(capture_block(&loaded, &p.name, p.prog_type).as_ref());
+        loaded.pin(
+            |_| Ok(self.paths.program(p.id)),
+            |m| {
+                Ok(remade
+                    .iter()
+                    .find(|r| r.name == m.name)
+                    .map(|r| self.map_path(r)))
+            },
+        )?;
+        let block = loaded.block_json(&p.name)?;
         self.store().write(|tx| -> Result<()> {
             store::set_program_kernel(tx, p.id, lp.kernel_id, &lp.tag)?;
-            for (map_id, info) in &remade {
-                let rec = maps
-                    .iter()
-                    .find(|r| r.id == *map_id)
-                    .cloned()
-                    .ok_or_else(|| Error::Internal("map vanished".into()))?;
-                store::set_map_kernel(
-                    tx,
-                    *map_id,
-                    &store::MapRecord {
-                        kernel_id: info.id,
-                        ..rec
-                    },
-                )?;
+            for rec in &remade {
+                store::set_map_kernel(tx, rec.id, rec)?;
             }
             if let Some(b) = &block {
                 store::set_program_block(tx, p.id, Some(b))?;
             }
             Ok(())
         })?;
-        undo.commit();
+        loaded.pins.keep()?;
         Ok(())
     }
 

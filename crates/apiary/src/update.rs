@@ -6,9 +6,9 @@
 //! program running and the store untouched.
 
 use crate::error::{Error, Result};
-use crate::manager::{
-    block_json, capture_block, global_records, is_internal_map, map_record, recorded_object_name,
-    sha256_hex, Manager, Undo,
+use crate::manager::Manager;
+use crate::pipeline::{
+    global_records, is_internal_map, map_record, recorded_object_name, sha256_hex, Loaded,
 };
 use apiary_core::{ProgramId, ProgramType};
 use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, KernelError, TcFilter};
@@ -49,7 +49,7 @@ enum Moved {
     },
     Reattached {
         link_id: apiary_core::LinkId,
-        new_pins: Vec<PathBuf>,
+        new_count: usize,
         new_ids: Vec<u32>,
         old_count: usize,
     },
@@ -130,7 +130,7 @@ impl Manager {
         let globals = apiary_core::globals::resolve(&info, &raw, &spec.typed_globals)
             .map_err(Error::InvalidArgument)?;
 
-        let loaded = self.config().loader.load(&kernel::LoadRequest {
+        let mut loaded = self.load_code(&kernel::LoadRequest {
             object: &bytes,
             source: &source,
             programs: vec![kernel::ProgramSelect {
@@ -141,12 +141,22 @@ impl Manager {
             reuse_maps: reuse,
             object_name: recorded_object_name(&old_maps),
         })?;
-        let lp = loaded
-            .programs
-            .first()
-            .ok_or_else(|| Error::Internal("update loaded no program".into()))?
-            .clone();
+        let lp = loaded.only_program()?.clone();
+        // The new code and its new maps are pinned beside the old pins now and moved over them
+        // when everything else has switched.
+        loaded.pin(
+            |_| Ok(self.paths.program(id)),
+            |m| {
+                Ok(Some(if info.pinned_by_name(&m.name) {
+                    // Nobody shared it (or it would have been reused): a new pin.
+                    self.paths.shared_map(&m.name)
+                } else {
+                    self.paths.map(id, &m.name)
+                }))
+            },
+        )?;
         let new_fd = loaded
+            .object
             .program_fd(&name)
             .ok_or_else(|| Error::Internal("new program has no fd".into()))?;
         let old_fd = sys::obj_get(&self.paths.program(id)).map_err(|e| {
@@ -157,7 +167,7 @@ impl Manager {
 
         // Chains first: recompose each chain the program is in with the new code (the verifier
         // may still refuse the composition, and then nothing has changed yet).
-        let new_block = capture_block(&loaded, &name, new_ty);
+        let new_block = loaded.block(&name).cloned();
         let old_block: Option<apiary_core::chain::Block> =
             store::get_program_block(self.store().read(), id)?
                 .and_then(|j| serde_json::from_str(&j).ok());
@@ -166,11 +176,11 @@ impl Manager {
             None => 0,
         };
 
-        // Move every other link; on failure move back the ones already moved.
+        // Move every other link; on failure (or if recording fails) move back the ones moved.
         let links = store::list_links(self.store().read(), Some(id))?;
         let mut moved: Vec<Moved> = Vec::new();
-        let mut undo = Undo::new();
-        let result = (|| -> Result<()> {
+        let mut pins = std::mem::take(&mut loaded.pins);
+        let switched = (|| -> Result<()> {
             for l in &links {
                 if l.extra.as_ref().is_some_and(|e| e.get("chain").is_some()) {
                     continue;
@@ -196,26 +206,22 @@ impl Manager {
                             return Err(Error::Internal("unexpected tc filter".into()))
                         }
                     };
-                    let mut new_pins = Vec::new();
                     let mut new_ids = Vec::new();
                     for (i, f) in fds.iter().enumerate() {
-                        let p = self.paths.link_dir(l.id).join(format!("next{i}"));
-                        sys::pin(f.as_fd(), &p)?;
-                        undo.pin(p.clone());
-                        new_pins.push(p);
+                        pins.pin(f.as_fd(), &self.paths.link(l.id, i))?;
                         new_ids.push(sys::link_info(f.as_fd())?.id);
                     }
                     moved.push(Moved::Reattached {
                         link_id: l.id,
-                        new_pins,
+                        new_count: new_ids.len(),
                         new_ids,
                         old_count: l.kernel_link_ids.len(),
                     });
                 }
             }
-            Ok(())
+            self.record_update(id, &lp, &loaded, &bytes, &source, &globals, &info, &old_maps, &kept, &moved)
         })();
-        if let Err(e) = result {
+        if let Err(e) = switched {
             for m in moved.iter().rev() {
                 match m {
                     Moved::InPlace { link } => {
@@ -224,7 +230,7 @@ impl Manager {
                     Moved::Tc { filter } => {
                         let _ = kernel::attach::replace_tc_filter(old_fd.as_fd(), filter);
                     }
-                    Moved::Reattached { .. } => {} // `undo` unpins the new links
+                    Moved::Reattached { .. } => {} // dropping `pins` removes the new links
                 }
             }
             if chained > 0 {
@@ -235,80 +241,83 @@ impl Manager {
             return Err(e);
         }
 
-        // Switch over: detach the old perf-style links, move the new pins into place, repin the
-        // program (rename replaces atomically), record.
-        let mut link_ids: Vec<(apiary_core::LinkId, Vec<u32>)> = Vec::new();
+        // Switch over: the new pins replace the old program, maps and perf-style links (which
+        // releases them); old links beyond the new count go.
         for m in &moved {
             if let Moved::Reattached {
                 link_id,
-                new_pins,
-                new_ids,
+                new_count,
                 old_count,
+                ..
             } = m
             {
-                for i in 0..*old_count {
+                for i in *new_count..*old_count {
                     sys::unpin(&self.paths.link(*link_id, i))?;
                 }
-                for (i, p) in new_pins.iter().enumerate() {
-                    std::fs::rename(p, self.paths.link(*link_id, i))
-                        .map_err(|e| KernelError::syscall(format!("rename {}", p.display()), e))?;
-                }
-                link_ids.push((*link_id, new_ids.clone()));
             }
         }
-        undo.commit();
-        let next = self.paths.programs_dir().join(format!("{id}_next"));
-        loaded.pin_program(&name, &next)?;
-        std::fs::rename(&next, self.paths.program(id))
-            .map_err(|e| KernelError::syscall("rename program pin", e))?;
+        pins.keep()?;
+        Ok(UpdateReport {
+            id,
+            name: rec.name,
+            old_kernel_id: rec.kernel_id,
+            new_kernel_id: lp.kernel_id,
+            links_updated: links.len(),
+            maps_kept: kept.len(),
+            millis: t0.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
 
-        // New maps the old program did not have (its own .rodata/.bss and any new map) are
-        // pinned under this program's id, replacing its previous internal maps of the same name.
+    /// Record the switch: the new code, its block, moved links' kernel ids, and which maps the
+    /// program now uses (the kept ones plus those the new code created).
+    #[allow(clippy::too_many_arguments)]
+    fn record_update(
+        &self,
+        id: ProgramId,
+        lp: &kernel::loader::LoadedProgramInfo,
+        loaded: &Loaded,
+        bytes: &[u8],
+        source: &str,
+        globals: &[kernel::GlobalPatch],
+        info: &apiary_core::elf::ObjectInfo,
+        old_maps: &[MapRecord],
+        kept: &[MapRecord],
+        moved: &[Moved],
+    ) -> Result<()> {
         let owned_before = store::maps_owned_by(self.store().read(), id)?;
-        let mut new_maps = Vec::new();
-        for m in loaded.maps.iter().filter(|m| !m.reused) {
-            if info.pinned_by_name(&m.name) {
-                // Nobody shared it (or it would have been reused): a new pin.
-                loaded.pin_map(&m.name, &self.paths.shared_map(&m.name))?;
-            } else {
-                let tmp = self
-                    .paths
-                    .map_owner_dir(id)
-                    .join(format!("next_{}", m.name.replace('.', "_")));
-                loaded.pin_map(&m.name, &tmp)?;
-                std::fs::rename(&tmp, self.paths.map(id, &m.name))
-                    .map_err(|e| KernelError::syscall("rename map pin", e))?;
-            }
-            new_maps.push(m.clone());
-        }
-        let global_records = global_records(&globals);
-        let sha = sha256_hex(&bytes);
+        let block = loaded.block_json(&lp.name)?;
+        let global_records = global_records(globals);
+        let sha = sha256_hex(bytes);
         self.store().write(|tx| -> Result<()> {
-            store::put_object(tx, &sha, &bytes)?;
+            store::put_object(tx, &sha, bytes)?;
             store::set_program_code(
                 tx,
                 id,
                 lp.kernel_id,
                 &lp.tag,
                 &sha,
-                &source,
+                source,
                 &global_records,
             )?;
-            store::set_program_block(tx, id, block_json(new_block.as_ref()).as_deref())?;
-            for (lid, kids) in &link_ids {
-                let extra = store::get_link(tx, *lid)?.and_then(|l| l.extra);
-                store::set_link_kernel(tx, *lid, kids, extra.as_ref())?;
+            store::set_program_block(tx, id, block.as_deref())?;
+            for m in moved {
+                if let Moved::Reattached {
+                    link_id, new_ids, ..
+                } = m
+                {
+                    let extra = store::get_link(tx, *link_id)?.and_then(|l| l.extra);
+                    store::set_link_kernel(tx, *link_id, new_ids, extra.as_ref())?;
+                }
             }
-            // The program now uses the kept maps plus its new ones.
-            for m in &old_maps {
+            for m in old_maps {
                 if !kept.iter().any(|k| k.id == m.id) && m.owner_id != id {
                     store::remove_program_map(tx, id, m.id)?;
                 }
             }
-            for m in &kept {
+            for m in kept {
                 store::add_program_map(tx, id, m.id)?;
             }
-            for m in &new_maps {
+            for m in loaded.new_maps() {
                 let rec = map_record(id, m, info.pinned_by_name(&m.name));
                 let map_id = match owned_before.iter().find(|o| o.name == m.name) {
                     Some(o) => {
@@ -320,15 +329,6 @@ impl Manager {
                 store::add_program_map(tx, id, map_id)?;
             }
             Ok(())
-        })?;
-        Ok(UpdateReport {
-            id,
-            name: rec.name,
-            old_kernel_id: rec.kernel_id,
-            new_kernel_id: lp.kernel_id,
-            links_updated: links.len(),
-            maps_kept: kept.len(),
-            millis: t0.elapsed().as_secs_f64() * 1000.0,
         })
     }
 }
