@@ -8,7 +8,8 @@ use crate::convert::{self, Invalid};
 use crate::pb;
 use crate::pb::apiary_client::ApiaryClient;
 use crate::status::from_status;
-use apiary::chain::{ChainView, HookRef};
+use apiary::chain::ChainView;
+use apiary::core::Hook;
 use apiary::core::{AttachSpec, LinkId, ProgramId};
 use apiary::kernel::KernelError;
 use apiary::{
@@ -414,7 +415,7 @@ impl Api for RemoteApi {
         views(r.chains)
     }
 
-    fn get_chain(&self, hook: &HookRef) -> apiary::Result<ChainView> {
+    fn get_chain(&self, hook: &Hook) -> apiary::Result<ChainView> {
         let req = pb::GetChainRequest {
             hook: Some(hook.into()),
         };

@@ -7,7 +7,8 @@
 //! INVALID_ARGUMENT before the manager sees the request.
 
 use crate::pb;
-use apiary::chain::{ChainMemberView, ChainView, HookRef};
+use apiary::chain::{ChainMemberView, ChainView};
+use apiary::core::Hook;
 use apiary::core::attach::SoftwareEvent;
 use apiary::core::chain::ChainKind;
 use apiary::core::{
@@ -821,8 +822,8 @@ impl TryFrom<pb::Chain> for ChainView {
     }
 }
 
-impl From<&HookRef> for pb::HookRef {
-    fn from(h: &HookRef) -> Self {
+impl From<&Hook> for pb::HookRef {
+    fn from(h: &Hook) -> Self {
         pb::HookRef {
             kind: chain_kind_to_proto(h.kind) as i32,
             iface: h.iface.clone(),
@@ -835,7 +836,7 @@ impl From<&HookRef> for pb::HookRef {
     }
 }
 
-impl TryFrom<pb::HookRef> for HookRef {
+impl TryFrom<pb::HookRef> for Hook {
     type Error = Invalid;
     fn try_from(h: pb::HookRef) -> Result<Self> {
         let kind = match pb::ChainKind::try_from(h.kind) {
@@ -866,11 +867,13 @@ impl TryFrom<pb::HookRef> for HookRef {
         if h.iface.is_empty() {
             return Err(Invalid::new("hook.iface", "is required"));
         }
-        Ok(HookRef {
+        Ok(Hook {
             kind,
             iface: h.iface,
             netns: opt_path(h.netns),
             direction,
+            // Finding a chain does not need its mode.
+            mode: apiary::core::XdpMode::Auto,
         })
     }
 }
@@ -1149,19 +1152,20 @@ mod tests {
             serde_json::to_string(&dump).unwrap()
         );
 
-        let hook = HookRef {
+        let hook = Hook {
             kind: ChainKind::Tc,
             iface: "veth0".into(),
             netns: None,
             direction: Some(TcDirection::Egress),
+            mode: apiary::core::XdpMode::Auto,
         };
-        assert_eq!(HookRef::try_from(pb::HookRef::from(&hook)).unwrap(), hook);
+        assert_eq!(Hook::try_from(pb::HookRef::from(&hook)).unwrap(), hook);
         let xdp_with_dir = pb::HookRef {
             kind: 1,
             iface: "veth0".into(),
             netns: None,
             direction: 1,
         };
-        assert!(HookRef::try_from(xdp_with_dir).is_err());
+        assert!(Hook::try_from(xdp_with_dir).is_err());
     }
 }

@@ -306,7 +306,7 @@ pub fn hook_ref(
     iface: String,
     hook: &str,
     netns: Option<PathBuf>,
-) -> Result<apiary::chain::HookRef, String> {
+) -> Result<apiary_core::Hook, String> {
     use apiary_core::chain::ChainKind;
     let (kind, direction) = match hook {
         "xdp" => (ChainKind::Xdp, None),
@@ -318,11 +318,12 @@ pub fn hook_ref(
             ))
         }
     };
-    Ok(apiary::chain::HookRef {
+    Ok(apiary_core::Hook {
         kind,
         iface,
         netns,
         direction,
+        mode: apiary_core::XdpMode::Auto,
     })
 }
 

@@ -577,24 +577,6 @@ impl AttachSpec {
         Ok(())
     }
 
-    /// The chain this spec joins, if it is a chain member: (kind, proceed-on names, priority).
-    pub fn chain(&self) -> Option<(crate::chain::ChainKind, &[String], u32)> {
-        match self {
-            AttachSpec::Xdp {
-                proceed_on,
-                priority,
-                ..
-            } => Some((crate::chain::ChainKind::Xdp, proceed_on, *priority)),
-            AttachSpec::Tc {
-                proceed_on,
-                priority,
-                legacy: false,
-                ..
-            } => Some((crate::chain::ChainKind::Tc, proceed_on, *priority)),
-            _ => None,
-        }
-    }
-
     /// The program type this attach point takes.
     pub fn program_type(&self) -> ProgramType {
         match self {
@@ -642,10 +624,10 @@ impl AttachSpec {
             }
             AttachSpec::Xdp { iface, .. } | AttachSpec::Tc { iface, .. } => {
                 validate_iface(iface)?;
-                if let Some((kind, names, priority)) = self.chain() {
-                    crate::chain::Priority::new(priority as i64).map_err(|e| e.to_string())?;
-                    if !names.is_empty() {
-                        crate::chain::ProceedOn::from_names(kind, names)
+                if let Some(join) = self.chain() {
+                    crate::chain::Priority::new(join.priority as i64).map_err(|e| e.to_string())?;
+                    if !join.proceed_on.is_empty() {
+                        crate::chain::ProceedOn::from_names(join.hook.kind, join.proceed_on)
                             .map_err(|e| e.to_string())?;
                     }
                 } else if let AttachSpec::Tc { proceed_on, .. } = self {
@@ -954,7 +936,7 @@ mod tests {
         assert_eq!(back, s);
         // Older records without chain fields read as default chain members.
         let x: AttachSpec = serde_json::from_str(r#"{"type":"xdp","iface":"veth0"}"#).unwrap();
-        assert_eq!(x.chain().map(|c| c.2), Some(1000));
+        assert_eq!(x.chain().map(|c| c.priority), Some(1000));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod dwarf;
 pub mod elf;
 pub mod events;
 pub mod globals;
+pub mod hook;
 pub mod ids;
 pub mod parse;
 pub mod paths;
@@ -17,5 +18,6 @@ pub mod program;
 pub use attach::{
     AttachSpec, CgroupDirection, NetfilterFamily, NetfilterHook, TcDirection, XdpMode,
 };
-pub use ids::{LinkId, ProgramId};
+pub use hook::Hook;
+pub use ids::{LinkId, MapId, ProgramId};
 pub use program::ProgramType;

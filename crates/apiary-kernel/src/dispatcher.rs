@@ -20,13 +20,12 @@ use apiary_core::chain::{
     self, Block, BlockAttrs, ChainKind, ComposeOptions, ComposeSlot, Composition, DispatcherMap,
     Inline, MapRef, Placement, ProceedOn, SlotStats, STATS_BUCKETS,
 };
-use apiary_core::{AttachSpec, TcDirection, XdpMode};
+use apiary_core::{AttachSpec, Hook, TcDirection};
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
 use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
 
 /// One program of a chain, in run order.
 #[derive(Debug, Clone)]
@@ -601,55 +600,34 @@ fn load_btf(blob: &[u8], program: &str) -> Result<OwnedFd> {
     })
 }
 
-/// Where a chain is attached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChainHook {
-    Xdp {
-        iface: String,
-        netns: Option<PathBuf>,
-        mode: XdpMode,
-    },
-    /// Through a TCX link, ordered against other TCX links by `anchor`.
-    Tc {
-        iface: String,
-        netns: Option<PathBuf>,
-        direction: TcDirection,
-        anchor: Option<TcxAnchor>,
-    },
-}
-
-/// Attach the chain's entry program with a bpf_link; the returned link detaches on drop unless
-/// pinned.
-pub fn attach_chain(hook: &ChainHook, d: &ComposedDispatcher) -> Result<OwnedFd> {
-    let (spec, ctx, hook_kind) = match hook {
-        ChainHook::Xdp { iface, netns, mode } => (
+/// Attach the chain's entry program on `hook` with a bpf_link (a TC chain through TCX, ordered
+/// against other TCX links by `anchor`); the returned link detaches on drop unless pinned.
+pub fn attach_chain(
+    hook: &Hook,
+    anchor: Option<TcxAnchor>,
+    d: &ComposedDispatcher,
+) -> Result<OwnedFd> {
+    let hook_kind = hook.kind;
+    let (spec, ctx) = match hook.kind {
+        ChainKind::Xdp => (
             AttachSpec::Xdp {
-                iface: iface.clone(),
-                netns: netns.clone(),
-                mode: *mode,
+                iface: hook.iface.clone(),
+                netns: hook.netns.clone(),
+                mode: hook.mode,
                 priority: apiary_core::attach::default_priority(),
                 proceed_on: Vec::new(),
             },
             AttachContext::default(),
-            ChainKind::Xdp,
         ),
-        ChainHook::Tc {
-            iface,
-            netns,
-            direction,
-            anchor,
-        } => (
+        ChainKind::Tc => (
             // The TCX attach takes its order from the anchor; the priority is not used there.
             AttachSpec::Tcx {
-                iface: iface.clone(),
-                netns: netns.clone(),
-                direction: *direction,
+                iface: hook.iface.clone(),
+                netns: hook.netns.clone(),
+                direction: hook.direction.unwrap_or(TcDirection::Ingress),
                 priority: 0,
             },
-            AttachContext {
-                tcx_anchor: *anchor,
-            },
-            ChainKind::Tc,
+            AttachContext { tcx_anchor: anchor },
         ),
     };
     if hook_kind != d.kind {

@@ -9,7 +9,8 @@ use apiary_core::chain::{
     self, Block, ChainError, ChainKind, ComposeOptions, Inline, Limits, Placement, Priority,
     ProceedOn, SlotKey,
 };
-use apiary_kernel::dispatcher::{self, ChainHook, ChainSlot, ComposedDispatcher, PinRole};
+use apiary_core::Hook;
+use apiary_kernel::dispatcher::{self, ChainSlot, ComposedDispatcher, PinRole};
 use apiary_kernel::{
     load, maps, sys, GlobalPatch, KernelError, LoadRequest, LoadedObject, ProgramSelect,
 };
@@ -869,12 +870,14 @@ fn real_traffic_through_veth_and_atomic_swap() {
     let s1 = slot(&c1, "xdp_counter", "c1", d);
     let s2 = slot(&c2, "xdp_counter", "c2", d);
     let first = compose(ChainKind::Xdp, std::slice::from_ref(&s1), true);
-    let hook = ChainHook::Xdp {
+    let hook = Hook {
+        kind: ChainKind::Xdp,
         iface: pair.dev[1].clone(),
         netns: Some(pair.netns_path(1)),
+        direction: None,
         mode: apiary_core::XdpMode::Auto,
     };
-    let link = dispatcher::attach_chain(&hook, &first).unwrap();
+    let link = dispatcher::attach_chain(&hook, None, &first).unwrap();
 
     let (tx, rx) = ping_result(&pair.ping_command(3, "0.05").output().unwrap());
     assert_eq!((tx, rx), (3, 3));
@@ -927,13 +930,14 @@ fn real_traffic_through_veth_and_atomic_swap() {
     let t = basic("tc_counter");
     let tcd = ChainKind::Tc.default_proceed_on();
     let tchain = compose(ChainKind::Tc, &[slot(&t, "tc_counter", "t", tcd)], true);
-    let thook = ChainHook::Tc {
+    let thook = Hook {
+        kind: ChainKind::Tc,
         iface: pair.dev[1].clone(),
         netns: Some(pair.netns_path(1)),
-        direction: apiary_core::TcDirection::Ingress,
-        anchor: None,
+        direction: Some(apiary_core::TcDirection::Ingress),
+        mode: apiary_core::XdpMode::Auto,
     };
-    let tlink = dispatcher::attach_chain(&thook, &tchain).unwrap();
+    let tlink = dispatcher::attach_chain(&thook, None, &tchain).unwrap();
     let (tx, rx) = ping_result(&pair.ping_command(3, "0.05").output().unwrap());
     assert_eq!((tx, rx), (3, 3));
     let tc_hits = hits(&t);
@@ -953,7 +957,7 @@ fn real_traffic_through_veth_and_atomic_swap() {
     assert!(hits(&t) >= tc_hits + 3 && hits(&t2) >= 3);
 
     // A TC chain cannot go on an XDP hook.
-    assert!(dispatcher::attach_chain(&hook, &tchain).is_err());
+    assert!(dispatcher::attach_chain(&hook, None, &tchain).is_err());
     drop(tlink);
     drop(link);
 }

@@ -5,7 +5,7 @@
 
 mod schema;
 
-use apiary_core::{AttachSpec, LinkId, ProgramId, ProgramType};
+use apiary_core::{AttachSpec, Hook, LinkId, ProgramId, ProgramType};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,6 +31,8 @@ pub enum StoreError {
         column: &'static str,
         error: serde_json::Error,
     },
+    #[error("store: {0}")]
+    Corrupt(String),
     #[error("store {path} has schema version {found}, newer than this apiary ({supported}); upgrade apiary")]
     TooNew {
         path: PathBuf,
@@ -97,9 +99,44 @@ pub struct LinkRecord {
     pub program_id: ProgramId,
     pub spec: AttachSpec,
     pub kernel_link_ids: Vec<u32>,
-    /// Attach-specific state the kernel does not keep as a link (legacy TC handle/priority).
-    pub extra: Option<serde_json::Value>,
+    pub kind: LinkKind,
     pub created_at: String,
+}
+
+/// What stands for a link in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkKind {
+    /// bpf_link(s), pinned under the link's directory.
+    Links,
+    /// A legacy TC filter: the kernel keeps no link object, so its handle is kept here.
+    TcFilter(TcHandle),
+    /// A slot in an XDP/TC chain (which chain and where: `chain_slots`).
+    ChainMember,
+}
+
+/// Where a legacy TC filter sits on its interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcHandle {
+    pub ifindex: u32,
+    pub handle: u32,
+    pub priority: u32,
+}
+
+impl LinkKind {
+    fn name(&self) -> &'static str {
+        match self {
+            LinkKind::Links => "links",
+            LinkKind::TcFilter(_) => "tc-filter",
+            LinkKind::ChainMember => "chain-member",
+        }
+    }
+
+    fn tc(&self) -> Option<&TcHandle> {
+        match self {
+            LinkKind::TcFilter(h) => Some(h),
+            LinkKind::Links | LinkKind::ChainMember => None,
+        }
+    }
 }
 
 /// A program about to be recorded; the store assigns its id.
@@ -452,7 +489,7 @@ pub fn map_borrowers(c: &Connection, id: ProgramId) -> Result<Vec<ProgramId>> {
 
 pub fn insert_link(c: &Connection, program: ProgramId, spec: &AttachSpec) -> Result<LinkId> {
     c.execute(
-        "INSERT INTO links (program_id, spec, kernel_link_ids, extra, created_at) VALUES (?1, ?2, '[]', NULL, ?3)",
+        "INSERT INTO links (program_id, spec, kernel_link_ids, created_at) VALUES (?1, ?2, '[]', ?3)",
         params![program.0, json(spec), now()],
     )?;
     Ok(LinkId(c.last_insert_rowid()))
@@ -462,41 +499,77 @@ pub fn set_link_kernel(
     c: &Connection,
     id: LinkId,
     kernel_ids: &[u32],
-    extra: Option<&serde_json::Value>,
+    kind: &LinkKind,
 ) -> Result<()> {
+    let tc = kind.tc();
     c.execute(
-        "UPDATE links SET kernel_link_ids = ?2, extra = ?3 WHERE id = ?1",
-        params![id.0, json(&kernel_ids), extra.map(json)],
+        "UPDATE links SET kernel_link_ids = ?2, kind = ?3, tc_ifindex = ?4, tc_handle = ?5, tc_priority = ?6 WHERE id = ?1",
+        params![
+            id.0,
+            json(&kernel_ids),
+            kind.name(),
+            tc.map(|t| t.ifindex),
+            tc.map(|t| t.handle),
+            tc.map(|t| t.priority)
+        ],
     )?;
     Ok(())
 }
 
-fn link_row(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(i64, i64, String, String, Option<String>, String)> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
+/// A link row as read: the JSON columns are decoded by `finish_link`, outside rusqlite's
+/// error type, so a bad one names its column.
+struct LinkRow {
+    id: i64,
+    program_id: i64,
+    spec: String,
+    kernel_ids: String,
+    kind: String,
+    tc: (Option<u32>, Option<u32>, Option<u32>),
+    created_at: String,
 }
 
-fn finish_link(row: (i64, i64, String, String, Option<String>, String)) -> Result<LinkRecord> {
-    let (id, program_id, spec, kids, extra, created_at) = row;
-    Ok(LinkRecord {
-        id: LinkId(id),
-        program_id: ProgramId(program_id),
-        spec: from_json(&spec, "links.spec")?,
-        kernel_link_ids: from_json(&kids, "links.kernel_link_ids")?,
-        extra: extra.map(|e| from_json(&e, "links.extra")).transpose()?,
-        created_at,
+fn link_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRow> {
+    Ok(LinkRow {
+        id: r.get(0)?,
+        program_id: r.get(1)?,
+        spec: r.get(2)?,
+        kernel_ids: r.get(3)?,
+        kind: r.get(4)?,
+        tc: (r.get(5)?, r.get(6)?, r.get(7)?),
+        created_at: r.get(8)?,
     })
 }
 
-const LINK_COLS: &str = "id, program_id, spec, kernel_link_ids, extra, created_at";
+fn finish_link(row: LinkRow) -> Result<LinkRecord> {
+    let kind = match (row.kind.as_str(), row.tc) {
+        ("links", _) => LinkKind::Links,
+        ("chain-member", _) => LinkKind::ChainMember,
+        ("tc-filter", (Some(ifindex), Some(handle), Some(priority))) => {
+            LinkKind::TcFilter(TcHandle {
+                ifindex,
+                handle,
+                priority,
+            })
+        }
+        (other, _) => {
+            return Err(StoreError::Corrupt(format!(
+                "link {} has kind {other:?} without what that kind needs",
+                row.id
+            )))
+        }
+    };
+    Ok(LinkRecord {
+        id: LinkId(row.id),
+        program_id: ProgramId(row.program_id),
+        spec: from_json(&row.spec, "links.spec")?,
+        kernel_link_ids: from_json(&row.kernel_ids, "links.kernel_link_ids")?,
+        kind,
+        created_at: row.created_at,
+    })
+}
+
+const LINK_COLS: &str =
+    "id, program_id, spec, kernel_link_ids, kind, tc_ifindex, tc_handle, tc_priority, created_at";
 
 pub fn get_link(c: &Connection, id: LinkId) -> Result<Option<LinkRecord>> {
     let row = c
@@ -550,14 +623,7 @@ pub fn get_program_block(c: &Connection, id: ProgramId) -> Result<Option<String>
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChainRecord {
     pub id: i64,
-    /// "xdp" or "tc".
-    pub kind: String,
-    pub iface: String,
-    /// Empty for the host's namespace.
-    pub netns: String,
-    /// Empty for XDP.
-    pub direction: String,
-    pub mode: String,
+    pub hook: Hook,
     pub link_kernel_id: u32,
     pub dispatcher_kernel_id: u32,
 }
@@ -578,26 +644,27 @@ const CHAIN_COLS: &str =
 fn chain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChainRecord> {
     Ok(ChainRecord {
         id: r.get(0)?,
-        kind: r.get(1)?,
-        iface: r.get(2)?,
-        netns: r.get(3)?,
-        direction: r.get(4)?,
-        mode: r.get(5)?,
+        hook: Hook {
+            kind: r.get(1)?,
+            iface: r.get(2)?,
+            netns: r.get::<_, Option<String>>(3)?.map(PathBuf::from),
+            direction: r.get(4)?,
+            mode: r.get(5)?,
+        },
         link_kernel_id: r.get(6)?,
         dispatcher_kernel_id: r.get(7)?,
     })
 }
 
-pub fn find_chain(
-    c: &Connection,
-    kind: &str,
-    iface: &str,
-    netns: &str,
-    direction: &str,
-) -> Result<Option<ChainRecord>> {
+fn netns_text(h: &Hook) -> Option<String> {
+    h.netns.as_ref().map(|p| p.display().to_string())
+}
+
+/// The chain on `hook` (its mode is not part of where it is).
+pub fn find_chain(c: &Connection, hook: &Hook) -> Result<Option<ChainRecord>> {
     Ok(c.query_row(
-        &format!("SELECT {CHAIN_COLS} FROM chains WHERE kind = ?1 AND iface = ?2 AND netns = ?3 AND direction = ?4"),
-        params![kind, iface, netns, direction],
+        &format!("SELECT {CHAIN_COLS} FROM chains WHERE kind = ?1 AND iface = ?2 AND netns IS ?3 AND direction IS ?4"),
+        params![hook.kind, hook.iface, netns_text(hook), hook.direction],
         chain_row,
     )
     .optional()?)
@@ -621,7 +688,7 @@ pub fn list_chains(c: &Connection) -> Result<Vec<ChainRecord>> {
 pub fn insert_chain(c: &Connection, ch: &ChainRecord) -> Result<i64> {
     c.execute(
         "INSERT INTO chains (kind, iface, netns, direction, mode, link_kernel_id, dispatcher_kernel_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![ch.kind, ch.iface, ch.netns, ch.direction, ch.mode, ch.link_kernel_id, ch.dispatcher_kernel_id],
+        params![ch.hook.kind, ch.hook.iface, netns_text(&ch.hook), ch.hook.direction, ch.hook.mode, ch.link_kernel_id, ch.dispatcher_kernel_id],
     )?;
     Ok(c.last_insert_rowid())
 }

@@ -1,10 +1,10 @@
 //! Schema migrations, applied in order and recorded in `PRAGMA user_version`.
 
 use crate::{Result, StoreError};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use std::path::Path;
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: programs, their maps, links, and the object bytes they came from.
     "CREATE TABLE objects (
         sha256 TEXT PRIMARY KEY,
@@ -80,6 +80,39 @@ const MIGRATIONS: &[&str] = &[
         link_id INTEGER PRIMARY KEY REFERENCES links(id),
         buckets BLOB NOT NULL
     ) STRICT;",
+    // 4: typed rows. A chain's hook has NULL for the host's namespace and for XDP's direction
+    // (it had ''), so each column reads back as the value it holds; a link's kind is a column,
+    // and a legacy TC filter's handle sits in columns, instead of JSON in `extra` to be guessed
+    // at. The chains table is rebuilt to relax NOT NULL (SQLite cannot alter a column), which
+    // `migrate` does with foreign keys off and checked before it commits.
+    "CREATE TABLE chains_v4 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        iface TEXT NOT NULL,
+        netns TEXT,
+        direction TEXT,
+        mode TEXT NOT NULL,
+        link_kernel_id INTEGER NOT NULL,
+        dispatcher_kernel_id INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO chains_v4
+        SELECT id, kind, iface, NULLIF(netns, ''), NULLIF(direction, ''), mode, link_kernel_id,
+               dispatcher_kernel_id
+        FROM chains;
+    DROP TABLE chains;
+    ALTER TABLE chains_v4 RENAME TO chains;
+    CREATE UNIQUE INDEX chains_hook ON chains (kind, iface, ifnull(netns, ''), ifnull(direction, ''));
+    ALTER TABLE links ADD COLUMN kind TEXT NOT NULL DEFAULT 'links';
+    ALTER TABLE links ADD COLUMN tc_ifindex INTEGER;
+    ALTER TABLE links ADD COLUMN tc_handle INTEGER;
+    ALTER TABLE links ADD COLUMN tc_priority INTEGER;
+    UPDATE links SET kind = 'chain-member' WHERE json_extract(extra, '$.chain') IS NOT NULL;
+    UPDATE links SET kind = 'tc-filter',
+        tc_ifindex = json_extract(extra, '$.ifindex'),
+        tc_handle = json_extract(extra, '$.handle'),
+        tc_priority = json_extract(extra, '$.priority')
+        WHERE json_extract(extra, '$.handle') IS NOT NULL;
+    ALTER TABLE links DROP COLUMN extra;",
 ];
 
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
@@ -89,6 +122,15 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     if current == supported {
         return Ok(());
     }
+    // A migration may rebuild a table others refer to, which SQLite only allows with foreign
+    // keys off (the switch is ignored inside a transaction); they are checked before commit.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let result = apply(conn, path, supported);
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    result
+}
+
+fn apply(conn: &mut Connection, path: &Path, supported: i64) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > supported {
@@ -101,6 +143,15 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(m)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    let broken: Option<String> = tx
+        .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+        .optional()?;
+    if let Some(table) = broken {
+        return Err(StoreError::Corrupt(format!(
+            "migrating {} left rows of table {table} pointing at nothing; the store is unchanged",
+            path.display()
+        )));
     }
     tx.commit()?;
     Ok(())

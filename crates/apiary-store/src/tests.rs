@@ -65,16 +65,22 @@ fn programs_maps_links_roundtrip() {
         proceed_on: vec![],
         legacy: true,
     };
+    let handle = TcHandle {
+        ifindex: 3,
+        handle: 1,
+        priority: 49152,
+    };
     let l = s
         .write(|tx| -> Result<_> {
             let l = insert_link(tx, a, &spec)?;
-            set_link_kernel(tx, l, &[5], Some(&serde_json::json!({"handle": 1})))?;
+            set_link_kernel(tx, l, &[5], &LinkKind::TcFilter(handle))?;
             Ok(l)
         })
         .unwrap();
     let lr = get_link(s.read(), l).unwrap().unwrap();
     assert_eq!(lr.spec, spec);
     assert_eq!(lr.kernel_link_ids, vec![5]);
+    assert_eq!(lr.kind, LinkKind::TcFilter(handle));
     assert_eq!(list_links(s.read(), Some(a)).unwrap().len(), 1);
     assert_eq!(list_links(s.read(), Some(b)).unwrap().len(), 0);
 
@@ -132,4 +138,74 @@ fn failed_transaction_leaves_nothing() {
     drop(s);
     let s = Store::open(dir.path()).unwrap();
     assert!(list_programs(s.read()).unwrap().is_empty());
+}
+
+/// A store written by the schema before typed rows (version 3) reads back typed: '' becomes no
+/// namespace / no direction, and the JSON a link kept becomes its kind.
+#[test]
+fn version_3_rows_migrate_to_typed_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("apiary.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "foreign_keys", "ON").unwrap();
+        for m in &schema::MIGRATIONS[..3] {
+            c.execute_batch(m).unwrap();
+        }
+        c.pragma_update(None, "user_version", 3).unwrap();
+        c.execute_batch(
+            "INSERT INTO objects VALUES ('abc', x'00');
+             INSERT INTO programs (name, prog_type, section, source, object_sha256, kernel_id, tag, globals, metadata, loaded_at)
+                 VALUES ('p', 'xdp', 'xdp', 's', 'abc', 7, 't', '[]', '{}', 'now');
+             INSERT INTO chains VALUES (1, 'xdp', 'veth0', '', '', 'skb', 10, 11);
+             INSERT INTO chains VALUES (2, 'tc', 'veth1', '/run/netns/a', 'egress', 'auto', 12, 13);",
+        )
+        .unwrap();
+        let spec = |s: &str| s.replace('\'', "\"");
+        let xdp = spec("{'type':'xdp','iface':'veth0','mode':'skb','priority':50}");
+        let tc = spec("{'type':'tc','iface':'veth1','direction':'ingress','priority':1,'legacy':true}");
+        let links = [
+            (xdp.as_str(), Some(r#"{"chain":1}"#)),
+            (tc.as_str(), Some(r#"{"iface":"veth1","netns":null,"ifindex":4,"direction":"ingress","handle":2,"priority":49152}"#)),
+            (xdp.as_str(), None),
+        ];
+        for (spec, extra) in links {
+            c.execute(
+                "INSERT INTO links (program_id, spec, kernel_link_ids, extra, created_at) VALUES (1, ?1, '[]', ?2, 'now')",
+                rusqlite::params![spec, extra],
+            )
+            .unwrap();
+        }
+        c.execute_batch("INSERT INTO chain_slots VALUES (1, 1, 50, 0, 4);").unwrap();
+    }
+    let mut s = Store::open(dir.path()).unwrap();
+    let chains = list_chains(s.read()).unwrap();
+    assert_eq!(chains.len(), 2);
+    assert_eq!(chains[0].hook.netns, None);
+    assert_eq!(chains[0].hook.direction, None);
+    assert_eq!(chains[0].hook.mode, apiary_core::XdpMode::Skb);
+    assert_eq!(chains[1].hook.netns, Some("/run/netns/a".into()));
+    assert_eq!(chains[1].hook.direction, Some(TcDirection::Egress));
+    assert_eq!(find_chain(s.read(), &chains[1].hook).unwrap(), Some(chains[1].clone()));
+    assert_eq!(chain_slots(s.read(), 1).unwrap().len(), 1, "slots still point at their chain");
+    let kinds: Vec<LinkKind> = list_links(s.read(), None)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            LinkKind::ChainMember,
+            LinkKind::TcFilter(TcHandle {
+                ifindex: 4,
+                handle: 2,
+                priority: 49152
+            }),
+            LinkKind::Links
+        ]
+    );
+    // The hook's identity stays unique after the rebuild.
+    let dup = s.write(|tx| -> Result<_> { insert_chain(tx, &chains[0]) });
+    assert!(dup.is_err(), "a second chain on the same hook is refused");
 }

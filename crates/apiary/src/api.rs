@@ -2,7 +2,8 @@
 //! the daemon's gRPC client, and the daemon serves it from a `Manager`. Every operation the CLI
 //! offers on apiary's state is here; `run`, `inspect` and `package` work on objects, not state.
 
-use crate::chain::{ChainView, HookRef};
+use crate::chain::ChainView;
+use apiary_core::Hook;
 use crate::error::Result;
 use crate::manager::{LoadSpec, Manager, MapRef};
 use crate::update::{UpdateReport, UpdateSpec};
@@ -27,7 +28,7 @@ pub trait Api: Send + Sync {
     fn list_maps(&self, all: bool) -> Result<Vec<MapView>>;
     fn dump_map(&self, target: &MapRef, limit: usize) -> Result<MapDump>;
     fn list_chains(&self) -> Result<Vec<ChainView>>;
-    fn get_chain(&self, hook: &HookRef) -> Result<ChainView>;
+    fn get_chain(&self, hook: &Hook) -> Result<ChainView>;
 }
 
 impl Api for Manager {
@@ -71,7 +72,7 @@ impl Api for Manager {
     fn list_chains(&self) -> Result<Vec<ChainView>> {
         Manager::list_chains(self)
     }
-    fn get_chain(&self, hook: &HookRef) -> Result<ChainView> {
+    fn get_chain(&self, hook: &Hook) -> Result<ChainView> {
         Manager::get_chain(self, hook)
     }
 }

@@ -6,8 +6,9 @@
 use crate::error::{Error, Result};
 use crate::manager::Manager;
 use apiary_core::chain::{order_slots, Block, ChainKind, Priority, ProceedOn, SlotKey, SlotStats};
-use apiary_core::{AttachSpec, LinkId, ProgramId, TcDirection, XdpMode};
-use apiary_kernel::dispatcher::{self, ChainHook, ChainSlot, ComposedDispatcher};
+use apiary_core::attach::dir_name;
+use apiary_core::{AttachSpec, Hook, LinkId, ProgramId, XdpMode};
+use apiary_kernel::dispatcher::{self, ChainSlot, ComposedDispatcher};
 use apiary_kernel::{sys, KernelError, PinSet};
 use apiary_store::{self as store, ChainRecord, ChainSlotRecord, ProgramRecord};
 use serde::{Deserialize, Serialize};
@@ -42,120 +43,6 @@ pub struct ChainMemberView {
     pub runs: u64,
     /// Count per verdict name (or number when it has no name).
     pub verdicts: std::collections::BTreeMap<String, u64>,
-}
-
-/// Which chain: kind, interface, namespace, direction (TC only).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookRef {
-    pub kind: ChainKind,
-    pub iface: String,
-    pub netns: Option<PathBuf>,
-    pub direction: Option<TcDirection>,
-}
-
-impl HookRef {
-    fn key(&self) -> (String, String, String, String) {
-        (
-            self.kind.as_str().to_string(),
-            self.iface.clone(),
-            self.netns
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            self.direction
-                .map(|d| apiary_core::attach::dir_name(d).to_string())
-                .unwrap_or_default(),
-        )
-    }
-
-    /// The hook of a recorded chain, and its XDP mode.
-    fn of_record(ch: &ChainRecord) -> Result<(HookRef, XdpMode)> {
-        let direction = match ch.direction.as_str() {
-            "egress" => Some(TcDirection::Egress),
-            "ingress" => Some(TcDirection::Ingress),
-            _ => None,
-        };
-        let mode = match ch.mode.as_str() {
-            "drv" => XdpMode::Drv,
-            "skb" => XdpMode::Skb,
-            _ => XdpMode::Auto,
-        };
-        let hook = HookRef {
-            kind: kind_of(&ch.kind)?,
-            iface: ch.iface.clone(),
-            netns: (!ch.netns.is_empty()).then(|| PathBuf::from(&ch.netns)),
-            direction,
-        };
-        Ok((hook, mode))
-    }
-
-    /// Where the chain's dispatcher attaches: an XDP link, or a TCX link at the end of the
-    /// interface's TCX list.
-    fn dispatcher_hook(&self, mode: XdpMode) -> ChainHook {
-        match self.kind {
-            ChainKind::Xdp => ChainHook::Xdp {
-                iface: self.iface.clone(),
-                netns: self.netns.clone(),
-                mode,
-            },
-            ChainKind::Tc => ChainHook::Tc {
-                iface: self.iface.clone(),
-                netns: self.netns.clone(),
-                direction: self.direction.unwrap_or(TcDirection::Ingress),
-                anchor: None,
-            },
-        }
-    }
-
-    pub(crate) fn of_spec(spec: &AttachSpec) -> Option<(HookRef, XdpMode)> {
-        match spec {
-            AttachSpec::Xdp {
-                iface, netns, mode, ..
-            } => Some((
-                HookRef {
-                    kind: ChainKind::Xdp,
-                    iface: iface.clone(),
-                    netns: netns.clone(),
-                    direction: None,
-                },
-                *mode,
-            )),
-            AttachSpec::Tc {
-                iface,
-                netns,
-                direction,
-                legacy: false,
-                ..
-            } => Some((
-                HookRef {
-                    kind: ChainKind::Tc,
-                    iface: iface.clone(),
-                    netns: netns.clone(),
-                    direction: Some(*direction),
-                },
-                XdpMode::Auto,
-            )),
-            _ => None,
-        }
-    }
-}
-
-fn mode_name(m: XdpMode) -> &'static str {
-    match m {
-        XdpMode::Auto => "auto",
-        XdpMode::Drv => "drv",
-        XdpMode::Skb => "skb",
-    }
-}
-
-fn kind_of(s: &str) -> Result<ChainKind> {
-    match s {
-        "xdp" => Ok(ChainKind::Xdp),
-        "tc" => Ok(ChainKind::Tc),
-        other => Err(Error::Internal(format!(
-            "store holds a chain of unknown kind {other:?}"
-        ))),
-    }
 }
 
 /// What a chain keeps pinned besides its link, in `chains/<id>/`.
@@ -245,9 +132,9 @@ impl Manager {
     /// Compose chain `ch` from its records and put it on the kernel again (reconcile): swapped
     /// onto the link if the link survived, else attached anew.
     pub(crate) fn rebuild_chain(&self, ch: &ChainRecord) -> Result<()> {
-        let (hook, mode) = HookRef::of_record(ch)?;
-        let mut members = self.members(ch, hook.kind)?;
-        let composed = Self::compose(hook.kind, &mut members)?;
+        let kind = ch.hook.kind;
+        let mut members = self.members(ch, kind)?;
+        let composed = Self::compose(kind, &mut members)?;
         let link_path = self.paths.chain_pin(ch.id, PIN_LINK);
         let mut pins = PinSet::new();
         let link = match sys::obj_get(&link_path) {
@@ -257,7 +144,7 @@ impl Manager {
                 link
             }
             Err(_) => {
-                let link = dispatcher::attach_chain(&hook.dispatcher_hook(mode), &composed)?;
+                let link = dispatcher::attach_chain(&ch.hook, None, &composed)?;
                 pins.pin(link.as_fd(), &link_path)?;
                 link
             }
@@ -296,25 +183,26 @@ impl Manager {
         prog: &ProgramRecord,
         spec: &AttachSpec,
     ) -> Result<LinkId> {
-        let (hook, mode) =
-            HookRef::of_spec(spec).ok_or_else(|| Error::Internal("not a chain spec".into()))?;
-        let (kind, names, priority) = spec
+        let join = spec
             .chain()
             .ok_or_else(|| Error::Internal("not a chain spec".into()))?;
+        let (hook, names, priority) = (join.hook, join.proceed_on, join.priority);
+        let kind = hook.kind;
         let proceed_on = if names.is_empty() {
             kind.default_proceed_on()
         } else {
             ProceedOn::from_names(kind, names).map_err(|e| Error::InvalidArgument(e.to_string()))?
         };
         let block = self.block_of(prog, kind)?;
-        let (k, iface, netns, direction) = hook.key();
-        let existing = store::find_chain(self.store().read(), &k, &iface, &netns, &direction)?;
+        let existing = store::find_chain(self.store().read(), &hook)?;
         if let Some(ch) = &existing {
-            if kind == ChainKind::Xdp && mode != XdpMode::Auto && ch.mode != mode_name(mode) {
+            let mode = hook.mode;
+            if kind == ChainKind::Xdp && mode != XdpMode::Auto && ch.hook.mode != mode {
                 return Err(Error::InvalidArgument(format!(
-                    "the XDP chain on {iface} runs in {} mode; --mode {} cannot join it",
-                    ch.mode,
-                    mode_name(mode)
+                    "the XDP chain on {} runs in {} mode; --mode {} cannot join it",
+                    hook.iface,
+                    ch.hook.mode.as_str(),
+                    mode.as_str()
                 )));
             }
         }
@@ -342,7 +230,7 @@ impl Manager {
         let mut pins = PinSet::new();
         match existing {
             None => {
-                let link = dispatcher::attach_chain(&hook.dispatcher_hook(mode), &composed).map_err(|e| match e {
+                let link = dispatcher::attach_chain(&hook, None, &composed).map_err(|e| match e {
                     KernelError::HookBusy { hook, .. } => KernelError::HookBusy {
                         hook,
                         reason: "a program apiary does not manage holds it; detach that first (e.g. `ip link set dev IFACE xdp off`)".into(),
@@ -357,11 +245,7 @@ impl Manager {
                         tx,
                         &ChainRecord {
                             id: 0,
-                            kind: k.clone(),
-                            iface: iface.clone(),
-                            netns: netns.clone(),
-                            direction: direction.clone(),
-                            mode: mode_name(mode).into(),
+                            hook: hook.clone(),
                             link_kernel_id: link_kid,
                             dispatcher_kernel_id: composed.kernel_id(),
                         },
@@ -415,7 +299,7 @@ impl Manager {
             tx,
             link,
             &[],
-            Some(&serde_json::json!({ "chain": chain_id })),
+            &store::LinkKind::ChainMember,
         )?;
         store::insert_chain_slot(
             tx,
@@ -457,7 +341,7 @@ impl Manager {
                 slot.chain_id
             ))
         })?;
-        let kind = kind_of(&ch.kind)?;
+        let kind = ch.hook.kind;
         let mut rest: Vec<Member> = self
             .members(&ch, kind)?
             .into_iter()
@@ -537,7 +421,7 @@ impl Manager {
             };
             let ch = store::get_chain(self.store().read(), slot.chain_id)?
                 .ok_or_else(|| Error::Internal("chain vanished".into()))?;
-            let kind = kind_of(&ch.kind)?;
+            let kind = ch.hook.kind;
             let mut members = self.members(&ch, kind)?;
             for m in members.iter_mut().filter(|m| m.program_id == program) {
                 m.block = block.clone();
@@ -554,23 +438,25 @@ impl Manager {
         chains.iter().map(|c| self.chain_view(c)).collect()
     }
 
-    pub fn get_chain(&self, hook: &HookRef) -> Result<ChainView> {
-        let (k, iface, netns, direction) = hook.key();
-        let Some(ch) = store::find_chain(self.store().read(), &k, &iface, &netns, &direction)?
-        else {
+    pub fn get_chain(&self, hook: &Hook) -> Result<ChainView> {
+        let Some(ch) = store::find_chain(self.store().read(), hook)? else {
             // The same interface name in another namespace is the usual mistake: say where.
             let elsewhere: Vec<String> = store::list_chains(self.store().read())?
                 .into_iter()
-                .filter(|c| c.kind == k && c.iface == iface && c.direction == direction)
-                .map(|c| {
-                    if c.netns.is_empty() {
-                        "the host's network namespace (omit --netns)".to_string()
-                    } else {
+                .filter(|c| {
+                    c.hook.kind == hook.kind
+                        && c.hook.iface == hook.iface
+                        && c.hook.direction == hook.direction
+                })
+                .map(|c| match &c.hook.netns {
+                    None => "the host's network namespace (omit --netns)".to_string(),
+                    Some(path) => {
                         // Named namespaces (`ip netns add`) are given back by name.
+                        let path = path.display().to_string();
                         let name = ["/var/run/netns/", "/run/netns/"]
                             .iter()
-                            .find_map(|d| c.netns.strip_prefix(d))
-                            .unwrap_or(&c.netns);
+                            .find_map(|d| path.strip_prefix(d))
+                            .unwrap_or(&path);
                         format!("network namespace {name} (add --netns {name})")
                     }
                 })
@@ -580,10 +466,9 @@ impl Manager {
             } else {
                 format!(
                     "{}; there is one in {}",
-                    if netns.is_empty() {
-                        " in the host's network namespace".to_string()
-                    } else {
-                        format!(" in network namespace {netns}")
+                    match &hook.netns {
+                        None => " in the host's network namespace".to_string(),
+                        Some(p) => format!(" in network namespace {}", p.display()),
                     },
                     elsewhere.join(" and in ")
                 )
@@ -591,13 +476,12 @@ impl Manager {
             return Err(Error::NotFound {
                 kind: "chain",
                 id: format!(
-                    "{} on {iface}{}",
-                    k,
-                    if direction.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" {direction}")
-                    }
+                    "{} on {}{}",
+                    hook.kind,
+                    hook.iface,
+                    hook.direction
+                        .map(|d| format!(" {}", dir_name(d)))
+                        .unwrap_or_default()
                 ),
                 hint,
             });
@@ -606,7 +490,7 @@ impl Manager {
     }
 
     fn chain_view(&self, ch: &ChainRecord) -> Result<ChainView> {
-        let kind = kind_of(&ch.kind)?;
+        let kind = ch.hook.kind;
         let slots = store::chain_slots(self.store().read(), ch.id)?;
         let current = sys::obj_get(
             &self
@@ -655,11 +539,11 @@ impl Manager {
         }
         Ok(ChainView {
             id: ch.id,
-            kind: ch.kind.clone(),
-            iface: ch.iface.clone(),
-            netns: (!ch.netns.is_empty()).then(|| ch.netns.clone()),
-            direction: (!ch.direction.is_empty()).then(|| ch.direction.clone()),
-            mode: (kind == ChainKind::Xdp).then(|| ch.mode.clone()),
+            kind: kind.as_str().to_string(),
+            iface: ch.hook.iface.clone(),
+            netns: ch.hook.netns.as_ref().map(|p| p.display().to_string()),
+            direction: ch.hook.direction.map(|d| dir_name(d).to_string()),
+            mode: (kind == ChainKind::Xdp).then(|| ch.hook.mode.as_str().to_string()),
             link_kernel_id: ch.link_kernel_id,
             dispatcher_kernel_id: ch.dispatcher_kernel_id,
             programs,

@@ -12,7 +12,7 @@ use apiary_kernel::{
 };
 use crate::pipeline::{global_records, is_internal_map, map_record, sha256_hex};
 use apiary_store::{
-    self as store, LinkRecord, MapRecord, NewProgram, ProgramRecord, Store,
+    self as store, LinkKind, LinkRecord, TcHandle, MapRecord, NewProgram, ProgramRecord, Store,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::AsFd;
@@ -454,14 +454,12 @@ impl Manager {
             kernel_ids.push(sys::link_info(f.as_fd())?.id);
         }
         // Record, then pin (see `load` for why this order).
-        let extra = tc
-            .as_ref()
-            .map(|t| serde_json::to_value(t).unwrap_or_default());
+        let kind = link_kind(tc.as_ref());
         let res = self
             .store()
             .write(|tx| -> Result<LinkId> {
                 let link = store::insert_link(tx, id, &spec)?;
-                store::set_link_kernel(tx, link, &kernel_ids, extra.as_ref())?;
+                store::set_link_kernel(tx, link, &kernel_ids, &kind)?;
                 Ok(link)
             })
             .and_then(|link| {
@@ -550,16 +548,14 @@ impl Manager {
         if let Some(slot) = slot {
             return self.detach_from_chain(link.id, &slot);
         }
-        if let Some(extra) = &link.extra {
-            if let Ok(tc) = serde_json::from_value::<TcFilter>(extra.clone()) {
-                match sys::obj_get(&self.paths.program(link.program_id)) {
-                    Ok(fd) => kernel::attach::detach_tc_filter(fd.as_fd(), &tc)?,
-                    Err(_) => {
-                        return Err(Error::FailedPrecondition(format!(
-                            "link {}: program {} pin is missing, cannot remove its tc filter",
-                            link.id, link.program_id
-                        )))
-                    }
+        if let Some(tc) = tc_filter(link) {
+            match sys::obj_get(&self.paths.program(link.program_id)) {
+                Ok(fd) => kernel::attach::detach_tc_filter(fd.as_fd(), &tc)?,
+                Err(_) => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "link {}: program {} pin is missing, cannot remove its tc filter",
+                        link.id, link.program_id
+                    )))
                 }
             }
         }
@@ -869,6 +865,39 @@ fn managed_map_view(m: &MapRecord, used_by: Vec<ProgramId>) -> MapView {
     }
 }
 
+/// What stands for a link in the kernel: its bpf_links, or the legacy TC filter it made.
+pub(crate) fn link_kind(tc: Option<&TcFilter>) -> LinkKind {
+    match tc {
+        Some(f) => LinkKind::TcFilter(TcHandle {
+            ifindex: f.ifindex,
+            handle: f.handle,
+            priority: f.priority,
+        }),
+        None => LinkKind::Links,
+    }
+}
+
+/// The legacy TC filter a link record stands for: where its spec says, with its handle.
+pub(crate) fn tc_filter(l: &LinkRecord) -> Option<TcFilter> {
+    let (LinkKind::TcFilter(h), AttachSpec::Tc {
+        iface,
+        netns,
+        direction,
+        ..
+    }) = (&l.kind, &l.spec)
+    else {
+        return None;
+    };
+    Some(TcFilter {
+        iface: iface.clone(),
+        netns: netns.clone(),
+        ifindex: h.ifindex,
+        direction: *direction,
+        handle: h.handle,
+        priority: h.priority,
+    })
+}
+
 /// Where a new TCX link goes so that the list stays sorted by priority, ties in attach order:
 /// before the first link with a higher priority, else after the last one.
 fn tcx_anchor(
@@ -914,7 +943,7 @@ mod tests {
                 priority: prio,
             },
             kernel_link_ids: vec![kid],
-            extra: None,
+            kind: LinkKind::Links,
             created_at: String::new(),
         }
     }

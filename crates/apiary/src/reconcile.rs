@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 use crate::manager::Manager;
 use crate::pipeline::{global_patches, is_internal_map, recorded_object_name};
 use apiary_core::{LinkId, ProgramId};
-use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, TcFilter};
+use crate::manager::{link_kind, tc_filter};
+use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, PinSet, TcFilter};
 use apiary_store::{self as store, LinkRecord, ProgramRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -92,14 +93,11 @@ impl Manager {
 
         let links = store::list_links(self.store().read(), None)?;
         for l in &links {
-            if l.extra.as_ref().is_some_and(|e| e.get("chain").is_some()) {
+            if l.kind == store::LinkKind::ChainMember {
                 continue;
             }
             let pins_ok = (0..l.kernel_link_ids.len()).all(|i| alive(&self.paths.link(l.id, i)));
-            let tc = l
-                .extra
-                .as_ref()
-                .and_then(|e| serde_json::from_value::<TcFilter>(e.clone()).ok());
+            let tc = tc_filter(l);
             if pins_ok && !(tc.is_some() && restored.contains(&l.program_id)) {
                 continue;
             }
@@ -124,7 +122,7 @@ impl Manager {
                 Ok(()) => report.rebuilt_chains.push(ch.id),
                 Err(e) => report
                     .failures
-                    .push(format!("{} chain on {}: {e}", ch.kind, ch.iface)),
+                    .push(format!("{}: {e}", ch.hook)),
             }
         }
 
@@ -213,25 +211,21 @@ impl Manager {
             Attachment::Links(f) => f,
             Attachment::TcFilter(f) => {
                 self.store().write(|tx| -> Result<()> {
-                    Ok(store::set_link_kernel(
-                        tx,
-                        l.id,
-                        &[],
-                        Some(&serde_json::to_value(&f).unwrap_or_default()),
-                    )?)
+                    Ok(store::set_link_kernel(tx, l.id, &[], &link_kind(Some(&f)))?)
                 })?;
                 return Ok(());
             }
         };
+        let mut pins = PinSet::new();
         let mut ids = Vec::new();
         for (i, f) in fds.iter().enumerate() {
-            sys::pin(f.as_fd(), &self.paths.link(l.id, i))?;
+            pins.pin(f.as_fd(), &self.paths.link(l.id, i))?;
             ids.push(sys::link_info(f.as_fd())?.id);
         }
         self.store().write(|tx| -> Result<()> {
-            Ok(store::set_link_kernel(tx, l.id, &ids, l.extra.as_ref())?)
+            Ok(store::set_link_kernel(tx, l.id, &ids, &l.kind)?)
         })?;
-        Ok(())
+        Ok(pins.keep()?)
     }
 
     /// Remove pins that no record explains: leftovers of operations interrupted after their

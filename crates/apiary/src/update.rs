@@ -6,7 +6,7 @@
 //! program running and the store untouched.
 
 use crate::error::{Error, Result};
-use crate::manager::Manager;
+use crate::manager::{tc_filter, Manager};
 use crate::pipeline::{
     global_records, is_internal_map, map_record, recorded_object_name, sha256_hex, Loaded,
 };
@@ -182,14 +182,10 @@ impl Manager {
         let mut pins = std::mem::take(&mut loaded.pins);
         let switched = (|| -> Result<()> {
             for l in &links {
-                if l.extra.as_ref().is_some_and(|e| e.get("chain").is_some()) {
+                if l.kind == store::LinkKind::ChainMember {
                     continue;
                 }
-                if let Some(tc) = l
-                    .extra
-                    .as_ref()
-                    .and_then(|e| serde_json::from_value::<TcFilter>(e.clone()).ok())
-                {
+                if let Some(tc) = tc_filter(l) {
                     kernel::attach::replace_tc_filter(new_fd, &tc)?;
                     moved.push(Moved::Tc { filter: tc });
                 } else if kernel::attach::updatable_in_place(&l.spec) {
@@ -305,8 +301,7 @@ impl Manager {
                     link_id, new_ids, ..
                 } = m
                 {
-                    let extra = store::get_link(tx, *link_id)?.and_then(|l| l.extra);
-                    store::set_link_kernel(tx, *link_id, new_ids, extra.as_ref())?;
+                    store::set_link_kernel(tx, *link_id, new_ids, &store::LinkKind::Links)?;
                 }
             }
             for m in old_maps {

@@ -484,7 +484,7 @@ impl Apiary for ApiaryService {
         req: Request<pb::GetChainRequest>,
     ) -> Result<Response<pb::GetChainResponse>, Status> {
         let peer = peer(&req);
-        let hook: apiary::chain::HookRef = required(req.into_inner().hook, "hook")?.try_into()?;
+        let hook: apiary::core::Hook = required(req.into_inner().hook, "hook")?.try_into()?;
         let c = self
             .blocking("GetChain", &peer, move |m| m.get_chain(&hook))
             .await?;
