@@ -764,7 +764,7 @@ impl TryFrom<pb::MapDump> for MapDump {
 impl From<&ChainView> for pb::Chain {
     fn from(c: &ChainView) -> Self {
         pb::Chain {
-            id: c.id,
+            id: c.id.0,
             kind: c.kind.clone(),
             iface: c.iface.clone(),
             netns: c.netns.clone(),
@@ -794,7 +794,7 @@ impl TryFrom<pb::Chain> for ChainView {
     type Error = Invalid;
     fn try_from(c: pb::Chain) -> Result<Self> {
         Ok(ChainView {
-            id: c.id,
+            id: apiary::core::ChainId(c.id),
             kind: c.kind,
             iface: c.iface,
             netns: c.netns,

@@ -19,6 +19,22 @@ macro_rules! id_type {
             }
         }
 
+        #[cfg(feature = "sql")]
+        impl rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                self.0.to_sql()
+            }
+        }
+
+        #[cfg(feature = "sql")]
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                v: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                i64::column_result(v).map($name)
+            }
+        }
+
         impl FromStr for $name {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
@@ -37,6 +53,7 @@ macro_rules! id_type {
 id_type!(ProgramId, "program");
 id_type!(LinkId, "link");
 id_type!(MapId, "map");
+id_type!(ChainId, "chain");
 
 #[cfg(test)]
 mod tests {

@@ -19,5 +19,5 @@ pub use attach::{
     AttachSpec, CgroupDirection, NetfilterFamily, NetfilterHook, TcDirection, XdpMode,
 };
 pub use hook::Hook;
-pub use ids::{LinkId, MapId, ProgramId};
+pub use ids::{ChainId, LinkId, MapId, ProgramId};
 pub use program::ProgramType;

@@ -1,7 +1,7 @@
 //! Where apiary pins things on bpffs, derived from one configurable root so that tests and
 //! users can run isolated instances side by side.
 
-use crate::ids::{LinkId, ProgramId};
+use crate::ids::{ChainId, LinkId, ProgramId};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -62,11 +62,11 @@ impl PinPaths {
     }
 
     /// A chain's directory holds its link and its dispatcher's program and maps.
-    pub fn chain_dir(&self, chain_id: i64) -> PathBuf {
+    pub fn chain_dir(&self, chain_id: ChainId) -> PathBuf {
         self.root.join("chains").join(chain_id.to_string())
     }
 
-    pub fn chain_pin(&self, chain_id: i64, name: &str) -> PathBuf {
+    pub fn chain_pin(&self, chain_id: ChainId, name: &str) -> PathBuf {
         self.chain_dir(chain_id).join(sanitize(name))
     }
 }

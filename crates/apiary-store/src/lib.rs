@@ -5,7 +5,7 @@
 
 mod schema;
 
-use apiary_core::{AttachSpec, Hook, LinkId, ProgramId, ProgramType};
+use apiary_core::{AttachSpec, ChainId, Hook, LinkId, MapId, ProgramId, ProgramType};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -80,7 +80,7 @@ pub struct ProgramRecord {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MapRecord {
-    pub id: i64,
+    pub id: MapId,
     pub owner_id: ProgramId,
     pub name: String,
     pub map_type: String,
@@ -379,7 +379,7 @@ pub fn set_program_code(
     Ok(())
 }
 
-pub fn set_map_kernel(c: &Connection, map_id: i64, m: &MapRecord) -> Result<()> {
+pub fn set_map_kernel(c: &Connection, map_id: MapId, m: &MapRecord) -> Result<()> {
     c.execute(
         "UPDATE maps SET kernel_id = ?2, map_type = ?3, key_size = ?4, value_size = ?5, max_entries = ?6 WHERE id = ?1",
         params![map_id, m.kernel_id, m.map_type, m.key_size, m.value_size, m.max_entries],
@@ -387,7 +387,7 @@ pub fn set_map_kernel(c: &Connection, map_id: i64, m: &MapRecord) -> Result<()> 
     Ok(())
 }
 
-pub fn remove_program_map(c: &Connection, program: ProgramId, map_id: i64) -> Result<()> {
+pub fn remove_program_map(c: &Connection, program: ProgramId, map_id: MapId) -> Result<()> {
     c.execute(
         "DELETE FROM program_maps WHERE program_id = ?1 AND map_id = ?2",
         params![program.0, map_id],
@@ -395,15 +395,15 @@ pub fn remove_program_map(c: &Connection, program: ProgramId, map_id: i64) -> Re
     Ok(())
 }
 
-pub fn insert_map(c: &Connection, m: &MapRecord) -> Result<i64> {
+pub fn insert_map(c: &Connection, m: &MapRecord) -> Result<MapId> {
     c.execute(
         "INSERT INTO maps (owner_id, name, map_type, kernel_id, key_size, value_size, max_entries, by_name) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![m.owner_id.0, m.name, m.map_type, m.kernel_id, m.key_size, m.value_size, m.max_entries, m.by_name],
     )?;
-    Ok(c.last_insert_rowid())
+    Ok(MapId(c.last_insert_rowid()))
 }
 
-pub fn add_program_map(c: &Connection, program: ProgramId, map_id: i64) -> Result<()> {
+pub fn add_program_map(c: &Connection, program: ProgramId, map_id: MapId) -> Result<()> {
     c.execute(
         "INSERT OR IGNORE INTO program_maps (program_id, map_id) VALUES (?1, ?2)",
         params![program.0, map_id],
@@ -437,7 +437,7 @@ pub fn shared_map(c: &Connection, name: &str) -> Result<Option<MapRecord>> {
 }
 
 /// Programs that use map `map_id`, in id order.
-pub fn map_users(c: &Connection, map_id: i64) -> Result<Vec<ProgramId>> {
+pub fn map_users(c: &Connection, map_id: MapId) -> Result<Vec<ProgramId>> {
     let mut stmt = c.prepare_cached(
         "SELECT program_id FROM program_maps WHERE map_id = ?1 ORDER BY program_id",
     )?;
@@ -446,7 +446,7 @@ pub fn map_users(c: &Connection, map_id: i64) -> Result<Vec<ProgramId>> {
 }
 
 /// Hand a shared map to another of its users, so it outlives its current owner.
-pub fn set_map_owner(c: &Connection, map_id: i64, owner: ProgramId) -> Result<()> {
+pub fn set_map_owner(c: &Connection, map_id: MapId, owner: ProgramId) -> Result<()> {
     c.execute(
         "UPDATE maps SET owner_id = ?2 WHERE id = ?1",
         params![map_id, owner.0],
@@ -622,7 +622,7 @@ pub fn get_program_block(c: &Connection, id: ProgramId) -> Result<Option<String>
 /// One XDP or TC chain: the hook, and the dispatcher currently on its link.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChainRecord {
-    pub id: i64,
+    pub id: ChainId,
     pub hook: Hook,
     pub link_kernel_id: u32,
     pub dispatcher_kernel_id: u32,
@@ -631,7 +631,7 @@ pub struct ChainRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChainSlotRecord {
     pub link_id: LinkId,
-    pub chain_id: i64,
+    pub chain_id: ChainId,
     pub program_id: ProgramId,
     pub priority: u32,
     pub seq: i64,
@@ -670,7 +670,7 @@ pub fn find_chain(c: &Connection, hook: &Hook) -> Result<Option<ChainRecord>> {
     .optional()?)
 }
 
-pub fn get_chain(c: &Connection, id: i64) -> Result<Option<ChainRecord>> {
+pub fn get_chain(c: &Connection, id: ChainId) -> Result<Option<ChainRecord>> {
     Ok(c.query_row(
         &format!("SELECT {CHAIN_COLS} FROM chains WHERE id = ?1"),
         [id],
@@ -685,17 +685,17 @@ pub fn list_chains(c: &Connection) -> Result<Vec<ChainRecord>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn insert_chain(c: &Connection, ch: &ChainRecord) -> Result<i64> {
+pub fn insert_chain(c: &Connection, ch: &ChainRecord) -> Result<ChainId> {
     c.execute(
         "INSERT INTO chains (kind, iface, netns, direction, mode, link_kernel_id, dispatcher_kernel_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![ch.hook.kind, ch.hook.iface, netns_text(&ch.hook), ch.hook.direction, ch.hook.mode, ch.link_kernel_id, ch.dispatcher_kernel_id],
     )?;
-    Ok(c.last_insert_rowid())
+    Ok(ChainId(c.last_insert_rowid()))
 }
 
 pub fn set_chain_kernel(
     c: &Connection,
-    id: i64,
+    id: ChainId,
     link_kernel_id: u32,
     dispatcher_kernel_id: u32,
 ) -> Result<()> {
@@ -706,14 +706,14 @@ pub fn set_chain_kernel(
     Ok(())
 }
 
-pub fn delete_chain(c: &Connection, id: i64) -> Result<()> {
+pub fn delete_chain(c: &Connection, id: ChainId) -> Result<()> {
     c.execute("DELETE FROM chain_slots WHERE chain_id = ?1", [id])?;
     c.execute("DELETE FROM chains WHERE id = ?1", [id])?;
     Ok(())
 }
 
 /// A chain's members, unordered (callers order by priority, then seq).
-pub fn chain_slots(c: &Connection, chain_id: i64) -> Result<Vec<ChainSlotRecord>> {
+pub fn chain_slots(c: &Connection, chain_id: ChainId) -> Result<Vec<ChainSlotRecord>> {
     let mut stmt = c.prepare_cached(
         "SELECT s.link_id, s.chain_id, l.program_id, s.priority, s.seq, s.proceed_on
          FROM chain_slots s JOIN links l ON l.id = s.link_id WHERE s.chain_id = ?1 ORDER BY s.priority, s.seq",
@@ -732,7 +732,7 @@ pub fn chain_slots(c: &Connection, chain_id: i64) -> Result<Vec<ChainSlotRecord>
 }
 
 pub fn chain_slot_of_link(c: &Connection, link: LinkId) -> Result<Option<ChainSlotRecord>> {
-    let chain_id: Option<i64> = c
+    let chain_id: Option<ChainId> = c
         .query_row(
             "SELECT chain_id FROM chain_slots WHERE link_id = ?1",
             [link.0],

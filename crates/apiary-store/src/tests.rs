@@ -31,7 +31,7 @@ fn programs_maps_links_roundtrip() {
             let m = insert_map(
                 tx,
                 &MapRecord {
-                    id: 0,
+                    id: MapId(0),
                     owner_id: a,
                     name: "counts".into(),
                     map_type: "hash".into(),
@@ -187,7 +187,7 @@ fn version_3_rows_migrate_to_typed_columns() {
     assert_eq!(chains[1].hook.netns, Some("/run/netns/a".into()));
     assert_eq!(chains[1].hook.direction, Some(TcDirection::Egress));
     assert_eq!(find_chain(s.read(), &chains[1].hook).unwrap(), Some(chains[1].clone()));
-    assert_eq!(chain_slots(s.read(), 1).unwrap().len(), 1, "slots still point at their chain");
+    assert_eq!(chain_slots(s.read(), ChainId(1)).unwrap().len(), 1, "slots still point at their chain");
     let kinds: Vec<LinkKind> = list_links(s.read(), None)
         .unwrap()
         .into_iter()

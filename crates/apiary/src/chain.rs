@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::manager::Manager;
 use apiary_core::chain::{order_slots, Block, ChainKind, Priority, ProceedOn, SlotKey, SlotStats};
 use apiary_core::attach::dir_name;
-use apiary_core::{AttachSpec, Hook, LinkId, ProgramId, XdpMode};
+use apiary_core::{AttachSpec, ChainId, Hook, LinkId, ProgramId, XdpMode};
 use apiary_kernel::dispatcher::{self, ChainSlot, ComposedDispatcher};
 use apiary_kernel::{sys, KernelError, PinSet};
 use apiary_store::{self as store, ChainRecord, ChainSlotRecord, ProgramRecord};
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 /// A chain as `list chains` / `get chain` show it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChainView {
-    pub id: i64,
+    pub id: ChainId,
     /// "xdp" or "tc".
     pub kind: String,
     pub iface: String,
@@ -165,7 +165,7 @@ impl Manager {
     /// Pin a new dispatcher's program and maps for chain `id` into `pins`, to replace the
     /// previous ones when kept (the rename over the old pins is atomic); roles the new one lacks
     /// are unpinned.
-    fn pin_dispatcher(&self, id: i64, d: &ComposedDispatcher, pins: &mut PinSet) -> Result<()> {
+    fn pin_dispatcher(&self, id: ChainId, d: &ComposedDispatcher, pins: &mut PinSet) -> Result<()> {
         let made = d.pins();
         for role in DISPATCHER_PINS {
             let path = self.paths.chain_pin(id, role.file_name());
@@ -240,11 +240,11 @@ impl Manager {
                 let link_kid = sys::link_info(link.as_fd())?.id;
                 // Record, then pin: a crash in between leaves a chain record without pins, which
                 // `reconcile` rebuilds; a failed pin removes the records again.
-                let (id, chain_id) = self.store().write(|tx| -> Result<(LinkId, i64)> {
+                let (id, chain_id) = self.store().write(|tx| -> Result<(LinkId, ChainId)> {
                     let chain_id = store::insert_chain(
                         tx,
                         &ChainRecord {
-                            id: 0,
+                            id: ChainId(0),
                             hook: hook.clone(),
                             link_kernel_id: link_kid,
                             dispatcher_kernel_id: composed.kernel_id(),
@@ -289,7 +289,7 @@ impl Manager {
         tx: &apiary_store::Tx<'_>,
         program: ProgramId,
         spec: &AttachSpec,
-        chain_id: i64,
+        chain_id: ChainId,
         priority: u32,
         seq: i64,
         mask: u32,
@@ -316,7 +316,7 @@ impl Manager {
     }
 
     /// Open fds on the current dispatcher pins, to restore them if a change fails.
-    fn hold_dispatcher_pins(&self, chain_id: i64) -> Vec<(PathBuf, std::os::fd::OwnedFd)> {
+    fn hold_dispatcher_pins(&self, chain_id: ChainId) -> Vec<(PathBuf, std::os::fd::OwnedFd)> {
         DISPATCHER_PINS
             .iter()
             .filter_map(|r| {

@@ -136,7 +136,7 @@ pub(crate) fn global_patches(records: &[GlobalRecord]) -> Result<Vec<kernel::Glo
 pub(crate) fn map_record(owner: ProgramId, m: &LoadedMapInfo, by_name: bool) -> MapRecord {
     MapRecord {
         by_name,
-        id: 0,
+        id: apiary_core::MapId(0),
         owner_id: owner,
         name: m.name.clone(),
         map_type: m.info.map_type.clone(),

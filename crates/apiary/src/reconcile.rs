@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::manager::Manager;
 use crate::pipeline::{global_patches, is_internal_map, recorded_object_name};
-use apiary_core::{LinkId, ProgramId};
+use apiary_core::{ChainId, LinkId, ProgramId};
 use crate::manager::{link_kind, tc_filter};
 use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, PinSet, TcFilter};
 use apiary_store::{self as store, LinkRecord, ProgramRecord};
@@ -26,7 +26,7 @@ pub struct ReconcileReport {
     #[serde(default)]
     pub repinned_maps: Vec<PathBuf>,
     pub reattached_links: Vec<LinkId>,
-    pub rebuilt_chains: Vec<i64>,
+    pub rebuilt_chains: Vec<ChainId>,
     /// Pins under apiary's directory that no record explains; removed.
     pub removed_unknown_pins: Vec<PathBuf>,
     /// What could not be restored, and why.
@@ -246,7 +246,7 @@ impl Manager {
             .iter()
             .map(|m| self.map_path(m))
             .collect();
-        let chains: HashSet<i64> = store::list_chains(s.read())?.iter().map(|c| c.id).collect();
+        let chains: HashSet<ChainId> = store::list_chains(s.read())?.iter().map(|c| c.id).collect();
         drop(s);
         let mut removed = Vec::new();
         let mut visit = |path: PathBuf, known: bool| {
@@ -276,7 +276,7 @@ impl Manager {
                 .parent()
                 .and_then(|d| d.file_name())
                 .and_then(|n| n.to_str())
-                .and_then(|n| n.parse::<i64>().ok());
+                .and_then(|n| n.parse::<ChainId>().ok());
             let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
             let known = chain.is_some_and(|c| chains.contains(&c))
                 && crate::chain::chain_pin_names().contains(&name);
