@@ -267,8 +267,20 @@ impl NetPair {
             ip_a: format!("169.254.{octet}.1"),
             ip_b: format!("169.254.{octet}.2"),
         };
-        sh(&["ip", "netns", "add", &p.ns_a]);
-        sh(&["ip", "netns", "add", &p.ns_b]);
+        for ns in [&p.ns_a, &p.ns_b] {
+            sh(&["ip", "netns", "add", ns]);
+            // No IPv6 on the pair: its router solicitations and MLD reports would reach the
+            // programs under test at random times and blur the counts tests compare.
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ]);
+        }
         sh(&[
             "ip", "link", "add", &p.if_a, "netns", &p.ns_a, "type", "veth", "peer", "name",
             &p.if_b, "netns", &p.ns_b,
