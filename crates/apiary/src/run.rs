@@ -78,6 +78,130 @@ pub fn run(
     })?;
     let globals = apiary_core::globals::resolve(&info, &spec.raw_globals, &spec.typed_globals)
         .map_err(Error::InvalidArgument)?;
+    check_names(spec, &info)?;
+    let req = LoadRequest {
+        object: &fetched.object,
+        source: &fetched.name,
+        // Named programs only; none named loads them all.
+        programs: spec
+            .programs
+            .iter()
+            .map(|name| apiary_kernel::ProgramSelect {
+                ty: None,
+                name: name.clone(),
+            })
+            .collect(),
+        globals,
+        reuse_maps: Vec::new(),
+        object_name: None,
+    };
+    let mut writer = EventWriter::new(event_formats(spec, &fetched, &mut info, note)?, spec.json);
+
+    // What the chosen programs need to attach is checked before anything loads.
+    let chosen: Vec<(String, String)> = info
+        .programs
+        .iter()
+        .filter(|p| spec.programs.is_empty() || spec.programs.contains(&p.name))
+        .map(|p| (p.name.clone(), p.section.clone()))
+        .collect();
+    apiary_kernel::session::check_targets(&spec.targets, &chosen)?;
+    let session = Session::start(&req, &spec.targets)?;
+    announce(&session, note);
+    // Iterators run when read: print each once. An object of iterators only is then done.
+    for (p, text) in session.read_iterators()? {
+        note(&format!("iterator {p} printed {} bytes", text.len()));
+        out.write_all(&text)
+            .and_then(|_| out.flush())
+            .map_err(|e| Error::Internal(format!("write output: {e}")))?;
+    }
+    if session.only_iterators() && writer.maps.is_empty() && spec.dump_maps.is_empty() {
+        return Ok(RunSummary::default());
+    }
+
+    let deadline = spec.duration.map(|d| Instant::now() + d);
+    let mut summary = RunSummary::default();
+    let sink = std::cell::RefCell::new(Sink {
+        buf: String::with_capacity(1 << 17),
+        out,
+        err: None,
+    });
+    if let Some(h) = writer.header() {
+        sink.borrow_mut().buf.push_str(&h);
+    }
+    let names: Vec<String> = writer.maps.iter().map(|m| m.name.clone()).collect();
+    let map_btf = info.btf.clone();
+    let dump = |buf: &mut String| -> Result<()> {
+        for m in &spec.dump_maps {
+            dump_map(&session, &info, map_btf.as_ref(), m, spec.json, buf)?;
+        }
+        Ok(())
+    };
+    {
+        let mut on_event = |i: usize, data: &[u8]| {
+            summary.events += 1;
+            let mut s = sink.borrow_mut();
+            writer.write(i, data, &mut s.buf);
+            if s.buf.len() > (1 << 16) {
+                s.flush();
+            }
+        };
+        let mut lost_total = 0u64;
+        let mut on_lost = |_i: usize, n: u64| lost_total += n;
+        let dump_err: std::cell::RefCell<Option<Error>> = std::cell::RefCell::new(None);
+        let mut next_dump = Instant::now() + spec.interval;
+        // Flushed after every poll round, so events show up promptly; maps are dumped between
+        // polls when their interval is due. The buffers stay open throughout, so no event is
+        // lost to a dump.
+        let mut on_poll = || {
+            if !spec.dump_maps.is_empty()
+                && dump_err.borrow().is_none()
+                && Instant::now() >= next_dump
+            {
+                next_dump += spec.interval;
+                if let Err(e) = dump(&mut sink.borrow_mut().buf) {
+                    *dump_err.borrow_mut() = Some(e);
+                }
+            }
+            sink.borrow_mut().flush();
+        };
+        let stop_now = || {
+            stop() || deadline.is_some_and(|d| Instant::now() >= d) || dump_err.borrow().is_some()
+        };
+        // "running" once the buffers are open: events sent after it are all delivered.
+        let mut ready = || {
+            note(&match spec.duration {
+                Some(d) => format!(
+                    "running for {}; Ctrl-C to stop sooner",
+                    humantime::format_duration(d)
+                ),
+                None => "running; Ctrl-C to stop".to_string(),
+            });
+        };
+        session.stream(
+            &names,
+            &mut on_event,
+            &mut on_lost,
+            &mut ready,
+            &mut on_poll,
+            &stop_now,
+        )?;
+        summary.lost = lost_total;
+        if let Some(e) = dump_err.into_inner() {
+            return Err(e);
+        }
+    }
+    let mut sink = sink.into_inner();
+    dump(&mut sink.buf)?;
+    sink.flush();
+    if let Some(e) = sink.err {
+        return Err(Error::Internal(format!("writing events: {e}")));
+    }
+    drop(session);
+    Ok(summary)
+}
+
+/// Every map and program the user named exists, before anything loads.
+fn check_names(spec: &RunSpec, info: &apiary_core::elf::ObjectInfo) -> Result<()> {
     for m in &spec.dump_maps {
         if info.map(m).is_none() {
             let names: Vec<&str> = info.maps.iter().map(|m| m.name.as_str()).collect();
@@ -96,27 +220,23 @@ pub fn run(
             )));
         }
     }
-    let req = LoadRequest {
-        object: &fetched.object,
-        source: &fetched.name,
-        // Named programs only; none named loads them all.
-        programs: spec
-            .programs
-            .iter()
-            .map(|name| apiary_kernel::ProgramSelect {
-                ty: None,
-                name: name.clone(),
-            })
-            .collect(),
-        globals,
-        reuse_maps: Vec::new(),
-        object_name: None,
-    };
-    let mut emaps = Vec::new();
-    if event_maps(&info).is_empty() && spec.dump_maps.is_empty() {
+    Ok(())
+}
+
+/// How each event map's records are printed: the type named by the user or the package, else
+/// the one found in BTF or DWARF (which `info.btf` gains here), else hex. Each choice is noted.
+fn event_formats(
+    spec: &RunSpec,
+    fetched: &source::Fetched,
+    info: &mut apiary_core::elf::ObjectInfo,
+    note: &mut dyn FnMut(&str),
+) -> Result<Vec<EventMap>> {
+    let found_maps = event_maps(info);
+    if found_maps.is_empty() && spec.dump_maps.is_empty() {
         note("the object has no ring buffer or perf event array: no events to print");
     }
-    for (name, kind) in event_maps(&info) {
+    let mut emaps = Vec::new();
+    for (name, kind) in found_maps {
         // A package records the event type it was built with; an explicit flag still wins.
         let explicit = spec.event_type.clone().or_else(|| {
             fetched
@@ -125,7 +245,7 @@ pub fn run(
                 .and_then(|p| p.event_types.get(&name).cloned())
         });
         // Types only in DWARF are appended to info.btf here, before anything uses it.
-        let found = events::event_type(&mut info, &fetched.object, &name, explicit.as_deref())
+        let found = events::event_type(info, &fetched.object, &name, explicit.as_deref())
             .map_err(Error::InvalidArgument)?;
         let kind_name = if kind == EventMapKind::RingBuf {
             "ring buffer"
@@ -167,169 +287,99 @@ pub fn run(
             m.tag = format!("\"_map\":\"{}\"", m.name);
         }
     }
+    Ok(emaps)
+}
 
-    // What the chosen programs need to attach is checked before anything loads.
-    let chosen: Vec<(String, String)> = info
-        .programs
-        .iter()
-        .filter(|p| spec.programs.is_empty() || spec.programs.contains(&p.name))
-        .map(|p| (p.name.clone(), p.section.clone()))
-        .collect();
-    apiary_kernel::session::check_targets(&spec.targets, &chosen)?;
-    let session = Session::start(&req, &spec.targets)?;
+/// Say what was attached, what was not and why, and which programs share a hook.
+fn announce(session: &Session, note: &mut dyn FnMut(&str)) {
     for (p, kid, at) in &session.attached {
         note(&format!("attached {p} (kernel id {kid}) to {at}"));
     }
     for (p, why) in &session.skipped {
         note(&format!("not attached: {p}: {why}"));
     }
-    // Iterators run when read: print each once. An object of iterators only is then done.
-    for (p, text) in session.read_iterators()? {
-        note(&format!("iterator {p} printed {} bytes", text.len()));
-        out.write_all(&text)
-            .and_then(|_| out.flush())
-            .map_err(|e| Error::Internal(format!("write output: {e}")))?;
-    }
-    if session.only_iterators() && emaps.is_empty() && spec.dump_maps.is_empty() {
-        return Ok(RunSummary::default());
-    }
-    for (hook, names) in shared_hooks(&session) {
+    for (hook, names) in shared_hooks(session) {
         note(&format!(
             "programs {} run on the same hook ({hook}): tools often carry alternatives for different kernels, so each event may be handled more than once; choose with --programs {}",
             names.join(" and "),
             names.first().map(String::as_str).unwrap_or_default()
         ));
     }
-    let started = Instant::now();
-    let deadline = spec.duration.map(|d| started + d);
-    let mut summary = RunSummary::default();
-    let sink = std::cell::RefCell::new(Sink {
-        buf: String::with_capacity(1 << 17),
-        out,
-        err: None,
-    });
-    let multi = emaps.len() > 1;
-    let map_width = emaps.iter().map(|m| m.name.len()).max().unwrap_or(0).max(3);
-    let json = spec.json;
-    let mut next_dump = Instant::now() + spec.interval;
-    let map_btf = info.btf.clone();
-    if !json && !emaps.is_empty() {
-        if let Some(f) = emaps.iter().find_map(|m| m.format.as_ref()) {
-            // TIME is HH:MM:SS; MAP as wide as the longest map name.
-            let mut h = String::from("TIME    ");
-            if multi {
-                h.push_str(&format!("  {:<map_width$}", "MAP"));
-            }
-            h.push_str("  ");
-            h.push_str(&f.header());
-            h.push('\n');
-            sink.borrow_mut().buf.push_str(&h);
+}
+
+/// One line per event: a JSON object, or a table row (time, map when there are several, the
+/// decoded fields or hex).
+struct EventWriter {
+    maps: Vec<EventMap>,
+    json: bool,
+    map_width: usize,
+    stamp: String,
+    stamp_at: Instant,
+}
+
+impl EventWriter {
+    fn new(maps: Vec<EventMap>, json: bool) -> EventWriter {
+        let map_width = maps.iter().map(|m| m.name.len()).max().unwrap_or(0).max(3);
+        EventWriter {
+            maps,
+            json,
+            map_width,
+            stamp: String::new(),
+            stamp_at: Instant::now() - Duration::from_secs(2),
         }
     }
-    let names: Vec<String> = emaps.iter().map(|m| m.name.clone()).collect();
-    let mut stamp = String::new();
-    let mut stamp_at = Instant::now() - Duration::from_secs(2);
-    {
-        let mut on_event = |i: usize, data: &[u8]| {
-            summary.events += 1;
-            let m = &emaps[i];
-            let mut guard = sink.borrow_mut();
-            let s = &mut *guard;
-            let buf = &mut s.buf;
-            if json {
-                match &m.format {
-                    Some(f) => f.write_json_tagged(data, &m.tag, buf),
-                    None => {
-                        buf.push_str("{\"_map\":\"");
-                        buf.push_str(&m.name);
-                        buf.push_str("\",\"_hex\":\"");
-                        buf.push_str(&hex::encode(data));
-                        buf.push_str("\"}");
-                    }
-                }
-            } else {
-                // Wall-clock seconds change rarely compared with event rates: format once a second.
-                if stamp_at.elapsed() >= Duration::from_millis(1000) || stamp.is_empty() {
-                    stamp =
-                        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-                    stamp = stamp.get(11..19).unwrap_or(&stamp).to_string();
-                    stamp_at = Instant::now();
-                }
-                buf.push_str(&stamp);
-                if multi {
-                    buf.push_str("  ");
+
+    /// The table's header (TIME is HH:MM:SS; MAP as wide as the longest map name), if there is
+    /// a table with decoded columns.
+    fn header(&self) -> Option<String> {
+        if self.json {
+            return None;
+        }
+        let f = self.maps.iter().find_map(|m| m.format.as_ref())?;
+        let mut h = String::from("TIME    ");
+        if self.maps.len() > 1 {
+            h.push_str(&format!("  {:<w$}", "MAP", w = self.map_width));
+        }
+        h.push_str("  ");
+        h.push_str(&f.header());
+        h.push('\n');
+        Some(h)
+    }
+
+    fn write(&mut self, i: usize, data: &[u8], buf: &mut String) {
+        let Some(m) = self.maps.get(i) else { return };
+        if self.json {
+            match &m.format {
+                Some(f) => f.write_json_tagged(data, &m.tag, buf),
+                None => {
+                    buf.push_str("{\"_map\":\"");
                     buf.push_str(&m.name);
-                    buf.extend(std::iter::repeat_n(' ', map_width - m.name.len()));
+                    buf.push_str("\",\"_hex\":\"");
+                    buf.push_str(&hex::encode(data));
+                    buf.push_str("\"}");
                 }
+            }
+        } else {
+            // Wall-clock seconds change rarely compared with event rates: format once a second.
+            if self.stamp_at.elapsed() >= Duration::from_millis(1000) || self.stamp.is_empty() {
+                let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+                self.stamp = now.get(11..19).unwrap_or(&now).to_string();
+                self.stamp_at = Instant::now();
+            }
+            buf.push_str(&self.stamp);
+            if self.maps.len() > 1 {
                 buf.push_str("  ");
-                match &m.format {
-                    Some(f) => f.write_row(data, buf),
-                    None => buf.push_str(&hex::encode(data)),
-                }
+                buf.push_str(&m.name);
+                buf.extend(std::iter::repeat_n(' ', self.map_width - m.name.len()));
             }
-            buf.push('\n');
-            if buf.len() > (1 << 16) {
-                s.flush();
+            buf.push_str("  ");
+            match &m.format {
+                Some(f) => f.write_row(data, buf),
+                None => buf.push_str(&hex::encode(data)),
             }
-        };
-        let mut lost_total = 0u64;
-        let mut on_lost = |_i: usize, n: u64| lost_total += n;
-        let dump_err: std::cell::RefCell<Option<Error>> = std::cell::RefCell::new(None);
-        // Flushed after every poll round, so events show up promptly; maps are dumped between
-        // polls when their interval is due. The buffers stay open throughout, so no event is
-        // lost to a dump.
-        let mut on_poll = || {
-            if !spec.dump_maps.is_empty()
-                && dump_err.borrow().is_none()
-                && Instant::now() >= next_dump
-            {
-                next_dump += spec.interval;
-                let mut s = sink.borrow_mut();
-                for m in &spec.dump_maps {
-                    if let Err(e) = dump_map(&session, &info, map_btf.as_ref(), m, json, &mut s.buf)
-                    {
-                        *dump_err.borrow_mut() = Some(e);
-                    }
-                }
-            }
-            sink.borrow_mut().flush();
-        };
-        let stop_now = || {
-            stop() || deadline.is_some_and(|d| Instant::now() >= d) || dump_err.borrow().is_some()
-        };
-        // "running" once the buffers are open: events sent after it are all delivered.
-        let mut ready = || {
-            note(&match spec.duration {
-                Some(d) => format!(
-                    "running for {}; Ctrl-C to stop sooner",
-                    humantime::format_duration(d)
-                ),
-                None => "running; Ctrl-C to stop".to_string(),
-            });
-        };
-        session.stream(
-            &names,
-            &mut on_event,
-            &mut on_lost,
-            &mut ready,
-            &mut on_poll,
-            &stop_now,
-        )?;
-        summary.lost = lost_total;
-        if let Some(e) = dump_err.into_inner() {
-            return Err(e);
         }
+        buf.push('\n');
     }
-    let mut sink = sink.into_inner();
-    for m in &spec.dump_maps {
-        dump_map(&session, &info, map_btf.as_ref(), m, json, &mut sink.buf)?;
-    }
-    sink.flush();
-    if let Some(e) = sink.err {
-        return Err(Error::Internal(format!("writing events: {e}")));
-    }
-    drop(session);
-    Ok(summary)
 }
 
 /// Ring buffers and perf event arrays declared by the object, checked before anything loads.
