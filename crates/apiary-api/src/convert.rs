@@ -8,9 +8,9 @@
 
 use crate::pb;
 use apiary::chain::{ChainMemberView, ChainView};
-use apiary::core::Hook;
 use apiary::core::attach::SoftwareEvent;
 use apiary::core::chain::ChainKind;
+use apiary::core::Hook;
 use apiary::core::{
     AttachSpec, CgroupDirection, LinkId, ProgramId, ProgramType, TcDirection, XdpMode,
 };

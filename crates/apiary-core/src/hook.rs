@@ -139,9 +139,21 @@ mod sql {
         };
     }
 
-    by_name!(ChainKind, ChainKind::as_str, [ChainKind::Xdp, ChainKind::Tc]);
-    by_name!(XdpMode, XdpMode::as_str, [XdpMode::Auto, XdpMode::Drv, XdpMode::Skb]);
-    by_name!(TcDirection, dir_name, [TcDirection::Ingress, TcDirection::Egress]);
+    by_name!(
+        ChainKind,
+        ChainKind::as_str,
+        [ChainKind::Xdp, ChainKind::Tc]
+    );
+    by_name!(
+        XdpMode,
+        XdpMode::as_str,
+        [XdpMode::Auto, XdpMode::Drv, XdpMode::Skb]
+    );
+    by_name!(
+        TcDirection,
+        dir_name,
+        [TcDirection::Ingress, TcDirection::Egress]
+    );
 }
 
 #[cfg(test)]
@@ -172,7 +184,10 @@ mod tests {
         };
         let h = tc(false).chain().expect("tc chains").hook;
         assert_eq!(h.to_string(), "tc chain on eth0 egress");
-        assert!(tc(true).chain().is_none(), "legacy tc filters are not chained");
+        assert!(
+            tc(true).chain().is_none(),
+            "legacy tc filters are not chained"
+        );
 
         let mut other = h.clone();
         other.mode = XdpMode::Drv;

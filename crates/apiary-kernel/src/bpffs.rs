@@ -105,8 +105,7 @@ impl PinSet {
             }
         }
         std::fs::create_dir_all(dir).map_err(|e| sys::mkdir_error(dir, e))?;
-        self.made
-            .extend(missing.into_iter().rev().map(Made::Dir));
+        self.made.extend(missing.into_iter().rev().map(Made::Dir));
         Ok(())
     }
 

@@ -163,10 +163,16 @@ fn version_3_rows_migrate_to_typed_columns() {
         .unwrap();
         let spec = |s: &str| s.replace('\'', "\"");
         let xdp = spec("{'type':'xdp','iface':'veth0','mode':'skb','priority':50}");
-        let tc = spec("{'type':'tc','iface':'veth1','direction':'ingress','priority':1,'legacy':true}");
+        let tc =
+            spec("{'type':'tc','iface':'veth1','direction':'ingress','priority':1,'legacy':true}");
         let links = [
             (xdp.as_str(), Some(r#"{"chain":1}"#)),
-            (tc.as_str(), Some(r#"{"iface":"veth1","netns":null,"ifindex":4,"direction":"ingress","handle":2,"priority":49152}"#)),
+            (
+                tc.as_str(),
+                Some(
+                    r#"{"iface":"veth1","netns":null,"ifindex":4,"direction":"ingress","handle":2,"priority":49152}"#,
+                ),
+            ),
             (xdp.as_str(), None),
         ];
         for (spec, extra) in links {
@@ -176,7 +182,8 @@ fn version_3_rows_migrate_to_typed_columns() {
             )
             .unwrap();
         }
-        c.execute_batch("INSERT INTO chain_slots VALUES (1, 1, 50, 0, 4);").unwrap();
+        c.execute_batch("INSERT INTO chain_slots VALUES (1, 1, 50, 0, 4);")
+            .unwrap();
     }
     let mut s = Store::open(dir.path()).unwrap();
     let chains = list_chains(s.read()).unwrap();
@@ -186,8 +193,15 @@ fn version_3_rows_migrate_to_typed_columns() {
     assert_eq!(chains[0].hook.mode, apiary_core::XdpMode::Skb);
     assert_eq!(chains[1].hook.netns, Some("/run/netns/a".into()));
     assert_eq!(chains[1].hook.direction, Some(TcDirection::Egress));
-    assert_eq!(find_chain(s.read(), &chains[1].hook).unwrap(), Some(chains[1].clone()));
-    assert_eq!(chain_slots(s.read(), ChainId(1)).unwrap().len(), 1, "slots still point at their chain");
+    assert_eq!(
+        find_chain(s.read(), &chains[1].hook).unwrap(),
+        Some(chains[1].clone())
+    );
+    assert_eq!(
+        chain_slots(s.read(), ChainId(1)).unwrap().len(),
+        1,
+        "slots still point at their chain"
+    );
     let kinds: Vec<LinkKind> = list_links(s.read(), None)
         .unwrap()
         .into_iter()

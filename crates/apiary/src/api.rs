@@ -3,11 +3,11 @@
 //! offers on apiary's state is here; `run`, `inspect` and `package` work on objects, not state.
 
 use crate::chain::ChainView;
-use apiary_core::Hook;
 use crate::error::Result;
-use crate::manager::{LoadSpec, Manager, MapRef};
 use crate::update::{UpdateReport, UpdateSpec};
 use crate::views::*;
+use crate::{LoadSpec, Manager, MapRef};
+use apiary_core::Hook;
 use apiary_core::{AttachSpec, LinkId, ProgramId};
 use std::collections::BTreeMap;
 

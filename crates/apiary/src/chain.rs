@@ -5,8 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::manager::Manager;
-use apiary_core::chain::{order_slots, Block, ChainKind, Priority, ProceedOn, SlotKey, SlotStats};
 use apiary_core::attach::dir_name;
+use apiary_core::chain::{order_slots, Block, ChainKind, Priority, ProceedOn, SlotKey, SlotStats};
 use apiary_core::{AttachSpec, ChainId, Hook, LinkId, ProgramId, XdpMode};
 use apiary_kernel::dispatcher::{self, ChainSlot, ComposedDispatcher};
 use apiary_kernel::{sys, KernelError, PinSet};
@@ -295,12 +295,7 @@ impl Manager {
         mask: u32,
     ) -> Result<LinkId> {
         let link = store::insert_link(tx, program, spec)?;
-        store::set_link_kernel(
-            tx,
-            link,
-            &[],
-            &store::LinkKind::ChainMember,
-        )?;
+        store::set_link_kernel(tx, link, &[], &store::LinkKind::ChainMember)?;
         store::insert_chain_slot(
             tx,
             &ChainSlotRecord {

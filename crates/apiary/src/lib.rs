@@ -3,15 +3,18 @@
 //! doors (the CLI in-process, the gRPC daemon) call.
 
 mod api;
+mod attach;
 pub mod chain;
 mod error;
 pub mod images;
 mod inspect;
+mod load;
 mod lock;
 mod manager;
 mod mapdump;
 pub mod package;
 mod pipeline;
+mod queries;
 mod reconcile;
 pub mod run;
 mod source;
@@ -21,7 +24,9 @@ mod views;
 pub use api::Api;
 pub use error::{Error, ErrorCode, Result, ERROR_CODES};
 pub use inspect::{inspect, Inspection};
-pub use manager::{Config, LoadSpec, Manager, MapRef, ObjectSource};
+pub use load::{LoadSpec, ObjectSource};
+pub use manager::{Config, Manager};
+pub use queries::MapRef;
 pub use reconcile::ReconcileReport;
 pub use update::{UpdateReport, UpdateSpec};
 pub use views::*;

@@ -56,9 +56,10 @@ impl Loaded {
         mut map_path: impl FnMut(&LoadedMapInfo) -> Result<Option<PathBuf>>,
     ) -> Result<()> {
         for p in &self.object.programs {
-            let fd = self.object.program_fd(&p.name).ok_or_else(|| {
-                Error::Internal(format!("program {} has no descriptor", p.name))
-            })?;
+            let fd = self
+                .object
+                .program_fd(&p.name)
+                .ok_or_else(|| Error::Internal(format!("program {} has no descriptor", p.name)))?;
             self.pins.pin(fd, &program_path(p)?)?;
         }
         for m in self.object.maps.iter().filter(|m| !m.reused) {

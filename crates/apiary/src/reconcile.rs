@@ -5,11 +5,11 @@
 //! pins in apiary's directory that the store does not know (an operation interrupted after its
 //! record was removed) are removed. What cannot be restored is reported, never silently dropped.
 
+use crate::attach::{link_kind, tc_filter};
 use crate::error::{Error, Result};
 use crate::manager::Manager;
 use crate::pipeline::{global_patches, is_internal_map, recorded_object_name};
 use apiary_core::{ChainId, LinkId, ProgramId};
-use crate::manager::{link_kind, tc_filter};
 use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, PinSet, TcFilter};
 use apiary_store::{self as store, LinkRecord, ProgramRecord};
 use serde::{Deserialize, Serialize};
@@ -120,9 +120,7 @@ impl Manager {
             }
             match self.rebuild_chain(&ch) {
                 Ok(()) => report.rebuilt_chains.push(ch.id),
-                Err(e) => report
-                    .failures
-                    .push(format!("{}: {e}", ch.hook)),
+                Err(e) => report.failures.push(format!("{}: {e}", ch.hook)),
             }
         }
 
@@ -222,9 +220,8 @@ impl Manager {
             pins.pin(f.as_fd(), &self.paths.link(l.id, i))?;
             ids.push(sys::link_info(f.as_fd())?.id);
         }
-        self.store().write(|tx| -> Result<()> {
-            Ok(store::set_link_kernel(tx, l.id, &ids, &l.kind)?)
-        })?;
+        self.store()
+            .write(|tx| -> Result<()> { Ok(store::set_link_kernel(tx, l.id, &ids, &l.kind)?) })?;
         Ok(pins.keep()?)
     }
 

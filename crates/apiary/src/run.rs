@@ -362,7 +362,8 @@ impl EventWriter {
         } else {
             // Wall-clock seconds change rarely compared with event rates: format once a second.
             if self.stamp_at.elapsed() >= Duration::from_millis(1000) || self.stamp.is_empty() {
-                let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+                let now =
+                    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
                 self.stamp = now.get(11..19).unwrap_or(&now).to_string();
                 self.stamp_at = Instant::now();
             }

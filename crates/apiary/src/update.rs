@@ -5,8 +5,9 @@
 //! the program's pin and record switch over. Any failure before the switch leaves the old
 //! program running and the store untouched.
 
+use crate::attach::tc_filter;
 use crate::error::{Error, Result};
-use crate::manager::{tc_filter, Manager};
+use crate::manager::Manager;
 use crate::pipeline::{
     global_records, is_internal_map, map_record, recorded_object_name, sha256_hex, Loaded,
 };
@@ -215,7 +216,9 @@ impl Manager {
                     });
                 }
             }
-            self.record_update(id, &lp, &loaded, &bytes, &source, &globals, &info, &old_maps, &kept, &moved)
+            self.record_update(
+                id, &lp, &loaded, &bytes, &source, &globals, &info, &old_maps, &kept, &moved,
+            )
         })();
         if let Err(e) = switched {
             for m in moved.iter().rev() {
@@ -286,15 +289,7 @@ impl Manager {
         let sha = sha256_hex(bytes);
         self.store().write(|tx| -> Result<()> {
             store::put_object(tx, &sha, bytes)?;
-            store::set_program_code(
-                tx,
-                id,
-                lp.kernel_id,
-                &lp.tag,
-                &sha,
-                source,
-                &global_records,
-            )?;
+            store::set_program_code(tx, id, lp.kernel_id, &lp.tag, &sha, source, &global_records)?;
             store::set_program_block(tx, id, block.as_deref())?;
             for m in moved {
                 if let Moved::Reattached {
