@@ -412,12 +412,9 @@ fn iterator_prints_the_tasks_through_run_and_a_pinned_link() {
         .contains("read it with: cat "));
 }
 
-/// A copy of the USDT test binary of this test's own: uprobes go on a file (inode), so tests
-/// probing the same file at once would count each other's hits.
 fn own_usdt_target() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("usdt_target");
-    std::fs::copy(apiary_fixtures::usdt_target(), &path).expect("copy usdt_target");
+    let path = apiary_fixtures::copy_usdt_target(dir.path());
     (dir, path)
 }
 

@@ -990,6 +990,17 @@ mod tests {
         );
         assert_eq!(f(ProgramType::Usdt, "usdt"), None);
         assert_eq!(f(ProgramType::Usdt, "usdt/libc.so.6:libc"), None);
+        // run: a section naming the probe attaches through apiary; a bare one is skipped,
+        // never handed to libbpf (whose USDT attach needs its own live object).
+        let run = RunTargets::default();
+        assert!(matches!(
+            run.attach(ProgramType::Usdt, "usdt//bin/app:app:req"),
+            RunAttach::Spec(AttachSpec::Usdt { .. })
+        ));
+        assert!(matches!(
+            run.attach(ProgramType::Usdt, "usdt"),
+            RunAttach::Skip(why) if why.contains("usdt/PATH:PROVIDER:NAME")
+        ));
         assert_eq!(f(ProgramType::Xdp, "xdp"), None);
     }
 

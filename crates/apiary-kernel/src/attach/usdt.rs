@@ -16,7 +16,9 @@
 //! detaches, and a crash cannot leave a stale reservation; a slot's old bytes stay in the map
 //! until a later attach overwrites them, unread since no link carries its id. Two attaches to
 //! programs sharing one map must not run at the same time (the manager's lock serialises them;
-//! `apiary run` loads its own maps).
+//! `apiary run` loads its own maps). A link whose last pin was just removed leaves the kernel's
+//! id list a moment before its uprobes are gone, so for that moment a new attach may reuse its
+//! ids while it still fires; only a link that is being detached can read a reused spec.
 //!
 //! apiary relies on BPF cookies (Linux 5.15) and leaves usdt.bpf.h's IP-to-spec-id map, the
 //! fallback for kernels without them, empty.
