@@ -1,7 +1,7 @@
 # Shared setup steps for scripts/setup.sh and scripts/test.sh. Idempotent: installs only what is
 # missing and mounts only what is not mounted.
 
-APT_PACKAGES="clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 iputils-ping libbpf-dev make gcc docker-registry openssl python3"
+APT_PACKAGES="clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 iputils-ping libbpf-dev make gcc docker-registry openssl python3 systemtap-sdt-dev"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -100,6 +100,7 @@ pub fn program_type_to_proto(t: ProgramType) -> pb::ProgramType {
         ProgramType::Netfilter => pb::ProgramType::Netfilter,
         ProgramType::Iter => pb::ProgramType::Iter,
         ProgramType::SkLookup => pb::ProgramType::SkLookup,
+        ProgramType::Usdt => pb::ProgramType::Usdt,
     }
 }
 
@@ -130,6 +131,7 @@ pub fn program_type_from_proto(v: i32, field: &str) -> Result<Option<ProgramType
         pb::ProgramType::Netfilter => ProgramType::Netfilter,
         pb::ProgramType::Iter => ProgramType::Iter,
         pb::ProgramType::SkLookup => ProgramType::SkLookup,
+        pb::ProgramType::Usdt => ProgramType::Usdt,
     }))
 }
 
@@ -306,6 +308,17 @@ impl From<&AttachSpec> for pb::AttachSpec {
                 retprobe: *retprobe,
                 pid: *pid,
             }),
+            AttachSpec::Usdt {
+                target,
+                provider,
+                name,
+                pid,
+            } => Hook::Usdt(pb::UsdtAttach {
+                target: target.clone(),
+                provider: provider.clone(),
+                name: name.clone(),
+                pid: *pid,
+            }),
             AttachSpec::Kprobe {
                 fn_name,
                 offset,
@@ -409,6 +422,12 @@ impl TryFrom<pb::AttachSpec> for AttachSpec {
                 fn_name: u.fn_name,
                 offset: u.offset,
                 retprobe: u.retprobe,
+                pid: u.pid,
+            },
+            Hook::Usdt(u) => AttachSpec::Usdt {
+                target: u.target,
+                provider: u.provider,
+                name: u.name,
                 pid: u.pid,
             },
             Hook::Kprobe(k) => AttachSpec::Kprobe {
@@ -1015,6 +1034,12 @@ mod tests {
                 offset: 8,
                 retprobe: true,
                 pid: Some(42),
+            },
+            AttachSpec::Usdt {
+                target: "/usr/bin/app".into(),
+                provider: "app".into(),
+                name: "request".into(),
+                pid: Some(7),
             },
             AttachSpec::Kprobe {
                 fn_name: "do_nanosleep".into(),

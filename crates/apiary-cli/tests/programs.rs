@@ -411,3 +411,186 @@ fn iterator_prints_the_tasks_through_run_and_a_pinned_link() {
         .ok(&["get", "link", &link.to_string()])
         .contains("read it with: cat "));
 }
+
+fn own_usdt_target() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = apiary_fixtures::copy_usdt_target(dir.path());
+    (dir, path)
+}
+
+/// Run a USDT test binary: it fires apiary:hit `n` times (arguments i and 1000 + i) and prints
+/// "enabled E sum S", E being how often it saw the probe's semaphore set.
+fn fire_usdt(binary: &std::path::Path, n: u32) -> String {
+    let out = Command::new(binary)
+        .arg(n.to_string())
+        .output()
+        .expect("run usdt_target");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn usdt_counts_probe_hits_and_reads_their_arguments() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let id = a.load_one(&[
+        "--path",
+        fixture("usdt").to_str().unwrap(),
+        "--programs",
+        "usdt:on_hit",
+    ]);
+    let (_dir, target) = own_usdt_target();
+    let link = a.attach(
+        id,
+        &[
+            "usdt",
+            "--target",
+            target.to_str().unwrap(),
+            "--provider",
+            "apiary",
+            "--name",
+            "hit",
+        ],
+    );
+    // The kernel counts the attached probe in the binary's semaphore: the program sees it on.
+    assert_eq!(fire_usdt(&target, 7), "enabled 7 sum 7021");
+    let stats = format!("{id}:usdt_stats");
+    assert_eq!(a.counter(&stats, 0), 7, "hits");
+    assert_eq!(a.counter(&stats, 1), 21, "sum of the first argument (0..7)");
+    assert_eq!(a.counter(&stats, 2), 7021, "sum of the second (1000 + i)");
+    let l = a.json(&["get", "link", &link.to_string()]);
+    assert!(
+        l["attach_point"].as_str().unwrap().contains(":apiary:hit"),
+        "{l}"
+    );
+
+    let kernel_links: Vec<u64> = l["kernel_link_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k.as_u64())
+        .collect();
+    assert!(!kernel_links.is_empty(), "{l}");
+
+    a.ok(&["detach", &link.to_string()]);
+    assert!(a.json(&["list", "links"]).as_array().unwrap().is_empty());
+    // The kernel frees a link whose last pin is removed a moment later (in a work queue), and
+    // takes its uprobes out just after that.
+    assert!(
+        eventually(10, || kernel_links.iter().all(|k| !Command::new("bpftool")
+            .args(["link", "show", "id", &k.to_string()])
+            .output()
+            .expect("bpftool")
+            .status
+            .success())),
+        "kernel links {kernel_links:?} outlived the detach"
+    );
+    assert!(
+        eventually(10, || fire_usdt(&target, 1) == "enabled 0 sum 1000"),
+        "the semaphore stays set after the detach"
+    );
+    let hits = a.counter(&stats, 0);
+    assert_eq!(fire_usdt(&target, 3), "enabled 0 sum 3003");
+    assert_eq!(a.counter(&stats, 0), hits, "detached: no more hits");
+}
+
+#[test]
+fn usdt_pid_limits_the_probe_to_one_process() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let id = a.load_one(&[
+        "--path",
+        fixture("usdt").to_str().unwrap(),
+        "--programs",
+        "usdt:on_hit",
+    ]);
+    let (_dir, target) = own_usdt_target();
+    let mut child = Command::new(&target)
+        .args(["4", "wait"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn usdt target");
+    a.attach(
+        id,
+        &[
+            "usdt",
+            "--target",
+            target.to_str().unwrap(),
+            "--provider",
+            "apiary",
+            "--name",
+            "hit",
+            "--pid",
+            &child.id().to_string(),
+        ],
+    );
+    // Another process of the same binary is not counted.
+    fire_usdt(&target, 5);
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "enabled 4 sum 4006"
+    );
+    let stats = format!("{id}:usdt_stats");
+    assert_eq!(a.counter(&stats, 0), 4);
+    assert_eq!(a.counter(&stats, 2), 4006);
+}
+
+#[test]
+fn run_attaches_usdt_probes_its_sections_name() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let obj = fixture("usdt");
+    let (run, notes) = start_run(
+        &a,
+        &[
+            obj.to_str().unwrap(),
+            "-o",
+            "json",
+            "--dump-map",
+            "usdt_stats",
+        ],
+    );
+    let all = notes.join("\n");
+    assert!(all.contains("attached on_hit_auto"), "{all}");
+    // Plain SEC("usdt") names no probe: said, not attached.
+    assert!(
+        all.contains("on_hit") && all.contains("usdt/PATH:PROVIDER:NAME"),
+        "{all}"
+    );
+    // The section names the built binary itself (no other test fires it).
+    assert_eq!(
+        fire_usdt(&apiary_fixtures::usdt_target(), 5),
+        "enabled 5 sum 5010"
+    );
+    let lines = stop_run(run);
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l["_map"] == "usdt_stats")
+        .expect("a dump of usdt_stats");
+    let value = |k: u64| {
+        last["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == k)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(value(0), Some(5.into()), "{last}");
+    assert_eq!(value(2), Some(5010.into()), "{last}");
+}

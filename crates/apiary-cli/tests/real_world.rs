@@ -303,11 +303,55 @@ fn first_hour_errors_say_what_and_where() {
     );
 
     // A program type the kernel runs but apiary does not manage yet: apiary says it is apiary.
-    let e = a.fails(&["load", "file", "--path", fixture("usdt").to_str().unwrap()]);
+    let e = a.fails(&[
+        "load",
+        "file",
+        "--path",
+        fixture("unsupported").to_str().unwrap(),
+    ]);
     assert!(
         e.contains("apiary does not support this yet") && !e.contains("kernel:"),
         "{e}"
     );
+
+    // A USDT probe the binary does not have: named, with the probes it has.
+    let usdt = a.load_one(&[
+        "--path",
+        fixture("usdt").to_str().unwrap(),
+        "--programs",
+        "usdt:on_hit",
+    ]);
+    let target = apiary_fixtures::usdt_target();
+    let t = target.to_str().unwrap();
+    let e = a.fails(&[
+        "attach",
+        &usdt.to_string(),
+        "usdt",
+        "--target",
+        t,
+        "--provider",
+        "apiary",
+        "--name",
+        "miss",
+    ]);
+    assert!(
+        e.contains("USDT probe apiary:miss") && e.contains("probes are: apiary:hit"),
+        "{e}"
+    );
+    // A binary without probes says so, rather than "not found".
+    let e = a.fails(&[
+        "attach",
+        &usdt.to_string(),
+        "usdt",
+        "--target",
+        apiary_fixtures::uprobe_target().to_str().unwrap(),
+        "--provider",
+        "apiary",
+        "--name",
+        "hit",
+    ]);
+    assert!(e.contains("has no USDT probes"), "{e}");
+    a.ok(&["unload", &usdt.to_string()]);
 
     // A chain that exists, but in another network namespace than the one asked about.
     let net = NetPair::new();

@@ -365,3 +365,51 @@ fn a_missing_map_pin_beside_a_live_program_is_made_again() {
     assert_eq!(before, after, "the same kernel map");
     a.ok(&["map", "dump", &format!("{id}:counts")]);
 }
+
+#[test]
+fn a_usdt_link_comes_back_after_bpffs_is_wiped() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let dir = tempfile::tempdir().unwrap();
+    let target = apiary_fixtures::copy_usdt_target(dir.path());
+    let fire = |n: u32| {
+        let out = Command::new(&target).arg(n.to_string()).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let id = a.load_one(&[
+        "--path",
+        fixture("usdt").to_str().unwrap(),
+        "--programs",
+        "usdt:on_hit",
+    ]);
+    a.attach(
+        id,
+        &[
+            "usdt",
+            "--target",
+            target.to_str().unwrap(),
+            "--provider",
+            "apiary",
+            "--name",
+            "hit",
+        ],
+    );
+    let old = a.json(&["get", "program", &id.to_string()])["kernel_id"]
+        .as_u64()
+        .unwrap();
+    std::fs::remove_dir_all(&a.bpffs).unwrap();
+    assert!(
+        eventually(10, || !Apiary::kernel_prog_ids().contains(&old)),
+        "the wipe unloaded the program"
+    );
+    let r = a.json(&["reconcile"]);
+    assert_eq!(r["reattached_links"].as_array().unwrap().len(), 1, "{r}");
+    assert!(r["failures"].as_array().unwrap().is_empty(), "{r}");
+    // The restored program has a new, empty spec map: the reattach wrote its specs again.
+    assert_eq!(fire(3), "enabled 3 sum 3003");
+    let stats = format!("{id}:usdt_stats");
+    assert_eq!(a.counter(&stats, 0), 3);
+    assert_eq!(a.counter(&stats, 2), 3003);
+}

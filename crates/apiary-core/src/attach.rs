@@ -215,6 +215,21 @@ pub enum AttachSpec {
         #[cfg_attr(feature = "cli", arg(long))]
         pid: Option<i32>,
     },
+    /// A USDT probe (`<sys/sdt.h>`) of a binary: a uprobe at each of its sites, its arguments
+    /// readable with BPF_USDT.
+    Usdt {
+        /// A path, or a library name resolved like the dynamic loader does (`libc`).
+        #[cfg_attr(feature = "cli", arg(long))]
+        target: String,
+        #[cfg_attr(feature = "cli", arg(long))]
+        provider: String,
+        #[cfg_attr(feature = "cli", arg(long))]
+        name: String,
+        /// Only this process.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "cli", arg(long))]
+        pid: Option<i32>,
+    },
     /// A kernel function.
     Kprobe {
         #[cfg_attr(feature = "cli", arg(long))]
@@ -394,6 +409,15 @@ impl RunTargets {
                 frequency: 99,
                 cpu: None,
             },
+            // apiary attaches USDT probes itself (libbpf's way needs its live object), so a
+            // section that names no probe is not handed to libbpf.
+            ProgramType::Usdt => {
+                return AttachSpec::from_section(ty, section)
+                    .map(RunAttach::Spec)
+                    .unwrap_or(RunAttach::Skip(
+                        "the section names no probe (usdt/PATH:PROVIDER:NAME): use apiary attach ID usdt --target --provider --name",
+                    ))
+            }
             ProgramType::Tracepoint
             | ProgramType::RawTracepoint
             | ProgramType::TpBtf
@@ -458,6 +482,7 @@ pub fn run_event_key(ty: ProgramType, section: &str) -> Option<String> {
         | ProgramType::Netfilter
         | ProgramType::Iter
         | ProgramType::SkLookup
+        | ProgramType::Usdt
         | ProgramType::PerfEvent
         | ProgramType::SocketFilter => None,
     }
@@ -544,6 +569,23 @@ impl AttachSpec {
                     pid: None,
                 }
             }
+            ProgramType::Usdt => {
+                // `usdt/PATH:PROVIDER:NAME`, as libbpf reads it; PATH keeps its leading slash.
+                let mut parts = rest.split(':');
+                match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                    (Some(t), Some(p), Some(n), None)
+                        if !t.is_empty() && !p.is_empty() && !n.is_empty() =>
+                    {
+                        AttachSpec::Usdt {
+                            target: t.to_string(),
+                            provider: p.to_string(),
+                            name: n.to_string(),
+                            pid: None,
+                        }
+                    }
+                    _ => return None,
+                }
+            }
             ProgramType::RawTracepoint
             | ProgramType::Kprobe
             | ProgramType::Xdp
@@ -587,6 +629,7 @@ impl AttachSpec {
             AttachSpec::Tc { .. } => ProgramType::Tc,
             AttachSpec::Tcx { .. } => ProgramType::Tcx,
             AttachSpec::Uprobe { .. } => ProgramType::Uprobe,
+            AttachSpec::Usdt { .. } => ProgramType::Usdt,
             AttachSpec::Kprobe { .. } => ProgramType::Kprobe,
             AttachSpec::CgroupSkb { .. } => ProgramType::CgroupSkb,
             AttachSpec::CgroupSock { .. } => ProgramType::CgroupSock,
@@ -651,6 +694,23 @@ impl AttachSpec {
                 }
                 if fn_name.is_none() && *offset == 0 {
                     return Err("uprobe needs --fn-name or a non-zero --offset".into());
+                }
+                Ok(())
+            }
+            AttachSpec::Usdt {
+                target,
+                provider,
+                name,
+                pid,
+            } => {
+                if target.is_empty() {
+                    return Err("usdt target is empty: give a path or a library name".into());
+                }
+                if provider.is_empty() || name.is_empty() {
+                    return Err("usdt needs --provider and --name (see `readelf -n BINARY`)".into());
+                }
+                if pid.is_some_and(|p| p <= 0) {
+                    return Err("usdt --pid must be a process id (> 0)".into());
                 }
                 Ok(())
             }
@@ -767,6 +827,15 @@ impl AttachSpec {
                 let f = fn_name.as_deref().unwrap_or("");
                 let p = pid.map(|p| format!(" pid={p}")).unwrap_or_default();
                 format!("{kind} {target}:{f}+{offset:#x}{p}")
+            }
+            AttachSpec::Usdt {
+                target,
+                provider,
+                name,
+                pid,
+            } => {
+                let p = pid.map(|p| format!(" pid={p}")).unwrap_or_default();
+                format!("usdt {target}:{provider}:{name}{p}")
             }
             AttachSpec::Kprobe {
                 fn_name,
@@ -892,6 +961,28 @@ mod tests {
             })
         );
         assert_eq!(f(ProgramType::Uprobe, "uprobe"), None);
+        assert_eq!(
+            f(ProgramType::Usdt, "usdt//usr/bin/app:myapp:request"),
+            Some(AttachSpec::Usdt {
+                target: "/usr/bin/app".into(),
+                provider: "myapp".into(),
+                name: "request".into(),
+                pid: None
+            })
+        );
+        assert_eq!(f(ProgramType::Usdt, "usdt"), None);
+        assert_eq!(f(ProgramType::Usdt, "usdt/libc.so.6:libc"), None);
+        // run: a section naming the probe attaches through apiary; a bare one is skipped,
+        // never handed to libbpf (whose USDT attach needs its own live object).
+        let run = RunTargets::default();
+        assert!(matches!(
+            run.attach(ProgramType::Usdt, "usdt//bin/app:app:req"),
+            RunAttach::Spec(AttachSpec::Usdt { .. })
+        ));
+        assert!(matches!(
+            run.attach(ProgramType::Usdt, "usdt"),
+            RunAttach::Skip(why) if why.contains("usdt/PATH:PROVIDER:NAME")
+        ));
         assert_eq!(f(ProgramType::Xdp, "xdp"), None);
     }
 

@@ -38,6 +38,8 @@ pub enum ProgramType {
     Iter,
     /// `sk_lookup`: picks the socket for incoming connections of a network namespace.
     SkLookup,
+    /// `usdt/PATH:PROVIDER:NAME`: a USDT probe of a user-space binary (uprobes at its sites).
+    Usdt,
 }
 
 /// How `apiary run` attaches a program of a type.
@@ -370,6 +372,19 @@ pub const TYPES: &[TypeInfo] = &[
         requires: "sk_lookup (Linux 5.9)",
         untyped: Some((uapi::PROG_SK_LOOKUP, uapi::ATTACH_SK_LOOKUP)),
     },
+    TypeInfo {
+        ty: ProgramType::Usdt,
+        name: "usdt",
+        aliases: &[],
+        section_prefixes: &["usdt", "usdt.s"],
+        sections: &[],
+        return_prefixes: &[],
+        labels: &["usdt"],
+        run: RunRule::Section,
+        requires: "the uprobe PMU and BPF cookies (Linux 5.15); uprobe_multi links (6.6) when libbpf loads for them",
+        // libbpf types every `usdt` section itself.
+        untyped: None,
+    },
 ];
 
 /// Which cgroup hook a socket-address or sockopt program runs at; the program's section names
@@ -491,6 +506,7 @@ pub const ALL_TYPES: &[ProgramType] = &[
     ProgramType::Netfilter,
     ProgramType::Iter,
     ProgramType::SkLookup,
+    ProgramType::Usdt,
 ];
 
 /// Normalise a name users or labels spell in several ways: lower case, `_` as `-`.
@@ -587,7 +603,8 @@ impl ProgramType {
             | ProgramType::CgroupSysctl
             | ProgramType::Netfilter
             | ProgramType::Iter
-            | ProgramType::SkLookup => false,
+            | ProgramType::SkLookup
+            | ProgramType::Usdt => false,
         }
     }
 

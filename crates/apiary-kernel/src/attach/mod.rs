@@ -10,12 +10,14 @@ mod sk_lookup;
 mod tc;
 mod tcx;
 mod tracing;
+mod usdt;
 mod xdp;
 
 pub use iter::read as read_iter;
 pub use probe::resolve_uprobe_target;
 pub use tc::{detach_tc_filter, replace_tc_filter};
 pub use tcx::TcxAnchor;
+pub use usdt::spec_ids as usdt_spec_ids;
 
 use crate::error::Result;
 use apiary_core::{AttachSpec, TcDirection};
@@ -108,6 +110,12 @@ pub fn attach(prog: BorrowedFd<'_>, spec: &AttachSpec, ctx: &AttachContext) -> R
                 *pid,
             )?]
         }
+        AttachSpec::Usdt {
+            target,
+            provider,
+            name,
+            pid,
+        } => usdt::attach(prog, target, provider, name, *pid)?,
         AttachSpec::Kprobe {
             fn_name,
             offset,
@@ -164,6 +172,7 @@ pub fn updatable_in_place(spec: &AttachSpec) -> bool {
         | AttachSpec::Tc { .. }
         | AttachSpec::Netfilter { .. }
         | AttachSpec::Uprobe { .. }
+        | AttachSpec::Usdt { .. }
         | AttachSpec::Kprobe { .. }
         | AttachSpec::PerfEvent { .. }
         | AttachSpec::Fentry

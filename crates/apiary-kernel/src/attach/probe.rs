@@ -11,12 +11,12 @@ use std::ffi::CString;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-struct Pmu {
-    type_: u32,
+pub(super) struct Pmu {
+    pub(super) type_: u32,
     retprobe_bit: u32,
 }
 
-fn pmu(kind: &str) -> Result<Pmu> {
+pub(super) fn pmu(kind: &str) -> Result<Pmu> {
     let dir = Path::new("/sys/bus/event_source/devices").join(kind);
     let type_ = std::fs::read_to_string(dir.join("type"))
         .ok()
