@@ -13,6 +13,7 @@ pub mod ids;
 pub mod parse;
 pub mod paths;
 pub mod program;
+pub mod types;
 
 pub use attach::{
     AttachSpec, CgroupDirection, NetfilterFamily, NetfilterHook, TcDirection, XdpMode,

@@ -623,13 +623,13 @@ pub enum ChainHook {
 pub fn attach_chain(hook: &ChainHook, d: &ComposedDispatcher) -> Result<OwnedFd> {
     let (spec, ctx, hook_kind) = match hook {
         ChainHook::Xdp { iface, netns, mode } => (
-            AttachSpec::Xdp {
+            AttachSpec::Xdp(apiary_core::attach::XdpAttach {
                 iface: iface.clone(),
                 netns: netns.clone(),
                 mode: *mode,
                 priority: apiary_core::attach::default_priority(),
                 proceed_on: Vec::new(),
-            },
+            }),
             AttachContext::default(),
             ChainKind::Xdp,
         ),
@@ -640,12 +640,12 @@ pub fn attach_chain(hook: &ChainHook, d: &ComposedDispatcher) -> Result<OwnedFd>
             anchor,
         } => (
             // The TCX attach takes its order from the anchor; the priority is not used there.
-            AttachSpec::Tcx {
+            AttachSpec::Tcx(apiary_core::attach::TcxAttach {
                 iface: iface.clone(),
                 netns: netns.clone(),
                 direction: *direction,
                 priority: 0,
-            },
+            }),
             AttachContext {
                 tcx_anchor: *anchor,
             },

@@ -108,35 +108,17 @@ impl HookRef {
     }
 
     pub(crate) fn of_spec(spec: &AttachSpec) -> Option<(HookRef, XdpMode)> {
-        match spec {
-            AttachSpec::Xdp {
-                iface, netns, mode, ..
-            } => Some((
-                HookRef {
-                    kind: ChainKind::Xdp,
-                    iface: iface.clone(),
-                    netns: netns.clone(),
-                    direction: None,
-                },
-                *mode,
-            )),
-            AttachSpec::Tc {
-                iface,
-                netns,
-                direction,
-                legacy: false,
-                ..
-            } => Some((
-                HookRef {
-                    kind: ChainKind::Tc,
-                    iface: iface.clone(),
-                    netns: netns.clone(),
-                    direction: Some(*direction),
-                },
-                XdpMode::Auto,
-            )),
-            _ => None,
-        }
+        // The spec's own type says whether it is a chain member, and of which chain.
+        let slot = spec.chain()?;
+        Some((
+            HookRef {
+                kind: slot.kind,
+                iface: slot.iface.to_string(),
+                netns: slot.netns.map(PathBuf::from),
+                direction: slot.direction,
+            },
+            slot.mode,
+        ))
     }
 }
 
@@ -308,7 +290,12 @@ impl Manager {
     ) -> Result<LinkId> {
         let (hook, mode) =
             HookRef::of_spec(spec).ok_or_else(|| Error::Internal("not a chain spec".into()))?;
-        let (kind, names, priority) = spec
+        let apiary_core::attach::ChainSlot {
+            kind,
+            proceed_on: names,
+            priority,
+            ..
+        } = spec
             .chain()
             .ok_or_else(|| Error::Internal("not a chain spec".into()))?;
         let proceed_on = if names.is_empty() {

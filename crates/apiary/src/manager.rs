@@ -6,6 +6,7 @@ use crate::lock::MutationLock;
 use crate::views::*;
 use apiary_core::elf;
 use apiary_core::paths::PinPaths;
+use apiary_core::attach::TcxAttach;
 use apiary_core::{AttachSpec, LinkId, ProgramId, ProgramType, TcDirection};
 use apiary_kernel::{
     self as kernel, sys, AttachContext, Attachment, KernelError, TcFilter, TcxAnchor,
@@ -287,7 +288,7 @@ impl Manager {
 
     fn link_view(&self, l: &LinkRecord, program_name: &str) -> LinkView {
         // Reading an iterator's pinned link runs it once.
-        let read_with = matches!(l.spec, AttachSpec::Iter)
+        let read_with = matches!(l.spec, AttachSpec::Iter(_))
             .then(|| format!("cat {}", self.paths.link(l.id, 0).display()));
         LinkView {
             id: l.id,
@@ -641,26 +642,16 @@ impl Manager {
     }
 
     fn attach_context(&self, spec: &AttachSpec, existing: &[LinkRecord]) -> Result<AttachContext> {
+        // Only legacy TC filters share a hook exclusively.
         let same_iface = |a: &AttachSpec| -> bool {
-            match (spec, a) {
-                (
-                    AttachSpec::Tc {
-                        iface,
-                        netns,
-                        direction,
-                        legacy: true,
-                        ..
-                    },
-                    AttachSpec::Tc {
-                        iface: i2,
-                        netns: n2,
-                        direction: d2,
-                        legacy: true,
-                        ..
-                    },
-                ) => iface == i2 && netns == n2 && direction == d2,
-                _ => false,
-            }
+            let (AttachSpec::Tc(x), AttachSpec::Tc(y)) = (spec, a) else {
+                return false;
+            };
+            x.legacy
+                && y.legacy
+                && x.iface == y.iface
+                && x.netns == y.netns
+                && x.direction == y.direction
         };
         if let Some(l) = existing.iter().find(|l| same_iface(&l.spec)) {
             return Err(KernelError::HookBusy {
@@ -673,12 +664,12 @@ impl Manager {
             .into());
         }
         let mut ctx = AttachContext::default();
-        if let AttachSpec::Tcx {
+        if let AttachSpec::Tcx(TcxAttach {
             iface,
             netns,
             direction,
             priority,
-        } = spec
+        }) = spec
         {
             ctx.tcx_anchor = tcx_anchor(existing, iface, netns.as_deref(), *direction, *priority);
         }
@@ -1048,16 +1039,20 @@ fn tcx_anchor(
 ) -> Option<TcxAnchor> {
     let mut peers: Vec<(u32, LinkId, u32)> = existing
         .iter()
-        .filter_map(|l| match &l.spec {
-            AttachSpec::Tcx {
+        .filter_map(|l| {
+            // The TCX links already on this hook.
+            let AttachSpec::Tcx(TcxAttach {
                 iface: i,
                 netns: n,
                 direction: d,
                 priority: p,
-            } if i == iface && n.as_deref() == netns && *d == direction => {
-                l.kernel_link_ids.first().map(|k| (*p, l.id, *k))
-            }
-            _ => None,
+            }) = &l.spec
+            else {
+                return None;
+            };
+            (i == iface && n.as_deref() == netns && *d == direction)
+                .then(|| l.kernel_link_ids.first().map(|k| (*p, l.id, *k)))
+                .flatten()
         })
         .collect();
     peers.sort();
@@ -1075,12 +1070,12 @@ mod tests {
         LinkRecord {
             id: LinkId(id),
             program_id: ProgramId(1),
-            spec: AttachSpec::Tcx {
+            spec: AttachSpec::Tcx(TcxAttach {
                 iface: "veth0".into(),
                 netns: None,
                 direction: TcDirection::Ingress,
                 priority: prio,
-            },
+            }),
             kernel_link_ids: vec![kid],
             extra: None,
             created_at: String::new(),
