@@ -8,22 +8,13 @@ use crate::chain::ChainKind;
 use crate::program::{ProgramType, RunEvent, RunRule};
 use std::path::{Path, PathBuf};
 
-pub use crate::types::cgroup::{
-    CgroupDirection, CgroupSkbAttach, CgroupSockAddrAttach, CgroupSockAttach,
-    CgroupSockoptAttach, CgroupSysctlAttach,
-};
-pub use crate::types::iter::IterAttach;
-pub use crate::types::kprobe::KprobeAttach;
-pub use crate::types::netfilter::{NetfilterAttach, NetfilterFamily, NetfilterHook};
-pub use crate::types::perf_event::{PerfEventAttach, SoftwareEvent};
-pub use crate::types::raw_tracepoint::RawTracepointAttach;
-pub use crate::types::sk_lookup::SkLookupAttach;
-pub use crate::types::tc::{dir_name, TcAttach, TcDirection};
-pub use crate::types::tcx::TcxAttach;
-pub use crate::types::tracepoint::TracepointAttach;
-pub use crate::types::tracing::{FentryAttach, FexitAttach, LsmAttach, TpBtfAttach};
-pub use crate::types::uprobe::UprobeAttach;
-pub use crate::types::xdp::{XdpAttach, XdpMode};
+// The option enums other crates name through this module (hook structs are in their type's
+// module under `types`).
+pub use crate::types::cgroup::CgroupDirection;
+pub use crate::types::netfilter::{NetfilterFamily, NetfilterHook};
+pub use crate::types::perf_event::SoftwareEvent;
+pub use crate::types::tc::{dir_name, TcDirection};
+pub use crate::types::xdp::XdpMode;
 pub use crate::types::AttachSpec;
 
 /// What every hook's options struct answers. `AttachSpec`'s methods dispatch to these, so a
@@ -282,7 +273,7 @@ mod tests {
         };
         assert!(matches!(
             t.attach(ProgramType::Tc, "tc/egress"),
-            RunAttach::Spec(AttachSpec::Tcx(TcxAttach {
+            RunAttach::Spec(AttachSpec::Tcx(crate::types::tcx::TcxAttach {
                 direction: TcDirection::Egress,
                 priority: 0,
                 ..

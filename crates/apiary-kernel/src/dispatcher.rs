@@ -623,7 +623,7 @@ pub enum ChainHook {
 pub fn attach_chain(hook: &ChainHook, d: &ComposedDispatcher) -> Result<OwnedFd> {
     let (spec, ctx, hook_kind) = match hook {
         ChainHook::Xdp { iface, netns, mode } => (
-            AttachSpec::Xdp(apiary_core::attach::XdpAttach {
+            AttachSpec::Xdp(apiary_core::types::xdp::XdpAttach {
                 iface: iface.clone(),
                 netns: netns.clone(),
                 mode: *mode,
@@ -640,7 +640,7 @@ pub fn attach_chain(hook: &ChainHook, d: &ComposedDispatcher) -> Result<OwnedFd>
             anchor,
         } => (
             // The TCX attach takes its order from the anchor; the priority is not used there.
-            AttachSpec::Tcx(apiary_core::attach::TcxAttach {
+            AttachSpec::Tcx(apiary_core::types::tcx::TcxAttach {
                 iface: iface.clone(),
                 netns: netns.clone(),
                 direction: *direction,

@@ -6,7 +6,7 @@ use crate::lock::MutationLock;
 use crate::views::*;
 use apiary_core::elf;
 use apiary_core::paths::PinPaths;
-use apiary_core::attach::TcxAttach;
+use apiary_core::types::tcx::TcxAttach;
 use apiary_core::{AttachSpec, LinkId, ProgramId, ProgramType, TcDirection};
 use apiary_kernel::{
     self as kernel, sys, AttachContext, Attachment, KernelError, TcFilter, TcxAnchor,

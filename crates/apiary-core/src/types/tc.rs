@@ -4,8 +4,9 @@
 
 use crate::attach::{
     default_priority, describe_netns, validate_iface, AttachOptions, AttachSpec, ChainSlot,
-    RunTargets, TcxAttach, XdpMode,
+    RunTargets, XdpMode,
 };
+use super::tcx::TcxAttach;
 use crate::chain::ChainKind;
 use crate::program::{uapi, ProgramType, RunRule, TypeInfo};
 use serde::{Deserialize, Serialize};

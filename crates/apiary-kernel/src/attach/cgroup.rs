@@ -2,12 +2,10 @@
 
 use crate::error::{KernelError, Result};
 use crate::sys;
-use apiary_core::attach::{
-    CgroupSkbAttach, CgroupSockAddrAttach, CgroupSockAttach, CgroupSockoptAttach,
-    CgroupSysctlAttach,
+use apiary_core::types::cgroup::{
+    CgroupDirection, CgroupHook, CgroupSkbAttach, CgroupSockAddrAttach, CgroupSockAttach,
+    CgroupSockoptAttach, CgroupSysctlAttach,
 };
-use apiary_core::program::CgroupHook;
-use apiary_core::CgroupDirection;
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;

@@ -3,7 +3,7 @@
 
 use crate::error::{KernelError, Result};
 use crate::sys;
-use apiary_core::attach::IterAttach;
+use apiary_core::types::iter::IterAttach;
 use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 

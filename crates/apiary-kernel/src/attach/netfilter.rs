@@ -3,7 +3,7 @@
 
 use crate::error::{KernelError, Result};
 use crate::{netns, sys};
-use apiary_core::attach::NetfilterAttach;
+use apiary_core::types::netfilter::NetfilterAttach;
 use apiary_core::{NetfilterFamily, NetfilterHook};
 use std::os::fd::{BorrowedFd, OwnedFd};
 

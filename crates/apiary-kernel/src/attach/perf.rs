@@ -3,7 +3,8 @@
 
 use crate::error::{KernelError, Result};
 use crate::sys;
-use apiary_core::attach::{PerfEventAttach, SoftwareEvent, TracepointAttach};
+use apiary_core::types::perf_event::{PerfEventAttach, SoftwareEvent};
+use apiary_core::types::tracepoint::TracepointAttach;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 

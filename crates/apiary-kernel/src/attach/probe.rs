@@ -6,7 +6,8 @@
 use super::perf::{base_attr, perf_link};
 use crate::error::{KernelError, Result};
 use crate::sys;
-use apiary_core::attach::{KprobeAttach, UprobeAttach};
+use apiary_core::types::kprobe::KprobeAttach;
+use apiary_core::types::uprobe::UprobeAttach;
 use object::{Object, ObjectSegment, ObjectSymbol};
 use std::ffi::CString;
 use std::os::fd::{BorrowedFd, OwnedFd};

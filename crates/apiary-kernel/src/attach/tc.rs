@@ -4,7 +4,7 @@
 use super::TcFilter;
 use crate::error::{KernelError, Result};
 use crate::netns;
-use apiary_core::attach::TcAttach;
+use apiary_core::types::tc::TcAttach;
 use apiary_core::TcDirection;
 use libbpf_rs::{TcHookBuilder, TC_EGRESS, TC_INGRESS};
 use std::os::fd::{AsFd, BorrowedFd};

@@ -3,7 +3,7 @@
 
 use crate::error::{KernelError, Result};
 use crate::{netns, sys};
-use apiary_core::attach::TcxAttach;
+use apiary_core::types::tcx::TcxAttach;
 use apiary_core::TcDirection;
 use std::os::fd::{BorrowedFd, OwnedFd};
 

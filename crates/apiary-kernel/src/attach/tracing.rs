@@ -3,7 +3,7 @@
 
 use crate::error::{KernelError, Result};
 use crate::sys;
-use apiary_core::attach::RawTracepointAttach;
+use apiary_core::types::raw_tracepoint::RawTracepointAttach;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 pub(super) fn raw_tracepoint(prog: BorrowedFd<'_>, spec: &RawTracepointAttach) -> Result<OwnedFd> {

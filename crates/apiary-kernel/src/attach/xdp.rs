@@ -2,7 +2,7 @@
 
 use crate::error::{KernelError, Result};
 use crate::{netns, sys};
-use apiary_core::attach::XdpAttach;
+use apiary_core::types::xdp::XdpAttach;
 use apiary_core::XdpMode;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
