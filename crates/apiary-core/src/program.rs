@@ -45,9 +45,11 @@ pub struct TypeInfo {
     pub run: RunRule,
     /// What the kernel must offer (shown by `inspect` and in errors).
     pub requires: &'static str,
-    /// The kernel program type and expected attach type to load it with when libbpf cannot
-    /// tell them from the section (`classifier/NAME`); `None` for types whose section must name
-    /// their target (a BTF function, a cgroup hook).
+    /// The kernel program type and expected attach type (uapi numbers, `enum bpf_prog_type`
+    /// and `enum bpf_attach_type`) to load it with when libbpf cannot tell them from the section
+    /// (`classifier/NAME`); `None` for types whose section must name their target (a BTF
+    /// function, a cgroup hook). A test in apiary-kernel checks them against libbpf's own
+    /// section rules.
     pub untyped: Option<(u32, u32)>,
     /// Whether programs of this type can join an XDP or TC chain (apiary's dispatcher).
     pub chainable: bool,
@@ -104,26 +106,6 @@ impl TypeInfo {
 
 fn no_spec(_: &RunTargets, _: &str) -> Option<AttachSpec> {
     None
-}
-
-/// Kernel uapi values (`enum bpf_prog_type`, `enum bpf_attach_type`) the table uses; checked
-/// against libbpf's headers by a test in apiary-kernel.
-pub mod uapi {
-    pub const PROG_SOCKET_FILTER: u32 = 1;
-    pub const PROG_KPROBE: u32 = 2;
-    pub const PROG_SCHED_CLS: u32 = 3;
-    pub const PROG_TRACEPOINT: u32 = 5;
-    pub const PROG_XDP: u32 = 6;
-    pub const PROG_PERF_EVENT: u32 = 7;
-    pub const PROG_CGROUP_SKB: u32 = 8;
-    pub const PROG_CGROUP_SOCK: u32 = 9;
-    pub const PROG_RAW_TRACEPOINT: u32 = 17;
-    pub const PROG_SK_LOOKUP: u32 = 30;
-    pub const PROG_NETFILTER: u32 = 32;
-    pub const ATTACH_CGROUP_INET_SOCK_CREATE: u32 = 2;
-    pub const ATTACH_SK_LOOKUP: u32 = 36;
-    pub const ATTACH_XDP: u32 = 37;
-    pub const ATTACH_NETFILTER: u32 = 45;
 }
 
 /// Normalise a name users or labels spell in several ways: lower case, `_` as `-`.

@@ -3,7 +3,7 @@
 //! The kernel loads a program for one attach type, named by its section (`cgroup/connect4`).
 
 use crate::attach::{AttachOptions, AttachSpec, RunTargets};
-use crate::program::{uapi, ProgramType, RunRule, TypeInfo};
+use crate::program::{ProgramType, RunRule, TypeInfo};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -186,7 +186,8 @@ pub const SKB: TypeInfo = TypeInfo {
     labels: &["cgroup_skb"],
     run: RunRule::Cgroup,
     requires: "cgroup v2",
-    untyped: Some((uapi::PROG_CGROUP_SKB, 0)),
+    // BPF_PROG_TYPE_CGROUP_SKB, no expected attach type
+    untyped: Some((8, 0)),
     link_update: true,
     default_spec: |t: &RunTargets, section: &str| {
         Some(AttachSpec::CgroupSkb(CgroupSkbAttach {
@@ -213,7 +214,8 @@ pub const SOCK: TypeInfo = TypeInfo {
     labels: &["cgroup_sock"],
     run: RunRule::Cgroup,
     requires: "cgroup v2",
-    untyped: Some((uapi::PROG_CGROUP_SOCK, uapi::ATTACH_CGROUP_INET_SOCK_CREATE)),
+    // BPF_PROG_TYPE_CGROUP_SOCK, BPF_CGROUP_INET_SOCK_CREATE
+    untyped: Some((9, 2)),
     link_update: true,
     default_spec: |t: &RunTargets, _: &str| {
         Some(AttachSpec::CgroupSock(CgroupSockAttach {

@@ -2,7 +2,7 @@
 //! through the kprobe PMU.
 
 use crate::attach::{parse_offset, AttachOptions, AttachSpec, RunTargets};
-use crate::program::{uapi, ProgramType, RunEvent, TypeInfo};
+use crate::program::{ProgramType, RunEvent, TypeInfo};
 use serde::{Deserialize, Serialize};
 
 /// A kernel function.
@@ -25,7 +25,8 @@ pub const INFO: TypeInfo = TypeInfo {
     return_prefixes: &["kretprobe", "kretsyscall"],
     labels: &["kprobe", "kretprobe"],
     requires: "the kprobe PMU (/sys/bus/event_source/devices/kprobe)",
-    untyped: Some((uapi::PROG_KPROBE, 0)),
+    // BPF_PROG_TYPE_KPROBE, no expected attach type
+    untyped: Some((2, 0)),
     pmu: Some("/sys/bus/event_source/devices/kprobe"),
     event: RunEvent::Function,
     default_spec: from_section,

@@ -2,7 +2,7 @@
 //! namespace, ordered among netfilter's own hooks by priority.
 
 use crate::attach::{describe_netns, AttachOptions};
-use crate::program::{uapi, ProgramType, RunRule, TypeInfo};
+use crate::program::{ProgramType, RunRule, TypeInfo};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -126,7 +126,8 @@ pub const INFO: TypeInfo = TypeInfo {
         "a netfilter program needs a hook, family and priority: use apiary attach ID netfilter",
     ),
     requires: "netfilter BPF links (Linux 6.4, CONFIG_NETFILTER_BPF_LINK)",
-    untyped: Some((uapi::PROG_NETFILTER, uapi::ATTACH_NETFILTER)),
+    // BPF_PROG_TYPE_NETFILTER, BPF_NETFILTER
+    untyped: Some((32, 45)),
     ..TypeInfo::base(ProgramType::Netfilter, "netfilter")
 };
 

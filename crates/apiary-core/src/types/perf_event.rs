@@ -1,7 +1,7 @@
 //! perf_event: a program sampled by a software perf event on every CPU (or one).
 
 use crate::attach::{AttachOptions, AttachSpec, RunTargets};
-use crate::program::{uapi, ProgramType, RunRule, TypeInfo};
+use crate::program::{ProgramType, RunRule, TypeInfo};
 use serde::{Deserialize, Serialize};
 
 /// The kernel's software perf events that a `perf-event` program can be driven by (hardware
@@ -33,7 +33,8 @@ pub const INFO: TypeInfo = TypeInfo {
     labels: &["perf_event"],
     run: RunRule::CpuClock,
     requires: "perf events (software events suffice)",
-    untyped: Some((uapi::PROG_PERF_EVENT, 0)),
+    // BPF_PROG_TYPE_PERF_EVENT, no expected attach type
+    untyped: Some((7, 0)),
     default_spec: |_: &RunTargets, _: &str| {
         Some(AttachSpec::PerfEvent(PerfEventAttach {
             event: SoftwareEvent::CpuClock,

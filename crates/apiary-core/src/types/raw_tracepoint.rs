@@ -1,7 +1,7 @@
 //! Raw tracepoints (`raw_tp/NAME`): a tracepoint's raw arguments, without tracefs.
 
 use crate::attach::{valid_tp_part, AttachOptions, AttachSpec, RunTargets};
-use crate::program::{uapi, ProgramType, RunEvent, TypeInfo};
+use crate::program::{ProgramType, RunEvent, TypeInfo};
 use serde::{Deserialize, Serialize};
 
 /// A raw tracepoint by name.
@@ -17,7 +17,8 @@ pub const INFO: TypeInfo = TypeInfo {
     section_prefixes: &["raw_tracepoint", "raw_tp", "raw_tracepoint.w", "raw_tp.w"],
     labels: &["raw_tracepoint", "rawtracepoint", "raw_tp"],
     requires: "raw tracepoints",
-    untyped: Some((uapi::PROG_RAW_TRACEPOINT, 0)),
+    // BPF_PROG_TYPE_RAW_TRACEPOINT, no expected attach type
+    untyped: Some((17, 0)),
     event: RunEvent::Tracepoint,
     default_spec: from_section,
     ..TypeInfo::base(ProgramType::RawTracepoint, "raw-tracepoint")

@@ -1,7 +1,7 @@
 //! sk_lookup: picks the socket for a network namespace's incoming connections (Linux 5.9).
 
 use crate::attach::AttachOptions;
-use crate::program::{uapi, ProgramType, RunRule, TypeInfo};
+use crate::program::{ProgramType, RunRule, TypeInfo};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -24,7 +24,8 @@ pub const INFO: TypeInfo = TypeInfo {
         "an sk_lookup program steers a network namespace's connections to sockets an application puts in its map: use apiary attach ID sk-lookup --netns",
     ),
     requires: "sk_lookup (Linux 5.9)",
-    untyped: Some((uapi::PROG_SK_LOOKUP, uapi::ATTACH_SK_LOOKUP)),
+    // BPF_PROG_TYPE_SK_LOOKUP, BPF_SK_LOOKUP
+    untyped: Some((30, 36)),
     link_update: true,
     ..TypeInfo::base(ProgramType::SkLookup, "sk-lookup")
 };

@@ -1,7 +1,7 @@
 //! Socket filters: run on a socket their own process opens (SO_ATTACH_BPF with the program's
 //! fd), so apiary loads them but has no attach for them.
 
-use crate::program::{uapi, ProgramType, RunRule, TypeInfo};
+use crate::program::{ProgramType, RunRule, TypeInfo};
 
 pub const INFO: TypeInfo = TypeInfo {
     aliases: &["socket"],
@@ -12,6 +12,7 @@ pub const INFO: TypeInfo = TypeInfo {
          (setsockopt SO_ATTACH_BPF with the program's fd); no apiary command can attach it for that process",
     ),
     requires: "nothing special",
-    untyped: Some((uapi::PROG_SOCKET_FILTER, 0)),
+    // BPF_PROG_TYPE_SOCKET_FILTER, no expected attach type
+    untyped: Some((1, 0)),
     ..TypeInfo::base(ProgramType::SocketFilter, "socket-filter")
 };

@@ -8,7 +8,7 @@ use crate::attach::{
 };
 use super::tcx::TcxAttach;
 use crate::chain::ChainKind;
-use crate::program::{uapi, ProgramType, RunRule, TypeInfo};
+use crate::program::{ProgramType, RunRule, TypeInfo};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -63,7 +63,8 @@ pub const INFO: TypeInfo = TypeInfo {
     labels: &["tc", "sched_cls", "classifier"],
     run: RunRule::Interface,
     requires: "TCX links (Linux 6.6) for chains; clsact for --legacy",
-    untyped: Some((uapi::PROG_SCHED_CLS, 0)),
+    // BPF_PROG_TYPE_SCHED_CLS, no expected attach type
+    untyped: Some((3, 0)),
     chainable: true,
     default_spec: for_run,
     ..TypeInfo::base(ProgramType::Tc, "tc")

@@ -4,7 +4,7 @@
 use crate::attach::{
     default_priority, describe_netns, dir_name, validate_iface, AttachOptions, TcDirection,
 };
-use crate::program::{uapi, ProgramType, RunRule, TypeInfo};
+use crate::program::{ProgramType, RunRule, TypeInfo};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -34,7 +34,8 @@ pub const INFO: TypeInfo = TypeInfo {
     labels: &["tcx"],
     run: RunRule::Interface,
     requires: "TCX links (Linux 6.6)",
-    untyped: Some((uapi::PROG_SCHED_CLS, 0)),
+    // BPF_PROG_TYPE_SCHED_CLS, no expected attach type
+    untyped: Some((3, 0)),
     chainable: true,
     link_update: true,
     default_spec: super::tc::for_run,

@@ -1,7 +1,7 @@
 //! Tracepoints (tracefs events, `tracepoint/CATEGORY/NAME`) through a perf event.
 
 use crate::attach::{valid_tp_part, AttachOptions, AttachSpec, RunTargets};
-use crate::program::{uapi, ProgramType, RunEvent, TypeInfo};
+use crate::program::{ProgramType, RunEvent, TypeInfo};
 use serde::{Deserialize, Serialize};
 
 /// A tracepoint, CATEGORY/NAME.
@@ -18,7 +18,8 @@ pub const INFO: TypeInfo = TypeInfo {
     section_prefixes: &["tracepoint", "tp"],
     labels: &["tracepoint"],
     requires: "tracefs tracepoints",
-    untyped: Some((uapi::PROG_TRACEPOINT, 0)),
+    // BPF_PROG_TYPE_TRACEPOINT, no expected attach type
+    untyped: Some((5, 0)),
     event: RunEvent::Tracepoint,
     default_spec: from_section,
     ..TypeInfo::base(ProgramType::Tracepoint, "tracepoint")

@@ -2,7 +2,7 @@
 //! offset), optionally in one process, through the uprobe PMU.
 
 use crate::attach::{parse_offset, AttachOptions, AttachSpec, RunTargets};
-use crate::program::{uapi, ProgramType, TypeInfo};
+use crate::program::{ProgramType, TypeInfo};
 use serde::{Deserialize, Serialize};
 
 /// A user-space function: a path or library name (libc), and a symbol and/or offset.
@@ -33,7 +33,8 @@ pub const INFO: TypeInfo = TypeInfo {
     return_prefixes: &["uretprobe", "uretprobe.s"],
     labels: &["uprobe", "uretprobe"],
     requires: "the uprobe PMU",
-    untyped: Some((uapi::PROG_KPROBE, 0)),
+    // BPF_PROG_TYPE_KPROBE, no expected attach type
+    untyped: Some((2, 0)),
     pmu: Some("/sys/bus/event_source/devices/uprobe"),
     default_spec: from_section,
     ..TypeInfo::base(ProgramType::Uprobe, "uprobe")

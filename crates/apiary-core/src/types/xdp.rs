@@ -6,7 +6,7 @@ use crate::attach::{
     RunTargets,
 };
 use crate::chain::ChainKind;
-use crate::program::{uapi, ProgramType, RunRule, TypeInfo};
+use crate::program::{ProgramType, RunRule, TypeInfo};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -64,7 +64,8 @@ pub const INFO: TypeInfo = TypeInfo {
     labels: &["xdp"],
     run: RunRule::Interface,
     requires: "XDP (any kernel apiary runs on; generic mode where drivers lack it)",
-    untyped: Some((uapi::PROG_XDP, uapi::ATTACH_XDP)),
+    // BPF_PROG_TYPE_XDP, BPF_XDP
+    untyped: Some((6, 37)),
     chainable: true,
     link_update: true,
     default_spec: for_run,
