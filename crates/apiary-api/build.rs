@@ -54,7 +54,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .message_type
             .iter()
             .find(|m| format!("{PACKAGE}.{}", m.name()) == *hook)
-            .ok_or_else(|| format!("AttachSpec's hook type {hook} is not a message of apiary.v1"))?;
+            .ok_or_else(|| {
+                format!("AttachSpec's hook type {hook} is not a message of apiary.v1")
+            })?;
         // Fields left out of apiary-core's JSON (skipped when empty) read as proto defaults.
         config = config.type_attribute(
             hook,
@@ -65,7 +67,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if enums.contains(f.type_name()) {
                 // Enum fields are i32 on the wire; apiary-core writes them by name.
                 if f.label == Some(LABEL_REPEATED) || f.proto3_optional() {
-                    return Err(format!("{path}: only plain enum fields are supported in hooks").into());
+                    return Err(
+                        format!("{path}: only plain enum fields are supported in hooks").into(),
+                    );
                 }
                 let e = f.type_name().rsplit('.').next().unwrap_or_default();
                 config = config.field_attribute(
@@ -77,10 +81,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 );
             } else if f.proto3_optional() {
                 // apiary-core leaves unset options out (and fills its own defaults for them).
-                config = config.field_attribute(
-                    path,
-                    "#[serde(skip_serializing_if = \"Option::is_none\")]",
-                );
+                config = config
+                    .field_attribute(path, "#[serde(skip_serializing_if = \"Option::is_none\")]");
             }
         }
     }
@@ -92,7 +94,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let name = e.name();
         let prefix = format!("{}_", screaming_snake(name));
         if let Some(v) = e.value.iter().find(|v| !v.name().starts_with(&prefix)) {
-            return Err(format!("enum {name}: value {} does not start with {prefix}", v.name()).into());
+            return Err(format!(
+                "enum {name}: value {} does not start with {prefix}",
+                v.name()
+            )
+            .into());
         }
         writeln!(
             out,

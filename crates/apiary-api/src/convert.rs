@@ -640,9 +640,10 @@ mod tests {
 
     #[test]
     fn attach_specs_convert_through_their_messages() {
-        let spec: AttachSpec =
-            serde_json::from_str(r#"{"type":"tc","iface":"veth0","direction":"egress","priority":7,"legacy":true}"#)
-                .unwrap();
+        let spec: AttachSpec = serde_json::from_str(
+            r#"{"type":"tc","iface":"veth0","direction":"egress","priority":7,"legacy":true}"#,
+        )
+        .unwrap();
         let p: pb::AttachSpec = (&spec).into();
         assert!(matches!(p.hook, Some(pb::attach_spec::Hook::Tc(_))));
         assert_eq!(AttachSpec::try_from(p).unwrap(), spec);

@@ -51,10 +51,7 @@ pub fn proto_value<E: ProtoEnum>(name: &str) -> Option<i32> {
 pub fn ser_enum<E: ProtoEnum, S: Serializer>(v: &i32, s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::Error;
     match core_name::<E>(*v) {
-        Some(n) if n == "unspecified" => Err(S::Error::custom(format!(
-            "{} is required",
-            E::WHAT
-        ))),
+        Some(n) if n == "unspecified" => Err(S::Error::custom(format!("{} is required", E::WHAT))),
         Some(n) => s.serialize_str(&n),
         None => Err(S::Error::custom(format!("unknown {} {v}", E::WHAT))),
     }
@@ -105,7 +102,9 @@ pub fn program_type_from_proto(v: i32, field: &str) -> Result<Option<ProgramType
     if name == "unspecified" {
         return Ok(None);
     }
-    ProgramType::parse_user(&name).map(Some).map_err(|_| unknown())
+    ProgramType::parse_user(&name)
+        .map(Some)
+        .map_err(|_| unknown())
 }
 
 #[cfg(test)]
@@ -210,7 +209,10 @@ mod tests {
             family: "ipv4".into(),
             ..Default::default()
         }));
-        assert!(e.contains("attach.netfilter") && e.contains("unknown netfilter hook"), "{e}");
+        assert!(
+            e.contains("attach.netfilter") && e.contains("unknown netfilter hook"),
+            "{e}"
+        );
         // Unset optional fields take apiary-core's defaults.
         let x = from_proto(pb::attach_spec::Hook::Tcx(pb::TcxAttach {
             iface: "veth0".into(),

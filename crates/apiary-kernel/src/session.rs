@@ -278,8 +278,8 @@ fn auto_attach_error(
             reason: format!("the kernel has no {} PMU ({dir} is missing)", ty.name()),
         };
     }
-    let no_target = errno == Some(libc::ESRCH)
-        || (errno == Some(libc::EOPNOTSUPP) && pmu.is_some());
+    let no_target =
+        errno == Some(libc::ESRCH) || (errno == Some(libc::EOPNOTSUPP) && pmu.is_some());
     if no_target {
         return KernelError::Invalid(format!(
             "program {name:?}: section {section:?} does not name a target to attach to (e.g. SEC(\"uprobe//path:function\")); use `apiary load` and `apiary attach`"
@@ -290,6 +290,9 @@ fn auto_attach_error(
             target: format!("{section} (program {name})"),
             reason: "the kernel has no such attach point".into(),
         },
-        Some(_) | None => KernelError::libbpf(format!("attach program {name:?} from section {section:?}"), e),
+        Some(_) | None => KernelError::libbpf(
+            format!("attach program {name:?} from section {section:?}"),
+            e,
+        ),
     }
 }

@@ -271,10 +271,7 @@ pub const SYSCTL: TypeInfo = TypeInfo {
 
 /// The hook of a socket-address or sockopt spec: the one given, which must be of the spec's
 /// type, else the one the section names.
-fn resolve_hook(
-    hook: &mut Option<CgroupHook>,
-    section: &str,
-) -> Result<(), String> {
+fn resolve_hook(hook: &mut Option<CgroupHook>, section: &str) -> Result<(), String> {
     if hook.is_none() {
         *hook = Some(CgroupHook::from_section(section).ok_or_else(|| {
             format!("section {section:?} names no cgroup hook; give one with --hook")

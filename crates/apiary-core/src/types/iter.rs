@@ -39,6 +39,9 @@ mod tests {
             AttachSpec::from_section(ProgramType::Iter, "iter/task"),
             Some(AttachSpec::Iter(IterAttach {}))
         );
-        assert_eq!(ProgramType::from_section("iter.s/task"), Some(ProgramType::Iter));
+        assert_eq!(
+            ProgramType::from_section("iter.s/task"),
+            Some(ProgramType::Iter)
+        );
     }
 }

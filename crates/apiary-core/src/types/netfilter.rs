@@ -169,7 +169,10 @@ mod tests {
             .parse::<NetfilterHook>()
             .unwrap_err()
             .contains("unknown netfilter hook"));
-        assert_eq!("inet6".parse::<NetfilterFamily>(), Ok(NetfilterFamily::Ipv6));
+        assert_eq!(
+            "inet6".parse::<NetfilterFamily>(),
+            Ok(NetfilterFamily::Ipv6)
+        );
         let n = NetfilterAttach {
             hook: NetfilterHook::Input,
             family: NetfilterFamily::Ipv4,
@@ -180,7 +183,10 @@ mod tests {
         assert!(n.validate().unwrap_err().contains("reserved"));
         let j: NetfilterAttach =
             serde_json::from_str(r#"{"hook":"Input","family":"inet","priority":1}"#).unwrap();
-        assert_eq!((j.hook, j.family), (NetfilterHook::Input, NetfilterFamily::Ipv4));
+        assert_eq!(
+            (j.hook, j.family),
+            (NetfilterHook::Input, NetfilterFamily::Ipv4)
+        );
         assert_eq!(
             NetfilterAttach { priority: -5, ..n }.describe(),
             "netfilter ipv4 input prio=-5 defrag"

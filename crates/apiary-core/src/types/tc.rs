@@ -2,11 +2,11 @@
 //! programs (a dispatcher on a TCX link), or with `legacy` a single cls_bpf filter on the
 //! clsact qdisc, for kernels without TCX.
 
+use super::tcx::TcxAttach;
 use crate::attach::{
     default_priority, describe_netns, validate_iface, AttachOptions, AttachSpec, ChainSlot,
     RunTargets, XdpMode,
 };
-use super::tcx::TcxAttach;
 use crate::chain::ChainKind;
 use crate::program::{ProgramType, RunRule, TypeInfo};
 use serde::{Deserialize, Serialize};
@@ -100,7 +100,11 @@ impl AttachOptions for TcAttach {
     }
 
     fn describe(&self) -> String {
-        let (iface, dir, ns) = (&self.iface, dir_name(self.direction), describe_netns(&self.netns));
+        let (iface, dir, ns) = (
+            &self.iface,
+            dir_name(self.direction),
+            describe_netns(&self.netns),
+        );
         if self.legacy {
             format!("tc {iface} {dir} legacy{ns}")
         } else {
@@ -141,7 +145,10 @@ mod tests {
         assert!(tc(false, &["ok"]).validate().is_ok());
         assert!(tc(false, &["drop"]).validate().is_err());
         assert!(tc(true, &[]).chain().is_none());
-        assert!(tc(true, &["ok"]).validate().unwrap_err().contains("--legacy"));
+        assert!(tc(true, &["ok"])
+            .validate()
+            .unwrap_err()
+            .contains("--legacy"));
         assert_eq!(tc(true, &[]).describe(), "tc veth0 egress legacy");
         assert_eq!(tc(false, &[]).describe(), "tc veth0 egress prio=20");
     }

@@ -149,6 +149,9 @@ mod tests {
             priority: 7,
             proceed_on: vec![],
         };
-        assert_eq!(x.describe(), "xdp veth0 netns=/var/run/netns/a prio=7 mode=skb");
+        assert_eq!(
+            x.describe(),
+            "xdp veth0 netns=/var/run/netns/a prio=7 mode=skb"
+        );
     }
 }

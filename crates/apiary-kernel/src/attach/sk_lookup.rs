@@ -2,8 +2,8 @@
 
 use crate::error::{KernelError, Result};
 use crate::sys;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use apiary_core::types::sk_lookup::SkLookupAttach;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 pub(super) fn attach(prog: BorrowedFd<'_>, spec: &SkLookupAttach) -> Result<OwnedFd> {
     let netns = spec.netns.as_path();
