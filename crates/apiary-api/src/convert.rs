@@ -8,12 +8,9 @@
 
 use crate::pb;
 use apiary::chain::{ChainMemberView, ChainView};
-use apiary::core::attach::SoftwareEvent;
 use apiary::core::chain::ChainKind;
 use apiary::core::Hook;
-use apiary::core::{
-    AttachSpec, CgroupDirection, LinkId, ProgramId, ProgramType, TcDirection, XdpMode,
-};
+use apiary::core::{AttachSpec, LinkId, ProgramId, TcDirection};
 use apiary::kernel::sys::{MapInfo, ProgInfo};
 use apiary::{
     LinkView, MapDump, MapDumpEntry, MapRef, MapView, ProgramDetail, ProgramView, UpdateReport,
@@ -77,102 +74,7 @@ fn to_usize(v: u64, field: &str) -> Result<usize> {
 
 // ------------------------------------------------------------------------------ enums
 
-pub fn program_type_to_proto(t: ProgramType) -> pb::ProgramType {
-    match t {
-        ProgramType::Xdp => pb::ProgramType::Xdp,
-        ProgramType::Tc => pb::ProgramType::Tc,
-        ProgramType::Tcx => pb::ProgramType::Tcx,
-        ProgramType::Tracepoint => pb::ProgramType::Tracepoint,
-        ProgramType::RawTracepoint => pb::ProgramType::RawTracepoint,
-        ProgramType::TpBtf => pb::ProgramType::TpBtf,
-        ProgramType::Kprobe => pb::ProgramType::Kprobe,
-        ProgramType::Uprobe => pb::ProgramType::Uprobe,
-        ProgramType::CgroupSkb => pb::ProgramType::CgroupSkb,
-        ProgramType::CgroupSock => pb::ProgramType::CgroupSock,
-        ProgramType::PerfEvent => pb::ProgramType::PerfEvent,
-        ProgramType::Fentry => pb::ProgramType::Fentry,
-        ProgramType::Fexit => pb::ProgramType::Fexit,
-        ProgramType::Lsm => pb::ProgramType::Lsm,
-        ProgramType::SocketFilter => pb::ProgramType::SocketFilter,
-        ProgramType::CgroupSockAddr => pb::ProgramType::CgroupSockAddr,
-        ProgramType::CgroupSockopt => pb::ProgramType::CgroupSockopt,
-        ProgramType::CgroupSysctl => pb::ProgramType::CgroupSysctl,
-        ProgramType::Netfilter => pb::ProgramType::Netfilter,
-        ProgramType::Iter => pb::ProgramType::Iter,
-        ProgramType::SkLookup => pb::ProgramType::SkLookup,
-        ProgramType::Usdt => pb::ProgramType::Usdt,
-    }
-}
-
-/// None for PROGRAM_TYPE_UNSPECIFIED (the section decides).
-pub fn program_type_from_proto(v: i32, field: &str) -> Result<Option<ProgramType>> {
-    let t = pb::ProgramType::try_from(v)
-        .map_err(|_| Invalid::new(field, format!("unknown program type {v}")))?;
-    Ok(Some(match t {
-        pb::ProgramType::Unspecified => return Ok(None),
-        pb::ProgramType::Xdp => ProgramType::Xdp,
-        pb::ProgramType::Tc => ProgramType::Tc,
-        pb::ProgramType::Tcx => ProgramType::Tcx,
-        pb::ProgramType::Tracepoint => ProgramType::Tracepoint,
-        pb::ProgramType::RawTracepoint => ProgramType::RawTracepoint,
-        pb::ProgramType::TpBtf => ProgramType::TpBtf,
-        pb::ProgramType::Kprobe => ProgramType::Kprobe,
-        pb::ProgramType::Uprobe => ProgramType::Uprobe,
-        pb::ProgramType::CgroupSkb => ProgramType::CgroupSkb,
-        pb::ProgramType::CgroupSock => ProgramType::CgroupSock,
-        pb::ProgramType::PerfEvent => ProgramType::PerfEvent,
-        pb::ProgramType::Fentry => ProgramType::Fentry,
-        pb::ProgramType::Fexit => ProgramType::Fexit,
-        pb::ProgramType::Lsm => ProgramType::Lsm,
-        pb::ProgramType::SocketFilter => ProgramType::SocketFilter,
-        pb::ProgramType::CgroupSockAddr => ProgramType::CgroupSockAddr,
-        pb::ProgramType::CgroupSockopt => ProgramType::CgroupSockopt,
-        pb::ProgramType::CgroupSysctl => ProgramType::CgroupSysctl,
-        pb::ProgramType::Netfilter => ProgramType::Netfilter,
-        pb::ProgramType::Iter => ProgramType::Iter,
-        pb::ProgramType::SkLookup => ProgramType::SkLookup,
-        pb::ProgramType::Usdt => ProgramType::Usdt,
-    }))
-}
-
-fn cgroup_hook_to_proto(
-    cgroup: &std::path::Path,
-    hook: Option<apiary_core::program::CgroupHook>,
-) -> pb::CgroupHookAttach {
-    pb::CgroupHookAttach {
-        cgroup: cgroup.to_string_lossy().into_owned(),
-        hook: hook.map(|h| h.name().to_string()).unwrap_or_default(),
-    }
-}
-
-fn cgroup_hook_from_proto(
-    hook: &str,
-    field: &str,
-) -> Result<Option<apiary_core::program::CgroupHook>> {
-    if hook.is_empty() {
-        return Ok(None);
-    }
-    hook.parse()
-        .map(Some)
-        .map_err(|e: String| Invalid::new(field, e))
-}
-
-fn xdp_mode_to_proto(m: XdpMode) -> pb::XdpMode {
-    match m {
-        XdpMode::Auto => pb::XdpMode::Auto,
-        XdpMode::Drv => pb::XdpMode::Drv,
-        XdpMode::Skb => pb::XdpMode::Skb,
-    }
-}
-
-fn xdp_mode_from_proto(v: i32) -> Result<XdpMode> {
-    match pb::XdpMode::try_from(v) {
-        Ok(pb::XdpMode::Auto) => Ok(XdpMode::Auto),
-        Ok(pb::XdpMode::Drv) => Ok(XdpMode::Drv),
-        Ok(pb::XdpMode::Skb) => Ok(XdpMode::Skb),
-        Err(_) => Err(Invalid::new("xdp.mode", format!("unknown XDP mode {v}"))),
-    }
-}
+pub use crate::hooks::{program_type_from_proto, program_type_to_proto};
 
 fn tc_direction_to_proto(d: TcDirection) -> pb::Direction {
     match d {
@@ -193,35 +95,6 @@ fn direction_from_proto(v: i32, field: &str) -> Result<TcDirection> {
     }
 }
 
-fn cgroup_direction_to_proto(d: CgroupDirection) -> pb::Direction {
-    match d {
-        CgroupDirection::Ingress => pb::Direction::Ingress,
-        CgroupDirection::Egress => pb::Direction::Egress,
-    }
-}
-
-fn software_event_to_proto(e: SoftwareEvent) -> pb::SoftwareEvent {
-    match e {
-        SoftwareEvent::CpuClock => pb::SoftwareEvent::CpuClock,
-        SoftwareEvent::TaskClock => pb::SoftwareEvent::TaskClock,
-    }
-}
-
-fn software_event_from_proto(v: i32) -> Result<SoftwareEvent> {
-    match pb::SoftwareEvent::try_from(v) {
-        Ok(pb::SoftwareEvent::CpuClock) => Ok(SoftwareEvent::CpuClock),
-        Ok(pb::SoftwareEvent::TaskClock) => Ok(SoftwareEvent::TaskClock),
-        Ok(pb::SoftwareEvent::Unspecified) => Err(Invalid::new(
-            "perf_event.event",
-            "is required: cpu-clock or task-clock",
-        )),
-        Err(_) => Err(Invalid::new(
-            "perf_event.event",
-            format!("unknown software event {v}"),
-        )),
-    }
-}
-
 fn chain_kind_to_proto(k: ChainKind) -> pb::ChainKind {
     match k {
         ChainKind::Xdp => pb::ChainKind::Xdp,
@@ -239,245 +112,26 @@ fn opt_path(s: Option<String>) -> Option<PathBuf> {
     s.map(PathBuf::from)
 }
 
+// Per hook, these go through serde (see hooks.rs): a new hook needs no arm here.
+
 impl From<&AttachSpec> for pb::AttachSpec {
     fn from(spec: &AttachSpec) -> Self {
-        use pb::attach_spec::Hook;
-        let hook = match spec {
-            AttachSpec::Tracepoint { tracepoint } => Hook::Tracepoint(pb::TracepointAttach {
-                tracepoint: tracepoint.clone(),
-            }),
-            AttachSpec::RawTracepoint { tracepoint } => {
-                Hook::RawTracepoint(pb::RawTracepointAttach {
-                    tracepoint: tracepoint.clone(),
-                })
+        match crate::hooks::to_proto(spec) {
+            Ok(hook) => pb::AttachSpec { hook: Some(hook) },
+            Err(e) => {
+                // Only a proto that lost a hook apiary-core has can get here (every hook is
+                // round-tripped by a test); the receiver then reports the missing hook.
+                tracing::error!(%e, "attach spec has no proto form");
+                pb::AttachSpec { hook: None }
             }
-            AttachSpec::TpBtf => Hook::TpBtf(pb::Empty {}),
-            AttachSpec::Iter => Hook::Iter(pb::Empty {}),
-            AttachSpec::SkLookup { netns } => Hook::SkLookup(pb::SkLookupAttach {
-                netns: netns.to_string_lossy().into_owned(),
-            }),
-            AttachSpec::Xdp {
-                iface,
-                netns,
-                mode,
-                priority,
-                proceed_on,
-            } => Hook::Xdp(pb::XdpAttach {
-                iface: iface.clone(),
-                netns: path_str(netns),
-                mode: xdp_mode_to_proto(*mode) as i32,
-                priority: Some(*priority),
-                proceed_on: proceed_on.clone(),
-            }),
-            AttachSpec::Tc {
-                iface,
-                netns,
-                direction,
-                priority,
-                proceed_on,
-                legacy,
-            } => Hook::Tc(pb::TcAttach {
-                iface: iface.clone(),
-                netns: path_str(netns),
-                direction: tc_direction_to_proto(*direction) as i32,
-                priority: Some(*priority),
-                proceed_on: proceed_on.clone(),
-                legacy: *legacy,
-            }),
-            AttachSpec::Tcx {
-                iface,
-                netns,
-                direction,
-                priority,
-            } => Hook::Tcx(pb::TcxAttach {
-                iface: iface.clone(),
-                netns: path_str(netns),
-                direction: tc_direction_to_proto(*direction) as i32,
-                priority: Some(*priority),
-            }),
-            AttachSpec::Uprobe {
-                target,
-                fn_name,
-                offset,
-                retprobe,
-                pid,
-            } => Hook::Uprobe(pb::UprobeAttach {
-                target: target.clone(),
-                fn_name: fn_name.clone(),
-                offset: *offset,
-                retprobe: *retprobe,
-                pid: *pid,
-            }),
-            AttachSpec::Usdt {
-                target,
-                provider,
-                name,
-                pid,
-            } => Hook::Usdt(pb::UsdtAttach {
-                target: target.clone(),
-                provider: provider.clone(),
-                name: name.clone(),
-                pid: *pid,
-            }),
-            AttachSpec::Kprobe {
-                fn_name,
-                offset,
-                retprobe,
-            } => Hook::Kprobe(pb::KprobeAttach {
-                fn_name: fn_name.clone(),
-                offset: *offset,
-                retprobe: *retprobe,
-            }),
-            AttachSpec::CgroupSkb { cgroup, direction } => Hook::CgroupSkb(pb::CgroupSkbAttach {
-                cgroup: cgroup.to_string_lossy().into_owned(),
-                direction: cgroup_direction_to_proto(*direction) as i32,
-            }),
-            AttachSpec::CgroupSock { cgroup } => Hook::CgroupSock(pb::CgroupSockAttach {
-                cgroup: cgroup.to_string_lossy().into_owned(),
-            }),
-            AttachSpec::CgroupSockAddr { cgroup, hook } => {
-                Hook::CgroupSockAddr(cgroup_hook_to_proto(cgroup, *hook))
-            }
-            AttachSpec::CgroupSockopt { cgroup, hook } => {
-                Hook::CgroupSockopt(cgroup_hook_to_proto(cgroup, *hook))
-            }
-            AttachSpec::CgroupSysctl { cgroup } => Hook::CgroupSysctl(pb::CgroupSockAttach {
-                cgroup: cgroup.to_string_lossy().into_owned(),
-            }),
-            AttachSpec::Netfilter {
-                hook,
-                family,
-                priority,
-                netns,
-                defrag,
-            } => Hook::Netfilter(pb::NetfilterAttach {
-                hook: hook.name().to_string(),
-                family: family.name().to_string(),
-                priority: *priority,
-                netns: netns.as_ref().map(|p| p.to_string_lossy().into_owned()),
-                defrag: *defrag,
-            }),
-            AttachSpec::PerfEvent {
-                event,
-                frequency,
-                cpu,
-            } => Hook::PerfEvent(pb::PerfEventAttach {
-                event: software_event_to_proto(*event) as i32,
-                frequency: *frequency,
-                cpu: *cpu,
-            }),
-            AttachSpec::Fentry => Hook::Fentry(pb::Empty {}),
-            AttachSpec::Fexit => Hook::Fexit(pb::Empty {}),
-            AttachSpec::Lsm => Hook::Lsm(pb::Empty {}),
-        };
-        pb::AttachSpec { hook: Some(hook) }
+        }
     }
 }
 
 impl TryFrom<pb::AttachSpec> for AttachSpec {
     type Error = Invalid;
     fn try_from(spec: pb::AttachSpec) -> Result<Self> {
-        use pb::attach_spec::Hook;
-        let priority = |p: Option<u32>| p.unwrap_or_else(apiary::core::attach::default_priority);
-        Ok(match required(spec.hook, "attach.hook")? {
-            Hook::Tracepoint(t) => AttachSpec::Tracepoint {
-                tracepoint: t.tracepoint,
-            },
-            Hook::RawTracepoint(t) => AttachSpec::RawTracepoint {
-                tracepoint: t.tracepoint,
-            },
-            Hook::TpBtf(_) => AttachSpec::TpBtf,
-            Hook::Iter(_) => AttachSpec::Iter,
-            Hook::SkLookup(s) => {
-                if s.netns.is_empty() {
-                    return Err(Invalid::new("sk_lookup.netns", "is empty"));
-                }
-                AttachSpec::SkLookup {
-                    netns: PathBuf::from(s.netns),
-                }
-            }
-            Hook::Xdp(x) => AttachSpec::Xdp {
-                iface: x.iface,
-                netns: opt_path(x.netns),
-                mode: xdp_mode_from_proto(x.mode)?,
-                priority: priority(x.priority),
-                proceed_on: x.proceed_on,
-            },
-            Hook::Tc(t) => AttachSpec::Tc {
-                iface: t.iface,
-                netns: opt_path(t.netns),
-                direction: direction_from_proto(t.direction, "tc.direction")?,
-                priority: priority(t.priority),
-                proceed_on: t.proceed_on,
-                legacy: t.legacy,
-            },
-            Hook::Tcx(t) => AttachSpec::Tcx {
-                iface: t.iface,
-                netns: opt_path(t.netns),
-                direction: direction_from_proto(t.direction, "tcx.direction")?,
-                priority: priority(t.priority),
-            },
-            Hook::Uprobe(u) => AttachSpec::Uprobe {
-                target: u.target,
-                fn_name: u.fn_name,
-                offset: u.offset,
-                retprobe: u.retprobe,
-                pid: u.pid,
-            },
-            Hook::Usdt(u) => AttachSpec::Usdt {
-                target: u.target,
-                provider: u.provider,
-                name: u.name,
-                pid: u.pid,
-            },
-            Hook::Kprobe(k) => AttachSpec::Kprobe {
-                fn_name: k.fn_name,
-                offset: k.offset,
-                retprobe: k.retprobe,
-            },
-            Hook::CgroupSkb(c) => AttachSpec::CgroupSkb {
-                cgroup: PathBuf::from(c.cgroup),
-                direction: match direction_from_proto(c.direction, "cgroup_skb.direction")? {
-                    TcDirection::Ingress => CgroupDirection::Ingress,
-                    TcDirection::Egress => CgroupDirection::Egress,
-                },
-            },
-            Hook::CgroupSock(c) => AttachSpec::CgroupSock {
-                cgroup: PathBuf::from(c.cgroup),
-            },
-            Hook::CgroupSockAddr(c) => AttachSpec::CgroupSockAddr {
-                hook: cgroup_hook_from_proto(&c.hook, "cgroup_sock_addr.hook")?,
-                cgroup: PathBuf::from(c.cgroup),
-            },
-            Hook::CgroupSockopt(c) => AttachSpec::CgroupSockopt {
-                hook: cgroup_hook_from_proto(&c.hook, "cgroup_sockopt.hook")?,
-                cgroup: PathBuf::from(c.cgroup),
-            },
-            Hook::CgroupSysctl(c) => AttachSpec::CgroupSysctl {
-                cgroup: PathBuf::from(c.cgroup),
-            },
-            Hook::Netfilter(n) => AttachSpec::Netfilter {
-                hook: n
-                    .hook
-                    .parse()
-                    .map_err(|e: String| Invalid::new("netfilter.hook", e))?,
-                family: n
-                    .family
-                    .parse()
-                    .map_err(|e: String| Invalid::new("netfilter.family", e))?,
-                priority: n.priority,
-                netns: n.netns.map(PathBuf::from),
-                defrag: n.defrag,
-            },
-            Hook::PerfEvent(p) => AttachSpec::PerfEvent {
-                event: software_event_from_proto(p.event)?,
-                frequency: p.frequency,
-                cpu: p.cpu,
-            },
-            Hook::Fentry(_) => AttachSpec::Fentry,
-            Hook::Fexit(_) => AttachSpec::Fexit,
-            Hook::Lsm(_) => AttachSpec::Lsm,
-        })
+        crate::hooks::from_proto(required(spec.hook, "attach.hook")?)
     }
 }
 
@@ -987,102 +641,15 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn round_trip(spec: AttachSpec) {
-        let p: pb::AttachSpec = (&spec).into();
-        let back: AttachSpec = p.try_into().expect("converts back");
-        assert_eq!(back, spec);
-    }
-
     #[test]
-    fn every_attach_spec_round_trips() {
-        let specs = vec![
-            AttachSpec::Tracepoint {
-                tracepoint: "syscalls/sys_enter_getppid".into(),
-            },
-            AttachSpec::RawTracepoint {
-                tracepoint: "sys_enter".into(),
-            },
-            AttachSpec::TpBtf,
-            AttachSpec::Iter,
-            AttachSpec::SkLookup {
-                netns: "/var/run/netns/x".into(),
-            },
-            AttachSpec::Xdp {
-                iface: "veth0".into(),
-                netns: Some("/var/run/netns/a".into()),
-                mode: XdpMode::Skb,
-                priority: 50,
-                proceed_on: vec!["pass".into(), "drop".into()],
-            },
-            AttachSpec::Tc {
-                iface: "veth0".into(),
-                netns: None,
-                direction: TcDirection::Egress,
-                priority: 7,
-                proceed_on: vec![],
-                legacy: true,
-            },
-            AttachSpec::Tcx {
-                iface: "veth0".into(),
-                netns: None,
-                direction: TcDirection::Ingress,
-                priority: 3,
-            },
-            AttachSpec::Uprobe {
-                target: "libc".into(),
-                fn_name: Some("getppid".into()),
-                offset: 8,
-                retprobe: true,
-                pid: Some(42),
-            },
-            AttachSpec::Usdt {
-                target: "/usr/bin/app".into(),
-                provider: "app".into(),
-                name: "request".into(),
-                pid: Some(7),
-            },
-            AttachSpec::Kprobe {
-                fn_name: "do_nanosleep".into(),
-                offset: 0,
-                retprobe: true,
-            },
-            AttachSpec::CgroupSkb {
-                cgroup: "/sys/fs/cgroup/x".into(),
-                direction: CgroupDirection::Egress,
-            },
-            AttachSpec::CgroupSock {
-                cgroup: "/sys/fs/cgroup/x".into(),
-            },
-            AttachSpec::CgroupSockAddr {
-                cgroup: "/sys/fs/cgroup/x".into(),
-                hook: Some(apiary_core::program::CgroupHook::Connect6),
-            },
-            AttachSpec::CgroupSockopt {
-                cgroup: "/sys/fs/cgroup/x".into(),
-                hook: None,
-            },
-            AttachSpec::CgroupSysctl {
-                cgroup: "/sys/fs/cgroup/x".into(),
-            },
-            AttachSpec::Netfilter {
-                hook: apiary_core::NetfilterHook::Forward,
-                family: apiary_core::NetfilterFamily::Ipv6,
-                priority: -5,
-                netns: Some("/var/run/netns/x".into()),
-                defrag: true,
-            },
-            AttachSpec::PerfEvent {
-                event: SoftwareEvent::TaskClock,
-                frequency: 99,
-                cpu: Some(1),
-            },
-            AttachSpec::Fentry,
-            AttachSpec::Fexit,
-            AttachSpec::Lsm,
-        ];
-        for s in specs {
-            round_trip(s);
-        }
+    fn attach_specs_convert_through_their_messages() {
+        let spec: AttachSpec = serde_json::from_str(
+            r#"{"type":"tc","iface":"veth0","direction":"egress","priority":7,"legacy":true}"#,
+        )
+        .unwrap();
+        let p: pb::AttachSpec = (&spec).into();
+        assert!(matches!(p.hook, Some(pb::attach_spec::Hook::Tc(_))));
+        assert_eq!(AttachSpec::try_from(p).unwrap(), spec);
     }
 
     #[test]
@@ -1095,10 +662,8 @@ mod tests {
                 ..Default::default()
             })),
         };
-        assert!(AttachSpec::try_from(tc)
-            .unwrap_err()
-            .to_string()
-            .contains("tc.direction"));
+        let e = AttachSpec::try_from(tc).unwrap_err().to_string();
+        assert!(e.contains("direction is required"), "{e}");
         let xdp = pb::AttachSpec {
             hook: Some(pb::attach_spec::Hook::Xdp(pb::XdpAttach {
                 iface: "veth0".into(),
@@ -1125,7 +690,7 @@ mod tests {
             })),
         };
         match AttachSpec::try_from(xdp).unwrap() {
-            AttachSpec::Xdp { priority, .. } => assert_eq!(priority, 1000),
+            AttachSpec::Xdp(x) => assert_eq!(x.priority, 1000),
             other => panic!("{other:?}"),
         }
     }

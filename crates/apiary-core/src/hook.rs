@@ -3,7 +3,7 @@
 //! request) through the dispatcher's attach to the store's `chains` row. With feature `sql`, the
 //! enums it holds are stored as their names through rusqlite's `ToSql`/`FromSql`.
 
-use crate::attach::{dir_name, AttachSpec, TcDirection, XdpMode};
+use crate::attach::{dir_name, TcDirection, XdpMode};
 use crate::chain::ChainKind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -41,48 +41,16 @@ impl Hook {
     }
 }
 
-impl AttachSpec {
-    /// The chain this spec joins, if it is a chain member (XDP, and TC through TCX; legacy TC
-    /// filters and TCX links are not chained).
-    pub fn chain(&self) -> Option<ChainJoin<'_>> {
-        match self {
-            AttachSpec::Xdp {
-                iface,
-                netns,
-                mode,
-                priority,
-                proceed_on,
-            } => Some(ChainJoin {
-                hook: Hook {
-                    kind: ChainKind::Xdp,
-                    iface: iface.clone(),
-                    netns: netns.clone(),
-                    direction: None,
-                    mode: *mode,
-                },
-                priority: *priority,
-                proceed_on,
-            }),
-            AttachSpec::Tc {
-                iface,
-                netns,
-                direction,
-                priority,
-                proceed_on,
-                legacy: false,
-            } => Some(ChainJoin {
-                hook: Hook {
-                    kind: ChainKind::Tc,
-                    iface: iface.clone(),
-                    netns: netns.clone(),
-                    direction: Some(*direction),
-                    mode: XdpMode::Auto,
-                },
-                priority: *priority,
-                proceed_on,
-            }),
-            _ => None,
+impl ChainJoin<'_> {
+    /// The checks every chain member's options share: the priority's range and the verdict
+    /// names.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::chain::Priority::new(self.priority as i64).map_err(|e| e.to_string())?;
+        if !self.proceed_on.is_empty() {
+            crate::chain::ProceedOn::from_names(self.hook.kind, self.proceed_on)
+                .map_err(|e| e.to_string())?;
         }
+        Ok(())
     }
 }
 
@@ -97,19 +65,9 @@ impl fmt::Display for Hook {
     }
 }
 
-impl XdpMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            XdpMode::Auto => "auto",
-            XdpMode::Drv => "drv",
-            XdpMode::Skb => "skb",
-        }
-    }
-}
-
 #[cfg(feature = "sql")]
 mod sql {
-    //! Each enum is stored as the name its `as_str` gives and read back by that name; a name the
+    //! Each enum is stored as the name its name function gives and read back by that name; a name the
     //! store does not know is a conversion error naming it.
     use super::*;
     use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
@@ -146,7 +104,7 @@ mod sql {
     );
     by_name!(
         XdpMode,
-        XdpMode::as_str,
+        XdpMode::name,
         [XdpMode::Auto, XdpMode::Drv, XdpMode::Skb]
     );
     by_name!(
@@ -159,28 +117,32 @@ mod sql {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attach::AttachSpec;
+    use crate::types::{tc::TcAttach, xdp::XdpAttach};
 
     #[test]
     fn chain_members_name_their_hook() {
-        let xdp = AttachSpec::Xdp {
+        let xdp = AttachSpec::Xdp(XdpAttach {
             iface: "eth0".into(),
             netns: None,
             mode: XdpMode::Skb,
             priority: 5,
             proceed_on: vec!["pass".into()],
-        };
+        });
         let j = xdp.chain().expect("xdp chains");
         assert_eq!(j.priority, 5);
         assert_eq!(j.hook.to_string(), "xdp chain on eth0");
         assert_eq!(j.hook.mode, XdpMode::Skb);
 
-        let tc = |legacy| AttachSpec::Tc {
-            iface: "eth0".into(),
-            netns: Some("/run/netns/a".into()),
-            direction: TcDirection::Egress,
-            priority: 1,
-            proceed_on: vec![],
-            legacy,
+        let tc = |legacy| {
+            AttachSpec::Tc(TcAttach {
+                iface: "eth0".into(),
+                netns: Some("/run/netns/a".into()),
+                direction: TcDirection::Egress,
+                priority: 1,
+                proceed_on: vec![],
+                legacy,
+            })
         };
         let h = tc(false).chain().expect("tc chains").hook;
         assert_eq!(h.to_string(), "tc chain on eth0 egress");

@@ -1,46 +1,13 @@
-//! Program types apiary manages, how libbpf section names map onto them, and which attach
-//! kinds each one accepts.
+//! What apiary knows about a program type ([`TypeInfo`]) and the questions answered from the
+//! table of them: section names, user spellings, image labels. Each type's entry is in its own
+//! file under `types/`; the table is assembled in `types/mod.rs`.
 
-use serde::{Deserialize, Serialize};
+use crate::attach::{AttachSpec, RunTargets};
 use std::fmt;
 use std::str::FromStr;
 
-/// The program types apiary knows how to attach. Named after the user-facing vocabulary
-/// (bpfman's), not after the kernel's enum, because several kernel types share one attach path.
-/// Everything other layers need to know about a type by name is in [`TYPES`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProgramType {
-    Xdp,
-    Tc,
-    Tcx,
-    Tracepoint,
-    RawTracepoint,
-    TpBtf,
-    Kprobe,
-    Uprobe,
-    CgroupSkb,
-    CgroupSock,
-    PerfEvent,
-    Fentry,
-    Fexit,
-    Lsm,
-    SocketFilter,
-    /// `cgroup/connect4`, `bind6`, `sendmsg4`...: socket address hooks of a cgroup.
-    CgroupSockAddr,
-    /// `cgroup/getsockopt`, `cgroup/setsockopt`.
-    CgroupSockopt,
-    /// `cgroup/sysctl`.
-    CgroupSysctl,
-    /// `netfilter`: a netfilter hook (Linux 6.4).
-    Netfilter,
-    /// `iter/task`, `iter/bpf_map`...: a BPF iterator, read from its link.
-    Iter,
-    /// `sk_lookup`: picks the socket for incoming connections of a network namespace.
-    SkLookup,
-    /// `usdt/PATH:PROVIDER:NAME`: a USDT probe of a user-space binary (uprobes at its sites).
-    Usdt,
-}
+pub use crate::types::cgroup::CgroupHook;
+pub use crate::types::{ProgramType, ALL_TYPES, TYPES};
 
 /// How `apiary run` attaches a program of a type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +20,9 @@ pub enum RunRule {
     Cgroup,
     /// Sampled by the cpu-clock software event on every CPU.
     CpuClock,
+    /// The hook is in the section name, and a section that names none is not attached (libbpf
+    /// cannot attach it either), for this reason.
+    SectionOnly(&'static str),
     /// Not by run, for this reason.
     Never(&'static str),
 }
@@ -78,436 +48,68 @@ pub struct TypeInfo {
     pub run: RunRule,
     /// What the kernel must offer (shown by `inspect` and in errors).
     pub requires: &'static str,
-    /// The kernel program type and expected attach type to load it with when libbpf cannot
-    /// tell them from the section (`classifier/NAME`); `None` for types whose section must name
-    /// their target (a BTF function, a cgroup hook).
+    /// The kernel program type and expected attach type (uapi numbers, `enum bpf_prog_type`
+    /// and `enum bpf_attach_type`) to load it with when libbpf cannot tell them from the section
+    /// (`classifier/NAME`); `None` for types whose section must name their target (a BTF
+    /// function, a cgroup hook). A test in apiary-kernel checks them against libbpf's own
+    /// section rules.
     pub untyped: Option<(u32, u32)>,
+    /// Whether programs of this type can join an XDP or TC chain (apiary's dispatcher).
+    pub chainable: bool,
+    /// Whether its links can switch programs in place with BPF_LINK_UPDATE (atomically);
+    /// perf_event-based links (tracepoints, probes, perf events) and tracing links cannot.
+    pub link_update: bool,
+    /// The perf PMU its probes go through (`/sys/bus/event_source/devices/kprobe`), so a
+    /// failed auto-attach can say whether the kernel lacks it or the section lacks a target.
+    pub pmu: Option<&'static str>,
+    /// Which kernel event a program of this type in a section handles, when programs of other
+    /// types can handle the same one (see [`run_event_key`](crate::attach::run_event_key)).
+    pub event: RunEvent,
+    /// The attach spec `apiary run` uses for a program in a section: the hook the section
+    /// names (`tracepoint/CAT/NAME`; `None` when it names none apiary parses, and libbpf's
+    /// auto-attach is used), or for interface, cgroup and perf types the one the run targets
+    /// give.
+    pub default_spec: fn(&RunTargets, &str) -> Option<AttachSpec>,
 }
 
-/// Kernel uapi values (`enum bpf_prog_type`, `enum bpf_attach_type`) the table uses; checked
-/// against libbpf's headers by a test in apiary-kernel.
-pub mod uapi {
-    pub const PROG_SOCKET_FILTER: u32 = 1;
-    pub const PROG_KPROBE: u32 = 2;
-    pub const PROG_SCHED_CLS: u32 = 3;
-    pub const PROG_TRACEPOINT: u32 = 5;
-    pub const PROG_XDP: u32 = 6;
-    pub const PROG_PERF_EVENT: u32 = 7;
-    pub const PROG_CGROUP_SKB: u32 = 8;
-    pub const PROG_CGROUP_SOCK: u32 = 9;
-    pub const PROG_RAW_TRACEPOINT: u32 = 17;
-    pub const PROG_SK_LOOKUP: u32 = 30;
-    pub const PROG_NETFILTER: u32 = 32;
-    pub const ATTACH_CGROUP_INET_SOCK_CREATE: u32 = 2;
-    pub const ATTACH_SK_LOOKUP: u32 = 36;
-    pub const ATTACH_XDP: u32 = 37;
-    pub const ATTACH_NETFILTER: u32 = 45;
+/// The kernel event a section names, shared between program types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEvent {
+    /// None shared with other types.
+    None,
+    /// A tracepoint (its raw and BTF forms are the same event): the section's last part.
+    Tracepoint,
+    /// The entry of a kernel function, or its return for return-probe sections.
+    Function,
 }
 
-const SOCKET_FILTER_RUN: &str = "a socket filter runs on a socket its own process opens \
-    (setsockopt SO_ATTACH_BPF with the program's fd); no apiary command can attach it for that process";
-
-/// One entry per program type; the rest of the code asks this table instead of matching on
-/// section or label strings.
-pub const TYPES: &[TypeInfo] = &[
-    TypeInfo {
-        ty: ProgramType::Xdp,
-        name: "xdp",
-        aliases: &[],
-        section_prefixes: &["xdp", "xdp.frags"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["xdp"],
-        run: RunRule::Interface,
-        requires: "XDP (any kernel apiary runs on; generic mode where drivers lack it)",
-        untyped: Some((uapi::PROG_XDP, uapi::ATTACH_XDP)),
-    },
-    TypeInfo {
-        ty: ProgramType::Tc,
-        name: "tc",
-        aliases: &["classifier", "sched-cls"],
-        section_prefixes: &["tc", "classifier"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["tc", "sched_cls", "classifier"],
-        run: RunRule::Interface,
-        requires: "TCX links (Linux 6.6) for chains; clsact for --legacy",
-        untyped: Some((uapi::PROG_SCHED_CLS, 0)),
-    },
-    TypeInfo {
-        ty: ProgramType::Tcx,
-        name: "tcx",
-        aliases: &[],
-        section_prefixes: &["tcx"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["tcx"],
-        run: RunRule::Interface,
-        requires: "TCX links (Linux 6.6)",
-        untyped: Some((uapi::PROG_SCHED_CLS, 0)),
-    },
-    TypeInfo {
-        ty: ProgramType::Tracepoint,
-        name: "tracepoint",
-        aliases: &["tp"],
-        section_prefixes: &["tracepoint", "tp"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["tracepoint"],
-        run: RunRule::Section,
-        requires: "tracefs tracepoints",
-        untyped: Some((uapi::PROG_TRACEPOINT, 0)),
-    },
-    TypeInfo {
-        ty: ProgramType::RawTracepoint,
-        name: "raw-tracepoint",
-        aliases: &["raw-tp", "rawtracepoint"],
-        section_prefixes: &["raw_tracepoint", "raw_tp", "raw_tracepoint.w", "raw_tp.w"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["raw_tracepoint", "rawtracepoint", "raw_tp"],
-        run: RunRule::Section,
-        requires: "raw tracepoints",
-        untyped: Some((uapi::PROG_RAW_TRACEPOINT, 0)),
-    },
-    TypeInfo {
-        ty: ProgramType::TpBtf,
-        name: "tp-btf",
-        aliases: &[],
-        section_prefixes: &["tp_btf"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["tp_btf"],
-        run: RunRule::Section,
-        requires: "kernel BTF (/sys/kernel/btf/vmlinux)",
-        untyped: None,
-    },
-    TypeInfo {
-        ty: ProgramType::Kprobe,
-        name: "kprobe",
-        aliases: &["kretprobe"],
-        section_prefixes: &["kprobe", "kretprobe", "ksyscall", "kretsyscall"],
-        sections: &[],
-        return_prefixes: &["kretprobe", "kretsyscall"],
-        labels: &["kprobe", "kretprobe"],
-        run: RunRule::Section,
-        requires: "the kprobe PMU (/sys/bus/event_source/devices/kprobe)",
-        untyped: Some((uapi::PROG_KPROBE, 0)),
-    },
-    TypeInfo {
-        ty: ProgramType::Uprobe,
-        name: "uprobe",
-        aliases: &["uretprobe"],
-        section_prefixes: &["uprobe", "uretprobe", "uprobe.s", "uretprobe.s"],
-        sections: &[],
-        return_prefixes: &["uretprobe", "uretprobe.s"],
-        labels: &["uprobe", "uretprobe"],
-        run: RunRule::Section,
-        requires: "the uprobe PMU",
-        untyped: Some((uapi::PROG_KPROBE, 0)),
-    },
-    TypeInfo {
-        ty: ProgramType::CgroupSkb,
-        name: "cgroup-skb",
-        aliases: &[],
-        section_prefixes: &["cgroup_skb"],
-        sections: &["cgroup/skb"],
-        return_prefixes: &[],
-        labels: &["cgroup_skb"],
-        run: RunRule::Cgroup,
-        requires: "cgroup v2",
-        untyped: Some((uapi::PROG_CGROUP_SKB, 0)),
-    },
-    TypeInfo {
-        ty: ProgramType::CgroupSock,
-        name: "cgroup-sock",
-        aliases: &["sock-create"],
-        section_prefixes: &[],
-        sections: &[
-            "cgroup/sock",
-            "cgroup/sock_create",
-            "cgroup/sock_release",
-            "cgroup/post_bind4",
-            "cgroup/post_bind6",
-        ],
-        return_prefixes: &[],
-        labels: &["cgroup_sock"],
-        run: RunRule::Cgroup,
-        requires: "cgroup v2",
-        untyped: Some((uapi::PROG_CGROUP_SOCK, uapi::ATTACH_CGROUP_INET_SOCK_CREATE)),
-    },
-    TypeInfo {
-        ty: ProgramType::PerfEvent,
-        name: "perf-event",
-        aliases: &[],
-        section_prefixes: &["perf_event"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["perf_event"],
-        run: RunRule::CpuClock,
-        requires: "perf events (software events suffice)",
-        untyped: Some((uapi::PROG_PERF_EVENT, 0)),
-    },
-    TypeInfo {
-        ty: ProgramType::Fentry,
-        name: "fentry",
-        aliases: &[],
-        section_prefixes: &["fentry", "fentry.s"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["fentry"],
-        run: RunRule::Section,
-        requires: "BPF trampolines and kernel BTF",
-        untyped: None,
-    },
-    TypeInfo {
-        ty: ProgramType::Fexit,
-        name: "fexit",
-        aliases: &[],
-        section_prefixes: &["fexit", "fexit.s"],
-        sections: &[],
-        return_prefixes: &["fexit", "fexit.s"],
-        labels: &["fexit"],
-        run: RunRule::Section,
-        requires: "BPF trampolines and kernel BTF",
-        untyped: None,
-    },
-    TypeInfo {
-        ty: ProgramType::Lsm,
-        name: "lsm",
-        aliases: &[],
-        section_prefixes: &["lsm", "lsm.s"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["lsm"],
-        run: RunRule::Section,
-        requires: "BPF trampolines and the bpf LSM (lsm=...,bpf)",
-        untyped: None,
-    },
-    TypeInfo {
-        ty: ProgramType::SocketFilter,
-        name: "socket-filter",
-        aliases: &["socket"],
-        section_prefixes: &["socket"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["socket_filter", "socket"],
-        run: RunRule::Never(SOCKET_FILTER_RUN),
-        requires: "nothing special",
-        untyped: Some((uapi::PROG_SOCKET_FILTER, 0)),
-    },
-    TypeInfo {
-        ty: ProgramType::CgroupSockAddr,
-        name: "cgroup-sock-addr",
-        aliases: &[],
-        section_prefixes: &[],
-        sections: CgroupHook::SOCK_ADDR_SECTIONS,
-        return_prefixes: &[],
-        labels: &["cgroup_sock_addr"],
-        run: RunRule::Cgroup,
-        requires: "cgroup v2",
-        untyped: None,
-    },
-    TypeInfo {
-        ty: ProgramType::CgroupSockopt,
-        name: "cgroup-sockopt",
-        aliases: &[],
-        section_prefixes: &[],
-        sections: CgroupHook::SOCKOPT_SECTIONS,
-        return_prefixes: &[],
-        labels: &["cgroup_sockopt"],
-        run: RunRule::Cgroup,
-        requires: "cgroup v2",
-        untyped: None,
-    },
-    TypeInfo {
-        ty: ProgramType::CgroupSysctl,
-        name: "cgroup-sysctl",
-        aliases: &[],
-        section_prefixes: &[],
-        sections: &["cgroup/sysctl"],
-        return_prefixes: &[],
-        labels: &["cgroup_sysctl"],
-        run: RunRule::Cgroup,
-        requires: "cgroup v2",
-        untyped: None,
-    },
-    TypeInfo {
-        ty: ProgramType::Netfilter,
-        name: "netfilter",
-        aliases: &[],
-        section_prefixes: &["netfilter"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["netfilter"],
-        run: RunRule::Never(
-            "a netfilter program needs a hook, family and priority: use apiary attach ID netfilter",
-        ),
-        requires: "netfilter BPF links (Linux 6.4, CONFIG_NETFILTER_BPF_LINK)",
-        untyped: Some((uapi::PROG_NETFILTER, uapi::ATTACH_NETFILTER)),
-    },
-    TypeInfo {
-        ty: ProgramType::Iter,
-        name: "iter",
-        aliases: &[],
-        section_prefixes: &["iter", "iter.s"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["iter"],
-        run: RunRule::Section,
-        requires: "BPF iterators and kernel BTF",
-        untyped: None,
-    },
-    TypeInfo {
-        ty: ProgramType::SkLookup,
-        name: "sk-lookup",
-        aliases: &[],
-        section_prefixes: &["sk_lookup"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["sk_lookup"],
-        run: RunRule::Never(
-            "an sk_lookup program steers a network namespace's connections to sockets an application puts in its map: use apiary attach ID sk-lookup --netns",
-        ),
-        requires: "sk_lookup (Linux 5.9)",
-        untyped: Some((uapi::PROG_SK_LOOKUP, uapi::ATTACH_SK_LOOKUP)),
-    },
-    TypeInfo {
-        ty: ProgramType::Usdt,
-        name: "usdt",
-        aliases: &[],
-        section_prefixes: &["usdt", "usdt.s"],
-        sections: &[],
-        return_prefixes: &[],
-        labels: &["usdt"],
-        run: RunRule::Section,
-        requires: "the uprobe PMU and BPF cookies (Linux 5.15); uprobe_multi links (6.6) when libbpf loads for them",
-        // libbpf types every `usdt` section itself.
-        untyped: None,
-    },
-];
-
-/// Which cgroup hook a socket-address or sockopt program runs at; the program's section names
-/// it (`cgroup/connect4`), since the kernel loads the program for that one hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupHook {
-    Connect4,
-    Connect6,
-    Bind4,
-    Bind6,
-    Sendmsg4,
-    Sendmsg6,
-    Recvmsg4,
-    Recvmsg6,
-    Getsockopt,
-    Setsockopt,
-}
-
-impl CgroupHook {
-    pub const ALL: &'static [CgroupHook] = &[
-        CgroupHook::Connect4,
-        CgroupHook::Connect6,
-        CgroupHook::Bind4,
-        CgroupHook::Bind6,
-        CgroupHook::Sendmsg4,
-        CgroupHook::Sendmsg6,
-        CgroupHook::Recvmsg4,
-        CgroupHook::Recvmsg6,
-        CgroupHook::Getsockopt,
-        CgroupHook::Setsockopt,
-    ];
-    const SOCK_ADDR_SECTIONS: &'static [&'static str] = &[
-        "cgroup/connect4",
-        "cgroup/connect6",
-        "cgroup/bind4",
-        "cgroup/bind6",
-        "cgroup/sendmsg4",
-        "cgroup/sendmsg6",
-        "cgroup/recvmsg4",
-        "cgroup/recvmsg6",
-    ];
-    const SOCKOPT_SECTIONS: &'static [&'static str] = &["cgroup/getsockopt", "cgroup/setsockopt"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            CgroupHook::Connect4 => "connect4",
-            CgroupHook::Connect6 => "connect6",
-            CgroupHook::Bind4 => "bind4",
-            CgroupHook::Bind6 => "bind6",
-            CgroupHook::Sendmsg4 => "sendmsg4",
-            CgroupHook::Sendmsg6 => "sendmsg6",
-            CgroupHook::Recvmsg4 => "recvmsg4",
-            CgroupHook::Recvmsg6 => "recvmsg6",
-            CgroupHook::Getsockopt => "getsockopt",
-            CgroupHook::Setsockopt => "setsockopt",
+impl TypeInfo {
+    /// An entry with nothing but its type and name: per-type files fill in the rest with
+    /// struct update syntax, so a new field gets a default here instead of in every file.
+    pub const fn base(ty: ProgramType, name: &'static str) -> TypeInfo {
+        TypeInfo {
+            ty,
+            name,
+            aliases: &[],
+            section_prefixes: &[],
+            sections: &[],
+            return_prefixes: &[],
+            labels: &[],
+            run: RunRule::Section,
+            requires: "",
+            untyped: None,
+            chainable: false,
+            link_update: false,
+            pmu: None,
+            event: RunEvent::None,
+            default_spec: no_spec,
         }
     }
-
-    /// The program type that runs at this hook.
-    pub fn program_type(self) -> ProgramType {
-        match self {
-            CgroupHook::Getsockopt | CgroupHook::Setsockopt => ProgramType::CgroupSockopt,
-            CgroupHook::Connect4
-            | CgroupHook::Connect6
-            | CgroupHook::Bind4
-            | CgroupHook::Bind6
-            | CgroupHook::Sendmsg4
-            | CgroupHook::Sendmsg6
-            | CgroupHook::Recvmsg4
-            | CgroupHook::Recvmsg6 => ProgramType::CgroupSockAddr,
-        }
-    }
-
-    /// The hook a section (`cgroup/connect4`) names.
-    pub fn from_section(section: &str) -> Option<CgroupHook> {
-        let name = section.strip_prefix("cgroup/")?;
-        CgroupHook::ALL.iter().copied().find(|h| h.name() == name)
-    }
 }
 
-impl FromStr for CgroupHook {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let n = s.trim().to_ascii_lowercase();
-        CgroupHook::ALL
-            .iter()
-            .copied()
-            .find(|h| h.name() == n)
-            .ok_or_else(|| {
-                let names: Vec<&str> = CgroupHook::ALL.iter().map(|h| h.name()).collect();
-                format!(
-                    "unknown cgroup hook {s:?}: expected one of {}",
-                    names.join(", ")
-                )
-            })
-    }
+fn no_spec(_: &RunTargets, _: &str) -> Option<AttachSpec> {
+    None
 }
-
-pub const ALL_TYPES: &[ProgramType] = &[
-    ProgramType::Xdp,
-    ProgramType::Tc,
-    ProgramType::Tcx,
-    ProgramType::Tracepoint,
-    ProgramType::RawTracepoint,
-    ProgramType::TpBtf,
-    ProgramType::Kprobe,
-    ProgramType::Uprobe,
-    ProgramType::CgroupSkb,
-    ProgramType::CgroupSock,
-    ProgramType::PerfEvent,
-    ProgramType::Fentry,
-    ProgramType::Fexit,
-    ProgramType::Lsm,
-    ProgramType::SocketFilter,
-    ProgramType::CgroupSockAddr,
-    ProgramType::CgroupSockopt,
-    ProgramType::CgroupSysctl,
-    ProgramType::Netfilter,
-    ProgramType::Iter,
-    ProgramType::SkLookup,
-    ProgramType::Usdt,
-];
 
 /// Normalise a name users or labels spell in several ways: lower case, `_` as `-`.
 fn norm(s: &str) -> String {
@@ -584,28 +186,7 @@ impl ProgramType {
 
     /// Whether programs of this type can join an XDP or TC chain (apiary's dispatcher).
     pub fn chainable(self) -> bool {
-        match self {
-            ProgramType::Xdp | ProgramType::Tc | ProgramType::Tcx => true,
-            ProgramType::Tracepoint
-            | ProgramType::RawTracepoint
-            | ProgramType::TpBtf
-            | ProgramType::Kprobe
-            | ProgramType::Uprobe
-            | ProgramType::CgroupSkb
-            | ProgramType::CgroupSock
-            | ProgramType::PerfEvent
-            | ProgramType::Fentry
-            | ProgramType::Fexit
-            | ProgramType::Lsm
-            | ProgramType::SocketFilter
-            | ProgramType::CgroupSockAddr
-            | ProgramType::CgroupSockopt
-            | ProgramType::CgroupSysctl
-            | ProgramType::Netfilter
-            | ProgramType::Iter
-            | ProgramType::SkLookup
-            | ProgramType::Usdt => false,
-        }
+        self.info().chainable
     }
 
     /// Whether a program loaded with type `self` can be attached as `other`. TC and TCX

@@ -20,6 +20,7 @@ use apiary_core::chain::{
     self, Block, BlockAttrs, ChainKind, ComposeOptions, ComposeSlot, Composition, DispatcherMap,
     Inline, MapRef, Placement, ProceedOn, SlotStats, STATS_BUCKETS,
 };
+use apiary_core::types::{tcx::TcxAttach, xdp::XdpAttach};
 use apiary_core::{AttachSpec, Hook, TcDirection};
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -610,23 +611,23 @@ pub fn attach_chain(
     let hook_kind = hook.kind;
     let (spec, ctx) = match hook.kind {
         ChainKind::Xdp => (
-            AttachSpec::Xdp {
+            AttachSpec::Xdp(XdpAttach {
                 iface: hook.iface.clone(),
                 netns: hook.netns.clone(),
                 mode: hook.mode,
                 priority: apiary_core::attach::default_priority(),
                 proceed_on: Vec::new(),
-            },
+            }),
             AttachContext::default(),
         ),
         ChainKind::Tc => (
             // The TCX attach takes its order from the anchor; the priority is not used there.
-            AttachSpec::Tcx {
+            AttachSpec::Tcx(TcxAttach {
                 iface: hook.iface.clone(),
                 netns: hook.netns.clone(),
                 direction: hook.direction.unwrap_or(TcDirection::Ingress),
                 priority: 0,
-            },
+            }),
             AttachContext { tcx_anchor: anchor },
         ),
     };

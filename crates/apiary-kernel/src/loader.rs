@@ -612,33 +612,42 @@ fn load_error(
 mod tests {
     use super::*;
 
-    /// The type table's uapi numbers are the kernel's, as libbpf's headers give them.
+    /// The type table's kernel numbers (`untyped`) are the ones libbpf itself gives the type's
+    /// first section name it knows, so a type file cannot carry a wrong number. (Only the
+    /// first: libbpf types variants such as `raw_tp.w` differently, and loads them itself.)
     #[test]
     fn type_table_uses_the_kernels_numbers() {
-        use apiary_core::program::uapi;
-        use libbpf_sys as s;
-        let pairs = [
-            (uapi::PROG_SOCKET_FILTER, s::BPF_PROG_TYPE_SOCKET_FILTER),
-            (uapi::PROG_KPROBE, s::BPF_PROG_TYPE_KPROBE),
-            (uapi::PROG_SCHED_CLS, s::BPF_PROG_TYPE_SCHED_CLS),
-            (uapi::PROG_TRACEPOINT, s::BPF_PROG_TYPE_TRACEPOINT),
-            (uapi::PROG_XDP, s::BPF_PROG_TYPE_XDP),
-            (uapi::PROG_PERF_EVENT, s::BPF_PROG_TYPE_PERF_EVENT),
-            (uapi::PROG_CGROUP_SKB, s::BPF_PROG_TYPE_CGROUP_SKB),
-            (uapi::PROG_CGROUP_SOCK, s::BPF_PROG_TYPE_CGROUP_SOCK),
-            (uapi::PROG_RAW_TRACEPOINT, s::BPF_PROG_TYPE_RAW_TRACEPOINT),
-            (uapi::PROG_SK_LOOKUP, s::BPF_PROG_TYPE_SK_LOOKUP),
-            (uapi::PROG_NETFILTER, s::BPF_PROG_TYPE_NETFILTER),
-            (
-                uapi::ATTACH_CGROUP_INET_SOCK_CREATE,
-                s::BPF_CGROUP_INET_SOCK_CREATE,
-            ),
-            (uapi::ATTACH_SK_LOOKUP, s::BPF_SK_LOOKUP),
-            (uapi::ATTACH_XDP, s::BPF_XDP),
-            (uapi::ATTACH_NETFILTER, s::BPF_NETFILTER),
-        ];
-        for (ours, kernels) in pairs {
-            assert_eq!(ours, kernels);
+        for info in apiary_core::program::TYPES {
+            let Some((prog, attach)) = info.untyped else {
+                continue;
+            };
+            // The type's own section names, and the hook-naming forms libbpf requires for
+            // some (`tcx/ingress`).
+            let candidates = info
+                .sections
+                .iter()
+                .map(|s| s.to_string())
+                .chain(info.section_prefixes.iter().map(|p| p.to_string()))
+                .chain(info.section_prefixes.iter().map(|p| format!("{p}/ingress")));
+            let mut checked = false;
+            for section in candidates {
+                let name = std::ffi::CString::new(section.clone()).unwrap();
+                let (mut pt, mut at) = (0, 0);
+                // SAFETY: a NUL-terminated name and two out-parameters.
+                let r = unsafe {
+                    libbpf_sys::libbpf_prog_type_by_name(name.as_ptr(), &mut pt, &mut at)
+                };
+                if r != 0 {
+                    continue;
+                }
+                assert_eq!(pt, prog, "{}: program type for {section:?}", info.name);
+                if attach != 0 {
+                    assert_eq!(at, attach, "{}: attach type for {section:?}", info.name);
+                }
+                checked = true;
+                break;
+            }
+            assert!(checked, "{}: libbpf knows none of its sections", info.name);
         }
     }
 

@@ -85,7 +85,7 @@ impl Session {
                     .ok_or_else(|| KernelError::Invalid(format!("program {name} vanished")))?;
                 let desc = spec.describe();
                 match attach::attach(fd, &spec, &AttachContext::default())? {
-                    Attachment::Links(l) if spec == AttachSpec::Iter => self
+                    Attachment::Links(l) if matches!(spec, AttachSpec::Iter(_)) => self
                         .iters
                         .extend(l.into_iter().map(|l| (name.to_string(), l))),
                     Attachment::Links(l) => self.fd_links.extend(l),
@@ -269,20 +269,30 @@ fn auto_attach_error(
     e: libbpf_rs::Error,
 ) -> KernelError {
     let errno = crate::loader::errno_of(&e);
-    match (ty, errno) {
-        (ProgramType::Kprobe, _) if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() => {
-            KernelError::NotSupported {
-                feature: "kprobes".into(),
-                reason: "the kernel has no kprobe PMU (/sys/bus/event_source/devices/kprobe is missing)".into(),
-            }
-        }
-        (ProgramType::Uprobe | ProgramType::Kprobe, Some(libc::EOPNOTSUPP)) | (_, Some(libc::ESRCH)) => KernelError::Invalid(format!(
+    // Probes go through a perf PMU (the type table names it): a missing PMU is the kernel's
+    // lack; EOPNOTSUPP with the PMU present means the section named no target.
+    let pmu = ty.info().pmu;
+    if let Some(dir) = pmu.filter(|d| !std::path::Path::new(d).exists()) {
+        return KernelError::NotSupported {
+            feature: format!("{}s", ty.name()),
+            reason: format!("the kernel has no {} PMU ({dir} is missing)", ty.name()),
+        };
+    }
+    let no_target =
+        errno == Some(libc::ESRCH) || (errno == Some(libc::EOPNOTSUPP) && pmu.is_some());
+    if no_target {
+        return KernelError::Invalid(format!(
             "program {name:?}: section {section:?} does not name a target to attach to (e.g. SEC(\"uprobe//path:function\")); use `apiary load` and `apiary attach`"
-        )),
-        (_, Some(libc::ENOENT)) => KernelError::TargetNotFound {
+        ));
+    }
+    match errno {
+        Some(libc::ENOENT) => KernelError::TargetNotFound {
             target: format!("{section} (program {name})"),
             reason: "the kernel has no such attach point".into(),
         },
-        _ => KernelError::libbpf(format!("attach program {name:?} from section {section:?}"), e),
+        Some(_) | None => KernelError::libbpf(
+            format!("attach program {name:?} from section {section:?}"),
+            e,
+        ),
     }
 }

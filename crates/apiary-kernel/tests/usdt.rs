@@ -32,12 +32,12 @@ fn load_usdt() -> LoadedObject {
 }
 
 fn attach_usdt(obj: &LoadedObject, program: &str) -> Vec<OwnedFd> {
-    let spec = AttachSpec::Usdt {
+    let spec = AttachSpec::Usdt(apiary_core::types::usdt::UsdtAttach {
         target: apiary_fixtures::usdt_target().display().to_string(),
         provider: "apiary".into(),
         name: "hit".into(),
         pid: None,
-    };
+    });
     let prog = obj.program_fd(program).expect("program");
     match attach(prog, &spec, &AttachContext::default()).expect("attach usdt") {
         Attachment::Links(l) => l,

@@ -57,14 +57,14 @@ fn programs_maps_links_roundtrip() {
     assert_eq!(maps_of_program(s.read(), b).unwrap()[0].name, "counts");
     assert_eq!(map_borrowers(s.read(), a).unwrap(), vec![b]);
 
-    let spec = AttachSpec::Tc {
+    let spec = AttachSpec::Tc(apiary_core::types::tc::TcAttach {
         iface: "veth0".into(),
         netns: None,
         direction: TcDirection::Ingress,
         priority: 10,
         proceed_on: vec![],
         legacy: true,
-    };
+    });
     let handle = TcHandle {
         ifindex: 3,
         handle: 1,

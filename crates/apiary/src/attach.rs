@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::manager::Manager;
 use crate::views::*;
+use apiary_core::types::tcx::TcxAttach;
 use apiary_core::{AttachSpec, LinkId, ProgramId, TcDirection};
 use apiary_kernel::{
     self as kernel, sys, AttachContext, Attachment, KernelError, PinSet, TcFilter, TcxAnchor,
@@ -91,26 +92,16 @@ impl Manager {
     }
 
     fn attach_context(&self, spec: &AttachSpec, existing: &[LinkRecord]) -> Result<AttachContext> {
+        // Only legacy TC filters hold a hook exclusively.
         let same_iface = |a: &AttachSpec| -> bool {
-            match (spec, a) {
-                (
-                    AttachSpec::Tc {
-                        iface,
-                        netns,
-                        direction,
-                        legacy: true,
-                        ..
-                    },
-                    AttachSpec::Tc {
-                        iface: i2,
-                        netns: n2,
-                        direction: d2,
-                        legacy: true,
-                        ..
-                    },
-                ) => iface == i2 && netns == n2 && direction == d2,
-                _ => false,
-            }
+            let (AttachSpec::Tc(x), AttachSpec::Tc(y)) = (spec, a) else {
+                return false;
+            };
+            x.legacy
+                && y.legacy
+                && x.iface == y.iface
+                && x.netns == y.netns
+                && x.direction == y.direction
         };
         if let Some(l) = existing.iter().find(|l| same_iface(&l.spec)) {
             return Err(KernelError::HookBusy {
@@ -123,12 +114,12 @@ impl Manager {
             .into());
         }
         let mut ctx = AttachContext::default();
-        if let AttachSpec::Tcx {
+        if let AttachSpec::Tcx(TcxAttach {
             iface,
             netns,
             direction,
             priority,
-        } = spec
+        }) = spec
         {
             ctx.tcx_anchor = tcx_anchor(existing, iface, netns.as_deref(), *direction, *priority);
         }
@@ -262,23 +253,14 @@ pub(crate) fn link_kind(tc: Option<&TcFilter>) -> LinkKind {
 
 /// The legacy TC filter a link record stands for: where its spec says, with its handle.
 pub(crate) fn tc_filter(l: &LinkRecord) -> Option<TcFilter> {
-    let (
-        LinkKind::TcFilter(h),
-        AttachSpec::Tc {
-            iface,
-            netns,
-            direction,
-            ..
-        },
-    ) = (&l.kind, &l.spec)
-    else {
+    let (LinkKind::TcFilter(h), AttachSpec::Tc(tc)) = (&l.kind, &l.spec) else {
         return None;
     };
     Some(TcFilter {
-        iface: iface.clone(),
-        netns: netns.clone(),
+        iface: tc.iface.clone(),
+        netns: tc.netns.clone(),
         ifindex: h.ifindex,
-        direction: *direction,
+        direction: tc.direction,
         handle: h.handle,
         priority: h.priority,
     })
@@ -295,16 +277,20 @@ fn tcx_anchor(
 ) -> Option<TcxAnchor> {
     let mut peers: Vec<(u32, LinkId, u32)> = existing
         .iter()
-        .filter_map(|l| match &l.spec {
-            AttachSpec::Tcx {
+        .filter_map(|l| {
+            // The TCX links already on this hook.
+            let AttachSpec::Tcx(TcxAttach {
                 iface: i,
                 netns: n,
                 direction: d,
                 priority: p,
-            } if i == iface && n.as_deref() == netns && *d == direction => {
-                l.kernel_link_ids.first().map(|k| (*p, l.id, *k))
-            }
-            _ => None,
+            }) = &l.spec
+            else {
+                return None;
+            };
+            (i == iface && n.as_deref() == netns && *d == direction)
+                .then(|| l.kernel_link_ids.first().map(|k| (*p, l.id, *k)))
+                .flatten()
         })
         .collect();
     peers.sort();
@@ -322,12 +308,12 @@ mod tests {
         LinkRecord {
             id: LinkId(id),
             program_id: ProgramId(1),
-            spec: AttachSpec::Tcx {
+            spec: AttachSpec::Tcx(TcxAttach {
                 iface: "veth0".into(),
                 netns: None,
                 direction: TcDirection::Ingress,
                 priority: prio,
-            },
+            }),
             kernel_link_ids: vec![kid],
             kind: LinkKind::Links,
             created_at: String::new(),

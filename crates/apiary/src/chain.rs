@@ -201,8 +201,8 @@ impl Manager {
                 return Err(Error::InvalidArgument(format!(
                     "the XDP chain on {} runs in {} mode; --mode {} cannot join it",
                     hook.iface,
-                    ch.hook.mode.as_str(),
-                    mode.as_str()
+                    ch.hook.mode.name(),
+                    mode.name()
                 )));
             }
         }
@@ -538,7 +538,7 @@ impl Manager {
             iface: ch.hook.iface.clone(),
             netns: ch.hook.netns.as_ref().map(|p| p.display().to_string()),
             direction: ch.hook.direction.map(|d| dir_name(d).to_string()),
-            mode: (kind == ChainKind::Xdp).then(|| ch.hook.mode.as_str().to_string()),
+            mode: (kind == ChainKind::Xdp).then(|| ch.hook.mode.name().to_string()),
             link_kernel_id: ch.link_kernel_id,
             dispatcher_kernel_id: ch.dispatcher_kernel_id,
             programs,

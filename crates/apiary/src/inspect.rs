@@ -60,6 +60,10 @@ fn attach_of(section: &str, ty: Option<ProgramType>) -> String {
         RunRule::Interface => "an interface (--iface)".into(),
         RunRule::Cgroup => "a cgroup (--cgroup)".into(),
         RunRule::CpuClock => "cpu-clock at 99 Hz on every CPU".into(),
+        RunRule::SectionOnly(_) => match apiary_core::AttachSpec::from_section(ty, section) {
+            Some(spec) => spec.describe(),
+            None => "(none in the section: use apiary attach)".into(),
+        },
         RunRule::Never(_) => "not by run (see apiary run)".into(),
     }
 }

@@ -33,7 +33,7 @@ impl std::str::FromStr for MapRef {
 impl Manager {
     fn link_view(&self, l: &LinkRecord, program_name: &str) -> LinkView {
         // Reading an iterator's pinned link runs it once.
-        let read_with = matches!(l.spec, AttachSpec::Iter)
+        let read_with = matches!(l.spec, AttachSpec::Iter(_))
             .then(|| format!("cat {}", self.paths.link(l.id, 0).display()));
         LinkView {
             id: l.id,

@@ -2,8 +2,10 @@
 
 use crate::error::{KernelError, Result};
 use crate::sys;
-use apiary_core::program::CgroupHook;
-use apiary_core::CgroupDirection;
+use apiary_core::types::cgroup::{
+    CgroupDirection, CgroupHook, CgroupSkbAttach, CgroupSockAddrAttach, CgroupSockAttach,
+    CgroupSockoptAttach, CgroupSysctlAttach,
+};
 use std::fs::File;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -46,25 +48,37 @@ fn link(
     })
 }
 
-pub(super) fn skb(prog: BorrowedFd<'_>, path: &Path, d: CgroupDirection) -> Result<OwnedFd> {
-    let t = match d {
+pub(super) fn skb(prog: BorrowedFd<'_>, spec: &CgroupSkbAttach) -> Result<OwnedFd> {
+    let t = match spec.direction {
         CgroupDirection::Ingress => libbpf_sys::BPF_CGROUP_INET_INGRESS,
         CgroupDirection::Egress => libbpf_sys::BPF_CGROUP_INET_EGRESS,
     };
-    link(prog, path, t, "cgroup_skb")
+    link(prog, &spec.cgroup, t, "cgroup_skb")
 }
 
-pub(super) fn sock_create(prog: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd> {
+pub(super) fn sock_create(prog: BorrowedFd<'_>, spec: &CgroupSockAttach) -> Result<OwnedFd> {
     link(
         prog,
-        path,
+        &spec.cgroup,
         libbpf_sys::BPF_CGROUP_INET_SOCK_CREATE,
         "cgroup/sock_create",
     )
 }
 
+pub(super) fn sock_addr(prog: BorrowedFd<'_>, spec: &CgroupSockAddrAttach) -> Result<OwnedFd> {
+    hook(prog, &spec.cgroup, spec.hook)
+}
+
+pub(super) fn sockopt(prog: BorrowedFd<'_>, spec: &CgroupSockoptAttach) -> Result<OwnedFd> {
+    hook(prog, &spec.cgroup, spec.hook)
+}
+
+pub(super) fn sysctl(prog: BorrowedFd<'_>, spec: &CgroupSysctlAttach) -> Result<OwnedFd> {
+    hook(prog, &spec.cgroup, None)
+}
+
 /// A socket-address, sockopt or sysctl hook: the attach type the program was loaded for.
-pub(super) fn hook(prog: BorrowedFd<'_>, path: &Path, hook: Option<CgroupHook>) -> Result<OwnedFd> {
+fn hook(prog: BorrowedFd<'_>, path: &Path, hook: Option<CgroupHook>) -> Result<OwnedFd> {
     use libbpf_sys as s;
     let (t, what) = match hook {
         Some(CgroupHook::Connect4) => (s::BPF_CGROUP_INET4_CONNECT, "cgroup/connect4"),

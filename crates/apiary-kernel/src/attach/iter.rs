@@ -3,13 +3,14 @@
 
 use crate::error::{KernelError, Result};
 use crate::sys;
+use apiary_core::types::iter::IterAttach;
 use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Stop reading an iterator that writes more than this (a runaway program).
 const MAX_OUTPUT: u64 = 64 << 20;
 
-pub(super) fn attach(prog: BorrowedFd<'_>) -> Result<OwnedFd> {
+pub(super) fn attach(prog: BorrowedFd<'_>, _spec: &IterAttach) -> Result<OwnedFd> {
     let opts = libbpf_sys::bpf_link_create_opts::default();
     sys::link_create(
         prog,

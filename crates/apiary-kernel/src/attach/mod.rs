@@ -1,5 +1,6 @@
 //! Attaching a loaded program (by fd, so any process can do it) to its hook. One file per
-//! hook; this module only dispatches on the spec and defines what an attachment is.
+//! hook (or kernel family of hooks), each taking its type's options struct from apiary-core;
+//! this module only dispatches on the spec and defines what an attachment is.
 
 mod cgroup;
 mod iter;
@@ -51,134 +52,36 @@ pub struct AttachContext {
 }
 
 pub fn attach(prog: BorrowedFd<'_>, spec: &AttachSpec, ctx: &AttachContext) -> Result<Attachment> {
-    let links = match spec {
-        AttachSpec::Tracepoint { tracepoint } => vec![perf::tracepoint(prog, tracepoint)?],
-        AttachSpec::RawTracepoint { tracepoint } => {
-            vec![tracing::raw_tracepoint(prog, tracepoint)?]
-        }
-        AttachSpec::TpBtf => vec![tracing::btf_target(prog, "tp_btf")?],
-        AttachSpec::Iter => vec![iter::attach(prog)?],
-        AttachSpec::SkLookup { netns } => vec![sk_lookup::attach(prog, netns)?],
-        AttachSpec::Fentry => vec![tracing::btf_target(prog, "fentry")?],
-        AttachSpec::Fexit => vec![tracing::btf_target(prog, "fexit")?],
-        AttachSpec::Lsm => vec![tracing::btf_target(prog, "lsm")?],
-        // Chain membership (priority, proceed-on) is the manager's business: here an XDP or
-        // TC attach puts one program (a dispatcher or a single program) on the hook.
-        AttachSpec::Xdp {
-            iface, netns, mode, ..
-        } => vec![xdp::attach(prog, iface, netns.as_deref(), *mode)?],
-        AttachSpec::Tc {
-            iface,
-            netns,
-            direction,
-            ..
-        } => {
-            return Ok(Attachment::TcFilter(tc::attach(
-                prog,
-                iface,
-                netns.as_deref(),
-                *direction,
-            )?))
-        }
-        AttachSpec::Tcx {
-            iface,
-            netns,
-            direction,
-            ..
-        } => {
-            vec![tcx::attach(
-                prog,
-                iface,
-                netns.as_deref(),
-                *direction,
-                ctx.tcx_anchor,
-            )?]
-        }
-        AttachSpec::Uprobe {
-            target,
-            fn_name,
-            offset,
-            retprobe,
-            pid,
-        } => {
-            vec![probe::uprobe(
-                prog,
-                target,
-                fn_name.as_deref(),
-                *offset,
-                *retprobe,
-                *pid,
-            )?]
-        }
-        AttachSpec::Usdt {
-            target,
-            provider,
-            name,
-            pid,
-        } => usdt::attach(prog, target, provider, name, *pid)?,
-        AttachSpec::Kprobe {
-            fn_name,
-            offset,
-            retprobe,
-        } => {
-            vec![probe::kprobe(prog, fn_name, *offset, *retprobe)?]
-        }
-        AttachSpec::CgroupSkb { cgroup, direction } => vec![cgroup::skb(prog, cgroup, *direction)?],
-        AttachSpec::CgroupSock { cgroup } => vec![cgroup::sock_create(prog, cgroup)?],
-        AttachSpec::CgroupSockAddr { cgroup, hook }
-        | AttachSpec::CgroupSockopt { cgroup, hook } => {
-            vec![cgroup::hook(prog, cgroup, *hook)?]
-        }
-        AttachSpec::CgroupSysctl { cgroup } => vec![cgroup::hook(prog, cgroup, None)?],
-        AttachSpec::Netfilter {
-            hook,
-            family,
-            priority,
-            netns,
-            defrag,
-        } => vec![netfilter::attach(
-            prog,
-            *hook,
-            *family,
-            *priority,
-            netns.as_deref(),
-            *defrag,
-        )?],
-        AttachSpec::PerfEvent {
-            event,
-            frequency,
-            cpu,
-        } => perf::software(prog, *event, *frequency, *cpu)?,
-    };
-    Ok(Attachment::Links(links))
+    let one = |fd: OwnedFd| Ok(Attachment::Links(vec![fd]));
+    match spec {
+        AttachSpec::Tracepoint(h) => one(perf::tracepoint(prog, h)?),
+        AttachSpec::RawTracepoint(h) => one(tracing::raw_tracepoint(prog, h)?),
+        AttachSpec::TpBtf(_) => one(tracing::btf_target(prog, "tp_btf")?),
+        AttachSpec::Iter(h) => one(iter::attach(prog, h)?),
+        AttachSpec::SkLookup(h) => one(sk_lookup::attach(prog, h)?),
+        AttachSpec::Fentry(_) => one(tracing::btf_target(prog, "fentry")?),
+        AttachSpec::Fexit(_) => one(tracing::btf_target(prog, "fexit")?),
+        AttachSpec::Lsm(_) => one(tracing::btf_target(prog, "lsm")?),
+        AttachSpec::Xdp(h) => one(xdp::attach(prog, h)?),
+        AttachSpec::Tc(h) => Ok(Attachment::TcFilter(tc::attach(prog, h)?)),
+        AttachSpec::Tcx(h) => one(tcx::attach(prog, h, ctx.tcx_anchor)?),
+        AttachSpec::Uprobe(h) => one(probe::uprobe(prog, h)?),
+        AttachSpec::Usdt(h) => Ok(Attachment::Links(usdt::attach(prog, h)?)),
+        AttachSpec::Kprobe(h) => one(probe::kprobe(prog, h)?),
+        AttachSpec::CgroupSkb(h) => one(cgroup::skb(prog, h)?),
+        AttachSpec::CgroupSock(h) => one(cgroup::sock_create(prog, h)?),
+        AttachSpec::CgroupSockAddr(h) => one(cgroup::sock_addr(prog, h)?),
+        AttachSpec::CgroupSockopt(h) => one(cgroup::sockopt(prog, h)?),
+        AttachSpec::CgroupSysctl(h) => one(cgroup::sysctl(prog, h)?),
+        AttachSpec::Netfilter(h) => one(netfilter::attach(prog, h)?),
+        AttachSpec::PerfEvent(h) => Ok(Attachment::Links(perf::software(prog, h)?)),
+    }
 }
 
-/// Whether links of this kind can switch programs in place with BPF_LINK_UPDATE (atomically).
-/// perf_event-based links (tracepoints, probes, perf events) and tracing links cannot.
+/// Whether links of this kind can switch programs in place with BPF_LINK_UPDATE (atomically);
+/// the type table says (perf_event-based and tracing links cannot).
 pub fn updatable_in_place(spec: &AttachSpec) -> bool {
-    match spec {
-        AttachSpec::Xdp { .. }
-        | AttachSpec::Tcx { .. }
-        | AttachSpec::CgroupSkb { .. }
-        | AttachSpec::CgroupSock { .. }
-        | AttachSpec::CgroupSockAddr { .. }
-        | AttachSpec::CgroupSockopt { .. }
-        | AttachSpec::CgroupSysctl { .. }
-        | AttachSpec::Iter
-        | AttachSpec::SkLookup { .. } => true,
-        AttachSpec::Tracepoint { .. }
-        | AttachSpec::RawTracepoint { .. }
-        | AttachSpec::TpBtf
-        | AttachSpec::Tc { .. }
-        | AttachSpec::Netfilter { .. }
-        | AttachSpec::Uprobe { .. }
-        | AttachSpec::Usdt { .. }
-        | AttachSpec::Kprobe { .. }
-        | AttachSpec::PerfEvent { .. }
-        | AttachSpec::Fentry
-        | AttachSpec::Fexit
-        | AttachSpec::Lsm => false,
-    }
+    spec.program_type().info().link_update
 }
 
 /// Point an existing link at another program, atomically; fails if the link no longer runs

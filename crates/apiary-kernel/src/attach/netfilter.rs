@@ -3,23 +3,24 @@
 
 use crate::error::{KernelError, Result};
 use crate::{netns, sys};
+use apiary_core::types::netfilter::NetfilterAttach;
 use apiary_core::{NetfilterFamily, NetfilterHook};
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::path::Path;
 
 /// uapi: NFPROTO_IPV4 / NFPROTO_IPV6, NF_INET_* hook numbers, BPF_F_NETFILTER_IP_DEFRAG.
 const NFPROTO_IPV4: u32 = 2;
 const NFPROTO_IPV6: u32 = 10;
 const BPF_F_NETFILTER_IP_DEFRAG: u32 = 1;
 
-pub(super) fn attach(
-    prog: BorrowedFd<'_>,
-    hook: NetfilterHook,
-    family: NetfilterFamily,
-    priority: i32,
-    ns: Option<&Path>,
-    defrag: bool,
-) -> Result<OwnedFd> {
+pub(super) fn attach(prog: BorrowedFd<'_>, spec: &NetfilterAttach) -> Result<OwnedFd> {
+    let NetfilterAttach {
+        hook,
+        family,
+        priority,
+        ref netns,
+        defrag,
+    } = *spec;
+    let ns = netns.as_deref();
     let hooknum = match hook {
         NetfilterHook::Prerouting => 0,
         NetfilterHook::Input => 1,

@@ -3,7 +3,8 @@
 
 use crate::error::{KernelError, Result};
 use crate::sys;
-use apiary_core::attach::SoftwareEvent;
+use apiary_core::types::perf_event::{PerfEventAttach, SoftwareEvent};
+use apiary_core::types::tracepoint::TracepointAttach;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
@@ -44,7 +45,8 @@ fn tracefs_roots() -> [PathBuf; 2] {
     ]
 }
 
-pub(super) fn tracepoint(prog: BorrowedFd<'_>, tp: &str) -> Result<OwnedFd> {
+pub(super) fn tracepoint(prog: BorrowedFd<'_>, spec: &TracepointAttach) -> Result<OwnedFd> {
+    let tp = spec.tracepoint.as_str();
     let (cat, name) = tp.split_once('/').ok_or_else(|| {
         KernelError::Invalid(format!("invalid tracepoint {tp:?}: expected CATEGORY/NAME"))
     })?;
@@ -87,12 +89,8 @@ pub(super) fn tracepoint(prog: BorrowedFd<'_>, tp: &str) -> Result<OwnedFd> {
 }
 
 /// One link per CPU (or on the one CPU asked for).
-pub(super) fn software(
-    prog: BorrowedFd<'_>,
-    event: SoftwareEvent,
-    freq: u64,
-    cpu: Option<u32>,
-) -> Result<Vec<OwnedFd>> {
+pub(super) fn software(prog: BorrowedFd<'_>, spec: &PerfEventAttach) -> Result<Vec<OwnedFd>> {
+    let (event, freq, cpu) = (spec.event, spec.frequency, spec.cpu);
     let config = match event {
         SoftwareEvent::CpuClock => libbpf_sys::PERF_COUNT_SW_CPU_CLOCK,
         SoftwareEvent::TaskClock => libbpf_sys::PERF_COUNT_SW_TASK_CLOCK,

@@ -6,6 +6,8 @@
 use super::perf::{base_attr, perf_link};
 use crate::error::{KernelError, Result};
 use crate::sys;
+use apiary_core::types::kprobe::KprobeAttach;
+use apiary_core::types::uprobe::UprobeAttach;
 use object::{Object, ObjectSegment, ObjectSymbol};
 use std::ffi::CString;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -44,12 +46,8 @@ pub(super) fn pmu(kind: &str) -> Result<Pmu> {
     })
 }
 
-pub(super) fn kprobe(
-    prog: BorrowedFd<'_>,
-    fn_name: &str,
-    offset: u64,
-    retprobe: bool,
-) -> Result<OwnedFd> {
+pub(super) fn kprobe(prog: BorrowedFd<'_>, spec: &KprobeAttach) -> Result<OwnedFd> {
+    let (fn_name, offset, retprobe) = (spec.fn_name.as_str(), spec.offset, spec.retprobe);
     let pmu = pmu("kprobe")?;
     let name = sys::cstr(fn_name)?;
     let mut attr = base_attr(pmu.type_, if retprobe { 1 << pmu.retprobe_bit } else { 0 });
@@ -71,14 +69,9 @@ pub(super) fn kprobe(
     perf_link(prog, &ev, &what)
 }
 
-pub(super) fn uprobe(
-    prog: BorrowedFd<'_>,
-    target: &str,
-    fn_name: Option<&str>,
-    offset: u64,
-    retprobe: bool,
-    pid: Option<i32>,
-) -> Result<OwnedFd> {
+pub(super) fn uprobe(prog: BorrowedFd<'_>, spec: &UprobeAttach) -> Result<OwnedFd> {
+    let (target, fn_name, offset) = (spec.target.as_str(), spec.fn_name.as_deref(), spec.offset);
+    let (retprobe, pid) = (spec.retprobe, spec.pid);
     let pmu = pmu("uprobe")?;
     let path = resolve_uprobe_target(target)?;
     let file_offset = match fn_name {

@@ -2,10 +2,11 @@
 
 use crate::error::{KernelError, Result};
 use crate::sys;
+use apiary_core::types::sk_lookup::SkLookupAttach;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::path::Path;
 
-pub(super) fn attach(prog: BorrowedFd<'_>, netns: &Path) -> Result<OwnedFd> {
+pub(super) fn attach(prog: BorrowedFd<'_>, spec: &SkLookupAttach) -> Result<OwnedFd> {
+    let netns = spec.netns.as_path();
     let ns = std::fs::File::open(netns).map_err(|e| KernelError::BadNetns {
         path: netns.to_path_buf(),
         reason: format!(

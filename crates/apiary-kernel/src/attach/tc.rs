@@ -4,6 +4,7 @@
 use super::TcFilter;
 use crate::error::{KernelError, Result};
 use crate::netns;
+use apiary_core::types::tc::TcAttach;
 use apiary_core::TcDirection;
 use libbpf_rs::{TcHookBuilder, TC_EGRESS, TC_INGRESS};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -16,12 +17,9 @@ fn point(d: TcDirection) -> libbpf_rs::TcAttachPoint {
     }
 }
 
-pub(super) fn attach(
-    prog: BorrowedFd<'_>,
-    iface: &str,
-    ns: Option<&Path>,
-    direction: TcDirection,
-) -> Result<TcFilter> {
+/// A single filter (`--legacy`); chain members go through the dispatcher on a TCX link.
+pub(super) fn attach(prog: BorrowedFd<'_>, spec: &TcAttach) -> Result<TcFilter> {
+    let (iface, ns, direction) = (spec.iface.as_str(), spec.netns.as_deref(), spec.direction);
     netns::in_netns(ns, || {
         let ifindex = netns::ifindex(iface, ns)?;
         let mut builder = TcHookBuilder::new(prog.as_fd());

@@ -3,9 +3,9 @@
 
 use crate::error::{KernelError, Result};
 use crate::{netns, sys};
+use apiary_core::types::tcx::TcxAttach;
 use apiary_core::TcDirection;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::path::Path;
 
 /// Insert before or after the link with this kernel id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,13 +14,14 @@ pub enum TcxAnchor {
     After(u32),
 }
 
+/// The spec's priority is not used here: the order comes from `anchor`, which the caller
+/// chose from the priorities of the links already there.
 pub(super) fn attach(
     prog: BorrowedFd<'_>,
-    iface: &str,
-    ns: Option<&Path>,
-    direction: TcDirection,
+    spec: &TcxAttach,
     anchor: Option<TcxAnchor>,
 ) -> Result<OwnedFd> {
+    let (iface, ns, direction) = (spec.iface.as_str(), spec.netns.as_deref(), spec.direction);
     netns::in_netns(ns, || {
         let ifindex = netns::ifindex(iface, ns)?;
         let attach_type = match direction {

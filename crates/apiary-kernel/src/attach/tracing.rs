@@ -3,9 +3,11 @@
 
 use crate::error::{KernelError, Result};
 use crate::sys;
+use apiary_core::types::raw_tracepoint::RawTracepointAttach;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
-pub(super) fn raw_tracepoint(prog: BorrowedFd<'_>, name: &str) -> Result<OwnedFd> {
+pub(super) fn raw_tracepoint(prog: BorrowedFd<'_>, spec: &RawTracepointAttach) -> Result<OwnedFd> {
+    let name = spec.tracepoint.as_str();
     sys::raw_tracepoint_open(Some(name), prog).map_err(|e| match e.errno() {
         Some(libc::ENOENT) => KernelError::TargetNotFound {
             target: format!("raw tracepoint {name}"),

@@ -27,6 +27,7 @@ use super::perf::base_attr;
 use super::probe::{pmu, resolve_uprobe_target};
 use crate::error::{KernelError, Result};
 use crate::sys::{self, IdKind};
+use apiary_core::types::usdt::UsdtAttach;
 use apiary_core::usdt::{self, Site, SpecLayout, UsdtError};
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -37,14 +38,9 @@ use std::path::Path;
 const SPECS_MAP: &str = "__bpf_usdt_spec";
 const IP_MAP: &str = "__bpf_usdt_ip_t";
 
-pub(super) fn attach(
-    prog: BorrowedFd<'_>,
-    target: &str,
-    provider: &str,
-    name: &str,
-    pid: Option<i32>,
-) -> Result<Vec<OwnedFd>> {
-    let path = resolve_uprobe_target(target)?;
+pub(super) fn attach(prog: BorrowedFd<'_>, h: &UsdtAttach) -> Result<Vec<OwnedFd>> {
+    let (provider, name, pid) = (h.provider.as_str(), h.name.as_str(), h.pid);
+    let path = resolve_uprobe_target(&h.target)?;
     // The kernel resolves the path itself, from this process's working directory.
     let path = path.canonicalize().unwrap_or(path);
     let what = format!("usdt {}:{provider}:{name}", path.display());

@@ -2,16 +2,14 @@
 
 use crate::error::{KernelError, Result};
 use crate::{netns, sys};
+use apiary_core::types::xdp::XdpAttach;
 use apiary_core::XdpMode;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::path::Path;
 
-pub(super) fn attach(
-    prog: BorrowedFd<'_>,
-    iface: &str,
-    ns: Option<&Path>,
-    mode: XdpMode,
-) -> Result<OwnedFd> {
+/// One program (a chain's dispatcher or a single program) on the interface; chain membership
+/// (priority, proceed-on) is the manager's business.
+pub(super) fn attach(prog: BorrowedFd<'_>, spec: &XdpAttach) -> Result<OwnedFd> {
+    let (iface, ns, mode) = (spec.iface.as_str(), spec.netns.as_deref(), spec.mode);
     netns::in_netns(ns, || {
         let ifindex = netns::ifindex(iface, ns)?;
         let flags = match mode {
