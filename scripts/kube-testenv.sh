@@ -92,7 +92,7 @@ quote() { printf "'%s'" "$(printf %s "$1" | sed "s/'/'\\\\''/g")"; }
 # (pids are reused, and `down` must never kill a stranger).
 live_pid() {
     pid=$(cat "$DIR/$1.pid" 2>/dev/null) || return 1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    [ -n "$pid" ] && running "$pid" || return 1
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$DIR/" || return 1
     echo "$pid"
 }
@@ -102,14 +102,22 @@ is_up() {
         "$KUBECTL" --kubeconfig "$DIR/kubeconfig" get --raw /readyz >/dev/null 2>&1
 }
 
+# SIGKILL, not a graceful stop: the state is thrown away next, and a graceful stop takes each
+# server two seconds or more.
 stop() {
     name=$1
     pid=$(live_pid "$name") || { rm -f "$DIR/$name.pid"; return 0; }
-    kill "$pid" 2>/dev/null || true
+    kill -9 "$pid" 2>/dev/null || true
     i=0
-    while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    while running "$pid" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
     rm -f "$DIR/$name.pid"
+}
+
+# Alive and not a zombie: a server started by an earlier `up` is reparented to pid 1, which may
+# take seconds to reap it.
+running() {
+    state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
 
 down() {
