@@ -55,7 +55,7 @@ build() {
     if ! have_binaries; then
         go=$(go_bin)
         [ -n "$go" ] || die "go not found: Go 1.26 builds the test control plane (tests/kube)"
-        say "building etcd $ETCD_VERSION, kube-apiserver and kubectl $K8S_VERSION into $BIN (cold: about half an hour on 2 cores)"
+        say "building etcd $ETCD_VERSION, kube-apiserver and kubectl $K8S_VERSION into $BIN (from nothing: 3 to 8 minutes on 2 cores)"
         rm -rf "$CACHE/build.tmp"
         mkdir -p "$CACHE/build.tmp"
         started=$(date +%s)

@@ -46,7 +46,7 @@ ensure_clients() {
 
 # The real Kubernetes control plane (etcd, kube-apiserver, kubectl from the Go module in tests/kube)
 # that the Kubernetes tests run against: built into a cache once by scripts/kube-testenv.sh (a cold
-# build takes about half an hour on 2 cores), started and stopped by scripts/test.sh.
+# build takes 3 to 8 minutes on 2 cores), started and stopped by scripts/test.sh.
 ensure_kube_testenv() {
     sh scripts/kube-testenv.sh build
 }
