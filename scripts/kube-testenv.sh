@@ -84,6 +84,7 @@ parse_args() {
         esac
     done
     case $DIR in /*) ;; *) DIR=$(pwd)/$DIR ;; esac
+    DIR=${DIR%/}
 }
 # Single-quotes a word for a later `eval set --`.
 quote() { printf "'%s'" "$(printf %s "$1" | sed "s/'/'\\\\''/g")"; }
