@@ -43,3 +43,10 @@ ensure_cargo() {
 ensure_clients() {
     sh scripts/clients.sh >/dev/null
 }
+
+# The real Kubernetes control plane (etcd, kube-apiserver, kubectl from the Go module in tests/kube)
+# that the Kubernetes tests run against: built into a cache once by scripts/kube-testenv.sh (a cold
+# build takes 3 to 8 minutes on 2 cores), started and stopped by scripts/test.sh.
+ensure_kube_testenv() {
+    sh scripts/kube-testenv.sh build
+}

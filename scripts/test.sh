@@ -10,6 +10,20 @@ ensure_packages
 ensure_mounts
 ensure_cargo
 ensure_clients
+ensure_kube_testenv
+
+# The Kubernetes tests' control plane, in a state directory of this run's own (never a developer's
+# running one), stopped on any exit so that nothing is left running; tests/kube/smoke.sh proves it
+# works (nodes, RBAC) before the tests use it through KUBECONFIG and APIARY_KUBECTL.
+APIARY_KUBE_DIR=/tmp/apiary-kube-test.$$
+export APIARY_KUBE_DIR
+trap 'sh scripts/kube-testenv.sh down --dir "$APIARY_KUBE_DIR"; rm -f "$APIARY_KUBE_DIR.lock"' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+sh scripts/kube-testenv.sh up --dir "$APIARY_KUBE_DIR"
+eval "$(sh scripts/kube-testenv.sh env --dir "$APIARY_KUBE_DIR")"
+sh tests/kube/smoke.sh
 
 # The whole workspace in-process, then the CLI suites again through a daemon (each test's apiary
 # instance gets its own `apiary serve` on a unix socket), so both front doors are tested.
