@@ -48,7 +48,7 @@ fn attach(spec: pb::AttachSpec) {
 }
 
 fn hook(h: pb::HookRef) {
-    round_trip::<pb::HookRef, apiary::chain::HookRef>(h);
+    round_trip::<pb::HookRef, apiary::core::Hook>(h);
 }
 
 /// What the server does with an object source before the manager sees it.
