@@ -175,11 +175,25 @@ fn read_spec(v: Value) -> Result<ApplicationSpec, String> {
         .map_err(|e| format!("spec.{}: {}", e.path(), e.inner()))?;
     let mut unknown = Vec::new();
     let _: Result<ApplicationSpec, _> =
-        serde_ignored::deserialize(v, |path| unknown.push(format!("spec.{path}")));
+        serde_ignored::deserialize(v, |path| unknown.push(field_path(&path.to_string())));
     if !unknown.is_empty() {
         return Err(format!("unknown field(s): {}", unknown.join(", ")));
     }
     Ok(spec)
+}
+
+/// `programs.0.xdp.?.links.0.x` (serde_ignored's form) as `spec.programs[0].xdp.links[0].x`.
+fn field_path(p: &str) -> String {
+    let mut out = String::from("spec");
+    for part in p.split('.').filter(|s| *s != "?") {
+        if part.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            out.push('.');
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// A DNS subdomain name, as Kubernetes requires of object names.

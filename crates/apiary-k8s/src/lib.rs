@@ -13,3 +13,6 @@ pub mod execute;
 pub mod validate;
 
 pub use error::{ApplyError, DocumentError};
+
+#[cfg(test)]
+mod tests;
