@@ -142,7 +142,7 @@ pub fn apply(args: ApplyArgs, api: &dyn Api, out: &Printer) -> Result<()> {
         ("kubernetes.io/arch".to_string(), arch.to_string()),
     ]);
     labels.extend(args.node_labels);
-    let netns: Vec<String> = apps.iter().flat_map(|a| netns_names(a)).collect();
+    let netns: Vec<String> = apps.iter().flat_map(netns_names).collect();
     let node = facts::local(&name, labels, &netns);
 
     let mut reports = Vec::new();
@@ -260,7 +260,9 @@ pub fn delete(files: FileArgs, api: &dyn Api, out: &Printer) -> Result<()> {
         } else {
             format!("{}: unloaded {} program(s)", app.key, c.unloaded)
         });
-        done.push(serde_json::json!({ "application": app.key.to_string(), "unloaded": c.unloaded }));
+        done.push(
+            serde_json::json!({ "application": app.key.to_string(), "unloaded": c.unloaded }),
+        );
     }
     out.message(&lines.join("\n"), serde_json::Value::Array(done))
 }

@@ -128,7 +128,11 @@ fn apply_converges_in_one_pass_and_delete_removes_everything() {
     let r = apply(&a, &file);
     assert_eq!(r["application"], key.as_str());
     let c = &r["changes"];
-    assert_eq!((c["loaded"].as_u64(), c["attached"].as_u64()), (Some(4), Some(4)), "{r}");
+    assert_eq!(
+        (c["loaded"].as_u64(), c["attached"].as_u64()),
+        (Some(4), Some(4)),
+        "{r}"
+    );
     let progs = programs_of(&a, &key);
     assert_eq!(
         progs.keys().collect::<Vec<_>>(),
@@ -140,10 +144,13 @@ fn apply_converges_in_one_pass_and_delete_removes_everything() {
         .iter()
         .map(|p| p["programId"].as_u64().unwrap())
         .collect();
-    for (_, (_, kid)) in &progs {
+    for (_, kid) in progs.values() {
         assert!(status_ids.contains(kid), "status reports kernel id {kid}");
     }
-    assert_eq!(chain_order(&a, &net), [("xdp_count".into(), 10), ("xdp_second".into(), 20)]);
+    assert_eq!(
+        chain_order(&a, &net),
+        [("xdp_count".into(), 10), ("xdp_second".into(), 20)]
+    );
 
     // They run: pings through the veth reach XDP (both chain members) and TC; getppid() calls
     // reach the tracepoint program. All four share the application's one map.
@@ -172,18 +179,31 @@ fn apply_converges_in_one_pass_and_delete_removes_everything() {
     write(&dir, "app.yaml", &app_yaml(&name, &net, 30, 20, &[]));
     let r = apply(&a, &file);
     assert_eq!(
-        (r["changes"]["detached"].as_u64(), r["changes"]["attached"].as_u64()),
+        (
+            r["changes"]["detached"].as_u64(),
+            r["changes"]["attached"].as_u64()
+        ),
         (Some(1), Some(1)),
         "{r}"
     );
-    assert_eq!(chain_order(&a, &net), [("xdp_second".into(), 20), ("xdp_count".into(), 30)]);
+    assert_eq!(
+        chain_order(&a, &net),
+        [("xdp_second".into(), 20), ("xdp_count".into(), 30)]
+    );
     assert_eq!(programs_of(&a, &key), progs);
     let before = slot(&a, owner, 0);
     assert!(net.ping(3));
-    assert!(slot(&a, owner, 0) >= before + 3, "the moved program still runs");
+    assert!(
+        slot(&a, owner, 0) >= before + 3,
+        "the moved program still runs"
+    );
 
     // Removing a program from the YAML unloads it alone.
-    write(&dir, "app.yaml", &app_yaml(&name, &net, 30, 20, &["tp_getppid"]));
+    write(
+        &dir,
+        "app.yaml",
+        &app_yaml(&name, &net, 30, 20, &["tp_getppid"]),
+    );
     let r = apply(&a, &file);
     assert_eq!(r["changes"]["unloaded"], 1, "{r}");
     let now = programs_of(&a, &key);
@@ -194,11 +214,20 @@ fn apply_converges_in_one_pass_and_delete_removes_everything() {
     // ... and adding it back loads it alone, sharing the application's map again.
     write(&dir, "app.yaml", &app_yaml(&name, &net, 30, 20, &[]));
     let r = apply(&a, &file);
-    assert_eq!((r["changes"]["loaded"].as_u64(), r["changes"]["unloaded"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (
+            r["changes"]["loaded"].as_u64(),
+            r["changes"]["unloaded"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
     let back = programs_of(&a, &key)["tp_getppid"];
     let before = slot(&a, owner, 3);
     getppid_calls(4);
-    assert!(slot(&a, owner, 3) >= before + 4, "the re-added program writes the shared map");
+    assert!(
+        slot(&a, owner, 3) >= before + 4,
+        "the re-added program writes the shared map"
+    );
     assert!(slot(&a, back.0, 3) >= before + 4);
 
     // Delete: nothing of it is left, in apiary or in the kernel.
@@ -229,7 +258,9 @@ fn an_unchanged_bpfman_object_applies() {
     // interfaces of the node itself. Deleting the netns removes both ends.
     let root_if = format!("kr{}", &net.if_a[2..]);
     let ok = Command::new("ip")
-        .args(["link", "add", &root_if, "type", "veth", "peer", "name", "kpeer", "netns", &net.ns_a])
+        .args([
+            "link", "add", &root_if, "type", "veth", "peer", "name", "kpeer", "netns", &net.ns_a,
+        ])
         .status()
         .unwrap()
         .success();
@@ -353,7 +384,12 @@ fn bad_objects_are_refused_before_anything_is_loaded() {
     for (what, yaml, message) in cases {
         let file = write(&dir, "bad.yaml", &yaml);
         let r = a.run(&["apply", "-f", &file]);
-        assert_eq!(r.code, Some(2), "{what}: exit status 2 (invalid argument): {}", r.stderr);
+        assert_eq!(
+            r.code,
+            Some(2),
+            "{what}: exit status 2 (invalid argument): {}",
+            r.stderr
+        );
         assert!(r.stderr.starts_with("error: "), "{what}: {}", r.stderr);
         assert!(r.stderr.contains(message), "{what}: {}", r.stderr);
         assert!(!r.stderr.contains("panicked"), "{what}: {}", r.stderr);
@@ -373,7 +409,10 @@ fn bad_objects_are_refused_before_anything_is_loaded() {
         .stdin
         .take()
         .unwrap()
-        .write_all(good.replace("type: XDP\n    xdp:", "type: XDP\n    tc:").as_bytes())
+        .write_all(
+            good.replace("type: XDP\n    xdp:", "type: XDP\n    tc:")
+                .as_bytes(),
+        )
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -396,7 +435,12 @@ fn a_failing_program_is_reported_and_the_rest_converges() {
     let file = write(&dir, "partial.yaml", &yaml);
     let r = a.run(&["apply", "-f", &file, "-o", "json"]);
     assert!(!r.ok, "a failed program fails the command");
-    assert!(r.stderr.contains("did not fully apply: BpfApplication/team/partial"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("did not fully apply: BpfApplication/team/partial"),
+        "{}",
+        r.stderr
+    );
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
     let state = &v[0]["state"];
     assert_eq!(state["appLoadStatus"], "LoadError");
@@ -419,9 +463,18 @@ fn a_failing_program_is_reported_and_the_rest_converges() {
         "{missing}"
     );
     let x = p("xdp_count");
-    assert_eq!(x["programLinkStatus"], "Error", "loaded, but its link failed");
+    assert_eq!(
+        x["programLinkStatus"], "Error",
+        "loaded, but its link failed"
+    );
     assert_eq!(x["links"][0]["linkStatus"], "AttachError");
-    assert!(x["links"][0]["message"].as_str().unwrap().contains("nosuchif0"), "{x}");
+    assert!(
+        x["links"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nosuchif0"),
+        "{x}"
+    );
     // The good program runs.
     let id = programs_of(&a, "BpfApplication/team/partial")["tp_getppid"].0;
     getppid_calls(3);

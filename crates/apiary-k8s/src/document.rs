@@ -55,7 +55,9 @@ impl std::str::FromStr for AppKey {
     fn from_str(s: &str) -> Result<Self, String> {
         let mut parts = s.splitn(3, '/');
         let (Some(kind), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!("invalid application key {s:?}: expected KIND/NAMESPACE/NAME"));
+            return Err(format!(
+                "invalid application key {s:?}: expected KIND/NAMESPACE/NAME"
+            ));
         };
         let kind = AppKind::from_name(kind)
             .ok_or_else(|| format!("invalid application key {s:?}: unknown kind {kind:?}"))?;
@@ -215,9 +217,20 @@ fn validate_name(name: &str) -> Result<(), String> {
 /// first). A bpfman object's 0 becomes 1, so it applies unchanged.
 fn bpfman_priorities(spec: &mut ApplicationSpec) {
     for p in &mut spec.programs {
-        let xdp = p.xdp.iter_mut().flat_map(|m| m.links.iter_mut()).map(|l| &mut l.priority);
-        let tc = p.tc.iter_mut().flat_map(|m| m.links.iter_mut()).map(|l| &mut l.priority);
-        let tcx = p.tcx.iter_mut().flat_map(|m| m.links.iter_mut()).map(|l| &mut l.priority);
+        let xdp = p
+            .xdp
+            .iter_mut()
+            .flat_map(|m| m.links.iter_mut())
+            .map(|l| &mut l.priority);
+        let tc =
+            p.tc.iter_mut()
+                .flat_map(|m| m.links.iter_mut())
+                .map(|l| &mut l.priority);
+        let tcx = p
+            .tcx
+            .iter_mut()
+            .flat_map(|m| m.links.iter_mut())
+            .map(|l| &mut l.priority);
         for prio in xdp.chain(tc).chain(tcx) {
             if *prio == 0 {
                 *prio = 1;

@@ -7,6 +7,10 @@
 //! programs' maps), and attaches missing links. Nothing that already matches is touched, so
 //! re-applying is a no-op; a changed priority is a different link, so it moves in its chain.
 
+// The manager's error is returned unboxed, as the manager itself does, so front doors find it
+// in the error chain (the CLI's exit status comes from it).
+#![allow(clippy::result_large_err)]
+
 use crate::crd::{
     AppLoadStatus, ApplicationStateStatus, LinkState, LinkStatus, ProgramLinkStatus, ProgramState,
     PullPolicy,
@@ -119,11 +123,8 @@ pub fn apply(api: &dyn Api, key: &AppKey, plan: &Plan) -> Result<ApplyReport, Ap
     for (p, d) in &keep {
         let Some(id) = p.id else { continue };
         let section = p.section.clone().unwrap_or_default();
-        let wanted: Vec<apiary_core::AttachSpec> = d
-            .links
-            .iter()
-            .map(|l| resolved(l, &section))
-            .collect();
+        let wanted: Vec<apiary_core::AttachSpec> =
+            d.links.iter().map(|l| resolved(l, &section)).collect();
         let mut used = vec![false; wanted.len()];
         let links = api
             .list_links(Some(id))
@@ -156,9 +157,7 @@ pub fn apply(api: &dyn Api, key: &AppKey, plan: &Plan) -> Result<ApplyReport, Ap
         .iter()
         .filter(|d| !keep.iter().any(|(p, _)| p.name == d.name))
         .collect();
-    let owner = keep
-        .iter()
-        .find_map(|(p, _)| p.map_owner_id.or(p.id));
+    let owner = keep.iter().find_map(|(p, _)| p.map_owner_id.or(p.id));
     let mut programs: BTreeMap<String, Result<ProgramView, String>> = keep
         .iter()
         .map(|(p, _)| (p.name.clone(), Ok(p.clone())))
@@ -181,7 +180,9 @@ pub fn apply(api: &dyn Api, key: &AppKey, plan: &Plan) -> Result<ApplyReport, Ap
     for d in desired {
         let state = match programs.get(&d.name) {
             Some(Ok(p)) => {
-                let have = p.id.and_then(|id| kept_links.remove(&id)).unwrap_or_default();
+                let have =
+                    p.id.and_then(|id| kept_links.remove(&id))
+                        .unwrap_or_default();
                 attach_missing(api, p, d, have, &mut changes)
             }
             Some(Err(message)) => failed(d, message.clone()),

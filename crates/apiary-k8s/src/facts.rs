@@ -88,11 +88,7 @@ pub fn slashed_regex(entry: &str) -> Option<&str> {
 
 /// The facts of this host for `apiary apply`: its interfaces, those of the named network
 /// namespaces asked for, and the primary interface (the default route's).
-pub fn local(
-    name: &str,
-    labels: BTreeMap<String, String>,
-    netns_names: &[String],
-) -> NodeFacts {
+pub fn local(name: &str, labels: BTreeMap<String, String>, netns_names: &[String]) -> NodeFacts {
     let root = NetnsFacts {
         name: None,
         path: None,
@@ -104,7 +100,11 @@ pub fn local(
         let Ok(path) = apiary_core::attach::parse_netns(n) else {
             continue;
         };
-        if netns.iter().any(|f: &NetnsFacts| f.path.as_ref() == Some(&path)) || !path.exists() {
+        if netns
+            .iter()
+            .any(|f: &NetnsFacts| f.path.as_ref() == Some(&path))
+            || !path.exists()
+        {
             continue;
         }
         netns.push(NetnsFacts {

@@ -6,10 +6,10 @@
 pub mod crd;
 pub mod document;
 mod error;
+pub mod execute;
 pub mod facts;
 mod hooks;
 pub mod plan;
-pub mod execute;
 pub mod validate;
 
 pub use error::{ApplyError, DocumentError};

@@ -33,7 +33,10 @@ pub struct LoadPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     Path(PathBuf),
-    Image { url: String, pull_policy: PullPolicy },
+    Image {
+        url: String,
+        pull_policy: PullPolicy,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -146,9 +149,13 @@ fn program(p: &ApplicationProgram, facts: &NodeFacts) -> DesiredProgram {
     match p.ty {
         BpfProgramType::Xdp => {
             for (i, l) in p.xdp.iter().flat_map(|m| m.links.iter()).enumerate() {
-                for (netns, iface) in
-                    interfaces(i, &l.interface_selector, l.network_namespaces.as_ref(), facts, &mut out)
-                {
+                for (netns, iface) in interfaces(
+                    i,
+                    &l.interface_selector,
+                    l.network_namespaces.as_ref(),
+                    facts,
+                    &mut out,
+                ) {
                     let info = LinkInfo {
                         interface: Some(iface.clone()),
                         netns: netns.clone(),
@@ -161,9 +168,13 @@ fn program(p: &ApplicationProgram, facts: &NodeFacts) -> DesiredProgram {
         }
         BpfProgramType::Tc => {
             for (i, l) in p.tc.iter().flat_map(|m| m.links.iter()).enumerate() {
-                for (netns, iface) in
-                    interfaces(i, &l.interface_selector, l.network_namespaces.as_ref(), facts, &mut out)
-                {
+                for (netns, iface) in interfaces(
+                    i,
+                    &l.interface_selector,
+                    l.network_namespaces.as_ref(),
+                    facts,
+                    &mut out,
+                ) {
                     let info = LinkInfo {
                         interface: Some(iface.clone()),
                         netns: netns.clone(),
@@ -177,9 +188,13 @@ fn program(p: &ApplicationProgram, facts: &NodeFacts) -> DesiredProgram {
         }
         BpfProgramType::Tcx => {
             for (i, l) in p.tcx.iter().flat_map(|m| m.links.iter()).enumerate() {
-                for (netns, iface) in
-                    interfaces(i, &l.interface_selector, l.network_namespaces.as_ref(), facts, &mut out)
-                {
+                for (netns, iface) in interfaces(
+                    i,
+                    &l.interface_selector,
+                    l.network_namespaces.as_ref(),
+                    facts,
+                    &mut out,
+                ) {
                     let info = LinkInfo {
                         interface: Some(iface.clone()),
                         netns: netns.clone(),
@@ -201,12 +216,26 @@ fn program(p: &ApplicationProgram, facts: &NodeFacts) -> DesiredProgram {
             }
         }
         BpfProgramType::KProbe | BpfProgramType::KRetProbe => {
-            for l in p.kprobe.iter().chain(&p.kretprobe).flat_map(|m| m.links.iter()) {
-                out.link(hooks::kprobe(&l.function, l.offset, ret), LinkInfo::default());
+            for l in p
+                .kprobe
+                .iter()
+                .chain(&p.kretprobe)
+                .flat_map(|m| m.links.iter())
+            {
+                out.link(
+                    hooks::kprobe(&l.function, l.offset, ret),
+                    LinkInfo::default(),
+                );
             }
         }
         BpfProgramType::UProbe | BpfProgramType::URetProbe => {
-            for (i, l) in p.uprobe.iter().chain(&p.uretprobe).flat_map(|m| m.links.iter()).enumerate() {
+            for (i, l) in p
+                .uprobe
+                .iter()
+                .chain(&p.uretprobe)
+                .flat_map(|m| m.links.iter())
+                .enumerate()
+            {
                 for target in uprobe_targets(i, l, facts, &mut out) {
                     let spec = hooks::uprobe(&target, l.function.as_deref(), l.offset, ret, l.pid);
                     out.link(spec, LinkInfo::default());
@@ -244,7 +273,12 @@ fn program(p: &ApplicationProgram, facts: &NodeFacts) -> DesiredProgram {
         }
         BpfProgramType::CgroupSock | BpfProgramType::CgroupSysctl => {
             let sysctl = p.ty == BpfProgramType::CgroupSysctl;
-            for l in p.cgroup_sock.iter().chain(&p.cgroup_sysctl).flat_map(|m| m.links.iter()) {
+            for l in p
+                .cgroup_sock
+                .iter()
+                .chain(&p.cgroup_sysctl)
+                .flat_map(|m| m.links.iter())
+            {
                 let spec = if sysctl {
                     hooks::cgroup_sysctl(&l.cgroup_path)
                 } else {
@@ -255,7 +289,12 @@ fn program(p: &ApplicationProgram, facts: &NodeFacts) -> DesiredProgram {
         }
         BpfProgramType::CgroupSockAddr | BpfProgramType::CgroupSockopt => {
             let sockopt = p.ty == BpfProgramType::CgroupSockopt;
-            for l in p.cgroup_sock_addr.iter().chain(&p.cgroup_sockopt).flat_map(|m| m.links.iter()) {
+            for l in p
+                .cgroup_sock_addr
+                .iter()
+                .chain(&p.cgroup_sockopt)
+                .flat_map(|m| m.links.iter())
+            {
                 let spec = if sockopt {
                     hooks::cgroup_sockopt(&l.cgroup_path, l.hook)
                 } else {
@@ -266,7 +305,10 @@ fn program(p: &ApplicationProgram, facts: &NodeFacts) -> DesiredProgram {
         }
         BpfProgramType::PerfEvent => {
             for l in p.perf_event.iter().flat_map(|m| m.links.iter()) {
-                out.link(hooks::perf_event(l.event, l.frequency, l.cpu), LinkInfo::default());
+                out.link(
+                    hooks::perf_event(l.event, l.frequency, l.cpu),
+                    LinkInfo::default(),
+                );
             }
         }
         BpfProgramType::Netfilter => {
@@ -342,7 +384,10 @@ fn namespaces(
     if let Some(pods) = &sel.pods {
         let before = found.len();
         for pod in &facts.pods {
-            let ns_ok = sel.namespace.as_deref().is_none_or(|ns| ns == pod.namespace);
+            let ns_ok = sel
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| ns == pod.namespace);
             if !ns_ok || !selector_matches(pods, &pod.labels) {
                 continue;
             }
@@ -400,7 +445,10 @@ fn interfaces(
                 Some(p) => pairs.push((ns.path.clone(), p)),
                 None => out.problem(
                     link,
-                    format!("{} has no primary interface (none holds its address)", ns.label),
+                    format!(
+                        "{} has no primary interface (none holds its address)",
+                        ns.label
+                    ),
                 ),
             }
         } else if let Some(d) = &sel.interfaces_discovery_config {
@@ -479,7 +527,10 @@ fn uprobe_targets(link: usize, l: &UprobeLink, facts: &NodeFacts, out: &mut Out)
             continue;
         }
         for ct in &pod.containers {
-            if c.container_names.as_ref().is_some_and(|n| !n.contains(&ct.name)) {
+            if c.container_names
+                .as_ref()
+                .is_some_and(|n| !n.contains(&ct.name))
+            {
                 continue;
             }
             let t = format!("/proc/{}/root{}", ct.pid, l.target);
@@ -491,7 +542,10 @@ fn uprobe_targets(link: usize, l: &UprobeLink, facts: &NodeFacts, out: &mut Out)
     if targets.is_empty() {
         out.problem(
             link,
-            format!("no container on node {} matches uprobe containers", facts.name),
+            format!(
+                "no container on node {} matches uprobe containers",
+                facts.name
+            ),
         );
     }
     targets

@@ -15,7 +15,9 @@ pub fn problems(spec: &ApplicationSpec) -> Vec<String> {
     }
     if let Some(p) = &spec.byte_code.path {
         if !p.starts_with('/') {
-            out.push(format!("spec.byteCode.path {p:?}: must be an absolute path"));
+            out.push(format!(
+                "spec.byteCode.path {p:?}: must be an absolute path"
+            ));
         }
     }
     if let Some(i) = &spec.byte_code.image {
@@ -114,7 +116,10 @@ fn program(at: &str, p: &ApplicationProgram, out: &mut Vec<String>) {
     }
     for m in [&p.fentry, &p.fexit].into_iter().flatten() {
         if m.function.is_empty() {
-            out.push(format!("{at}.{}.function: must not be empty", p.ty.member()));
+            out.push(format!(
+                "{at}.{}.function: must not be empty",
+                p.ty.member()
+            ));
         }
         if m.links.len() > 1 {
             out.push(format!("{at}.{}.links: at most one entry", p.ty.member()));
@@ -131,7 +136,10 @@ fn program(at: &str, p: &ApplicationProgram, out: &mut Vec<String>) {
                 out.push(format!("{}.function: must not be empty", links(i)));
             }
             if p.ty == BpfProgramType::KRetProbe && l.offset != 0 {
-                out.push(format!("{}.offset: a kretprobe's offset must be 0", links(i)));
+                out.push(format!(
+                    "{}.offset: a kretprobe's offset must be 0",
+                    links(i)
+                ));
             }
         }
     }
@@ -209,7 +217,9 @@ fn interfaces(at: &str, s: &InterfaceSelector, out: &mut Vec<String>) {
     }
     if let Some(list) = &s.interfaces {
         if list.is_empty() {
-            out.push(format!("{at}.interfaceSelector.interfaces: name at least one"));
+            out.push(format!(
+                "{at}.interfaceSelector.interfaces: name at least one"
+            ));
         }
         for i in list {
             if let Err(e) = apiary_core::attach::validate_iface(i) {

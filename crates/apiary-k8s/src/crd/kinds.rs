@@ -24,10 +24,10 @@ pub const BPFMAN_GROUP: &str = "bpfman.io";
     shortname = "bpfapp",
     category = "apiary",
     doc = "eBPF programs from one object, loaded and attached on the nodes nodeSelector selects",
-    printcolumn(name = "Programs", type_ = "string", json_path = ".spec.programs[*].name"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[0].reason"),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[0].message", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Programs", "type": "string", "jsonPath": ".spec.programs[*].name"}"#,
+    printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[0].reason"}"#,
+    printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[0].message", "priority": 1}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 pub struct BpfApplicationSpec {
     #[serde(flatten)]
@@ -44,10 +44,10 @@ pub struct BpfApplicationSpec {
     shortname = "cbpfapp",
     category = "apiary",
     doc = "eBPF programs from one object, loaded and attached on the nodes nodeSelector selects",
-    printcolumn(name = "Programs", type_ = "string", json_path = ".spec.programs[*].name"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[0].reason"),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[0].message", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Programs", "type": "string", "jsonPath": ".spec.programs[*].name"}"#,
+    printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[0].reason"}"#,
+    printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[0].message", "priority": 1}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 pub struct ClusterBpfApplicationSpec {
     #[serde(flatten)]
@@ -72,12 +72,12 @@ pub struct ApplicationStatus {
     shortname = "bpfappstate",
     category = "apiary",
     doc = "What one node loaded and attached for a BpfApplication, per program and link",
-    printcolumn(name = "Node", type_ = "string", json_path = ".spec.node"),
-    printcolumn(name = "Application", type_ = "string", json_path = ".spec.application"),
-    printcolumn(name = "Load", type_ = "string", json_path = ".status.appLoadStatus"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[0].reason"),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[0].message", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Node", "type": "string", "jsonPath": ".spec.node"}"#,
+    printcolumn = r#"{"name": "Application", "type": "string", "jsonPath": ".spec.application"}"#,
+    printcolumn = r#"{"name": "Load", "type": "string", "jsonPath": ".status.appLoadStatus"}"#,
+    printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[0].reason"}"#,
+    printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[0].message", "priority": 1}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BpfApplicationStateSpec {
@@ -95,12 +95,12 @@ pub struct BpfApplicationStateSpec {
     shortname = "cbpfappstate",
     category = "apiary",
     doc = "What one node loaded and attached for a ClusterBpfApplication, per program and link",
-    printcolumn(name = "Node", type_ = "string", json_path = ".spec.node"),
-    printcolumn(name = "Application", type_ = "string", json_path = ".spec.application"),
-    printcolumn(name = "Load", type_ = "string", json_path = ".status.appLoadStatus"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[0].reason"),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[0].message", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Node", "type": "string", "jsonPath": ".spec.node"}"#,
+    printcolumn = r#"{"name": "Application", "type": "string", "jsonPath": ".spec.application"}"#,
+    printcolumn = r#"{"name": "Load", "type": "string", "jsonPath": ".status.appLoadStatus"}"#,
+    printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[0].reason"}"#,
+    printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[0].message", "priority": 1}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterBpfApplicationStateSpec {

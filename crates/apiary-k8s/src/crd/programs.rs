@@ -324,9 +324,7 @@ pub enum NetfilterHookName {
     PostRouting,
 }
 
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum NetfilterFamilyName {
     #[default]
     #[serde(rename = "IPv4")]

@@ -59,9 +59,7 @@ pub struct ByteCodeImage {
     pub image_pull_secret: Option<ImagePullSecret>,
 }
 
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum PullPolicy {
     Always,
     #[default]
@@ -82,7 +80,10 @@ pub struct ImagePullSecret {
 #[schemars(transform = super::types::member_rules)]
 pub struct ApplicationProgram {
     /// The program's function name in the object.
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_]*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    )]
     pub name: String,
     #[serde(rename = "type")]
     pub ty: BpfProgramType,

@@ -1,8 +1,10 @@
-use kube::CustomResourceExt;
 use crate::crd::*;
+use kube::CustomResourceExt;
 use serde_json::Value;
 
-fn schema_of(crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> Value {
+fn schema_of(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Value {
     let v = serde_json::to_value(crd).unwrap();
     v["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
@@ -60,17 +62,26 @@ fn four_crds_with_scope_status_and_columns() {
     assert_eq!(
         names,
         [
-            ("bpfapplications.apiary.io".to_string(), "Namespaced".to_string()),
+            (
+                "bpfapplications.apiary.io".to_string(),
+                "Namespaced".to_string()
+            ),
             ("clusterbpfapplications.apiary.io".into(), "Cluster".into()),
             ("bpfapplicationstates.apiary.io".into(), "Namespaced".into()),
-            ("clusterbpfapplicationstates.apiary.io".into(), "Cluster".into()),
+            (
+                "clusterbpfapplicationstates.apiary.io".into(),
+                "Cluster".into()
+            ),
         ]
     );
     for c in &crds {
         let v = &c.spec.versions[0];
         assert_eq!(v.name, "v1alpha1");
         assert!(v.served && v.storage);
-        assert!(v.subresources.as_ref().unwrap().status.is_some(), "status subresource");
+        assert!(
+            v.subresources.as_ref().unwrap().status.is_some(),
+            "status subresource"
+        );
         let cols: Vec<&str> = v
             .additional_printer_columns
             .iter()
@@ -115,8 +126,8 @@ fn application_schema_carries_the_cel_rules() {
     assert!(has("primaryNodeInterface"));
     assert!(has("has(self.pods) != has(self.names)"));
     // Priorities are bounded by the schema itself.
-    let xdp = &schema["properties"]["spec"]["properties"]["programs"]["items"]["properties"]
-        ["xdp"]["properties"]["links"]["items"]["properties"]["priority"];
+    let xdp = &schema["properties"]["spec"]["properties"]["programs"]["items"]["properties"]["xdp"]
+        ["properties"]["links"]["items"]["properties"]["priority"];
     assert_eq!(xdp["minimum"].as_f64(), Some(1.0));
     assert_eq!(xdp["maximum"].as_f64(), Some(1000.0));
     // Lists under CEL rules are bounded, so the apiserver can price the rules.
@@ -131,7 +142,11 @@ fn schemas_are_structural() {
     for c in crds() {
         let text = serde_json::to_string(&schema_of(&c)).unwrap();
         for bad in ["$ref", "\"anyOf\"", "\"oneOf\"", "\"allOf\"", "\"const\""] {
-            assert!(!text.contains(bad), "{}: {bad} in schema", c.metadata.name.unwrap());
+            assert!(
+                !text.contains(bad),
+                "{}: {bad} in schema",
+                c.metadata.name.unwrap()
+            );
         }
     }
 }

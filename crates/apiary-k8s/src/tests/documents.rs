@@ -96,14 +96,20 @@ fn a_bpfman_object_reads_unchanged_and_is_valid() {
             name: "clusterbpfapplication-sample".into()
         }
     );
-    assert_eq!(a.key.to_string(), "ClusterBpfApplication//clusterbpfapplication-sample");
+    assert_eq!(
+        a.key.to_string(),
+        "ClusterBpfApplication//clusterbpfapplication-sample"
+    );
     assert_eq!(a.key.to_string().parse::<AppKey>().unwrap(), a.key);
     assert_eq!(problems(&a.spec), Vec::<String>::new());
     assert_eq!(a.spec.global_data["sampling"].0, vec![2, 0, 0, 0]);
     let tc = a.spec.programs[2].tc.as_ref().unwrap();
     // bpfman's priority 0 (first) is apiary's 1.
     assert_eq!(tc.links[1].priority, 1);
-    assert_eq!(tc.links[1].proceed_on, [TcProceedOn::Pipe, TcProceedOn::DispatcherReturn]);
+    assert_eq!(
+        tc.links[1].proceed_on,
+        [TcProceedOn::Pipe, TcProceedOn::DispatcherReturn]
+    );
     assert_eq!(a.spec.programs[0].ty, BpfProgramType::KProbe);
     // The same object in apiary's group keeps its priority 0, which apiary refuses.
     let ours = BPFMAN.replace("bpfman.io/v1alpha1", "apiary.io/v1alpha1");
@@ -111,7 +117,10 @@ fn a_bpfman_object_reads_unchanged_and_is_valid() {
     assert_eq!(apps[0].key, a.key, "the group is not part of the identity");
     let p = problems(&apps[0].spec);
     assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].contains("spec.programs[2].tc.links[1].priority 0"), "{p:?}");
+    assert!(
+        p[0].contains("spec.programs[2].tc.links[1].priority 0"),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -132,31 +141,53 @@ fn several_documents_lists_and_empty_documents() {
     );
     assert_eq!(apps[1].origin, "many.yaml#3.items[0]");
     // Links default to none.
-    assert!(apps[2].spec.programs[0].tracepoint.as_ref().unwrap().links.is_empty());
+    assert!(apps[2].spec.programs[0]
+        .tracepoint
+        .as_ref()
+        .unwrap()
+        .links
+        .is_empty());
 }
 
 fn err(text: &str) -> String {
     parse(text, "t.yaml").unwrap_err().to_string()
 }
 
-const HEAD: &str = "apiVersion: apiary.io/v1alpha1\nkind: ClusterBpfApplication\nmetadata: {name: a}\n";
+const HEAD: &str =
+    "apiVersion: apiary.io/v1alpha1\nkind: ClusterBpfApplication\nmetadata: {name: a}\n";
 
 #[test]
 fn documents_that_are_not_applications_are_refused_with_the_reason() {
-    assert!(err("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\nspec: {}\n")
-        .contains("apiVersion \"apps/v1\" is not one apiary applies"));
-    assert!(err("apiVersion: apiary.io/v1alpha1\nkind: BpfProgram\nmetadata: {name: a}\n")
-        .contains("kind \"BpfProgram\" is not an application"));
-    assert!(err("apiVersion: apiary.io/v1alpha1\nkind: BpfApplication\nspec: {}\n")
-        .contains("metadata.name is missing"));
+    assert!(
+        err("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\nspec: {}\n")
+            .contains("apiVersion \"apps/v1\" is not one apiary applies")
+    );
+    assert!(
+        err("apiVersion: apiary.io/v1alpha1\nkind: BpfProgram\nmetadata: {name: a}\n")
+            .contains("kind \"BpfProgram\" is not an application")
+    );
+    assert!(
+        err("apiVersion: apiary.io/v1alpha1\nkind: BpfApplication\nspec: {}\n")
+            .contains("metadata.name is missing")
+    );
     assert!(err("apiVersion: apiary.io/v1alpha1\nkind: BpfApplication\nmetadata: {name: Bad_Name}\nspec: {}\n")
         .contains("metadata.name \"Bad_Name\""));
     assert!(err("kind: [").contains("t.yaml#1: not valid YAML"));
-    let e = err(&format!("{HEAD}spec:\n  byteCode: {{path: /x.o}}\n  programs: [{{name: f, type: Tracepoint}}]\n"));
-    assert!(e.contains("spec.programs[0].type: unknown variant `Tracepoint`"), "{e}");
+    let e = err(&format!(
+        "{HEAD}spec:\n  byteCode: {{path: /x.o}}\n  programs: [{{name: f, type: Tracepoint}}]\n"
+    ));
+    assert!(
+        e.contains("spec.programs[0].type: unknown variant `Tracepoint`"),
+        "{e}"
+    );
     let e = err(&format!("{HEAD}spec:\n  byteCode: {{path: /x.o}}\n  programs: [{{name: f, type: XDP, xdp: {{links: [{{interfaceSelector: {{interfaces: [a]}}, priorty: 3}}]}}}}]\n"));
-    assert!(e.contains("unknown field(s): spec.programs[0].xdp.links[0].priorty"), "{e}");
-    let e = err(&format!("{HEAD}spec:\n  byteCode: {{path: /x.o}}\n  globalData: {{x: '%%%'}}\n  programs: []\n"));
+    assert!(
+        e.contains("unknown field(s): spec.programs[0].xdp.links[0].priorty"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{HEAD}spec:\n  byteCode: {{path: /x.o}}\n  globalData: {{x: '%%%'}}\n  programs: []\n"
+    ));
     assert!(e.contains("spec.globalData.x: not base64"), "{e}");
 }
 
@@ -166,10 +197,18 @@ fn invalid(spec_yaml: &str) -> Vec<String> {
 
 #[test]
 fn validation_names_each_problem_with_its_path() {
-    let p = invalid("byteCode: {path: /x.o, image: {url: r/x:1}}\nprograms: [{name: f, type: XDP, xdp: {}}]");
-    assert_eq!(p, ["spec.byteCode: byteCode needs exactly one source: image or path"]);
+    let p = invalid(
+        "byteCode: {path: /x.o, image: {url: r/x:1}}\nprograms: [{name: f, type: XDP, xdp: {}}]",
+    );
+    assert_eq!(
+        p,
+        ["spec.byteCode: byteCode needs exactly one source: image or path"]
+    );
     let p = invalid("byteCode: {}\nprograms: [{name: f, type: XDP, xdp: {}}]");
-    assert_eq!(p, ["spec.byteCode: byteCode needs exactly one source: image or path"]);
+    assert_eq!(
+        p,
+        ["spec.byteCode: byteCode needs exactly one source: image or path"]
+    );
     let p = invalid("byteCode: {path: /x.o}\nprograms: [{name: f, type: XDP}]");
     assert_eq!(p, ["spec.programs[0]: xdp configuration is required when type is XDP, and forbidden otherwise"]);
     let p = invalid("byteCode: {path: /x.o}\nprograms: [{name: f, type: XDP, xdp: {}, tc: {}}]");
@@ -177,10 +216,13 @@ fn validation_names_each_problem_with_its_path() {
     let p = invalid("byteCode: {path: /x.o}\nprograms: []");
     assert_eq!(p, ["spec.programs: at least one program is required"]);
     let p = invalid("byteCode: {path: /x.o}\nprograms: [{name: f, type: XDP, xdp: {}}, {name: f, type: XDP, xdp: {}}, {name: 9x, type: XDP, xdp: {}}]");
-    assert_eq!(p, [
-        "spec.programs[1].name \"f\": declared twice",
-        "spec.programs[2].name \"9x\": must be a C identifier of 1 to 64 characters",
-    ]);
+    assert_eq!(
+        p,
+        [
+            "spec.programs[1].name \"f\": declared twice",
+            "spec.programs[2].name \"9x\": must be a C identifier of 1 to 64 characters",
+        ]
+    );
     let p = invalid("byteCode: {path: /x.o}\nprograms: [{name: f, type: XDP, xdp: {links: [{interfaceSelector: {interfaces: [a], primaryNodeInterface: true}, priority: 1001}]}}]");
     assert_eq!(p, [
         "spec.programs[0].xdp.links[0].interfaceSelector: exactly one of interfaces, primaryNodeInterface or interfacesDiscoveryConfig",

@@ -1,5 +1,6 @@
 //! Unit tests: pure, no root. The kernel side is proven by the CLI's `apply` suite.
 
+mod cel;
 mod crds;
 mod documents;
 mod plans;

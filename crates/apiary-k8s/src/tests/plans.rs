@@ -18,8 +18,14 @@ fn node() -> NodeFacts {
         labels: BTreeMap::from([("app".to_string(), app.to_string())]),
         netns: PathBuf::from(netns),
         containers: vec![
-            ContainerFacts { name: "main".into(), pid },
-            ContainerFacts { name: "sidecar".into(), pid: pid + 1 },
+            ContainerFacts {
+                name: "main".into(),
+                pid,
+            },
+            ContainerFacts {
+                name: "sidecar".into(),
+                pid: pid + 1,
+            },
         ],
     };
     NodeFacts {
@@ -59,7 +65,11 @@ fn node() -> NodeFacts {
 /// Plan one program from its YAML entry.
 fn one(program: &str) -> DesiredProgram {
     let s = spec(&format!("byteCode: {{path: /o.o}}\nprograms:\n- {program}"));
-    assert_eq!(crate::validate::problems(&s), Vec::<String>::new(), "test spec is invalid");
+    assert_eq!(
+        crate::validate::problems(&s),
+        Vec::<String>::new(),
+        "test spec is invalid"
+    );
     let p = plan(&s, &node());
     assert!(p.selected);
     p.programs.into_iter().next().unwrap()
@@ -70,7 +80,10 @@ fn hooks(p: &DesiredProgram) -> Vec<String> {
 }
 
 fn problems(p: &DesiredProgram) -> Vec<String> {
-    p.problems.iter().map(|p| format!("{}: {}", p.link, p.message)).collect()
+    p.problems
+        .iter()
+        .map(|p| format!("{}: {}", p.link, p.message))
+        .collect()
 }
 
 #[test]
@@ -88,15 +101,29 @@ fn node_selector_follows_kubernetes_semantics() {
     assert!(with("{matchLabels: {zone: a, role: edge}}"));
     assert!(!with("{matchLabels: {zone: b}}"));
     assert!(!with("{matchLabels: {zone: a, gpu: 'yes'}}"));
-    assert!(with("{matchExpressions: [{key: zone, operator: In, values: [a, b]}]}"));
-    assert!(!with("{matchExpressions: [{key: zone, operator: In, values: [b]}]}"));
-    assert!(!with("{matchExpressions: [{key: zone, operator: NotIn, values: [a]}]}"));
-    assert!(with("{matchExpressions: [{key: gpu, operator: NotIn, values: [a]}]}"));
+    assert!(with(
+        "{matchExpressions: [{key: zone, operator: In, values: [a, b]}]}"
+    ));
+    assert!(!with(
+        "{matchExpressions: [{key: zone, operator: In, values: [b]}]}"
+    ));
+    assert!(!with(
+        "{matchExpressions: [{key: zone, operator: NotIn, values: [a]}]}"
+    ));
+    assert!(with(
+        "{matchExpressions: [{key: gpu, operator: NotIn, values: [a]}]}"
+    ));
     assert!(with("{matchExpressions: [{key: role, operator: Exists}]}"));
     assert!(!with("{matchExpressions: [{key: gpu, operator: Exists}]}"));
-    assert!(with("{matchExpressions: [{key: gpu, operator: DoesNotExist}]}"));
-    assert!(!with("{matchExpressions: [{key: zone, operator: DoesNotExist}]}"));
-    assert!(!with("{matchLabels: {zone: a}, matchExpressions: [{key: role, operator: In, values: [core]}]}"));
+    assert!(with(
+        "{matchExpressions: [{key: gpu, operator: DoesNotExist}]}"
+    ));
+    assert!(!with(
+        "{matchExpressions: [{key: zone, operator: DoesNotExist}]}"
+    ));
+    assert!(!with(
+        "{matchLabels: {zone: a}, matchExpressions: [{key: role, operator: In, values: [core]}]}"
+    ));
 }
 
 #[test]
@@ -104,22 +131,54 @@ fn interfaces_by_name_primary_and_discovery() {
     let p = one("{name: f, type: XDP, xdp: {links: [{interfaceSelector: {interfaces: [eth1, eth9]}, priority: 50}]}}");
     assert_eq!(hooks(&p), ["xdp eth1 prio=50 mode=auto"]);
     assert_eq!(problems(&p), ["0: interface eth9 not found in node n1"]);
-    assert_eq!(p.links[0].info, LinkInfo {
-        interface: Some("eth1".into()),
-        netns: None,
-        direction: None,
-        priority: Some(50),
-    });
+    assert_eq!(
+        p.links[0].info,
+        LinkInfo {
+            interface: Some("eth1".into()),
+            netns: None,
+            direction: None,
+            priority: Some(50),
+        }
+    );
 
-    let p = one("{name: f, type: XDP, xdp: {links: [{interfaceSelector: {primaryNodeInterface: true}}]}}");
-    assert_eq!(hooks(&p), ["xdp eth0 prio=1000 mode=auto"], "priority defaults to 1000");
+    let p = one(
+        "{name: f, type: XDP, xdp: {links: [{interfaceSelector: {primaryNodeInterface: true}}]}}",
+    );
+    assert_eq!(
+        hooks(&p),
+        ["xdp eth0 prio=1000 mode=auto"],
+        "priority defaults to 1000"
+    );
 
     let p = one("{name: f, type: XDP, xdp: {links: [{interfaceSelector: {interfacesDiscoveryConfig: {interfaceAutoDiscovery: true}}}]}}");
-    assert_eq!(hooks(&p), ["xdp eth0 prio=1000 mode=auto", "xdp eth1 prio=1000 mode=auto", "xdp veth7 prio=1000 mode=auto"], "lo is excluded by default");
+    assert_eq!(
+        hooks(&p),
+        [
+            "xdp eth0 prio=1000 mode=auto",
+            "xdp eth1 prio=1000 mode=auto",
+            "xdp veth7 prio=1000 mode=auto"
+        ],
+        "lo is excluded by default"
+    );
     let p = one("{name: f, type: XDP, xdp: {links: [{interfaceSelector: {interfacesDiscoveryConfig: {excludeInterfaces: [eth0]}}}]}}");
-    assert_eq!(hooks(&p), ["xdp eth1 prio=1000 mode=auto", "xdp lo prio=1000 mode=auto", "xdp veth7 prio=1000 mode=auto"]);
+    assert_eq!(
+        hooks(&p),
+        [
+            "xdp eth1 prio=1000 mode=auto",
+            "xdp lo prio=1000 mode=auto",
+            "xdp veth7 prio=1000 mode=auto"
+        ]
+    );
     let p = one("{name: f, type: XDP, xdp: {links: [{interfaceSelector: {interfacesDiscoveryConfig: {allowedInterfaces: ['/^eth[0-9]$/', veth7, lo]}}}]}}");
-    assert_eq!(hooks(&p), ["xdp eth0 prio=1000 mode=auto", "xdp eth1 prio=1000 mode=auto", "xdp veth7 prio=1000 mode=auto"], "exclusion wins over allowance");
+    assert_eq!(
+        hooks(&p),
+        [
+            "xdp eth0 prio=1000 mode=auto",
+            "xdp eth1 prio=1000 mode=auto",
+            "xdp veth7 prio=1000 mode=auto"
+        ],
+        "exclusion wins over allowance"
+    );
 }
 
 #[test]
@@ -128,43 +187,74 @@ fn discovery_alone() {
     let d = |y: &str| discover(&serde_yaml_ng::from_str(y).unwrap(), &present);
     assert_eq!(d("{}"), ["br-x", "eth0", "veth1"]);
     assert_eq!(d("{allowedInterfaces: ['/^br-/']}"), ["br-x"]);
-    assert_eq!(d("{allowedInterfaces: []}"), Vec::<String>::new(), "an empty allow list allows nothing");
-    assert_eq!(d("{excludeInterfaces: []}"), ["br-x", "eth0", "lo", "veth1"]);
+    assert_eq!(
+        d("{allowedInterfaces: []}"),
+        Vec::<String>::new(),
+        "an empty allow list allows nothing"
+    );
+    assert_eq!(
+        d("{excludeInterfaces: []}"),
+        ["br-x", "eth0", "lo", "veth1"]
+    );
 }
 
 #[test]
 fn network_namespaces_by_name_and_by_pod() {
     let p = one("{name: f, type: TC, tc: {links: [{interfaceSelector: {interfaces: [b0]}, direction: Egress, priority: 7, networkNamespaces: {names: [blue, /var/run/netns/green]}}]}}");
     // blue is known and has b0; green is not known, so the name is used as given.
-    assert_eq!(hooks(&p), [
-        "tc b0 egress prio=7 netns=/var/run/netns/blue",
-        "tc b0 egress prio=7 netns=/var/run/netns/green",
-    ]);
+    assert_eq!(
+        hooks(&p),
+        [
+            "tc b0 egress prio=7 netns=/var/run/netns/blue",
+            "tc b0 egress prio=7 netns=/var/run/netns/green",
+        ]
+    );
     assert_eq!(p.links[0].info.direction, Some(Direction::Egress));
-    assert_eq!(p.links[0].info.netns, Some(PathBuf::from("/var/run/netns/blue")));
+    assert_eq!(
+        p.links[0].info.netns,
+        Some(PathBuf::from("/var/run/netns/blue"))
+    );
 
     let p = one("{name: f, type: XDP, xdp: {links: [{interfaceSelector: {interfaces: [eth0]}, networkNamespaces: {names: [blue]}}]}}");
     assert!(hooks(&p).is_empty());
-    assert_eq!(problems(&p), ["0: interface eth0 not found in network namespace blue on node n1"]);
+    assert_eq!(
+        problems(&p),
+        ["0: interface eth0 not found in network namespace blue on node n1"]
+    );
 
     let p = one("{name: f, type: XDP, xdp: {links: [{interfaceSelector: {primaryNodeInterface: true}, networkNamespaces: {names: [blue, green]}}]}}");
-    assert_eq!(hooks(&p), ["xdp b0 netns=/var/run/netns/blue prio=1000 mode=auto"]);
+    assert_eq!(
+        hooks(&p),
+        ["xdp b0 netns=/var/run/netns/blue prio=1000 mode=auto"]
+    );
     assert_eq!(problems(&p), ["0: network namespace green on node n1 has no primary interface (none holds its address)"]);
 
     let p = one("{name: f, type: TCX, tcx: {links: [{interfaceSelector: {interfacesDiscoveryConfig: {}}, direction: Ingress, networkNamespaces: {names: [green]}}]}}");
-    assert_eq!(problems(&p), ["0: cannot discover interfaces: network namespace green on node n1 is not known"]);
+    assert_eq!(
+        problems(&p),
+        ["0: cannot discover interfaces: network namespace green on node n1 is not known"]
+    );
 
     // Pods: the label selector, and the namespace when given.
     let p = one("{name: f, type: TCX, tcx: {links: [{interfaceSelector: {interfaces: [eth0]}, direction: Ingress, priority: 3, networkNamespaces: {pods: {matchLabels: {app: web}}}}]}}");
-    assert_eq!(hooks(&p), [
-        "tcx eth0 ingress prio=3 netns=/proc/100/ns/net",
-        "tcx eth0 ingress prio=3 netns=/proc/200/ns/net",
-    ]);
+    assert_eq!(
+        hooks(&p),
+        [
+            "tcx eth0 ingress prio=3 netns=/proc/100/ns/net",
+            "tcx eth0 ingress prio=3 netns=/proc/200/ns/net",
+        ]
+    );
     let p = one("{name: f, type: TCX, tcx: {links: [{interfaceSelector: {interfaces: [eth0]}, direction: Ingress, networkNamespaces: {namespace: shop, pods: {matchLabels: {app: web}}}}]}}");
-    assert_eq!(hooks(&p), ["tcx eth0 ingress prio=1000 netns=/proc/100/ns/net"]);
+    assert_eq!(
+        hooks(&p),
+        ["tcx eth0 ingress prio=1000 netns=/proc/100/ns/net"]
+    );
     let p = one("{name: f, type: TCX, tcx: {links: [{interfaceSelector: {interfaces: [eth0]}, direction: Ingress, networkNamespaces: {namespace: lab, pods: {matchLabels: {app: db}}}}]}}");
     assert!(hooks(&p).is_empty());
-    assert_eq!(problems(&p), ["0: no pod on node n1 matches networkNamespaces.pods in namespace lab"]);
+    assert_eq!(
+        problems(&p),
+        ["0: no pod on node n1 matches networkNamespaces.pods in namespace lab"]
+    );
 }
 
 #[test]
@@ -214,14 +304,23 @@ fn the_member_named_after_the_type_gives_the_links() {
 fn proceed_on_values_map_to_apiary_verdicts() {
     let p = one("{name: f, type: XDP, xdp: {links: [{interfaceSelector: {interfaces: [eth0]}, proceedOn: [Pass, TX, ReDirect, DispatcherReturn]}]}}");
     let v = serde_json::to_value(&p.links[0].spec).unwrap();
-    assert_eq!(v["proceed_on"], serde_json::json!(["pass", "tx", "redirect", "dispatcher_return"]));
+    assert_eq!(
+        v["proceed_on"],
+        serde_json::json!(["pass", "tx", "redirect", "dispatcher_return"])
+    );
     let p = one("{name: f, type: TC, tc: {links: [{interfaceSelector: {interfaces: [eth0]}, direction: Ingress, proceedOn: [UnSpec, OK, Shot, Pipe, DispatcherReturn]}]}}");
     let v = serde_json::to_value(&p.links[0].spec).unwrap();
-    assert_eq!(v["proceed_on"], serde_json::json!(["unspec", "ok", "shot", "pipe", "dispatcher_return"]));
+    assert_eq!(
+        v["proceed_on"],
+        serde_json::json!(["unspec", "ok", "shot", "pipe", "dispatcher_return"])
+    );
     assert_eq!(p.links[0].spec.validate(), Ok(()));
     // Omitted: apiary's (and bpfman's) defaults apply.
     let p = one("{name: f, type: XDP, xdp: {links: [{interfaceSelector: {interfaces: [eth0]}}]}}");
-    assert!(serde_json::to_value(&p.links[0].spec).unwrap().get("proceed_on").is_none());
+    assert!(serde_json::to_value(&p.links[0].spec)
+        .unwrap()
+        .get("proceed_on")
+        .is_none());
 }
 
 #[test]
@@ -229,12 +328,23 @@ fn uprobes_in_containers_go_through_the_container_root() {
     let p = one("{name: f, type: UProbe, uprobe: {links: [{target: /usr/bin/app, function: handle, containers: {namespace: shop, pods: {matchLabels: {app: web}}, containerNames: [main]}}]}}");
     assert_eq!(hooks(&p), ["uprobe /proc/100/root/usr/bin/app:handle+0x0"]);
     let p = one("{name: f, type: UProbe, uprobe: {links: [{target: /usr/bin/app, function: handle, containers: {pods: {matchLabels: {app: web}}}}]}}");
-    assert_eq!(hooks(&p).len(), 4, "two pods, two containers each: {:?}", hooks(&p));
+    assert_eq!(
+        hooks(&p).len(),
+        4,
+        "two pods, two containers each: {:?}",
+        hooks(&p)
+    );
     let p = one("{name: f, type: UProbe, uprobe: {links: [{target: libc, function: malloc, containers: {pods: {}}}]}}");
     assert!(hooks(&p).is_empty());
-    assert_eq!(problems(&p), ["0: uprobe target \"libc\": inside containers the target must be an absolute path"]);
+    assert_eq!(
+        problems(&p),
+        ["0: uprobe target \"libc\": inside containers the target must be an absolute path"]
+    );
     let p = one("{name: f, type: UProbe, uprobe: {links: [{target: /a, function: m, containers: {pods: {matchLabels: {app: none}}}}]}}");
-    assert_eq!(problems(&p), ["0: no container on node n1 matches uprobe containers"]);
+    assert_eq!(
+        problems(&p),
+        ["0: no container on node n1 matches uprobe containers"]
+    );
 }
 
 #[test]
@@ -252,15 +362,33 @@ fn load_plan_and_fingerprint() {
     assert!(p.load.globals.is_empty());
     assert_eq!(fp(base), fp(base), "stable");
     // Links and programs are not load inputs; the object and its globals are.
-    assert_eq!(fp(base), fp("byteCode: {path: /o.o}\nprograms: [{name: g, type: XDP, xdp: {}}]"));
-    assert_ne!(fp(base), fp("byteCode: {path: /p.o}\nprograms: [{name: f, type: TracePoint, tracepoint: {}}]"));
+    assert_eq!(
+        fp(base),
+        fp("byteCode: {path: /o.o}\nprograms: [{name: g, type: XDP, xdp: {}}]")
+    );
+    assert_ne!(
+        fp(base),
+        fp("byteCode: {path: /p.o}\nprograms: [{name: f, type: TracePoint, tracepoint: {}}]")
+    );
     let g1 = "byteCode: {path: /o.o}\nglobalData: {increment: AgAAAAAAAAA=}\nprograms: [{name: f, type: TracePoint, tracepoint: {}}]";
     let g2 = g1.replace("AgAAAAAAAAA=", "AwAAAAAAAAA=");
     assert_ne!(fp(base), fp(g1));
     assert_ne!(fp(g1), fp(&g2));
-    assert_eq!(plan(&spec(g1), &node()).load.globals, [("increment".to_string(), vec![2, 0, 0, 0, 0, 0, 0, 0])]);
-    let img = plan(&spec("byteCode: {image: {url: reg/x:1}}\nprograms: [{name: f, type: XDP, xdp: {}}]"), &node());
-    assert_eq!(img.load.source, Source::Image { url: "reg/x:1".into(), pull_policy: PullPolicy::IfNotPresent });
+    assert_eq!(
+        plan(&spec(g1), &node()).load.globals,
+        [("increment".to_string(), vec![2, 0, 0, 0, 0, 0, 0, 0])]
+    );
+    let img = plan(
+        &spec("byteCode: {image: {url: reg/x:1}}\nprograms: [{name: f, type: XDP, xdp: {}}]"),
+        &node(),
+    );
+    assert_eq!(
+        img.load.source,
+        Source::Image {
+            url: "reg/x:1".into(),
+            pull_policy: PullPolicy::IfNotPresent
+        }
+    );
 }
 
 #[test]
