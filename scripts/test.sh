@@ -27,7 +27,7 @@ sh tests/kube/smoke.sh
 
 # The whole workspace in-process, then the CLI suites again through a daemon (each test's apiary
 # instance gets its own `apiary serve` on a unix socket), so both front doors are tested.
-DAEMON_SUITES="--test programs --test lifecycle --test errors --test chains --test update --test network --test real_world"
+DAEMON_SUITES="--test programs --test lifecycle --test errors --test chains --test update --test network --test real_world --test apply"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast --test-threads "${APIARY_TEST_THREADS:-4}"
     APIARY_TEST_ENDPOINT_MODE=daemon cargo nextest run -p apiary-cli $DAEMON_SUITES --no-fail-fast --test-threads "${APIARY_TEST_THREADS:-4}"

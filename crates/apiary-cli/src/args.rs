@@ -82,6 +82,11 @@ pub enum Command {
     /// Load an object in the foreground, attach every program from its section name, print the
     /// events its ring buffers and perf event arrays deliver, and unload it all on exit.
     Run(RunArgs),
+    /// Kubernetes: the CRDs (see also `apply`, `delete`, `get applications`).
+    K8s {
+        #[command(subcommand)]
+        what: crate::k8s::K8sCmd,
+    },
     /// Write a single-file package (object + metadata) that `apiary run` accepts.
     Package {
         /// The BPF object file.
@@ -128,6 +133,10 @@ pub enum ApiCommand {
         #[command(subcommand)]
         what: MapCmd,
     },
+    /// Apply BpfApplication / ClusterBpfApplication objects (apiary.io or bpfman.io) to this host.
+    Apply(crate::k8s::ApplyArgs),
+    /// Unload everything the applications in the files applied.
+    Delete(crate::k8s::FileArgs),
     /// Replace a program's code, keeping its maps and attach points (hot update).
     Update {
         program_id: apiary_core::ProgramId,
@@ -284,6 +293,8 @@ pub enum ListCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum GetCmd {
+    /// The applications `apply` applied, with their programs.
+    Applications,
     Program {
         id: apiary_core::ProgramId,
     },

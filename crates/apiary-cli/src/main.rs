@@ -3,6 +3,7 @@
 mod args;
 mod daemon;
 mod image;
+mod k8s;
 mod output;
 
 use anyhow::Result;
@@ -59,6 +60,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { source } => inspect(&out, &source),
         Command::Image { what } => image::run(what, &cli.state_dir, format == Output::Json),
         Command::Package { object } => package(&object, &cli.output),
+        Command::K8s { what } => k8s::run(what),
         Command::Run(args) => run_foreground(args, format),
         Command::Serve(a) => daemon::serve(a, cli.state_dir.clone(), cli.bpffs.clone()),
         // Reconcile repairs this host's kernel state, so it always runs in-process.
@@ -123,6 +125,8 @@ fn api_command(cmd: ApiCommand, mgr: &dyn Api, out: &output::Printer) -> Result<
             };
             out.programs(&mgr.load(i.opts.into_spec(source, i.attach))?)
         }
+        ApiCommand::Apply(a) => k8s::apply(a, mgr, out),
+        ApiCommand::Delete(f) => k8s::delete(f, mgr, out),
         ApiCommand::Attach { program_id, target } => out.link(&mgr.attach(program_id, target)?),
         ApiCommand::Detach { link_id } => {
             mgr.detach(link_id)?;
@@ -148,6 +152,7 @@ fn api_command(cmd: ApiCommand, mgr: &dyn Api, out: &output::Printer) -> Result<
             ListCmd::Chains => out.chains(&mgr.list_chains()?),
         },
         ApiCommand::Get { what } => match what {
+            GetCmd::Applications => k8s::get_applications(mgr, out),
             GetCmd::Program { id } => out.program_detail(&mgr.get_program(id)?),
             GetCmd::Link { id } => out.link(&mgr.get_link(id)?),
             GetCmd::Chain { iface, hook, netns } => {

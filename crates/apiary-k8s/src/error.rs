@@ -1,0 +1,35 @@
+//! The errors of reading and applying applications.
+
+/// A document that is not a valid application object.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("{origin}: not valid YAML: {error}")]
+    Yaml { origin: String, error: String },
+    #[error("{origin}: {what}")]
+    Object { origin: String, what: String },
+    #[error("{origin}: {name}: {}", problems.join("; "))]
+    Invalid {
+        origin: String,
+        name: String,
+        problems: Vec<String>,
+    },
+    #[error("{first} and {second} both declare {key}")]
+    Duplicate {
+        key: String,
+        first: String,
+        second: String,
+    },
+}
+
+/// A failure of the manager while converging an application, for the application as a whole
+/// (per-program and per-link failures are reported in the status instead).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{application}: {step}: {error}")]
+    Manager {
+        application: String,
+        step: &'static str,
+        #[source]
+        error: apiary::Error,
+    },
+}
