@@ -40,10 +40,9 @@ impl Manager {
         }
         let existing = store::list_links(self.store().read(), None)?;
         let ctx = self.attach_context(&spec, &existing)?;
-        let fd = sys::obj_get(&self.paths.program(id)).map_err(|e| {
-            Error::FailedPrecondition(format!(
-                "program {id} is recorded but its pin is missing ({e}); run `apiary unload {id}` and load it again"
-            ))
+        let fd = sys::obj_get(&self.paths.program(id)).map_err(|e| Error::PinMissing {
+            program: id,
+            reason: e.to_string(),
         })?;
         let attachment = kernel::attach(fd.as_fd(), &spec, &ctx)?;
 
@@ -180,29 +179,22 @@ impl Manager {
         for r in &records {
             let links = store::list_links(self.store().read(), Some(r.id))?;
             if !links.is_empty() && !force {
-                let l: Vec<String> = links.iter().map(|l| l.id.to_string()).collect();
-                return Err(Error::FailedPrecondition(format!(
-                    "program {} ({}) has {} link(s) (ids {}); detach them first or use --force",
-                    r.id,
-                    r.name,
-                    links.len(),
-                    l.join(", ")
-                )));
+                return Err(Error::HasLinks {
+                    program: r.id,
+                    name: r.name.clone(),
+                    links: links.iter().map(|l| l.id).collect(),
+                });
             }
             let borrowers: Vec<ProgramId> = store::map_borrowers(self.store().read(), r.id)?
                 .into_iter()
                 .filter(|b| !set.contains(b))
                 .collect();
             if !borrowers.is_empty() {
-                let b: Vec<String> = borrowers.iter().map(|b| b.to_string()).collect();
-                return Err(Error::FailedPrecondition(format!(
-                    "program {} ({}) owns maps still used by program(s) {}; unload those first, or together: apiary unload {} {}",
-                    r.id,
-                    r.name,
-                    b.join(", "),
-                    b.join(" "),
-                    r.id
-                )));
+                return Err(Error::MapsInUse {
+                    program: r.id,
+                    name: r.name.clone(),
+                    users: borrowers,
+                });
             }
         }
         // Borrowers first, owners last.

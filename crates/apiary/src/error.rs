@@ -2,8 +2,17 @@
 //! (exit status) and the gRPC API (status code) map from in one place.
 
 use apiary_core::elf::ElfError;
+use apiary_core::{LinkId, ProgramId};
 use apiary_kernel::KernelError;
 use apiary_store::StoreError;
+
+fn list<T: ToString>(items: &[T], sep: &str) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(sep)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -21,6 +30,25 @@ pub enum Error {
         kind: &'static str,
         id: String,
         hint: String,
+    },
+    #[error("program {program} is recorded but its pin is missing ({reason}); run `apiary unload {program}` and load it again")]
+    PinMissing { program: ProgramId, reason: String },
+    #[error("program {program} ({name}) has {} link(s) (ids {}); detach them first or use --force", .links.len(), list(.links, ", "))]
+    HasLinks {
+        program: ProgramId,
+        name: String,
+        links: Vec<LinkId>,
+    },
+    #[error("program {program} ({name}) owns maps still used by program(s) {}; unload those first, or together: apiary unload {} {program}", list(.users, ", "), list(.users, " "))]
+    MapsInUse {
+        program: ProgramId,
+        name: String,
+        users: Vec<ProgramId>,
+    },
+    #[error("map {map} does not match the new code ({}); update keeps maps, so they must be the same — nothing was changed", .differences.join(", "))]
+    MapMismatch {
+        map: String,
+        differences: Vec<String>,
     },
     #[error("{0}")]
     InvalidArgument(String),
@@ -119,7 +147,11 @@ impl Error {
         match self {
             Error::InvalidArgument(_) | Error::Object { .. } => ErrorCode::InvalidArgument,
             Error::NotFound { .. } => ErrorCode::NotFound,
-            Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            Error::FailedPrecondition(_)
+            | Error::PinMissing { .. }
+            | Error::HasLinks { .. }
+            | Error::MapsInUse { .. }
+            | Error::MapMismatch { .. } => ErrorCode::FailedPrecondition,
             Error::Internal(_) | Error::Store(_) => ErrorCode::Internal,
             Error::Remote { code, .. } => *code,
             Error::Kernel(k) => match k {

@@ -160,10 +160,9 @@ impl Manager {
             .object
             .program_fd(&name)
             .ok_or_else(|| Error::Internal("new program has no fd".into()))?;
-        let old_fd = sys::obj_get(&self.paths.program(id)).map_err(|e| {
-            Error::FailedPrecondition(format!(
-                "program {id}'s pin is missing ({e}); unload and load it again"
-            ))
+        let old_fd = sys::obj_get(&self.paths.program(id)).map_err(|e| Error::PinMissing {
+            program: id,
+            reason: e.to_string(),
         })?;
 
         // Chains first: recompose each chain the program is in with the new code (the verifier
@@ -334,11 +333,10 @@ fn check_compatible(
     if diffs.is_empty() {
         Ok(())
     } else {
-        Err(Error::FailedPrecondition(format!(
-            "map {} does not match the new code ({}); update keeps maps, so they must be the same — nothing was changed",
-            old.name,
-            diffs.join(", ")
-        )))
+        Err(Error::MapMismatch {
+            map: old.name.clone(),
+            differences: diffs,
+        })
     }
 }
 
