@@ -594,3 +594,55 @@ fn run_attaches_usdt_probes_its_sections_name() {
     assert_eq!(value(0), Some(5.into()), "{last}");
     assert_eq!(value(2), Some(5010.into()), "{last}");
 }
+
+/// A CO-RE object loaded a second time takes the minimal kernel BTF the first load left in the
+/// CO-RE cache, and still reads the kernel's structures right: the caller's tgid filter holds
+/// and `real_parent->tgid` is this test's pid.
+#[test]
+fn core_objects_load_again_from_the_core_cache() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let obj = fixture("core");
+    let cache = a.state.path().join("core-cache");
+    let load = |tgid: &str| {
+        a.load_one(&[
+            "--path",
+            obj.to_str().unwrap(),
+            "--set",
+            &format!("only_tgid={tgid}"),
+        ])
+    };
+    let first = load("1");
+    a.ok(&["unload", &first.to_string()]);
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .expect("the first load made the cache")
+        .filter_map(|e| e.ok())
+        .collect();
+    assert_eq!(entries.len(), 1, "one entry for the object");
+
+    let child = spawn_target(12);
+    let pid = child.id().to_string();
+    let id = load(&pid);
+    a.attach(
+        id,
+        &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"],
+    );
+    release(child);
+    assert!(
+        entries[0].path().exists(),
+        "the entry served the load (one libbpf cannot use is forgotten)"
+    );
+    let counts = format!("{id}:core_counts");
+    assert_eq!(
+        a.counter(&counts, 0),
+        12,
+        "the cached load counts the child's calls"
+    );
+    assert_eq!(
+        a.counter(&counts, 1),
+        u64::from(std::process::id()),
+        "real_parent->tgid relocated right"
+    );
+}

@@ -977,9 +977,11 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-// Decoding values to JSON and encoding user text are their own files.
+// Decoding values to JSON, encoding user text, writing BTF and CO-RE are their own files.
+pub mod core;
 mod decode;
 mod encode;
+pub mod write;
 pub use decode::*;
 pub use encode::*;
 

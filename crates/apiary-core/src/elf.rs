@@ -66,6 +66,10 @@ pub struct ObjectInfo {
     pub has_dwarf: bool,
     #[serde(skip)]
     pub btf: Option<Btf>,
+    /// The CO-RE relocations in `.BTF.ext` (empty without them, or when the section is
+    /// unreadable: libbpf then says why at load).
+    #[serde(skip)]
+    pub core_relos: Vec<crate::btf::core::CoreRelo>,
 }
 
 impl ObjectInfo {
@@ -284,6 +288,10 @@ pub fn inspect(bytes: &[u8]) -> Result<ObjectInfo, ElfError> {
         has_btf_ext: find(".BTF.ext").is_some(),
         has_dwarf: find(".debug_info").is_some(),
         btf,
+        core_relos: match find(".BTF.ext") {
+            Some(idx) => crate::btf::core::core_relos(section_data(idx)?).unwrap_or_default(),
+            None => Vec::new(),
+        },
     })
 }
 

@@ -163,6 +163,7 @@ fn load_basic(program: &str) -> LoadedObject {
         globals: vec![],
         reuse_maps: vec![],
         object_name: None,
+        core_btf: None,
     };
     load(&req).expect("load")
 }

@@ -39,6 +39,8 @@ fn main() {
             programs: vec![],
             globals: vec![],
             reuse_maps: vec![],
+            object_name: None,
+            core_btf: None,
         };
         // The first load through a loader process starts it: measured on its own.
         let first = isolated.worker_pid().is_none().then(|| {
@@ -101,6 +103,8 @@ fn main() {
         }
     }
 
+    core_cache(&local);
+
     // A chainable program loaded through the loader process still yields its block, which
     // needs the instructions and the loader's map descriptor numbers to cross intact.
     let chain = std::fs::read(apiary_fixtures::object("chain_basic")).expect("fixture");
@@ -113,6 +117,8 @@ fn main() {
         }],
         globals: vec![],
         reuse_maps: vec![],
+        object_name: None,
+        core_btf: None,
     };
     let here = local.load(&creq).expect("load");
     let there = isolated.load(&creq).expect("load");
@@ -125,6 +131,53 @@ fn main() {
         here.program_insns("xdp_count_pass").map_or(0, |i| i.len()),
         bh.maps.len()
     );
+}
+
+/// The CO-RE cache: the `core` fixture loaded with the kernel's whole BTF and with the minimal
+/// BTF the cache keeps for it, alternating, in this process.
+fn core_cache(local: &Loader) {
+    let bytes = std::fs::read(apiary_fixtures::object("core")).expect("fixture");
+    let info = apiary_core::elf::inspect(&bytes).expect("inspect");
+    let dir = std::env::temp_dir().join(format!("apiary-core-bench-{}", std::process::id()));
+    let cache = apiary_kernel::core_cache::CoreCache::new(&dir);
+    let t = Instant::now();
+    let entry = cache.fill(&bytes, &info).expect("a cache entry");
+    let fill = t.elapsed();
+    let req = |core_btf| LoadRequest {
+        object: &bytes,
+        source: "core",
+        programs: vec![],
+        globals: vec![],
+        reuse_maps: vec![],
+        object_name: None,
+        core_btf,
+    };
+    let (whole, small) = (req(None), req(Some(entry.clone())));
+    for _ in 0..10 {
+        drop(local.load(&whole).expect("load"));
+        drop(local.load(&small).expect("load"));
+    }
+    let (mut a, mut b) = (Vec::with_capacity(LOADS), Vec::with_capacity(LOADS));
+    for _ in 0..LOADS {
+        let t = Instant::now();
+        drop(local.load(&whole).expect("load"));
+        a.push(t.elapsed());
+        let t = Instant::now();
+        drop(local.load(&small).expect("load"));
+        b.push(t.elapsed());
+    }
+    a.sort();
+    b.sort();
+    let size = std::fs::metadata(&entry).map(|m| m.len()).unwrap_or(0);
+    println!("CO-RE cache: core fixture, {LOADS} in-process loads each, alternating");
+    println!(
+        "  kernel's whole BTF: median {:.3} ms | minimal BTF ({size} bytes, made once in {:.1} ms): median {:.3} ms | ratio {:.2}",
+        ms(a[LOADS / 2]),
+        ms(fill),
+        ms(b[LOADS / 2]),
+        ms(b[LOADS / 2]) / ms(a[LOADS / 2])
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn ms(d: Duration) -> f64 {

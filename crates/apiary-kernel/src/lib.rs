@@ -5,6 +5,7 @@
 
 pub mod attach;
 pub mod bpffs;
+pub mod core_cache;
 pub mod dispatcher;
 pub mod error;
 pub mod loader;

@@ -40,6 +40,10 @@ pub struct LoadRequest<'a> {
     /// The object name libbpf prefixes internal maps with (`NAME.rodata`); by default the
     /// source's file name up to its first dot, as libbpf names an object opened from a file.
     pub object_name: Option<String>,
+    /// The kernel BTF for CO-RE relocations, when a minimal one was made for this object before
+    /// (the CO-RE cache); `None`: libbpf reads the kernel's.
+    #[serde(default)]
+    pub core_btf: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,6 +181,11 @@ pub(crate) fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<(LoadedObjec
     builder
         .name(name)
         .map_err(|e| KernelError::libbpf("set object name", e))?;
+    if let Some(p) = &req.core_btf {
+        builder
+            .btf_custom_path(p)
+            .map_err(|e| KernelError::libbpf("set the kernel BTF for CO-RE", e))?;
+    }
     let globalized = apiary_core::elf::globalize_static_programs(req.object).map_err(|e| {
         KernelError::NotBpfObject {
             path: req.source.to_string(),

@@ -1042,6 +1042,7 @@ mod tests {
                 PathBuf::from("/sys/fs/bpf/x/maps/1/counts"),
             )],
             object_name: Some("count_ge".into()),
+            core_btf: Some(PathBuf::from("/var/lib/apiary/core/x.btf")),
         };
         let json = serde_json::to_vec(&req).expect("encode");
         let value: serde_json::Value = serde_json::from_slice(&json).expect("parse");
@@ -1054,6 +1055,7 @@ mod tests {
         assert_eq!(back.globals, req.globals);
         assert_eq!(back.reuse_maps, req.reuse_maps);
         assert_eq!(back.object_name, req.object_name);
+        assert_eq!(back.core_btf, req.core_btf);
         assert!(
             back.object.is_empty(),
             "the object travels as the frame's blob"

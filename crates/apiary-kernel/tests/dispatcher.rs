@@ -61,6 +61,7 @@ fn load_fixture(name: &str, programs: &[&str], globals: &[(&str, Vec<u8>)]) -> L
         globals: patches,
         reuse_maps: vec![],
         object_name: None,
+        core_btf: None,
     };
     load(&req).unwrap_or_else(|e| panic!("load {name}: {e}"))
 }

@@ -27,6 +27,7 @@ fn load_usdt() -> LoadedObject {
         globals: Vec::new(),
         reuse_maps: Vec::new(),
         object_name: None,
+        core_btf: None,
     };
     load(&req).expect("load usdt fixture")
 }

@@ -159,8 +159,9 @@ impl Manager {
             globals: globals.clone(),
             reuse_maps: reuse,
             object_name: None,
+            core_btf: None,
         };
-        let mut loaded = self.load_code(&req)?;
+        let mut loaded = self.load_code(req)?;
         let sha = sha256_hex(&bytes);
         let global_records = global_records(&globals);
 

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::manager::Manager;
 use apiary_core::chain::Block;
 use apiary_core::{ProgramId, ProgramType};
+use apiary_kernel::core_cache::CoreCache;
 use apiary_kernel::loader::{LoadedMapInfo, LoadedProgramInfo};
 use apiary_kernel::{self as kernel, PinSet};
 use apiary_store::{GlobalRecord, MapRecord};
@@ -77,8 +78,28 @@ impl Loaded {
 impl Manager {
     /// Run `req` through the loader and capture the blocks of its chainable programs. A capture
     /// that fails is an error: a chainable program without its block could never join a chain.
-    pub(crate) fn load_code(&self, req: &kernel::LoadRequest<'_>) -> Result<Loaded> {
-        let object = self.config().loader.load(req)?;
+    ///
+    /// An object with CO-RE relocations loaded before gets the minimal kernel BTF kept for it
+    /// (the CO-RE cache); after its first load, the entry is made.
+    pub(crate) fn load_code(&self, mut req: kernel::LoadRequest<'_>) -> Result<Loaded> {
+        let cache = self.core_cache();
+        req.core_btf = cache.as_ref().and_then(|c| c.lookup(req.object));
+        let object = match (self.config().loader.load(&req), &req.core_btf) {
+            // The entry could not answer (it never should): forget it and read the kernel's.
+            (Err(_), Some(entry)) => {
+                if let Some(c) = &cache {
+                    c.forget(entry);
+                }
+                req.core_btf = None;
+                self.config().loader.load(&req)?
+            }
+            (loaded, _) => loaded?,
+        };
+        if let (None, Some(c)) = (&req.core_btf, &cache) {
+            if let Ok(info) = apiary_core::elf::inspect(req.object) {
+                c.fill(req.object, &info);
+            }
+        }
         let blocks = object
             .programs
             .iter()
@@ -89,6 +110,14 @@ impl Manager {
             blocks,
             pins: PinSet::new(),
         })
+    }
+}
+
+impl Manager {
+    /// The CO-RE cache under the state directory, unless `APIARY_CORE_CACHE=0`.
+    fn core_cache(&self) -> Option<CoreCache> {
+        (std::env::var_os("APIARY_CORE_CACHE").is_none_or(|v| v != "0"))
+            .then(|| CoreCache::new(self.config().state_dir.join("core-cache")))
     }
 }
 

@@ -140,7 +140,7 @@ impl Manager {
             .filter(|(_, path)| alive(path))
             .collect();
         let globals = global_patches(&p.globals)?;
-        let mut loaded = self.load_code(&kernel::LoadRequest {
+        let mut loaded = self.load_code(kernel::LoadRequest {
             object: &bytes,
             source: &p.source,
             programs: vec![kernel::ProgramSelect {
@@ -150,6 +150,7 @@ impl Manager {
             globals,
             reuse_maps: reuse.clone(),
             object_name: recorded_object_name(&maps),
+            core_btf: None,
         })?;
         let lp = loaded.only_program()?.clone();
         // Maps this program owns (or shares from an owner whose pin is gone) are pinned where

@@ -94,6 +94,7 @@ pub fn run(
         globals,
         reuse_maps: Vec::new(),
         object_name: None,
+        core_btf: None,
     };
     let mut writer = EventWriter::new(event_formats(spec, &fetched, &mut info, note)?, spec.json);
 

@@ -131,7 +131,7 @@ impl Manager {
         let globals = apiary_core::globals::resolve(&info, &raw, &spec.typed_globals)
             .map_err(Error::InvalidArgument)?;
 
-        let mut loaded = self.load_code(&kernel::LoadRequest {
+        let mut loaded = self.load_code(kernel::LoadRequest {
             object: &bytes,
             source: &source,
             programs: vec![kernel::ProgramSelect {
@@ -141,6 +141,7 @@ impl Manager {
             globals: globals.clone(),
             reuse_maps: reuse,
             object_name: recorded_object_name(&old_maps),
+            core_btf: None,
         })?;
         let lp = loaded.only_program()?.clone();
         // The new code and its new maps are pinned beside the old pins now and moved over them

@@ -1,0 +1,127 @@
+//! The CO-RE cache: for each object loaded before, the small part of the kernel's BTF its CO-RE
+//! relocations need (see `apiary_core::btf::core`), so later loads hand libbpf that file
+//! (`btf_custom_path`) instead of letting it parse the whole vmlinux BTF (~5 MB) again.
+//!
+//! Entries are keyed by the object's digest and the kernel's BTF identity: the boot id, the
+//! kernel release and the size of its BTF. The kernel's BTF cannot change while it runs, and a
+//! reboot — into the same or another kernel — changes the boot id, so an entry is never served
+//! for another kernel. The directory keeps the newest `MAX_ENTRIES` entries.
+
+use apiary_core::btf::{self, Btf};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+pub const MAX_ENTRIES: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct CoreCache {
+    dir: PathBuf,
+}
+
+/// What identifies the running kernel's BTF.
+pub fn kernel_identity() -> Option<String> {
+    let boot = std::fs::read_to_string(BOOT_ID).ok()?;
+    let release = nix::sys::utsname::uname().ok()?;
+    let size = std::fs::metadata(VMLINUX).ok()?.len();
+    Some(format!(
+        "{} {} {size}",
+        boot.trim(),
+        release.release().to_string_lossy()
+    ))
+}
+
+fn short_hash(b: &[u8], n: usize) -> String {
+    let h = hex::encode(Sha256::digest(b));
+    h[..n].to_string()
+}
+
+impl CoreCache {
+    pub fn new(dir: impl Into<PathBuf>) -> CoreCache {
+        CoreCache { dir: dir.into() }
+    }
+
+    /// Where the entry of `object` for a kernel of `identity` lives.
+    pub fn entry(&self, object: &[u8], identity: &str) -> PathBuf {
+        self.dir.join(format!(
+            "{}-{}.btf",
+            short_hash(object, 32),
+            short_hash(identity.as_bytes(), 16)
+        ))
+    }
+
+    /// The entry for `object` on the running kernel, if one was made.
+    pub fn lookup(&self, object: &[u8]) -> Option<PathBuf> {
+        let p = self.entry(object, &kernel_identity()?);
+        std::fs::metadata(&p)
+            .is_ok_and(|m| m.len() > 0)
+            .then_some(p)
+    }
+
+    /// Make the entry for `object` on the running kernel (after a load that parsed the whole
+    /// BTF anyway). `None` when the object has no CO-RE relocation a minimal BTF can answer, or
+    /// when anything needed cannot be read: the cache is only ever a shortcut.
+    pub fn fill(&self, object: &[u8], info: &apiary_core::elf::ObjectInfo) -> Option<PathBuf> {
+        let local = info.btf.as_ref()?;
+        if info.core_relos.is_empty() {
+            return None;
+        }
+        let identity = kernel_identity()?;
+        let kernel = Btf::parse(&std::fs::read(VMLINUX).ok()?).ok()?;
+        let blob = btf::core::minimal_target(local, &info.core_relos, &kernel)?;
+        std::fs::create_dir_all(&self.dir).ok()?;
+        let path = self.entry(object, &identity);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &blob).ok()?;
+        std::fs::rename(&tmp, &path).ok()?;
+        self.evict();
+        Some(path)
+    }
+
+    /// Forget an entry libbpf could not use (it is made again from the whole BTF).
+    pub fn forget(&self, path: &Path) {
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Keep the newest `MAX_ENTRIES` entries.
+    fn evict(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut entries: Vec<(std::time::SystemTime, PathBuf)> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "btf"))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        if entries.len() <= MAX_ENTRIES {
+            return;
+        }
+        entries.sort();
+        for (_, p) in &entries[..entries.len() - MAX_ENTRIES] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_kernel_identity_is_another_entry() {
+        let c = CoreCache::new("/nonexistent");
+        let obj = b"object bytes";
+        let a = c.entry(obj, "boot-a 6.18.0 5000000");
+        assert_eq!(a, c.entry(obj, "boot-a 6.18.0 5000000"));
+        assert_ne!(a, c.entry(obj, "boot-b 6.18.0 5000000"), "a reboot");
+        assert_ne!(a, c.entry(obj, "boot-a 6.19.0 5000000"), "another kernel");
+        assert_ne!(a, c.entry(b"other object", "boot-a 6.18.0 5000000"));
+    }
+
+    #[test]
+    fn the_running_kernel_has_an_identity() {
+        let id = kernel_identity().expect("boot id, release and vmlinux BTF");
+        assert_eq!(id.split(' ').count(), 3, "{id}");
+    }
+}
