@@ -32,6 +32,17 @@ pub fn kernel_identity() -> Option<String> {
     ))
 }
 
+/// The kernel's whole BTF, parsed once per process (a daemon or a reconcile fills many entries).
+fn kernel_btf() -> Option<std::sync::Arc<Btf>> {
+    static KERNEL: std::sync::OnceLock<Option<std::sync::Arc<Btf>>> = std::sync::OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            let raw = std::fs::read(VMLINUX).ok()?;
+            Btf::parse(&raw).ok().map(std::sync::Arc::new)
+        })
+        .clone()
+}
+
 fn short_hash(b: &[u8], n: usize) -> String {
     let h = hex::encode(Sha256::digest(b));
     h[..n].to_string()
@@ -68,7 +79,7 @@ impl CoreCache {
             return None;
         }
         let identity = kernel_identity()?;
-        let kernel = Btf::parse(&std::fs::read(VMLINUX).ok()?).ok()?;
+        let kernel = kernel_btf()?;
         let blob = btf::core::minimal_target(local, &info.core_relos, &kernel)?;
         std::fs::create_dir_all(&self.dir).ok()?;
         let path = self.entry(object, &identity);
