@@ -282,7 +282,10 @@ pub fn inspect(bytes: &[u8]) -> Result<ObjectInfo, ElfError> {
         externs,
         has_btf: btf.is_some(),
         has_btf_ext: find(".BTF.ext").is_some(),
-        has_dwarf: find(".debug_info").is_some(),
+        // A stripped object (see strip.rs) keeps an empty .debug_info header.
+        has_dwarf: find(".debug_info")
+            .and_then(|i| sections.section(object::SectionIndex(i)).ok())
+            .is_some_and(|sh| sh.sh_size(endian) > 0),
         btf,
     })
 }
