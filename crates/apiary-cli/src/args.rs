@@ -102,6 +102,11 @@ pub enum Command {
         #[command(flatten)]
         flags: CompileFlags,
     },
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions { shell: clap_complete::Shell },
+    /// Man pages: apiary(1) on stdout, or with -o DIR every page (apiary-SUBCOMMAND.1 too)
+    /// written into DIR.
+    Man,
 }
 
 /// How `build` (and `run` of a .c source) compiles.

@@ -2,6 +2,7 @@
 
 mod args;
 mod daemon;
+mod docs;
 mod image;
 mod k8s;
 mod output;
@@ -45,7 +46,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     // `package` writes a file named by -o; everything else prints in the format -o names.
     let format: Output = match &cli.command {
-        Command::Package { .. } | Command::Build { .. } => Output::Table,
+        Command::Package { .. } | Command::Build { .. } | Command::Man => Output::Table,
         _ => cli.output.parse().map_err(anyhow::Error::msg)?,
     };
     let out = output::Printer::new(format);
@@ -61,6 +62,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Image { what } => image::run(what, &cli.state_dir, format == Output::Json),
         Command::Package { object } => package(&object, &cli.output),
         Command::Build { source, flags } => build(&source, &flags, &cli.output),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(&cli.output),
         Command::K8s { what } => k8s::run(what),
         Command::Run(args) => run_foreground(args, format),
         Command::Serve(a) => daemon::serve(a, cli.state_dir.clone(), cli.bpffs.clone()),
