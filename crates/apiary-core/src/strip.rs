@@ -105,8 +105,43 @@ pub fn strip_debug(object: &[u8]) -> Result<Vec<u8>, StripError> {
 
 #[cfg(test)]
 mod tests {
+    use super::strip_debug;
+    use crate::elf::inspect;
+
     #[test]
-    fn objects_without_dwarf_are_unchanged_and_garbage_is_an_error() {
-        assert!(super::strip_debug(b"not an elf").is_err());
+    fn garbage_is_an_error() {
+        assert!(strip_debug(b"not an elf").is_err());
+    }
+
+    /// Everything libbpf and apiary read survives; only DWARF goes, and a second strip changes
+    /// nothing.
+    #[test]
+    fn stripping_keeps_programs_maps_and_btf() {
+        for name in ["dwarf_event", "varlen", "events", "core"] {
+            let path = apiary_fixtures::object(name);
+            let full = std::fs::read(&path).unwrap();
+            let stripped = strip_debug(&full).unwrap();
+            let (a, b) = (inspect(&full).unwrap(), inspect(&stripped).unwrap());
+            assert!(a.has_dwarf && !b.has_dwarf, "{name}");
+            assert!(stripped.len() < full.len(), "{name}");
+            let names = |i: &crate::elf::ObjectInfo| {
+                (
+                    i.programs
+                        .iter()
+                        .map(|p| (p.name.clone(), p.section.clone()))
+                        .collect::<Vec<_>>(),
+                    i.maps.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+                    i.globals.iter().map(|g| g.name.clone()).collect::<Vec<_>>(),
+                )
+            };
+            assert_eq!(names(&a), names(&b), "{name}");
+            assert_eq!(a.has_btf_ext, b.has_btf_ext, "{name}");
+            assert_eq!(
+                a.btf.as_ref().map(|b| b.len()),
+                b.btf.as_ref().map(|b| b.len()),
+                "{name}: BTF untouched"
+            );
+            assert_eq!(strip_debug(&stripped).unwrap(), stripped, "{name}");
+        }
     }
 }

@@ -110,3 +110,47 @@ impl TypeSubset {
         Ok((btf, self.root))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{event_type, Format};
+
+    /// A struct only DWARF holds, carried as a subset (through JSON, as in a package), decodes
+    /// into the same columns as from the object itself.
+    #[test]
+    fn a_carried_event_type_decodes_like_the_original() {
+        let object = std::fs::read(apiary_fixtures::object("varlen")).unwrap();
+        let mut info = crate::elf::inspect(&object).unwrap();
+        let t = event_type(&mut info, &object, "events", None)
+            .unwrap()
+            .expect("an event type");
+        assert!(t.from_dwarf || !info.btf.as_ref().unwrap().is_native(t.id));
+        let btf = info.btf.as_ref().unwrap();
+        let sub = TypeSubset::extract(btf, t.id).expect("small enough");
+        assert!(sub.types.len() < 20, "{:?}", sub.types);
+        let json = serde_json::to_string(&sub).unwrap();
+        let back: TypeSubset = serde_json::from_str(&json).unwrap();
+        let (carried, root) = back.to_btf().unwrap();
+        let a = Format::new(btf, t.id).unwrap();
+        let b = Format::new(&carried, root).unwrap();
+        assert_eq!(a.type_name(), b.type_name());
+        assert_eq!(a.columns(), b.columns());
+        assert_eq!(a.size(), b.size());
+    }
+
+    #[test]
+    fn malformed_subsets_are_refused() {
+        let dangling = TypeSubset {
+            root: 1,
+            types: vec![Type::Ptr { target: 7 }],
+        };
+        assert!(dangling.to_btf().is_err());
+        let no_root = TypeSubset {
+            root: 3,
+            types: vec![Type::Void],
+        };
+        assert!(no_root.to_btf().is_err());
+        assert!(TypeSubset::extract(&Btf::empty(), 5).is_none());
+    }
+}
