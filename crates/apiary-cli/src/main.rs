@@ -258,7 +258,14 @@ fn run_foreground(mut a: RunArgs, format: Output) -> Result<()> {
         let built = apiary::build::build(&build_spec(&src, &a.compile, out_dir))
             .map_err(apiary::Error::from)?;
         report_build(&built);
-        a.source = built.package.display().to_string();
+        // The package carries the event types its stripped object's DWARF held; a type named
+        // with --event-type may be another one, which only the full object still has.
+        let chosen = if a.event_type.is_some() {
+            &built.object
+        } else {
+            &built.package
+        };
+        a.source = chosen.display().to_string();
     }
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {

@@ -51,9 +51,8 @@ pub fn strip_debug(object: &[u8]) -> Result<Vec<u8>, StripError> {
             is_debug_name(sh)
                 || ((t == SHT_REL || t == SHT_RELA)
                     && sections
-                        .iter()
-                        .nth(target)
-                        .is_some_and(|t| is_debug_name(t)))
+                        .section(object::SectionIndex(target))
+                        .is_ok_and(&is_debug_name))
         })
         .collect();
     if !debug.iter().any(|d| *d) {
