@@ -55,7 +55,9 @@ pub fn strip_debug(object: &[u8]) -> Result<Vec<u8>, StripError> {
                         .is_ok_and(&is_debug_name))
         })
         .collect();
-    if !debug.iter().any(|d| *d) {
+    // Only relocatable objects (what clang writes for BPF) are laid out anew: program
+    // headers would point into the old layout.
+    if !debug.iter().any(|d| *d) || header.e_phnum(e) != 0 {
         return Ok(object.to_vec());
     }
     let shnum = sections.len();
