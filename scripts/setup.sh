@@ -13,6 +13,15 @@ echo "==> building apiary (release)"
 cargo build --release -q -p apiary-cli
 APIARY=$PWD/target/release/apiary
 
+# Shell completions and man pages, where bash-completion, zsh, fish and man look for them.
+echo "==> installing shell completions and man pages"
+as_root mkdir -p /usr/share/bash-completion/completions /usr/share/zsh/vendor-completions \
+    /usr/share/fish/vendor_completions.d /usr/local/share/man/man1
+"$APIARY" completions bash | as_root tee /usr/share/bash-completion/completions/apiary >/dev/null
+"$APIARY" completions zsh | as_root tee /usr/share/zsh/vendor-completions/_apiary >/dev/null
+"$APIARY" completions fish | as_root tee /usr/share/fish/vendor_completions.d/apiary.fish >/dev/null
+as_root "$APIARY" man -o /usr/local/share/man/man1
+
 echo "==> compiling examples/count_getppid.bpf.c"
 OBJ=target/examples/count_getppid.bpf.o
 mkdir -p target/examples

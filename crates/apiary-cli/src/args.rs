@@ -92,6 +92,35 @@ pub enum Command {
         /// The BPF object file.
         object: PathBuf,
     },
+    /// Compile a BPF C source into NAME.bpf.o and NAME.package.json (in the directory -o names,
+    /// default the current one): clang for BPF, with a vmlinux.h from the kernel's BTF and
+    /// libbpf's headers, so no Makefile is needed. An event struct in NAME.bpf.h or NAME.h next
+    /// to the source is the package's event type.
+    Build {
+        /// The source (NAME.bpf.c).
+        source: PathBuf,
+        #[command(flatten)]
+        flags: CompileFlags,
+    },
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions { shell: clap_complete::Shell },
+    /// Man pages: apiary(1) on stdout, or with -o DIR every page (apiary-SUBCOMMAND.1 too)
+    /// written into DIR.
+    Man,
+}
+
+/// How `build` (and `run` of a .c source) compiles.
+#[derive(Args, Debug, Clone, Default)]
+pub struct CompileFlags {
+    /// An include directory, searched first (repeatable).
+    #[arg(short = 'I', value_name = "DIR")]
+    pub includes: Vec<PathBuf>,
+    /// A preprocessor define: NAME or NAME=VALUE (repeatable).
+    #[arg(short = 'D', value_name = "NAME[=VALUE]")]
+    pub defines: Vec<String>,
+    /// Generate vmlinux.h from this BTF file instead of the running kernel's.
+    #[arg(long, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
 }
 
 /// The commands that work on apiary's state, in-process or through a daemon (`--endpoint`).
@@ -155,7 +184,8 @@ pub enum ApiCommand {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// An object file, an apiary package (.json), or an http(s) URL of either.
+    /// An object file, an apiary package (.json), an http(s) URL of either, or a BPF C source
+    /// (NAME.bpf.c, built first as `apiary build` does).
     pub source: String,
     #[arg(short = 'g', long = "global", value_parser = parse_hex)]
     pub globals: Vec<(String, Vec<u8>)>,
@@ -186,6 +216,9 @@ pub struct RunArgs {
     /// Load and attach only these programs (comma list of function names); default: all.
     #[arg(long, value_delimiter = ',')]
     pub programs: Vec<String>,
+    /// For a .c source: how it is compiled (it is built into the cache directory first).
+    #[command(flatten)]
+    pub compile: CompileFlags,
 }
 
 #[derive(Subcommand, Debug)]

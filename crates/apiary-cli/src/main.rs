@@ -2,6 +2,7 @@
 
 mod args;
 mod daemon;
+mod docs;
 mod image;
 mod k8s;
 mod output;
@@ -45,7 +46,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     // `package` writes a file named by -o; everything else prints in the format -o names.
     let format: Output = match &cli.command {
-        Command::Package { .. } => Output::Table,
+        Command::Package { .. } | Command::Build { .. } | Command::Man => Output::Table,
         _ => cli.output.parse().map_err(anyhow::Error::msg)?,
     };
     let out = output::Printer::new(format);
@@ -60,6 +61,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { source } => inspect(&out, &source),
         Command::Image { what } => image::run(what, &cli.state_dir, format == Output::Json),
         Command::Package { object } => package(&object, &cli.output),
+        Command::Build { source, flags } => build(&source, &flags, &cli.output),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(&cli.output),
         Command::K8s { what } => k8s::run(what),
         Command::Run(args) => run_foreground(args, format),
         Command::Serve(a) => daemon::serve(a, cli.state_dir.clone(), cli.bpffs.clone()),
@@ -203,7 +207,66 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
-fn run_foreground(a: RunArgs, format: Output) -> Result<()> {
+fn build_spec(
+    source: &std::path::Path,
+    flags: &args::CompileFlags,
+    out_dir: std::path::PathBuf,
+) -> apiary::build::BuildSpec {
+    apiary::build::BuildSpec {
+        source: source.to_path_buf(),
+        out_dir,
+        includes: flags.includes.clone(),
+        defines: flags.defines.clone(),
+        btf: flags.btf.clone(),
+        cache_dir: apiary::build::default_cache_dir(),
+        clang: apiary::build::default_clang(),
+    }
+}
+
+/// `apiary build`: -o names the output directory (the global flag's default means "here").
+fn build(source: &std::path::Path, flags: &args::CompileFlags, output: &str) -> Result<()> {
+    let out_dir = if output == "table" { "." } else { output };
+    let built = apiary::build::build(&build_spec(source, flags, out_dir.into()))
+        .map_err(apiary::Error::from)?;
+    report_build(&built);
+    Ok(())
+}
+
+fn report_build(b: &apiary::build::Built) {
+    if !b.warnings.trim().is_empty() {
+        eprint!("{}", b.warnings);
+    }
+    if let Some(t) = &b.header_event_type {
+        eprintln!("event type from the header next to the source: struct {t}");
+    }
+    eprintln!(
+        "compiled in {:.2}s: {} ({} bytes; {} without DWARF), {} ({} bytes)",
+        b.compile_time.as_secs_f64(),
+        b.object.display(),
+        b.object_size,
+        b.stripped_size,
+        b.package.display(),
+        b.package_size
+    );
+}
+
+fn run_foreground(mut a: RunArgs, format: Output) -> Result<()> {
+    // A C source is built into the cache first; what runs is its package.
+    if apiary::build::is_c_source(&a.source) {
+        let src = std::path::PathBuf::from(&a.source);
+        let out_dir = apiary::build::run_out_dir(&apiary::build::default_cache_dir(), &src);
+        let built = apiary::build::build(&build_spec(&src, &a.compile, out_dir))
+            .map_err(apiary::Error::from)?;
+        report_build(&built);
+        // The package carries the event types its stripped object's DWARF held; a type named
+        // with --event-type may be another one, which only the full object still has.
+        let chosen = if a.event_type.is_some() {
+            &built.object
+        } else {
+            &built.package
+        };
+        a.source = chosen.display().to_string();
+    }
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);

@@ -395,8 +395,8 @@ fn a_package_of_a_tool_with_dwarf_types_runs_with_them() {
     let tgid = format!("target_tgid={pid}");
     let mut run = start(&a, &[pkg.to_str().unwrap(), "-o", "json", "--set", &tgid]);
     assert!(
-        run.note("events decoded as struct event (from --event-type; read from DWARF"),
-        "the package's recorded type, found in the object's DWARF: {:?}",
+        run.note("events decoded as struct event (from the package, which carries the type the object's DWARF held)"),
+        "the package carries the type its stripped object's DWARF held: {:?}",
         run.notes
     );
     let lines = run.trigger_until(|l| {

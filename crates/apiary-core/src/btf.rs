@@ -103,7 +103,7 @@ pub enum BtfError {
 }
 
 /// BTF linkage of a FUNC or VAR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Linkage {
     Static,
     Global,
@@ -125,7 +125,7 @@ impl Linkage {
 
 /// A struct or union member. For bitfields `bitfield_size` is non-zero (or, in BTF without the
 /// kind flag, the member's INT type carries the width).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     pub name: String,
     pub ty: TypeId,
@@ -135,15 +135,16 @@ pub struct Member {
 
 /// One variable placement inside a DATASEC. Object files from clang often carry zero offsets
 /// here; libbpf fills them in from the symbol table at load time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SecVar {
     pub ty: TypeId,
     pub offset: u32,
     pub size: u32,
 }
 
-/// One BTF type. Names are empty for anonymous types.
-#[derive(Debug, Clone, PartialEq)]
+/// One BTF type. Names are empty for anonymous types. Serializable so a package can carry the
+/// few types its events need (see [`subset`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Type {
     Void,
     Int {
@@ -981,6 +982,7 @@ fn hex(bytes: &[u8]) -> String {
 pub mod core;
 mod decode;
 mod encode;
+pub mod subset;
 pub mod write;
 pub use decode::*;
 pub use encode::*;

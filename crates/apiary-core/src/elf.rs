@@ -286,7 +286,10 @@ pub fn inspect(bytes: &[u8]) -> Result<ObjectInfo, ElfError> {
         externs,
         has_btf: btf.is_some(),
         has_btf_ext: find(".BTF.ext").is_some(),
-        has_dwarf: find(".debug_info").is_some(),
+        // A stripped object (see strip.rs) keeps an empty .debug_info header.
+        has_dwarf: find(".debug_info")
+            .and_then(|i| sections.section(object::SectionIndex(i)).ok())
+            .is_some_and(|sh| sh.sh_size(endian) > 0),
         btf,
         core_relos: match find(".BTF.ext") {
             Some(idx) => crate::btf::core::core_relos(section_data(idx)?).unwrap_or_default(),

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod parse;
 pub mod paths;
 pub mod program;
+pub mod strip;
 pub mod types;
 pub mod usdt;
 

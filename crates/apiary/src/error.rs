@@ -50,6 +50,8 @@ pub enum Error {
         map: String,
         differences: Vec<String>,
     },
+    #[error(transparent)]
+    Build(#[from] crate::build::BuildError),
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
@@ -154,6 +156,14 @@ impl Error {
             | Error::MapMismatch { .. } => ErrorCode::FailedPrecondition,
             Error::Internal(_) | Error::Store(_) => ErrorCode::Internal,
             Error::Remote { code, .. } => *code,
+            // A missing compiler is the machine's state; the rest is the source's fault.
+            Error::Build(b) => match b {
+                crate::build::BuildError::ToolMissing { .. } => ErrorCode::FailedPrecondition,
+                crate::build::BuildError::Cache { .. }
+                | crate::build::BuildError::Write { .. }
+                | crate::build::BuildError::Package { .. } => ErrorCode::Internal,
+                _ => ErrorCode::InvalidArgument,
+            },
             Error::Kernel(k) => match k {
                 KernelError::ReadObject { .. }
                 | KernelError::NotBpfObject { .. }

@@ -74,7 +74,11 @@ pub fn inspect(source: &str) -> Result<Inspection> {
         source_name: source.to_string(),
         error,
     })?;
-    let event_types = apiary_core::events::event_type_names(&mut info, &fetched.object);
+    let mut event_types = apiary_core::events::event_type_names(&mut info, &fetched.object);
+    // A package's object lacks the DWARF some of its event types came from: it records them.
+    if let Some(p) = &fetched.package {
+        event_types.extend(p.event_types.clone());
+    }
     Ok(Inspection {
         source: source.to_string(),
         license: info.license.clone(),

@@ -4,6 +4,7 @@
 
 mod api;
 mod attach;
+pub mod build;
 pub mod chain;
 mod error;
 pub mod images;

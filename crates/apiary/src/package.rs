@@ -1,7 +1,13 @@
 //! apiary packages: one JSON file with the object (gzip, base64) and what `inspect` knows about
 //! it, so a tool can be shared as a single file or URL and run with `apiary run`.
+//!
+//! The object is stored without its DWARF: with `-g` and `vmlinux.h` DWARF is most of a tool's
+//! object, and nothing loads it. The one thing apiary reads from DWARF, an event struct clang
+//! left out of BTF (a local variable's type), is carried in `event_type_defs` instead, so the
+//! events of a stripped object decode as they did.
 
 use apiary_core::btf;
+use apiary_core::btf::subset::TypeSubset;
 use apiary_core::elf::{self, ObjectInfo};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -25,6 +31,13 @@ pub struct Package {
     pub globals: Vec<PackageGlobal>,
     /// Event type per ring buffer / perf event array, where one could be found.
     pub event_types: BTreeMap<String, String>,
+    /// Per event map, the definition of its event type when only the object's DWARF held it
+    /// (DWARF is stripped from the packaged object).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub event_type_defs: BTreeMap<String, TypeSubset>,
+    /// Size of the object before its DWARF was stripped (absent: nothing was stripped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_with_debug: Option<usize>,
     /// gzip, then base64 (standard alphabet).
     pub object: String,
 }
@@ -75,13 +88,62 @@ pub fn globals_of(info: &ObjectInfo) -> Vec<PackageGlobal> {
         .collect()
 }
 
+/// Event types of the object's event maps: names, and the definitions of those only DWARF
+/// holds. `hint` (a struct from the header next to a source, see `crate::build`) is the event
+/// type when the object has exactly one event map and the hint names a type it has.
+fn event_types_of(
+    info: &mut ObjectInfo,
+    object: &[u8],
+    hint: Option<&str>,
+) -> (BTreeMap<String, String>, BTreeMap<String, TypeSubset>) {
+    let event_maps: Vec<String> = info
+        .maps
+        .iter()
+        .filter(|m| m.map_type_name == "ringbuf" || m.map_type_name == "perf_event_array")
+        .map(|m| m.name.clone())
+        .collect();
+    let hint = hint.filter(|_| event_maps.len() == 1);
+    let (mut names, mut defs) = (BTreeMap::new(), BTreeMap::new());
+    for m in event_maps {
+        let found = hint
+            .and_then(|h| apiary_core::events::event_type(info, object, &m, Some(h)).ok())
+            .flatten()
+            .or_else(|| {
+                apiary_core::events::event_type(info, object, &m, None)
+                    .ok()
+                    .flatten()
+            });
+        let (Some(t), Some(b)) = (found, info.btf.as_ref()) else {
+            continue;
+        };
+        names.insert(m.clone(), b.type_name(t.id));
+        if !b.is_native(t.id) {
+            if let Some(sub) = TypeSubset::extract(b, t.id) {
+                defs.insert(m, sub);
+            }
+        }
+    }
+    (names, defs)
+}
+
 impl Package {
     pub fn build(name: &str, object: &[u8]) -> Result<Package, String> {
-        let mut info = elf::inspect(object).map_err(|e| e.to_string())?;
+        Package::build_with(name, object, None)
+    }
+
+    /// A package of `object`, stripped of DWARF; `event_type_hint` as in [`event_types_of`].
+    pub fn build_with(
+        name: &str,
+        full: &[u8],
+        event_type_hint: Option<&str>,
+    ) -> Result<Package, String> {
+        let mut info = elf::inspect(full).map_err(|e| e.to_string())?;
+        let (event_types, event_type_defs) = event_types_of(&mut info, full, event_type_hint);
+        let object = apiary_core::strip::strip_debug(full).map_err(|e| e.to_string())?;
+        let object = &object[..];
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(object).map_err(|e| e.to_string())?;
         let compressed = gz.finish().map_err(|e| e.to_string())?;
-        let event_types = apiary_core::events::event_type_names(&mut info, object);
         Ok(Package {
             format: FORMAT.into(),
             name: name.to_string(),
@@ -111,6 +173,8 @@ impl Package {
                 .collect(),
             globals: globals_of(&info),
             event_types,
+            event_type_defs,
+            size_with_debug: (object.len() != full.len()).then_some(full.len()),
             object: base64::engine::general_purpose::STANDARD.encode(compressed),
         })
     }

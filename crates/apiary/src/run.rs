@@ -245,14 +245,27 @@ fn event_formats(
                 .as_ref()
                 .and_then(|p| p.event_types.get(&name).cloned())
         });
-        // Types only in DWARF are appended to info.btf here, before anything uses it.
-        let found = events::event_type(info, &fetched.object, &name, explicit.as_deref())
-            .map_err(Error::InvalidArgument)?;
         let kind_name = if kind == EventMapKind::RingBuf {
             "ring buffer"
         } else {
             "perf event array"
         };
+        // A package's object has no DWARF: a type only DWARF held travels with the package.
+        if let Some(f) = carried_format(spec, fetched, &name)? {
+            note(&format!(
+                "events from {kind_name} {name} decoded as {} (from the package, which carries the type the object's DWARF held)",
+                f.type_name()
+            ));
+            emaps.push(EventMap {
+                name,
+                format: Some(f),
+                tag: String::new(),
+            });
+            continue;
+        }
+        // Types only in DWARF are appended to info.btf here, before anything uses it.
+        let found = events::event_type(info, &fetched.object, &name, explicit.as_deref())
+            .map_err(Error::InvalidArgument)?;
         let format = match (found, info.btf.as_ref()) {
             (Some(t), Some(b)) => {
                 let (id, how) = (t.id, t.describe());
@@ -289,6 +302,28 @@ fn event_formats(
         }
     }
     Ok(emaps)
+}
+
+/// The event format of `map` from the type definition its package carries, unless the user
+/// named a type.
+fn carried_format(spec: &RunSpec, fetched: &source::Fetched, map: &str) -> Result<Option<Format>> {
+    if spec.event_type.is_some() {
+        return Ok(None);
+    }
+    let Some(sub) = fetched
+        .package
+        .as_ref()
+        .and_then(|p| p.event_type_defs.get(map))
+    else {
+        return Ok(None);
+    };
+    let (btf, id) = sub.to_btf().map_err(|e| {
+        Error::InvalidArgument(format!(
+            "{}: the event type carried for map {map} is malformed: {e}",
+            fetched.name
+        ))
+    })?;
+    Ok(Format::new(&btf, id))
 }
 
 /// Say what was attached, what was not and why, and which programs share a hook.
