@@ -13,6 +13,7 @@ use args::{ApiCommand, Cli, Command, GetCmd, ListCmd, LoadCmd, MapCmd, Output, R
 use clap::Parser;
 
 fn main() {
+    apiary::timing::mark("start");
     // The daemon's loader process (`apiary serve` starts this binary again with this hidden
     // argument): serve loads on stdin before anything else of the CLI is set up.
     if std::env::args_os().nth(1).as_deref() == Some(apiary_kernel::worker::WORKER_ARG.as_ref()) {
@@ -24,7 +25,14 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    apiary::timing::mark("args");
+    let result = run(cli);
+    apiary::timing::mark("output");
+    let timing = apiary::timing::report();
+    if !timing.is_empty() {
+        eprintln!("{timing}");
+    }
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         // The exit status tells scripts what kind of failure it was (README: exit status).
         let status = e

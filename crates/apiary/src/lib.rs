@@ -19,6 +19,7 @@ mod queries;
 mod reconcile;
 pub mod run;
 mod source;
+pub mod timing;
 mod update;
 mod views;
 

@@ -162,6 +162,7 @@ impl Manager {
             core_btf: None,
         };
         let mut loaded = self.load_code(req)?;
+        crate::timing::mark("kernel load");
         let sha = sha256_hex(&bytes);
         let global_records = global_records(&globals);
 
@@ -217,6 +218,7 @@ impl Manager {
             .iter()
             .map(|p| p.name.clone())
             .collect();
+        crate::timing::mark("record");
         let pinned = loaded
             .pin(
                 |p| {
@@ -239,6 +241,7 @@ impl Manager {
             return Err(e);
         }
 
+        crate::timing::mark("pin");
         if let Some(a) = spec.attach {
             let id = ids[0];
             if let Err(e) = self.attach_locked(id, a) {
@@ -250,6 +253,7 @@ impl Manager {
                 }
                 return Err(e);
             }
+            crate::timing::mark("attach");
         }
         drop(_lock);
         let s = self.store();

@@ -43,6 +43,7 @@ pub struct Manager {
 impl Manager {
     pub fn open(cfg: Config) -> Result<Manager> {
         let store = Store::open(&cfg.state_dir)?;
+        crate::timing::mark("store open");
         Ok(Manager {
             paths: PinPaths::new(&cfg.bpffs),
             cfg,
@@ -80,7 +81,9 @@ impl Manager {
 
     pub(crate) fn lock(&self) -> Result<MutationLock> {
         kernel::ensure_mounted(&self.cfg.bpffs)?;
-        MutationLock::acquire(&self.cfg.state_dir)
+        let lock = MutationLock::acquire(&self.cfg.state_dir);
+        crate::timing::mark("lock");
+        lock
     }
 
     /// Where map `m` is pinned.
