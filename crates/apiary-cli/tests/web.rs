@@ -308,6 +308,59 @@ fn the_json_is_read_only_and_served_to_loopback_names_only() {
         "{dump}"
     );
 
+    // Links off any interface are grouped by family; programs without a link are listed too.
+    let minimal = fixture("minimal");
+    let tp = on(
+        &a,
+        &d,
+        &[
+            "load",
+            "file",
+            "--path",
+            minimal.to_str().unwrap(),
+            "tracepoint",
+            "--tracepoint",
+            "syscalls/sys_enter_getppid",
+        ],
+    );
+    let tp_id = tp[0]["id"].as_i64().expect("id");
+    let loose = on(
+        &a,
+        &d,
+        &["load", "file", "--path", minimal.to_str().unwrap()],
+    );
+    let loose_id = loose[0]["id"].as_i64().expect("id");
+    let host = get_json(web, "/api/host");
+    let group = |kind: &str| -> Vec<Value> {
+        host["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .find(|g| g["kind"] == kind)
+            .unwrap_or_else(|| panic!("no group {kind} in {host}"))["programs"]
+            .as_array()
+            .expect("programs")
+            .clone()
+    };
+    let tps = group("tracepoints");
+    assert_eq!(tps.len(), 1, "{host}");
+    assert_eq!(tps[0]["program_id"].as_i64(), Some(tp_id));
+    assert!(
+        tps[0]["attach_point"]
+            .as_str()
+            .unwrap_or("")
+            .contains("sys_enter_getppid"),
+        "{host}"
+    );
+    let loose_ids: Vec<i64> = group("not attached")
+        .iter()
+        .filter_map(|p| p["program_id"].as_i64())
+        .collect();
+    assert_eq!(loose_ids, [loose_id], "{host}");
+    for id in [tp_id, loose_id] {
+        on(&a, &d, &["unload", "--force", &id.to_string()]);
+    }
+
     // The page and its assets, self-contained.
     let page = http(web, "GET", "/", &web.to_string());
     assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
