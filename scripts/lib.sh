@@ -52,3 +52,11 @@ ensure_clients() {
 ensure_kube_testenv() {
     sh scripts/kube-testenv.sh build
 }
+
+# Debian's chromium, which the web view's browser tests drive headless (scripts/web-tests.sh adds
+# playwright-core from npm). Kept out of APT_PACKAGES: only the browser tests need it.
+ensure_browser() {
+    APT_PACKAGES="chromium" ensure_packages
+    # Node's own packages (nodesource's nodejs) bring npm; Debian's nodejs does not.
+    command -v npm >/dev/null 2>&1 || APT_PACKAGES="npm" ensure_packages
+}

@@ -10,6 +10,7 @@ ensure_packages
 ensure_mounts
 ensure_cargo
 ensure_clients
+sh scripts/web-tests.sh >/dev/null  # chromium and playwright-core for tests/web.rs
 ensure_kube_testenv
 
 # The Kubernetes tests' control plane, in a state directory of this run's own (never a developer's

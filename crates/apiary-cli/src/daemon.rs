@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9090).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// Serve the web view of the host at http://ADDR/ (loopback only, e.g. 127.0.0.1:8080).
+    #[arg(long)]
+    pub web: Option<SocketAddr>,
     /// Largest request or answer in bytes (default 64 MiB).
     #[arg(long)]
     pub max_message_size: Option<usize>,
@@ -87,6 +90,7 @@ pub fn serve(a: ServeArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
         tls_key: a.tls_key,
         client_ca: a.client_ca,
         metrics: a.metrics,
+        web: a.web,
         max_message_size: a.max_message_size,
         log: a.log,
         log_format: a.log_format,

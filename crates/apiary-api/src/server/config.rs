@@ -27,6 +27,8 @@ pub struct ServeOptions {
     pub tls_key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
+    /// The web view (loopback only; see `server::web`).
+    pub web: Option<SocketAddr>,
     pub max_message_size: Option<usize>,
     /// A tracing filter (`info`, `apiary_api=debug`); RUST_LOG overrides it.
     pub log: Option<String>,
@@ -72,6 +74,7 @@ pub struct ServeConfig {
     pub socket_group: Option<String>,
     pub tcp: Option<TcpConfig>,
     pub metrics: Option<SocketAddr>,
+    pub web: Option<SocketAddr>,
     pub max_message_size: usize,
     pub log: String,
     pub log_format: LogFormat,
@@ -121,6 +124,7 @@ impl ServeOptions {
             tls_key: self.tls_key.or(file.tls_key),
             client_ca: self.client_ca.or(file.client_ca),
             metrics: self.metrics.or(file.metrics),
+            web: self.web.or(file.web),
             max_message_size: self.max_message_size.or(file.max_message_size),
             log: self.log.or(file.log),
             log_format: self.log_format.or(file.log_format),
@@ -142,6 +146,9 @@ impl ServeOptions {
             (None, None, None, None) => None,
             (None, ..) => return Err(invalid("--tls-cert, --tls-key and --client-ca apply to --listen, which is not set")),
         };
+        if let Some(addr) = self.web {
+            super::web::check_addr(addr).map_err(|e| invalid(&e.to_string()))?;
+        }
         let max_message_size = self.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
         if max_message_size < 1024 {
             return Err(invalid("max_message_size must be at least 1024 bytes"));
@@ -152,6 +159,7 @@ impl ServeOptions {
             socket_group: self.socket_group.filter(|g| !g.is_empty()),
             tcp,
             metrics: self.metrics,
+            web: self.web,
             max_message_size,
             log: self.log.unwrap_or_else(|| DEFAULT_LOG.to_string()),
             log_format: self.log_format.unwrap_or_default(),

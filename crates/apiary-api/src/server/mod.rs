@@ -13,6 +13,7 @@ mod limits;
 mod listen;
 pub mod metrics;
 mod service;
+pub mod web;
 
 pub use config::{LogFormat, ServeConfig, ServeOptions, TcpConfig};
 pub use service::ApiaryService;
@@ -157,6 +158,7 @@ pub struct Listeners {
     socket_file: listen::SocketFile,
     tcp: Option<(tokio::net::TcpListener, tonic::transport::Server)>,
     metrics: Option<tokio::net::TcpListener>,
+    web: Option<tokio::net::TcpListener>,
 }
 
 impl Listeners {
@@ -191,11 +193,20 @@ impl Listeners {
             ),
             None => None,
         };
+        let web = match cfg.web {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|error| ServerError::Bind { addr, error })?,
+            ),
+            None => None,
+        };
         Ok(Listeners {
             unix,
             socket_file,
             tcp,
             metrics,
+            web,
         })
     }
 
@@ -206,6 +217,10 @@ impl Listeners {
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serve until `shutdown` resolves, then stop gracefully.
@@ -242,6 +257,7 @@ async fn serve_on(
         socket_file,
         tcp,
         metrics: metrics_listener,
+        web: web_listener,
     } = listeners;
     let (stop_tx, stop_rx) = watch::channel(false);
     // Holding this fd keeps the kernel counting run time and run count of every program; the
@@ -319,6 +335,16 @@ async fn serve_on(
             Ok(())
         });
         tracing::info!(metrics = ?addr, "serving metrics at /metrics");
+    }
+    if let Some(listener) = web_listener {
+        let addr = listener.local_addr().ok();
+        let (api, stop) = (manager.clone() as Arc<dyn apiary::Api>, stop_rx.clone());
+        tasks.spawn(async move {
+            web::serve(listener, api, stop, stats_on).await;
+            Ok(())
+        });
+        // Bound to port 0, the address is found here.
+        tracing::info!(web = ?addr, "serving the web view");
     }
 
     // A listener that fails on its own (rare: the accept loop survives per-connection errors)

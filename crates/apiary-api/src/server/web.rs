@@ -1,0 +1,615 @@
+//! The web view of the host (`apiary serve --web ADDR`): a page that draws what runs where, and
+//! the read-only JSON it polls. `GET /` is the page (plain HTML, CSS and JS under
+//! `crates/apiary-api/web/`, built into the binary); `GET /api/host` the picture's data;
+//! `GET /api/program/ID` what `apiary get program ID` shows; `GET /api/map/ID` a map's decoded
+//! entries. Every answer comes from the library's `Api`, the same calls the CLI makes.
+//!
+//! Served on loopback only (see `check_addr`): it has no authentication of its own, so it is
+//! reached remotely through an SSH tunnel. The Host header must name a loopback host too, so a
+//! web site cannot read it through DNS rebinding.
+
+use apiary::chain::ChainView;
+use apiary::{Api, LinkView, MapRef, MapView, ProgramView};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Entries of a map the page shows; the answer says when there were more.
+pub const MAP_ENTRIES: usize = 100;
+
+const INDEX_HTML: &str = include_str!("../../web/index.html");
+const APP_JS: &str = include_str!("../../web/app.js");
+const STYLE_CSS: &str = include_str!("../../web/style.css");
+const ICON_SVG: &str = include_str!("../../web/icon.svg");
+
+/// Why a web address is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WebAddrError {
+    #[error("--web {addr}: the web view has no authentication of its own, so it is served on loopback addresses only (127.0.0.1, ::1); reach it from elsewhere through an SSH tunnel (ssh -L 8080:127.0.0.1:PORT HOST)")]
+    NotLoopback { addr: SocketAddr },
+}
+
+/// The web view serves only loopback addresses: its answers describe everything the host runs,
+/// and it checks no certificate or token. (The gRPC listener's mutual TLS is for programs; a
+/// browser would need a client certificate installed, which nobody does for a status page.)
+pub fn check_addr(addr: SocketAddr) -> Result<(), WebAddrError> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(WebAddrError::NotLoopback { addr })
+    }
+}
+
+/// `stats_on`: whether the daemon holds the kernel's BPF stats on (run counts are counted).
+pub async fn serve(
+    listener: TcpListener,
+    api: Arc<dyn Api>,
+    mut shutdown: watch::Receiver<bool>,
+    stats_on: bool,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "web: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = super::until_stopped(&mut shutdown) => return,
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, api, stats_on).await {
+                tracing::debug!(%peer, error = %e, "web: connection failed");
+            }
+        });
+    }
+}
+
+/// One answer: status, content type, body, and whether it may be cached.
+pub struct Answer {
+    pub status: &'static str,
+    pub ctype: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(status: &'static str, msg: &str) -> Answer {
+        Answer {
+            status,
+            ctype: "text/plain; charset=utf-8",
+            body: format!("{msg}\n").into_bytes(),
+        }
+    }
+
+    fn json(status: &'static str, v: &impl Serialize) -> Answer {
+        match serde_json::to_vec(v) {
+            Ok(body) => Answer {
+                status,
+                ctype: "application/json",
+                body,
+            },
+            Err(e) => Answer::text("500 Internal Server Error", &e.to_string()),
+        }
+    }
+
+    fn error(e: &apiary::Error) -> Answer {
+        let status = match e.code() {
+            apiary::ErrorCode::NotFound => "404 Not Found",
+            apiary::ErrorCode::InvalidArgument => "400 Bad Request",
+            _ => "500 Internal Server Error",
+        };
+        Answer::json(
+            status,
+            &serde_json::json!({"error": e.to_string(), "code": e.code().name()}),
+        )
+    }
+}
+
+async fn handle(mut stream: TcpStream, api: Arc<dyn Api>, stats_on: bool) -> std::io::Result<()> {
+    let Some(head) = read_head(&mut stream).await? else {
+        return respond(
+            &mut stream,
+            &Answer::text("400 Bad Request", "bad request"),
+            false,
+        )
+        .await;
+    };
+    let text = String::from_utf8_lossy(&head);
+    let mut parts = text.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("").to_string();
+    let head_only = method == "HEAD";
+    let answer = if !matches!(method, "GET" | "HEAD") {
+        Answer::text(
+            "405 Method Not Allowed",
+            "the web view is read-only: GET only",
+        )
+    } else if !host_is_loopback(&text) {
+        Answer::text(
+            "421 Misdirected Request",
+            "the web view answers only requests addressed to a loopback host (localhost, 127.0.0.1, [::1])",
+        )
+    } else {
+        tokio::task::spawn_blocking(move || route(&path, api.as_ref(), stats_on))
+            .await
+            .unwrap_or_else(|e| Answer::text("500 Internal Server Error", &e.to_string()))
+    };
+    respond(&mut stream, &answer, head_only).await
+}
+
+/// The request head, or None when it is too large, incomplete or too slow.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let complete = tokio::time::timeout(READ_TIMEOUT, async {
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<bool, std::io::Error>(false);
+            }
+            head.extend_from_slice(&buf[..n]);
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Ok(true);
+            }
+            if head.len() > MAX_REQUEST_HEAD {
+                return Ok(false);
+            }
+        }
+    })
+    .await
+    .unwrap_or(Ok(false))?;
+    Ok(complete.then_some(head))
+}
+
+/// Whether the Host header names a loopback host. A page of another site that resolves its own
+/// name to 127.0.0.1 (DNS rebinding) sends its own name here and is refused.
+pub fn host_is_loopback(head: &str) -> bool {
+    let Some(host) = head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("host").then(|| v.trim())
+    }) else {
+        // HTTP/1.0 clients may send none; they cannot be a rebinding browser.
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+async fn respond(s: &mut TcpStream, a: &Answer, head_only: bool) -> std::io::Result<()> {
+    // The page loads only its own script and style; no other site may frame it.
+    let head = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
+         X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n\
+         Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n\
+         Connection: close\r\n\r\n",
+        a.status,
+        a.ctype,
+        a.body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    if !head_only {
+        s.write_all(&a.body).await?;
+    }
+    s.shutdown().await
+}
+
+/// The answer to `GET path`.
+pub fn route(path: &str, api: &dyn Api, stats_on: bool) -> Answer {
+    let asset = |ctype, body: &str| Answer {
+        status: "200 OK",
+        ctype,
+        body: body.as_bytes().to_vec(),
+    };
+    match path {
+        "/" | "/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
+        "/app.js" => asset("text/javascript; charset=utf-8", APP_JS),
+        "/style.css" => asset("text/css; charset=utf-8", STYLE_CSS),
+        // Browsers ask for /favicon.ico whatever the page says.
+        "/icon.svg" | "/favicon.ico" => asset("image/svg+xml", ICON_SVG),
+        "/api/host" => Answer::json("200 OK", &host_view(api, stats_on)),
+        _ => {
+            if let Some(id) = path.strip_prefix("/api/program/") {
+                match id.parse() {
+                    Ok(id) => match api.get_program(id) {
+                        Ok(mut d) => {
+                            // The sysctl does not show the daemon's stats fd (as in the gRPC
+                            // service's GetProgram).
+                            d.stats_enabled |= stats_on;
+                            Answer::json("200 OK", &d)
+                        }
+                        Err(e) => Answer::error(&e),
+                    },
+                    Err(e) => Answer::text("400 Bad Request", &e),
+                }
+            } else if let Some(id) = path.strip_prefix("/api/map/") {
+                match id.parse::<MapRef>() {
+                    Ok(m) => match api.dump_map(&m, MAP_ENTRIES) {
+                        Ok(d) => Answer::json("200 OK", &d),
+                        Err(e) => Answer::error(&e),
+                    },
+                    Err(e) => Answer::text("400 Bad Request", &e),
+                }
+            } else {
+                Answer::text("404 Not Found", "see /")
+            }
+        }
+    }
+}
+
+/// What `/api/host` answers: the host as the page draws it.
+#[derive(Debug, Serialize)]
+pub struct HostView {
+    pub stats_enabled: bool,
+    /// Interfaces by network namespace and name, each with its hooks.
+    pub interfaces: Vec<InterfaceView>,
+    /// Links that are not on an interface, grouped by kind ("tracepoints", "probes", ...), and
+    /// programs with no link at all ("not attached").
+    pub groups: Vec<GroupView>,
+    /// The managed programs by id, with the kernel ids of their maps.
+    pub programs: BTreeMap<String, ProgramBrief>,
+    pub maps: Vec<MapView>,
+    /// What could not be read this time (the rest is still drawn).
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InterfaceView {
+    pub iface: String,
+    pub netns: Option<String>,
+    /// In packet order: xdp, tc ingress, tcx ingress, tc egress, tcx egress.
+    pub hooks: Vec<HookView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HookView {
+    /// "xdp", "tc-ingress", "tcx-egress", ...
+    pub hook: String,
+    /// Whether apiary's dispatcher runs these programs as one chain.
+    pub chain: bool,
+    pub mode: Option<String>,
+    /// In run order.
+    pub programs: Vec<SlotView>,
+}
+
+/// One program box: a chain slot or a link of its own.
+#[derive(Debug, Serialize)]
+pub struct SlotView {
+    pub program_id: apiary::core::ProgramId,
+    pub link_id: Option<apiary::core::LinkId>,
+    pub name: String,
+    pub position: Option<usize>,
+    pub priority: Option<i64>,
+    pub proceed_on: Vec<String>,
+    /// Chain slots count their runs and verdicts (since the dispatcher was composed).
+    pub runs: Option<u64>,
+    pub verdicts: BTreeMap<String, u64>,
+    pub attach_point: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupView {
+    pub kind: String,
+    pub programs: Vec<SlotView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProgramBrief {
+    pub id: Option<apiary::core::ProgramId>,
+    pub kernel_id: u32,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub prog_type: String,
+    pub links: Vec<apiary::core::LinkId>,
+    pub maps: Vec<u32>,
+}
+
+/// Build the host view from the manager's lists. A list that fails leaves its part empty and
+/// says so in `errors`.
+pub fn host_view(api: &dyn Api, stats_on: bool) -> HostView {
+    let mut errors = Vec::new();
+    let mut take = |what: &str, e: apiary::Error| {
+        errors.push(format!("listing {what}: {e}"));
+    };
+    let chains = api.list_chains().unwrap_or_else(|e| {
+        take("chains", e);
+        Vec::new()
+    });
+    let links = api.list_links(None).unwrap_or_else(|e| {
+        take("links", e);
+        Vec::new()
+    });
+    let programs = api
+        .list_programs(false, &BTreeMap::new())
+        .unwrap_or_else(|e| {
+            take("programs", e);
+            Vec::new()
+        });
+    let maps = api.list_maps(false).unwrap_or_else(|e| {
+        take("maps", e);
+        Vec::new()
+    });
+    let stats_enabled = stats_on || super::metrics::sysctl_stats_enabled();
+    let (interfaces, groups) = arrange(&chains, &links, &programs);
+    let programs = briefs(&programs, &maps);
+    HostView {
+        stats_enabled,
+        interfaces,
+        groups,
+        programs,
+        maps,
+        errors,
+    }
+}
+
+fn briefs(programs: &[ProgramView], maps: &[MapView]) -> BTreeMap<String, ProgramBrief> {
+    programs
+        .iter()
+        .map(|p| {
+            let key =
+                p.id.map_or_else(|| format!("k{}", p.kernel_id), |i| i.to_string());
+            let brief = ProgramBrief {
+                id: p.id,
+                kernel_id: p.kernel_id,
+                name: p.name.clone(),
+                prog_type: p.prog_type.clone(),
+                links: p.links.clone(),
+                maps: maps
+                    .iter()
+                    .filter(|m| p.id.is_some_and(|id| m.used_by.contains(&id)))
+                    .map(|m| m.kernel_id)
+                    .collect(),
+            };
+            (key, brief)
+        })
+        .collect()
+}
+
+/// Where a hook sorts on its interface: the order a received packet meets them, then egress.
+fn hook_rank(hook: &str) -> u8 {
+    match hook {
+        "xdp" => 0,
+        "tc-ingress" => 1,
+        "tcx-ingress" => 2,
+        "tc-egress" => 3,
+        "tcx-egress" => 4,
+        _ => 5,
+    }
+}
+
+/// The family a link's attach type belongs to on the page. The attach type is the `type` tag
+/// of the spec's JSON form, which the store keeps stable.
+fn family(ty: &str) -> String {
+    match ty {
+        "tracepoint" | "raw-tracepoint" | "tp-btf" => "tracepoints".into(),
+        "kprobe" | "uprobe" | "usdt" | "fentry" | "fexit" => "probes".into(),
+        "iter" => "iterators".into(),
+        "lsm" => "lsm".into(),
+        "perf-event" => "perf events".into(),
+        t if t.starts_with("cgroup-") => "cgroups".into(),
+        t => t.to_string(),
+    }
+}
+
+/// Interfaces with their hooks, and everything else by family.
+fn arrange(
+    chains: &[ChainView],
+    links: &[LinkView],
+    programs: &[ProgramView],
+) -> (Vec<InterfaceView>, Vec<GroupView>) {
+    // (netns, iface) -> hook -> (chain?, mode, boxes)
+    type Hooks = BTreeMap<String, (bool, Option<String>, Vec<SlotView>)>;
+    let mut ifaces: BTreeMap<(Option<String>, String), Hooks> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<SlotView>> = BTreeMap::new();
+    for c in chains {
+        let hook = match &c.direction {
+            Some(d) => format!("{}-{d}", c.kind),
+            None => c.kind.clone(),
+        };
+        let slots = c
+            .programs
+            .iter()
+            .map(|m| SlotView {
+                program_id: m.program_id,
+                link_id: Some(m.link_id),
+                name: m.name.clone(),
+                position: Some(m.position),
+                priority: Some(i64::from(m.priority)),
+                proceed_on: m.proceed_on.clone(),
+                runs: Some(m.runs),
+                verdicts: m.verdicts.clone(),
+                attach_point: None,
+            })
+            .collect();
+        ifaces
+            .entry((c.netns.clone(), c.iface.clone()))
+            .or_default()
+            .insert(hook, (true, c.mode.clone(), slots));
+    }
+    for l in links {
+        // Chain members are drawn from their chain, with its counters.
+        if l.spec.chain().is_some() {
+            continue;
+        }
+        // The spec's JSON form names the fields every hook on an interface shares (iface,
+        // netns, direction, priority), so links of a kind added later land in the right place.
+        let spec = serde_json::to_value(&l.spec).unwrap_or_default();
+        let field = |k: &str| spec.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let ty = field("type").unwrap_or_else(|| "other".into());
+        let slot = SlotView {
+            program_id: l.program_id,
+            link_id: Some(l.id),
+            name: l.program_name.clone(),
+            position: None,
+            priority: spec.get("priority").and_then(|v| v.as_i64()),
+            proceed_on: Vec::new(),
+            runs: None,
+            verdicts: BTreeMap::new(),
+            attach_point: Some(l.attach_point.clone()),
+        };
+        match field("iface") {
+            Some(iface) => {
+                let mut hook = match field("direction") {
+                    Some(d) => format!("{ty}-{d}"),
+                    None => ty,
+                };
+                // A legacy cls_bpf filter sits beside the hook's chain, not in it.
+                if spec.get("legacy").and_then(|v| v.as_bool()) == Some(true) {
+                    hook.push_str("-legacy");
+                }
+                ifaces
+                    .entry((field("netns"), iface))
+                    .or_default()
+                    .entry(hook)
+                    .or_insert((false, None, Vec::new()))
+                    .2
+                    .push(slot);
+            }
+            None => groups.entry(family(&ty)).or_default().push(slot),
+        }
+    }
+    let unattached: Vec<SlotView> = programs
+        .iter()
+        .filter(|p| p.links.is_empty())
+        .filter_map(|p| {
+            Some(SlotView {
+                program_id: p.id?,
+                link_id: None,
+                name: p.name.clone(),
+                position: None,
+                priority: None,
+                proceed_on: Vec::new(),
+                runs: None,
+                verdicts: BTreeMap::new(),
+                attach_point: None,
+            })
+        })
+        .collect();
+    let interfaces = ifaces
+        .into_iter()
+        .map(|((netns, iface), hooks)| {
+            let mut hooks: Vec<HookView> = hooks
+                .into_iter()
+                .map(|(hook, (chain, mode, mut programs))| {
+                    if !chain {
+                        // Links of their own run by priority (lower first), then age.
+                        programs.sort_by_key(|s| (s.priority, s.link_id));
+                    }
+                    HookView {
+                        hook,
+                        chain,
+                        mode,
+                        programs,
+                    }
+                })
+                .collect();
+            hooks.sort_by_key(|h| (hook_rank(&h.hook), h.hook.clone()));
+            InterfaceView {
+                iface,
+                netns,
+                hooks,
+            }
+        })
+        .collect();
+    let mut groups: Vec<GroupView> = groups
+        .into_iter()
+        .map(|(kind, programs)| GroupView { kind, programs })
+        .collect();
+    if !unattached.is_empty() {
+        groups.push(GroupView {
+            kind: "not attached".into(),
+            programs: unattached,
+        });
+    }
+    (interfaces, groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_is_served() {
+        assert!(check_addr("127.0.0.1:8080".parse().unwrap()).is_ok());
+        assert!(check_addr("[::1]:8080".parse().unwrap()).is_ok());
+        let e = check_addr("0.0.0.0:8080".parse().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("SSH tunnel"), "{e}");
+        assert!(check_addr("192.0.2.1:80".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn host_header_must_name_loopback() {
+        let req = |h: &str| format!("GET / HTTP/1.1\r\nHost: {h}\r\n\r\n");
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:1",
+            "LOCALHOST",
+            "[::1]:9",
+            "127.0.0.2",
+        ] {
+            assert!(host_is_loopback(&req(ok)), "{ok}");
+        }
+        for bad in [
+            "evil.example:8080",
+            "10.0.0.1",
+            "[2001:db8::1]:80",
+            "localhost.evil",
+        ] {
+            assert!(!host_is_loopback(&req(bad)), "{bad}");
+        }
+        assert!(host_is_loopback("GET / HTTP/1.0\r\n\r\n"));
+    }
+
+    #[test]
+    fn hooks_sort_in_packet_order_and_families_group() {
+        let mut h = vec![
+            "tcx-egress",
+            "tc-ingress",
+            "xdp",
+            "tc-egress",
+            "tcx-ingress",
+        ];
+        h.sort_by_key(|x| hook_rank(x));
+        assert_eq!(
+            h,
+            [
+                "xdp",
+                "tc-ingress",
+                "tcx-ingress",
+                "tc-egress",
+                "tcx-egress"
+            ]
+        );
+        assert_eq!(family("raw-tracepoint"), "tracepoints");
+        assert_eq!(family("cgroup-sock-addr"), "cgroups");
+        assert_eq!(family("usdt"), "probes");
+        assert_eq!(family("netfilter"), "netfilter");
+    }
+
+    #[test]
+    fn assets_are_small_and_self_contained() {
+        let total = INDEX_HTML.len() + APP_JS.len() + STYLE_CSS.len() + ICON_SVG.len();
+        assert!(total < 200 * 1024, "{total} bytes");
+        // No CDN, no other site: everything the page loads is its own.
+        for text in [INDEX_HTML, APP_JS, STYLE_CSS] {
+            assert!(!text.contains("http://") && !text.contains("https://"));
+        }
+        // The icon names only its XML namespace.
+        assert!(!ICON_SVG
+            .replace("http://www.w3.org/2000/svg", "")
+            .contains("http"));
+    }
+}

@@ -1,0 +1,408 @@
+//! The web view (`apiary serve --web`) in a real browser: Debian's Chromium, headless, driven by
+//! playwright-core (tests/web/host.mjs). A chain of three XDP programs on a veth: the page shows
+//! their boxes in run order, their counters rise without a reload when pings cross the veth, a
+//! click shows a program's details and a map's decoded contents, and unloading a program removes
+//! its box. Screenshots land in target/web-screenshots/.
+//!
+//! Also, without a browser: the JSON the page draws from, read-only answers, and the refusals
+//! (a non-loopback address, a foreign Host header).
+//!
+//! scripts/web-tests.sh installs chromium and playwright-core (once). Without root, or when it
+//! cannot, the browser test skips, except under APIARY_REQUIRE_PRIVILEGED=1.
+
+mod common;
+
+use common::daemon::{free_port, Daemon, DaemonOpts};
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn require_privileged() -> bool {
+    std::env::var("APIARY_REQUIRE_PRIVILEGED").as_deref() == Ok("1")
+}
+
+/// The cache with playwright-core, after scripts/web-tests.sh made sure it and chromium are there.
+fn web_tests_dir() -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .arg(repo_root().join("scripts/web-tests.sh"))
+        .output();
+    let result = match out {
+        Ok(out) => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            match stdout
+                .lines()
+                .last()
+                .and_then(|l| l.strip_prefix("APIARY_WEB_TESTS_DIR="))
+            {
+                Some(dir) if out.status.success() => Ok(PathBuf::from(dir)),
+                _ => Err(format!(
+                    "scripts/web-tests.sh failed ({}):\n{stdout}{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                )),
+            }
+        }
+        Err(e) => Err(format!("cannot run scripts/web-tests.sh: {e}")),
+    };
+    match result {
+        Ok(d) => Some(d),
+        Err(e) if require_privileged() => {
+            panic!("the browser could not be set up, and APIARY_REQUIRE_PRIVILEGED=1 forbids skipping:\n{e}")
+        }
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+/// One HTTP/1.1 request; the whole answer (head and body).
+fn http(addr: SocketAddr, method: &str, path: &str, host: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the web view");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+fn get_json(addr: SocketAddr, path: &str) -> Value {
+    let text = http(addr, "GET", path, &addr.to_string());
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP answer");
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK"),
+        "{path}: {head}\n{body}"
+    );
+    assert!(head.contains("Content-Type: application/json"), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+fn on(a: &Apiary, d: &Daemon, args: &[&str]) -> Value {
+    let mut v = args.to_vec();
+    v.extend(["-o", "json"]);
+    let r = Run::from(
+        a.cmd()
+            .arg("--endpoint")
+            .arg(d.endpoint())
+            .args(&v)
+            .output()
+            .expect("run apiary"),
+    );
+    assert!(r.ok, "apiary {args:?} failed:\n{}{}", r.stdout, r.stderr);
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", r.stdout))
+}
+
+/// A daemon with the web view, and a chain of three XDP programs on the veth's b side:
+/// counter (priority 10), port dropper (20), counter (30). Returns their ids in run order.
+fn chain_of_three(a: &Apiary, net: &NetPair) -> (Daemon, SocketAddr, Vec<i64>) {
+    let web = free_port();
+    let d = Daemon::start(
+        a.state.path(),
+        &a.bpffs,
+        &DaemonOpts {
+            extra: vec!["--web".into(), web.to_string()],
+            ..Default::default()
+        },
+    );
+    let obj = fixture("chain_basic");
+    let p = obj.to_str().unwrap();
+    let mut ids = Vec::new();
+    for (prog, prio) in [
+        ("xdp_counter", "10"),
+        ("xdp_drop_port", "20"),
+        ("xdp_counter", "30"),
+    ] {
+        let loaded = on(
+            a,
+            &d,
+            &[
+                "load",
+                "file",
+                "--path",
+                p,
+                "--programs",
+                &format!("xdp:{prog}"),
+            ],
+        );
+        let id = loaded[0]["id"].as_i64().expect("id");
+        on(
+            a,
+            &d,
+            &[
+                "attach",
+                &id.to_string(),
+                "xdp",
+                "--iface",
+                &net.if_b,
+                "--netns",
+                &net.ns_b,
+                "--priority",
+                prio,
+            ],
+        );
+        ids.push(id);
+    }
+    (d, web, ids)
+}
+
+#[test]
+fn the_page_draws_the_chain_counts_live_and_forgets_unloaded_programs() {
+    if !privileged() {
+        return;
+    }
+    let Some(dir) = web_tests_dir() else { return };
+    let a = Apiary::new();
+    let net = NetPair::new();
+    let (d, web, ids) = chain_of_three(&a, &net);
+    let shots = repo_root().join("target/web-screenshots");
+    let ids_arg = ids
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut child = Command::new("node")
+        .arg(repo_root().join("tests/web/host.mjs"))
+        .env("APIARY_WEB_URL", format!("http://{web}/"))
+        .env("APIARY_WEB_TESTS_DIR", &dir)
+        .env("APIARY_WEB_SHOTS", &shots)
+        .env("APIARY_WEB_IFACE", &net.if_b)
+        .env("APIARY_WEB_IDS", &ids_arg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node tests/web/host.mjs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut steps = Vec::new();
+    let mut done = false;
+    for line in stdout.lines() {
+        let line = line.expect("read the script's output");
+        match line.strip_prefix("STEP ") {
+            Some("ping") => {
+                assert!(net.ping(10), "ping across the veth");
+                steps.push("ping");
+            }
+            Some(s) if s.starts_with("unload ") => {
+                let id = s.trim_start_matches("unload ");
+                assert_eq!(
+                    id,
+                    ids[1].to_string(),
+                    "the script unloads the middle program"
+                );
+                on(&a, &d, &["unload", "--force", id]);
+                steps.push("unload");
+            }
+            Some(other) => panic!("unknown step {other:?}"),
+            None if line == "DONE" => done = true,
+            None => eprintln!("script: {line}"),
+        }
+        if line.starts_with("STEP ") {
+            writeln!(stdin, "go").expect("answer the script");
+            stdin.flush().expect("flush");
+        }
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    let status = child.wait().expect("wait for node");
+    eprintln!("{err}");
+    assert!(
+        status.success() && done,
+        "the browser checks failed ({status}):\n{err}"
+    );
+    assert_eq!(steps, ["ping", "unload"]);
+    for shot in [
+        "1-chain.png",
+        "2-counters.png",
+        "3-details.png",
+        "4-unloaded.png",
+    ] {
+        let f = shots.join(shot);
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "screenshot {} ({len} bytes)", f.display());
+    }
+    for id in [ids[0], ids[2]] {
+        on(&a, &d, &["unload", "--force", &id.to_string()]);
+    }
+}
+
+#[test]
+fn the_json_is_read_only_and_served_to_loopback_names_only() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let net = NetPair::new();
+    let (d, web, ids) = chain_of_three(&a, &net);
+    assert!(net.ping(5));
+
+    let host = get_json(web, "/api/host");
+    let iface = host["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .find(|i| i["iface"] == net.if_b.as_str())
+        .unwrap_or_else(|| panic!("no {} in {host}", net.if_b));
+    assert!(
+        iface["netns"].as_str().unwrap_or("").ends_with(&net.ns_b),
+        "{iface}"
+    );
+    let hook = &iface["hooks"][0];
+    assert_eq!(hook["hook"], "xdp");
+    assert_eq!(hook["chain"], true);
+    let slots = hook["programs"].as_array().expect("programs");
+    let order: Vec<i64> = slots
+        .iter()
+        .map(|s| s["program_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(order, ids);
+    let prios: Vec<i64> = slots
+        .iter()
+        .map(|s| s["priority"].as_i64().unwrap())
+        .collect();
+    assert_eq!(prios, [10, 20, 30]);
+    // The pings went through all three (none of them drops ICMP).
+    for s in slots {
+        assert!(s["runs"].as_u64().unwrap() >= 5, "{s}");
+        assert!(s["verdicts"]["pass"].as_u64().unwrap_or(0) >= 5, "{s}");
+    }
+    // Each program with its own counter map, which the map endpoint decodes.
+    let brief = &host["programs"][ids[0].to_string()];
+    assert_eq!(brief["name"], "xdp_counter");
+    let maps = brief["maps"].as_array().expect("maps");
+    assert!(!maps.is_empty(), "{brief}");
+    let detail = get_json(web, &format!("/api/program/{}", ids[0]));
+    assert_eq!(detail["name"], "xdp_counter");
+    // (The kernel's run count of a chain member stays 0: the dispatcher runs a copy of its
+    // instructions, so the slot counters above are the ones that count.)
+    assert_eq!(detail["kernel"]["name"], "xdp_counter", "{detail}");
+    assert!(detail["attach_points"][0]
+        .as_str()
+        .unwrap_or("")
+        .contains(&net.if_b));
+    let hits = detail["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "hits")
+        .unwrap_or_else(|| panic!("no hits map in {detail}"));
+    let dump = get_json(web, &format!("/api/map/{}", hits["kernel_id"]));
+    assert_eq!(dump["decoded"], true, "{dump}");
+    assert!(
+        dump["entries"][0]["value"].as_u64().unwrap_or(0) >= 5,
+        "{dump}"
+    );
+
+    // Links off any interface are grouped by family; programs without a link are listed too.
+    let minimal = fixture("minimal");
+    let tp = on(
+        &a,
+        &d,
+        &[
+            "load",
+            "file",
+            "--path",
+            minimal.to_str().unwrap(),
+            "tracepoint",
+            "--tracepoint",
+            "syscalls/sys_enter_getppid",
+        ],
+    );
+    let tp_id = tp[0]["id"].as_i64().expect("id");
+    let loose = on(
+        &a,
+        &d,
+        &["load", "file", "--path", minimal.to_str().unwrap()],
+    );
+    let loose_id = loose[0]["id"].as_i64().expect("id");
+    let host = get_json(web, "/api/host");
+    let group = |kind: &str| -> Vec<Value> {
+        host["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .find(|g| g["kind"] == kind)
+            .unwrap_or_else(|| panic!("no group {kind} in {host}"))["programs"]
+            .as_array()
+            .expect("programs")
+            .clone()
+    };
+    let tps = group("tracepoints");
+    assert_eq!(tps.len(), 1, "{host}");
+    assert_eq!(tps[0]["program_id"].as_i64(), Some(tp_id));
+    assert!(
+        tps[0]["attach_point"]
+            .as_str()
+            .unwrap_or("")
+            .contains("sys_enter_getppid"),
+        "{host}"
+    );
+    let loose_ids: Vec<i64> = group("not attached")
+        .iter()
+        .filter_map(|p| p["program_id"].as_i64())
+        .collect();
+    assert_eq!(loose_ids, [loose_id], "{host}");
+    for id in [tp_id, loose_id] {
+        on(&a, &d, &["unload", "--force", &id.to_string()]);
+    }
+
+    // The page and its assets, self-contained.
+    let page = http(web, "GET", "/", &web.to_string());
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(page.contains("Content-Security-Policy: default-src 'self'"));
+    assert!(page.contains("<script src=\"/app.js\">"));
+    for asset in ["/app.js", "/style.css", "/icon.svg"] {
+        assert!(
+            http(web, "GET", asset, "localhost").starts_with("HTTP/1.1 200 OK"),
+            "{asset}"
+        );
+    }
+    assert!(http(web, "GET", "/api/program/999999", "localhost").starts_with("HTTP/1.1 404"));
+    assert!(http(web, "GET", "/api/program/x", "localhost").starts_with("HTTP/1.1 400"));
+    assert!(http(web, "GET", "/nope", "localhost").starts_with("HTTP/1.1 404"));
+    // Read-only.
+    for m in ["POST", "PUT", "DELETE", "PATCH"] {
+        let r = http(web, m, "/api/host", "localhost");
+        assert!(r.starts_with("HTTP/1.1 405"), "{m}: {r}");
+    }
+    // A page of another site whose name resolves to 127.0.0.1 is refused.
+    let r = http(web, "GET", "/api/host", "attacker.example:80");
+    assert!(r.starts_with("HTTP/1.1 421"), "{r}");
+    assert!(!r.contains("xdp_counter"));
+    for id in &ids {
+        on(&a, &d, &["unload", "--force", &id.to_string()]);
+    }
+}
+
+#[test]
+fn a_non_loopback_web_address_is_refused() {
+    let a = Apiary::new();
+    let r = a.run(&[
+        "serve",
+        "--socket",
+        a.state.path().join("s.sock").to_str().unwrap(),
+        "--web",
+        "0.0.0.0:8080",
+    ]);
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("loopback") && r.stderr.contains("SSH tunnel"),
+        "{}",
+        r.stderr
+    );
+}

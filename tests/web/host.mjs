@@ -1,0 +1,121 @@
+// Drives Debian's Chromium (headless, through playwright-core) against `apiary serve --web` for
+// crates/apiary-cli/tests/web.rs. The Rust test set up a chain of three XDP programs; this script
+// checks what the page shows and asks the test, over stdout/stdin, for traffic and an unload:
+//   stdout "STEP ping"       -> the test pings, then writes a line to stdin
+//   stdout "STEP unload ID"  -> the test unloads program ID, then writes a line to stdin
+//   stdout "DONE"            -> every check passed (the exit status is 0)
+// Environment: APIARY_WEB_URL, APIARY_WEB_TESTS_DIR (where playwright-core is installed),
+// APIARY_WEB_SHOTS (screenshot directory), APIARY_WEB_IFACE, APIARY_WEB_IDS (the chain's
+// program ids in run order, comma-separated).
+import { createRequire } from 'node:module';
+import { createInterface } from 'node:readline';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set`);
+  return v;
+};
+const url = env('APIARY_WEB_URL');
+const shots = env('APIARY_WEB_SHOTS');
+const iface = env('APIARY_WEB_IFACE');
+const ids = env('APIARY_WEB_IDS').split(',').map(Number);
+// ES modules ignore NODE_PATH: resolve playwright-core from the cache it was installed into.
+const require = createRequire(path.join(env('APIARY_WEB_TESTS_DIR'), 'package.json'));
+const { chromium } = require('playwright-core');
+
+mkdirSync(shots, { recursive: true });
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function ask(step) {
+  console.log(`STEP ${step}`);
+  const r = await lines.next();
+  if (r.done) throw new Error(`stdin closed while waiting for ${step}`);
+}
+function check(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+// Generous: a loaded machine may be slow; nothing here measures time.
+const WAIT = { timeout: 30000, polling: 100 };
+const ROW = `.iface[data-iface="${iface}"] .hook-row[data-hook="xdp"]`;
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--no-first-run'],
+});
+let failed = false;
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+  const consoleErrors = [];
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  await page.goto(url);
+
+  // 1. The chain's three boxes, in run order.
+  const boxIds = () => page.$$eval(`${ROW} .prog`, (bs) => bs.map((b) => Number(b.dataset.programId)));
+  await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 3, `${ROW} .prog`, WAIT);
+  const order = await boxIds();
+  check(JSON.stringify(order) === JSON.stringify(ids), `boxes in order ${order}, expected ${ids}`);
+  const priorities = await page.$$eval(`${ROW} .prog .meta`, (ms) => ms.map((m) => m.textContent));
+  console.error(`boxes: ${JSON.stringify(priorities)}`);
+  check(priorities.every((m, i) => m.startsWith(`${i + 1}.`)), `positions: ${priorities}`);
+  // A mark on the window: it survives only if the page is never reloaded.
+  await page.evaluate(() => { window.apiaryMark = 'same page'; });
+  const handles = await page.$$(`${ROW} .prog`);
+  const runs0 = await page.$$eval(`${ROW} .prog`, (bs) => bs.map((b) => Number(b.dataset.runs)));
+  await page.screenshot({ path: path.join(shots, '1-chain.png'), fullPage: true });
+
+  // 2. Traffic: every box's counter rises, in place.
+  await ask('ping');
+  await page.waitForFunction(({ sel, before }) => {
+    const bs = Array.from(document.querySelectorAll(sel));
+    return bs.length === before.length && bs.every((b, i) => Number(b.dataset.runs) > before[i]);
+  }, { sel: `${ROW} .prog`, before: runs0 }, WAIT);
+  const runs1 = await page.$$eval(`${ROW} .prog`, (bs) => bs.map((b) => Number(b.dataset.runs)));
+  console.error(`runs before ${runs0}, after ${runs1}`);
+  check(await page.evaluate(() => window.apiaryMark) === 'same page', 'the page was reloaded');
+  for (const h of handles) {
+    check(await h.evaluate((n) => n.isConnected), 'a box was replaced instead of updated');
+  }
+  const shown = await handles[0].$eval('.runs b', (b) => b.textContent);
+  check(Number(shown.replace(/,/g, '')) === runs1[0], `box shows ${shown}, data says ${runs1[0]}`);
+  const pass = await handles[0].$eval('.verdict[data-verdict="pass"]', (v) => Number(v.dataset.count));
+  check(pass > 0, `pass verdicts ${pass}`);
+  await page.screenshot({ path: path.join(shots, '2-counters.png'), fullPage: true });
+
+  // 3. A program's details, and a map's decoded contents.
+  await handles[0].click();
+  await page.waitForFunction((id) => {
+    const h = document.querySelector('#detail-body h3');
+    return h && h.textContent.includes(`#${id}`);
+  }, ids[0], WAIT);
+  await page.waitForSelector('#detail-body .maplink[data-map-id]', WAIT);
+  const mapName = 'hits';
+  await page.locator('#detail-body .maplink').filter({ hasText: /^hits$/ }).click();
+  await page.waitForSelector('#map-body table.entries tr.entry', WAIT);
+  const entries = await page.$$eval('#map-body tr.entry td', (tds) => tds.map((t) => t.textContent));
+  console.error(`map ${mapName}: ${JSON.stringify(entries.slice(0, 4))}`);
+  check(entries.length >= 2, `map ${mapName} shows no entry`);
+  // The counter map holds how many packets the program saw, decoded as a number.
+  const counted = Number(entries[1]);
+  check(Number.isInteger(counted) && counted > 0, `decoded counter value ${entries[1]}`);
+  await page.screenshot({ path: path.join(shots, '3-details.png'), fullPage: true });
+
+  // 4. Unloading the middle program removes its box; the others stay, in order.
+  await ask(`unload ${ids[1]}`);
+  await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 2, `${ROW} .prog`, WAIT);
+  const after = await boxIds();
+  check(JSON.stringify(after) === JSON.stringify([ids[0], ids[2]]), `after unload: ${after}`);
+  check(await page.evaluate(() => window.apiaryMark) === 'same page', 'the page was reloaded');
+  await page.screenshot({ path: path.join(shots, '4-unloaded.png'), fullPage: true });
+  check(!consoleErrors.length, `console errors: ${consoleErrors.join('\n')}`);
+  console.log('DONE');
+} catch (e) {
+  failed = true;
+  console.error(e.stack || String(e));
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
