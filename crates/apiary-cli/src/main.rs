@@ -51,6 +51,28 @@ fn main() {
     }
 }
 
+/// `restoring: N/M programs` on a terminal, redrawn at most ten times a second; nothing when
+/// stderr is not a terminal (scripts, tests).
+fn progress() -> impl FnMut(usize, usize) {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stderr().is_terminal();
+    let mut last = std::time::Instant::now();
+    move |done, total| {
+        if !tty || total < 50 {
+            return;
+        }
+        if done == total || last.elapsed() >= std::time::Duration::from_millis(100) {
+            last = std::time::Instant::now();
+            let mut e = std::io::stderr();
+            let _ = write!(e, "\rchecking and restoring programs: {done}/{total}");
+            if done == total {
+                let _ = writeln!(e);
+            }
+            let _ = e.flush();
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     // `package` writes a file named by -o; everything else prints in the format -o names.
     let format: Output = match &cli.command {
@@ -77,7 +99,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => daemon::serve(a, cli.state_dir.clone(), cli.bpffs.clone()),
         // Reconcile repairs this host's kernel state, so it always runs in-process.
         Command::Reconcile => {
-            let report = Manager::open(config())?.reconcile()?;
+            let report = Manager::open(config())?.reconcile_with(&mut progress())?;
             out.reconcile(&report)?;
             if !report.failures.is_empty() {
                 anyhow::bail!(

@@ -50,11 +50,21 @@ fn alive(path: &Path) -> bool {
 
 impl Manager {
     pub fn reconcile(&self) -> Result<ReconcileReport> {
+        self.reconcile_with(&mut |_, _| {})
+    }
+
+    /// `reconcile`, telling `progress(done, total)` after each recorded program is checked (and
+    /// restored if it had to be), so a terminal can show a restore of many programs moving.
+    pub fn reconcile_with(
+        &self,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ReconcileReport> {
         let _lock = self.lock()?;
         let mut report = ReconcileReport::default();
         let programs = store::list_programs(self.store().read())?;
         let mut restored: HashSet<ProgramId> = HashSet::new();
-        for p in &programs {
+        for (done, p) in programs.iter().enumerate() {
+            progress(done, programs.len());
             if alive(&self.paths.program(p.id)) {
                 report.programs_ok += 1;
                 // Its maps live as long as it does; a pin missing beside a live program is made
@@ -91,6 +101,7 @@ impl Manager {
             }
         }
 
+        progress(programs.len(), programs.len());
         let links = store::list_links(self.store().read(), None)?;
         for l in &links {
             if l.kind == store::LinkKind::ChainMember {
