@@ -384,44 +384,48 @@ fn section<'a>(
         })
 }
 
+/// The type and string sections of a raw little-endian `.BTF` blob, after checking its header.
+fn split_sections(bytes: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
+    let header_truncated = || BtfError::Truncated {
+        what: "header".to_string(),
+        offset: 0,
+    };
+    let magic_bytes = bytes.get(0..2).ok_or_else(header_truncated)?;
+    let magic = u16::from_le_bytes([magic_bytes[0], magic_bytes[1]]);
+    if magic == MAGIC.swap_bytes() {
+        return Err(BtfError::BigEndian);
+    }
+    if magic != MAGIC {
+        return Err(BtfError::BadMagic { magic });
+    }
+    let version = *bytes.get(2).ok_or_else(header_truncated)?;
+    if version != 1 {
+        return Err(BtfError::UnsupportedVersion { version });
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(header_truncated());
+    }
+    let field = |off| read_u32(bytes, off).ok_or_else(header_truncated);
+    let hdr_len = field(4)? as usize;
+    if hdr_len < HEADER_LEN || hdr_len > bytes.len() {
+        return Err(BtfError::BadHeader {
+            reason: format!(
+                "header length {hdr_len} is outside {HEADER_LEN}..={}",
+                bytes.len()
+            ),
+        });
+    }
+    let (type_off, type_len, str_off, str_len) = (field(8)?, field(12)?, field(16)?, field(20)?);
+    let body = &bytes[hdr_len..];
+    let type_data = section(body, type_off, type_len, hdr_len, "type section")?;
+    let strings = section(body, str_off, str_len, hdr_len, "string section")?;
+    Ok((type_data, strings))
+}
+
 impl Btf {
     /// Parses a raw little-endian `.BTF` blob.
     pub fn parse(bytes: &[u8]) -> Result<Btf, BtfError> {
-        let header_truncated = || BtfError::Truncated {
-            what: "header".to_string(),
-            offset: 0,
-        };
-        let magic_bytes = bytes.get(0..2).ok_or_else(header_truncated)?;
-        let magic = u16::from_le_bytes([magic_bytes[0], magic_bytes[1]]);
-        if magic == MAGIC.swap_bytes() {
-            return Err(BtfError::BigEndian);
-        }
-        if magic != MAGIC {
-            return Err(BtfError::BadMagic { magic });
-        }
-        let version = *bytes.get(2).ok_or_else(header_truncated)?;
-        if version != 1 {
-            return Err(BtfError::UnsupportedVersion { version });
-        }
-        if bytes.len() < HEADER_LEN {
-            return Err(header_truncated());
-        }
-        let field = |off| read_u32(bytes, off).ok_or_else(header_truncated);
-        let hdr_len = field(4)? as usize;
-        if hdr_len < HEADER_LEN || hdr_len > bytes.len() {
-            return Err(BtfError::BadHeader {
-                reason: format!(
-                    "header length {hdr_len} is outside {HEADER_LEN}..={}",
-                    bytes.len()
-                ),
-            });
-        }
-        let (type_off, type_len, str_off, str_len) =
-            (field(8)?, field(12)?, field(16)?, field(20)?);
-        let body = &bytes[hdr_len..];
-        let type_data = section(body, type_off, type_len, hdr_len, "type section")?;
-        let strings = section(body, str_off, str_len, hdr_len, "string section")?;
-
+        let (type_data, strings) = split_sections(bytes)?;
         let mut types = vec![Type::Void];
         let mut cur = Cursor {
             data: type_data,

@@ -7,7 +7,7 @@
 //! reboot — into the same or another kernel — changes the boot id, so an entry is never served
 //! for another kernel. The directory keeps the newest `MAX_ENTRIES` entries.
 
-use apiary_core::btf::{self, Btf};
+use apiary_core::btf;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -32,14 +32,13 @@ pub fn kernel_identity() -> Option<String> {
     ))
 }
 
-/// The kernel's whole BTF, parsed once per process (a daemon or a reconcile fills many entries).
-fn kernel_btf() -> Option<std::sync::Arc<Btf>> {
-    static KERNEL: std::sync::OnceLock<Option<std::sync::Arc<Btf>>> = std::sync::OnceLock::new();
+/// The kernel's whole BTF, read once per process (a daemon or a reconcile fills many entries)
+/// and indexed, not parsed, per entry: an entry needs a few hundred of its 100k+ types.
+fn kernel_btf() -> Option<std::sync::Arc<Vec<u8>>> {
+    static KERNEL: std::sync::OnceLock<Option<std::sync::Arc<Vec<u8>>>> =
+        std::sync::OnceLock::new();
     KERNEL
-        .get_or_init(|| {
-            let raw = std::fs::read(VMLINUX).ok()?;
-            Btf::parse(&raw).ok().map(std::sync::Arc::new)
-        })
+        .get_or_init(|| std::fs::read(VMLINUX).ok().map(std::sync::Arc::new))
         .clone()
 }
 
@@ -79,7 +78,8 @@ impl CoreCache {
             return None;
         }
         let identity = kernel_identity()?;
-        let kernel = kernel_btf()?;
+        let raw = kernel_btf()?;
+        let kernel = btf::core::LazyBtf::index(&raw).ok()?;
         let blob = btf::core::minimal_target(local, &info.core_relos, &kernel)?;
         std::fs::create_dir_all(&self.dir).ok()?;
         let path = self.entry(object, &identity);

@@ -87,9 +87,117 @@ fn essential(name: &str) -> &str {
     name.find("___").map_or(name, |i| &name[..i])
 }
 
-/// Kinds libbpf treats as the same for candidates (ENUM and ENUM64 are both `Type::Enum` here).
-fn same_kind(a: &Type, b: &Type) -> bool {
-    std::mem::discriminant(a) == std::mem::discriminant(b)
+/// A BTF blob read on demand: where each type starts, and a type parsed only when asked. The
+/// kernel's BTF holds 100k+ types, of which an entry needs a few hundred; parsing them all would
+/// cost a CLI command tens of MB.
+pub struct LazyBtf<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+    /// Per type id - 1: its offset in `types`, its kind and the offset of its name.
+    index: Vec<(u32, u8, u32)>,
+}
+
+impl<'a> LazyBtf<'a> {
+    pub fn index(bytes: &'a [u8]) -> Result<LazyBtf<'a>, BtfError> {
+        let (types, strings) = split_sections(bytes)?;
+        let mut index = Vec::new();
+        let mut pos = 0usize;
+        while pos < types.len() {
+            let id = index.len() + 1;
+            let truncated = || BtfError::Truncated {
+                what: format!("header of type id {id}"),
+                offset: pos,
+            };
+            let name = read_u32(types, pos).ok_or_else(truncated)?;
+            let info = read_u32(types, pos + 4).ok_or_else(truncated)?;
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            let extra = match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                KIND_ARRAY => 12,
+                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+                _ => {
+                    return Err(BtfError::UnknownKind {
+                        kind,
+                        id: id as TypeId,
+                    })
+                }
+            };
+            index.push((pos as u32, kind as u8, name));
+            pos += 12 + extra;
+        }
+        if pos != types.len() {
+            return Err(BtfError::Truncated {
+                what: "last type".into(),
+                offset: types.len(),
+            });
+        }
+        Ok(LazyBtf {
+            types,
+            strings,
+            index,
+        })
+    }
+
+    /// The type `id`, parsed now (`None` for a bad id or record).
+    pub fn get(&self, id: TypeId) -> Option<Type> {
+        if id == 0 {
+            return Some(Type::Void);
+        }
+        let (start, ..) = *self.index.get(id as usize - 1)?;
+        let mut cur = Cursor {
+            data: self.types,
+            pos: start as usize,
+        };
+        parse_type(&mut cur, self.strings, id).ok()
+    }
+
+    /// Ids of the types of raw kind `kinds` whose name is `name` up to a `___flavour` suffix.
+    fn named(&self, kinds: &[u32], name: &str) -> Vec<TypeId> {
+        let mut out = Vec::new();
+        for (i, (_, kind, name_off)) in self.index.iter().enumerate() {
+            if !kinds.contains(&u32::from(*kind)) {
+                continue;
+            }
+            let Some(rest) = self.strings.get(*name_off as usize..) else {
+                continue;
+            };
+            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            if std::str::from_utf8(&rest[..end])
+                .is_ok_and(|n| !n.is_empty() && essential(n) == name)
+            {
+                out.push(i as TypeId + 1);
+            }
+        }
+        out
+    }
+}
+
+/// The raw kinds libbpf takes as candidates for a local type (ENUM and ENUM64 alike).
+fn candidate_kinds(t: &Type) -> &'static [u32] {
+    match t {
+        Type::Struct { .. } => &[KIND_STRUCT],
+        Type::Union { .. } => &[KIND_UNION],
+        Type::Enum { .. } => &[KIND_ENUM, KIND_ENUM64],
+        Type::Int { .. } => &[KIND_INT],
+        Type::Typedef { .. } => &[KIND_TYPEDEF],
+        Type::Fwd { .. } => &[KIND_FWD],
+        Type::Float { .. } => &[KIND_FLOAT],
+        Type::Func { .. } => &[KIND_FUNC],
+        Type::Void
+        | Type::Ptr { .. }
+        | Type::Array { .. }
+        | Type::Volatile { .. }
+        | Type::Const { .. }
+        | Type::Restrict { .. }
+        | Type::FuncProto { .. }
+        | Type::Var { .. }
+        | Type::DataSec { .. }
+        | Type::DeclTag { .. }
+        | Type::TypeTag { .. } => &[],
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,12 +207,12 @@ enum Keep {
     Fwd,
 }
 
-struct Picker<'a> {
-    target: &'a Btf,
+struct Picker<'a, 'b> {
+    target: &'a LazyBtf<'b>,
     keep: BTreeMap<TypeId, Keep>,
 }
 
-impl Picker<'_> {
+impl Picker<'_, '_> {
     fn full(&mut self, id: TypeId) {
         if id == 0 || self.keep.get(&id) == Some(&Keep::Full) {
             return;
@@ -112,7 +220,7 @@ impl Picker<'_> {
         self.keep.insert(id, Keep::Full);
         let Some(t) = self.target.get(id) else { return };
         match t {
-            Type::Ptr { target } => self.pointee(*target),
+            Type::Ptr { target } => self.pointee(target),
             other => {
                 for r in other.refs() {
                     self.full(r);
@@ -137,7 +245,6 @@ impl Picker<'_> {
                 | Type::TypeTag { target, .. }
                 | Type::Typedef { target, .. },
             ) => {
-                let target = *target;
                 self.keep.insert(id, Keep::Full);
                 self.pointee(target);
             }
@@ -149,7 +256,7 @@ impl Picker<'_> {
 /// The part of `target` (the kernel's BTF) that answers `relos` of an object whose own BTF is
 /// `local`, as a BTF blob; `None` when the object has no CO-RE relocation or one a subset
 /// cannot answer the same way.
-pub fn minimal_target(local: &Btf, relos: &[CoreRelo], target: &Btf) -> Option<Vec<u8>> {
+pub fn minimal_target(local: &Btf, relos: &[CoreRelo], target: &LazyBtf<'_>) -> Option<Vec<u8>> {
     if relos.is_empty() || relos.iter().any(|r| WHOLE_GRAPH_KINDS.contains(&r.kind)) {
         return None;
     }
@@ -163,10 +270,8 @@ pub fn minimal_target(local: &Btf, relos: &[CoreRelo], target: &Btf) -> Option<V
     for root in roots {
         let lt = local.get(root)?;
         let name = essential(lt.name()?);
-        for (id, tt) in target.iter() {
-            if same_kind(lt, tt) && tt.name().is_some_and(|n| essential(n) == name) {
-                picker.full(id);
-            }
+        for id in target.named(candidate_kinds(lt), name) {
+            picker.full(id);
         }
     }
     // Kept types get new ids in their original order.
@@ -191,7 +296,7 @@ pub fn minimal_target(local: &Btf, relos: &[CoreRelo], target: &Btf) -> Option<V
                 name: t.name().unwrap_or_default().to_string(),
                 is_union: matches!(t, Type::Union { .. }),
             },
-            Keep::Full => renumber(t, &map),
+            Keep::Full => renumber(&t, &map),
         });
     }
     Some(write::write(&types))
@@ -266,6 +371,10 @@ mod tests {
     /// A kernel: task { int pid; struct sched se; struct mm *mm; }, sched { int vruntime },
     /// mm { int pgd }, and an unrelated struct.
     fn kernel() -> Btf {
+        Btf::parse(&kernel_raw()).expect("written BTF parses")
+    }
+
+    fn kernel_raw() -> Vec<u8> {
         let types = vec![
             Type::Void,
             int(), // 1
@@ -295,7 +404,7 @@ mod tests {
                 members: vec![member("x", 1, 0)],
             }, // 6
         ];
-        Btf::parse(&write::write(&types)).expect("written BTF parses")
+        write::write(&types)
     }
 
     fn local() -> Btf {
@@ -316,6 +425,11 @@ mod tests {
         let k = kernel();
         let again = Btf::parse(&write::write(&k.types)).expect("parses");
         assert_eq!(again.types, k.types);
+        let raw = kernel_raw();
+        let lazy = LazyBtf::index(&raw).expect("index");
+        for (id, t) in k.iter() {
+            assert_eq!(lazy.get(id).as_ref(), Some(t), "type {id} read on demand");
+        }
     }
 
     #[test]
@@ -324,7 +438,9 @@ mod tests {
             type_id: 2,
             kind: 0,
         }];
-        let blob = minimal_target(&local(), &relos, &kernel()).expect("cacheable");
+        let raw = kernel_raw();
+        let k = LazyBtf::index(&raw).expect("index");
+        let blob = minimal_target(&local(), &relos, &k).expect("cacheable");
         let m = Btf::parse(&blob).expect("minimal BTF parses");
         let task = m
             .find_struct("task")
@@ -350,11 +466,13 @@ mod tests {
 
     #[test]
     fn whole_graph_relocations_are_not_cached() {
+        let raw = kernel_raw();
+        let k = LazyBtf::index(&raw).expect("index");
         for kind in WHOLE_GRAPH_KINDS {
             let relos = [CoreRelo { type_id: 2, kind }];
-            assert!(minimal_target(&local(), &relos, &kernel()).is_none());
+            assert!(minimal_target(&local(), &relos, &k).is_none());
         }
-        assert!(minimal_target(&local(), &[], &kernel()).is_none());
+        assert!(minimal_target(&local(), &[], &k).is_none());
     }
 
     #[test]
