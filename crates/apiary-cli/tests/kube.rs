@@ -319,6 +319,29 @@ impl Drop for SimNode {
     }
 }
 
+/// Applications a test made, removed on drop even when it fails: with no agent left to remove
+/// its finalizer, it is stripped, and the state objects go with them.
+struct Cleanup<'a> {
+    k: &'a Kube,
+    apps: Vec<String>,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for a in &self.apps {
+            let _ = self.k.run(
+                &["patch", "clusterbpfapplication", a, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#],
+                None,
+            );
+            let _ = self.k.run(&["delete", "clusterbpfapplication", a, "--wait=false", "--ignore-not-found"], None);
+            let _ = self.k.run(
+                &["delete", "clusterbpfapplicationstate", "-l", &format!("apiary.io/application={a}"), "--ignore-not-found"],
+                None,
+            );
+        }
+    }
+}
+
 /// The node's state object of `app`, when it exists.
 fn state(k: &Kube, app: &str, node: &SimNode) -> Option<Value> {
     k.get("clusterbpfapplicationstate", &format!("{app}-{}", node.name))
@@ -347,6 +370,13 @@ fn converged(k: &Kube, app: &str, node: &SimNode, xdp_prio: i64) -> bool {
             .any(|l| l["priority"].as_i64() == Some(xdp_prio) && l["linkStatus"] == "Attached")
 }
 
+/// The application's summary condition: (type, message).
+fn app_condition(k: &Kube, app: &str) -> (String, String) {
+    k.get("clusterbpfapplication", app)
+        .map(|a| condition(&a))
+        .unwrap_or_default()
+}
+
 fn finalizers(k: &Kube, app: &str) -> Vec<String> {
     k.get("clusterbpfapplication", app)
         .and_then(|a| a["metadata"]["finalizers"].as_array().cloned())
@@ -370,6 +400,10 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
         SimNode::new(&k, &[]),
     ];
     let app = unique("app-").to_lowercase();
+    let _cleanup = Cleanup {
+        k: &k,
+        apps: vec![app.clone(), format!("{app}-bad")],
+    };
     let obj = fixture("k8s_app");
     k.ok(&["apply", "-f", "-"], Some(&app_yaml(&app, &sel, &obj, 10)));
 
@@ -411,6 +445,12 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
         assert_eq!(hooks, [n.net.if_b.clone(), n.net.if_b.clone()], "{s}");
     }
     assert!(finalizers(&k, &app).len() == 2, "{:?}", finalizers(&k, &app));
+    // The application's summary over the nodes.
+    assert!(
+        eventually(30, || app_condition(&k, &app) == ("Success".into(), "2/2 nodes".into())),
+        "summary: {:?}",
+        app_condition(&k, &app)
+    );
     // Not selected: nothing loaded, no state object.
     assert!(nodes[2].programs(&app).is_empty());
     assert!(state(&k, &app, &nodes[2]).is_none());
@@ -427,6 +467,37 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
         assert!(after.1 >= before.1 + 3 + i as u64, "tc on {}: {before:?} -> {after:?}", n.name);
     }
 
+    // A program the verifier rejects: an Error condition carrying the verifier's key line,
+    // on the node's state object and in the application's summary.
+    let bad = format!("{app}-bad");
+    let bad_yaml = format!(
+        "apiVersion: apiary.io/v1alpha1\nkind: ClusterBpfApplication\nmetadata:\n  name: {bad}\nspec:\n  nodeSelector: {{matchLabels: {{{sel}: \"yes\"}}}}\n  byteCode: {{path: {}}}\n  programs:\n  - name: out_of_bounds\n    type: XDP\n    xdp:\n      links:\n      - interfaceSelector: {{primaryNodeInterface: true}}\n        priority: 50\n",
+        fixture("bad_verifier").display()
+    );
+    k.ok(&["apply", "-f", "-"], Some(&bad_yaml));
+    let verifier = "outside of the allowed memory range";
+    assert!(
+        eventually(30, || state(&k, &bad, &nodes[0])
+            .map(|s| condition(&s))
+            .is_some_and(|(t, m)| t == "Error" && m.contains(verifier))),
+        "no verifier error: {:?}",
+        state(&k, &bad, &nodes[0])
+    );
+    assert!(
+        eventually(30, || {
+            let (t, m) = app_condition(&k, &bad);
+            t == "Error" && m.starts_with("0/2 nodes") && m.contains(verifier)
+        }),
+        "summary: {:?}",
+        app_condition(&k, &bad)
+    );
+    k.ok(&["delete", "clusterbpfapplication", &bad, "--wait=false"], None);
+    assert!(
+        eventually(30, || k.get("clusterbpfapplication", &bad).is_none()),
+        "the failed application was not released: {:?}",
+        finalizers(&k, &bad)
+    );
+
     // Label the third node: loaded there.
     k.ok(&["label", "node", &nodes[2].name, &format!("{sel}=yes")], None);
     assert!(
@@ -435,6 +506,11 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
         nodes[2].log_text()
     );
     assert_eq!(nodes[2].programs(&app).len(), 3);
+    assert!(
+        eventually(30, || app_condition(&k, &app).1 == "3/3 nodes"),
+        "summary: {:?}",
+        app_condition(&k, &app)
+    );
     // Remove the label: unloaded, state object and finalizer gone.
     k.ok(&["label", "node", &nodes[2].name, &format!("{sel}-")], None);
     assert!(

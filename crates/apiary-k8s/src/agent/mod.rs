@@ -10,7 +10,7 @@
 mod pass;
 mod state;
 
-use crate::crd::{BpfApplication, ClusterBpfApplication};
+use crate::crd::{BpfApplication, BpfApplicationState, ClusterBpfApplication, ClusterBpfApplicationState};
 use crate::error::KubeError;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -58,6 +58,9 @@ pub(crate) struct Caches {
     pub node: Store<Node>,
     pub cluster_apps: Store<ClusterBpfApplication>,
     pub apps: Store<BpfApplication>,
+    /// Every node's state objects, for the applications' summary ("2/2 nodes").
+    pub cluster_states: Store<ClusterBpfApplicationState>,
+    pub states: Store<BpfApplicationState>,
 }
 
 /// Run the agent until the future is dropped. `api` is the manager of this node (shared with
@@ -81,6 +84,16 @@ pub async fn run(
             watcher::Config::default(),
             &wake,
         ),
+        cluster_states: watch(
+            Api::<ClusterBpfApplicationState>::all(client.clone()),
+            watcher::Config::default(),
+            &wake,
+        ),
+        states: watch(
+            Api::<BpfApplicationState>::all(client.clone()),
+            watcher::Config::default(),
+            &wake,
+        ),
     };
     // Nothing is decided before every cache holds a complete list: an application missing
     // from a half-filled cache would look deleted and be unloaded.
@@ -88,6 +101,8 @@ pub async fn run(
         caches.node.wait_until_ready().await.is_ok(),
         caches.cluster_apps.wait_until_ready().await.is_ok(),
         caches.apps.wait_until_ready().await.is_ok(),
+        caches.cluster_states.wait_until_ready().await.is_ok(),
+        caches.states.wait_until_ready().await.is_ok(),
     ] {
         if !ready {
             return Err(KubeError::Start {
