@@ -467,6 +467,42 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
         assert!(after.1 >= before.1 + 3 + i as u64, "tc on {}: {before:?} -> {after:?}", n.name);
     }
 
+    // An interface appearing in the node's namespace that discovery allows gets its link (the
+    // agent polls the interfaces); removed, the link goes.
+    let extra = format!("vbx{}", &nodes[0].net.if_b[2..]);
+    let extra = &extra[..extra.len().min(15)];
+    let tc_links = |n: &SimNode| -> Vec<String> {
+        state(&k, &app, n)
+            .and_then(|s| s["status"]["programs"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| p["name"] == "tc_count")
+            .flat_map(|p| p["links"].as_array().cloned().unwrap_or_default())
+            .filter(|l| l["linkStatus"] == "Attached")
+            .filter_map(|l| l["interfaceName"].as_str().map(String::from))
+            .collect()
+    };
+    let ip = |args: &[&str]| {
+        let st = Command::new("ip").args(["-n", &nodes[0].net.ns_b]).args(args).status().expect("ip");
+        assert!(st.success(), "ip {args:?}");
+    };
+    // A veth pair inside the namespace (no dummy driver on every kernel); its peer's name is
+    // outside what discovery allows.
+    let peer = format!("xq{}", &extra[3..]);
+    ip(&["link", "add", extra, "type", "veth", "peer", "name", &peer]);
+    ip(&["link", "set", extra, "up"]);
+    assert!(
+        eventually(30, || tc_links(&nodes[0]).contains(&extra.to_string())),
+        "no link on the new interface: {:?}",
+        tc_links(&nodes[0])
+    );
+    ip(&["link", "del", extra]);
+    assert!(
+        eventually(30, || tc_links(&nodes[0]) == [nodes[0].net.if_b.clone()]),
+        "the link on the removed interface is still reported: {:?}",
+        tc_links(&nodes[0])
+    );
+
     // A program the verifier rejects: an Error condition carrying the verifier's key line,
     // on the node's state object and in the application's summary.
     let bad = format!("{app}-bad");
