@@ -181,6 +181,8 @@ fn install_applies_the_crds_and_the_apiserver_enforces_their_rules() {
 /// is `b`, holding the InternalIP), an agent process, its store and bpffs dir.
 struct SimNode {
     name: String,
+    /// The kubeconfig the agent uses (the suite's, or one through a proxy).
+    kubeconfig: PathBuf,
     agent: Option<Child>,
     log: PathBuf,
     /// Dropped after the agent is stopped: unloads what is left and removes the pins.
@@ -190,6 +192,10 @@ struct SimNode {
 
 impl SimNode {
     fn new(k: &Kube, labels: &[(&str, &str)]) -> SimNode {
+        Self::with_kubeconfig(k, labels, k.kubeconfig.clone())
+    }
+
+    fn with_kubeconfig(k: &Kube, labels: &[(&str, &str)], kubeconfig: PathBuf) -> SimNode {
         let net = NetPair::new();
         let name = unique("node-").to_lowercase();
         let mut label_lines = format!("    kubernetes.io/hostname: {name}\n");
@@ -214,6 +220,7 @@ impl SimNode {
         let log = apiary.state.path().join("agent.log");
         let mut n = SimNode {
             name,
+            kubeconfig,
             agent: None,
             log,
             apiary,
@@ -227,7 +234,7 @@ impl SimNode {
         self.apiary.state.path().join("apiary.sock")
     }
 
-    fn start(&mut self, k: &Kube) {
+    fn start(&mut self, _k: &Kube) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -235,7 +242,7 @@ impl SimNode {
             .expect("agent log");
         let child = Command::new(env!("CARGO_BIN_EXE_apiary"))
             .args(["agent", "--node-name", &self.name, "--netns", &self.net.ns_b, "--kubeconfig"])
-            .arg(&k.kubeconfig)
+            .arg(&self.kubeconfig)
             .arg("--socket")
             .arg(self.socket())
             .env("APIARY_STATE_DIR", self.apiary.state.path())
@@ -590,4 +597,157 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
     for n in &mut nodes {
         n.kill9();
     }
+}
+
+/// A TCP forwarder to the apiserver that the test can cut (every connection reset, nothing
+/// listening) and restore on the same port: the apiserver "unreachable" for one agent only.
+struct Proxy {
+    port: u16,
+    target: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    listener: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn new(target: std::net::SocketAddr) -> Proxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut p = Proxy {
+            port,
+            target,
+            up: Default::default(),
+            conns: Default::default(),
+            listener: None,
+        };
+        p.start();
+        p
+    }
+
+    fn start(&mut self) {
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("proxy bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        self.up.store(true, Ordering::SeqCst);
+        let (up, conns, target) = (self.up.clone(), self.conns.clone(), self.target);
+        self.listener = Some(std::thread::spawn(move || {
+            while up.load(Ordering::SeqCst) {
+                let Ok((client, _)) = l.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = std::net::TcpStream::connect(target) else { continue };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                let mut c = conns.lock().unwrap();
+                c.push(client);
+                c.push(server);
+            }
+        }));
+    }
+
+    /// Stop listening and reset every connection.
+    fn cut(&mut self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.listener.take() {
+            let _ = t.join();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+#[test]
+fn programs_keep_running_while_the_apiserver_is_unreachable_and_the_agent_catches_up() {
+    if !privileged() {
+        return;
+    }
+    let Some(k) = kube() else { return };
+    k.install();
+    // The agent reaches the apiserver through a proxy the test cuts.
+    let text = std::fs::read_to_string(&k.kubeconfig).expect("kubeconfig");
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("server in the kubeconfig")
+        .to_string();
+    let target: std::net::SocketAddr = server
+        .trim_start_matches("https://")
+        .parse()
+        .expect("the server is https://IP:PORT");
+    let mut proxy = Proxy::new(target);
+    let dir = tempfile::tempdir().unwrap();
+    let proxied = dir.path().join("kubeconfig");
+    std::fs::write(
+        &proxied,
+        text.replace(&server, &format!("https://127.0.0.1:{}", proxy.port)),
+    )
+    .unwrap();
+
+    let sel = format!("apiary-test/{}", unique("cut").to_lowercase());
+    let mut node = SimNode::with_kubeconfig(&k, &[(&sel, "yes")], proxied);
+    let app = unique("app-").to_lowercase();
+    let _cleanup = Cleanup {
+        k: &k,
+        apps: vec![app.clone()],
+    };
+    let obj = fixture("k8s_app");
+    k.ok(&["apply", "-f", "-"], Some(&app_yaml(&app, &sel, &obj, 10)));
+    assert!(
+        eventually(30, || converged(&k, &app, &node, 10)),
+        "not converged: {}",
+        node.log_text()
+    );
+    let before = node.programs(&app);
+
+    // Cut: the agent notices, and the programs keep running (they count pings).
+    proxy.cut();
+    assert!(
+        eventually(30, || node.log_text().contains("watch interrupted")),
+        "the agent did not notice the outage:\n{}",
+        node.log_text()
+    );
+    let (xdp, _) = before["xdp_count"];
+    let count = node.counter(xdp, 0);
+    assert!(node.net.ping(3));
+    assert!(node.counter(xdp, 0) >= count + 3, "XDP stopped counting during the outage");
+    assert_eq!(node.programs(&app), before, "programs changed during the outage");
+    assert!(node.agent.as_mut().unwrap().try_wait().unwrap().is_none(), "the agent exited:\n{}", node.log_text());
+
+    // Changed meanwhile; once the apiserver is reachable again the agent catches up.
+    k.ok(&["apply", "-f", "-"], Some(&app_yaml(&app, &sel, &obj, 30)));
+    proxy.start();
+    assert!(
+        eventually(60, || converged(&k, &app, &node, 30)),
+        "not converged after the outage: {:?}\n{}",
+        state(&k, &app, &node),
+        node.log_text()
+    );
+    assert_eq!(node.programs(&app), before, "programs reloaded after the outage");
+
+    k.ok(&["delete", "clusterbpfapplication", &app, "--wait=false"], None);
+    assert!(
+        eventually(30, || k.get("clusterbpfapplication", &app).is_none()),
+        "not released: {:?}",
+        finalizers(&k, &app)
+    );
+    assert!(node.programs(&app).is_empty());
+    node.kill9();
 }
