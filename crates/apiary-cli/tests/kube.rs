@@ -506,8 +506,9 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
     ip(&["link", "del", extra]);
     assert!(
         eventually(30, || tc_links(&nodes[0]) == [nodes[0].net.if_b.clone()]),
-        "the link on the removed interface is still reported: {:?}",
-        tc_links(&nodes[0])
+        "the link on the removed interface is still reported: {:?}\n{}",
+        tc_links(&nodes[0]),
+        nodes[0].log_text()
     );
 
     // A program the verifier rejects: an Error condition carrying the verifier's key line,

@@ -25,6 +25,8 @@ use tokio::sync::Notify;
 /// How often every application is checked even without news (a pass changes nothing when the
 /// node already matches).
 const RESYNC: Duration = Duration::from_secs(60);
+/// The first retry after a failed pass; doubled while passes keep failing.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
 /// How often the node's interfaces are listed, for interface discovery and the primary
 /// interface.
 const INTERFACE_POLL: Duration = Duration::from_secs(1);
@@ -115,8 +117,20 @@ pub async fn run(
     let agent = Arc::new(pass::Agent::new(client, api, cfg, caches));
     tokio::spawn(resync(wake.clone()));
     tokio::spawn(poll_interfaces(agent.clone(), wake.clone()));
+    let mut retry = RETRY_FIRST;
     loop {
-        agent.pass().await;
+        if agent.pass().await {
+            retry = RETRY_FIRST;
+        } else {
+            // Something failed (a conflict, an unreachable apiserver, a kernel refusal): try
+            // again soon rather than at the next resync, backing off while it keeps failing.
+            let w = wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(retry).await;
+                w.notify_one();
+            });
+            retry = (retry * 2).min(RESYNC);
+        }
         wake.notified().await;
     }
 }

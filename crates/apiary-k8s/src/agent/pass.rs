@@ -93,13 +93,14 @@ impl Agent {
     }
 
     /// One pass over every application. Failures are logged per application; the pass goes
-    /// on with the others, and the next pass retries.
-    pub async fn pass(&self) {
+    /// on with the others. Returns whether everything went through (else the caller retries
+    /// soon).
+    pub async fn pass(&self) -> bool {
         let Some(node) = self.node() else {
             // Without its Node the agent cannot tell which applications select it; it
             // changes nothing rather than unload everything.
             tracing::warn!(node = %self.cfg.node_name, "no Node object of this name; waiting for it");
-            return;
+            return true;
         };
         let name = self.cfg.node_name.clone();
         let labels: BTreeMap<String, String> = node.labels().clone();
@@ -113,14 +114,16 @@ impl Agent {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the node's interfaces");
-                return;
+                return false;
             }
         };
         let facts = Arc::new(facts);
         let apps = self.applications();
+        let mut clean = true;
         for app in &apps {
             if let Err(e) = self.one(app, &facts).await {
-                tracing::warn!(application = %app.r.key, error = %e, "not converged; retrying on the next pass");
+                tracing::warn!(application = %app.r.key, error = %e, "not converged; retrying");
+                clean = false;
             }
         }
         self.unload_orphans(&apps).await;
@@ -131,8 +134,10 @@ impl Agent {
             }
             if let Err(e) = state::write_summary(&self.client, &app.r, &want.0, &want.1).await {
                 tracing::warn!(application = %app.r.key, error = %e, "cannot write the summary");
+                clean = false;
             }
         }
+        clean
     }
 
     /// The application's summary over every node's state object: Success with "N/N nodes"
