@@ -42,7 +42,11 @@ impl Kube {
         c.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = c.spawn().expect("run kubectl");
@@ -67,7 +71,11 @@ impl Kube {
     fn get(&self, what: &str, name: &str) -> Option<Value> {
         let r = self.run(&["get", what, name, "-o", "json"], None);
         if !r.ok {
-            assert!(r.stderr.contains("NotFound"), "kubectl get {what} {name}: {}", r.stderr);
+            assert!(
+                r.stderr.contains("NotFound"),
+                "kubectl get {what} {name}: {}",
+                r.stderr
+            );
             return None;
         }
         Some(serde_json::from_str(&r.stdout).expect("kubectl JSON"))
@@ -147,16 +155,21 @@ fn install_applies_the_crds_and_the_apiserver_enforces_their_rules() {
     assert_eq!(got["spec"]["programs"][0]["xdp"]["links"][0]["priority"], 5);
     // The printer columns are served.
     let table = k.ok(&["get", "clusterbpfapplications", &name], None);
-    assert!(table.contains("PROGRAMS") && table.contains(&name), "{table}");
+    assert!(
+        table.contains("PROGRAMS") && table.contains(&name),
+        "{table}"
+    );
 
     // Two bytecode sources: refused with the rule's message.
-    let two = valid
-        .replace(&name, &format!("{name}-two"))
-        .replace("byteCode: {path: /opt/x.o}", "byteCode: {path: /opt/x.o, image: {url: quay.io/x/y:1}}");
+    let two = valid.replace(&name, &format!("{name}-two")).replace(
+        "byteCode: {path: /opt/x.o}",
+        "byteCode: {path: /opt/x.o, image: {url: quay.io/x/y:1}}",
+    );
     let r = k.run(&["apply", "-f", "-"], Some(&two));
     assert!(!r.ok, "two sources accepted: {}", r.stdout);
     assert!(
-        r.stderr.contains("byteCode needs exactly one source: image or path"),
+        r.stderr
+            .contains("byteCode needs exactly one source: image or path"),
         "{}",
         r.stderr
     );
@@ -167,12 +180,16 @@ fn install_applies_the_crds_and_the_apiserver_enforces_their_rules() {
     let r = k.run(&["apply", "-f", "-"], Some(&missing));
     assert!(!r.ok, "missing member accepted: {}", r.stdout);
     assert!(
-        r.stderr.contains("tc configuration is required when type is TC"),
+        r.stderr
+            .contains("tc configuration is required when type is TC"),
         "{}",
         r.stderr
     );
     for n in [format!("{name}-two"), format!("{name}-missing")] {
-        assert!(k.get("clusterbpfapplication", &n).is_none(), "{n} was stored");
+        assert!(
+            k.get("clusterbpfapplication", &n).is_none(),
+            "{n} was stored"
+        );
     }
     k.ok(&["delete", "clusterbpfapplication", &name], None);
 }
@@ -213,7 +230,15 @@ impl SimNode {
             {"type": "Hostname", "address": name},
         ]}});
         k.ok(
-            &["patch", "node", &name, "--subresource=status", "--type=merge", "-p", &status.to_string()],
+            &[
+                "patch",
+                "node",
+                &name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status.to_string(),
+            ],
             None,
         );
         let apiary = Apiary::new();
@@ -241,7 +266,14 @@ impl SimNode {
             .open(&self.log)
             .expect("agent log");
         let child = Command::new(env!("CARGO_BIN_EXE_apiary"))
-            .args(["agent", "--node-name", &self.name, "--netns", &self.net.ns_b, "--kubeconfig"])
+            .args([
+                "agent",
+                "--node-name",
+                &self.name,
+                "--netns",
+                &self.net.ns_b,
+                "--kubeconfig",
+            ])
             .arg(&self.kubeconfig)
             .arg("--socket")
             .arg(self.socket())
@@ -278,11 +310,18 @@ impl SimNode {
         let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
             .args(args)
             .args(["-o", "json"])
-            .env("APIARY_ENDPOINT", format!("unix://{}", self.socket().display()))
+            .env(
+                "APIARY_ENDPOINT",
+                format!("unix://{}", self.socket().display()),
+            )
             .output()
             .expect("apiary");
         let r = Run::from(out);
-        assert!(r.ok, "apiary {args:?} on {}: {}{}", self.name, r.stdout, r.stderr);
+        assert!(
+            r.ok,
+            "apiary {args:?} on {}: {}{}",
+            self.name, r.stdout, r.stderr
+        );
         serde_json::from_str(&r.stdout).expect("JSON")
     }
 
@@ -337,12 +376,34 @@ impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         for a in &self.apps {
             let _ = self.k.run(
-                &["patch", "clusterbpfapplication", a, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#],
+                &[
+                    "patch",
+                    "clusterbpfapplication",
+                    a,
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ],
                 None,
             );
-            let _ = self.k.run(&["delete", "clusterbpfapplication", a, "--wait=false", "--ignore-not-found"], None);
             let _ = self.k.run(
-                &["delete", "clusterbpfapplicationstate", "-l", &format!("apiary.io/application={a}"), "--ignore-not-found"],
+                &[
+                    "delete",
+                    "clusterbpfapplication",
+                    a,
+                    "--wait=false",
+                    "--ignore-not-found",
+                ],
+                None,
+            );
+            let _ = self.k.run(
+                &[
+                    "delete",
+                    "clusterbpfapplicationstate",
+                    "-l",
+                    &format!("apiary.io/application={a}"),
+                    "--ignore-not-found",
+                ],
                 None,
             );
         }
@@ -351,7 +412,10 @@ impl Drop for Cleanup<'_> {
 
 /// The node's state object of `app`, when it exists.
 fn state(k: &Kube, app: &str, node: &SimNode) -> Option<Value> {
-    k.get("clusterbpfapplicationstate", &format!("{app}-{}", node.name))
+    k.get(
+        "clusterbpfapplicationstate",
+        &format!("{app}-{}", node.name),
+    )
 }
 
 fn condition(s: &Value) -> (String, String) {
@@ -432,7 +496,10 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
         );
         let s = state(&k, &app, n).expect("state");
         assert_eq!(s["metadata"]["labels"]["apiary.io/node"], n.name.as_str());
-        assert_eq!(s["metadata"]["labels"]["apiary.io/application"], app.as_str());
+        assert_eq!(
+            s["metadata"]["labels"]["apiary.io/application"],
+            app.as_str()
+        );
         for p in s["status"]["programs"].as_array().expect("programs") {
             let kid = p["programId"].as_u64().expect("kernel id");
             assert_eq!(progs[p["name"].as_str().unwrap()].1, kid, "{p}");
@@ -451,10 +518,15 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
             .collect();
         assert_eq!(hooks, [n.net.if_b.clone(), n.net.if_b.clone()], "{s}");
     }
-    assert!(finalizers(&k, &app).len() == 2, "{:?}", finalizers(&k, &app));
+    assert!(
+        finalizers(&k, &app).len() == 2,
+        "{:?}",
+        finalizers(&k, &app)
+    );
     // The application's summary over the nodes.
     assert!(
-        eventually(30, || app_condition(&k, &app) == ("Success".into(), "2/2 nodes".into())),
+        eventually(30, || app_condition(&k, &app)
+            == ("Success".into(), "2/2 nodes".into())),
         "summary: {:?}",
         app_condition(&k, &app)
     );
@@ -470,8 +542,16 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
         let before = (n.counter(xdp, 0), n.counter(tc, 2));
         assert!(n.net.ping(3 + i as u32), "ping through {}", n.name);
         let after = (n.counter(xdp, 0), n.counter(tc, 2));
-        assert!(after.0 >= before.0 + 3 + i as u64, "xdp on {}: {before:?} -> {after:?}", n.name);
-        assert!(after.1 >= before.1 + 3 + i as u64, "tc on {}: {before:?} -> {after:?}", n.name);
+        assert!(
+            after.0 >= before.0 + 3 + i as u64,
+            "xdp on {}: {before:?} -> {after:?}",
+            n.name
+        );
+        assert!(
+            after.1 >= before.1 + 3 + i as u64,
+            "tc on {}: {before:?} -> {after:?}",
+            n.name
+        );
     }
 
     // An interface appearing in the node's namespace that discovery allows gets its link (the
@@ -490,7 +570,11 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
             .collect()
     };
     let ip = |args: &[&str]| {
-        let st = Command::new("ip").args(["-n", &nodes[0].net.ns_b]).args(args).status().expect("ip");
+        let st = Command::new("ip")
+            .args(["-n", &nodes[0].net.ns_b])
+            .args(args)
+            .status()
+            .expect("ip");
         assert!(st.success(), "ip {args:?}");
     };
     // A veth pair inside the namespace (no dummy driver on every kernel); its peer's name is
@@ -535,7 +619,10 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
         "summary: {:?}",
         app_condition(&k, &bad)
     );
-    k.ok(&["delete", "clusterbpfapplication", &bad, "--wait=false"], None);
+    k.ok(
+        &["delete", "clusterbpfapplication", &bad, "--wait=false"],
+        None,
+    );
     assert!(
         eventually(30, || k.get("clusterbpfapplication", &bad).is_none()),
         "the failed application was not released: {:?}",
@@ -543,7 +630,10 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
     );
 
     // Label the third node: loaded there.
-    k.ok(&["label", "node", &nodes[2].name, &format!("{sel}=yes")], None);
+    k.ok(
+        &["label", "node", &nodes[2].name, &format!("{sel}=yes")],
+        None,
+    );
     assert!(
         eventually(30, || converged(&k, &app, &nodes[2], 10)),
         "the labelled node did not converge:\n{}",
@@ -560,7 +650,9 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
     assert!(
         eventually(30, || nodes[2].programs(&app).is_empty()
             && state(&k, &app, &nodes[2]).is_none()
-            && !finalizers(&k, &app).iter().any(|f| f.ends_with(&nodes[2].name))),
+            && !finalizers(&k, &app)
+                .iter()
+                .any(|f| f.ends_with(&nodes[2].name))),
         "not unloaded from the unlabelled node:\n{}",
         nodes[2].log_text()
     );
@@ -579,12 +671,18 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
         nodes[1].log_text()
     );
     let after = nodes[1].programs(&app);
-    assert_eq!(before, after, "programs reloaded or doubled across the restart");
+    assert_eq!(
+        before, after,
+        "programs reloaded or doubled across the restart"
+    );
     let links = nodes[1].json(&["list", "links"]);
     assert_eq!(links.as_array().map(Vec::len), Some(3), "{links}");
 
     // Delete the application: unloaded everywhere, finalizers gone, then the object; no pins.
-    k.ok(&["delete", "clusterbpfapplication", &app, "--wait=false"], None);
+    k.ok(
+        &["delete", "clusterbpfapplication", &app, "--wait=false"],
+        None,
+    );
     assert!(
         eventually(30, || k.get("clusterbpfapplication", &app).is_none()),
         "the application was not released: finalizers {:?}",
@@ -593,7 +691,12 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
     for n in &nodes {
         assert!(n.programs(&app).is_empty(), "left on {}", n.name);
         assert!(state(&k, &app, n).is_none(), "state left for {}", n.name);
-        assert!(n.apiary.pins().is_empty(), "pins left on {}: {:?}", n.name, n.apiary.pins());
+        assert!(
+            n.apiary.pins().is_empty(),
+            "pins left on {}: {:?}",
+            n.name,
+            n.apiary.pins()
+        );
     }
     for n in &mut nodes {
         n.kill9();
@@ -640,7 +743,9 @@ impl Proxy {
                     continue;
                 };
                 let _ = client.set_nonblocking(false);
-                let Ok(server) = std::net::TcpStream::connect(target) else { continue };
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
                 for (mut from, mut to) in [
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server.try_clone().unwrap(), client.try_clone().unwrap()),
@@ -728,9 +833,20 @@ fn programs_keep_running_while_the_apiserver_is_unreachable_and_the_agent_catche
     let (xdp, _) = before["xdp_count"];
     let count = node.counter(xdp, 0);
     assert!(node.net.ping(3));
-    assert!(node.counter(xdp, 0) >= count + 3, "XDP stopped counting during the outage");
-    assert_eq!(node.programs(&app), before, "programs changed during the outage");
-    assert!(node.agent.as_mut().unwrap().try_wait().unwrap().is_none(), "the agent exited:\n{}", node.log_text());
+    assert!(
+        node.counter(xdp, 0) >= count + 3,
+        "XDP stopped counting during the outage"
+    );
+    assert_eq!(
+        node.programs(&app),
+        before,
+        "programs changed during the outage"
+    );
+    assert!(
+        node.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the agent exited:\n{}",
+        node.log_text()
+    );
 
     // Changed meanwhile; once the apiserver is reachable again the agent catches up.
     k.ok(&["apply", "-f", "-"], Some(&app_yaml(&app, &sel, &obj, 30)));
@@ -741,9 +857,16 @@ fn programs_keep_running_while_the_apiserver_is_unreachable_and_the_agent_catche
         state(&k, &app, &node),
         node.log_text()
     );
-    assert_eq!(node.programs(&app), before, "programs reloaded after the outage");
+    assert_eq!(
+        node.programs(&app),
+        before,
+        "programs reloaded after the outage"
+    );
 
-    k.ok(&["delete", "clusterbpfapplication", &app, "--wait=false"], None);
+    k.ok(
+        &["delete", "clusterbpfapplication", &app, "--wait=false"],
+        None,
+    );
     assert!(
         eventually(30, || k.get("clusterbpfapplication", &app).is_none()),
         "not released: {:?}",

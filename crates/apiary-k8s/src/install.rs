@@ -67,9 +67,10 @@ pub async fn install(client: &Client, timeout: Duration) -> Result<Vec<String>, 
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, KubeError> {
     let config = match kubeconfig {
         Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| KubeError::Config {
-                what: format!("{}: {e}", path.display()),
-            })?;
+            let file =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| KubeError::Config {
+                    what: format!("{}: {e}", path.display()),
+                })?;
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|e| KubeError::Config {

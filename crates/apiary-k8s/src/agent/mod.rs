@@ -10,7 +10,9 @@
 mod pass;
 mod state;
 
-use crate::crd::{BpfApplication, BpfApplicationState, ClusterBpfApplication, ClusterBpfApplicationState};
+use crate::crd::{
+    BpfApplication, BpfApplicationState, ClusterBpfApplication, ClusterBpfApplicationState,
+};
 use crate::error::KubeError;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -73,7 +75,8 @@ pub async fn run(
     cfg: AgentConfig,
 ) -> Result<(), KubeError> {
     let wake = Arc::new(Notify::new());
-    let node_filter = watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
+    let node_filter =
+        watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
     let caches = Caches {
         node: watch(Api::<Node>::all(client.clone()), node_filter, &wake),
         cluster_apps: watch(

@@ -1,6 +1,10 @@
 //! One pass of the agent over every application: converge the node, write the state objects,
 //! keep the finalizers right, and unload what belongs to applications that no longer exist.
 
+// The executor returns the manager's error unboxed (as the CLI expects); it only passes
+// through the closures here.
+#![allow(clippy::result_large_err)]
+
 use super::state::{self, AppRef};
 use super::{AgentConfig, Caches};
 use crate::crd::{ApplicationSpec, ApplicationStateStatus};
@@ -39,7 +43,12 @@ fn summary_of(status: Option<&crate::crd::ApplicationStatus>) -> Option<(String,
 }
 
 impl Agent {
-    pub fn new(client: Client, api: Arc<dyn apiary::Api>, cfg: AgentConfig, caches: Caches) -> Agent {
+    pub fn new(
+        client: Client,
+        api: Arc<dyn apiary::Api>,
+        cfg: AgentConfig,
+        caches: Caches,
+    ) -> Agent {
         Agent {
             client,
             api,
@@ -128,7 +137,9 @@ impl Agent {
         }
         self.unload_orphans(&apps).await;
         for app in apps.iter().filter(|a| !a.deleting) {
-            let Some(want) = self.summary(app) else { continue };
+            let Some(want) = self.summary(app) else {
+                continue;
+            };
             if app.summary.as_ref() == Some(&want) {
                 continue;
             }
@@ -180,7 +191,7 @@ impl Agent {
         }
         let (node, c) = nodes
             .iter()
-            .find(|(_, c)| !c.as_ref().is_some_and(|c| c.0 == "Success"))?;
+            .find(|(_, c)| c.as_ref().is_none_or(|c| c.0 != "Success"))?;
         let why = c
             .as_ref()
             .map(|c| c.1.clone())
@@ -190,7 +201,8 @@ impl Agent {
 
     async fn one(&self, app: &App, facts: &Arc<facts::NodeFacts>) -> Result<(), crate::KubeError> {
         let node = &self.cfg.node_name;
-        let selected = !app.deleting && facts::selector_matches(&app.spec.node_selector, &facts.labels);
+        let selected =
+            !app.deleting && facts::selector_matches(&app.spec.node_selector, &facts.labels);
         if !selected {
             let key = app.r.key.clone();
             let api = self.api.clone();
@@ -199,7 +211,10 @@ impl Agent {
                 tracing::info!(application = %app.r.key, unloaded = changes.unloaded, "unloaded (not selected or being deleted)");
             }
             state::delete(&self.client, &app.r, node).await?;
-            self.written.lock().map(|mut w| w.remove(&app.r.state_key(node))).ok();
+            self.written
+                .lock()
+                .map(|mut w| w.remove(&app.r.state_key(node)))
+                .ok();
             state::remove_finalizer(&self.client, &app.r, node).await?;
             return Ok(());
         }
@@ -232,7 +247,13 @@ impl Agent {
         if !unchanged {
             let count = state::write(&self.client, &app.r, node, status.clone()).await?;
             if let Ok(mut w) = self.written.lock() {
-                w.insert(state_key, ApplicationStateStatus { update_count: count, ..status });
+                w.insert(
+                    state_key,
+                    ApplicationStateStatus {
+                        update_count: count,
+                        ..status
+                    },
+                );
             }
         }
         Ok(())
@@ -256,11 +277,15 @@ impl Agent {
             }
         };
         for key in held.keys().filter(|k| !known.contains(*k)) {
-            let Ok(key) = key.parse::<AppKey>() else { continue };
+            let Ok(key) = key.parse::<AppKey>() else {
+                continue;
+            };
             let api = self.api.clone();
             let k = key.clone();
             match blocking(move || execute::delete(api.as_ref(), &k)).await {
-                Ok(c) => tracing::info!(application = %key, unloaded = c.unloaded, "unloaded: the application no longer exists"),
+                Ok(c) => {
+                    tracing::info!(application = %key, unloaded = c.unloaded, "unloaded: the application no longer exists")
+                }
                 Err(e) => tracing::warn!(application = %key, error = %e, "cannot unload"),
             }
             let r = AppRef::gone(key);

@@ -52,9 +52,10 @@ impl AppRef {
 
     fn app_api(&self, client: &Client) -> Api<DynamicObject> {
         match self.key.kind {
-            AppKind::ClusterBpfApplication => {
-                Api::all_with(client.clone(), &ApiResource::erase::<ClusterBpfApplication>(&()))
-            }
+            AppKind::ClusterBpfApplication => Api::all_with(
+                client.clone(),
+                &ApiResource::erase::<ClusterBpfApplication>(&()),
+            ),
             AppKind::BpfApplication => Api::namespaced_with(
                 client.clone(),
                 self.key.namespace.as_deref().unwrap_or("default"),
@@ -95,7 +96,11 @@ fn field_manager(node: &str) -> String {
 /// Add this node's finalizer unless the application has it. The patch carries the
 /// resourceVersion the list was read at, so two agents adding theirs at once cannot drop each
 /// other's: the loser gets a conflict and retries on its next pass.
-pub(crate) async fn ensure_finalizer(client: &Client, app: &AppRef, node: &str) -> Result<(), KubeError> {
+pub(crate) async fn ensure_finalizer(
+    client: &Client,
+    app: &AppRef,
+    node: &str,
+) -> Result<(), KubeError> {
     let f = finalizer(node);
     if app.finalizers.contains(&f) {
         return Ok(());
@@ -105,12 +110,21 @@ pub(crate) async fn ensure_finalizer(client: &Client, app: &AppRef, node: &str) 
     set_finalizers(client, app, list).await
 }
 
-pub(crate) async fn remove_finalizer(client: &Client, app: &AppRef, node: &str) -> Result<(), KubeError> {
+pub(crate) async fn remove_finalizer(
+    client: &Client,
+    app: &AppRef,
+    node: &str,
+) -> Result<(), KubeError> {
     let f = finalizer(node);
     if !app.finalizers.contains(&f) {
         return Ok(());
     }
-    let list: Vec<String> = app.finalizers.iter().filter(|x| **x != f).cloned().collect();
+    let list: Vec<String> = app
+        .finalizers
+        .iter()
+        .filter(|x| **x != f)
+        .cloned()
+        .collect();
     set_finalizers(client, app, list).await
 }
 
@@ -119,7 +133,11 @@ async fn set_finalizers(client: &Client, app: &AppRef, list: Vec<String>) -> Res
         "metadata": { "finalizers": list, "resourceVersion": app.resource_version }
     });
     app.app_api(client)
-        .patch(&app.key.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &app.key.name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
         .map(|_| ())
         .map_err(request(format!("setting the finalizers of {}", app.key)))
@@ -185,7 +203,9 @@ pub(crate) async fn write(
     });
     api.patch_status(&name, &params, &Patch::Apply(&body))
         .await
-        .map_err(request(format!("writing the status of state object {name}")))?;
+        .map_err(request(format!(
+            "writing the status of state object {name}"
+        )))?;
     Ok(status.update_count)
 }
 
@@ -246,7 +266,10 @@ pub(crate) fn with_condition(mut s: ApplicationStateStatus) -> ApplicationStateS
     let c = if failed.is_empty() && s.app_load_status != AppLoadStatus::LoadError {
         condition(
             true,
-            format!("{} program(s) loaded, {links} link(s) attached", s.programs.len()),
+            format!(
+                "{} program(s) loaded, {links} link(s) attached",
+                s.programs.len()
+            ),
         )
     } else {
         condition(false, failed.join("; "))
