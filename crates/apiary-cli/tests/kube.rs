@@ -370,42 +370,42 @@ impl Drop for SimNode {
 struct Cleanup<'a> {
     k: &'a Kube,
     apps: Vec<String>,
+    /// For BpfApplications: their namespace (None: ClusterBpfApplications).
+    namespace: Option<&'a str>,
 }
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
+        let (kind, state, ns): (&str, &str, Vec<&str>) = match self.namespace {
+            Some(ns) => ("bpfapplication", "bpfapplicationstate", vec!["-n", ns]),
+            None => (
+                "clusterbpfapplication",
+                "clusterbpfapplicationstate",
+                vec![],
+            ),
+        };
         for a in &self.apps {
-            let _ = self.k.run(
-                &[
-                    "patch",
-                    "clusterbpfapplication",
-                    a,
-                    "--type=merge",
-                    "-p",
-                    r#"{"metadata":{"finalizers":null}}"#,
-                ],
-                None,
-            );
-            let _ = self.k.run(
-                &[
-                    "delete",
-                    "clusterbpfapplication",
-                    a,
-                    "--wait=false",
-                    "--ignore-not-found",
-                ],
-                None,
-            );
-            let _ = self.k.run(
-                &[
-                    "delete",
-                    "clusterbpfapplicationstate",
-                    "-l",
-                    &format!("apiary.io/application={a}"),
-                    "--ignore-not-found",
-                ],
-                None,
-            );
+            let run = |args: &[&str]| {
+                let mut all = ns.clone();
+                all.extend(args);
+                let _ = self.k.run(&all, None);
+            };
+            run(&[
+                "patch",
+                kind,
+                a,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ]);
+            run(&["delete", kind, a, "--wait=false", "--ignore-not-found"]);
+            run(&[
+                "delete",
+                state,
+                "-l",
+                &format!("apiary.io/application={a}"),
+                "--ignore-not-found",
+            ]);
         }
     }
 }
@@ -474,6 +474,7 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
     let _cleanup = Cleanup {
         k: &k,
         apps: vec![app.clone(), format!("{app}-bad")],
+        namespace: None,
     };
     let obj = fixture("k8s_app");
     k.ok(&["apply", "-f", "-"], Some(&app_yaml(&app, &sel, &obj, 10)));
@@ -813,6 +814,7 @@ fn programs_keep_running_while_the_apiserver_is_unreachable_and_the_agent_catche
     let _cleanup = Cleanup {
         k: &k,
         apps: vec![app.clone()],
+        namespace: None,
     };
     let obj = fixture("k8s_app");
     k.ok(&["apply", "-f", "-"], Some(&app_yaml(&app, &sel, &obj, 10)));
@@ -873,5 +875,82 @@ fn programs_keep_running_while_the_apiserver_is_unreachable_and_the_agent_catche
         finalizers(&k, &app)
     );
     assert!(node.programs(&app).is_empty());
+    node.kill9();
+}
+
+#[test]
+fn a_namespaced_application_gets_its_state_object_in_its_namespace() {
+    if !privileged() {
+        return;
+    }
+    let Some(k) = kube() else { return };
+    k.install();
+    // A namespace that is never deleted (no controller-manager empties terminating ones).
+    let ns = "apiary-test";
+    let _ = k.run(&["create", "namespace", ns], None);
+    let sel = format!("apiary-test/{}", unique("ns").to_lowercase());
+    let mut node = SimNode::new(&k, &[(&sel, "yes")]);
+    let app = unique("nsapp-").to_lowercase();
+    let _cleanup = Cleanup {
+        k: &k,
+        apps: vec![app.clone()],
+        namespace: Some(ns),
+    };
+    let yaml = app_yaml(&app, &sel, &fixture("k8s_app"), 10)
+        .replace("kind: ClusterBpfApplication", "kind: BpfApplication")
+        .replace(
+            &format!("  name: {app}\n"),
+            &format!("  name: {app}\n  namespace: {ns}\n"),
+        );
+    k.ok(&["apply", "-f", "-"], Some(&yaml));
+    let state_name = format!("{app}-{}", node.name);
+    let get_state = || {
+        let r = k.run(
+            &[
+                "get",
+                "-n",
+                ns,
+                "bpfapplicationstate",
+                &state_name,
+                "-o",
+                "json",
+            ],
+            None,
+        );
+        r.ok.then(|| serde_json::from_str::<Value>(&r.stdout).expect("JSON"))
+    };
+    assert!(
+        eventually(30, || get_state()
+            .is_some_and(|s| condition(&s).0 == "Success")),
+        "no Success state: {:?}\n{}",
+        get_state(),
+        node.log_text()
+    );
+    let key = format!("BpfApplication/{ns}/{app}");
+    let held = node.json(&["get", "applications"]);
+    let programs = held
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["application"] == key.as_str())
+        .map(|e| e["programs"].as_array().map(Vec::len).unwrap_or(0));
+    assert_eq!(programs, Some(3), "{held}");
+    k.ok(
+        &["delete", "-n", ns, "bpfapplication", &app, "--wait=false"],
+        None,
+    );
+    assert!(
+        eventually(30, || !k
+            .run(&["get", "-n", ns, "bpfapplication", &app], None)
+            .ok),
+        "not released:\n{}",
+        node.log_text()
+    );
+    assert!(get_state().is_none(), "state object left");
+    assert!(node
+        .json(&["get", "applications"])
+        .as_array()
+        .unwrap()
+        .is_empty());
     node.kill9();
 }

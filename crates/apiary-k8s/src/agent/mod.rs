@@ -119,7 +119,13 @@ pub async fn run(
 
     let agent = Arc::new(pass::Agent::new(client, api, cfg, caches));
     tokio::spawn(resync(wake.clone()));
-    tokio::spawn(poll_interfaces(agent.clone(), wake.clone()));
+    let (a, w) = (agent.clone(), wake.clone());
+    std::thread::Builder::new()
+        .name("apiary-ifpoll".into())
+        .spawn(move || poll_interfaces(a, w))
+        .map_err(|e| KubeError::Start {
+            what: format!("cannot start the interface poll: {e}"),
+        })?;
     let mut retry = RETRY_FIRST;
     loop {
         if agent.pass().await {
@@ -174,20 +180,18 @@ async fn resync(wake: Arc<Notify>) {
     }
 }
 
-/// Wake a pass when the node's interfaces (or which one holds its address) change.
-async fn poll_interfaces(agent: Arc<pass::Agent>, wake: Arc<Notify>) {
-    let mut last = None;
-    let mut tick = tokio::time::interval(INTERFACE_POLL);
+/// Wake a pass when the node's interfaces (or which one holds its address) differ from those
+/// the last pass planned with. Compared with the pass's view, not the previous poll's, so an
+/// interface that came and went between two polls (seen by a pass meanwhile) is not missed.
+/// A plain thread: listing them enters the node's netns, and the poll must not wait behind
+/// the runtime's blocking pool, which the passes and the gRPC requests use.
+fn poll_interfaces(agent: Arc<pass::Agent>, wake: Arc<Notify>) {
     loop {
-        tick.tick().await;
-        let a = agent.clone();
-        let Ok(now) = tokio::task::spawn_blocking(move || a.interfaces()).await else {
-            continue;
-        };
-        if last.as_ref().is_some_and(|l| *l != now) {
-            tracing::info!("the node's interfaces changed");
+        let now = agent.interfaces();
+        if agent.planned_with().is_some_and(|seen| seen != now) {
+            tracing::info!(interfaces = ?now.0, "the node's interfaces changed");
             wake.notify_one();
         }
-        last = Some(now);
+        std::thread::sleep(INTERFACE_POLL);
     }
 }

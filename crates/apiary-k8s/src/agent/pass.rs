@@ -25,7 +25,12 @@ pub(crate) struct Agent {
     /// The last status written per state object (its key), so an unchanged one is not
     /// written again each pass.
     written: Mutex<BTreeMap<String, ApplicationStateStatus>>,
+    /// The interfaces (and primary one) the last pass planned with.
+    seen: Mutex<Option<Interfaces>>,
 }
+
+/// The node's interfaces and its primary interface.
+pub(crate) type Interfaces = (Option<Vec<String>>, Option<String>);
 
 /// An application as the pass sees it, whichever its kind.
 struct App {
@@ -55,6 +60,7 @@ impl Agent {
             cfg,
             caches,
             written: Mutex::new(BTreeMap::new()),
+            seen: Mutex::new(None),
         }
     }
 
@@ -73,8 +79,13 @@ impl Agent {
             .and_then(|a| a.address.parse().ok())
     }
 
+    /// The interfaces the last pass planned with (None before the first).
+    pub fn planned_with(&self) -> Option<Interfaces> {
+        self.seen.lock().ok().and_then(|s| s.clone())
+    }
+
     /// The node's interfaces and primary interface now (blocking: it enters the netns).
-    pub fn interfaces(&self) -> (Option<Vec<String>>, Option<String>) {
+    pub fn interfaces(&self) -> Interfaces {
         let ip = self.node().and_then(|n| Self::internal_ip(&n));
         facts::interfaces_snapshot(self.cfg.netns.as_deref(), ip)
     }
@@ -126,6 +137,9 @@ impl Agent {
                 return false;
             }
         };
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some((facts.root.interfaces.clone(), facts.root.primary.clone()));
+        }
         let facts = Arc::new(facts);
         let apps = self.applications();
         let mut clean = true;
