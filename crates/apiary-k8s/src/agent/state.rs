@@ -17,7 +17,6 @@ use serde_json::json;
 pub(crate) struct AppRef {
     pub key: AppKey,
     pub uid: Option<String>,
-    pub resource_version: Option<String>,
     pub finalizers: Vec<String>,
 }
 
@@ -31,7 +30,6 @@ impl AppRef {
                 name: m.name.clone().unwrap_or_default(),
             },
             uid: m.uid.clone(),
-            resource_version: m.resource_version.clone(),
             finalizers: m.finalizers.clone().unwrap_or_default(),
         }
     }
@@ -41,7 +39,6 @@ impl AppRef {
         AppRef {
             key,
             uid: None,
-            resource_version: None,
             finalizers: Vec::new(),
         }
     }
@@ -93,54 +90,66 @@ fn field_manager(node: &str) -> String {
     format!("apiary-agent-{node}")
 }
 
-/// Add this node's finalizer unless the application has it. The patch carries the
-/// resourceVersion the list was read at, so two agents adding theirs at once cannot drop each
-/// other's: the loser gets a conflict and retries on its next pass.
+/// Add this node's finalizer unless the application has it. Server-side applied under the
+/// node's own field manager: finalizers are a set, so the agents of several nodes adding
+/// theirs at once never conflict or drop each other's.
 pub(crate) async fn ensure_finalizer(
     client: &Client,
     app: &AppRef,
     node: &str,
 ) -> Result<(), KubeError> {
-    let f = finalizer(node);
-    if app.finalizers.contains(&f) {
+    if app.finalizers.contains(&finalizer(node)) {
         return Ok(());
     }
-    let mut list = app.finalizers.clone();
-    list.push(f);
-    set_finalizers(client, app, list).await
+    apply_finalizer(client, app, node, true).await
 }
 
+/// Remove this node's finalizer (applying the set without it).
 pub(crate) async fn remove_finalizer(
     client: &Client,
     app: &AppRef,
     node: &str,
 ) -> Result<(), KubeError> {
-    let f = finalizer(node);
-    if !app.finalizers.contains(&f) {
+    if !app.finalizers.contains(&finalizer(node)) {
         return Ok(());
     }
-    let list: Vec<String> = app
-        .finalizers
-        .iter()
-        .filter(|x| **x != f)
-        .cloned()
-        .collect();
-    set_finalizers(client, app, list).await
+    apply_finalizer(client, app, node, false).await
 }
 
-async fn set_finalizers(client: &Client, app: &AppRef, list: Vec<String>) -> Result<(), KubeError> {
-    let patch = json!({
-        "metadata": { "finalizers": list, "resourceVersion": app.resource_version }
+async fn apply_finalizer(
+    client: &Client,
+    app: &AppRef,
+    node: &str,
+    present: bool,
+) -> Result<(), KubeError> {
+    let list: Vec<String> = if present {
+        vec![finalizer(node)]
+    } else {
+        Vec::new()
+    };
+    let mut meta = json!({ "name": app.key.name, "finalizers": list });
+    if let Some(ns) = &app.key.namespace {
+        meta["namespace"] = json!(ns);
+    }
+    let body = json!({
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "kind": app.key.kind.name(),
+        "metadata": meta,
     });
-    app.app_api(client)
+    match app
+        .app_api(client)
         .patch(
             &app.key.name,
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
+            &PatchParams::apply(&field_manager(node)).force(),
+            &Patch::Apply(&body),
         )
         .await
-        .map(|_| ())
-        .map_err(request(format!("setting the finalizers of {}", app.key)))
+    {
+        Ok(_) => Ok(()),
+        // Released meanwhile by the last finalizer going: nothing left to do.
+        Err(kube::Error::Api(e)) if e.code == 404 && !present => Ok(()),
+        Err(e) => Err(request(format!("setting the finalizer of {}", app.key))(e)),
+    }
 }
 
 /// Delete the node's state object of `app` (gone already is fine).
