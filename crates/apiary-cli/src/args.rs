@@ -69,6 +69,9 @@ pub enum Command {
     /// Run the daemon: serve these operations over gRPC on a unix socket (and optionally TCP
     /// with mutual TLS), with Prometheus metrics; clients use `--endpoint`.
     Serve(crate::daemon::ServeArgs),
+    /// Run the Kubernetes node agent: load the applications whose nodeSelector matches this
+    /// node, report per-node state objects, and serve the local socket like `apiary serve`.
+    Agent(crate::agent::AgentArgs),
     /// Bytecode images: build, push, pull, inspect, list, remove, sign, verify.
     Image {
         #[command(subcommand)]

@@ -78,6 +78,15 @@ impl ClientArgs {
 }
 
 pub fn serve(a: ServeArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
+    serve_with(a, state_dir, bpffs, |_| async {})
+}
+
+/// `apiary serve`, with `beside` running on the same manager (the node agent).
+pub fn serve_with<F, Fut>(a: ServeArgs, state_dir: PathBuf, bpffs: PathBuf, beside: F) -> Result<()>
+where
+    F: FnOnce(std::sync::Arc<apiary::Manager>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let file = match &a.config {
         Some(p) => ServeOptions::from_file(p)?,
         None => ServeOptions::default(),
@@ -106,7 +115,7 @@ pub fn serve(a: ServeArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
         bpffs,
         loader,
     };
-    apiary_api::server::run(cfg, manager)?;
+    apiary_api::server::run_with(cfg, manager, beside)?;
     Ok(())
 }
 

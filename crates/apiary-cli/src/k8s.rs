@@ -38,6 +38,15 @@ pub struct FileArgs {
 pub enum K8sCmd {
     /// Print apiary's CRDs as multi-document YAML (`apiary k8s crds | kubectl apply -f -`).
     Crds,
+    /// Apply the CRDs to the cluster (server-side apply) and wait until they are served.
+    Install {
+        /// The kubeconfig to use (default: in-cluster, else KUBECONFIG or ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+        /// How long to wait for the CRDs to be established.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -51,6 +60,16 @@ pub fn run(cmd: K8sCmd) -> Result<()> {
     match cmd {
         K8sCmd::Crds => {
             print!("{}", apiary_k8s::crd::crds_yaml()?);
+            Ok(())
+        }
+        K8sCmd::Install {
+            kubeconfig,
+            timeout,
+        } => {
+            let names = apiary_k8s::install::install_blocking(kubeconfig.as_deref(), timeout)?;
+            for n in names {
+                println!("{n} established");
+            }
             Ok(())
         }
     }

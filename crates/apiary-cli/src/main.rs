@@ -1,5 +1,6 @@
 //! The `apiary` binary: parse flags, validate them into typed requests, call the manager, print.
 
+mod agent;
 mod args;
 mod daemon;
 mod docs;
@@ -97,6 +98,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::K8s { what } => k8s::run(what),
         Command::Run(args) => run_foreground(args, format),
         Command::Serve(a) => daemon::serve(a, cli.state_dir.clone(), cli.bpffs.clone()),
+        Command::Agent(a) => agent::run(a, cli.state_dir.clone(), cli.bpffs.clone()),
         // Reconcile repairs this host's kernel state, so it always runs in-process.
         Command::Reconcile => {
             let report = Manager::open(config())?.reconcile_with(&mut progress())?;

@@ -33,3 +33,22 @@ pub enum ApplyError {
         error: apiary::Error,
     },
 }
+
+/// A failure talking to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("kubeconfig: {what}")]
+    Config { what: String },
+    #[error("{what}: {source}")]
+    Request {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("CRD {crd} is not established: {why}")]
+    NotEstablished { crd: String, why: String },
+    #[error("{what}")]
+    Apply { what: String },
+    #[error("cannot start the agent: {what}")]
+    Start { what: String },
+}

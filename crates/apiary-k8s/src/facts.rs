@@ -21,7 +21,7 @@ pub struct NodeFacts {
 pub struct NetnsFacts {
     /// `ip netns` name, when it has one.
     pub name: Option<String>,
-    /// None for the node's own namespace.
+    /// None for this process's own namespace (the node's, except for an agent given one).
     pub path: Option<PathBuf>,
     /// Interface names; None when they could not be listed.
     pub interfaces: Option<Vec<String>>,
@@ -146,6 +146,62 @@ fn default_route_interface(netns: Option<&Path>) -> Option<String> {
             let f: Vec<&str> = l.split_whitespace().collect();
             (f.len() > 2 && f[1] == "00000000").then(|| f[0].to_string())
         }))
+    })
+    .ok()
+    .flatten()
+}
+
+/// The facts of a Kubernetes node for the agent: the Node's name and labels, and its
+/// interfaces in `netns` (the node's network namespace: None for this process's own, as on a
+/// real node; a test gives each simulated node its own). The primary interface is the one
+/// holding the Node's InternalIP; links planned for the node go into `netns`.
+pub fn node(
+    name: &str,
+    labels: BTreeMap<String, String>,
+    netns: Option<&Path>,
+    internal_ip: Option<std::net::IpAddr>,
+) -> NodeFacts {
+    let root = NetnsFacts {
+        name: None,
+        path: netns.map(Path::to_path_buf),
+        interfaces: list_interfaces(netns),
+        primary: internal_ip.and_then(|ip| interface_with_address(netns, ip)),
+    };
+    NodeFacts {
+        name: name.to_string(),
+        labels,
+        root,
+        netns: Vec::new(),
+        pods: Vec::new(),
+    }
+}
+
+/// The interfaces of `netns` and the primary one, as the agent polls them to notice
+/// interfaces appearing and disappearing.
+pub fn interfaces_snapshot(
+    netns: Option<&Path>,
+    internal_ip: Option<std::net::IpAddr>,
+) -> (Option<Vec<String>>, Option<String>) {
+    (
+        list_interfaces(netns),
+        internal_ip.and_then(|ip| interface_with_address(netns, ip)),
+    )
+}
+
+/// The interface of `netns` that holds `ip`.
+fn interface_with_address(netns: Option<&Path>, ip: std::net::IpAddr) -> Option<String> {
+    apiary::kernel::netns::in_netns(netns, || {
+        let found = nix::ifaddrs::getifaddrs().ok().and_then(|mut addrs| {
+            addrs.find_map(|a| {
+                let addr = a.address?;
+                let have: Option<std::net::IpAddr> = addr
+                    .as_sockaddr_in()
+                    .map(|s| std::net::IpAddr::V4(s.ip()))
+                    .or_else(|| addr.as_sockaddr_in6().map(|s| std::net::IpAddr::V6(s.ip())));
+                (have == Some(ip)).then_some(a.interface_name)
+            })
+        });
+        Ok(found)
     })
     .ok()
     .flatten()

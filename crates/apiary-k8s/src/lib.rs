@@ -3,16 +3,18 @@
 //! `apiary apply -f` reads, and the reconciler that makes one node match one application: a
 //! pure plan, then one pass of the manager's API. The node agent runs the same reconciler.
 
+pub mod agent;
 pub mod crd;
 pub mod document;
 mod error;
 pub mod execute;
 pub mod facts;
 mod hooks;
+pub mod install;
 pub mod plan;
 pub mod validate;
 
-pub use error::{ApplyError, DocumentError};
+pub use error::{ApplyError, DocumentError, KubeError};
 
 #[cfg(test)]
 mod tests;

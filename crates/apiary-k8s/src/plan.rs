@@ -364,7 +364,9 @@ fn namespaces(
 ) -> Vec<Namespace> {
     let Some(sel) = sel else {
         return vec![Namespace {
-            path: None,
+            // The node's own namespace: the agent of a node simulated in a namespace of its
+            // own names it; on a real node it is this process's (None).
+            path: facts.root.path.clone(),
             facts: Some(facts.root.clone()),
             label: format!("node {}", facts.name),
         }];

@@ -70,6 +70,20 @@ pub enum ServerError {
 /// process: it ignores SIGPIPE, which a binary may have restored to its default (the CLI does,
 /// for `apiary list | head`), because a client that hangs up must not kill the daemon.
 pub fn run(cfg: ServeConfig, manager_cfg: apiary::Config) -> Result<(), ServerError> {
+    run_with(cfg, manager_cfg, |_| async {})
+}
+
+/// `run`, with `beside` running next to the server on the same manager until the daemon stops
+/// (the node agent runs in the daemon this way, so the node keeps its local socket).
+pub fn run_with<F, Fut>(
+    cfg: ServeConfig,
+    manager_cfg: apiary::Config,
+    beside: F,
+) -> Result<(), ServerError>
+where
+    F: FnOnce(Arc<Manager>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     // SAFETY: setting a signal's disposition to SIG_IGN is async-signal-safe and process-wide.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
@@ -113,7 +127,9 @@ pub fn run(cfg: ServeConfig, manager_cfg: apiary::Config) -> Result<(), ServerEr
         })
         .await
         .map_err(|e| ServerError::Serve { listener: "start", reason: e.to_string() })??;
-        listeners.serve(Arc::new(manager), &cfg, signal).await
+        let manager = Arc::new(manager);
+        tokio::spawn(beside(manager.clone()));
+        listeners.serve(manager, &cfg, signal).await
     })
 }
 

@@ -1,0 +1,60 @@
+//! `apiary agent`: the Kubernetes node agent, run inside the daemon so the node keeps its local
+//! gRPC socket (`apiary --endpoint` works on the node while the agent manages it).
+
+use anyhow::Result;
+use apiary_k8s::agent::AgentConfig;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// This node's name: its Node object, the state objects' and the finalizer's suffix.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// The kubeconfig to use (default: the pod's service account, in a cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The network namespace holding the node's interfaces (an `ip netns` name or a path);
+    /// default: this process's own, as on a real node.
+    #[arg(long)]
+    pub netns: Option<String>,
+    #[command(flatten)]
+    pub serve: crate::daemon::ServeArgs,
+}
+
+pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
+    let netns = a
+        .netns
+        .as_deref()
+        .map(apiary_core::attach::parse_netns)
+        .transpose()
+        .map_err(|e| apiary::Error::InvalidArgument(format!("--netns: {e}")))?;
+    if let Some(p) = &netns {
+        if !p.exists() {
+            return Err(apiary::Error::InvalidArgument(format!(
+                "--netns: {} does not exist",
+                p.display()
+            ))
+            .into());
+        }
+    }
+    let cfg = AgentConfig {
+        node_name: a.node_name,
+        netns,
+    };
+    let kubeconfig = a.kubeconfig;
+    crate::daemon::serve_with(a.serve, state_dir, bpffs, move |manager| async move {
+        let api: std::sync::Arc<dyn apiary::Api> = manager;
+        let result = async {
+            let client = apiary_k8s::install::client(kubeconfig.as_deref()).await?;
+            apiary_k8s::agent::run(client, api, cfg).await
+        }
+        .await;
+        // The agent is the point of this process: without it, exit rather than serve on
+        // looking healthy. Loaded programs stay (they are pinned); a restart adopts them.
+        if let Err(e) = result {
+            eprintln!("error: the agent stopped: {e}");
+            std::process::exit(1);
+        }
+    })
+}

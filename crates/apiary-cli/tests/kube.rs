@@ -1,0 +1,956 @@
+//! Against the real kube-apiserver of scripts/kube-testenv.sh (the suite exports KUBECONFIG and
+//! APIARY_KUBECTL): `apiary k8s install` and the CRDs' CEL rules; then the node agent on three
+//! simulated nodes (a Node object, a network namespace with a veth pair, an agent process with
+//! its own store and bpffs dir each): loaded where selected, label changes load and unload,
+//! kill -9 and restart converges without doubling, delete unloads everything.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// The control plane of the suite, or None (skip) when there is none and none is required.
+fn kube() -> Option<Kube> {
+    match (std::env::var("KUBECONFIG"), std::env::var("APIARY_KUBECTL")) {
+        (Ok(k), Ok(c)) if !k.is_empty() && !c.is_empty() => Some(Kube {
+            kubeconfig: PathBuf::from(k),
+            kubectl: PathBuf::from(c),
+        }),
+        _ => {
+            assert!(
+                std::env::var("APIARY_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+                "APIARY_REQUIRE_PRIVILEGED=1 but no KUBECONFIG/APIARY_KUBECTL: start scripts/kube-testenv.sh"
+            );
+            eprintln!("skipped: no KUBECONFIG / APIARY_KUBECTL (scripts/kube-testenv.sh up; eval \"$(scripts/kube-testenv.sh env)\")");
+            None
+        }
+    }
+}
+
+struct Kube {
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+}
+
+impl Kube {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut c = Command::new(&self.kubectl);
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("run kubectl");
+        if let Some(text) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write to kubectl");
+        }
+        Run::from(child.wait_with_output().expect("kubectl"))
+    }
+
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let r = self.run(args, stdin);
+        assert!(r.ok, "kubectl {args:?} failed:\n{}{}", r.stdout, r.stderr);
+        r.stdout
+    }
+
+    /// The object as JSON, or None when it does not exist.
+    fn get(&self, what: &str, name: &str) -> Option<Value> {
+        let r = self.run(&["get", what, name, "-o", "json"], None);
+        if !r.ok {
+            assert!(
+                r.stderr.contains("NotFound"),
+                "kubectl get {what} {name}: {}",
+                r.stderr
+            );
+            return None;
+        }
+        Some(serde_json::from_str(&r.stdout).expect("kubectl JSON"))
+    }
+
+    fn install(&self) {
+        let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
+            .args(["k8s", "install", "--kubeconfig"])
+            .arg(&self.kubeconfig)
+            .output()
+            .expect("apiary k8s install");
+        let r = Run::from(out);
+        assert!(r.ok, "apiary k8s install failed:\n{}{}", r.stdout, r.stderr);
+        assert_eq!(r.stdout.matches("established").count(), 4, "{}", r.stdout);
+    }
+}
+
+fn app_yaml(name: &str, selector_label: &str, obj: &std::path::Path, xdp_prio: u32) -> String {
+    format!(
+        r#"apiVersion: apiary.io/v1alpha1
+kind: ClusterBpfApplication
+metadata:
+  name: {name}
+spec:
+  nodeSelector:
+    matchLabels:
+      {selector_label}: "yes"
+  byteCode:
+    path: {obj}
+  programs:
+  - name: xdp_count
+    type: XDP
+    xdp:
+      links:
+      - interfaceSelector: {{primaryNodeInterface: true}}
+        priority: {xdp_prio}
+  - name: tc_count
+    type: TC
+    tc:
+      links:
+      - interfaceSelector:
+          interfacesDiscoveryConfig:
+            interfaceAutoDiscovery: true
+            allowedInterfaces: ["/^vb/"]
+        direction: Ingress
+        priority: 10
+  - name: tp_getppid
+    type: TracePoint
+    tracepoint:
+      links:
+      - name: syscalls/sys_enter_getppid
+"#,
+        obj = obj.display()
+    )
+}
+
+#[test]
+fn install_applies_the_crds_and_the_apiserver_enforces_their_rules() {
+    let Some(k) = kube() else { return };
+    k.install();
+    // Installing again changes nothing and succeeds (server-side apply).
+    k.install();
+    let crd = k
+        .get("crd", "clusterbpfapplications.apiary.io")
+        .expect("the CRD exists");
+    assert_eq!(crd["spec"]["group"], "apiary.io");
+
+    let name = unique("cel-").to_lowercase();
+    // Valid: accepted. It selects no node, so no agent acts on it.
+    let valid = format!(
+        "apiVersion: apiary.io/v1alpha1\nkind: ClusterBpfApplication\nmetadata:\n  name: {name}\nspec:\n  nodeSelector: {{matchLabels: {{apiary-test/none: nowhere}}}}\n  byteCode: {{path: /opt/x.o}}\n  programs:\n  - name: p\n    type: XDP\n    xdp:\n      links:\n      - interfaceSelector: {{primaryNodeInterface: true}}\n        priority: 5\n"
+    );
+    k.ok(&["apply", "-f", "-"], Some(&valid));
+    let got = k
+        .get("clusterbpfapplication", &name)
+        .expect("stored by the apiserver");
+    assert_eq!(got["spec"]["programs"][0]["xdp"]["links"][0]["priority"], 5);
+    // The printer columns are served.
+    let table = k.ok(&["get", "clusterbpfapplications", &name], None);
+    assert!(
+        table.contains("PROGRAMS") && table.contains(&name),
+        "{table}"
+    );
+
+    // Two bytecode sources: refused with the rule's message.
+    let two = valid.replace(&name, &format!("{name}-two")).replace(
+        "byteCode: {path: /opt/x.o}",
+        "byteCode: {path: /opt/x.o, image: {url: quay.io/x/y:1}}",
+    );
+    let r = k.run(&["apply", "-f", "-"], Some(&two));
+    assert!(!r.ok, "two sources accepted: {}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("byteCode needs exactly one source: image or path"),
+        "{}",
+        r.stderr
+    );
+    // The member named after the type missing: refused with the rule's message.
+    let missing = valid
+        .replace(&name, &format!("{name}-missing"))
+        .replace("    type: XDP\n    xdp:", "    type: TC\n    xdp:");
+    let r = k.run(&["apply", "-f", "-"], Some(&missing));
+    assert!(!r.ok, "missing member accepted: {}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("tc configuration is required when type is TC"),
+        "{}",
+        r.stderr
+    );
+    for n in [format!("{name}-two"), format!("{name}-missing")] {
+        assert!(
+            k.get("clusterbpfapplication", &n).is_none(),
+            "{n} was stored"
+        );
+    }
+    k.ok(&["delete", "clusterbpfapplication", &name], None);
+}
+
+/// One simulated node: its Node object, network namespaces with a veth pair (the node's side
+/// is `b`, holding the InternalIP), an agent process, its store and bpffs dir.
+struct SimNode {
+    name: String,
+    /// The kubeconfig the agent uses (the suite's, or one through a proxy).
+    kubeconfig: PathBuf,
+    agent: Option<Child>,
+    log: PathBuf,
+    /// Dropped after the agent is stopped: unloads what is left and removes the pins.
+    apiary: Apiary,
+    net: NetPair,
+}
+
+impl SimNode {
+    fn new(k: &Kube, labels: &[(&str, &str)]) -> SimNode {
+        Self::with_kubeconfig(k, labels, k.kubeconfig.clone())
+    }
+
+    fn with_kubeconfig(k: &Kube, labels: &[(&str, &str)], kubeconfig: PathBuf) -> SimNode {
+        let net = NetPair::new();
+        let name = unique("node-").to_lowercase();
+        let mut label_lines = format!("    kubernetes.io/hostname: {name}\n");
+        for (l, v) in labels {
+            label_lines.push_str(&format!("    {l}: \"{v}\"\n"));
+        }
+        k.ok(
+            &["apply", "-f", "-"],
+            Some(&format!(
+                "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n{label_lines}"
+            )),
+        );
+        let status = serde_json::json!({"status": {"addresses": [
+            {"type": "InternalIP", "address": net.ip_b},
+            {"type": "Hostname", "address": name},
+        ]}});
+        k.ok(
+            &[
+                "patch",
+                "node",
+                &name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status.to_string(),
+            ],
+            None,
+        );
+        let apiary = Apiary::new();
+        let log = apiary.state.path().join("agent.log");
+        let mut n = SimNode {
+            name,
+            kubeconfig,
+            agent: None,
+            log,
+            apiary,
+            net,
+        };
+        n.start(k);
+        n
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.apiary.state.path().join("apiary.sock")
+    }
+
+    fn start(&mut self, _k: &Kube) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("agent log");
+        let child = Command::new(env!("CARGO_BIN_EXE_apiary"))
+            .args([
+                "agent",
+                "--node-name",
+                &self.name,
+                "--netns",
+                &self.net.ns_b,
+                "--kubeconfig",
+            ])
+            .arg(&self.kubeconfig)
+            .arg("--socket")
+            .arg(self.socket())
+            .env("APIARY_STATE_DIR", self.apiary.state.path())
+            .env("APIARY_BPFFS", &self.apiary.bpffs)
+            .env_remove("APIARY_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start apiary agent");
+        self.agent = Some(child);
+        assert!(
+            eventually(30, || self.socket().exists()),
+            "the agent's socket did not appear:\n{}",
+            self.log_text()
+        );
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.socket());
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `apiary ARGS -o json` through the agent's local socket.
+    fn json(&self, args: &[&str]) -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
+            .args(args)
+            .args(["-o", "json"])
+            .env(
+                "APIARY_ENDPOINT",
+                format!("unix://{}", self.socket().display()),
+            )
+            .output()
+            .expect("apiary");
+        let r = Run::from(out);
+        assert!(
+            r.ok,
+            "apiary {args:?} on {}: {}{}",
+            self.name, r.stdout, r.stderr
+        );
+        serde_json::from_str(&r.stdout).expect("JSON")
+    }
+
+    /// Program name -> (apiary id, kernel id) of the application on this node.
+    fn programs(&self, app: &str) -> BTreeMap<String, (i64, u64)> {
+        let key = format!("ClusterBpfApplication//{app}");
+        self.json(&["get", "applications"])
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|e| e["application"] == key.as_str())
+            .flat_map(|e| e["programs"].as_array().cloned().unwrap_or_default())
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    (p["id"].as_i64().unwrap(), p["kernel_id"].as_u64().unwrap()),
+                )
+            })
+            .collect()
+    }
+
+    fn counter(&self, program_id: i64, slot: u64) -> u64 {
+        let v = self.json(&["map", "dump", &format!("{program_id}:counts")]);
+        v["entries"]
+            .as_array()
+            .or(v.as_array())
+            .into_iter()
+            .flatten()
+            .find(|e| e["key"].as_u64() == Some(slot))
+            .and_then(|e| e["value"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for SimNode {
+    fn drop(&mut self) {
+        self.kill9();
+        if let Some(k) = kube() {
+            let _ = k.run(&["delete", "node", &self.name, "--wait=false"], None);
+        }
+    }
+}
+
+/// Applications a test made, removed on drop even when it fails: with no agent left to remove
+/// its finalizer, it is stripped, and the state objects go with them.
+struct Cleanup<'a> {
+    k: &'a Kube,
+    apps: Vec<String>,
+    /// For BpfApplications: their namespace (None: ClusterBpfApplications).
+    namespace: Option<&'a str>,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let (kind, state, ns): (&str, &str, Vec<&str>) = match self.namespace {
+            Some(ns) => ("bpfapplication", "bpfapplicationstate", vec!["-n", ns]),
+            None => (
+                "clusterbpfapplication",
+                "clusterbpfapplicationstate",
+                vec![],
+            ),
+        };
+        for a in &self.apps {
+            let run = |args: &[&str]| {
+                let mut all = ns.clone();
+                all.extend(args);
+                let _ = self.k.run(&all, None);
+            };
+            run(&[
+                "patch",
+                kind,
+                a,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ]);
+            run(&["delete", kind, a, "--wait=false", "--ignore-not-found"]);
+            run(&[
+                "delete",
+                state,
+                "-l",
+                &format!("apiary.io/application={a}"),
+                "--ignore-not-found",
+            ]);
+        }
+    }
+}
+
+/// The node's state object of `app`, when it exists.
+fn state(k: &Kube, app: &str, node: &SimNode) -> Option<Value> {
+    k.get(
+        "clusterbpfapplicationstate",
+        &format!("{app}-{}", node.name),
+    )
+}
+
+fn condition(s: &Value) -> (String, String) {
+    let c = &s["status"]["conditions"][0];
+    (
+        c["type"].as_str().unwrap_or_default().to_string(),
+        c["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Whether the node reports the application converged with every link at `xdp_prio`.
+fn converged(k: &Kube, app: &str, node: &SimNode, xdp_prio: i64) -> bool {
+    let Some(s) = state(k, app, node) else {
+        return false;
+    };
+    condition(&s).0 == "Success"
+        && s["status"]["programs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["name"] == "xdp_count")
+            .flat_map(|p| p["links"].as_array().cloned().unwrap_or_default())
+            .any(|l| l["priority"].as_i64() == Some(xdp_prio) && l["linkStatus"] == "Attached")
+}
+
+/// The application's summary condition: (type, message).
+fn app_condition(k: &Kube, app: &str) -> (String, String) {
+    k.get("clusterbpfapplication", app)
+        .map(|a| condition(&a))
+        .unwrap_or_default()
+}
+
+fn finalizers(k: &Kube, app: &str) -> Vec<String> {
+    k.get("clusterbpfapplication", app)
+        .and_then(|a| a["metadata"]["finalizers"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| f.as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete() {
+    if !privileged() {
+        return;
+    }
+    let Some(k) = kube() else { return };
+    k.install();
+    let sel = format!("apiary-test/{}", unique("sel").to_lowercase());
+    let mut nodes = vec![
+        SimNode::new(&k, &[(&sel, "yes")]),
+        SimNode::new(&k, &[(&sel, "yes")]),
+        SimNode::new(&k, &[]),
+    ];
+    let app = unique("app-").to_lowercase();
+    let _cleanup = Cleanup {
+        k: &k,
+        apps: vec![app.clone(), format!("{app}-bad")],
+        namespace: None,
+    };
+    let obj = fixture("k8s_app");
+    k.ok(&["apply", "-f", "-"], Some(&app_yaml(&app, &sel, &obj, 10)));
+
+    // Loaded on the two selected nodes, with state objects reporting kernel ids and Success.
+    for n in &nodes[..2] {
+        assert!(
+            eventually(30, || converged(&k, &app, n, 10)),
+            "node {} did not converge: {:?}\n{}",
+            n.name,
+            state(&k, &app, n),
+            n.log_text()
+        );
+        let progs = n.programs(&app);
+        assert_eq!(
+            progs.keys().collect::<Vec<_>>(),
+            ["tc_count", "tp_getppid", "xdp_count"],
+            "on {}",
+            n.name
+        );
+        let s = state(&k, &app, n).expect("state");
+        assert_eq!(s["metadata"]["labels"]["apiary.io/node"], n.name.as_str());
+        assert_eq!(
+            s["metadata"]["labels"]["apiary.io/application"],
+            app.as_str()
+        );
+        for p in s["status"]["programs"].as_array().expect("programs") {
+            let kid = p["programId"].as_u64().expect("kernel id");
+            assert_eq!(progs[p["name"].as_str().unwrap()].1, kid, "{p}");
+            for l in p["links"].as_array().expect("links") {
+                assert_eq!(l["linkStatus"], "Attached", "{l}");
+            }
+        }
+        // The primary interface (holding the InternalIP) and the discovered one are the
+        // node's veth end.
+        let hooks: Vec<String> = s["status"]["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["links"].as_array().cloned().unwrap_or_default())
+            .filter_map(|l| l["interfaceName"].as_str().map(String::from))
+            .collect();
+        assert_eq!(hooks, [n.net.if_b.clone(), n.net.if_b.clone()], "{s}");
+    }
+    assert!(
+        finalizers(&k, &app).len() == 2,
+        "{:?}",
+        finalizers(&k, &app)
+    );
+    // The application's summary over the nodes.
+    assert!(
+        eventually(30, || app_condition(&k, &app)
+            == ("Success".into(), "2/2 nodes".into())),
+        "summary: {:?}",
+        app_condition(&k, &app)
+    );
+    // Not selected: nothing loaded, no state object.
+    assert!(nodes[2].programs(&app).is_empty());
+    assert!(state(&k, &app, &nodes[2]).is_none());
+
+    // Pings through each selected node's veth are counted by that node's programs.
+    for (i, n) in nodes[..2].iter().enumerate() {
+        let progs = n.programs(&app);
+        let (xdp, _) = progs["xdp_count"];
+        let (tc, _) = progs["tc_count"];
+        let before = (n.counter(xdp, 0), n.counter(tc, 2));
+        assert!(n.net.ping(3 + i as u32), "ping through {}", n.name);
+        let after = (n.counter(xdp, 0), n.counter(tc, 2));
+        assert!(
+            after.0 >= before.0 + 3 + i as u64,
+            "xdp on {}: {before:?} -> {after:?}",
+            n.name
+        );
+        assert!(
+            after.1 >= before.1 + 3 + i as u64,
+            "tc on {}: {before:?} -> {after:?}",
+            n.name
+        );
+    }
+
+    // An interface appearing in the node's namespace that discovery allows gets its link (the
+    // agent polls the interfaces); removed, the link goes.
+    let extra = format!("vbx{}", &nodes[0].net.if_b[2..]);
+    let extra = &extra[..extra.len().min(15)];
+    let tc_links = |n: &SimNode| -> Vec<String> {
+        state(&k, &app, n)
+            .and_then(|s| s["status"]["programs"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| p["name"] == "tc_count")
+            .flat_map(|p| p["links"].as_array().cloned().unwrap_or_default())
+            .filter(|l| l["linkStatus"] == "Attached")
+            .filter_map(|l| l["interfaceName"].as_str().map(String::from))
+            .collect()
+    };
+    let ip = |args: &[&str]| {
+        let st = Command::new("ip")
+            .args(["-n", &nodes[0].net.ns_b])
+            .args(args)
+            .status()
+            .expect("ip");
+        assert!(st.success(), "ip {args:?}");
+    };
+    // A veth pair inside the namespace (no dummy driver on every kernel); its peer's name is
+    // outside what discovery allows.
+    let peer = format!("xq{}", &extra[3..]);
+    ip(&["link", "add", extra, "type", "veth", "peer", "name", &peer]);
+    ip(&["link", "set", extra, "up"]);
+    assert!(
+        eventually(30, || tc_links(&nodes[0]).contains(&extra.to_string())),
+        "no link on the new interface: {:?}",
+        tc_links(&nodes[0])
+    );
+    ip(&["link", "del", extra]);
+    assert!(
+        eventually(30, || tc_links(&nodes[0]) == [nodes[0].net.if_b.clone()]),
+        "the link on the removed interface is still reported: {:?}\n{}",
+        tc_links(&nodes[0]),
+        nodes[0].log_text()
+    );
+
+    // A program the verifier rejects: an Error condition carrying the verifier's key line,
+    // on the node's state object and in the application's summary.
+    let bad = format!("{app}-bad");
+    let bad_yaml = format!(
+        "apiVersion: apiary.io/v1alpha1\nkind: ClusterBpfApplication\nmetadata:\n  name: {bad}\nspec:\n  nodeSelector: {{matchLabels: {{{sel}: \"yes\"}}}}\n  byteCode: {{path: {}}}\n  programs:\n  - name: out_of_bounds\n    type: XDP\n    xdp:\n      links:\n      - interfaceSelector: {{primaryNodeInterface: true}}\n        priority: 50\n",
+        fixture("bad_verifier").display()
+    );
+    k.ok(&["apply", "-f", "-"], Some(&bad_yaml));
+    let verifier = "outside of the allowed memory range";
+    assert!(
+        eventually(30, || state(&k, &bad, &nodes[0])
+            .map(|s| condition(&s))
+            .is_some_and(|(t, m)| t == "Error" && m.contains(verifier))),
+        "no verifier error: {:?}",
+        state(&k, &bad, &nodes[0])
+    );
+    assert!(
+        eventually(30, || {
+            let (t, m) = app_condition(&k, &bad);
+            t == "Error" && m.starts_with("0/2 nodes") && m.contains(verifier)
+        }),
+        "summary: {:?}",
+        app_condition(&k, &bad)
+    );
+    k.ok(
+        &["delete", "clusterbpfapplication", &bad, "--wait=false"],
+        None,
+    );
+    assert!(
+        eventually(30, || k.get("clusterbpfapplication", &bad).is_none()),
+        "the failed application was not released: {:?}",
+        finalizers(&k, &bad)
+    );
+
+    // Label the third node: loaded there.
+    k.ok(
+        &["label", "node", &nodes[2].name, &format!("{sel}=yes")],
+        None,
+    );
+    assert!(
+        eventually(30, || converged(&k, &app, &nodes[2], 10)),
+        "the labelled node did not converge:\n{}",
+        nodes[2].log_text()
+    );
+    assert_eq!(nodes[2].programs(&app).len(), 3);
+    assert!(
+        eventually(30, || app_condition(&k, &app).1 == "3/3 nodes"),
+        "summary: {:?}",
+        app_condition(&k, &app)
+    );
+    // Remove the label: unloaded, state object and finalizer gone.
+    k.ok(&["label", "node", &nodes[2].name, &format!("{sel}-")], None);
+    assert!(
+        eventually(30, || nodes[2].programs(&app).is_empty()
+            && state(&k, &app, &nodes[2]).is_none()
+            && !finalizers(&k, &app)
+                .iter()
+                .any(|f| f.ends_with(&nodes[2].name))),
+        "not unloaded from the unlabelled node:\n{}",
+        nodes[2].log_text()
+    );
+
+    // kill -9 an agent, change the application meanwhile, restart: it converges, adopting
+    // the programs the change keeps (same kernel ids), and nothing is doubled.
+    let before = nodes[1].programs(&app);
+    nodes[1].kill9();
+    k.ok(&["apply", "-f", "-"], Some(&app_yaml(&app, &sel, &obj, 30)));
+    assert!(eventually(30, || converged(&k, &app, &nodes[0], 30)));
+    nodes[1].start(&k);
+    assert!(
+        eventually(30, || converged(&k, &app, &nodes[1], 30)),
+        "the restarted agent did not converge: {:?}\n{}",
+        state(&k, &app, &nodes[1]),
+        nodes[1].log_text()
+    );
+    let after = nodes[1].programs(&app);
+    assert_eq!(
+        before, after,
+        "programs reloaded or doubled across the restart"
+    );
+    let links = nodes[1].json(&["list", "links"]);
+    assert_eq!(links.as_array().map(Vec::len), Some(3), "{links}");
+
+    // Delete the application: unloaded everywhere, finalizers gone, then the object; no pins.
+    k.ok(
+        &["delete", "clusterbpfapplication", &app, "--wait=false"],
+        None,
+    );
+    assert!(
+        eventually(30, || k.get("clusterbpfapplication", &app).is_none()),
+        "the application was not released: finalizers {:?}",
+        finalizers(&k, &app)
+    );
+    for n in &nodes {
+        assert!(n.programs(&app).is_empty(), "left on {}", n.name);
+        assert!(state(&k, &app, n).is_none(), "state left for {}", n.name);
+        assert!(
+            n.apiary.pins().is_empty(),
+            "pins left on {}: {:?}",
+            n.name,
+            n.apiary.pins()
+        );
+    }
+    for n in &mut nodes {
+        n.kill9();
+    }
+}
+
+/// A TCP forwarder to the apiserver that the test can cut (every connection reset, nothing
+/// listening) and restore on the same port: the apiserver "unreachable" for one agent only.
+struct Proxy {
+    port: u16,
+    target: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    listener: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn new(target: std::net::SocketAddr) -> Proxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut p = Proxy {
+            port,
+            target,
+            up: Default::default(),
+            conns: Default::default(),
+            listener: None,
+        };
+        p.start();
+        p
+    }
+
+    fn start(&mut self) {
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("proxy bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        self.up.store(true, Ordering::SeqCst);
+        let (up, conns, target) = (self.up.clone(), self.conns.clone(), self.target);
+        self.listener = Some(std::thread::spawn(move || {
+            while up.load(Ordering::SeqCst) {
+                let Ok((client, _)) = l.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                let mut c = conns.lock().unwrap();
+                c.push(client);
+                c.push(server);
+            }
+        }));
+    }
+
+    /// Stop listening and reset every connection.
+    fn cut(&mut self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.listener.take() {
+            let _ = t.join();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+#[test]
+fn programs_keep_running_while_the_apiserver_is_unreachable_and_the_agent_catches_up() {
+    if !privileged() {
+        return;
+    }
+    let Some(k) = kube() else { return };
+    k.install();
+    // The agent reaches the apiserver through a proxy the test cuts.
+    let text = std::fs::read_to_string(&k.kubeconfig).expect("kubeconfig");
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("server in the kubeconfig")
+        .to_string();
+    let target: std::net::SocketAddr = server
+        .trim_start_matches("https://")
+        .parse()
+        .expect("the server is https://IP:PORT");
+    let mut proxy = Proxy::new(target);
+    let dir = tempfile::tempdir().unwrap();
+    let proxied = dir.path().join("kubeconfig");
+    std::fs::write(
+        &proxied,
+        text.replace(&server, &format!("https://127.0.0.1:{}", proxy.port)),
+    )
+    .unwrap();
+
+    let sel = format!("apiary-test/{}", unique("cut").to_lowercase());
+    let mut node = SimNode::with_kubeconfig(&k, &[(&sel, "yes")], proxied);
+    let app = unique("app-").to_lowercase();
+    let _cleanup = Cleanup {
+        k: &k,
+        apps: vec![app.clone()],
+        namespace: None,
+    };
+    let obj = fixture("k8s_app");
+    k.ok(&["apply", "-f", "-"], Some(&app_yaml(&app, &sel, &obj, 10)));
+    assert!(
+        eventually(30, || converged(&k, &app, &node, 10)),
+        "not converged: {}",
+        node.log_text()
+    );
+    let before = node.programs(&app);
+
+    // Cut: the agent notices, and the programs keep running (they count pings).
+    proxy.cut();
+    assert!(
+        eventually(30, || node.log_text().contains("watch interrupted")),
+        "the agent did not notice the outage:\n{}",
+        node.log_text()
+    );
+    let (xdp, _) = before["xdp_count"];
+    let count = node.counter(xdp, 0);
+    assert!(node.net.ping(3));
+    assert!(
+        node.counter(xdp, 0) >= count + 3,
+        "XDP stopped counting during the outage"
+    );
+    assert_eq!(
+        node.programs(&app),
+        before,
+        "programs changed during the outage"
+    );
+    assert!(
+        node.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the agent exited:\n{}",
+        node.log_text()
+    );
+
+    // Changed meanwhile; once the apiserver is reachable again the agent catches up.
+    k.ok(&["apply", "-f", "-"], Some(&app_yaml(&app, &sel, &obj, 30)));
+    proxy.start();
+    assert!(
+        eventually(60, || converged(&k, &app, &node, 30)),
+        "not converged after the outage: {:?}\n{}",
+        state(&k, &app, &node),
+        node.log_text()
+    );
+    assert_eq!(
+        node.programs(&app),
+        before,
+        "programs reloaded after the outage"
+    );
+
+    k.ok(
+        &["delete", "clusterbpfapplication", &app, "--wait=false"],
+        None,
+    );
+    assert!(
+        eventually(30, || k.get("clusterbpfapplication", &app).is_none()),
+        "not released: {:?}",
+        finalizers(&k, &app)
+    );
+    assert!(node.programs(&app).is_empty());
+    node.kill9();
+}
+
+#[test]
+fn a_namespaced_application_gets_its_state_object_in_its_namespace() {
+    if !privileged() {
+        return;
+    }
+    let Some(k) = kube() else { return };
+    k.install();
+    // A namespace that is never deleted (no controller-manager empties terminating ones).
+    let ns = "apiary-test";
+    let _ = k.run(&["create", "namespace", ns], None);
+    let sel = format!("apiary-test/{}", unique("ns").to_lowercase());
+    let mut node = SimNode::new(&k, &[(&sel, "yes")]);
+    let app = unique("nsapp-").to_lowercase();
+    let _cleanup = Cleanup {
+        k: &k,
+        apps: vec![app.clone()],
+        namespace: Some(ns),
+    };
+    let yaml = app_yaml(&app, &sel, &fixture("k8s_app"), 10)
+        .replace("kind: ClusterBpfApplication", "kind: BpfApplication")
+        .replace(
+            &format!("  name: {app}\n"),
+            &format!("  name: {app}\n  namespace: {ns}\n"),
+        );
+    k.ok(&["apply", "-f", "-"], Some(&yaml));
+    let state_name = format!("{app}-{}", node.name);
+    let get_state = || {
+        let r = k.run(
+            &[
+                "get",
+                "-n",
+                ns,
+                "bpfapplicationstate",
+                &state_name,
+                "-o",
+                "json",
+            ],
+            None,
+        );
+        r.ok.then(|| serde_json::from_str::<Value>(&r.stdout).expect("JSON"))
+    };
+    assert!(
+        eventually(30, || get_state()
+            .is_some_and(|s| condition(&s).0 == "Success")),
+        "no Success state: {:?}\n{}",
+        get_state(),
+        node.log_text()
+    );
+    let key = format!("BpfApplication/{ns}/{app}");
+    let held = node.json(&["get", "applications"]);
+    let programs = held
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["application"] == key.as_str())
+        .map(|e| e["programs"].as_array().map(Vec::len).unwrap_or(0));
+    assert_eq!(programs, Some(3), "{held}");
+    k.ok(
+        &["delete", "-n", ns, "bpfapplication", &app, "--wait=false"],
+        None,
+    );
+    assert!(
+        eventually(30, || !k
+            .run(&["get", "-n", ns, "bpfapplication", &app], None)
+            .ok),
+        "not released:\n{}",
+        node.log_text()
+    );
+    assert!(get_state().is_none(), "state object left");
+    assert!(node
+        .json(&["get", "applications"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    node.kill9();
+}
