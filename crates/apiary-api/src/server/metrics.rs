@@ -5,46 +5,27 @@
 //! enabled, which the daemon keeps on while it runs), verified instructions, JIT and translated
 //! sizes and locked memory. Per chain slot: runs and verdicts from the dispatcher's counters.
 
+use super::http;
 use apiary::chain::ChainView;
 use apiary::kernel::sys;
 use apiary::{Manager, ProgramView};
 use std::fmt::Write as _;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `stats_on`: whether the daemon holds the kernel's BPF stats on (see `server::serve`).
 pub async fn serve(
     listener: TcpListener,
     manager: Arc<Manager>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     stats_on: bool,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = super::until_stopped(&mut shutdown) => return,
-        };
-        let m = manager.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(stream, m, stats_on).await {
-                tracing::debug!(%peer, error = %e, "metrics: connection failed");
-            }
-        });
-    }
+    http::accept_loop(listener, shutdown, "metrics", move |stream| {
+        handle(stream, manager.clone(), stats_on)
+    })
+    .await
 }
 
 async fn handle(
@@ -52,93 +33,52 @@ async fn handle(
     manager: Arc<Manager>,
     stats_on: bool,
 ) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let complete = tokio::time::timeout(READ_TIMEOUT, async {
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<bool, std::io::Error>(false);
-            }
-            head.extend_from_slice(&buf[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                return Ok(true);
-            }
-            if head.len() > MAX_REQUEST_HEAD {
-                return Ok(false);
-            }
-        }
-    })
-    .await
-    .unwrap_or(Ok(false))?;
-    if !complete {
-        return respond(
+    let Some(req) = http::read_request(&mut stream).await? else {
+        return http::respond(
             &mut stream,
             "400 Bad Request",
             "text/plain",
+            "",
             b"bad request\n",
             false,
         )
         .await;
+    };
+    let head_only = req.head_only();
+    if !req.is_read() {
+        return http::respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            "",
+            b"GET /metrics\n",
+            false,
+        )
+        .await;
     }
-    let line = String::from_utf8_lossy(&head);
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let head_only = method == "HEAD";
-    match (method, path) {
-        ("GET" | "HEAD", "/metrics") => {
-            let body = tokio::task::spawn_blocking(move || render(&manager, stats_on))
-                .await
-                .unwrap_or_else(|e| format!("# metrics collection failed: {e}\n"));
-            respond(
-                &mut stream,
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                body.as_bytes(),
-                head_only,
-            )
-            .await
-        }
-        ("GET" | "HEAD", _) => {
-            respond(
-                &mut stream,
-                "404 Not Found",
-                "text/plain",
-                b"see /metrics\n",
-                head_only,
-            )
-            .await
-        }
-        _ => {
-            respond(
-                &mut stream,
-                "405 Method Not Allowed",
-                "text/plain",
-                b"GET /metrics\n",
-                false,
-            )
-            .await
-        }
+    if req.path != "/metrics" {
+        return http::respond(
+            &mut stream,
+            "404 Not Found",
+            "text/plain",
+            "",
+            b"see /metrics\n",
+            head_only,
+        )
+        .await;
     }
-}
-
-async fn respond(
-    s: &mut TcpStream,
-    status: &str,
-    ctype: &str,
-    body: &[u8],
-    head_only: bool,
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await?;
-    if !head_only {
-        s.write_all(body).await?;
-    }
-    s.shutdown().await
+    let body = tokio::task::spawn_blocking(move || render(&manager, stats_on))
+        .await
+        .unwrap_or_else(|e| format!("# metrics collection failed: {e}\n"));
+    http::respond(
+        &mut stream,
+        "200 OK",
+        "text/plain; version=0.0.4; charset=utf-8",
+        "",
+        body.as_bytes(),
+        head_only,
+    )
+    .await
 }
 
 /// A label value as the exposition format wants it: backslash, quote and newline escaped.

@@ -8,6 +8,7 @@
 
 mod authority;
 pub mod config;
+mod http;
 mod inflight;
 mod limits;
 mod listen;

@@ -8,19 +8,16 @@
 //! reached remotely through an SSH tunnel. The Host header must name a loopback host too, so a
 //! web site cannot read it through DNS rebinding.
 
+use super::http;
 use apiary::chain::ChainView;
 use apiary::{Api, LinkView, MapRef, MapView, ProgramView};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Entries of a map the page shows; the answer says when there were more.
 pub const MAP_ENTRIES: usize = 100;
 
@@ -51,28 +48,13 @@ pub fn check_addr(addr: SocketAddr) -> Result<(), WebAddrError> {
 pub async fn serve(
     listener: TcpListener,
     api: Arc<dyn Api>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     stats_on: bool,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "web: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = super::until_stopped(&mut shutdown) => return,
-        };
-        let api = api.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(stream, api, stats_on).await {
-                tracing::debug!(%peer, error = %e, "web: connection failed");
-            }
-        });
-    }
+    http::accept_loop(listener, shutdown, "web", move |stream| {
+        handle(stream, api.clone(), stats_on)
+    })
+    .await
 }
 
 /// One answer: status, content type, body, and whether it may be cached.
@@ -116,7 +98,7 @@ impl Answer {
 }
 
 async fn handle(mut stream: TcpStream, api: Arc<dyn Api>, stats_on: bool) -> std::io::Result<()> {
-    let Some(head) = read_head(&mut stream).await? else {
+    let Some(req) = http::read_request(&mut stream).await? else {
         return respond(
             &mut stream,
             &Answer::text("400 Bad Request", "bad request"),
@@ -124,51 +106,24 @@ async fn handle(mut stream: TcpStream, api: Arc<dyn Api>, stats_on: bool) -> std
         )
         .await;
     };
-    let text = String::from_utf8_lossy(&head);
-    let mut parts = text.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("").to_string();
-    let head_only = method == "HEAD";
-    let answer = if !matches!(method, "GET" | "HEAD") {
+    let head_only = req.head_only();
+    let answer = if !req.is_read() {
         Answer::text(
             "405 Method Not Allowed",
             "the web view is read-only: GET only",
         )
-    } else if !host_is_loopback(&text) {
+    } else if !host_is_loopback(&req.head) {
         Answer::text(
             "421 Misdirected Request",
             "the web view answers only requests addressed to a loopback host (localhost, 127.0.0.1, [::1])",
         )
     } else {
+        let path = req.path;
         tokio::task::spawn_blocking(move || route(&path, api.as_ref(), stats_on))
             .await
             .unwrap_or_else(|e| Answer::text("500 Internal Server Error", &e.to_string()))
     };
     respond(&mut stream, &answer, head_only).await
-}
-
-/// The request head, or None when it is too large, incomplete or too slow.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let complete = tokio::time::timeout(READ_TIMEOUT, async {
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<bool, std::io::Error>(false);
-            }
-            head.extend_from_slice(&buf[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                return Ok(true);
-            }
-            if head.len() > MAX_REQUEST_HEAD {
-                return Ok(false);
-            }
-        }
-    })
-    .await
-    .unwrap_or(Ok(false))?;
-    Ok(complete.then_some(head))
 }
 
 /// Whether the Host header names a loopback host. A page of another site that resolves its own
@@ -191,20 +146,10 @@ pub fn host_is_loopback(head: &str) -> bool {
 
 async fn respond(s: &mut TcpStream, a: &Answer, head_only: bool) -> std::io::Result<()> {
     // The page loads only its own script and style; no other site may frame it.
-    let head = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
-         X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n\
-         Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n\
-         Connection: close\r\n\r\n",
-        a.status,
-        a.ctype,
-        a.body.len()
-    );
-    s.write_all(head.as_bytes()).await?;
-    if !head_only {
-        s.write_all(&a.body).await?;
-    }
-    s.shutdown().await
+    const HEADERS: &str = "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
+        Referrer-Policy: no-referrer\r\n\
+        Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n";
+    http::respond(s, a.status, a.ctype, HEADERS, &a.body, head_only).await
 }
 
 /// The answer to `GET path`.
