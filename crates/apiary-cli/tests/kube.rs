@@ -204,6 +204,8 @@ struct SimNode {
     log: PathBuf,
     /// Dropped after the agent is stopped: unloads what is left and removes the pins.
     apiary: Apiary,
+    /// apiary's config file for the agent (`APIARY_CONFIG`: registries it may pull from).
+    config: Option<PathBuf>,
     net: NetPair,
 }
 
@@ -249,6 +251,7 @@ impl SimNode {
             agent: None,
             log,
             apiary,
+            config: None,
             net,
         };
         n.start(k);
@@ -265,7 +268,11 @@ impl SimNode {
             .append(true)
             .open(&self.log)
             .expect("agent log");
-        let child = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_apiary"));
+        if let Some(c) = &self.config {
+            cmd.env("APIARY_CONFIG", c);
+        }
+        let child = cmd
             .args([
                 "agent",
                 "--node-name",
@@ -953,4 +960,90 @@ fn a_namespaced_application_gets_its_state_object_in_its_namespace() {
         .unwrap()
         .is_empty());
     node.kill9();
+}
+
+/// kubectl apply of a ClusterBpfApplication whose bytecode is an image in a registry on
+/// 127.0.0.1 (built and pushed with apiary's own image commands): the agent pulls it, loads and
+/// attaches its programs on the selected node, the store records the image's digest, pings are
+/// counted, and deleting the application releases everything.
+#[test]
+fn an_application_from_an_image_in_the_test_registry_runs_where_selected() {
+    if !privileged() {
+        return;
+    }
+    let Some(k) = kube() else { return };
+    k.install();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = apiary_fixtures::RegistryProcess::start(dir.path(), &|_| String::new());
+    let image = format!("{}/apiary/k8s-app:v1", registry.addr);
+    let builder = Apiary::new();
+    let obj = fixture("k8s_app");
+    builder.ok(&[
+        "image",
+        "build",
+        "--bytecode",
+        obj.to_str().unwrap(),
+        "-t",
+        &image,
+    ]);
+    builder.ok(&["image", "push", &image, "--tls-verify=false"]);
+    let config = dir.path().join("apiary.toml");
+    std::fs::write(
+        &config,
+        format!("[images]\ninsecure_registries = [\"{}\"]\n", registry.addr),
+    )
+    .expect("config");
+
+    let sel = format!("apiary-test/{}", unique("img").to_lowercase());
+    let mut node = SimNode::new(&k, &[(&sel, "yes")]);
+    node.kill9();
+    node.config = Some(config);
+    node.start(&k);
+    let app = unique("img-app-").to_lowercase();
+    let _cleanup = Cleanup {
+        k: &k,
+        apps: vec![app.clone()],
+        namespace: None,
+    };
+    let yaml = app_yaml(&app, &sel, &obj, 20).replace(
+        &format!("    path: {}\n", obj.display()),
+        &format!("    image:\n      url: {image}\n      imagePullPolicy: IfNotPresent\n"),
+    );
+    assert!(yaml.contains("image:"), "{yaml}");
+    k.ok(&["apply", "-f", "-"], Some(&yaml));
+    assert!(
+        eventually(30, || converged(&k, &app, &node, 20)),
+        "did not converge: {:?}\n{}",
+        state(&k, &app, &node),
+        node.log_text()
+    );
+    let progs = node.programs(&app);
+    assert_eq!(
+        progs.keys().collect::<Vec<_>>(),
+        ["tc_count", "tp_getppid", "xdp_count"]
+    );
+    let (xdp, _) = progs["xdp_count"];
+    let p = node.json(&["get", "program", &xdp.to_string()]);
+    let source = p["source"].as_str().unwrap_or_default();
+    assert!(
+        source.starts_with(&format!("{}/apiary/k8s-app@sha256:", registry.addr)),
+        "the store records the image's digest: {source}"
+    );
+    let before = node.counter(xdp, 0);
+    assert!(node.net.ping(5), "pings through the node's veth");
+    assert!(
+        eventually(10, || node.counter(xdp, 0) >= before + 5),
+        "the image's XDP program counted the pings"
+    );
+
+    k.ok(
+        &["delete", "clusterbpfapplication", &app, "--wait=false"],
+        None,
+    );
+    assert!(
+        eventually(30, || node.programs(&app).is_empty()
+            && k.get("clusterbpfapplication", &app).is_none()),
+        "deleting the application unloads it:\n{}",
+        node.log_text()
+    );
 }
