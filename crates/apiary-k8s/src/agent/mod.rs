@@ -182,16 +182,139 @@ async fn resync(wake: Arc<Notify>) {
 
 /// Wake a pass when the node's interfaces (or which one holds its address) differ from those
 /// the last pass planned with. Compared with the pass's view, not the previous poll's, so an
-/// interface that came and went between two polls (seen by a pass meanwhile) is not missed.
-/// A plain thread: listing them enters the node's netns, and the poll must not wait behind
+/// interface that came and went between two looks (seen by a pass meanwhile) is not missed.
+/// It looks when the kernel announces a link or address change in the node's namespace (a
+/// netlink socket subscribed there), and at least every `INTERFACE_POLL` in any case.
+/// A plain thread: it blocks on the socket and enters the node's netns, and must not wait behind
 /// the runtime's blocking pool, which the passes and the gRPC requests use.
 fn poll_interfaces(agent: Arc<pass::Agent>, wake: Arc<Notify>) {
+    let events = link_events(agent.netns());
+    if events.is_none() {
+        tracing::warn!(
+            "no netlink link events in the node's namespace; listing its interfaces every second"
+        );
+    }
     loop {
         let now = agent.interfaces();
         if agent.planned_with().is_some_and(|seen| seen != now) {
             tracing::info!(interfaces = ?now.0, "the node's interfaces changed");
             wake.notify_one();
         }
-        std::thread::sleep(INTERFACE_POLL);
+        match &events {
+            Some(fd) => wait_for_event(fd),
+            None => std::thread::sleep(INTERFACE_POLL),
+        }
+    }
+}
+
+/// A NETLINK_ROUTE socket in `netns` subscribed to link and address changes, with a receive
+/// timeout of `INTERFACE_POLL` (so the thread still looks that often if an event is lost).
+fn link_events(netns: Option<&std::path::Path>) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    apiary::kernel::netns::in_netns(netns, || {
+        let sys = |what: &str| {
+            apiary::kernel::KernelError::syscall(what, std::io::Error::last_os_error())
+        };
+        // SAFETY: plain socket(2); the descriptor is owned at once.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if raw < 0 {
+            return Err(sys("socket(AF_NETLINK)"));
+        }
+        // SAFETY: `raw` is a descriptor this call just made.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: a zeroed sockaddr_nl is valid; the fields set are plain integers.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups =
+            (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+        // SAFETY: a valid socket and a sockaddr_nl of the size given.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(sys("bind(RTMGRP_LINK)"));
+        }
+        let timeout = libc::timeval {
+            tv_sec: INTERFACE_POLL.as_secs() as libc::time_t,
+            tv_usec: 0,
+        };
+        // SAFETY: a valid socket and a timeval of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(sys("setsockopt(SO_RCVTIMEO)"));
+        }
+        Ok(fd)
+    })
+    .ok()
+}
+
+/// Block until the kernel announces a change (or the timeout passes), then drain what queued.
+fn wait_for_event(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 8192];
+    let mut flags = 0;
+    loop {
+        // SAFETY: a valid socket and a buffer of the length given.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+        if n <= 0 {
+            return;
+        }
+        flags = libc::MSG_DONTWAIT;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// A link appearing in the namespace is announced on the socket (root only: it makes a veth
+    /// pair in a namespace of its own).
+    #[test]
+    fn link_changes_are_announced_on_the_netlink_socket() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var("APIARY_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+                "needs root (APIARY_REQUIRE_PRIVILEGED=1)"
+            );
+            return;
+        }
+        let ns = format!("apiary-nl-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(ip(&["netns", "add", &ns]));
+        let path = std::path::PathBuf::from(format!("/var/run/netns/{ns}"));
+        let fd = link_events(Some(&path)).expect("a netlink socket in the namespace");
+        let added = ip(&[
+            "-n", &ns, "link", "add", "nla", "type", "veth", "peer", "name", "nlb",
+        ]);
+        let mut buf = [0u8; 8192];
+        // SAFETY: a valid socket and a buffer of the length given.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let _ = ip(&["netns", "del", &ns]);
+        assert!(added, "ip link add veth");
+        assert!(n > 0, "the new link was announced");
     }
 }

@@ -84,6 +84,11 @@ impl Agent {
         self.seen.lock().ok().and_then(|s| s.clone())
     }
 
+    /// The network namespace holding the node's interfaces (None: this process's own).
+    pub fn netns(&self) -> Option<&std::path::Path> {
+        self.cfg.netns.as_deref()
+    }
+
     /// The node's interfaces and primary interface now (blocking: it enters the netns).
     pub fn interfaces(&self) -> Interfaces {
         let ip = self.node().and_then(|n| Self::internal_ip(&n));
