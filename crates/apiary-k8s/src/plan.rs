@@ -128,6 +128,27 @@ struct Out {
 }
 
 impl Out {
+    /// One link per interface link `i`'s selectors pick (XDP, TC, TCX), built by `spec`.
+    fn per_interface(
+        &mut self,
+        i: usize,
+        (sel, netns): (&InterfaceSelector, Option<&NetworkNamespaceSelector>),
+        facts: &NodeFacts,
+        direction: Option<Direction>,
+        priority: i32,
+        spec: impl Fn(&str, Option<PathBuf>) -> AttachSpec,
+    ) {
+        for (ns, iface) in interfaces(i, sel, netns, facts, self) {
+            let info = LinkInfo {
+                interface: Some(iface.clone()),
+                netns: ns.clone(),
+                direction,
+                priority: Some(priority),
+            };
+            self.link(spec(&iface, ns), info);
+        }
+    }
+
     fn link(&mut self, spec: AttachSpec, info: LinkInfo) {
         // Two selectors naming the same hook give one link.
         if !self.links.iter().any(|l| l.spec == spec) {
@@ -149,60 +170,36 @@ fn program(p: &ApplicationProgram, facts: &NodeFacts) -> DesiredProgram {
     match p.ty {
         BpfProgramType::Xdp => {
             for (i, l) in p.xdp.iter().flat_map(|m| m.links.iter()).enumerate() {
-                for (netns, iface) in interfaces(
-                    i,
-                    &l.interface_selector,
-                    l.network_namespaces.as_ref(),
-                    facts,
-                    &mut out,
-                ) {
-                    let info = LinkInfo {
-                        interface: Some(iface.clone()),
-                        netns: netns.clone(),
-                        direction: None,
-                        priority: Some(l.priority),
-                    };
-                    out.link(hooks::xdp(&iface, netns, l.priority, &l.proceed_on), info);
-                }
+                let at = (&l.interface_selector, l.network_namespaces.as_ref());
+                out.per_interface(i, at, facts, None, l.priority, |iface, netns| {
+                    hooks::xdp(iface, netns, l.priority, &l.proceed_on)
+                });
             }
         }
         BpfProgramType::Tc => {
             for (i, l) in p.tc.iter().flat_map(|m| m.links.iter()).enumerate() {
-                for (netns, iface) in interfaces(
+                let at = (&l.interface_selector, l.network_namespaces.as_ref());
+                out.per_interface(
                     i,
-                    &l.interface_selector,
-                    l.network_namespaces.as_ref(),
+                    at,
                     facts,
-                    &mut out,
-                ) {
-                    let info = LinkInfo {
-                        interface: Some(iface.clone()),
-                        netns: netns.clone(),
-                        direction: Some(l.direction),
-                        priority: Some(l.priority),
-                    };
-                    let spec = hooks::tc(&iface, netns, l.direction, l.priority, &l.proceed_on);
-                    out.link(spec, info);
-                }
+                    Some(l.direction),
+                    l.priority,
+                    |iface, netns| hooks::tc(iface, netns, l.direction, l.priority, &l.proceed_on),
+                );
             }
         }
         BpfProgramType::Tcx => {
             for (i, l) in p.tcx.iter().flat_map(|m| m.links.iter()).enumerate() {
-                for (netns, iface) in interfaces(
+                let at = (&l.interface_selector, l.network_namespaces.as_ref());
+                out.per_interface(
                     i,
-                    &l.interface_selector,
-                    l.network_namespaces.as_ref(),
+                    at,
                     facts,
-                    &mut out,
-                ) {
-                    let info = LinkInfo {
-                        interface: Some(iface.clone()),
-                        netns: netns.clone(),
-                        direction: Some(l.direction),
-                        priority: Some(l.priority),
-                    };
-                    out.link(hooks::tcx(&iface, netns, l.direction, l.priority), info);
-                }
+                    Some(l.direction),
+                    l.priority,
+                    |iface, netns| hooks::tcx(iface, netns, l.direction, l.priority),
+                );
             }
         }
         BpfProgramType::FEntry | BpfProgramType::FExit => {
