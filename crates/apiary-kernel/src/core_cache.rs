@@ -15,6 +15,17 @@ const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 pub const MAX_ENTRIES: usize = 256;
 
+/// What the cache holds for an object on the running kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Its minimal BTF: give it to libbpf.
+    Hit(PathBuf),
+    /// It was loaded before and has no CO-RE relocation a minimal BTF answers.
+    Nothing,
+    /// Not loaded on this kernel yet: make the entry after loading it.
+    Unseen,
+}
+
 #[derive(Debug, Clone)]
 pub struct CoreCache {
     dir: PathBuf,
@@ -61,33 +72,45 @@ impl CoreCache {
         ))
     }
 
+    /// What the cache holds for `object` on the running kernel (`None`: no kernel identity).
+    pub fn check(&self, object: &[u8]) -> Option<Check> {
+        let p = self.entry(object, &kernel_identity()?);
+        Some(match std::fs::metadata(&p) {
+            Ok(m) if m.len() > 0 => Check::Hit(p),
+            Ok(_) => Check::Nothing,
+            Err(_) => Check::Unseen,
+        })
+    }
+
     /// The entry for `object` on the running kernel, if one was made.
     pub fn lookup(&self, object: &[u8]) -> Option<PathBuf> {
-        let p = self.entry(object, &kernel_identity()?);
-        std::fs::metadata(&p)
-            .is_ok_and(|m| m.len() > 0)
-            .then_some(p)
+        match self.check(object)? {
+            Check::Hit(p) => Some(p),
+            Check::Nothing | Check::Unseen => None,
+        }
     }
 
     /// Make the entry for `object` on the running kernel (after a load that parsed the whole
-    /// BTF anyway). `None` when the object has no CO-RE relocation a minimal BTF can answer, or
+    /// BTF anyway). An object without CO-RE relocations a minimal BTF can answer gets an empty
+    /// entry, so later loads know at once there is none. `None` when there is no BTF entry, or
     /// when anything needed cannot be read: the cache is only ever a shortcut.
     pub fn fill(&self, object: &[u8], info: &apiary_core::elf::ObjectInfo) -> Option<PathBuf> {
-        let local = info.btf.as_ref()?;
-        if info.core_relos.is_empty() {
-            return None;
-        }
         let identity = kernel_identity()?;
-        let raw = kernel_btf()?;
-        let kernel = btf::core::LazyBtf::index(&raw).ok()?;
-        let blob = btf::core::minimal_target(local, &info.core_relos, &kernel)?;
+        let blob = match info.btf.as_ref().filter(|_| !info.core_relos.is_empty()) {
+            Some(local) => {
+                let raw = kernel_btf()?;
+                let kernel = btf::core::LazyBtf::index(&raw).ok()?;
+                btf::core::minimal_target(local, &info.core_relos, &kernel)
+            }
+            None => None,
+        };
         std::fs::create_dir_all(&self.dir).ok()?;
         let path = self.entry(object, &identity);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &blob).ok()?;
+        std::fs::write(&tmp, blob.as_deref().unwrap_or_default()).ok()?;
         std::fs::rename(&tmp, &path).ok()?;
         self.evict();
-        Some(path)
+        blob.map(|_| path)
     }
 
     /// Forget an entry libbpf could not use (it is made again from the whole BTF).

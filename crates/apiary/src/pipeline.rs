@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::manager::Manager;
 use apiary_core::chain::Block;
 use apiary_core::{ProgramId, ProgramType};
-use apiary_kernel::core_cache::CoreCache;
+use apiary_kernel::core_cache::{Check, CoreCache};
 use apiary_kernel::loader::{LoadedMapInfo, LoadedProgramInfo};
 use apiary_kernel::{self as kernel, PinSet};
 use apiary_store::{GlobalRecord, MapRecord};
@@ -83,7 +83,10 @@ impl Manager {
     /// (the CO-RE cache); after its first load, the entry is made.
     pub(crate) fn load_code(&self, mut req: kernel::LoadRequest<'_>) -> Result<Loaded> {
         let cache = self.core_cache();
-        req.core_btf = cache.as_ref().and_then(|c| c.lookup(req.object));
+        let check = cache.as_ref().and_then(|c| c.check(req.object));
+        if let Some(Check::Hit(entry)) = &check {
+            req.core_btf = Some(entry.clone());
+        }
         let object = match (self.config().loader.load(&req), &req.core_btf) {
             // The entry could not answer (it never should): forget it and read the kernel's.
             (Err(_), Some(entry)) => {
@@ -95,7 +98,9 @@ impl Manager {
             }
             (loaded, _) => loaded?,
         };
-        if let (None, Some(c)) = (&req.core_btf, &cache) {
+        // Only the first load of an object on this kernel reads it again to make its entry; an
+        // object known to have none is not read again.
+        if let (Some(c), Some(Check::Unseen)) = (&cache, &check) {
             if let Ok(info) = apiary_core::elf::inspect(req.object) {
                 c.fill(req.object, &info);
             }
