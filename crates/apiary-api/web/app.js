@@ -6,7 +6,6 @@ const POLL_MS = 1000;
 const $ = (id) => document.getElementById(id);
 let selected = null;      // program id shown in the details panel
 let selectedMap = null;   // kernel map id shown under it
-let lastHost = null;
 let kernelOpen = false;   // whether the details' kernel section is unfolded
 
 function el(tag, cls, text) {
@@ -298,7 +297,6 @@ async function poll() {
   const status = $('status');
   try {
     const host = await getJSON('/api/host');
-    lastHost = host;
     drawInterfaces(host);
     drawGroups(host);
     const errs = $('errors');

@@ -40,6 +40,14 @@ pub struct UpdateReport {
     pub millis: f64,
 }
 
+/// The code an update switches to, as read from its object.
+struct NewCode<'a> {
+    bytes: &'a [u8],
+    source: &'a str,
+    globals: &'a [kernel::GlobalPatch],
+    info: &'a apiary_core::elf::ObjectInfo,
+}
+
 /// A link switched so far, so a later failure can switch it back.
 enum Moved {
     InPlace {
@@ -216,9 +224,13 @@ impl Manager {
                     });
                 }
             }
-            self.record_update(
-                id, &lp, &loaded, &bytes, &source, &globals, &info, &old_maps, &kept, &moved,
-            )
+            let code = NewCode {
+                bytes: &bytes,
+                source: &source,
+                globals: &globals,
+                info: &info,
+            };
+            self.record_update(id, &loaded, &code, &old_maps, &kept, &moved)
         })();
         if let Err(e) = switched {
             for m in moved.iter().rev() {
@@ -269,20 +281,22 @@ impl Manager {
 
     /// Record the switch: the new code, its block, moved links' kernel ids, and which maps the
     /// program now uses (the kept ones plus those the new code created).
-    #[allow(clippy::too_many_arguments)]
     fn record_update(
         &self,
         id: ProgramId,
-        lp: &kernel::loader::LoadedProgramInfo,
         loaded: &Loaded,
-        bytes: &[u8],
-        source: &str,
-        globals: &[kernel::GlobalPatch],
-        info: &apiary_core::elf::ObjectInfo,
+        code: &NewCode<'_>,
         old_maps: &[MapRecord],
         kept: &[MapRecord],
         moved: &[Moved],
     ) -> Result<()> {
+        let NewCode {
+            bytes,
+            source,
+            globals,
+            info,
+        } = *code;
+        let lp = loaded.only_program()?;
         let owned_before = store::maps_owned_by(self.store().read(), id)?;
         let block = loaded.block_json(&lp.name)?;
         let global_records = global_records(globals);
