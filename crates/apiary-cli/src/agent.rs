@@ -43,6 +43,11 @@ pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
         netns,
     };
     let kubeconfig = a.kubeconfig;
+    // A wrong kubeconfig is refused before the daemon starts (and makes its socket).
+    if let Some(p) = &kubeconfig {
+        apiary_k8s::install::check_kubeconfig(p)
+            .map_err(|e| apiary::Error::InvalidArgument(e.to_string()))?;
+    }
     crate::daemon::serve_with(a.serve, state_dir, bpffs, move |manager| async move {
         let api: std::sync::Arc<dyn apiary::Api> = manager;
         let result = async {

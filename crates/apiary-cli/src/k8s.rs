@@ -66,6 +66,10 @@ pub fn run(cmd: K8sCmd) -> Result<()> {
             kubeconfig,
             timeout,
         } => {
+            if let Some(p) = &kubeconfig {
+                apiary_k8s::install::check_kubeconfig(p)
+                    .map_err(|e| apiary::Error::InvalidArgument(e.to_string()))?;
+            }
             let names = apiary_k8s::install::install_blocking(kubeconfig.as_deref(), timeout)?;
             for n in names {
                 println!("{n} established");

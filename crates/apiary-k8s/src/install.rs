@@ -64,6 +64,15 @@ pub async fn install(client: &Client, timeout: Duration) -> Result<Vec<String>, 
 
 /// A client from a kubeconfig file, or else the in-cluster configuration (the service
 /// account of the pod), or else the usual kubeconfig lookup (KUBECONFIG, ~/.kube/config).
+/// Read `path` as a kubeconfig, so a command can refuse a wrong one before it starts anything.
+pub fn check_kubeconfig(path: &std::path::Path) -> Result<(), KubeError> {
+    kube::config::Kubeconfig::read_from(path)
+        .map(|_| ())
+        .map_err(|e| KubeError::Config {
+            what: format!("{}: {e}", path.display()),
+        })
+}
+
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, KubeError> {
     let config = match kubeconfig {
         Some(path) => {
