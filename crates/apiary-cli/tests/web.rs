@@ -13,6 +13,7 @@
 mod common;
 
 use common::daemon::{free_port, Daemon, DaemonOpts};
+use common::pki::make_pki;
 use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -405,4 +406,120 @@ fn a_non_loopback_web_address_is_refused() {
         "{}",
         r.stderr
     );
+}
+
+/// `curl` over HTTPS trusting the test CA: (status code, body); status 0 when no HTTP answer
+/// came (refused handshake).
+fn curl(ca: &Path, url: &str, args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-w", "\n%{http_code}", "--cacert"])
+        .arg(ca)
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn beyond_loopback_the_view_needs_tls_and_a_client_certificate_or_the_token() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let pki = make_pki();
+    let token = "web-token-0123456789abcdef";
+    std::fs::write(pki.path("token"), format!("{token}\n")).unwrap();
+    let web = free_port();
+    let p = |n: &str| pki.path(n).display().to_string();
+    let d = Daemon::start(
+        a.state.path(),
+        &a.bpffs,
+        &DaemonOpts {
+            extra: vec![
+                "--web".into(),
+                web.to_string(),
+                "--web-tls-cert".into(),
+                p("server.pem"),
+                "--web-tls-key".into(),
+                p("server.key"),
+                "--web-client-ca".into(),
+                p("ca.pem"),
+                "--web-token-file".into(),
+                p("token"),
+            ],
+            ..Default::default()
+        },
+    );
+    let ca = pki.path("ca.pem");
+    let url = |path: &str| format!("https://127.0.0.1:{}{path}", web.port());
+    let host_json = |(code, body): (u16, String)| {
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert!(v["interfaces"].is_array(), "{v}");
+    };
+
+    // Plain HTTP gets no page.
+    let plain = http(web, "GET", "/api/host", "localhost");
+    assert!(!plain.contains("\"interfaces\""), "{plain}");
+    // TLS without credentials: refused, and told what would do.
+    let (code, body) = curl(&ca, &url("/api/host"), &[]);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("/login?token=") && body.contains("client certificate"), "{body}");
+    let (code, _) = curl(&ca, &url("/"), &[]);
+    assert_eq!(code, 401);
+    // The token as a bearer header; a wrong one is refused.
+    host_json(curl(&ca, &url("/api/host"), &["-H", &format!("Authorization: Bearer {token}")]));
+    let (code, _) = curl(&ca, &url("/api/host"), &["-H", "Authorization: Bearer web-token-0123456789abcdeX"]);
+    assert_eq!(code, 401);
+    // A browser: /login sets the cookie (Secure, HttpOnly) and sends it to the page.
+    let jar = pki.path("cookies");
+    let jar_s = jar.display().to_string();
+    let (code, _) = curl(&ca, &url("/login?token=nope"), &["-c", &jar_s]);
+    assert_eq!(code, 401);
+    let (code, _) = curl(&ca, &url(&format!("/login?token={token}")), &["-c", &jar_s]);
+    assert_eq!(code, 303);
+    let cookies = std::fs::read_to_string(&jar).unwrap();
+    assert!(cookies.contains("#HttpOnly_") && cookies.contains("__Host-apiary-web"), "{cookies}");
+    host_json(curl(&ca, &url("/api/host"), &["-b", &jar_s]));
+    let (code, page) = curl(&ca, &url("/"), &["-b", &jar_s]);
+    assert!(code == 200 && page.contains("<html"), "{code}: {page}");
+    // A client certificate of the CA admits; one of another CA fails the handshake.
+    host_json(curl(&ca, &url("/api/host"), &["--cert", &p("client.pem"), "--key", &p("client.key")]));
+    let (code, body) = curl(&ca, &url("/api/host"), &["--cert", &p("intruder.pem"), "--key", &p("intruder.key")]);
+    assert_eq!(code, 0, "a certificate of another CA was accepted: {body}");
+    // Still read-only with credentials.
+    let (code, _) = curl(&ca, &url("/api/host"), &["-X", "POST", "-H", &format!("Authorization: Bearer {token}")]);
+    assert_eq!(code, 405);
+    drop(d);
+}
+
+#[test]
+fn a_web_token_that_is_too_short_or_tls_without_credentials_stops_the_start() {
+    let a = Apiary::new();
+    let pki = make_pki();
+    std::fs::write(pki.path("token"), "short\n").unwrap();
+    let p = |n: &str| pki.path(n).display().to_string();
+    let serve = |extra: &[String]| {
+        Run::from(
+            a.cmd()
+                .args(["serve", "--socket"])
+                .arg(a.state.path().join("s.sock"))
+                .args(["--web", "0.0.0.0:0"])
+                .args(extra)
+                .output()
+                .expect("run apiary serve"),
+        )
+    };
+    let tls = vec!["--web-tls-cert".into(), p("server.pem"), "--web-tls-key".into(), p("server.key")];
+    let r = serve(&tls);
+    assert!(!r.ok && r.stderr.contains("--web-client-ca") && r.stderr.contains("--web-token-file"), "{}", r.stderr);
+    let mut with_token = tls.clone();
+    with_token.extend(["--web-token-file".into(), p("token")]);
+    let r = serve(&with_token);
+    assert!(!r.ok && r.stderr.contains("at least 16 characters"), "{}", r.stderr);
+    let r = serve(&[]);
+    assert!(!r.ok && r.stderr.contains("loopback"), "{}", r.stderr);
 }

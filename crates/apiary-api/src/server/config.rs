@@ -27,8 +27,14 @@ pub struct ServeOptions {
     pub tls_key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
-    /// The web view (loopback only; see `server::web`).
+    /// The web view (plain HTTP on loopback; with TLS anywhere; see `server::web`).
     pub web: Option<SocketAddr>,
+    pub web_tls_cert: Option<PathBuf>,
+    pub web_tls_key: Option<PathBuf>,
+    /// Browsers with a certificate signed by this CA may read the web view.
+    pub web_client_ca: Option<PathBuf>,
+    /// A file holding the bearer token that admits a browser to the web view.
+    pub web_token_file: Option<PathBuf>,
     pub max_message_size: Option<usize>,
     /// A tracing filter (`info`, `apiary_api=debug`); RUST_LOG overrides it.
     pub log: Option<String>,
@@ -57,6 +63,23 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// The web view's address and, unless it is plain HTTP on loopback, its TLS and credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebConfig {
+    pub addr: SocketAddr,
+    pub tls: Option<WebTls>,
+}
+
+/// TLS for the web view, and what admits a browser: a client certificate signed by
+/// `client_ca`, the token in `token_file`, or either when both are set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpConfig {
     pub listen: SocketAddr,
@@ -74,7 +97,7 @@ pub struct ServeConfig {
     pub socket_group: Option<String>,
     pub tcp: Option<TcpConfig>,
     pub metrics: Option<SocketAddr>,
-    pub web: Option<SocketAddr>,
+    pub web: Option<WebConfig>,
     pub max_message_size: usize,
     pub log: String,
     pub log_format: LogFormat,
@@ -103,6 +126,10 @@ impl ServeOptions {
             &mut o.tls_cert,
             &mut o.tls_key,
             &mut o.client_ca,
+            &mut o.web_tls_cert,
+            &mut o.web_tls_key,
+            &mut o.web_client_ca,
+            &mut o.web_token_file,
         ]
         .into_iter()
         .flatten()
@@ -125,6 +152,10 @@ impl ServeOptions {
             client_ca: self.client_ca.or(file.client_ca),
             metrics: self.metrics.or(file.metrics),
             web: self.web.or(file.web),
+            web_tls_cert: self.web_tls_cert.or(file.web_tls_cert),
+            web_tls_key: self.web_tls_key.or(file.web_tls_key),
+            web_client_ca: self.web_client_ca.or(file.web_client_ca),
+            web_token_file: self.web_token_file.or(file.web_token_file),
             max_message_size: self.max_message_size.or(file.max_message_size),
             log: self.log.or(file.log),
             log_format: self.log_format.or(file.log_format),
@@ -136,6 +167,7 @@ impl ServeOptions {
         let invalid = |reason: &str| ServerError::InvalidConfig {
             reason: reason.to_string(),
         };
+        let web = self.web_config()?;
         let tcp = match (self.listen, self.tls_cert, self.tls_key, self.client_ca) {
             (Some(listen), Some(cert), Some(key), Some(client_ca)) => Some(TcpConfig { listen, cert, key, client_ca }),
             (Some(_), ..) => {
@@ -146,9 +178,6 @@ impl ServeOptions {
             (None, None, None, None) => None,
             (None, ..) => return Err(invalid("--tls-cert, --tls-key and --client-ca apply to --listen, which is not set")),
         };
-        if let Some(addr) = self.web {
-            super::web::check_addr(addr).map_err(|e| invalid(&e.to_string()))?;
-        }
         let max_message_size = self.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
         if max_message_size < 1024 {
             return Err(invalid("max_message_size must be at least 1024 bytes"));
@@ -159,11 +188,54 @@ impl ServeOptions {
             socket_group: self.socket_group.filter(|g| !g.is_empty()),
             tcp,
             metrics: self.metrics,
-            web: self.web,
+            web,
             max_message_size,
             log: self.log.unwrap_or_else(|| DEFAULT_LOG.to_string()),
             log_format: self.log_format.unwrap_or_default(),
         })
+    }
+}
+
+impl ServeOptions {
+    /// The web view: plain HTTP is for loopback only; any TLS flag (and any other address)
+    /// means TLS with a client certificate, a token, or both.
+    fn web_config(&self) -> Result<Option<WebConfig>, ServerError> {
+        let invalid = |reason: String| ServerError::InvalidConfig { reason };
+        let any_tls = self.web_tls_cert.is_some()
+            || self.web_tls_key.is_some()
+            || self.web_client_ca.is_some()
+            || self.web_token_file.is_some();
+        let Some(addr) = self.web else {
+            if any_tls {
+                return Err(invalid(
+                    "--web-tls-cert, --web-tls-key, --web-client-ca and --web-token-file apply to --web, which is not set".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        if !any_tls {
+            super::web::check_addr(addr).map_err(|e| invalid(e.to_string()))?;
+            return Ok(Some(WebConfig { addr, tls: None }));
+        }
+        let (Some(cert), Some(key)) = (self.web_tls_cert.clone(), self.web_tls_key.clone()) else {
+            return Err(invalid(format!(
+                "--web {addr} with TLS needs --web-tls-cert and --web-tls-key (the certificate browsers see)"
+            )));
+        };
+        if self.web_client_ca.is_none() && self.web_token_file.is_none() {
+            return Err(invalid(format!(
+                "--web {addr} with TLS needs a way to admit browsers: --web-client-ca (client certificates signed by that CA) and/or --web-token-file (a bearer token)"
+            )));
+        }
+        Ok(Some(WebConfig {
+            addr,
+            tls: Some(WebTls {
+                cert,
+                key,
+                client_ca: self.web_client_ca.clone(),
+                token_file: self.web_token_file.clone(),
+            }),
+        }))
     }
 }
 
@@ -210,6 +282,54 @@ mod tests {
             ..Default::default()
         };
         assert!(o.resolve().unwrap_err().to_string().contains("--listen"));
+    }
+
+    #[test]
+    fn web_is_plain_on_loopback_and_tls_with_credentials_elsewhere() {
+        let web = |addr: &str| ServeOptions {
+            web: Some(addr.parse().unwrap()),
+            ..Default::default()
+        };
+        let plain = web("127.0.0.1:8080").resolve().unwrap().web.unwrap();
+        assert!(plain.tls.is_none());
+        let e = web("0.0.0.0:8080").resolve().unwrap_err().to_string();
+        assert!(e.contains("loopback") && e.contains("--web-tls-cert"), "{e}");
+        let e = ServeOptions {
+            web_token_file: Some("t".into()),
+            ..web("0.0.0.0:8080")
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--web-tls-key"), "{e}");
+        let e = ServeOptions {
+            web_tls_cert: Some("c.pem".into()),
+            web_tls_key: Some("k.pem".into()),
+            ..web("0.0.0.0:8080")
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--web-client-ca") && e.contains("--web-token-file"), "{e}");
+        let tls = ServeOptions {
+            web_tls_cert: Some("c.pem".into()),
+            web_tls_key: Some("k.pem".into()),
+            web_token_file: Some("t".into()),
+            ..web("0.0.0.0:8080")
+        }
+        .resolve()
+        .unwrap()
+        .web
+        .unwrap();
+        assert_eq!(tls.tls.unwrap().token_file, Some(PathBuf::from("t")));
+        let e = ServeOptions {
+            web_token_file: Some("t".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--web, which is not set"), "{e}");
     }
 
     #[test]

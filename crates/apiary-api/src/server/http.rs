@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -47,6 +47,8 @@ pub struct Request {
     pub method: String,
     /// The target without its query.
     pub path: String,
+    /// What follows `?` in the target (empty when nothing does).
+    pub query: String,
     /// The whole head, for the headers a listener checks.
     pub head: String,
 }
@@ -62,7 +64,7 @@ impl Request {
 }
 
 /// The request on `stream`, or None when its head is too large, incomplete or too slow.
-pub async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>> {
+pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Option<Request>> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let complete = tokio::time::timeout(READ_TIMEOUT, async {
@@ -88,19 +90,19 @@ pub async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Requ
     let head = String::from_utf8_lossy(&head).into_owned();
     let mut parts = head.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
-    let path = parts
-        .next()
-        .unwrap_or("")
-        .split('?')
-        .next()
-        .unwrap_or("")
-        .to_string();
-    Ok(Some(Request { method, path, head }))
+    let target = parts.next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Ok(Some(Request {
+        method,
+        path: path.to_string(),
+        query: query.to_string(),
+        head,
+    }))
 }
 
 /// Write a response (`extra`: further header lines, each ending in CRLF) and close.
-pub async fn respond(
-    s: &mut TcpStream,
+pub async fn respond<S: AsyncWrite + Unpin>(
+    s: &mut S,
     status: &str,
     ctype: &str,
     extra: &str,

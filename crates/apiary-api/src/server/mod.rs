@@ -15,8 +15,9 @@ mod listen;
 pub mod metrics;
 mod service;
 pub mod web;
+pub mod webauth;
 
-pub use config::{LogFormat, ServeConfig, ServeOptions, TcpConfig};
+pub use config::{LogFormat, ServeConfig, ServeOptions, TcpConfig, WebConfig, WebTls};
 pub use service::ApiaryService;
 
 use crate::pb::apiary_server::ApiaryServer;
@@ -175,7 +176,7 @@ pub struct Listeners {
     socket_file: listen::SocketFile,
     tcp: Option<(tokio::net::TcpListener, tonic::transport::Server)>,
     metrics: Option<tokio::net::TcpListener>,
-    web: Option<tokio::net::TcpListener>,
+    web: Option<(tokio::net::TcpListener, Option<Arc<webauth::WebAccess>>)>,
 }
 
 impl Listeners {
@@ -210,12 +211,18 @@ impl Listeners {
             ),
             None => None,
         };
-        let web = match cfg.web {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
+        let web = match &cfg.web {
+            Some(w) => {
+                let access = match &w.tls {
+                    Some(tls) => Some(Arc::new(webauth::WebAccess::new(tls)?)),
+                    None => None,
+                };
+                let addr = w.addr;
+                let listener = tokio::net::TcpListener::bind(addr)
                     .await
-                    .map_err(|error| ServerError::Bind { addr, error })?,
-            ),
+                    .map_err(|error| ServerError::Bind { addr, error })?;
+                Some((listener, access))
+            }
             None => None,
         };
         Ok(Listeners {
@@ -237,7 +244,7 @@ impl Listeners {
     }
 
     pub fn web_addr(&self) -> Option<SocketAddr> {
-        self.web.as_ref().and_then(|l| l.local_addr().ok())
+        self.web.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Serve until `shutdown` resolves, then stop gracefully.
@@ -353,11 +360,11 @@ async fn serve_on(
         });
         tracing::info!(metrics = ?addr, "serving metrics at /metrics");
     }
-    if let Some(listener) = web_listener {
+    if let Some((listener, access)) = web_listener {
         let addr = listener.local_addr().ok();
         let (api, stop) = (manager.clone() as Arc<dyn apiary::Api>, stop_rx.clone());
         tasks.spawn(async move {
-            web::serve(listener, api, stop, stats_on).await;
+            web::serve(listener, api, stop, stats_on, access).await;
             Ok(())
         });
         // Bound to port 0, the address is found here.

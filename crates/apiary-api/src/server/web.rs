@@ -4,9 +4,10 @@
 //! `GET /api/program/ID` what `apiary get program ID` shows; `GET /api/map/ID` a map's decoded
 //! entries. Every answer comes from the library's `Api`, the same calls the CLI makes.
 //!
-//! Served on loopback only (see `check_addr`): it has no authentication of its own, so it is
-//! reached remotely through an SSH tunnel. The Host header must name a loopback host too, so a
-//! web site cannot read it through DNS rebinding.
+//! Plain HTTP is served on loopback only (see `check_addr`), where the Host header must name a
+//! loopback host too, so a web site cannot read it through DNS rebinding. Anywhere else it is
+//! served with TLS, and only to a browser with a client certificate or the bearer token (see
+//! `webauth`).
 
 use super::http;
 use apiary::chain::ChainView;
@@ -15,7 +16,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use tokio::net::{TcpListener, TcpStream};
+use super::webauth::WebAccess;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Entries of a map the page shows; the answer says when there were more.
@@ -29,13 +32,12 @@ const ICON_SVG: &str = include_str!("../../web/icon.svg");
 /// Why a web address is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum WebAddrError {
-    #[error("--web {addr}: the web view has no authentication of its own, so it is served on loopback addresses only (127.0.0.1, ::1); reach it from elsewhere through an SSH tunnel (ssh -L 8080:127.0.0.1:PORT HOST)")]
+    #[error("--web {addr}: plain HTTP is served on loopback addresses only (127.0.0.1, ::1); elsewhere give --web-tls-cert and --web-tls-key with --web-client-ca and/or --web-token-file, or reach a loopback address through an SSH tunnel (ssh -L 8080:127.0.0.1:PORT HOST)")]
     NotLoopback { addr: SocketAddr },
 }
 
-/// The web view serves only loopback addresses: its answers describe everything the host runs,
-/// and it checks no certificate or token. (The gRPC listener's mutual TLS is for programs; a
-/// browser would need a client certificate installed, which nobody does for a status page.)
+/// Plain HTTP is served on loopback addresses only: its answers describe everything the host
+/// runs, and without TLS no certificate or token is checked.
 pub fn check_addr(addr: SocketAddr) -> Result<(), WebAddrError> {
     if addr.ip().is_loopback() {
         Ok(())
@@ -45,16 +47,46 @@ pub fn check_addr(addr: SocketAddr) -> Result<(), WebAddrError> {
 }
 
 /// `stats_on`: whether the daemon holds the kernel's BPF stats on (run counts are counted).
+/// `access`: TLS and credentials, or None for plain HTTP on loopback.
 pub async fn serve(
     listener: TcpListener,
     api: Arc<dyn Api>,
     shutdown: watch::Receiver<bool>,
     stats_on: bool,
+    access: Option<Arc<WebAccess>>,
 ) {
     http::accept_loop(listener, shutdown, "web", move |stream| {
-        handle(stream, api.clone(), stats_on)
+        let (api, access) = (api.clone(), access.clone());
+        async move {
+            match access {
+                None => handle(stream, api, stats_on, Caller::Loopback).await,
+                Some(access) => {
+                    let tls = tokio::time::timeout(TLS_HANDSHAKE, access.tls.accept(stream));
+                    let stream = match tls.await {
+                        Ok(r) => r?,
+                        Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+                    };
+                    // rustls has verified a certificate the browser sent against the CA.
+                    let cert = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                    let caller = if cert { Caller::Certificate } else { Caller::Unproven(access) };
+                    handle(stream, api, stats_on, caller).await
+                }
+            }
+        }
     })
     .await
+}
+
+const TLS_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What is known of the other end of a connection.
+enum Caller {
+    /// Plain HTTP on a loopback address: the Host header is checked.
+    Loopback,
+    /// TLS with a client certificate signed by the web client CA.
+    Certificate,
+    /// TLS without a certificate: the request must carry the token.
+    Unproven(Arc<WebAccess>),
 }
 
 /// One answer: status, content type, body, and whether it may be cached.
@@ -97,7 +129,12 @@ impl Answer {
     }
 }
 
-async fn handle(mut stream: TcpStream, api: Arc<dyn Api>, stats_on: bool) -> std::io::Result<()> {
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    api: Arc<dyn Api>,
+    stats_on: bool,
+    caller: Caller,
+) -> std::io::Result<()> {
     let Some(req) = http::read_request(&mut stream).await? else {
         return respond(
             &mut stream,
@@ -107,16 +144,29 @@ async fn handle(mut stream: TcpStream, api: Arc<dyn Api>, stats_on: bool) -> std
         .await;
     };
     let head_only = req.head_only();
+    if let Caller::Unproven(access) = &caller {
+        if req.path == "/login" && req.is_read() {
+            return login(&mut stream, access, &req.query).await;
+        }
+    }
     let answer = if !req.is_read() {
         Answer::text(
             "405 Method Not Allowed",
             "the web view is read-only: GET only",
         )
-    } else if !host_is_loopback(&req.head) {
+    } else if matches!(caller, Caller::Loopback) && !host_is_loopback(&req.head) {
         Answer::text(
             "421 Misdirected Request",
             "the web view answers only requests addressed to a loopback host (localhost, 127.0.0.1, [::1])",
         )
+    } else if matches!(&caller, Caller::Unproven(a) if !a.token_in(&req.head)) {
+        let how = match &caller {
+            Caller::Unproven(a) if a.has_token() => {
+                "open /login?token=TOKEN once (the token of the daemon's --web-token-file), send `Authorization: Bearer TOKEN`, or present a client certificate"
+            }
+            _ => "present a client certificate signed by the daemon's --web-client-ca",
+        };
+        Answer::text("401 Unauthorized", &format!("the web view needs credentials: {how}"))
     } else {
         let path = req.path;
         tokio::task::spawn_blocking(move || route(&path, api.as_ref(), stats_on))
@@ -124,6 +174,18 @@ async fn handle(mut stream: TcpStream, api: Arc<dyn Api>, stats_on: bool) -> std
             .unwrap_or_else(|e| Answer::text("500 Internal Server Error", &e.to_string()))
     };
     respond(&mut stream, &answer, head_only).await
+}
+
+/// `GET /login?token=...`: the right token sets the cookie and goes to the page; a wrong one is
+/// refused (and says nothing about why).
+async fn login<S: AsyncWrite + Unpin>(s: &mut S, access: &WebAccess, query: &str) -> std::io::Result<()> {
+    if access.token_in_query(query) {
+        let extra = format!("{}Location: /\r\nCache-Control: no-store\r\n", access.cookie_header());
+        http::respond(s, "303 See Other", "text/plain; charset=utf-8", &extra, b"logged in\n", false).await
+    } else {
+        let a = Answer::text("401 Unauthorized", "wrong or missing token");
+        respond(s, &a, false).await
+    }
 }
 
 /// Whether the Host header names a loopback host. A page of another site that resolves its own
@@ -144,7 +206,7 @@ pub fn host_is_loopback(head: &str) -> bool {
         || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-async fn respond(s: &mut TcpStream, a: &Answer, head_only: bool) -> std::io::Result<()> {
+async fn respond<S: AsyncWrite + Unpin>(s: &mut S, a: &Answer, head_only: bool) -> std::io::Result<()> {
     // The page loads only its own script and style; no other site may frame it.
     const HEADERS: &str = "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
         Referrer-Policy: no-referrer\r\n\
