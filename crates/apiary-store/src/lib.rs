@@ -169,6 +169,9 @@ fn from_json<T: for<'de> Deserialize<'de>>(s: &str, column: &'static str) -> Res
     serde_json::from_str(s).map_err(|error| StoreError::Json { column, error })
 }
 
+/// WAL pages after which a commit checkpoints (see `Store::open`).
+const WAL_CHECKPOINT_PAGES: i64 = 64;
+
 impl Store {
     pub fn open(state_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(state_dir).map_err(|error| StoreError::StateDir {
@@ -188,8 +191,12 @@ impl Store {
             conn.pragma_update(None, "foreign_keys", "ON")?;
             // Every CLI command is a short-lived process. Checkpointing (and fsyncing) the WAL
             // each time the last connection closes would cost more than the command itself;
-            // SQLite checkpoints on its own once the WAL grows, and WAL mode keeps committed
-            // transactions consistent across crashes either way.
+            // WAL mode keeps committed transactions consistent across crashes either way.
+            // But each process is the first to open the WAL, so it rebuilds the WAL index by
+            // reading every frame: ~4 µs a frame here, and a load writes about 10. With the
+            // default threshold (1,000 pages) that was 2 ms of every command; checkpointing at
+            // 64 costs one fsync per few writing commands and keeps the rebuild under 0.3 ms.
+            conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
             conn.set_db_config(
                 rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
                 true,
