@@ -13,6 +13,7 @@ mod hooks;
 pub mod install;
 pub mod plan;
 pub mod validate;
+pub mod view;
 
 pub use error::{ApplyError, DocumentError, KubeError};
 

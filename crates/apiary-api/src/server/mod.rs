@@ -362,9 +362,13 @@ async fn serve_on(
     }
     if let Some((listener, access)) = web_listener {
         let addr = listener.local_addr().ok();
-        let (api, stop) = (manager.clone() as Arc<dyn apiary::Api>, stop_rx.clone());
+        let site = Arc::new(web::HostSite {
+            api: manager.clone() as Arc<dyn apiary::Api>,
+            stats_on,
+        });
+        let stop = stop_rx.clone();
         tasks.spawn(async move {
-            web::serve(listener, api, stop, stats_on, access).await;
+            web::serve(listener, site, stop, access).await;
             Ok(())
         });
         // Bound to port 0, the address is found here.

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use super::webauth::WebAccess;
+use std::future::Future;
+use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,6 +30,8 @@ const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 const ICON_SVG: &str = include_str!("../../web/icon.svg");
+const CLUSTER_HTML: &str = include_str!("../../web/cluster.html");
+const CLUSTER_JS: &str = include_str!("../../web/cluster.js");
 
 /// Why a web address is refused.
 #[derive(Debug, thiserror::Error)]
@@ -46,20 +50,42 @@ pub fn check_addr(addr: SocketAddr) -> Result<(), WebAddrError> {
     }
 }
 
-/// `stats_on`: whether the daemon holds the kernel's BPF stats on (run counts are counted).
-/// `access`: TLS and credentials, or None for plain HTTP on loopback.
+/// What a web view answers to `GET path` (after the access checks, which are the same for
+/// every view): the host's view here, the cluster's in the operator.
+pub trait Site: Send + Sync + 'static {
+    fn answer(self: Arc<Self>, path: String) -> Pin<Box<dyn Future<Output = Answer> + Send>>;
+}
+
+/// The host's view: the library's `Api`, asked on a blocking thread. `stats_on`: whether the
+/// daemon holds the kernel's BPF stats on (run counts are counted).
+pub struct HostSite {
+    pub api: Arc<dyn Api>,
+    pub stats_on: bool,
+}
+
+impl Site for HostSite {
+    fn answer(self: Arc<Self>, path: String) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || route(&path, self.api.as_ref(), self.stats_on))
+                .await
+                .unwrap_or_else(|e| Answer::text("500 Internal Server Error", &e.to_string()))
+        })
+    }
+}
+
+/// Serve `site` until shutdown. `access`: TLS and credentials, or None for plain HTTP on
+/// loopback.
 pub async fn serve(
     listener: TcpListener,
-    api: Arc<dyn Api>,
+    site: Arc<dyn Site>,
     shutdown: watch::Receiver<bool>,
-    stats_on: bool,
     access: Option<Arc<WebAccess>>,
 ) {
     http::accept_loop(listener, shutdown, "web", move |stream| {
-        let (api, access) = (api.clone(), access.clone());
+        let (site, access) = (site.clone(), access.clone());
         async move {
             match access {
-                None => handle(stream, api, stats_on, Caller::Loopback).await,
+                None => handle(stream, site, Caller::Loopback).await,
                 Some(access) => {
                     let tls = tokio::time::timeout(TLS_HANDSHAKE, access.tls.accept(stream));
                     let stream = match tls.await {
@@ -69,7 +95,7 @@ pub async fn serve(
                     // rustls has verified a certificate the browser sent against the CA.
                     let cert = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
                     let caller = if cert { Caller::Certificate } else { Caller::Unproven(access) };
-                    handle(stream, api, stats_on, caller).await
+                    handle(stream, site, caller).await
                 }
             }
         }
@@ -97,7 +123,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn text(status: &'static str, msg: &str) -> Answer {
+    pub fn text(status: &'static str, msg: &str) -> Answer {
         Answer {
             status,
             ctype: "text/plain; charset=utf-8",
@@ -105,7 +131,7 @@ impl Answer {
         }
     }
 
-    fn json(status: &'static str, v: &impl Serialize) -> Answer {
+    pub fn json(status: &'static str, v: &impl Serialize) -> Answer {
         match serde_json::to_vec(v) {
             Ok(body) => Answer {
                 status,
@@ -131,8 +157,7 @@ impl Answer {
 
 async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    api: Arc<dyn Api>,
-    stats_on: bool,
+    site: Arc<dyn Site>,
     caller: Caller,
 ) -> std::io::Result<()> {
     let Some(req) = http::read_request(&mut stream).await? else {
@@ -168,10 +193,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         };
         Answer::text("401 Unauthorized", &format!("the web view needs credentials: {how}"))
     } else {
-        let path = req.path;
-        tokio::task::spawn_blocking(move || route(&path, api.as_ref(), stats_on))
-            .await
-            .unwrap_or_else(|e| Answer::text("500 Internal Server Error", &e.to_string()))
+        site.answer(req.path).await
     };
     respond(&mut stream, &answer, head_only).await
 }
@@ -214,19 +236,41 @@ async fn respond<S: AsyncWrite + Unpin>(s: &mut S, a: &Answer, head_only: bool) 
     http::respond(s, a.status, a.ctype, HEADERS, &a.body, head_only).await
 }
 
-/// The answer to `GET path`.
-pub fn route(path: &str, api: &dyn Api, stats_on: bool) -> Answer {
-    let asset = |ctype, body: &str| Answer {
+fn asset(ctype: &'static str, body: &str) -> Answer {
+    Answer {
         status: "200 OK",
         ctype,
         body: body.as_bytes().to_vec(),
-    };
+    }
+}
+
+/// The assets both views share (style, icon).
+pub fn shared_asset(path: &str) -> Option<Answer> {
+    match path {
+        "/style.css" => Some(asset("text/css; charset=utf-8", STYLE_CSS)),
+        // Browsers ask for /favicon.ico whatever the page says.
+        "/icon.svg" | "/favicon.ico" => Some(asset("image/svg+xml", ICON_SVG)),
+        _ => None,
+    }
+}
+
+/// The cluster view's page and script (its JSON comes from the operator: `/api/cluster`).
+pub fn cluster_asset(path: &str) -> Option<Answer> {
+    match path {
+        "/" | "/index.html" => Some(asset("text/html; charset=utf-8", CLUSTER_HTML)),
+        "/cluster.js" => Some(asset("text/javascript; charset=utf-8", CLUSTER_JS)),
+        _ => shared_asset(path),
+    }
+}
+
+/// The answer to `GET path`.
+pub fn route(path: &str, api: &dyn Api, stats_on: bool) -> Answer {
+    if let Some(a) = shared_asset(path) {
+        return a;
+    }
     match path {
         "/" | "/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
         "/app.js" => asset("text/javascript; charset=utf-8", APP_JS),
-        "/style.css" => asset("text/css; charset=utf-8", STYLE_CSS),
-        // Browsers ask for /favicon.ico whatever the page says.
-        "/icon.svg" | "/favicon.ico" => asset("image/svg+xml", ICON_SVG),
         "/api/host" => Answer::json("200 OK", &host_view(api, stats_on)),
         _ => {
             if let Some(id) = path.strip_prefix("/api/program/") {
@@ -610,8 +654,10 @@ mod tests {
     fn assets_are_small_and_self_contained() {
         let total = INDEX_HTML.len() + APP_JS.len() + STYLE_CSS.len() + ICON_SVG.len();
         assert!(total < 200 * 1024, "{total} bytes");
+        let cluster = CLUSTER_HTML.len() + CLUSTER_JS.len() + STYLE_CSS.len() + ICON_SVG.len();
+        assert!(cluster < 200 * 1024, "{cluster} bytes");
         // No CDN, no other site: everything the page loads is its own.
-        for text in [INDEX_HTML, APP_JS, STYLE_CSS] {
+        for text in [INDEX_HTML, APP_JS, STYLE_CSS, CLUSTER_HTML, CLUSTER_JS] {
             assert!(!text.contains("http://") && !text.contains("https://"));
         }
         // The icon names only its XML namespace.
