@@ -488,3 +488,4 @@ pub fn stop_run(mut child: std::process::Child) -> Vec<Value> {
 
 // Daemons for tests, and daemon mode (APIARY_TEST_ENDPOINT_MODE=daemon): see daemon.rs.
 pub mod daemon;
+pub mod kube;
