@@ -176,6 +176,27 @@ fn the_manifests_pass_the_apiservers_validation() {
         .find(|i| i["kind"] == "CSIDriver")
         .expect("the CSIDriver");
     assert_eq!(driver["spec"]["volumeLifecycleModes"], json!(["Ephemeral"]));
+    // The agent's arguments are the real CLI's (checked by its parser, up to --help).
+    let agent = &manifests(&["--namespace", &ns]).1;
+    let args: Vec<String> = agent
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .and_then(|d| d["spec"]["template"]["spec"]["containers"][0]["args"].as_array())
+        .expect("the agent's arguments")
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .unwrap_or_default()
+                .replace("$(NODE_NAME)", "node-x")
+        })
+        .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .expect("apiary agent --help");
+    let r = Run::from(out);
+    assert!(r.ok, "apiary {args:?} refused: {}", r.stderr);
     // Nothing but the namespace was created.
     assert!(k
         .run(&["get", "daemonset", "apiary-agent", "-n", &ns], None)
@@ -332,6 +353,22 @@ impl Kube {
     }
 }
 
+/// The answer to `GET PATH` on 127.0.0.1:`port` ("" when nothing answers).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 /// Whether the agent's log, from byte `from`, reports the apiserver refusing `verb` on
 /// `resource`.
 fn refused(node: &SimNode, from: usize, verb: &str, resource: &str) -> bool {
@@ -400,6 +437,25 @@ fn the_agent_converges_with_exactly_the_rbac_the_manifests_grant() {
     assert_eq!(
         finalizers(&k, &app),
         [format!("apiary.io/node-{}", node.name)]
+    );
+    // What the liveness probe reads: the agent's metrics (on a port of the test's own).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    node.kill9();
+    node.extra_args = vec!["--metrics".into(), format!("127.0.0.1:{port}")];
+    node.start(&k);
+    assert!(
+        eventually(30, || http_get(port, "/metrics")
+            .starts_with("HTTP/1.1 200")),
+        "no metrics on {port}:\n{}",
+        node.log_text()
+    );
+    assert!(
+        eventually(30, || converged(&k, &app, &node, 10)),
+        "not converged after the restart:\n{}",
+        node.log_text()
     );
     let (xdp, _) = node.programs(&app)["xdp_count"];
     let before = node.counter(xdp, 0);

@@ -11,9 +11,10 @@ use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, Deploymen
 /// Re-exported for the CLI's `--toleration` parser.
 pub use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource, Namespace,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, ServiceAccount, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    HostPathVolumeSource, Namespace, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccount,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -625,6 +626,7 @@ fn deployment(o: &Options) -> Deployment {
             }),
             ..SecurityContext::default()
         }),
+        volume_mounts: Some(vec![mount("tmp", "/tmp", None, false)]),
         resources: Some(ResourceRequirements {
             requests: Some(quantities(&[("cpu", "20m"), ("memory", "64Mi")])),
             limits: Some(quantities(&[("memory", "256Mi")])),
@@ -660,6 +662,15 @@ fn deployment(o: &Options) -> Deployment {
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![operator],
+                    // The root filesystem is read-only; a scratch /tmp is all it may write.
+                    volumes: Some(vec![Volume {
+                        name: "tmp".into(),
+                        empty_dir: Some(EmptyDirVolumeSource {
+                            size_limit: Some(Quantity("16Mi".into())),
+                            medium: None,
+                        }),
+                        ..Volume::default()
+                    }]),
                     ..PodSpec::default()
                 }),
             },

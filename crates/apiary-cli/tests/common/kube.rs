@@ -140,6 +140,8 @@ pub struct SimNode {
     pub apiary: Apiary,
     /// apiary's config file for the agent (`APIARY_CONFIG`: registries it may pull from).
     pub config: Option<PathBuf>,
+    /// More arguments for the agent, from its next start.
+    pub extra_args: Vec<String>,
     pub net: NetPair,
 }
 
@@ -186,6 +188,7 @@ impl SimNode {
             log,
             apiary,
             config: None,
+            extra_args: Vec::new(),
             net,
         };
         n.start(k);
@@ -218,6 +221,7 @@ impl SimNode {
             .arg(&self.kubeconfig)
             .arg("--socket")
             .arg(self.socket())
+            .args(&self.extra_args)
             .env("APIARY_STATE_DIR", self.apiary.state.path())
             .env("APIARY_BPFFS", &self.apiary.bpffs)
             .env_remove("APIARY_ENDPOINT")

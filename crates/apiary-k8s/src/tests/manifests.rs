@@ -211,7 +211,12 @@ fn the_operator_runs_unprivileged() {
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], OPERATOR);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert!(pod.get("hostNetwork").is_none() && pod.get("volumes").is_none());
+    assert!(pod.get("hostNetwork").is_none() && pod.get("hostPID").is_none());
+    // A scratch /tmp only, no host path.
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}])
+    );
     let sc = &pod["containers"][0]["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
