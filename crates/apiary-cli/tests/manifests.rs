@@ -476,6 +476,52 @@ fn the_agent_converges_with_exactly_the_rbac_the_manifests_grant() {
     );
     assert!(node.programs(&app).is_empty());
     assert!(state(&k, &app, &node).is_none());
+
+    // A namespaced application: its state object in its namespace, with the same rights.
+    let nsapp = format!("{app}-ns");
+    let _ns_cleanup = Cleanup {
+        k: &k,
+        apps: vec![nsapp.clone()],
+        namespace: Some(&ns),
+    };
+    let yaml = app_yaml(&nsapp, &sel, &obj, 10)
+        .replace("kind: ClusterBpfApplication", "kind: BpfApplication")
+        .replace(
+            &format!("  name: {nsapp}\n"),
+            &format!("  name: {nsapp}\n  namespace: {ns}\n"),
+        );
+    k.ok(&["apply", "-f", "-"], Some(&yaml));
+    let ns_state = || {
+        k.get_in(
+            "bpfapplicationstate",
+            &format!("{nsapp}-{}", node.name),
+            &ns,
+        )
+    };
+    assert!(
+        eventually(30, || ns_state()
+            .is_some_and(|s| condition(&s).0 == "Success")),
+        "no Success state for the namespaced application: {:?}\n{}",
+        ns_state(),
+        node.log_text()
+    );
+    k.ok(
+        &[
+            "delete",
+            "-n",
+            &ns,
+            "bpfapplication",
+            &nsapp,
+            "--wait=false",
+        ],
+        None,
+    );
+    assert!(
+        eventually(30, || k.get_in("bpfapplication", &nsapp, &ns).is_none()),
+        "the namespaced application was not released:\n{}",
+        node.log_text()
+    );
+    assert!(ns_state().is_none(), "its state object was left");
     assert!(
         !node.log_text().contains("forbidden"),
         "the agent was refused something:\n{}",
