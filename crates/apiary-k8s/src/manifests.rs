@@ -40,6 +40,8 @@ pub const CSI_DRIVER: &str = "csi.apiary.io";
 /// Where the agent serves the CSI socket (under /run/apiary, which is a host directory, so the
 /// path is the same for the kubelet on the host).
 pub const CSI_SOCKET: &str = "/run/apiary/csi/csi.sock";
+/// The directory of `CSI_SOCKET`, all the registrar sidecar sees of the host's /run.
+const CSI_SOCKET_DIR: &str = "/run/apiary/csi";
 /// The agent's Prometheus listener, on the host's loopback (the pod uses the host's network):
 /// the liveness probe reads it, so a hung runtime is restarted.
 pub const AGENT_METRICS_PORT: i32 = 9464;
@@ -513,6 +515,7 @@ fn daemon_set(o: &Options) -> DaemonSet {
     };
     let mut containers = vec![agent];
     if let Some(image) = &o.csi {
+        volumes.push(host_path("csi-socket", CSI_SOCKET_DIR, "DirectoryOrCreate"));
         volumes.push(host_path(
             "registration",
             &format!("{kubelet}/plugins_registry"),
@@ -585,8 +588,9 @@ fn registrar(image: &str) -> Container {
             }),
             ..SecurityContext::default()
         }),
+        // The CSI socket's directory only: not the daemon's socket beside it.
         volume_mounts: Some(vec![
-            mount("run", "/run/apiary", None, false),
+            mount("csi-socket", CSI_SOCKET_DIR, None, false),
             mount("registration", "/registration", None, false),
         ]),
         resources: Some(ResourceRequirements {

@@ -250,6 +250,14 @@ fn csi_adds_the_driver_object_and_the_registrar() {
         .unwrap()
         .iter()
         .any(|v| v["hostPath"]["path"] == "/var/lib/kubelet/plugins_registry"));
+    // It sees the CSI socket's directory, not the daemon's socket.
+    let paths: Vec<&str> = r["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    assert_eq!(paths, ["/run/apiary/csi", "/registration"]);
     assert!(pod["containers"][0]["args"]
         .as_array()
         .unwrap()
