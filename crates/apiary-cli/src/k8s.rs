@@ -1,7 +1,8 @@
 //! Kubernetes declarations on this host: `apiary apply -f` and `apiary delete -f` read
 //! BpfApplication / ClusterBpfApplication objects (apiary's group or bpfman-operator's) and
 //! converge this host with the same reconciler the node agent runs; `apiary get applications`
-//! lists what is applied; `apiary k8s crds` prints the CRDs for a cluster.
+//! lists what is applied; `apiary k8s crds` prints the CRDs for a cluster, `apiary k8s
+//! manifests` everything else it needs.
 
 use crate::output::Printer;
 use anyhow::{Context, Result};
@@ -47,6 +48,45 @@ pub enum K8sCmd {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Print everything a cluster needs as multi-document YAML (`| kubectl apply -f -`): the
+    /// namespace, the CRDs, a ServiceAccount with least-privilege RBAC per component, the agent
+    /// DaemonSet and the operator Deployment (and with --csi the CSIDriver and its registrar).
+    Manifests(ManifestArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ManifestArgs {
+    /// The image of the agent and the operator (holding `apiary` on PATH).
+    #[arg(long, default_value = apiary_k8s::manifests::DEFAULT_IMAGE)]
+    pub image: String,
+    /// The namespace the components run in (created).
+    #[arg(long, default_value = apiary_k8s::manifests::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Run the agent only on nodes with this label, KEY=VALUE (repeatable; default every
+    /// Linux node).
+    #[arg(long = "node-selector", value_parser = manifest_label)]
+    pub node_selector: Vec<(String, String)>,
+    /// A taint the agent tolerates, KEY[=VALUE][:EFFECT] (repeatable; default every taint,
+    /// so tainted nodes run it too).
+    #[arg(long = "toleration", value_parser = manifest_toleration)]
+    pub tolerations: Vec<apiary_k8s::manifests::Toleration>,
+    /// The kubelet's root directory on the nodes.
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: String,
+    /// Include the CSI driver: the CSIDriver object and the node-driver-registrar sidecar.
+    #[arg(long)]
+    pub csi: bool,
+    /// The node-driver-registrar image (with --csi).
+    #[arg(long, default_value = apiary_k8s::manifests::DEFAULT_REGISTRAR_IMAGE)]
+    pub registrar_image: String,
+}
+
+fn manifest_label(s: &str) -> Result<(String, String), String> {
+    apiary_k8s::manifests::parse_label(s).map_err(|e| e.to_string())
+}
+
+fn manifest_toleration(s: &str) -> Result<apiary_k8s::manifests::Toleration, String> {
+    apiary_k8s::manifests::parse_toleration(s).map_err(|e| e.to_string())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -74,6 +114,21 @@ pub fn run(cmd: K8sCmd) -> Result<()> {
             for n in names {
                 println!("{n} established");
             }
+            Ok(())
+        }
+        K8sCmd::Manifests(a) => {
+            let options = apiary_k8s::manifests::Options {
+                image: a.image,
+                namespace: a.namespace,
+                node_selector: a.node_selector.into_iter().collect(),
+                tolerations: a.tolerations,
+                kubelet_dir: a.kubelet_dir,
+                csi: a.csi.then_some(a.registrar_image),
+            };
+            let yaml = apiary_k8s::manifests::manifests(&options)
+                .map_err(invalid)?
+                .to_yaml()?;
+            print!("{yaml}");
             Ok(())
         }
     }

@@ -11,6 +11,7 @@ pub mod execute;
 pub mod facts;
 mod hooks;
 pub mod install;
+pub mod manifests;
 pub mod plan;
 pub mod validate;
 pub mod view;

@@ -488,4 +488,5 @@ pub fn stop_run(mut child: std::process::Child) -> Vec<Value> {
 
 // Daemons for tests, and daemon mode (APIARY_TEST_ENDPOINT_MODE=daemon): see daemon.rs.
 pub mod daemon;
+pub mod kube;
 pub mod pki;

@@ -3,6 +3,7 @@
 mod cel;
 mod crds;
 mod documents;
+mod manifests;
 mod plans;
 
 use crate::crd::ApplicationSpec;
