@@ -13,7 +13,7 @@ use common::*;
 use grpc::{client, rt};
 use serde_json::Value;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use tonic::Code;
 
