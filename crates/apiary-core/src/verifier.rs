@@ -361,9 +361,10 @@ pub fn diagnose(log: &str, tail_lines: usize) -> Diagnosis {
             Line::Other(l) => after.push(l),
         }
     }
-    let message = after
-        .first()
-        .map(|s| s.to_string())
+    // The error is sometimes followed by a line that explains it (`R1 offset is outside of the
+    // packet`, `R0 min value is outside of the allowed memory range`): keep both.
+    let message = (!after.is_empty())
+        .then(|| after.iter().take(3).copied().collect::<Vec<_>>().join("; "))
         .or_else(|| {
             lines
                 .iter()
@@ -514,7 +515,8 @@ mod tests {
         assert_eq!(d.insn_text, "r1 = *(u8 *)(r1 +23)");
         assert_eq!(
             d.message,
-            "invalid access to packet, off=23 size=1, R1(id=0,off=23,r=14)"
+            "invalid access to packet, off=23 size=1, R1(id=0,off=23,r=14); \
+             R1 offset is outside of the packet"
         );
         assert_eq!(
             d.source,

@@ -566,11 +566,8 @@ fn load_error(
         .map(|(_, s)| s.clone())
         .unwrap_or_default();
     let errno = errno_of(&e);
-    if let Some(log) = logcap::verifier_log(messages, 40) {
-        return KernelError::Verifier {
-            program,
-            verifier_log: log,
-        };
+    if let Some(log) = logcap::verifier_log_body(messages) {
+        return KernelError::verifier(program, log, 40);
     }
     let ty = ProgramType::from_section(&section);
     if errno == Some(libc::EPERM) {
