@@ -151,8 +151,9 @@ impl Hint {
 
 /// One line of the log, as the parser sees it.
 enum Line<'a> {
-    /// `; text @ file.c:LINE` (the kernel prints one before each new source line).
-    Source(Option<SourceLine>),
+    /// `; text @ file.c:LINE` (the kernel prints one before each new source line); read by
+    /// `source_comment` only for the line that matters, as logs run to a million lines.
+    Source(&'a str),
     /// `N: (op) text` with, after `;`, the state of the registers it wrote.
     Insn {
         idx: u32,
@@ -169,7 +170,7 @@ enum Line<'a> {
 fn classify(line: &str) -> Line<'_> {
     let l = line.trim_end();
     if let Some(rest) = l.strip_prefix(';') {
-        return Line::Source(source_comment(rest));
+        return Line::Source(rest);
     }
     if let Some(rest) = l.strip_prefix("from ") {
         // `from 44 to 20: R0=...`
@@ -224,17 +225,19 @@ fn classify(line: &str) -> Line<'_> {
 /// `text @ file.c:LINE` after the `;`; None for the compiler's line 0 (no source line) and for
 /// kernels that print the text without its place.
 fn source_comment(rest: &str) -> Option<SourceLine> {
+    source_parts(rest).map(|(text, file, line)| SourceLine {
+        file: file.to_string(),
+        line,
+        text: text.to_string(),
+    })
+}
+
+/// `source_comment` without allocating, for the pass over every line.
+fn source_parts(rest: &str) -> Option<(&str, &str, u32)> {
     let (text, place) = rest.rsplit_once(" @ ")?;
     let (file, line) = place.trim().rsplit_once(':')?;
     let line: u32 = line.parse().ok()?;
-    if line == 0 {
-        return None;
-    }
-    Some(SourceLine {
-        file: file.to_string(),
-        line,
-        text: text.trim().to_string(),
-    })
+    (line != 0).then_some((text.trim(), file, line))
 }
 
 /// Splits a state (`R0=map_value(id=1,map=m) R1_w=scalar() fp-8=mmmm????`) into its
@@ -318,45 +321,25 @@ fn registers_named(text: &str) -> Vec<String> {
 /// whole log). `tail_lines` is how many non-empty lines of it `log_tail` keeps.
 pub fn diagnose(log: &str, tail_lines: usize) -> Diagnosis {
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-    let mut source: Option<SourceLine> = None;
-    let mut known: Vec<(String, String)> = Vec::new();
-    let mut last_insn: Option<(u32, &str, Option<SourceLine>)> = None;
-    // The state of the registers before the last instruction, which the error is about.
-    let mut before_last: Vec<(String, String)> = Vec::new();
+    // One pass that only borrows: the last instruction (its line, index, text and source
+    // comment) and the lines after it. Register states are read afterwards, backwards.
+    let mut source: Option<&str> = None;
+    let mut last_insn: Option<(usize, u32, &str, Option<&str>)> = None;
     let mut after: Vec<&str> = Vec::new();
-    let set = |known: &mut Vec<(String, String)>, state: &str| {
-        for (reg, value) in registers_of(state) {
-            match known.iter_mut().find(|(r, _)| *r == reg) {
-                Some(slot) => slot.1 = value,
-                None => known.push((reg, value)),
-            }
-        }
-    };
-    for line in &lines {
+    for (pos, line) in lines.iter().enumerate() {
         match classify(line) {
             Line::Source(s) => {
                 // Line 0 means "no source line": the instructions after it still belong to
                 // the previous one as far as a reader is concerned.
-                if s.is_some() {
-                    source = s;
+                if source_parts(s).is_some() {
+                    source = Some(s);
                 }
             }
-            Line::Insn { idx, text, state } => {
-                before_last = known.clone();
-                last_insn = Some((idx, text, source.clone()));
-                after.clear();
-                // A call clobbers R1-R5; without this their stale values would be shown.
-                if text.starts_with("call ") {
-                    known.retain(|(r, _)| !matches!(r.as_str(), "R1" | "R2" | "R3" | "R4" | "R5"));
-                }
-                if let Some(s) = state {
-                    set(&mut known, s);
-                }
-            }
-            Line::State(s) => {
-                set(&mut known, s);
+            Line::Insn { idx, text, .. } => {
+                last_insn = Some((pos, idx, text, source));
                 after.clear();
             }
+            Line::State(_) => after.clear(),
             Line::Noise => {}
             Line::Other(l) => after.push(l),
         }
@@ -382,29 +365,27 @@ pub fn diagnose(log: &str, tail_lines: usize) -> Diagnosis {
             let d: String = r.chars().take_while(char::is_ascii_digit).collect();
             d.parse::<u32>().ok()
         });
-    let (insn, insn_text, source) = match last_insn {
+    let (insn, insn_text, source, insn_pos) = match last_insn {
         // Some rejections (the combined stack size) come after the whole program verified:
         // the log has no instructions left, and the last one seen is not the culprit.
-        Some((idx, text, src)) if !after.is_empty() || named_insn.is_some() => {
-            (Some(named_insn.unwrap_or(idx)), text.to_string(), src)
-        }
-        _ => (named_insn, String::new(), None),
+        Some((pos, idx, text, src)) if !after.is_empty() || named_insn.is_some() => (
+            Some(named_insn.unwrap_or(idx)),
+            text.to_string(),
+            src.and_then(source_comment),
+            Some(pos),
+        ),
+        _ => (named_insn, String::new(), None, None),
     };
     let mut names = registers_named(&message);
     if names.is_empty() {
         names = registers_named(&insn_text);
     }
     // R10 is always the frame pointer: it says nothing a reader needs.
-    let registers = names
-        .into_iter()
-        .filter(|n| n != "R10")
-        .filter_map(|n| {
-            before_last
-                .iter()
-                .find(|(r, _)| *r == n)
-                .map(|(r, v)| (r.clone(), v.clone()))
-        })
-        .collect();
+    names.retain(|n| n != "R10");
+    let registers = match insn_pos {
+        Some(pos) => last_states(&lines[..pos], &names),
+        None => Vec::new(),
+    };
     let hint = (!message.is_empty()).then(|| Hint::for_message(&message));
     let skip = lines.len().saturating_sub(tail_lines);
     let mut log_tail = String::new();
@@ -423,6 +404,44 @@ pub fn diagnose(log: &str, tail_lines: usize) -> Diagnosis {
         hint,
         log_tail,
     }
+}
+
+/// The last state the log shows for each of `names` before its end, searching backwards. A
+/// call clobbers R1-R5: a state from before one is stale, so the search for those stops there.
+fn last_states(lines: &[&str], names: &[String]) -> Vec<(String, String)> {
+    let mut found: Vec<Option<String>> = vec![None; names.len()];
+    let mut gone = vec![false; names.len()];
+    for line in lines.iter().rev() {
+        let (state, call) = match classify(line) {
+            Line::Insn { text, state, .. } => (state, text.starts_with("call ")),
+            Line::State(s) => (Some(s), false),
+            _ => continue,
+        };
+        if let Some(state) = state {
+            for (reg, value) in registers_of(state) {
+                if let Some(i) = names.iter().position(|n| *n == reg) {
+                    if found[i].is_none() && !gone[i] {
+                        found[i] = Some(value);
+                    }
+                }
+            }
+        }
+        if call {
+            for (i, n) in names.iter().enumerate() {
+                if matches!(n.as_str(), "R1" | "R2" | "R3" | "R4" | "R5") {
+                    gone[i] = true;
+                }
+            }
+        }
+        if found.iter().zip(&gone).all(|(f, g)| f.is_some() || *g) {
+            break;
+        }
+    }
+    names
+        .iter()
+        .zip(found)
+        .filter_map(|(n, v)| v.map(|v| (n.clone(), v)))
+        .collect()
 }
 
 impl Diagnosis {
