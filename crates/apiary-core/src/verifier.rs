@@ -444,7 +444,137 @@ fn last_states(lines: &[&str], names: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The first call from `program` to another BPF function, read from the object: where a
+/// rejection that names no instruction (the combined stack size of a call chain, checked after
+/// the whole program verified) comes from. Its C line comes from the object's `.BTF.ext` line
+/// info. None when the program makes no such call or the object lacks what is needed.
+pub fn call_site(object: &[u8], program: &str) -> Option<(u32, String, Option<SourceLine>)> {
+    use object::read::elf::ElfFile64;
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let mut storage = Vec::new();
+    let bytes = crate::elf::aligned(object, &mut storage);
+    let file = ElfFile64::<object::LittleEndian>::parse(bytes).ok()?;
+    let sym = file
+        .symbols()
+        .find(|s| s.kind() == object::SymbolKind::Text && s.name() == Ok(program))?;
+    let section = file.section_by_index(sym.section_index()?).ok()?;
+    let code = section.data().ok()?;
+    let start = usize::try_from(sym.address()).ok()?;
+    let end = start.checked_add(usize::try_from(sym.size()).ok()?)?;
+    let insns = code.get(start..end.min(code.len()))?;
+    // BPF_JMP | BPF_CALL with src_reg BPF_PSEUDO_CALL (1): a call to a function in the object.
+    let (i, insn) = insns
+        .chunks_exact(8)
+        .enumerate()
+        .find(|(_, b)| b[0] == 0x85 && b[1] >> 4 == 1)?;
+    let imm = i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]);
+    // The callee is named by a relocation (libbpf resolves it: the target instruction is the
+    // symbol's plus imm + 1); without one the offset is already final.
+    let at = (start + i * 8) as u64;
+    let callee = section
+        .relocations()
+        .find(|(off, _)| *off == at)
+        .and_then(|(_, r)| match r.target() {
+            object::RelocationTarget::Symbol(idx) => file.symbol_by_index(idx).ok(),
+            _ => None,
+        })
+        .and_then(|target| {
+            let insn = i64::try_from(target.address() / 8).ok()? + i64::from(imm) + 1;
+            let addr = u64::try_from(insn).ok()? * 8;
+            let callee_section = target.section_index()?;
+            file.symbols()
+                .find(|s| {
+                    s.kind() == object::SymbolKind::Text
+                        && s.section_index() == Some(callee_section)
+                        && s.address() == addr
+                })
+                .and_then(|s| s.name().ok().map(str::to_string))
+        });
+    let text = match callee {
+        Some(name) => format!("call {name}"),
+        None => format!("call pc{imm:+}"),
+    };
+    let idx = u32::try_from(i).ok()?;
+    let call_off = u32::try_from(start + i * 8).ok()?;
+    let section_name = section.name().ok()?;
+    let btf = file.section_by_name(".BTF").and_then(|s| s.data().ok());
+    let ext = file.section_by_name(".BTF.ext").and_then(|s| s.data().ok());
+    let source = match (btf, ext) {
+        (Some(btf), Some(ext)) => line_of(btf, ext, section_name, call_off),
+        _ => None,
+    };
+    Some((idx, text, source))
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// The source line of the instruction at byte `insn_off` of `section`, from `.BTF.ext`'s line
+/// info (records of insn_off, file_name_off, line_off, line_col, grouped by section name) and
+/// the `.BTF` strings the offsets point into.
+fn line_of(btf: &[u8], ext: &[u8], section: &str, insn_off: u32) -> Option<SourceLine> {
+    let btf_hdr = u32_at(btf, 4)? as usize;
+    let str_start = btf_hdr.checked_add(u32_at(btf, 16)? as usize)?;
+    let strings = btf.get(str_start..str_start.checked_add(u32_at(btf, 20)? as usize)?)?;
+    let string = |off: u32| -> Option<&str> {
+        let rest = strings.get(off as usize..)?;
+        let end = rest.iter().position(|b| *b == 0)?;
+        std::str::from_utf8(&rest[..end]).ok()
+    };
+    let ext_hdr = u32_at(ext, 4)? as usize;
+    let li_start = ext_hdr.checked_add(u32_at(ext, 16)? as usize)?;
+    let li = ext.get(li_start..li_start.checked_add(u32_at(ext, 20)? as usize)?)?;
+    let rec = u32_at(li, 0)? as usize;
+    if rec < 16 {
+        return None;
+    }
+    let mut pos = 4;
+    while pos + 8 <= li.len() {
+        let name = string(u32_at(li, pos)?);
+        let n = u32_at(li, pos + 4)? as usize;
+        let records = li.get(pos + 8..pos + 8 + n.checked_mul(rec)?)?;
+        pos += 8 + n * rec;
+        if name != Some(section) {
+            continue;
+        }
+        // Records are in instruction order: the last one at or before the call, with a line.
+        let mut best = None;
+        for r in records.chunks_exact(rec) {
+            let off = u32_at(r, 0)?;
+            if off > insn_off {
+                break;
+            }
+            let line = u32_at(r, 12)? >> 10;
+            if line != 0 {
+                best = Some((u32_at(r, 4)?, u32_at(r, 8)?, line));
+            }
+        }
+        let (file, text, line) = best?;
+        let file = string(file)?;
+        return Some(SourceLine {
+            file: file.rsplit('/').next().unwrap_or(file).to_string(),
+            line,
+            text: string(text)?.trim().to_string(),
+        });
+    }
+    None
+}
+
 impl Diagnosis {
+    /// For a stack-size rejection, which names no instruction: point at `program`'s first call
+    /// into another function of `object`, the call that stacks the frames.
+    pub fn place_stack_error(&mut self, object: &[u8], program: &str) {
+        if self.insn.is_some() || self.hint != Some(Hint::StackLimit) {
+            return;
+        }
+        if let Some((insn, text, source)) = call_site(object, program) {
+            self.insn = Some(insn);
+            self.insn_text = text;
+            self.source = source;
+        }
+    }
     /// The summary a person reads first, one fact a line, indented under an error's heading:
     /// where (source), what (instruction, message), with what (registers), and what to do.
     pub fn summary(&self) -> String {
@@ -574,6 +704,24 @@ mod tests {
             d.one_line(),
             format!("{} ({})", Hint::StackLimit.text(), d.message)
         );
+    }
+
+    #[test]
+    fn a_stack_error_is_placed_at_the_call_from_the_object() {
+        let object = std::fs::read(apiary_fixtures::object("verifier_stack")).expect("fixture");
+        let mut d = diagnose(STACK, 40);
+        d.place_stack_error(&object, "record_packet");
+        assert_eq!(
+            d.source,
+            src("verifier_stack.bpf.c", 30, "save_copy(1, &r);")
+        );
+        assert_eq!(d.insn_text, "call save_copy");
+        assert!(d.insn.is_some());
+        // Another cause is left as the verifier placed it.
+        let mut n = diagnose(NULL, 40);
+        let before = n.clone();
+        n.place_stack_error(&object, "record_packet");
+        assert_eq!(n, before);
     }
 
     #[test]
