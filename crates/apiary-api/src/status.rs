@@ -63,7 +63,10 @@ pub fn to_status(e: &Error) -> Status {
         program, diagnosis, ..
     }) = e
     {
-        let v = crate::convert::verifier_to_pb(program, diagnosis);
+        let mut v = crate::convert::verifier_to_pb(program, diagnosis);
+        // The message already ends with the log tail, and a client accepts 16 kB of headers
+        // and trailers in all (hyper's default): the tail is not sent twice.
+        v.log_tail.clear();
         status.metadata_mut().insert_bin(
             VERIFIER_DETAIL_KEY,
             tonic::metadata::MetadataValue::from_bytes(&v.encode_to_vec()),
@@ -111,7 +114,12 @@ pub fn from_status(s: &Status, endpoint: &str) -> Error {
         .and_then(|v| v.to_bytes().ok())
         .and_then(|b| pb::VerifierDiagnosis::decode(b.as_ref()).ok());
     if let (Code::InvalidArgument, Some(v)) = (s.code(), verifier) {
-        let (program, diagnosis) = crate::convert::verifier_from_pb(v);
+        let (program, mut diagnosis) = crate::convert::verifier_from_pb(v);
+        if diagnosis.log_tail.is_empty() {
+            if let Some((_, tail)) = msg.split_once("\nverifier log:\n") {
+                diagnosis.log_tail = tail.to_string();
+            }
+        }
         return Error::Kernel(KernelError::Verifier {
             program,
             verifier_log: diagnosis.log_tail.clone(),
