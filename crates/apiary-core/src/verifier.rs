@@ -188,6 +188,8 @@ fn classify(line: &str) -> Line<'_> {
         "func#",
         "Live regs",
         "returning from callee",
+        "caller:",
+        "callee:",
         "to caller at",
         "SCC ",
         "-- END PROG LOAD LOG --",
@@ -758,6 +760,17 @@ mod tests {
         assert_eq!(d.hint, Some(Hint::Generic));
         assert_eq!(d.source, None);
         assert_eq!(d.one_line(), "insn 1: R0 invalid mem access 'scalar'");
+    }
+
+    #[test]
+    fn frames_printed_at_a_call_are_not_the_error() {
+        // At a bpf-to-bpf call the kernel prints both frames; the error comes after.
+        let log = "0: R1=ctx() R10=fp0\n; return helper(ctx); @ p.bpf.c:9\n3: (85) call pc+2\ncaller:\n R10=fp0\ncallee:\n frame1: R1=ctx() R10=fp0\n6: frame1: R1=ctx() R10=fp0\n; return *(int *)0; @ p.bpf.c:4\n6: (61) r0 = *(u32 *)(r1 +999)\ninvalid bpf_context access off=999 size=4\nprocessed 3 insns\n";
+        let d = diagnose(log, 40);
+        assert_eq!(d.insn, Some(6));
+        assert_eq!(d.message, "invalid bpf_context access off=999 size=4");
+        assert_eq!(d.source, src("p.bpf.c", 4, "return *(int *)0;"));
+        assert_eq!(d.registers, vec![("R1".into(), "ctx()".into())]);
     }
 
     #[test]
