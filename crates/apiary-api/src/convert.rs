@@ -9,6 +9,7 @@
 use crate::pb;
 use apiary::chain::{ChainMemberView, ChainView};
 use apiary::core::chain::ChainKind;
+use apiary::core::verifier::{Diagnosis, Hint, SourceLine};
 use apiary::core::Hook;
 use apiary::core::{AttachSpec, LinkId, ProgramId, TcDirection};
 use apiary::kernel::sys::{MapInfo, ProgInfo};
@@ -634,6 +635,56 @@ pub fn raw_globals_from_proto(g: Vec<pb::RawGlobal>) -> Vec<(String, Vec<u8>)> {
 
 pub fn typed_globals_from_proto(g: Vec<pb::TypedGlobal>) -> Vec<(String, String)> {
     g.into_iter().map(|g| (g.name, g.value)).collect()
+}
+
+// ------------------------------------------------------------------------ verifier diagnoses
+
+/// A verifier rejection for the `apiary-verifier-bin` trailer (see status.rs).
+pub fn verifier_to_pb(program: &str, d: &Diagnosis) -> pb::VerifierDiagnosis {
+    pb::VerifierDiagnosis {
+        program: program.to_string(),
+        insn: d.insn,
+        insn_text: d.insn_text.clone(),
+        message: d.message.clone(),
+        source: d.source.as_ref().map(|s| pb::VerifierSourceLine {
+            file: s.file.clone(),
+            line: s.line,
+            text: s.text.clone(),
+        }),
+        registers: d
+            .registers
+            .iter()
+            .map(|(name, state)| pb::VerifierRegister {
+                name: name.clone(),
+                state: state.clone(),
+            })
+            .collect(),
+        hint: d.hint.map(|h| h.name().to_string()).unwrap_or_default(),
+        log_tail: d.log_tail.clone(),
+    }
+}
+
+/// The program name and the diagnosis back. A hint this client does not know (a newer
+/// daemon's) reads as the generic one rather than as none: the server did recognise a cause.
+pub fn verifier_from_pb(v: pb::VerifierDiagnosis) -> (String, Diagnosis) {
+    let hint = match v.hint.as_str() {
+        "" => None,
+        name => Some(Hint::from_name(name).unwrap_or(Hint::Generic)),
+    };
+    let d = Diagnosis {
+        insn: v.insn,
+        insn_text: v.insn_text,
+        message: v.message,
+        source: v.source.map(|s| SourceLine {
+            file: s.file,
+            line: s.line,
+            text: s.text,
+        }),
+        registers: v.registers.into_iter().map(|r| (r.name, r.state)).collect(),
+        hint,
+        log_tail: v.log_tail,
+    };
+    (v.program, d)
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@ use tonic::{Code, Status};
 /// Trailer carrying an `ErrorDetail` on every error status.
 pub const ERROR_DETAIL_KEY: &str = "apiary-error-bin";
 
+/// Trailer carrying a `VerifierDiagnosis` on the status of a verifier rejection.
+pub const VERIFIER_DETAIL_KEY: &str = "apiary-verifier-bin";
+
 /// `kind` in an ErrorDetail for kernel objects (KernelError::NotFound).
 const KERNEL_OBJECT: &str = "kernel object";
 
@@ -56,6 +59,19 @@ pub fn to_status(e: &Error) -> Status {
         ERROR_DETAIL_KEY,
         tonic::metadata::MetadataValue::from_bytes(&detail.encode_to_vec()),
     );
+    if let Error::Kernel(KernelError::Verifier {
+        program, diagnosis, ..
+    }) = e
+    {
+        let mut v = crate::convert::verifier_to_pb(program, diagnosis);
+        // The message already ends with the log tail, and a client accepts 16 kB of headers
+        // and trailers in all (hyper's default): the tail is not sent twice.
+        v.log_tail.clear();
+        status.metadata_mut().insert_bin(
+            VERIFIER_DETAIL_KEY,
+            tonic::metadata::MetadataValue::from_bytes(&v.encode_to_vec()),
+        );
+    }
     status
 }
 
@@ -90,6 +106,26 @@ pub fn from_status(s: &Status, endpoint: &str) -> Error {
             .unwrap_or(code),
         message: msg.clone(),
     };
+    // A verifier rejection becomes the same kernel error as in-process, so it prints the same
+    // summary and keeps its structure for callers (the Kubernetes agent's status).
+    let verifier = s
+        .metadata()
+        .get_bin(VERIFIER_DETAIL_KEY)
+        .and_then(|v| v.to_bytes().ok())
+        .and_then(|b| pb::VerifierDiagnosis::decode(b.as_ref()).ok());
+    if let (Code::InvalidArgument, Some(v)) = (s.code(), verifier) {
+        let (program, mut diagnosis) = crate::convert::verifier_from_pb(v);
+        if diagnosis.log_tail.is_empty() {
+            if let Some((_, tail)) = msg.split_once("\nverifier log:\n") {
+                diagnosis.log_tail = tail.to_string();
+            }
+        }
+        return Error::Kernel(KernelError::Verifier {
+            program,
+            verifier_log: diagnosis.log_tail.clone(),
+            diagnosis: Box::new(diagnosis),
+        });
+    }
     match s.code() {
         Code::InvalidArgument => remote(ErrorCode::InvalidArgument),
         Code::FailedPrecondition => remote(ErrorCode::FailedPrecondition),
@@ -206,10 +242,7 @@ mod tests {
         let back = from_status(&s, "x");
         assert_eq!(back.to_string(), e.to_string());
         assert_eq!(back.code(), ErrorCode::Unimplemented);
-        let v = Error::Kernel(KernelError::Verifier {
-            program: "p".into(),
-            verifier_log: "R0 !read_ok".into(),
-        });
+        let v = Error::Kernel(KernelError::verifier("p", "R0 !read_ok", 40));
         assert_eq!(to_status(&v).code(), Code::InvalidArgument);
         assert_eq!(through(v).code(), ErrorCode::Rejected);
         for code in apiary::ERROR_CODES {
@@ -228,6 +261,34 @@ mod tests {
         // A status from a server that sends no details is classed by its code.
         let plain = from_status(&Status::permission_denied("no"), "x");
         assert_eq!(plain.code(), ErrorCode::PermissionDenied);
+    }
+
+    #[test]
+    fn a_verifier_rejection_keeps_its_structure() {
+        let log = "0: R1=ctx() R10=fp0\n; __u64 *v = bpf_map_lookup_elem(&m, &k); @ p.bpf.c:9\n6: (85) call bpf_map_lookup_elem#1    ; R0=map_value_or_null(id=1,map=m,ks=4,vs=8)\n; return *v; @ p.bpf.c:10\n7: (79) r0 = *(u64 *)(r0 +0)\nR0 invalid mem access 'map_value_or_null'\nprocessed 7 insns (limit 1000000)\n";
+        let e = Error::Kernel(KernelError::verifier("count", log, 40));
+        let back = through(Error::Kernel(KernelError::verifier("count", log, 40)));
+        assert_eq!(back.to_string(), e.to_string());
+        assert_eq!(back.code(), ErrorCode::Rejected);
+        let Error::Kernel(KernelError::Verifier {
+            program, diagnosis, ..
+        }) = back
+        else {
+            panic!("not a verifier error: {back:?}");
+        };
+        assert_eq!(program, "count");
+        let Error::Kernel(KernelError::Verifier {
+            diagnosis: want, ..
+        }) = e
+        else {
+            unreachable!()
+        };
+        assert_eq!(diagnosis, want);
+        assert_eq!(diagnosis.insn, Some(7));
+        assert_eq!(
+            diagnosis.source.map(|s| (s.line, s.text)),
+            Some((10, "return *v;".to_string()))
+        );
     }
 
     #[test]

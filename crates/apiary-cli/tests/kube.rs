@@ -221,10 +221,14 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
     );
     k.ok(&["apply", "-f", "-"], Some(&bad_yaml));
     let verifier = "outside of the allowed memory range";
+    // Where, then why: the C line (from the object's BTF line info) before the verifier's words.
+    let place = "bad_verifier.bpf.c:18: ";
     assert!(
         eventually(30, || state(&k, &bad, &nodes[0])
             .map(|s| condition(&s))
-            .is_some_and(|(t, m)| t == "Error" && m.contains(verifier))),
+            .is_some_and(|(t, m)| t == "Error"
+                && m.contains(place)
+                && m.contains(verifier))),
         "no verifier error: {:?}",
         state(&k, &bad, &nodes[0])
     );

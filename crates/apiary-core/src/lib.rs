@@ -17,6 +17,7 @@ pub mod program;
 pub mod strip;
 pub mod types;
 pub mod usdt;
+pub mod verifier;
 
 pub use attach::{
     AttachSpec, CgroupDirection, NetfilterFamily, NetfilterHook, TcDirection, XdpMode,

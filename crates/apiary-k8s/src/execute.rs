@@ -275,7 +275,7 @@ fn load(
     let together = load_some(api, plan, missing, owner, meta);
     match together {
         Ok(views) => pair(missing, views),
-        Err(e) if missing.len() == 1 => vec![(missing[0].name.clone(), Err(key_line(&e)))],
+        Err(e) if missing.len() == 1 => vec![(missing[0].name.clone(), Err(error_line(&e)))],
         Err(_) => {
             let mut out = Vec::new();
             let mut owner = owner;
@@ -285,7 +285,7 @@ fn load(
                         owner = owner.or(views.first().and_then(|v| v.id));
                         out.extend(pair(&[*d], views));
                     }
-                    Err(e) => out.push((d.name.clone(), Err(key_line(&e)))),
+                    Err(e) => out.push((d.name.clone(), Err(error_line(&e)))),
                 }
             }
             out
@@ -381,7 +381,7 @@ fn attach_missing(
                 changes.attached += 1;
                 links.push(link_state(l, Ok(&view)));
             }
-            Err(e) => links.push(link_state(l, Err(key_line(&e)))),
+            Err(e) => links.push(link_state(l, Err(error_line(&e)))),
         }
     }
     for pr in &d.problems {
@@ -460,6 +460,22 @@ fn failed(d: &DesiredProgram, message: String) -> ProgramState {
         program_link_status: ProgramLinkStatus::Error,
         message: Some(message),
         links: Vec::new(),
+    }
+}
+
+/// An apiary error in one line a status can carry. A verifier rejection reads as where and
+/// why: `prog.bpf.c:23: <hint> (<verifier message>)` (apiary_core::verifier).
+pub fn error_line(e: &apiary::Error) -> String {
+    match e {
+        apiary::Error::Kernel(apiary::kernel::KernelError::Verifier {
+            program, diagnosis, ..
+        }) if !diagnosis.message.is_empty() => {
+            format!(
+                "the verifier rejected program {program:?}: {}",
+                diagnosis.one_line()
+            )
+        }
+        _ => key_line(e),
     }
 }
 

@@ -504,18 +504,7 @@ fn load_program(comp: &Composition, p: usize, fds: &[i32], slots: &[ChainSlot]) 
     };
     let verified = error.raw_os_error() != Some(libc::EACCES) && reason.is_none_or(|l| is_trace(l));
     if !lines.is_empty() && !verified {
-        let skip = lines.len().saturating_sub(LOG_LINES);
-        let mut verifier_log = String::new();
-        if skip > 0 {
-            verifier_log.push_str(&format!(
-                "... ({skip} earlier lines of the verifier log omitted)\n"
-            ));
-        }
-        verifier_log.push_str(&lines[skip..].join("\n"));
-        return Err(KernelError::Verifier {
-            program,
-            verifier_log,
-        });
+        return Err(KernelError::verifier(program, &text, LOG_LINES));
     }
     let hint = if error.raw_os_error() == Some(libc::EINVAL) {
         Some(

@@ -35,10 +35,13 @@ pub enum KernelError {
     #[error("map {name:?}: {reason}")]
     MapReuse { name: String, reason: String },
 
-    #[error("the verifier rejected program {program:?}:\n{verifier_log}")]
+    /// `verifier_log` is the raw log's tail; `diagnosis` reads the whole log (see
+    /// apiary_core::verifier), and is what a person sees first.
+    #[error("the verifier rejected program {program:?}\n{}verifier log:\n{verifier_log}", .diagnosis.summary())]
     Verifier {
         program: String,
         verifier_log: String,
+        diagnosis: Box<apiary_core::verifier::Diagnosis>,
     },
 
     #[error("loading program {program:?} failed: {error}{}", hint_suffix(.hint))]
@@ -117,6 +120,16 @@ impl KernelError {
         KernelError::Syscall {
             call: call.into(),
             error: source,
+        }
+    }
+
+    /// A verifier rejection, from the whole log (the error keeps its last `tail_lines`).
+    pub fn verifier(program: impl Into<String>, log: &str, tail_lines: usize) -> Self {
+        let diagnosis = apiary_core::verifier::diagnose(log, tail_lines);
+        KernelError::Verifier {
+            program: program.into(),
+            verifier_log: diagnosis.log_tail.clone(),
+            diagnosis: Box::new(diagnosis),
         }
     }
 

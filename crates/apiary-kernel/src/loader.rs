@@ -379,7 +379,7 @@ pub(crate) fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<(LoadedObjec
         Ok(o) => o,
         Err(e) => {
             let messages = logcap::take();
-            return Err(load_error(e, &messages, &wanted, &available));
+            return Err(load_error(e, &messages, &wanted, &available, req.object));
         }
     };
     logcap::take();
@@ -551,6 +551,7 @@ fn load_error(
     messages: &str,
     wanted: &[String],
     available: &[(String, String)],
+    object: &[u8],
 ) -> KernelError {
     // Which program failed: libbpf names it in "prog 'NAME': ..." lines.
     let program = messages
@@ -566,11 +567,16 @@ fn load_error(
         .map(|(_, s)| s.clone())
         .unwrap_or_default();
     let errno = errno_of(&e);
-    if let Some(log) = logcap::verifier_log(messages, 40) {
-        return KernelError::Verifier {
-            program,
-            verifier_log: log,
-        };
+    if let Some(log) = logcap::verifier_log_body(messages) {
+        let mut e = KernelError::verifier(program, log, 40);
+        // A stack-size rejection names no instruction; the object shows the call behind it.
+        if let KernelError::Verifier {
+            program, diagnosis, ..
+        } = &mut e
+        {
+            diagnosis.place_stack_error(object, program);
+        }
+        return e;
     }
     let ty = ProgramType::from_section(&section);
     if errno == Some(libc::EPERM) {

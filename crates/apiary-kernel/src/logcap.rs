@@ -137,27 +137,23 @@ pub(crate) fn take() -> String {
     std::mem::take(&mut *BUF.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// Pull the verifier log out of libbpf's messages and keep its useful tail: the verifier puts
-/// the reason for a rejection at the end, after the instruction trace.
-pub(crate) fn verifier_log(messages: &str, max_lines: usize) -> Option<String> {
+/// The verifier log inside libbpf's messages (between its BEGIN/END PROG LOAD LOG markers),
+/// whole: the diagnosis reads all of it, the error keeps its tail.
+pub(crate) fn verifier_log_body(messages: &str) -> Option<&str> {
     let start = messages.find("-- BEGIN PROG LOAD LOG --")?;
     let rest = &messages[start..];
     let body_start = rest.find('\n').map(|i| i + 1).unwrap_or(rest.len());
     let end = rest.find("-- END PROG LOAD LOG --").unwrap_or(rest.len());
     let body = rest.get(body_start..end.max(body_start)).unwrap_or("");
-    let lines: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return None;
-    }
-    let skip = lines.len().saturating_sub(max_lines);
-    let mut out = String::new();
-    if skip > 0 {
-        out.push_str(&format!(
-            "... ({skip} earlier lines of the verifier log omitted)\n"
-        ));
-    }
-    out.push_str(&lines[skip..].join("\n"));
-    Some(out)
+    body.lines().any(|l| !l.trim().is_empty()).then_some(body)
+}
+
+/// Pull the verifier log out of libbpf's messages and keep its useful tail: the verifier puts
+/// the reason for a rejection at the end, after the instruction trace.
+#[cfg(test)]
+pub(crate) fn verifier_log(messages: &str, max_lines: usize) -> Option<String> {
+    let body = verifier_log_body(messages)?;
+    Some(apiary_core::verifier::diagnose(body, max_lines).log_tail)
 }
 
 /// The last libbpf error line mentioning `needle`, used when there is no verifier log.

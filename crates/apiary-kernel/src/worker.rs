@@ -714,6 +714,7 @@ enum WireError {
     Verifier {
         program: String,
         verifier_log: String,
+        diagnosis: Box<apiary_core::verifier::Diagnosis>,
     },
     Load {
         program: String,
@@ -818,9 +819,11 @@ impl WireError {
             K::Verifier {
                 program,
                 verifier_log,
+                diagnosis,
             } => WireError::Verifier {
                 program: program.clone(),
                 verifier_log: verifier_log.clone(),
+                diagnosis: diagnosis.clone(),
             },
             K::Load {
                 program,
@@ -910,9 +913,11 @@ impl WireError {
             WireError::Verifier {
                 program,
                 verifier_log,
+                diagnosis,
             } => K::Verifier {
                 program,
                 verifier_log,
+                diagnosis,
             },
             WireError::Load {
                 program,
@@ -963,10 +968,11 @@ mod tests {
                 path: "x.o".into(),
                 reason: "elf: \u{FFFD} bad".into(),
             },
-            KernelError::Verifier {
-                program: "p".into(),
-                verifier_log: "0: (b7) r0 = 0\nR0 !read_ok".into(),
-            },
+            KernelError::verifier(
+                "p",
+                "0: (b7) r0 = 0\n; x = 1; @ p.bpf.c:3\n1: (79) r1 = *(u64 *)(r0 +0)\nR0 !read_ok",
+                40,
+            ),
             KernelError::Load {
                 program: "p".into(),
                 error: io::Error::from_raw_os_error(libc::EPERM),

@@ -744,6 +744,7 @@ fn verifier_rejection_names_the_slot() {
         KernelError::Verifier {
             program,
             verifier_log,
+            ..
         } => {
             assert!(program.contains("slot 1 (bad)"), "{program}");
             assert!(

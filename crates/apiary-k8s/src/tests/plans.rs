@@ -400,3 +400,16 @@ fn key_line_keeps_what_the_verifier_objected_to() {
     );
     assert_eq!(crate::execute::key_line(&"one line"), "one line");
 }
+
+#[test]
+fn a_verifier_rejection_reads_as_where_and_why() {
+    let log = "; __u64 *v = bpf_map_lookup_elem(&m, &k); @ prog.bpf.c:22\n6: (85) call bpf_map_lookup_elem#1    ; R0=map_value_or_null(id=1,map=m,ks=4,vs=8)\n; return *v + 1; @ prog.bpf.c:23\n7: (61) r0 = *(u32 *)(r0 +0)\nR0 invalid mem access 'map_value_or_null'\nprocessed 7 insns (limit 1000000)\n";
+    let e = apiary::Error::Kernel(apiary::kernel::KernelError::verifier("f", log, 40));
+    assert_eq!(
+        crate::execute::error_line(&e),
+        "the verifier rejected program \"f\": prog.bpf.c:23: check the value returned by \
+         bpf_map_lookup_elem for NULL before using it (R0 invalid mem access 'map_value_or_null')"
+    );
+    let other = apiary::Error::InvalidArgument("bad global".into());
+    assert_eq!(crate::execute::error_line(&other), other.to_string());
+}
