@@ -146,3 +146,17 @@ pub fn run(cfg: CsiConfig, api: Arc<dyn apiary::Api>) -> Result<(), CsiError> {
         serve(cfg, api, stop).await
     })
 }
+
+/// Serve beside other work on the current runtime (the node agent's); `on_error` is called if
+/// the plugin cannot start or stops, so the caller decides what that means for its process.
+pub fn spawn(
+    cfg: CsiConfig,
+    api: Arc<dyn apiary::Api>,
+    on_error: impl FnOnce(CsiError) + Send + 'static,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = serve(cfg, api, std::future::pending()).await {
+            on_error(e);
+        }
+    });
+}
