@@ -112,20 +112,29 @@ pub async fn serve(
     let listener = bind(&path)?;
     tracing::info!(socket = %path.display(), driver = DRIVER_NAME, "csi: serving");
     let svc = service::Service(plugin);
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(pb::identity_server::IdentityServer::new(svc.clone()))
         .add_service(pb::node_server::NodeServer::new(svc))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            stop,
-        )
-        .await;
+        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
+    // Stop at once, not gracefully: a graceful stop waits for every client to hang up, and
+    // the kubelet keeps its connection open for as long as it runs.
+    let result = tokio::select! {
+        r = server => r.map_err(|e| CsiError::Worker(format!("the CSI server stopped: {e}"))),
+        _ = stop => Ok(()),
+    };
     let _ = std::fs::remove_file(&path);
-    result.map_err(|e| CsiError::Worker(format!("the CSI server stopped: {e}")))
+    result
 }
 
-/// `apiary csi`: serve on a runtime of its own until SIGTERM or SIGINT.
+/// `apiary csi`: serve on a runtime of its own until SIGTERM or SIGINT. Like the daemon, it
+/// ignores SIGPIPE for the whole process: the CLI restores its default disposition, and a
+/// client hanging up while the server writes (a readiness probe that only connects) would end
+/// the plugin without a word.
 pub fn run(cfg: CsiConfig, api: Arc<dyn apiary::Api>) -> Result<(), CsiError> {
+    // SAFETY: setting a signal's disposition to a constant.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -24,6 +24,8 @@ use std::sync::Mutex;
 
 const RECORD: &str = "volume.json";
 const INSTANCE: &str = "bpffs";
+/// The directory of the instance that the target shows (bpffs names have no dots).
+const SHOWN: &str = "volume";
 
 /// A publish request, checked.
 #[derive(Debug, Clone)]
@@ -262,6 +264,14 @@ impl Volumes {
         mount(Some("bpf"), &instance, Some("bpf"), flags, None::<&str>)
             .map_err(|e| CsiError::errno("mount bpffs on", &instance, e))?;
         steps.push(Undo::Unmount(instance.clone()));
+        // A new instance starts with the kernel's preloaded iterators (maps.debug,
+        // progs.debug, which list every map and program of the host and cannot be removed):
+        // the pins go in a directory of the instance, and only that is shown to the pod.
+        let shown = instance.join(SHOWN);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&shown)
+            .map_err(|e| CsiError::io("create", &shown, e))?;
         let gid = p.group.map(Gid::from_raw);
         let pin_mode = match (p.group.is_some(), p.readonly) {
             (true, false) => 0o660,
@@ -284,15 +294,15 @@ impl Volumes {
                     m.name, m.kernel_id, info.name
                 )));
             }
-            let pin = instance.join(&m.name);
+            let pin = shown.join(&m.name);
             sys::pin(fd.as_fd(), &pin)?;
             chown(&pin, Some(Uid::from_raw(0)), gid)
                 .map_err(|e| CsiError::errno("chown", &pin, e))?;
             set_mode(&pin, pin_mode)?;
         }
-        chown(&instance, Some(Uid::from_raw(0)), gid)
-            .map_err(|e| CsiError::errno("chown", &instance, e))?;
-        set_mode(&instance, 0o750)?;
+        chown(&shown, Some(Uid::from_raw(0)), gid)
+            .map_err(|e| CsiError::errno("chown", &shown, e))?;
+        set_mode(&shown, 0o750)?;
         // The target: kubelet makes its parent; the plugin makes the directory itself.
         if !p.target.exists() {
             mkdir(&p.target, 0o750, &mut steps)?;
@@ -302,7 +312,7 @@ impl Volumes {
             .map_err(|e| CsiError::Worker(format!("cannot encode the volume record: {e}")))?;
         std::fs::write(&record, text).map_err(|e| CsiError::io("write", &record, e))?;
         steps.push(Undo::RemoveFile(record));
-        mount(Some(&instance), &p.target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        mount(Some(&shown), &p.target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(|e| CsiError::errno("bind-mount onto", &p.target, e))?;
         steps.push(Undo::Unmount(p.target.clone()));
         // A bind mount takes its own flags only on a remount.
