@@ -76,7 +76,8 @@ impl Plugin {
             .spawn()
             .expect("start apiary csi");
         assert!(
-            eventually(20, || std::os::unix::net::UnixStream::connect(&socket).is_ok()),
+            eventually(20, || std::os::unix::net::UnixStream::connect(&socket)
+                .is_ok()),
             "the plugin did not listen: {}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
@@ -108,10 +109,7 @@ impl Plugin {
 
     /// A target as the kubelet names it, with its parent made (the kubelet's part).
     fn target(&self, pod: &str) -> PathBuf {
-        let parent = self
-            .pods()
-            .join(pod)
-            .join("volumes/kubernetes.io~csi/maps");
+        let parent = self.pods().join(pod).join("volumes/kubernetes.io~csi/maps");
         std::fs::create_dir_all(&parent).expect("target parent");
         parent.join("mount")
     }
@@ -284,11 +282,19 @@ fn published_map_is_read_by_a_non_root_member_of_the_fs_group() {
     plugin
         .publish(request("vol-a", &target, &attrs))
         .expect("publish is idempotent");
-    assert_eq!(mount_options(&target).as_deref().map(|o| o.starts_with("rw")), Some(true));
+    assert_eq!(
+        mount_options(&target)
+            .as_deref()
+            .map(|o| o.starts_with("rw")),
+        Some(true)
+    );
 
     let pin = target.join("packets");
     let md = std::fs::metadata(&pin).expect("the map is pinned at the target");
-    assert_eq!((md.uid(), md.gid(), md.mode() & 0o777), (0, FS_GROUP, 0o660));
+    assert_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o777),
+        (0, FS_GROUP, 0o660)
+    );
     // The volume holds the requested map and nothing else.
     let names: Vec<String> = std::fs::read_dir(&target)
         .unwrap()
@@ -312,8 +318,13 @@ fn published_map_is_read_by_a_non_root_member_of_the_fs_group() {
     assert!(denied.contains("Permission denied"), "{denied}");
 
     plugin.unpublish("vol-a", &target).expect("unpublish");
-    plugin.unpublish("vol-a", &target).expect("unpublish is idempotent");
-    assert_eq!(mounts_under(&[plugin.dir.path(), a.state.path()]), Vec::<String>::new());
+    plugin
+        .unpublish("vol-a", &target)
+        .expect("unpublish is idempotent");
+    assert_eq!(
+        mounts_under(&[plugin.dir.path(), a.state.path()]),
+        Vec::<String>::new()
+    );
     assert!(!target.exists(), "the target directory is removed");
     assert!(volume_dirs(&a).is_empty(), "no instance or record is left");
 
@@ -325,13 +336,21 @@ fn published_map_is_read_by_a_non_root_member_of_the_fs_group() {
     let pin = ro_target.join("packets");
     let md = std::fs::metadata(&pin).expect("pinned");
     assert_eq!((md.gid(), md.mode() & 0o777), (FS_GROUP, 0o440));
-    assert_eq!(mount_options(&ro_target).as_deref().map(|o| o.starts_with("ro")), Some(true));
+    assert_eq!(
+        mount_options(&ro_target)
+            .as_deref()
+            .map(|o| o.starts_with("ro")),
+        Some(true)
+    );
     let dumped = a.counter(&format!("{id}:packets"), 0);
     assert_eq!(read_as(NOBODY, FS_GROUP, &pin, "ro", &reader), Ok(dumped));
     let denied = read_as(NOBODY, FS_GROUP, &pin, "rw", &reader).expect_err("read-only volume");
     assert!(denied.contains("Permission denied"), "{denied}");
     plugin.unpublish("vol-b", &ro_target).expect("unpublish");
-    assert_eq!(mounts_under(&[plugin.dir.path(), a.state.path()]), Vec::<String>::new());
+    assert_eq!(
+        mounts_under(&[plugin.dir.path(), a.state.path()]),
+        Vec::<String>::new()
+    );
     assert!(volume_dirs(&a).is_empty());
     // The program's own pins are untouched by the volumes coming and going.
     assert_eq!(a.counter(&format!("{id}:packets"), 0), dumped);
@@ -345,9 +364,17 @@ fn bad_requests_are_refused_with_csi_codes_and_leave_nothing_mounted() {
     let a = Apiary::new();
     let plugin = Plugin::start(&a);
     let obj = fixture("net");
-    let id = a.load_one(&["--path", obj.to_str().unwrap(), "--programs", "xdp:xdp_count"]);
+    let id = a.load_one(&[
+        "--path",
+        obj.to_str().unwrap(),
+        "--programs",
+        "xdp:xdp_count",
+    ]);
     let id = id.to_string();
-    let good = [("csi.apiary.io/program", id.as_str()), ("csi.apiary.io/maps", "packets")];
+    let good = [
+        ("csi.apiary.io/program", id.as_str()),
+        ("csi.apiary.io/maps", "packets"),
+    ];
     let target = plugin.target("pod-x");
     let outside = tempfile::tempdir().expect("tempdir");
     std::os::unix::fs::symlink(outside.path(), plugin.pods().join("escape")).expect("symlink");
@@ -355,15 +382,33 @@ fn bad_requests_are_refused_with_csi_codes_and_leave_nothing_mounted() {
     let cases: Vec<(&str, pb::NodePublishVolumeRequest, Code)> = vec![
         (
             "unknown program",
-            request("v1", &target, &[("csi.apiary.io/program", "nosuch"), ("csi.apiary.io/maps", "packets")]),
+            request(
+                "v1",
+                &target,
+                &[
+                    ("csi.apiary.io/program", "nosuch"),
+                    ("csi.apiary.io/maps", "packets"),
+                ],
+            ),
             Code::NotFound,
         ),
         (
             "unknown map",
-            request("v2", &target, &[("csi.apiary.io/program", &id), ("csi.apiary.io/maps", "packets,nosuch")]),
+            request(
+                "v2",
+                &target,
+                &[
+                    ("csi.apiary.io/program", &id),
+                    ("csi.apiary.io/maps", "packets,nosuch"),
+                ],
+            ),
             Code::NotFound,
         ),
-        ("missing target", request("v3", Path::new(""), &good), Code::InvalidArgument),
+        (
+            "missing target",
+            request("v3", Path::new(""), &good),
+            Code::InvalidArgument,
+        ),
         (
             "target outside the pods directory",
             request("v4", &outside.path().join("mount"), &good),
@@ -379,7 +424,11 @@ fn bad_requests_are_refused_with_csi_codes_and_leave_nothing_mounted() {
             request("v6", &plugin.pods().join("../mount"), &good),
             Code::InvalidArgument,
         ),
-        ("missing volume id", request("", &target, &good), Code::InvalidArgument),
+        (
+            "missing volume id",
+            request("", &target, &good),
+            Code::InvalidArgument,
+        ),
         (
             "missing capability",
             pb::NodePublishVolumeRequest {
@@ -408,7 +457,14 @@ fn bad_requests_are_refused_with_csi_codes_and_leave_nothing_mounted() {
         ),
         (
             "a map name with a path in it",
-            request("v10", &target, &[("csi.apiary.io/program", &id), ("csi.apiary.io/maps", "../packets")]),
+            request(
+                "v10",
+                &target,
+                &[
+                    ("csi.apiary.io/program", &id),
+                    ("csi.apiary.io/maps", "../packets"),
+                ],
+            ),
             Code::InvalidArgument,
         ),
         (
@@ -417,7 +473,10 @@ fn bad_requests_are_refused_with_csi_codes_and_leave_nothing_mounted() {
                 volume_context: HashMap::from([
                     ("csi.apiary.io/program".to_string(), id.clone()),
                     ("csi.apiary.io/maps".to_string(), "packets".to_string()),
-                    ("csi.storage.k8s.io/ephemeral".to_string(), "false".to_string()),
+                    (
+                        "csi.storage.k8s.io/ephemeral".to_string(),
+                        "false".to_string(),
+                    ),
                 ]),
                 ..request("v11", &target, &good)
             },
@@ -448,9 +507,15 @@ fn bad_requests_are_refused_with_csi_codes_and_leave_nothing_mounted() {
             Vec::<String>::new(),
             "{what}: nothing stays mounted"
         );
-        assert!(volume_dirs(&a).is_empty(), "{what}: no instance or record is left");
+        assert!(
+            volume_dirs(&a).is_empty(),
+            "{what}: no instance or record is left"
+        );
         assert!(!target.exists(), "{what}: the target is not made");
-        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none(), "{what}");
+        assert!(
+            std::fs::read_dir(outside.path()).unwrap().next().is_none(),
+            "{what}"
+        );
     }
     // The map exists after all (the failed call above asked for two): the unknown one alone
     // failed the request, and its companion was not left pinned.
@@ -474,7 +539,10 @@ fn bad_requests_are_refused_with_csi_codes_and_leave_nothing_mounted() {
             .unwrap_or_else(|e| panic!("publish {:.20}: {e:?}", vid));
         plugin.unpublish(vid, &target).expect("unpublish");
     }
-    assert_eq!(mounts_under(&[plugin.dir.path(), a.state.path()]), Vec::<String>::new());
+    assert_eq!(
+        mounts_under(&[plugin.dir.path(), a.state.path()]),
+        Vec::<String>::new()
+    );
     assert!(volume_dirs(&a).is_empty());
 
     // After all of that the plugin still answers.
@@ -495,7 +563,10 @@ fn bad_requests_are_refused_with_csi_codes_and_leave_nothing_mounted() {
 
 /// csi-sanity's tallies: (passed, failed, pending, skipped), from its summary line.
 fn sanity_summary(out: &str) -> Option<(u32, u32, u32, u32)> {
-    let line = out.lines().rev().find(|l| l.contains(" Passed") && l.contains(" Failed"))?;
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.contains(" Passed") && l.contains(" Failed"))?;
     let count = |label: &str| -> Option<u32> {
         let at = line.find(label)?;
         line[..at].split_whitespace().last()?.parse().ok()
@@ -529,7 +600,14 @@ fn csi_sanity_passes_for_the_identity_and_node_services() {
     let a = Apiary::new();
     let obj = fixture("net");
     let meta = format!("apiary.dev/application={APP}");
-    a.load_one(&["--path", obj.to_str().unwrap(), "--programs", "xdp:xdp_count", "-m", &meta]);
+    a.load_one(&[
+        "--path",
+        obj.to_str().unwrap(),
+        "--programs",
+        "xdp:xdp_count",
+        "-m",
+        &meta,
+    ]);
     let plugin = Plugin::start(&a);
     let work = plugin.dir.path();
     // The stand-in controller turns csi-sanity's test volume parameters into the volume
@@ -548,15 +626,27 @@ fn csi_sanity_passes_for_the_identity_and_node_services() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the stand-in controller");
-    assert!(eventually(10, || std::os::unix::net::UnixStream::connect(&ctl_socket).is_ok()));
+    assert!(eventually(10, || std::os::unix::net::UnixStream::connect(
+        &ctl_socket
+    )
+    .is_ok()));
     let out = Command::new(bin.join("csi-sanity"))
         .current_dir(work)
         .arg(format!("--csi.endpoint=unix://{}", plugin.socket.display()))
-        .arg(format!("--csi.controllerendpoint=unix://{}", ctl_socket.display()))
+        .arg(format!(
+            "--csi.controllerendpoint=unix://{}",
+            ctl_socket.display()
+        ))
         .arg(format!("--csi.testvolumeparameters={}", params.display()))
         // Inside the pods directory the plugin was given.
-        .arg(format!("--csi.mountdir={}", plugin.pods().join("sanity-mount").display()))
-        .arg(format!("--csi.stagingdir={}", plugin.pods().join("sanity-staging").display()))
+        .arg(format!(
+            "--csi.mountdir={}",
+            plugin.pods().join("sanity-mount").display()
+        ))
+        .arg(format!(
+            "--csi.stagingdir={}",
+            plugin.pods().join("sanity-staging").display()
+        ))
         .args([
             "--ginkgo.focus=Node Service|Identity Service",
             "--ginkgo.no-color",
@@ -573,8 +663,15 @@ fn csi_sanity_passes_for_the_identity_and_node_services() {
     let (passed, failed, pending, skipped) = sanity_summary(&text)
         .unwrap_or_else(|| panic!("no csi-sanity summary in its output:\n{text}"));
     eprintln!("csi-sanity: {passed} passed, {failed} failed, {pending} pending, {skipped} skipped");
-    assert!(out.status.success() && failed == 0, "csi-sanity failed:\n{text}\n{}", plugin.log());
-    assert!(passed >= 11, "csi-sanity ran fewer specs than expected:\n{text}");
+    assert!(
+        out.status.success() && failed == 0,
+        "csi-sanity failed:\n{text}\n{}",
+        plugin.log()
+    );
+    assert!(
+        passed >= 11,
+        "csi-sanity ran fewer specs than expected:\n{text}"
+    );
     // Its publish test really published the program's map (and unpublished it).
     assert!(text.contains("should remove target path"), "{text}");
     assert!(plugin.log().contains("csi: published"), "{}", plugin.log());

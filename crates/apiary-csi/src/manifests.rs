@@ -75,7 +75,8 @@ mod tests {
         assert_eq!(d["spec"]["podInfoOnMount"], true);
         assert_eq!(d["spec"]["volumeLifecycleModes"], json!(["Ephemeral"]));
         assert_eq!(d["spec"]["fsGroupPolicy"], "File");
-        let r = registrar_container("registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.13.0");
+        let r =
+            registrar_container("registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.13.0");
         assert_eq!(
             r["args"][1],
             "--kubelet-registration-path=/var/lib/kubelet/plugins/csi.apiary.io/csi.sock"

@@ -77,10 +77,7 @@ pub fn request(ctx: &BTreeMap<String, String>) -> Result<Request, CsiError> {
     Ok(Request {
         program,
         maps,
-        namespace: ctx
-            .get(POD_NAMESPACE)
-            .filter(|s| !s.is_empty())
-            .cloned(),
+        namespace: ctx.get(POD_NAMESPACE).filter(|s| !s.is_empty()).cloned(),
     })
 }
 
@@ -203,4 +200,85 @@ pub fn resolve(api: &dyn Api, req: &Request) -> Result<Vec<Resolved>, CsiError> 
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn attributes_in_apiary_or_bpfman_keys() {
+        let r = request(&ctx(&[
+            ("csi.bpfman.io/program", "counter"),
+            ("csi.bpfman.io/maps", " packets, drops,packets"),
+            (POD_NAMESPACE, "team-a"),
+            (EPHEMERAL, "true"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            r,
+            Request {
+                program: "counter".into(),
+                maps: vec!["packets".into(), "drops".into()],
+                namespace: Some("team-a".into()),
+            }
+        );
+        // Both spellings agreeing is fine; disagreeing is refused.
+        assert!(request(&ctx(&[
+            ("csi.apiary.io/program", "a"),
+            ("csi.bpfman.io/program", "a"),
+            ("csi.apiary.io/maps", "m")
+        ]))
+        .is_ok());
+        assert!(matches!(
+            request(&ctx(&[
+                ("csi.apiary.io/program", "a"),
+                ("csi.bpfman.io/program", "b"),
+                ("csi.apiary.io/maps", "m")
+            ])),
+            Err(CsiError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn bad_attributes_are_invalid_arguments() {
+        for c in [
+            ctx(&[("csi.apiary.io/maps", "m")]),
+            ctx(&[("csi.apiary.io/program", " "), ("csi.apiary.io/maps", "m")]),
+            ctx(&[("csi.apiary.io/program", "p")]),
+            ctx(&[
+                ("csi.apiary.io/program", "p"),
+                ("csi.apiary.io/maps", "a,,b"),
+            ]),
+            ctx(&[
+                ("csi.apiary.io/program", "p"),
+                ("csi.apiary.io/maps", "../x"),
+            ]),
+            ctx(&[
+                ("csi.apiary.io/program", "p"),
+                ("csi.apiary.io/maps", ".bss"),
+            ]),
+            ctx(&[
+                ("csi.apiary.io/program", "p"),
+                ("csi.apiary.io/maps", "a\0b"),
+            ]),
+            ctx(&[
+                ("csi.apiary.io/program", "p"),
+                ("csi.apiary.io/maps", "m"),
+                (EPHEMERAL, "false"),
+            ]),
+        ] {
+            assert!(
+                matches!(request(&c), Err(CsiError::InvalidArgument(_))),
+                "{c:?}"
+            );
+        }
+    }
 }

@@ -165,7 +165,11 @@ impl Volumes {
     /// Refuse a target that is relative, climbs with `..`, or (with a pods directory) lies
     /// outside it, also through a symbolic link in the part that exists.
     pub fn check_target(&self, raw: &str) -> Result<PathBuf, CsiError> {
-        let bad = |why: &str| Err(CsiError::InvalidArgument(format!("target path {raw:?}: {why}")));
+        let bad = |why: &str| {
+            Err(CsiError::InvalidArgument(format!(
+                "target path {raw:?}: {why}"
+            )))
+        };
         let p = Path::new(raw);
         if !p.is_absolute() {
             return bad("not an absolute path");
@@ -312,8 +316,14 @@ impl Volumes {
             .map_err(|e| CsiError::Worker(format!("cannot encode the volume record: {e}")))?;
         std::fs::write(&record, text).map_err(|e| CsiError::io("write", &record, e))?;
         steps.push(Undo::RemoveFile(record));
-        mount(Some(&shown), &p.target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| CsiError::errno("bind-mount onto", &p.target, e))?;
+        mount(
+            Some(&shown),
+            &p.target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| CsiError::errno("bind-mount onto", &p.target, e))?;
         steps.push(Undo::Unmount(p.target.clone()));
         // A bind mount takes its own flags only on a remount.
         let mut bind = flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
@@ -408,10 +418,78 @@ fn remove_dir_if_empty(p: &Path) -> Result<(), CsiError> {
     match std::fs::remove_dir(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) || e.raw_os_error() == Some(libc::ENOTDIR) => {
+        Err(e)
+            if e.raw_os_error() == Some(libc::ENOTEMPTY)
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
             tracing::warn!(path = %p.display(), "csi: left in place, it is not an empty directory");
             Ok(())
         }
         Err(e) => Err(CsiError::io("remove", p, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_stay_inside_the_pods_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pods = tmp.path().join("pods");
+        std::fs::create_dir_all(pods.join("uid/volumes")).unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, pods.join("link")).unwrap();
+        let v = Volumes::new(tmp.path().join("state"), Some(pods.clone())).unwrap();
+        let ok = pods.join("uid/volumes/mount");
+        assert_eq!(v.check_target(ok.to_str().unwrap()).unwrap(), ok);
+        // Not made yet below an existing part: still inside.
+        assert!(v
+            .check_target(pods.join("new/a/b").to_str().unwrap())
+            .is_ok());
+        for bad in [
+            "relative/path".to_string(),
+            "/".to_string(),
+            pods.display().to_string(),
+            pods.join("../outside/x").display().to_string(),
+            pods.join("link/x").display().to_string(),
+            pods.join("link").display().to_string(),
+            outside.join("x").display().to_string(),
+        ] {
+            assert!(
+                matches!(v.check_target(&bad), Err(CsiError::InvalidArgument(_))),
+                "{bad}"
+            );
+        }
+        // Without a pods directory, any absolute path without `..` will do.
+        let free = Volumes::new(tmp.path().join("state2"), None).unwrap();
+        assert!(free
+            .check_target(outside.join("x").to_str().unwrap())
+            .is_ok());
+    }
+
+    #[test]
+    fn volume_ids_never_reach_a_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = Volumes::new(tmp.path().to_path_buf(), None).unwrap();
+        for id in ["../../etc", "a/b", "", &"x".repeat(5000)] {
+            let d = v.dir_of(id);
+            assert_eq!(d.parent(), Some(tmp.path()));
+            assert_eq!(d.file_name().unwrap().len(), 32);
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let r = Record {
+            volume_id: "v".into(),
+            target: "/t".into(),
+            readonly: true,
+            group: Some(7),
+            program: "p".into(),
+            maps: vec!["a".into()],
+        };
+        assert_eq!(Record::from_json(&r.to_json()), Some(r));
     }
 }
