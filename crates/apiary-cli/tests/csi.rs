@@ -56,6 +56,35 @@ struct Plugin {
 
 impl Plugin {
     fn start(a: &Apiary) -> Plugin {
+        Plugin::spawn(a, |_| {
+            vec!["csi".into(), "--node-name".into(), "node-1".into()]
+        })
+    }
+
+    /// `apiary agent --csi-endpoint`: the plugin inside the node agent, on the agent's
+    /// manager. The agent's apiserver is unreachable (its watches retry in the background),
+    /// which the plugin does not need.
+    fn start_in_agent(a: &Apiary) -> Plugin {
+        Plugin::spawn(a, |dir| {
+            let kubeconfig = dir.join("kubeconfig");
+            std::fs::write(
+                &kubeconfig,
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:1\", insecure-skip-tls-verify: true}\nusers:\n- name: u\n  user: {token: x}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n",
+            )
+            .expect("kubeconfig");
+            vec![
+                "agent".into(),
+                "--node-name".into(),
+                "node-1".into(),
+                "--kubeconfig".into(),
+                kubeconfig.display().to_string(),
+                "--socket".into(),
+                dir.join("apiary.sock").display().to_string(),
+            ]
+        })
+    }
+
+    fn spawn(a: &Apiary, command: impl FnOnce(&Path) -> Vec<String>) -> Plugin {
         let dir = tempfile::tempdir().expect("tempdir");
         // The unprivileged reader walks to the target through here.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
@@ -67,14 +96,16 @@ impl Plugin {
             .env("APIARY_STATE_DIR", a.state.path())
             .env("APIARY_BPFFS", &a.bpffs)
             .env_remove("APIARY_ENDPOINT")
-            .args(["csi", "--node-name", "node-1", "--csi-endpoint"])
+            .args(command(dir.path()))
+            .arg("--csi-endpoint")
             .arg(format!("unix://{}", socket.display()))
             .arg("--kubelet-pods-dir")
             .arg(dir.path().join("pods"))
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
-            .expect("start apiary csi");
+            .expect("start apiary");
         assert!(
             eventually(20, || std::os::unix::net::UnixStream::connect(&socket)
                 .is_ok()),
@@ -141,7 +172,6 @@ impl Drop for Plugin {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
         let _ = self.child.wait();
-        let _ = &self.socket;
     }
 }
 
@@ -193,8 +223,7 @@ fn mount_options(p: &Path) -> Option<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .expect("mountinfo")
         .lines()
-        .filter(|l| l.split(' ').nth(4) == Some(&p.display().to_string()))
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == Some(&p.display().to_string()))
         .and_then(|l| l.split(' ').nth(5).map(str::to_string))
 }
 
@@ -677,4 +706,81 @@ fn csi_sanity_passes_for_the_identity_and_node_services() {
     assert!(plugin.log().contains("csi: published"), "{}", plugin.log());
     assert_eq!(mounts_under(&[work, a.state.path()]), Vec::<String>::new());
     assert!(volume_dirs(&a).is_empty());
+}
+
+#[test]
+fn the_agent_serves_the_plugin_on_its_own_manager() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let plugin = Plugin::start_in_agent(&a);
+    let daemon = format!("unix://{}", plugin.dir.path().join("apiary.sock").display());
+    let apiary = |args: &[&str]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
+            .env_remove("APIARY_ENDPOINT")
+            .args(["--endpoint", &daemon])
+            .args(args)
+            .output()
+            .expect("apiary");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Loaded through the agent's daemon, named as the agent names a ClusterBpfApplication.
+    let obj = fixture("net");
+    let loaded: serde_json::Value = serde_json::from_str(&apiary(&[
+        "load",
+        "file",
+        "--path",
+        obj.to_str().unwrap(),
+        "--programs",
+        "xdp:xdp_count",
+        "-m",
+        "apiary.dev/application=ClusterBpfApplication//counter",
+        "-o",
+        "json",
+    ]))
+    .expect("json");
+    let id = loaded[0]["id"].as_i64().expect("id").to_string();
+    let target = plugin.target("pod-c");
+    // bpfman's attribute keys; the pod's namespace has no application of that name, so the
+    // cluster-scoped one is found.
+    plugin
+        .publish(request(
+            "vol-c",
+            &target,
+            &[
+                ("csi.bpfman.io/program", "counter"),
+                ("csi.bpfman.io/maps", "packets"),
+            ],
+        ))
+        .unwrap_or_else(|e| panic!("publish: {e:?}\n{}", plugin.log()));
+    // The pin is the program's own map (its kernel id), not a copy.
+    let detail: serde_json::Value =
+        serde_json::from_str(&apiary(&["get", "program", &id, "-o", "json"])).expect("json");
+    let kernel_id = detail["maps"]
+        .as_array()
+        .expect("maps")
+        .iter()
+        .find(|m| m["name"] == "packets")
+        .and_then(|m| m["kernel_id"].as_u64())
+        .expect("packets map");
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(target.join("packets"))
+        .output()
+        .expect("bpftool");
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    assert_eq!(shown["id"].as_u64(), Some(kernel_id), "{shown}");
+    plugin.unpublish("vol-c", &target).expect("unpublish");
+    assert_eq!(
+        mounts_under(&[plugin.dir.path(), a.state.path()]),
+        Vec::<String>::new()
+    );
+    assert!(volume_dirs(&a).is_empty());
+    apiary(&["unload", &id]);
 }
