@@ -52,6 +52,8 @@ struct Plugin {
     rt: tokio::runtime::Runtime,
     node: pb::node_client::NodeClient<Channel>,
     identity: pb::identity_client::IdentityClient<Channel>,
+    /// The apiary instance's state directory (the plugin's volumes are in its `csi`).
+    state: PathBuf,
 }
 
 impl Plugin {
@@ -131,6 +133,7 @@ impl Plugin {
             rt,
             node: pb::node_client::NodeClient::new(channel.clone()),
             identity: pb::identity_client::IdentityClient::new(channel),
+            state: a.state.path().to_path_buf(),
         }
     }
 
@@ -172,6 +175,11 @@ impl Drop for Plugin {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
         let _ = self.child.wait();
+        // A test that failed half-way may leave a volume published: unmount it, so a failure
+        // does not leave mounts behind on the host.
+        for m in mounts_under(&[self.dir.path(), &self.state]) {
+            let _ = Command::new("umount").args(["-l", &m]).status();
+        }
     }
 }
 

@@ -19,6 +19,12 @@ pub const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
 /// Set by the kubelet to "true" for an inline (ephemeral) volume.
 pub const EPHEMERAL: &str = "csi.storage.k8s.io/ephemeral";
 
+/// The most maps one volume may ask for (far more than a program has).
+pub const MAX_MAPS: usize = 256;
+/// The longest application or program name accepted (an application key is three
+/// Kubernetes names of at most 253 bytes).
+const MAX_NAME: usize = 1024;
+
 /// What a volume's attributes ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -67,11 +73,25 @@ pub fn request(ctx: &BTreeMap<String, String>) -> Result<Request, CsiError> {
             MAPS_KEYS[0]
         ))
     })?;
+    if program.len() > MAX_NAME {
+        return Err(CsiError::InvalidArgument(format!(
+            "volume attribute {}: longer than {MAX_NAME} bytes",
+            PROGRAM_KEYS[0]
+        )));
+    }
     let mut maps: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for name in list.split(',').map(str::trim) {
         check_map_name(name)?;
-        if !maps.iter().any(|m| m == name) {
+        if seen.insert(name) {
             maps.push(name.to_string());
+        }
+        // Each map is a pin and a lookup: a list from a hostile spec stays small.
+        if maps.len() > MAX_MAPS {
+            return Err(CsiError::InvalidArgument(format!(
+                "volume attribute {}: more than {MAX_MAPS} maps",
+                MAPS_KEYS[0]
+            )));
         }
     }
     Ok(Request {
@@ -249,6 +269,11 @@ mod tests {
 
     #[test]
     fn bad_attributes_are_invalid_arguments() {
+        let many_maps = (0..=MAX_MAPS)
+            .map(|i| format!("m{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let long_name = "p".repeat(MAX_NAME + 1);
         for c in [
             ctx(&[("csi.apiary.io/maps", "m")]),
             ctx(&[("csi.apiary.io/program", " "), ("csi.apiary.io/maps", "m")]),
@@ -268,6 +293,14 @@ mod tests {
             ctx(&[
                 ("csi.apiary.io/program", "p"),
                 ("csi.apiary.io/maps", "a\0b"),
+            ]),
+            ctx(&[
+                ("csi.apiary.io/program", "p"),
+                ("csi.apiary.io/maps", &many_maps),
+            ]),
+            ctx(&[
+                ("csi.apiary.io/program", &long_name),
+                ("csi.apiary.io/maps", "m"),
             ]),
             ctx(&[
                 ("csi.apiary.io/program", "p"),
