@@ -12,6 +12,7 @@ ensure_cargo
 ensure_clients
 sh scripts/web-tests.sh >/dev/null  # chromium and playwright-core for tests/web.rs
 ensure_kube_testenv
+sh scripts/csi-sanity.sh build  # csi-sanity for crates/apiary-cli/tests/csi.rs (cached; builds when missing)
 
 # The Kubernetes tests' control plane, in a state directory of this run's own (never a developer's
 # running one), stopped on any exit so that nothing is left running; tests/kube/smoke.sh proves it

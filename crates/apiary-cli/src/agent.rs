@@ -20,6 +20,12 @@ pub struct AgentArgs {
     pub netns: Option<String>,
     #[command(flatten)]
     pub serve: crate::daemon::ServeArgs,
+    /// Also serve the CSI node plugin (driver csi.apiary.io) on this unix socket, e.g.
+    /// unix:///var/lib/kubelet/plugins/csi.apiary.io/csi.sock.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub csi_endpoint: Option<String>,
+    #[command(flatten)]
+    pub csi: crate::csi::CsiFlags,
 }
 
 pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
@@ -38,6 +44,10 @@ pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
             .into());
         }
     }
+    let csi = a
+        .csi_endpoint
+        .map(|e| crate::csi::config(e, Some(a.node_name.clone()), a.csi, &state_dir))
+        .transpose()?;
     let cfg = AgentConfig {
         node_name: a.node_name,
         netns,
@@ -50,6 +60,13 @@ pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
     }
     crate::daemon::serve_with(a.serve, state_dir, bpffs, move |manager| async move {
         let api: std::sync::Arc<dyn apiary::Api> = manager;
+        // The CSI plugin reads the same manager; without it pods would wait forever.
+        if let Some(csi) = csi {
+            apiary_csi::spawn(csi, api.clone(), |e| {
+                eprintln!("error: the CSI plugin stopped: {e}");
+                std::process::exit(1);
+            });
+        }
         let result = async {
             let client = apiary_k8s::install::client(kubeconfig.as_deref()).await?;
             apiary_k8s::agent::run(client, api, cfg).await

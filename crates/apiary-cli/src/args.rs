@@ -72,6 +72,9 @@ pub enum Command {
     /// Run the Kubernetes node agent: load the applications whose nodeSelector matches this
     /// node, report per-node state objects, and serve the local socket like `apiary serve`.
     Agent(crate::agent::AgentArgs),
+    /// Run the CSI node plugin (driver csi.apiary.io): pods get the maps of a loaded program in
+    /// an inline volume, on a bpf filesystem of its own owned by their fsGroup.
+    Csi(crate::csi::CsiArgs),
     /// Bytecode images: build, push, pull, inspect, list, remove, sign, verify.
     Image {
         #[command(subcommand)]

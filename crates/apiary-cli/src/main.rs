@@ -2,6 +2,7 @@
 
 mod agent;
 mod args;
+mod csi;
 mod daemon;
 mod docs;
 mod image;
@@ -99,6 +100,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run_foreground(args, format),
         Command::Serve(a) => daemon::serve(a, cli.state_dir.clone(), cli.bpffs.clone()),
         Command::Agent(a) => agent::run(a, cli.state_dir.clone(), cli.bpffs.clone()),
+        Command::Csi(a) => {
+            // The plugin reads this node's store itself; a daemon's answers would come from
+            // another mount namespace's view of the pins.
+            if cli.remote.endpoint.is_some() {
+                return Err(apiary::Error::InvalidArgument(
+                    "apiary csi reads the store in this process: --endpoint (APIARY_ENDPOINT) does not apply; the plugin's socket is --csi-endpoint".into(),
+                )
+                .into());
+            }
+            csi::run(a, cli.state_dir.clone(), cli.bpffs.clone())
+        }
         // Reconcile repairs this host's kernel state, so it always runs in-process.
         Command::Reconcile => {
             let report = Manager::open(config())?.reconcile_with(&mut progress())?;
