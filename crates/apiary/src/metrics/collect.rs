@@ -1,0 +1,284 @@
+//! Reading declared maps into metric families: each entry's key members become labels, its
+//! value members numbers (summed over CPUs for per-CPU maps), and log2 slot arrays histograms.
+//! Maps are decoded with the BTF the kernel holds for them, so this works the same for a
+//! foreground `apiary run` and for the daemon's programs.
+
+use super::decl::{Decls, Kind, MapDecl, MetricDecl};
+use super::{Family, Histogram, MetricsError, Series, Value};
+use apiary_core::btf::{self, Btf};
+use apiary_kernel::{maps, sys};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+
+/// A map's entries beyond this are not read (a scrape must stay cheap and bounded).
+pub const MAX_ENTRIES: usize = 100_000;
+/// log2 of a 64-bit number has at most 64 slots.
+const MAX_SLOTS: usize = 64;
+
+struct Source {
+    decl: MapDecl,
+    fd: OwnedFd,
+    /// The map's BTF and key/value type ids, read once.
+    btf: Option<(Btf, u32, u32)>,
+}
+
+/// Declared maps, each with its own descriptor, ready to be read from any thread.
+pub struct Collector {
+    prefix: Option<String>,
+    sources: Vec<Source>,
+    /// Added to every series (the daemon's program id and name).
+    labels: Vec<(String, String)>,
+}
+
+impl Collector {
+    /// `fd_of` opens a map by its declared name; a declared map the program lacks is an error.
+    pub fn new(
+        decls: &Decls,
+        mut fd_of: impl FnMut(&str) -> Option<OwnedFd>,
+        labels: Vec<(String, String)>,
+    ) -> Result<Collector, MetricsError> {
+        let mut sources = Vec::new();
+        for m in &decls.maps {
+            let fd = fd_of(&m.map).ok_or_else(|| MetricsError::NoSuchMap { map: m.map.clone() })?;
+            let info = sys::map_info(fd.as_fd()).map_err(|e| MetricsError::Kernel {
+                map: m.map.clone(),
+                reason: e.to_string(),
+            })?;
+            let btf = if info.btf_id != 0 && info.btf_value_type_id != 0 {
+                sys::btf_raw_by_id(info.btf_id)
+                    .ok()
+                    .and_then(|raw| Btf::parse(&raw).ok())
+                    .map(|b| (b, info.btf_key_type_id, info.btf_value_type_id))
+            } else {
+                None
+            };
+            sources.push(Source {
+                decl: m.clone(),
+                fd,
+                btf,
+            });
+        }
+        Ok(Collector {
+            prefix: decls.prefix.clone(),
+            sources,
+            labels,
+        })
+    }
+
+    /// Every declared family, and a message per map that could not be read (the others are
+    /// still returned: one broken map should not blank the endpoint).
+    pub fn collect(&self) -> (Vec<Family>, Vec<String>) {
+        let mut families = Vec::new();
+        let mut errors = Vec::new();
+        for s in &self.sources {
+            match self.collect_map(s) {
+                Ok(f) => families.extend(f),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        (families, errors)
+    }
+
+    fn collect_map(&self, s: &Source) -> Result<Vec<Family>, MetricsError> {
+        let map = &s.decl.map;
+        let info = sys::map_info(s.fd.as_fd()).map_err(|e| MetricsError::Kernel {
+            map: map.clone(),
+            reason: e.to_string(),
+        })?;
+        let entries =
+            maps::dump(s.fd.as_fd(), &info, MAX_ENTRIES).map_err(|e| MetricsError::Kernel {
+                map: map.clone(),
+                reason: e.to_string(),
+            })?;
+        let decode = |ty: u32, bytes: &[u8]| -> Json {
+            s.btf
+                .as_ref()
+                .filter(|_| ty != 0)
+                .and_then(|(b, _, _)| btf::decode(b, ty, bytes).ok())
+                .unwrap_or_else(|| plain(bytes))
+        };
+        let (kt, vt) = s.btf.as_ref().map_or((0, 0), |(_, k, v)| (*k, *v));
+        let rows: Vec<(Json, Vec<Json>)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    decode(kt, &e.key),
+                    e.values.iter().map(|v| decode(vt, v)).collect(),
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        for m in &s.decl.metrics {
+            out.push(self.family(&s.decl, m, &rows, info.max_entries as usize)?);
+        }
+        Ok(out)
+    }
+
+    fn family(
+        &self,
+        decl: &MapDecl,
+        m: &MetricDecl,
+        rows: &[(Json, Vec<Json>)],
+        max_entries: usize,
+    ) -> Result<Family, MetricsError> {
+        let name = m.family_name(self.prefix.as_deref());
+        let help = m.help.clone().unwrap_or_else(|| match &m.field {
+            Some(f) => format!("Field {f} of BPF map {}.", decl.map),
+            None => format!("Values of BPF map {}.", decl.map),
+        });
+        let scale = m.scale();
+        let field_err = |what: String| MetricsError::Field {
+            map: decl.map.clone(),
+            metric: name.clone(),
+            reason: what,
+        };
+        // Identical label sets (keys differing only in members not exported) are merged.
+        let mut series: BTreeMap<Vec<(String, String)>, Value> = BTreeMap::new();
+        let slot_indexed = m.kind == Kind::Histogram
+            && m.field.is_none()
+            && rows
+                .first()
+                .is_some_and(|(_, v)| v.first().is_some_and(|x| !x.is_array()));
+        if slot_indexed {
+            // An array (or hash) indexed by slot: the whole map is one histogram.
+            let mut slots = vec![0u64; max_entries.clamp(1, MAX_SLOTS)];
+            for (k, vals) in rows {
+                let i = number(k).ok_or_else(|| {
+                    field_err(format!("a histogram indexed by slot needs an integer key, not {k}"))
+                })? as usize;
+                let c: f64 = vals.iter().filter_map(number).sum();
+                if let Some(slot) = slots.get_mut(i) {
+                    *slot += c as u64;
+                }
+            }
+            series.insert(
+                self.labels.clone(),
+                Value::Histogram(Histogram::log2(&slots, scale)),
+            );
+        } else {
+            for (k, vals) in rows {
+                let mut labels = self.labels.clone();
+                labels.extend(key_labels(decl, k).map_err(field_err)?);
+                let value = match m.kind {
+                    Kind::Histogram => {
+                        let mut slots: Vec<u64> = Vec::new();
+                        for v in vals {
+                            let arr = pick(v, m.field.as_deref())
+                                .and_then(Json::as_array)
+                                .ok_or_else(|| {
+                                    field_err(format!(
+                                        "{} is not an array of slot counts",
+                                        m.field.as_deref().unwrap_or("the value")
+                                    ))
+                                })?;
+                            if slots.len() < arr.len() {
+                                slots.resize(arr.len(), 0);
+                            }
+                            for (i, c) in arr.iter().enumerate() {
+                                slots[i] += number(c).unwrap_or(0.0) as u64;
+                            }
+                        }
+                        Value::Histogram(Histogram::log2(&slots, scale))
+                    }
+                    _ => {
+                        let mut total = 0.0;
+                        for v in vals {
+                            let x = pick(v, m.field.as_deref())
+                                .ok_or_else(|| {
+                                    field_err(format!(
+                                        "the value has no member {}",
+                                        m.field.as_deref().unwrap_or("")
+                                    ))
+                                })
+                                .and_then(|x| {
+                                    number(x).ok_or_else(|| {
+                                        field_err(format!("{x} is not a number"))
+                                    })
+                                })?;
+                            total += x;
+                        }
+                        Value::Number(total * scale)
+                    }
+                };
+                match series.get_mut(&labels) {
+                    Some(existing) => existing.merge(&value),
+                    None => {
+                        series.insert(labels, value);
+                    }
+                }
+            }
+        }
+        Ok(Family {
+            name,
+            help,
+            kind: m.kind,
+            unit: m
+                .unit
+                .as_deref()
+                .map(|u| super::decl::base_unit(u).0)
+                .unwrap_or_default(),
+            series: series
+                .into_iter()
+                .map(|(labels, value)| Series { labels, value })
+                .collect(),
+        })
+    }
+}
+
+/// The labels of one key: named members of a struct key, or the one label of a scalar key.
+fn key_labels(decl: &MapDecl, key: &Json) -> Result<Vec<(String, String)>, String> {
+    if !key.is_object() {
+        return match decl.labels.as_slice() {
+            [] => Ok(Vec::new()),
+            [one] => Ok(vec![(super::decl::sanitize_label(one), label_value(key))]),
+            _ => Err(format!(
+                "the key is a scalar: it takes one label, not {}",
+                decl.labels.len()
+            )),
+        };
+    }
+    decl.labels
+        .iter()
+        .map(|l| {
+            pick(key, Some(l))
+                .map(|v| (super::decl::sanitize_label(l), label_value(v)))
+                .ok_or_else(|| format!("the key has no member {l}"))
+        })
+        .collect()
+}
+
+/// Member `path` (dotted) of a decoded value; None picks the value itself.
+fn pick<'a>(v: &'a Json, path: Option<&str>) -> Option<&'a Json> {
+    let Some(path) = path else { return Some(v) };
+    path.split('.').try_fold(v, |v, p| v.get(p))
+}
+
+fn label_value(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        o => o.to_string(),
+    }
+}
+
+/// A decoded number; 128-bit integers come as strings, booleans count as 0/1.
+fn number(v: &Json) -> Option<f64> {
+    match v {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => s.parse().ok(),
+        Json::Bool(b) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    }
+}
+
+/// Without BTF: an integer for integer sizes, else the bytes as a hex string.
+fn plain(b: &[u8]) -> Json {
+    match b.len() {
+        1 | 2 | 4 | 8 => {
+            let mut x = [0u8; 8];
+            x[..b.len()].copy_from_slice(b);
+            Json::from(u64::from_le_bytes(x))
+        }
+        _ => Json::from(hex::encode(b)),
+    }
+}
