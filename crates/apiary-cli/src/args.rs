@@ -222,6 +222,38 @@ pub struct RunArgs {
     /// For a .c source: how it is compiled (it is built into the cache directory first).
     #[command(flatten)]
     pub compile: CompileFlags,
+    /// Serve the declared map metrics and the run's own counters at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Metric declarations (YAML) to use instead of the package's / NAME.metrics.yaml.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
+}
+
+/// OTLP/HTTP export (`run` and `serve`).
+#[derive(Args, Debug, Clone)]
+pub struct OtlpArgs {
+    /// Push metrics (and for `run`, events as log records) to this OTLP/HTTP collector, e.g.
+    /// http://127.0.0.1:4318 (protobuf to URL/v1/metrics and URL/v1/logs).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// How often metrics are pushed.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub otlp_interval: std::time::Duration,
+}
+
+impl OtlpArgs {
+    pub fn config(&self, service: &str) -> Option<apiary::metrics::otlp::OtlpConfig> {
+        self.otlp_endpoint
+            .as_ref()
+            .map(|e| apiary::metrics::otlp::OtlpConfig {
+                endpoint: e.clone(),
+                interval: self.otlp_interval,
+                service: service.to_string(),
+            })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -277,6 +309,10 @@ pub struct LoadOptions {
     /// Metadata to record with the programs: KEY=VALUE.
     #[arg(short = 'm', long = "metadata", value_parser = parse_kv)]
     pub metadata: Vec<(String, String)>,
+    /// Metric declarations (YAML) recorded with the programs: the daemon's /metrics exports
+    /// the maps they name.
+    #[arg(long, value_name = "FILE", value_parser = parse_metrics_config)]
+    pub metrics_config: Option<String>,
     /// Reuse the maps of this program (by name) instead of creating new ones.
     #[arg(long)]
     pub map_owner_id: Option<apiary_core::ProgramId>,
@@ -297,7 +333,14 @@ impl LoadOptions {
                 .collect(),
             raw_globals: self.globals,
             typed_globals: self.set,
-            metadata: self.metadata.into_iter().collect(),
+            metadata: self
+                .metadata
+                .into_iter()
+                .chain(
+                    self.metrics_config
+                        .map(|d| (apiary::metrics::METADATA_KEY.to_string(), d)),
+                )
+                .collect(),
             map_owner_id: self.map_owner_id,
             attach,
         }
@@ -396,4 +439,11 @@ fn parse_hex(s: &str) -> Result<(String, Vec<u8>), String> {
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
     apiary_core::parse::parse_kv(s)
+}
+
+/// `--metrics-config FILE` of a load: checked here, recorded as JSON.
+fn parse_metrics_config(path: &str) -> Result<String, String> {
+    apiary::metrics::Decls::read(std::path::Path::new(path))
+        .map(|d| d.to_json())
+        .map_err(|e| e.to_string())
 }

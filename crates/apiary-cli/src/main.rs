@@ -319,13 +319,44 @@ fn run_foreground(mut a: RunArgs, format: Output) -> Result<()> {
         dump_maps: a.dump_maps,
         interval: a.interval,
         json: format == Output::Json,
+        metrics_config: a.metrics_config,
+        otlp: a.otlp.config("apiary-run"),
     };
+    // Bound before anything loads, so a taken port fails the run instead of its metrics.
+    let metrics_listener = match a.metrics {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("--metrics {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut hooks = apiary::run::RunHooks::default();
+    if let Some(listener) = metrics_listener {
+        hooks.on_metrics = Some(Box::new(move |m: std::sync::Arc<apiary::run::RunMetrics>| {
+            let addr = listener.local_addr().ok();
+            match apiary_api::server::metrics::serve_in_thread(
+                listener,
+                std::sync::Arc::new(move || m.text()),
+            ) {
+                Ok(()) => {
+                    if let Some(a) = addr {
+                        eprintln!("serving metrics at http://{a}/metrics");
+                    }
+                }
+                Err(e) => eprintln!("cannot serve metrics: {e}"),
+            }
+        }));
+    }
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
     let mut note = |m: &str| eprintln!("{m}");
-    let summary = apiary::run::run(&spec, &mut lock, &mut note, &|| {
-        STOP.load(std::sync::atomic::Ordering::SeqCst)
-    })?;
+    let summary = apiary::run::run_with(
+        &spec,
+        &mut lock,
+        &mut note,
+        &|| STOP.load(std::sync::atomic::Ordering::SeqCst),
+        hooks,
+    )?;
     eprintln!(
         "{} event(s){}; detached and unloaded everything",
         summary.events,
