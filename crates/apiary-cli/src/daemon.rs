@@ -46,6 +46,8 @@ pub struct ServeArgs {
     /// Log lines as text or json (default text).
     #[arg(long)]
     pub log_format: Option<LogFormat>,
+    #[command(flatten)]
+    pub otlp: crate::args::OtlpArgs,
 }
 
 /// Global flags for talking to a daemon.
@@ -106,6 +108,7 @@ where
     };
     let mut cfg = flags.or(file).resolve()?;
     cfg.config_file = a.config;
+    cfg.otlp = a.otlp.config("apiary");
     init_logging(&cfg.log, cfg.log_format)?;
     // Objects come from clients: they are opened and loaded in a loader process (this binary
     // again), so that one that crashes libbpf cannot take the daemon down.

@@ -78,6 +78,8 @@ pub struct ServeConfig {
     pub max_message_size: usize,
     pub log: String,
     pub log_format: LogFormat,
+    /// Push declared map metrics over OTLP/HTTP (`--otlp-endpoint`; set from the flags).
+    pub otlp: Option<apiary::metrics::otlp::OtlpConfig>,
 }
 
 impl ServeOptions {
@@ -163,6 +165,7 @@ impl ServeOptions {
             max_message_size,
             log: self.log.unwrap_or_else(|| DEFAULT_LOG.to_string()),
             log_format: self.log_format.unwrap_or_default(),
+            otlp: None,
         })
     }
 }

@@ -335,6 +335,30 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
         }
     }
 
+    // The maps of programs loaded with metric declarations (`load --metrics-config`, packages).
+    let own: Vec<&str> = [
+        &count,
+        &runs,
+        &secs,
+        &verified,
+        &jited,
+        &xlated,
+        &mem,
+        &links,
+        &chain_programs,
+        &slot_runs,
+        &slot_verdicts,
+    ]
+    .iter()
+    .map(|f| f.name)
+    .chain(["apiary_bpf_stats_enabled", "apiary_scrape_errors"])
+    .collect();
+    let (declared, declared_notes) = apiary::metrics::program_families(&programs, &own);
+    errors += declared_notes.len() as u64;
+    for n in &declared_notes {
+        let _ = writeln!(notes, "# {}", n.replace('\n', " "));
+    }
+
     let stats_on = stats_held || sysctl_stats_enabled();
     let mut stats = Family::new(
         "apiary_bpf_stats_enabled",
@@ -367,6 +391,7 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
     ] {
         f.write(&mut out);
     }
+    apiary::metrics::render::write(&declared, &mut out);
     out.push_str(&notes);
     out
 }

@@ -353,6 +353,19 @@ async fn serve_on(
         });
         tracing::info!(metrics = ?addr, "serving metrics at /metrics");
     }
+    // OTLP push of the programs' declared map metrics (`serve --otlp-endpoint`): its own thread,
+    // so a slow collector never holds up the runtime.
+    let otlp = cfg.otlp.clone().map(|o| {
+        tracing::info!(endpoint = %o.endpoint, interval = ?o.interval, "pushing declared map metrics over OTLP/HTTP");
+        let m = manager.clone();
+        apiary::metrics::otlp::Exporter::start(
+            o,
+            Box::new(move || match m.list_programs(false, &Default::default()) {
+                Ok(p) => apiary::metrics::program_families(&p, &[]).0,
+                Err(_) => Vec::new(),
+            }),
+        )
+    });
     if let Some(listener) = web_listener {
         let addr = listener.local_addr().ok();
         let (api, stop) = (manager.clone() as Arc<dyn apiary::Api>, stop_rx.clone());
@@ -406,6 +419,10 @@ async fn serve_on(
         tracing::warn!(grace = ?config::SHUTDOWN_GRACE, "requests still running after the grace period; exiting anyway");
     }
     tasks.abort_all();
+    if let Some(e) = otlp {
+        // One last push (bounded by the exporter's timeouts and retries).
+        let _ = tokio::task::spawn_blocking(move || e.finish()).await;
+    }
     drop(socket_file);
     drop(stats);
     tracing::info!("stopped");

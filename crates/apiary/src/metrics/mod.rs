@@ -5,11 +5,13 @@
 pub mod collect;
 pub mod decl;
 pub mod otlp;
+mod programs;
 mod proto;
 pub mod render;
 
 pub use collect::Collector;
 pub use decl::{Decls, Kind, MapDecl, MetricDecl, METADATA_KEY};
+pub use programs::program_families;
 
 use std::path::PathBuf;
 

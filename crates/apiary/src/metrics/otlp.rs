@@ -24,7 +24,7 @@ const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OtlpConfig {
     /// Base URL; `/v1/metrics` and `/v1/logs` are appended.
     pub endpoint: String,
