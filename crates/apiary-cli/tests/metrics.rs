@@ -481,11 +481,18 @@ fn daemon_metrics_include_the_declared_maps_of_its_programs() {
     assert_eq!(pkg["metrics"]["prefix"], "getppid");
     assert_eq!(pkg["metrics"]["maps"][0]["labels"][1], "comm");
 
+    let receiver = OtlpReceiver::start();
     let d = Daemon::start(
         a.state.path(),
         &a.bpffs,
         &DaemonOpts {
             metrics: true,
+            extra: vec![
+                "--otlp-endpoint".into(),
+                format!("http://127.0.0.1:{}", receiver.port),
+                "--otlp-interval".into(),
+                "200ms".into(),
+            ],
             ..Default::default()
         },
     );
@@ -525,4 +532,30 @@ fn daemon_metrics_include_the_declared_maps_of_its_programs() {
     check_scrape(&text, &pid, &[], &labels);
     assert_eq!(sample(&text, "apiary_scrape_errors", &[]), Some(0.0), "{text}");
     assert!(sample(&text, "apiary_programs", &[]).is_some());
+
+    // serve --otlp-endpoint pushes the same declared metrics, labelled with the program.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let l = receiver
+            .lines
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+            .expect("the daemon pushes the declared metrics over OTLP");
+        let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert_eq!(v["path"], "/v1/metrics", "{v}");
+        let metrics = &v["request"]["resourceMetrics"][0]["scopeMetrics"][0]["metrics"];
+        let Some(calls) = metrics
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == "getppid_calls"))
+        else {
+            continue;
+        };
+        let p = &calls["sum"]["dataPoints"][0];
+        // Pushes from before the calls (no entry yet) may still be queued: wait for the count.
+        if p["asInt"] != CALLS.to_string() {
+            continue;
+        }
+        assert_eq!(attr(p, "program_id").unwrap()["stringValue"], id.as_str());
+        assert_eq!(attr(p, "pid").unwrap()["stringValue"], pid.as_str());
+        break;
+    }
 }
