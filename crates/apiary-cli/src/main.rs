@@ -216,8 +216,18 @@ fn package(object: &std::path::Path, output: &str) -> Result<()> {
         .unwrap_or("object")
         .trim_end_matches(".o")
         .trim_end_matches(".bpf");
-    let pkg = apiary::package::Package::build(name, &bytes)
+    let mut pkg = apiary::package::Package::build(name, &bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", object.display()))?;
+    // NAME.metrics.yaml beside the object (as `apiary build` finds it beside the source).
+    let dir = object.parent().unwrap_or(std::path::Path::new(""));
+    if let Some(decls) = ["yaml", "yml"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.metrics.{ext}")))
+        .find(|p| p.is_file())
+    {
+        pkg.metrics = Some(apiary::metrics::Decls::read(&decls)?);
+        eprintln!("metric declarations from {}", decls.display());
+    }
     let path = if output == "table" {
         format!("{name}.package.json")
     } else {
@@ -332,20 +342,22 @@ fn run_foreground(mut a: RunArgs, format: Output) -> Result<()> {
     };
     let mut hooks = apiary::run::RunHooks::default();
     if let Some(listener) = metrics_listener {
-        hooks.on_metrics = Some(Box::new(move |m: std::sync::Arc<apiary::run::RunMetrics>| {
-            let addr = listener.local_addr().ok();
-            match apiary_api::server::metrics::serve_in_thread(
-                listener,
-                std::sync::Arc::new(move || m.text()),
-            ) {
-                Ok(()) => {
-                    if let Some(a) = addr {
-                        eprintln!("serving metrics at http://{a}/metrics");
+        hooks.on_metrics = Some(Box::new(
+            move |m: std::sync::Arc<apiary::run::RunMetrics>| {
+                let addr = listener.local_addr().ok();
+                match apiary_api::server::metrics::serve_in_thread(
+                    listener,
+                    std::sync::Arc::new(move || m.text()),
+                ) {
+                    Ok(()) => {
+                        if let Some(a) = addr {
+                            eprintln!("serving metrics at http://{a}/metrics");
+                        }
                     }
+                    Err(e) => eprintln!("cannot serve metrics: {e}"),
                 }
-                Err(e) => eprintln!("cannot serve metrics: {e}"),
-            }
-        }));
+            },
+        ));
     }
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();

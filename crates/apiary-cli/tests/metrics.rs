@@ -269,9 +269,19 @@ fn run_serves_map_metrics_and_pushes_them_with_events_over_otlp() {
         .args(["run", t.path().join("prog.bpf.c").to_str().unwrap()])
         .args(["-o", "json", "--set", &format!("target_tgid={pid}")])
         .args(["--metrics", &metrics.to_string()])
-        .args(["--otlp-endpoint", &format!("http://127.0.0.1:{}", receiver.port)])
+        .args([
+            "--otlp-endpoint",
+            &format!("http://127.0.0.1:{}", receiver.port),
+        ])
         .args(["--otlp-interval", "200ms"])
-        .args(["--dump-map", "counts", "--dump-map", "hist", "--interval", "1h"])
+        .args([
+            "--dump-map",
+            "counts",
+            "--dump-map",
+            "hist",
+            "--interval",
+            "1h",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -281,7 +291,9 @@ fn run_serves_map_metrics_and_pushes_them_with_events_over_otlp() {
         n.last().is_some_and(|l| l.starts_with("running"))
     });
     assert!(
-        notes.iter().any(|n| n.starts_with("serving metrics at http://")),
+        notes
+            .iter()
+            .any(|n| n.starts_with("serving metrics at http://")),
         "{notes:?}"
     );
     assert!(
@@ -315,8 +327,12 @@ fn run_serves_map_metrics_and_pushes_them_with_events_over_otlp() {
         sample(&text, "apiary_run_events_total", &[]),
         Some(f64::from(CALLS))
     );
-    assert!(sample(&text, "apiary_run_program_runs_total", &[("program", "on_getppid")])
-        .is_some_and(|n| n >= f64::from(CALLS)));
+    assert!(sample(
+        &text,
+        "apiary_run_program_runs_total",
+        &[("program", "on_getppid")]
+    )
+    .is_some_and(|n| n >= f64::from(CALLS)));
     assert!(text.contains("# TYPE getppid_call_seq histogram"), "{text}");
 
     // The same numbers in the run's own map dump, printed when it stops.
@@ -390,9 +406,8 @@ fn run_serves_map_metrics_and_pushes_them_with_events_over_otlp() {
                     .iter()
                     .find(|m| m["name"] == "getppid_calls");
                 // Pushes before the events were handled show fewer calls; wait for all.
-                let done = calls.is_some_and(|c| {
-                    c["sum"]["dataPoints"][0]["asInt"] == CALLS.to_string()
-                });
+                let done =
+                    calls.is_some_and(|c| c["sum"]["dataPoints"][0]["asInt"] == CALLS.to_string());
                 if done {
                     last_metrics = Some(m.clone());
                 }
@@ -453,10 +468,7 @@ fn run_serves_map_metrics_and_pushes_them_with_events_over_otlp() {
         })
         .collect();
     seqs.sort_by_key(|s| s.parse::<u32>().unwrap());
-    assert_eq!(
-        seqs,
-        (1..=CALLS).map(|i| i.to_string()).collect::<Vec<_>>()
-    );
+    assert_eq!(seqs, (1..=CALLS).map(|i| i.to_string()).collect::<Vec<_>>());
 }
 
 #[test]
@@ -530,7 +542,11 @@ fn daemon_metrics_include_the_declared_maps_of_its_programs() {
     // The whole endpoint: the daemon's own families and the declared ones together.
     promtool(&text);
     check_scrape(&text, &pid, &[], &labels);
-    assert_eq!(sample(&text, "apiary_scrape_errors", &[]), Some(0.0), "{text}");
+    assert_eq!(
+        sample(&text, "apiary_scrape_errors", &[]),
+        Some(0.0),
+        "{text}"
+    );
     assert!(sample(&text, "apiary_programs", &[]).is_some());
 
     // serve --otlp-endpoint pushes the same declared metrics, labelled with the program.

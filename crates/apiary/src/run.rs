@@ -2,13 +2,13 @@
 //! decoded events and map snapshots, and release it all when told to stop.
 
 use crate::error::{Error, Result};
+use crate::metrics::otlp::{Exporter, OtlpStats};
+use crate::metrics::{Collector, Decls, Family, Kind, Series, Value};
 use crate::source;
 use apiary_core::btf::Btf;
 use apiary_core::events::{self, Format};
 use apiary_kernel::session::{EventMapKind, Session, Targets};
 use apiary_kernel::{maps, sys, LoadRequest};
-use crate::metrics::otlp::{Exporter, OtlpStats};
-use crate::metrics::{Collector, Decls, Family, Kind, Series, Value};
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -239,7 +239,9 @@ pub fn run_with(
         Some(Arc::new(run_metrics(&session, decls.as_ref(), note)?))
     } else {
         if decls.is_some() {
-            note("metric declarations found; export them with --metrics ADDR or --otlp-endpoint URL");
+            note(
+                "metric declarations found; export them with --metrics ADDR or --otlp-endpoint URL",
+            );
         }
         None
     };
@@ -392,7 +394,11 @@ fn run_metrics(
         Some(d) => {
             let c = Collector::new(
                 d,
-                |name| loaded.map_fd(name).and_then(|fd| fd.try_clone_to_owned().ok()),
+                |name| {
+                    loaded
+                        .map_fd(name)
+                        .and_then(|fd| fd.try_clone_to_owned().ok())
+                },
                 Vec::new(),
             )
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;

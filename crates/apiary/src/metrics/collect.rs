@@ -145,7 +145,9 @@ impl Collector {
             let mut slots = vec![0u64; max_entries.clamp(1, MAX_SLOTS)];
             for (k, vals) in rows {
                 let i = number(k).ok_or_else(|| {
-                    field_err(format!("a histogram indexed by slot needs an integer key, not {k}"))
+                    field_err(format!(
+                        "a histogram indexed by slot needs an integer key, not {k}"
+                    ))
                 })? as usize;
                 let c: f64 = vals.iter().filter_map(number).sum();
                 if let Some(slot) = slots.get_mut(i) {
@@ -192,9 +194,8 @@ impl Collector {
                                     ))
                                 })
                                 .and_then(|x| {
-                                    number(x).ok_or_else(|| {
-                                        field_err(format!("{x} is not a number"))
-                                    })
+                                    number(x)
+                                        .ok_or_else(|| field_err(format!("{x} is not a number")))
                                 })?;
                             total += x;
                         }
@@ -280,5 +281,56 @@ fn plain(b: &[u8]) -> Json {
             Json::from(u64::from_le_bytes(x))
         }
         _ => Json::from(hex::encode(b)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decl(labels: &[&str]) -> MapDecl {
+        MapDecl {
+            map: "m".into(),
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+            metrics: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn keys_become_labels() {
+        let key = json!({"pid": 7, "comm": "sh", "inner": {"cpu": 1}});
+        assert_eq!(
+            key_labels(&decl(&["comm", "inner.cpu"]), &key).expect("labels"),
+            [
+                ("comm".to_string(), "sh".to_string()),
+                ("inner_cpu".to_string(), "1".to_string())
+            ]
+        );
+        assert!(key_labels(&decl(&["nope"]), &key)
+            .expect_err("missing member")
+            .contains("nope"));
+        // A scalar key: one label, named in the config.
+        assert_eq!(
+            key_labels(&decl(&["cpu"]), &json!(3)).expect("scalar"),
+            [("cpu".to_string(), "3".to_string())]
+        );
+        assert!(key_labels(&decl(&["a", "b"]), &json!(3)).is_err());
+        assert!(key_labels(&decl(&[]), &json!(3)).expect("none").is_empty());
+    }
+
+    #[test]
+    fn numbers_and_fields() {
+        assert_eq!(
+            number(&json!("340282366920938463463374607431768211455")),
+            Some(3.402823669209385e38)
+        );
+        assert_eq!(number(&json!(true)), Some(1.0));
+        assert_eq!(number(&json!("x")), None);
+        let v = json!({"a": {"b": 5}});
+        assert_eq!(pick(&v, Some("a.b")), Some(&json!(5)));
+        assert_eq!(pick(&v, None), Some(&v));
+        assert_eq!(plain(&[1, 0, 0, 0]), json!(1));
+        assert_eq!(plain(&[1, 2, 3]), json!("010203"));
     }
 }

@@ -113,15 +113,14 @@ impl Histogram {
 /// Families of several sources (programs) on one endpoint: same-named families become one
 /// (their series kept apart by the sources' labels); a name declared with another type or by a
 /// family already taken (`taken`) is left out with a note, since Prometheus rejects the clash.
-pub fn merge(
-    groups: Vec<Vec<Family>>,
-    taken: &[&str],
-    notes: &mut Vec<String>,
-) -> Vec<Family> {
+pub fn merge(groups: Vec<Vec<Family>>, taken: &[&str], notes: &mut Vec<String>) -> Vec<Family> {
     let mut out: Vec<Family> = Vec::new();
     for f in groups.into_iter().flatten() {
         if taken.contains(&f.name.as_str()) {
-            notes.push(format!("metric {} clashes with one of apiary's own: left out", f.name));
+            notes.push(format!(
+                "metric {} clashes with one of apiary's own: left out",
+                f.name
+            ));
             continue;
         }
         match out.iter_mut().find(|o| o.name == f.name) {
@@ -134,4 +133,60 @@ pub fn merge(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fam(name: &str, kind: Kind, program: &str) -> Family {
+        Family {
+            name: name.into(),
+            help: "h".into(),
+            kind,
+            unit: String::new(),
+            series: vec![Series {
+                labels: vec![("program".into(), program.into())],
+                value: Value::Number(1.0),
+            }],
+        }
+    }
+
+    #[test]
+    fn families_of_several_programs_merge_and_clashes_are_left_out() {
+        let mut notes = Vec::new();
+        let out = merge(
+            vec![
+                vec![
+                    fam("x_total", Kind::Counter, "a"),
+                    fam("apiary_programs", Kind::Gauge, "a"),
+                ],
+                vec![
+                    fam("x_total", Kind::Counter, "b"),
+                    fam("y", Kind::Gauge, "b"),
+                ],
+                vec![fam("y", Kind::Counter, "c")],
+            ],
+            &["apiary_programs"],
+            &mut notes,
+        );
+        let names: Vec<&str> = out.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["x_total", "y"]);
+        assert_eq!(out[0].series.len(), 2);
+        assert_eq!(out[1].series.len(), 1);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+    }
+
+    #[test]
+    fn identical_labels_add_up() {
+        let mut a = Value::Histogram(Histogram::log2(&[1, 2], 1.0));
+        a.merge(&Value::Histogram(Histogram::log2(&[0, 1], 1.0)));
+        match a {
+            Value::Histogram(h) => {
+                assert_eq!(h.counts, [1, 3]);
+                assert_eq!(h.count, 4);
+            }
+            Value::Number(_) => panic!("still a histogram"),
+        }
+    }
 }

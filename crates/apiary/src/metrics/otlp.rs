@@ -78,8 +78,7 @@ impl Exporter {
             json,
             at: now_nanos(),
         };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(msg)
-        {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(msg) {
             self.stats.logs_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -166,7 +165,12 @@ impl Worker {
 
     fn send_metrics(&mut self) {
         let families = (self.source)();
-        let req = metrics_request(&families, self.resource.clone(), self.scope.clone(), self.start);
+        let req = metrics_request(
+            &families,
+            self.resource.clone(),
+            self.scope.clone(),
+            self.start,
+        );
         self.post("/v1/metrics", req.encode_to_vec());
     }
 

@@ -29,8 +29,7 @@ pub fn program_families(programs: &[ProgramView], taken: &[&str]) -> (Vec<Family
                 continue;
             }
         };
-        let maps = match sys::prog_fd_by_id(p.kernel_id).and_then(|fd| sys::prog_info(fd.as_fd()))
-        {
+        let maps = match sys::prog_fd_by_id(p.kernel_id).and_then(|fd| sys::prog_info(fd.as_fd())) {
             Ok(i) => i.map_ids,
             Err(e) => {
                 notes.push(format!("program {id}: {e}"));
