@@ -333,4 +333,101 @@ mod tests {
         assert_eq!(plain(&[1, 0, 0, 0]), json!(1));
         assert_eq!(plain(&[1, 2, 3]), json!("010203"));
     }
+
+    fn collector() -> Collector {
+        Collector {
+            prefix: Some("t".into()),
+            sources: Vec::new(),
+            labels: vec![("program".into(), "p".into())],
+        }
+    }
+
+    fn metric(kind: Kind, field: Option<&str>, unit: Option<&str>) -> MetricDecl {
+        MetricDecl {
+            name: "m".into(),
+            kind,
+            field: field.map(str::to_string),
+            help: None,
+            unit: unit.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn slots_in_the_value_make_one_histogram_per_key_summed_over_cpus() {
+        // bcc/libbpf-tools: `struct hist { u32 slots[N]; }` per comm, in a per-CPU map.
+        let rows = vec![(
+            json!({"comm": "sh"}),
+            vec![json!({"slots": [1, 0, 2]}), json!({"slots": [0, 1, 1]})],
+        )];
+        let f = collector()
+            .family(
+                &decl(&["comm"]),
+                &metric(Kind::Histogram, Some("slots"), Some("us")),
+                &rows,
+                1024,
+            )
+            .expect("family");
+        assert_eq!(f.name, "t_m_seconds");
+        assert_eq!(f.series.len(), 1);
+        assert_eq!(
+            f.series[0].labels,
+            [
+                ("program".to_string(), "p".to_string()),
+                ("comm".to_string(), "sh".to_string())
+            ]
+        );
+        match &f.series[0].value {
+            Value::Histogram(h) => {
+                assert_eq!(h.counts, [1, 1, 3]);
+                assert_eq!(h.bounds, [2e-6, 4e-6, 8e-6]);
+                assert_eq!(h.count, 5);
+            }
+            Value::Number(_) => panic!("not a histogram"),
+        }
+    }
+
+    #[test]
+    fn an_array_indexed_by_slot_is_one_histogram_and_counters_sum_cpus() {
+        let rows: Vec<(Json, Vec<Json>)> =
+            (0..4u64).map(|i| (json!(i), vec![json!(i * 10)])).collect();
+        let f = collector()
+            .family(&decl(&[]), &metric(Kind::Histogram, None, None), &rows, 4)
+            .expect("family");
+        assert_eq!(f.series.len(), 1);
+        match &f.series[0].value {
+            Value::Histogram(h) => assert_eq!(h.counts, [0, 10, 20, 30]),
+            Value::Number(_) => panic!("not a histogram"),
+        }
+        // Keys differing only in unexported members merge; per-CPU values add up.
+        let rows = vec![
+            (
+                json!({"pid": 1, "tid": 1}),
+                vec![json!({"n": 1}), json!({"n": 2})],
+            ),
+            (
+                json!({"pid": 1, "tid": 2}),
+                vec![json!({"n": 4}), json!({"n": 0})],
+            ),
+        ];
+        let f = collector()
+            .family(
+                &decl(&["pid"]),
+                &metric(Kind::Counter, Some("n"), None),
+                &rows,
+                8,
+            )
+            .expect("family");
+        assert_eq!(f.name, "t_m_total");
+        assert_eq!(f.series.len(), 1);
+        assert_eq!(f.series[0].value, Value::Number(7.0));
+        let err = collector()
+            .family(
+                &decl(&["pid"]),
+                &metric(Kind::Gauge, Some("nope"), None),
+                &rows,
+                8,
+            )
+            .expect_err("no such member");
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
 }
