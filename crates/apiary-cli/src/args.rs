@@ -237,7 +237,7 @@ pub struct RunArgs {
 pub struct OtlpArgs {
     /// Push metrics (and for `run`, events as log records) to this OTLP/HTTP collector, e.g.
     /// http://127.0.0.1:4318 (protobuf to URL/v1/metrics and URL/v1/logs).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = parse_otlp_endpoint)]
     pub otlp_endpoint: Option<String>,
     /// How often metrics are pushed.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
@@ -446,4 +446,20 @@ fn parse_metrics_config(path: &str) -> Result<String, String> {
     apiary::metrics::Decls::read(std::path::Path::new(path))
         .map(|d| d.to_json())
         .map_err(|e| e.to_string())
+}
+
+/// An OTLP/HTTP base URL: http(s), without the signal path that is appended per request.
+fn parse_otlp_endpoint(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("an http:// or https:// URL, e.g. http://127.0.0.1:4318")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("the URL has no host".into());
+    }
+    let trimmed = url.trim_end_matches('/');
+    if trimmed.ends_with("/v1/metrics") || trimmed.ends_with("/v1/logs") {
+        return Err("give the base URL: /v1/metrics and /v1/logs are appended".into());
+    }
+    Ok(url.to_string())
 }

@@ -575,3 +575,52 @@ fn daemon_metrics_include_the_declared_maps_of_its_programs() {
         break;
     }
 }
+
+#[test]
+fn declarations_that_do_not_fit_are_refused() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let t = tree();
+    let cmd = || {
+        let mut c = a.cmd();
+        c.env("APIARY_CACHE_DIR", t.path().join("cache"));
+        c
+    };
+    // A build with a malformed prog.metrics.yaml fails and names the file.
+    std::fs::write(
+        t.path().join("prog.metrics.yaml"),
+        "maps:\n  - map: counts\n    metrics: [{name: x, type: countr}]\n",
+    )
+    .unwrap();
+    let r = cmd()
+        .args(["build", t.path().join("prog.bpf.c").to_str().unwrap()])
+        .args(["-o", t.path().join("out").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success(), "{err}");
+    assert!(
+        err.contains("prog.metrics.yaml") && err.contains("countr"),
+        "{err}"
+    );
+    // A declared map the program lacks: the run stops before it starts.
+    std::fs::write(t.path().join("prog.metrics.yaml"), DECLS).unwrap();
+    let other = t.path().join("other.yaml");
+    std::fs::write(
+        &other,
+        "maps:\n  - map: nosuch\n    metrics: [{name: x, type: gauge}]\n",
+    )
+    .unwrap();
+    let r = cmd()
+        .args(["run", t.path().join("prog.bpf.c").to_str().unwrap()])
+        .args(["--metrics-config", other.to_str().unwrap()])
+        .args(["--metrics", "127.0.0.1:0", "--duration", "30s"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("the program has no map nosuch"), "{err}");
+    assert!(!err.contains("running"), "{err}");
+}

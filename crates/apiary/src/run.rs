@@ -226,6 +226,14 @@ pub fn run_with(
         .collect();
     apiary_kernel::session::check_targets(&spec.targets, &chosen)?;
     let decls = metric_decls(spec, &fetched)?;
+    // Declared maps are checked against the object before anything loads.
+    for m in decls.iter().flat_map(|d| &d.maps) {
+        if info.map(&m.map).is_none() {
+            return Err(Error::InvalidArgument(
+                crate::metrics::MetricsError::NoSuchMap { map: m.map.clone() }.to_string(),
+            ));
+        }
+    }
     let session = Session::start(&req, &spec.targets)?;
     announce(&session, note);
     let exported = hooks.on_metrics.is_some() || spec.otlp.is_some();
