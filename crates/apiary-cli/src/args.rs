@@ -449,7 +449,7 @@ fn parse_metrics_config(path: &str) -> Result<String, String> {
 }
 
 /// An OTLP/HTTP base URL: http(s), without the signal path that is appended per request.
-fn parse_otlp_endpoint(url: &str) -> Result<String, String> {
+pub fn parse_otlp_endpoint(url: &str) -> Result<String, String> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))

@@ -23,6 +23,7 @@ const LOG_FLUSH: Duration = Duration::from_millis(500);
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const MIN_INTERVAL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpConfig {
@@ -56,7 +57,9 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    pub fn start(cfg: OtlpConfig, source: Source) -> Exporter {
+    pub fn start(mut cfg: OtlpConfig, source: Source) -> Exporter {
+        // A zero interval would push in a busy loop.
+        cfg.interval = cfg.interval.max(MIN_INTERVAL);
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let stats = Arc::new(OtlpStats::default());
         let st = stats.clone();
