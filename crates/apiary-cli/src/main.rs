@@ -302,6 +302,10 @@ fn run_foreground(mut a: RunArgs, format: Output) -> Result<()> {
         report_build(&built);
         // The package carries the event types its stripped object's DWARF held; a type named
         // with --event-type may be another one, which only the full object still has.
+        // The declarations beside the source hold whichever of the two runs.
+        if a.metrics_config.is_none() {
+            a.metrics_config = apiary::build::metrics_config(&src);
+        }
         let chosen = if a.event_type.is_some() {
             &built.object
         } else {
