@@ -518,15 +518,28 @@ fn daemon_metrics_include_the_declared_maps_of_its_programs() {
         .args(["--set", &format!("target_tgid={pid}")])
         .arg("--metrics-config")
         .arg(t.path().join("prog.metrics.yaml"))
-        .args(["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"])
+        .args(["--programs", "tracepoint:on_getppid,tracepoint:on_getpid"])
         .output()
         .unwrap();
     assert!(r.status.success(), "{r:?}");
     let loaded: Value = serde_json::from_slice(&r.stdout).unwrap();
-    let id = loaded[0]["id"].as_i64().unwrap().to_string();
-    assert!(loaded[0]["metadata"]["apiary.dev/metrics"]
+    let loaded = loaded.as_array().unwrap();
+    assert_eq!(loaded.len(), 2, "{loaded:?}");
+    let id = loaded.iter().find(|p| p["name"] == "on_getppid").unwrap()["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    assert!(loaded.iter().all(|p| p["metadata"]["apiary.dev/metrics"]
         .as_str()
-        .is_some_and(|m| m.contains("getppid")));
+        .is_some_and(|m| m.contains("getppid"))));
+    let r = a
+        .cmd()
+        .args(["--endpoint", &d.endpoint()])
+        .args(["attach", &id, "tracepoint", "--tracepoint"])
+        .arg("syscalls/sys_enter_getppid")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{r:?}");
     target.release();
 
     let addr = d.metrics.unwrap();
@@ -542,9 +555,18 @@ fn daemon_metrics_include_the_declared_maps_of_its_programs() {
     // The whole endpoint: the daemon's own families and the declared ones together.
     promtool(&text);
     check_scrape(&text, &pid, &[], &labels);
+    // Both programs carry the declarations; the maps they share are exported once, with the
+    // first, though on_getpid's instructions use only `totals`.
     assert_eq!(
         sample(&text, "apiary_scrape_errors", &[]),
         Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("getppid_calls_total{"))
+            .count(),
+        1,
         "{text}"
     );
     assert!(sample(&text, "apiary_programs", &[]).is_some());

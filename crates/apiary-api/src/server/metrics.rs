@@ -353,7 +353,15 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
     .map(|f| f.name)
     .chain(["apiary_bpf_stats_enabled", "apiary_scrape_errors"])
     .collect();
-    let (declared, declared_notes) = apiary::metrics::program_families(&programs, &own);
+    let maps = if programs
+        .iter()
+        .any(|p| p.metadata.contains_key(apiary::metrics::METADATA_KEY))
+    {
+        manager.list_maps(false).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let (declared, declared_notes) = apiary::metrics::program_families(&programs, &maps, &own);
     errors += declared_notes.len() as u64;
     for n in &declared_notes {
         let _ = writeln!(notes, "# {}", n.replace('\n', " "));

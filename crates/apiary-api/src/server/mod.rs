@@ -361,7 +361,10 @@ async fn serve_on(
         apiary::metrics::otlp::Exporter::start(
             o,
             Box::new(move || match m.list_programs(false, &Default::default()) {
-                Ok(p) => apiary::metrics::program_families(&p, &[]).0,
+                Ok(p) => {
+                    let maps = m.list_maps(false).unwrap_or_default();
+                    apiary::metrics::program_families(&p, &maps, &[]).0
+                }
                 Err(_) => Vec::new(),
             }),
         )

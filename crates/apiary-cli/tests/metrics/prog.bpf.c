@@ -92,4 +92,18 @@ int on_getppid(void *ctx)
     return 0;
 }
 
+/* A second program that uses only one of the maps: the daemon still exports all of the
+ * object's maps once (the target never calls getpid()). */
+SEC("tracepoint/syscalls/sys_enter_getpid")
+int on_getpid(void *ctx)
+{
+    if ((bpf_get_current_pid_tgid() >> 32) != target_tgid)
+        return 0;
+    __u32 zero_key = 0;
+    __u64 *t = bpf_map_lookup_elem(&totals, &zero_key);
+    if (t)
+        *t += 1;
+    return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";

@@ -3,7 +3,7 @@
 //! program's id and name.
 
 use super::{merge, Collector, Decls, Family};
-use crate::ProgramView;
+use crate::{MapView, ProgramView};
 use apiary_kernel::sys;
 use std::collections::BTreeSet;
 use std::os::fd::AsFd;
@@ -13,7 +13,11 @@ const KERNEL_NAME_LEN: usize = 15;
 
 /// Families of every program with declarations (same-named families merged), and a note per
 /// program or map that could not be read. `taken`: names the endpoint already uses.
-pub fn program_families(programs: &[ProgramView], taken: &[&str]) -> (Vec<Family>, Vec<String>) {
+pub fn program_families(
+    programs: &[ProgramView],
+    maps: &[MapView],
+    taken: &[&str],
+) -> (Vec<Family>, Vec<String>) {
     let mut groups = Vec::new();
     let mut notes = Vec::new();
     // Programs of one object share its maps: each map is exported once, with the first.
@@ -29,15 +33,25 @@ pub fn program_families(programs: &[ProgramView], taken: &[&str]) -> (Vec<Family
                 continue;
             }
         };
-        let maps = match sys::prog_fd_by_id(p.kernel_id).and_then(|fd| sys::prog_info(fd.as_fd())) {
-            Ok(i) => i.map_ids,
-            Err(e) => {
-                notes.push(format!("program {id}: {e}"));
-                continue;
+        // Every map of the program's load (the store links them all to each of its programs),
+        // not only those its own instructions use: a tool's histogram may be filled by another
+        // program of the object. Maps the store does not know: the kernel's list.
+        let mut map_ids: Vec<u32> = maps
+            .iter()
+            .filter(|m| m.used_by.contains(&id))
+            .map(|m| m.kernel_id)
+            .collect();
+        if map_ids.is_empty() {
+            match sys::prog_fd_by_id(p.kernel_id).and_then(|fd| sys::prog_info(fd.as_fd())) {
+                Ok(i) => map_ids = i.map_ids,
+                Err(e) => {
+                    notes.push(format!("program {id}: {e}"));
+                    continue;
+                }
             }
-        };
+        }
         let mut opened = Vec::new();
-        for mid in maps {
+        for mid in map_ids {
             if let Ok(fd) = sys::map_fd_by_id(mid) {
                 if let Ok(info) = sys::map_info(fd.as_fd()) {
                     opened.push((mid, info.name, fd));
