@@ -71,6 +71,19 @@ impl Target {
     }
 }
 
+/// A child killed if the test fails before it is stopped: an `apiary run` without a duration
+/// must not outlive a failed test.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Lines of a child's stream, as they come.
 fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = channel();
@@ -263,7 +276,7 @@ fn run_serves_map_metrics_and_pushes_them_with_events_over_otlp() {
     let target = Target::new();
     let pid = target.pid().to_string();
     let metrics = free_port();
-    let mut child = a
+    let child = a
         .cmd()
         .env("APIARY_CACHE_DIR", t.path().join("cache"))
         .args(["run", t.path().join("prog.bpf.c").to_str().unwrap()])
@@ -286,6 +299,8 @@ fn run_serves_map_metrics_and_pushes_them_with_events_over_otlp() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn apiary run");
+    let mut child = KillOnDrop(child);
+    let child = &mut child.0;
     let err = lines(child.stderr.take().unwrap());
     let notes = collect_until(&err, "apiary run's setup", |n| {
         n.last().is_some_and(|l| l.starts_with("running"))
