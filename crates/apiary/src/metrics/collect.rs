@@ -8,7 +8,7 @@ use super::{Family, Histogram, MetricsError, Series, Value};
 use apiary_core::btf::{self, Btf};
 use apiary_kernel::{maps, sys};
 use serde_json::Value as Json;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 
 /// A map's entries beyond this are not read (a scrape must stay cheap and bounded).
@@ -133,8 +133,12 @@ impl Collector {
             metric: name.clone(),
             reason: what,
         };
-        // Identical label sets (keys differing only in members not exported) are merged.
-        let mut series: BTreeMap<Vec<(String, String)>, Value> = BTreeMap::new();
+        // Identical label sets (keys differing only in members not exported) are merged; the
+        // index finds them, the series keep the map's order.
+        let mut series: Vec<Series> = Vec::new();
+        let mut index: HashMap<Vec<(String, String)>, usize> = HashMap::new();
+        // Sanitized once, not per entry.
+        let names = label_names(decl);
         let slot_indexed = m.kind == Kind::Histogram
             && m.field.is_none()
             && rows
@@ -154,14 +158,14 @@ impl Collector {
                     *slot += c as u64;
                 }
             }
-            series.insert(
-                self.labels.clone(),
-                Value::Histogram(Histogram::log2(&slots, scale)),
-            );
+            series.push(Series {
+                labels: self.labels.clone(),
+                value: Value::Histogram(Histogram::log2(&slots, scale)),
+            });
         } else {
             for (k, vals) in rows {
                 let mut labels = self.labels.clone();
-                labels.extend(key_labels(decl, k).map_err(field_err)?);
+                labels.extend(key_labels(&names, k).map_err(field_err)?);
                 let value = match m.kind {
                     Kind::Histogram => {
                         let mut slots: Vec<u64> = Vec::new();
@@ -202,10 +206,17 @@ impl Collector {
                         Value::Number(total * scale)
                     }
                 };
-                match series.get_mut(&labels) {
-                    Some(existing) => existing.merge(&value),
+                if labels_whole_key(&names, k) {
+                    // Every key member is a label: keys are unique, nothing to merge (and no
+                    // hashing, which is most of a large map's cost otherwise).
+                    series.push(Series { labels, value });
+                    continue;
+                }
+                match index.get(&labels) {
+                    Some(&i) => series[i].value.merge(&value),
                     None => {
-                        series.insert(labels, value);
+                        index.insert(labels.clone(), series.len());
+                        series.push(Series { labels, value });
                     }
                 }
             }
@@ -219,32 +230,45 @@ impl Collector {
                 .as_deref()
                 .map(|u| super::decl::base_unit(u).0)
                 .unwrap_or_default(),
-            series: series
-                .into_iter()
-                .map(|(labels, value)| Series { labels, value })
-                .collect(),
+            series,
         })
     }
 }
 
+/// (member path, label name) of each declared label.
+fn label_names(decl: &MapDecl) -> Vec<(String, String)> {
+    decl.labels
+        .iter()
+        .map(|l| (l.clone(), super::decl::sanitize_label(l)))
+        .collect()
+}
+
+/// Whether the labels name every member of the key (or the scalar key itself).
+fn labels_whole_key(names: &[(String, String)], key: &Json) -> bool {
+    match key.as_object() {
+        Some(o) => o.len() == names.len() && names.iter().all(|(p, _)| o.contains_key(p)),
+        None => names.len() == 1,
+    }
+}
+
 /// The labels of one key: named members of a struct key, or the one label of a scalar key.
-fn key_labels(decl: &MapDecl, key: &Json) -> Result<Vec<(String, String)>, String> {
+fn key_labels(names: &[(String, String)], key: &Json) -> Result<Vec<(String, String)>, String> {
     if !key.is_object() {
-        return match decl.labels.as_slice() {
+        return match names {
             [] => Ok(Vec::new()),
-            [one] => Ok(vec![(super::decl::sanitize_label(one), label_value(key))]),
+            [(_, one)] => Ok(vec![(one.clone(), label_value(key))]),
             _ => Err(format!(
                 "the key is a scalar: it takes one label, not {}",
-                decl.labels.len()
+                names.len()
             )),
         };
     }
-    decl.labels
+    names
         .iter()
-        .map(|l| {
-            pick(key, Some(l))
-                .map(|v| (super::decl::sanitize_label(l), label_value(v)))
-                .ok_or_else(|| format!("the key has no member {l}"))
+        .map(|(path, label)| {
+            pick(key, Some(path))
+                .map(|v| (label.clone(), label_value(v)))
+                .ok_or_else(|| format!("the key has no member {path}"))
         })
         .collect()
 }
@@ -301,22 +325,24 @@ mod tests {
     fn keys_become_labels() {
         let key = json!({"pid": 7, "comm": "sh", "inner": {"cpu": 1}});
         assert_eq!(
-            key_labels(&decl(&["comm", "inner.cpu"]), &key).expect("labels"),
+            key_labels(&label_names(&decl(&["comm", "inner.cpu"])), &key).expect("labels"),
             [
                 ("comm".to_string(), "sh".to_string()),
                 ("inner_cpu".to_string(), "1".to_string())
             ]
         );
-        assert!(key_labels(&decl(&["nope"]), &key)
+        assert!(key_labels(&label_names(&decl(&["nope"])), &key)
             .expect_err("missing member")
             .contains("nope"));
         // A scalar key: one label, named in the config.
         assert_eq!(
-            key_labels(&decl(&["cpu"]), &json!(3)).expect("scalar"),
+            key_labels(&label_names(&decl(&["cpu"])), &json!(3)).expect("scalar"),
             [("cpu".to_string(), "3".to_string())]
         );
-        assert!(key_labels(&decl(&["a", "b"]), &json!(3)).is_err());
-        assert!(key_labels(&decl(&[]), &json!(3)).expect("none").is_empty());
+        assert!(key_labels(&label_names(&decl(&["a", "b"])), &json!(3)).is_err());
+        assert!(key_labels(&label_names(&decl(&[])), &json!(3))
+            .expect("none")
+            .is_empty());
     }
 
     #[test]
