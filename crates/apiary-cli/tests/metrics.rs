@@ -507,6 +507,14 @@ fn daemon_metrics_include_the_declared_maps_of_its_programs() {
             .unwrap();
     assert_eq!(pkg["metrics"]["prefix"], "getppid");
     assert_eq!(pkg["metrics"]["maps"][0]["labels"][1], "comm");
+    let inspected = a.ok(&[
+        "inspect",
+        t.path().join("out/prog.package.json").to_str().unwrap(),
+    ]);
+    assert!(
+        inspected.contains("getppid_call_seq (histogram) from map hist"),
+        "{inspected}"
+    );
 
     let receiver = OtlpReceiver::start();
     let d = Daemon::start(

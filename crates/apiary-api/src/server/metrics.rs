@@ -120,18 +120,10 @@ pub fn serve_in_thread(listener: std::net::TcpListener, render: Render) -> std::
     Ok(())
 }
 
-/// A label value as the exposition format wants it: backslash, quote and newline escaped.
+/// A label value as the exposition format wants it: backslash, quote and newline escaped
+/// (the same escaping as the declared map metrics apiary renders).
 pub fn escape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+    apiary::metrics::render::escape_label(v)
 }
 
 /// One metric family: HELP and TYPE once, then its samples.
