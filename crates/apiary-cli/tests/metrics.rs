@@ -349,6 +349,11 @@ fn run_serves_map_metrics_and_pushes_them_with_events_over_otlp() {
     )
     .is_some_and(|n| n >= f64::from(CALLS)));
     assert!(text.contains("# TYPE getppid_call_seq histogram"), "{text}");
+    assert_eq!(
+        sample(&text, "apiary_run_otlp_logs_dropped_total", &[]),
+        Some(0.0),
+        "{text}"
+    );
 
     // The same numbers in the run's own map dump, printed when it stops.
     // SAFETY: signalling our own child.

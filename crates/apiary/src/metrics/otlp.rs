@@ -398,6 +398,26 @@ mod tests {
     use crate::metrics::{Histogram, Series};
 
     #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        // No worker: the queue fills and every further event is dropped at once.
+        let (tx, rx) = mpsc::sync_channel(4);
+        let e = Exporter {
+            tx,
+            stats: Arc::new(OtlpStats::default()),
+            thread: None,
+        };
+        for i in 0..10 {
+            e.event("events", format!("{{\"i\":{i}}}"));
+        }
+        assert_eq!(e.stats.logs_dropped.load(Ordering::Relaxed), 6);
+        assert_eq!(rx.try_iter().count(), 4);
+        // A worker that is gone counts as a drop too.
+        drop(rx);
+        e.event("events", "{}".into());
+        assert_eq!(e.stats.logs_dropped.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
     fn families_become_otlp_metrics() {
         let fams = vec![
             Family {
