@@ -54,10 +54,17 @@ pub struct RunMetrics {
 
 impl RunMetrics {
     pub fn families(&self) -> Vec<Family> {
-        let (mut fams, errors) = match &self.collector {
+        self.collect().0
+    }
+
+    /// The families, and what could not be read (a map, or a declared name clashing with the
+    /// run's own).
+    fn collect(&self) -> (Vec<Family>, Vec<String>) {
+        let (declared, mut errors) = match &self.collector {
             Some(c) => c.collect(),
             None => (Vec::new(), Vec::new()),
         };
+        let mut fams = Vec::new();
         let counter = |name: &str, help: &str, series: Vec<Series>| Family {
             name: name.into(),
             help: help.into(),
@@ -120,17 +127,34 @@ impl RunMetrics {
         }
         fams.push(Family {
             name: "apiary_run_metric_errors".into(),
-            help: "Declared maps this collection could not read.".into(),
+            help: "Declared maps (or names) this collection could not export (see the comments)."
+                .into(),
             kind: Kind::Gauge,
             unit: String::new(),
-            series: one(errors.len() as u64),
+            series: Vec::new(),
         });
-        fams
+        let own: Vec<String> = fams.iter().map(|f| f.name.clone()).collect();
+        let own: Vec<&str> = own.iter().map(String::as_str).collect();
+        let declared = crate::metrics::merge(vec![declared], &own, &mut errors);
+        if let Some(f) = fams
+            .iter_mut()
+            .find(|f| f.name == "apiary_run_metric_errors")
+        {
+            f.series = one(errors.len() as u64);
+        }
+        (declared.into_iter().chain(fams).collect(), errors)
     }
 
-    /// The Prometheus text of [`RunMetrics::families`].
+    /// The Prometheus text of [`RunMetrics::families`], with what could not be read as comments.
     pub fn text(&self) -> String {
-        crate::metrics::render::to_text(&self.families())
+        let (fams, errors) = self.collect();
+        let mut out = crate::metrics::render::to_text(&fams);
+        for e in errors {
+            out.push_str("# ");
+            out.push_str(&e.replace('\n', " "));
+            out.push('\n');
+        }
+        out
     }
 }
 
