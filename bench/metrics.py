@@ -119,7 +119,9 @@ def main():
     finally:
         d.terminate()
         d.wait()
-    subprocess.run(["rm", "-rf", tmp])
+        # The daemon keeps its programs pinned when it stops: removing the pins detaches and
+        # unloads the benchmark's program.
+        subprocess.run(["rm", "-rf", env["APIARY_BPFFS"], tmp])
 
 
 if __name__ == "__main__":
