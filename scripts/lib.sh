@@ -4,6 +4,8 @@
 APT_PACKAGES="clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 iputils-ping libbpf-dev make gcc docker-registry openssl python3 systemtap-sdt-dev"
 # man -l renders the generated pages in the completions test (tests/docs.rs).
 APT_PACKAGES="$APT_PACKAGES man-db"
+# promtool (Debian's prometheus) checks the metrics endpoints in tests/metrics.rs.
+APT_PACKAGES="$APT_PACKAGES prometheus"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -11,6 +11,7 @@ ensure_mounts
 ensure_cargo
 ensure_clients
 sh scripts/web-tests.sh >/dev/null  # chromium and playwright-core for tests/web.rs
+sh scripts/otlp.sh >/dev/null  # opentelemetry-proto for the OTLP receiver of tests/metrics.rs
 ensure_kube_testenv
 sh scripts/csi-sanity.sh build  # csi-sanity for crates/apiary-cli/tests/csi.rs (cached; builds when missing)
 

@@ -225,6 +225,38 @@ pub struct RunArgs {
     /// For a .c source: how it is compiled (it is built into the cache directory first).
     #[command(flatten)]
     pub compile: CompileFlags,
+    /// Serve the declared map metrics and the run's own counters at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Metric declarations (YAML) to use instead of the package's / NAME.metrics.yaml.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
+}
+
+/// OTLP/HTTP export (`run` and `serve`).
+#[derive(Args, Debug, Clone)]
+pub struct OtlpArgs {
+    /// Push metrics (and for `run`, events as log records) to this OTLP/HTTP collector, e.g.
+    /// http://127.0.0.1:4318 (protobuf to URL/v1/metrics and URL/v1/logs).
+    #[arg(long, value_name = "URL", value_parser = parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+    /// How often metrics are pushed.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub otlp_interval: std::time::Duration,
+}
+
+impl OtlpArgs {
+    pub fn config(&self, service: &str) -> Option<apiary::metrics::otlp::OtlpConfig> {
+        self.otlp_endpoint
+            .as_ref()
+            .map(|e| apiary::metrics::otlp::OtlpConfig {
+                endpoint: e.clone(),
+                interval: self.otlp_interval,
+                service: service.to_string(),
+            })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -280,6 +312,10 @@ pub struct LoadOptions {
     /// Metadata to record with the programs: KEY=VALUE.
     #[arg(short = 'm', long = "metadata", value_parser = parse_kv)]
     pub metadata: Vec<(String, String)>,
+    /// Metric declarations (YAML) recorded with the programs: the daemon's /metrics exports
+    /// the maps they name.
+    #[arg(long, value_name = "FILE", value_parser = parse_metrics_config)]
+    pub metrics_config: Option<String>,
     /// Reuse the maps of this program (by name) instead of creating new ones.
     #[arg(long)]
     pub map_owner_id: Option<apiary_core::ProgramId>,
@@ -300,7 +336,14 @@ impl LoadOptions {
                 .collect(),
             raw_globals: self.globals,
             typed_globals: self.set,
-            metadata: self.metadata.into_iter().collect(),
+            metadata: self
+                .metadata
+                .into_iter()
+                .chain(
+                    self.metrics_config
+                        .map(|d| (apiary::metrics::METADATA_KEY.to_string(), d)),
+                )
+                .collect(),
             map_owner_id: self.map_owner_id,
             attach,
         }
@@ -399,4 +442,27 @@ fn parse_hex(s: &str) -> Result<(String, Vec<u8>), String> {
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
     apiary_core::parse::parse_kv(s)
+}
+
+/// `--metrics-config FILE` of a load: checked here, recorded as JSON.
+fn parse_metrics_config(path: &str) -> Result<String, String> {
+    apiary::metrics::Decls::read(std::path::Path::new(path))
+        .map(|d| d.to_json())
+        .map_err(|e| e.to_string())
+}
+
+/// An OTLP/HTTP base URL: http(s), without the signal path that is appended per request.
+pub fn parse_otlp_endpoint(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("an http:// or https:// URL, e.g. http://127.0.0.1:4318")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("the URL has no host".into());
+    }
+    let trimmed = url.trim_end_matches('/');
+    if trimmed.ends_with("/v1/metrics") || trimmed.ends_with("/v1/logs") {
+        return Err("give the base URL: /v1/metrics and /v1/logs are appended".into());
+    }
+    Ok(url.to_string())
 }

@@ -61,6 +61,13 @@ pub struct ServeArgs {
     /// Log lines as text or json (default text).
     #[arg(long)]
     pub log_format: Option<LogFormat>,
+    /// Push the programs' declared map metrics to this OTLP/HTTP collector, e.g.
+    /// http://127.0.0.1:4318 (protobuf to URL/v1/metrics).
+    #[arg(long, value_name = "URL", value_parser = crate::args::parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+    /// How often they are pushed (default 10s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub otlp_interval: Option<std::time::Duration>,
 }
 
 /// Global flags for talking to a daemon.
@@ -122,6 +129,8 @@ where
         max_message_size: a.max_message_size,
         log: a.log,
         log_format: a.log_format,
+        otlp_endpoint: a.otlp_endpoint,
+        otlp_interval: a.otlp_interval,
     };
     let mut cfg = flags.or(file).resolve()?;
     cfg.config_file = a.config;

@@ -228,8 +228,18 @@ fn package(object: &std::path::Path, output: &str) -> Result<()> {
         .unwrap_or("object")
         .trim_end_matches(".o")
         .trim_end_matches(".bpf");
-    let pkg = apiary::package::Package::build(name, &bytes)
+    let mut pkg = apiary::package::Package::build(name, &bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", object.display()))?;
+    // NAME.metrics.yaml beside the object (as `apiary build` finds it beside the source).
+    let dir = object.parent().unwrap_or(std::path::Path::new(""));
+    if let Some(decls) = ["yaml", "yml"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.metrics.{ext}")))
+        .find(|p| p.is_file())
+    {
+        pkg.metrics = Some(apiary::metrics::Decls::read(&decls)?);
+        eprintln!("metric declarations from {}", decls.display());
+    }
     let path = if output == "table" {
         format!("{name}.package.json")
     } else {
@@ -304,6 +314,10 @@ fn run_foreground(mut a: RunArgs, format: Output) -> Result<()> {
         report_build(&built);
         // The package carries the event types its stripped object's DWARF held; a type named
         // with --event-type may be another one, which only the full object still has.
+        // The declarations beside the source hold whichever of the two runs.
+        if a.metrics_config.is_none() {
+            a.metrics_config = apiary::build::metrics_config(&src);
+        }
         let chosen = if a.event_type.is_some() {
             &built.object
         } else {
@@ -331,13 +345,46 @@ fn run_foreground(mut a: RunArgs, format: Output) -> Result<()> {
         dump_maps: a.dump_maps,
         interval: a.interval,
         json: format == Output::Json,
+        metrics_config: a.metrics_config,
+        otlp: a.otlp.config("apiary-run"),
     };
+    // Bound before anything loads, so a taken port fails the run instead of its metrics.
+    let metrics_listener = match a.metrics {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("--metrics {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut hooks = apiary::run::RunHooks::default();
+    if let Some(listener) = metrics_listener {
+        hooks.on_metrics = Some(Box::new(
+            move |m: std::sync::Arc<apiary::run::RunMetrics>| {
+                let addr = listener.local_addr().ok();
+                match apiary_api::server::metrics::serve_in_thread(
+                    listener,
+                    std::sync::Arc::new(move || m.text()),
+                ) {
+                    Ok(()) => {
+                        if let Some(a) = addr {
+                            eprintln!("serving metrics at http://{a}/metrics");
+                        }
+                    }
+                    Err(e) => eprintln!("cannot serve metrics: {e}"),
+                }
+            },
+        ));
+    }
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
     let mut note = |m: &str| eprintln!("{m}");
-    let summary = apiary::run::run(&spec, &mut lock, &mut note, &|| {
-        STOP.load(std::sync::atomic::Ordering::SeqCst)
-    })?;
+    let summary = apiary::run::run_with(
+        &spec,
+        &mut lock,
+        &mut note,
+        &|| STOP.load(std::sync::atomic::Ordering::SeqCst),
+        hooks,
+    )?;
     eprintln!(
         "{} event(s){}; detached and unloaded everything",
         summary.events,

@@ -435,6 +435,24 @@ impl Printer {
                     s.push_str(&format!("{m}: {t}\n"));
                 }
             }
+            if let Some(d) = &i.metrics {
+                s = s.trim_end().to_string();
+                s.push_str("\n\nMETRICS\n");
+                for m in &d.maps {
+                    for x in &m.metrics {
+                        let kind = match x.kind {
+                            apiary::metrics::Kind::Counter => "counter",
+                            apiary::metrics::Kind::Gauge => "gauge",
+                            apiary::metrics::Kind::Histogram => "histogram",
+                        };
+                        s.push_str(&format!(
+                            "{} ({kind}) from map {}\n",
+                            x.family_name(d.prefix.as_deref()),
+                            m.map
+                        ));
+                    }
+                }
+            }
             s.trim_end().to_string()
         })
     }

@@ -366,13 +366,23 @@ pub fn build(spec: &BuildSpec) -> Result<Built, BuildError> {
         path: object.clone(),
         error,
     })?;
-    let pkg =
+    let mut pkg =
         Package::build_with(&name, &bytes, header_event_type.as_deref()).map_err(|reason| {
             BuildError::Package {
                 path: object.clone(),
                 reason,
             }
         })?;
+    if let Some(path) = metrics_config(source) {
+        // A declaration that does not parse fails the build: a tool must not ship it silently.
+        pkg.metrics =
+            Some(
+                crate::metrics::Decls::read(&path).map_err(|e| BuildError::Package {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+            );
+    }
     let package = spec.out_dir.join(format!("{name}.package.json"));
     let json = serde_json::to_string_pretty(&pkg).map_err(|e| BuildError::Package {
         path: object.clone(),
@@ -392,6 +402,17 @@ pub fn build(spec: &BuildSpec) -> Result<Built, BuildError> {
         warnings: stderr,
         compile_time,
     })
+}
+
+/// `NAME.metrics.yaml` (or `.yml`) next to `NAME.bpf.c`: the metric declarations a build
+/// puts into the package.
+pub fn metrics_config(source: &Path) -> Option<PathBuf> {
+    let name = stem(source)?;
+    let dir = source.parent().unwrap_or(Path::new(""));
+    ["yaml", "yml"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.metrics.{ext}")))
+        .find(|p| p.is_file())
 }
 
 /// Where `apiary run prog.bpf.c` builds: a directory per source path under the cache.

@@ -19,6 +19,9 @@ pub struct Inspection {
     pub externs: Vec<String>,
     /// Event type per ring buffer / perf event array, where one can be found.
     pub event_types: BTreeMap<String, String>,
+    /// A package's metric declarations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::metrics::Decls>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,5 +117,6 @@ pub fn inspect(source: &str) -> Result<Inspection> {
         globals: globals_of(&info),
         externs: info.externs.clone(),
         event_types,
+        metrics: fetched.package.as_ref().and_then(|p| p.metrics.clone()),
     })
 }

@@ -13,6 +13,7 @@ mod load;
 mod lock;
 mod manager;
 mod mapdump;
+pub mod metrics;
 pub mod package;
 mod pipeline;
 mod queries;

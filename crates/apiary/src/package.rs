@@ -38,6 +38,9 @@ pub struct Package {
     /// Size of the object before its DWARF was stripped (absent: nothing was stripped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_with_debug: Option<usize>,
+    /// Which maps become metrics (from `prog.metrics.yaml` next to the source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::metrics::Decls>,
     /// gzip, then base64 (standard alphabet).
     pub object: String,
 }
@@ -175,6 +178,7 @@ impl Package {
             event_types,
             event_type_defs,
             size_with_debug: (object.len() != full.len()).then_some(full.len()),
+            metrics: None,
             object: base64::engine::general_purpose::STANDARD.encode(compressed),
         })
     }

@@ -2,13 +2,17 @@
 //! decoded events and map snapshots, and release it all when told to stop.
 
 use crate::error::{Error, Result};
+use crate::metrics::otlp::{Exporter, OtlpStats};
+use crate::metrics::{Collector, Decls, Family, Kind, Series, Value};
 use crate::source;
 use apiary_core::btf::Btf;
 use apiary_core::events::{self, Format};
 use apiary_kernel::session::{EventMapKind, Session, Targets};
 use apiary_kernel::{maps, sys, LoadRequest};
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -24,6 +28,134 @@ pub struct RunSpec {
     pub dump_maps: Vec<String>,
     pub interval: Duration,
     pub json: bool,
+    /// Metric declarations to use instead of the package's (`--metrics-config`).
+    pub metrics_config: Option<std::path::PathBuf>,
+    /// Push metrics (and events as log records) over OTLP/HTTP.
+    pub otlp: Option<crate::metrics::otlp::OtlpConfig>,
+}
+
+/// What a caller adds to a run.
+#[derive(Default)]
+pub struct RunHooks<'a> {
+    /// Called once everything is loaded, before "running", with the run's metrics (the
+    /// declared maps and the run's own counters); the caller serves them (`--metrics`).
+    pub on_metrics: Option<Box<dyn FnOnce(Arc<RunMetrics>) + 'a>>,
+}
+
+/// The metrics of a foreground run: declared map families plus the run's own counters.
+/// Safe to read from any thread while the run goes on (it holds its own map descriptors).
+pub struct RunMetrics {
+    collector: Option<Collector>,
+    events: AtomicU64,
+    lost: AtomicU64,
+    programs: Vec<(String, OwnedFd)>,
+    otlp: std::sync::OnceLock<Arc<OtlpStats>>,
+}
+
+impl RunMetrics {
+    pub fn families(&self) -> Vec<Family> {
+        self.collect().0
+    }
+
+    /// The families, and what could not be read (a map, or a declared name clashing with the
+    /// run's own).
+    fn collect(&self) -> (Vec<Family>, Vec<String>) {
+        let (declared, mut errors) = match &self.collector {
+            Some(c) => c.collect(),
+            None => (Vec::new(), Vec::new()),
+        };
+        let mut fams = Vec::new();
+        let counter = |name: &str, help: &str, series: Vec<Series>| Family {
+            name: name.into(),
+            help: help.into(),
+            kind: Kind::Counter,
+            unit: String::new(),
+            series,
+        };
+        let one = |v: u64| {
+            vec![Series {
+                labels: Vec::new(),
+                value: Value::Number(v as f64),
+            }]
+        };
+        fams.push(counter(
+            "apiary_run_events_total",
+            "Events read from the program's ring buffers and perf event arrays.",
+            one(self.events.load(Ordering::Relaxed)),
+        ));
+        fams.push(counter(
+            "apiary_run_events_lost_total",
+            "Events the kernel reported lost (perf event arrays).",
+            one(self.lost.load(Ordering::Relaxed)),
+        ));
+        let mut runs = Vec::new();
+        let mut secs = Vec::new();
+        for (name, fd) in &self.programs {
+            if let Ok(i) = sys::prog_info(fd.as_fd()) {
+                let labels = vec![("program".to_string(), name.clone())];
+                runs.push(Series {
+                    labels: labels.clone(),
+                    value: Value::Number(i.run_cnt as f64),
+                });
+                secs.push(Series {
+                    labels,
+                    value: Value::Number(i.run_time_ns as f64 / 1e9),
+                });
+            }
+        }
+        fams.push(counter(
+            "apiary_run_program_runs_total",
+            "Times each program ran (counted while the kernel's BPF stats are on, as they are during a run with metrics).",
+            runs,
+        ));
+        fams.push(counter(
+            "apiary_run_program_run_seconds_total",
+            "Time each program spent running.",
+            secs,
+        ));
+        if let Some(o) = self.otlp.get() {
+            fams.push(counter(
+                "apiary_run_otlp_logs_dropped_total",
+                "Events not exported as OTLP log records because the export queue was full.",
+                one(o.logs_dropped.load(Ordering::Relaxed)),
+            ));
+            fams.push(counter(
+                "apiary_run_otlp_requests_failed_total",
+                "OTLP export requests that failed after their retries.",
+                one(o.requests_failed.load(Ordering::Relaxed)),
+            ));
+        }
+        fams.push(Family {
+            name: "apiary_run_metric_errors".into(),
+            help: "Declared maps (or names) this collection could not export (see the comments)."
+                .into(),
+            kind: Kind::Gauge,
+            unit: String::new(),
+            series: Vec::new(),
+        });
+        let own: Vec<String> = fams.iter().map(|f| f.name.clone()).collect();
+        let own: Vec<&str> = own.iter().map(String::as_str).collect();
+        let declared = crate::metrics::merge(vec![declared], &own, &mut errors);
+        if let Some(f) = fams
+            .iter_mut()
+            .find(|f| f.name == "apiary_run_metric_errors")
+        {
+            f.series = one(errors.len() as u64);
+        }
+        (declared.into_iter().chain(fams).collect(), errors)
+    }
+
+    /// The Prometheus text of [`RunMetrics::families`], with what could not be read as comments.
+    pub fn text(&self) -> String {
+        let (fams, errors) = self.collect();
+        let mut out = crate::metrics::render::to_text(&fams);
+        for e in errors {
+            out.push_str("# ");
+            out.push_str(&e.replace('\n', " "));
+            out.push('\n');
+        }
+        out
+    }
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +203,17 @@ pub fn run(
     note: &mut dyn FnMut(&str),
     stop: &dyn Fn() -> bool,
 ) -> Result<RunSummary> {
+    run_with(spec, out, note, stop, RunHooks::default())
+}
+
+/// [`run`], with metrics served by the caller (`hooks`) and pushed over OTLP (`spec.otlp`).
+pub fn run_with(
+    spec: &RunSpec,
+    out: &mut dyn Write,
+    note: &mut dyn FnMut(&str),
+    stop: &dyn Fn() -> bool,
+    hooks: RunHooks<'_>,
+) -> Result<RunSummary> {
     let fetched = source::fetch(&spec.source)?;
     let mut info = apiary_core::elf::inspect(&fetched.object).map_err(|error| Error::Object {
         source_name: fetched.name.clone(),
@@ -106,8 +249,51 @@ pub fn run(
         .map(|p| (p.name.clone(), p.section.clone()))
         .collect();
     apiary_kernel::session::check_targets(&spec.targets, &chosen)?;
+    let decls = metric_decls(spec, &fetched)?;
+    // Declared maps are checked against the object before anything loads.
+    for m in decls.iter().flat_map(|d| &d.maps) {
+        if info.map(&m.map).is_none() {
+            return Err(Error::InvalidArgument(
+                crate::metrics::MetricsError::NoSuchMap { map: m.map.clone() }.to_string(),
+            ));
+        }
+    }
     let session = Session::start(&req, &spec.targets)?;
     announce(&session, note);
+    let exported = hooks.on_metrics.is_some() || spec.otlp.is_some();
+    // Held while the run exports metrics, so the kernel counts program runs and run time.
+    let _stats = if exported {
+        sys::enable_stats().ok()
+    } else {
+        None
+    };
+    let metrics = if exported {
+        Some(Arc::new(run_metrics(&session, decls.as_ref(), note)?))
+    } else {
+        if decls.is_some() {
+            note(
+                "metric declarations found; export them with --metrics ADDR or --otlp-endpoint URL",
+            );
+        }
+        None
+    };
+    let exporter = match (&spec.otlp, &metrics) {
+        (Some(cfg), Some(m)) => {
+            let m2 = m.clone();
+            let e = Exporter::start(cfg.clone(), Box::new(move || m2.families()));
+            let _ = m.otlp.set(e.stats());
+            note(&format!(
+                "pushing metrics and events to {} over OTLP/HTTP every {}",
+                cfg.endpoint,
+                humantime::format_duration(cfg.interval)
+            ));
+            Some(e)
+        }
+        _ => None,
+    };
+    if let (Some(f), Some(m)) = (hooks.on_metrics, &metrics) {
+        f(m.clone());
+    }
     // Iterators run when read: print each once. An object of iterators only is then done.
     for (p, text) in session.read_iterators()? {
         note(&format!("iterator {p} printed {} bytes", text.len()));
@@ -140,6 +326,14 @@ pub fn run(
     {
         let mut on_event = |i: usize, data: &[u8]| {
             summary.events += 1;
+            if let Some(m) = &metrics {
+                m.events.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(e) = &exporter {
+                if let Some((map, json)) = writer.json(i, data) {
+                    e.event(map, json);
+                }
+            }
             let mut s = sink.borrow_mut();
             writer.write(i, data, &mut s.buf);
             if s.buf.len() > (1 << 16) {
@@ -147,7 +341,12 @@ pub fn run(
             }
         };
         let mut lost_total = 0u64;
-        let mut on_lost = |_i: usize, n: u64| lost_total += n;
+        let mut on_lost = |_i: usize, n: u64| {
+            lost_total += n;
+            if let Some(m) = &metrics {
+                m.lost.fetch_add(n, Ordering::Relaxed);
+            }
+        };
         let dump_err: std::cell::RefCell<Option<Error>> = std::cell::RefCell::new(None);
         let mut next_dump = Instant::now() + spec.interval;
         // Flushed after every poll round, so events show up promptly; maps are dumped between
@@ -194,11 +393,71 @@ pub fn run(
     let mut sink = sink.into_inner();
     dump(&mut sink.buf)?;
     sink.flush();
+    if let Some(e) = exporter {
+        // The last events and a final metrics push, while the maps still hold their numbers.
+        e.finish();
+    }
     if let Some(e) = sink.err {
         return Err(Error::Internal(format!("writing events: {e}")));
     }
     drop(session);
     Ok(summary)
+}
+
+/// The declarations to export: `--metrics-config`, else the package's.
+fn metric_decls(spec: &RunSpec, fetched: &source::Fetched) -> Result<Option<Decls>> {
+    if let Some(path) = &spec.metrics_config {
+        return Decls::read(path)
+            .map(Some)
+            .map_err(|e| Error::InvalidArgument(e.to_string()));
+    }
+    Ok(fetched.package.as_ref().and_then(|p| p.metrics.clone()))
+}
+
+/// The run's metrics over descriptors of its own (duplicated from the session's), so they can
+/// be read from the threads that serve and push them.
+fn run_metrics(
+    session: &Session,
+    decls: Option<&Decls>,
+    note: &mut dyn FnMut(&str),
+) -> Result<RunMetrics> {
+    let loaded = session.loaded();
+    let collector = match decls {
+        Some(d) => {
+            let c = Collector::new(
+                d,
+                |name| {
+                    loaded
+                        .map_fd(name)
+                        .and_then(|fd| fd.try_clone_to_owned().ok())
+                },
+                Vec::new(),
+            )
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            let names: Vec<&str> = d.maps.iter().map(|m| m.map.as_str()).collect();
+            note(&format!("metrics from map(s) {}", names.join(", ")));
+            Some(c)
+        }
+        None => {
+            note("no metric declarations (NAME.metrics.yaml or --metrics-config): exporting the run's own counters only");
+            None
+        }
+    };
+    let programs = loaded
+        .programs
+        .iter()
+        .filter_map(|p| {
+            let fd = loaded.program_fd(&p.name)?.try_clone_to_owned().ok()?;
+            Some((p.name.clone(), fd))
+        })
+        .collect();
+    Ok(RunMetrics {
+        collector,
+        events: AtomicU64::new(0),
+        lost: AtomicU64::new(0),
+        programs,
+        otlp: std::sync::OnceLock::new(),
+    })
 }
 
 /// Every map and program the user named exists, before anything loads.
@@ -380,6 +639,21 @@ impl EventWriter {
         h.push_str(&f.header());
         h.push('\n');
         Some(h)
+    }
+
+    /// The event as a JSON object (hex when it cannot be decoded), with its map's name.
+    fn json(&self, i: usize, data: &[u8]) -> Option<(&str, String)> {
+        let m = self.maps.get(i)?;
+        let mut s = String::new();
+        match &m.format {
+            Some(f) => f.write_json_tagged(data, "", &mut s),
+            None => {
+                s.push_str("{\"_hex\":\"");
+                s.push_str(&hex::encode(data));
+                s.push_str("\"}");
+            }
+        }
+        Some((&m.name, s))
     }
 
     fn write(&mut self, i: usize, data: &[u8], buf: &mut String) {

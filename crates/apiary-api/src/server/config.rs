@@ -40,7 +40,22 @@ pub struct ServeOptions {
     pub log: Option<String>,
     /// `text` or `json`.
     pub log_format: Option<LogFormat>,
+    /// Push the programs' declared map metrics to this OTLP/HTTP collector (base URL).
+    pub otlp_endpoint: Option<String>,
+    /// How often (`10s`, `1m`); default 10 s.
+    #[serde(default, deserialize_with = "duration")]
+    pub otlp_interval: Option<Duration>,
 }
+
+/// A duration written as people do (`10s`, `1m 30s`).
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+}
+
+pub const DEFAULT_OTLP_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -101,6 +116,8 @@ pub struct ServeConfig {
     pub max_message_size: usize,
     pub log: String,
     pub log_format: LogFormat,
+    /// Push declared map metrics over OTLP/HTTP (`--otlp-endpoint`).
+    pub otlp: Option<apiary::metrics::otlp::OtlpConfig>,
 }
 
 impl ServeOptions {
@@ -159,6 +176,8 @@ impl ServeOptions {
             max_message_size: self.max_message_size.or(file.max_message_size),
             log: self.log.or(file.log),
             log_format: self.log_format.or(file.log_format),
+            otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint),
+            otlp_interval: self.otlp_interval.or(file.otlp_interval),
         }
     }
 
@@ -182,6 +201,27 @@ impl ServeOptions {
         if max_message_size < 1024 {
             return Err(invalid("max_message_size must be at least 1024 bytes"));
         }
+        let otlp = match (self.otlp_endpoint, self.otlp_interval) {
+            (Some(endpoint), interval) => {
+                if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+                    return Err(invalid("otlp_endpoint must be an http:// or https:// URL"));
+                }
+                Some(apiary::metrics::otlp::OtlpConfig {
+                    endpoint,
+                    interval: interval.unwrap_or(DEFAULT_OTLP_INTERVAL),
+                    service: "apiary".into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "--otlp-interval applies to --otlp-endpoint, which is not set",
+                ))
+            }
+            (None, None) => None,
+        };
+        if otlp.as_ref().is_some_and(|o| o.interval.is_zero()) {
+            return Err(invalid("otlp_interval must be more than 0"));
+        }
         Ok(ServeConfig {
             config_file: None,
             socket: self.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
@@ -192,6 +232,7 @@ impl ServeOptions {
             max_message_size,
             log: self.log.unwrap_or_else(|| DEFAULT_LOG.to_string()),
             log_format: self.log_format.unwrap_or_default(),
+            otlp,
         })
     }
 }
@@ -267,6 +308,20 @@ mod tests {
         assert!(c.tcp.is_none());
         let d = ServeOptions::default().resolve().unwrap();
         assert_eq!(d.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert!(d.otlp.is_none());
+        let o: ServeOptions =
+            toml::from_str("otlp_endpoint = \"http://c:4318\"\notlp_interval = \"1m\"\n").unwrap();
+        let otlp = o.resolve().unwrap().otlp.unwrap();
+        assert_eq!(otlp.interval, Duration::from_secs(60));
+        let o = ServeOptions {
+            otlp_interval: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        assert!(o
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("--otlp-endpoint"));
         assert_eq!(d.log, "info");
     }
 

@@ -28,10 +28,15 @@ pub async fn serve(
     .await
 }
 
-async fn handle(
+async fn handle(stream: TcpStream, manager: Arc<Manager>, stats_on: bool) -> std::io::Result<()> {
+    respond_with(stream, move || render(&manager, stats_on)).await
+}
+
+/// Answer one request on `stream`: `GET /metrics` gets `render()`'s text (made on a blocking
+/// thread: it reads the kernel), anything else an error.
+async fn respond_with(
     mut stream: TcpStream,
-    manager: Arc<Manager>,
-    stats_on: bool,
+    render: impl FnOnce() -> String + Send + 'static,
 ) -> std::io::Result<()> {
     let Some(req) = http::read_request(&mut stream).await? else {
         return http::respond(
@@ -67,7 +72,7 @@ async fn handle(
         )
         .await;
     }
-    let body = tokio::task::spawn_blocking(move || render(&manager, stats_on))
+    let body = tokio::task::spawn_blocking(render)
         .await
         .unwrap_or_else(|e| format!("# metrics collection failed: {e}\n"));
     http::respond(
@@ -81,18 +86,44 @@ async fn handle(
     .await
 }
 
-/// A label value as the exposition format wants it: backslash, quote and newline escaped.
+/// What a foreground process (`apiary run --metrics`) serves.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Serve `render()` at `/metrics` on `listener` from a thread of its own, on the same HTTP code
+/// as the daemon's endpoint, until the process ends.
+pub fn serve_in_thread(listener: std::net::TcpListener, render: Render) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics: cannot listen");
+                        return;
+                    }
+                };
+                // Never stopped: the thread ends with the process.
+                let (_keep, stop) = watch::channel(false);
+                http::accept_loop(listener, stop, "metrics", move |stream| {
+                    let r = render.clone();
+                    respond_with(stream, move || r())
+                })
+                .await;
+            })
+        })?;
+    Ok(())
+}
+
+/// A label value as the exposition format wants it: backslash, quote and newline escaped
+/// (the same escaping as the declared map metrics apiary renders).
 pub fn escape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+    apiary::metrics::render::escape_label(v)
 }
 
 /// One metric family: HELP and TYPE once, then its samples.
@@ -296,6 +327,38 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
         }
     }
 
+    // The maps of programs loaded with metric declarations (`load --metrics-config`, packages).
+    let own: Vec<&str> = [
+        &count,
+        &runs,
+        &secs,
+        &verified,
+        &jited,
+        &xlated,
+        &mem,
+        &links,
+        &chain_programs,
+        &slot_runs,
+        &slot_verdicts,
+    ]
+    .iter()
+    .map(|f| f.name)
+    .chain(["apiary_bpf_stats_enabled", "apiary_scrape_errors"])
+    .collect();
+    let maps = if programs
+        .iter()
+        .any(|p| p.metadata.contains_key(apiary::metrics::METADATA_KEY))
+    {
+        manager.list_maps(false).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let (declared, declared_notes) = apiary::metrics::program_families(&programs, &maps, &own);
+    errors += declared_notes.len() as u64;
+    for n in &declared_notes {
+        let _ = writeln!(notes, "# {}", n.replace('\n', " "));
+    }
+
     let stats_on = stats_held || sysctl_stats_enabled();
     let mut stats = Family::new(
         "apiary_bpf_stats_enabled",
@@ -328,6 +391,7 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
     ] {
         f.write(&mut out);
     }
+    apiary::metrics::render::write(&declared, &mut out);
     out.push_str(&notes);
     out
 }

@@ -360,6 +360,22 @@ async fn serve_on(
         });
         tracing::info!(metrics = ?addr, "serving metrics at /metrics");
     }
+    // OTLP push of the programs' declared map metrics (`serve --otlp-endpoint`): its own thread,
+    // so a slow collector never holds up the runtime.
+    let otlp = cfg.otlp.clone().map(|o| {
+        tracing::info!(endpoint = %o.endpoint, interval = ?o.interval, "pushing declared map metrics over OTLP/HTTP");
+        let m = manager.clone();
+        apiary::metrics::otlp::Exporter::start(
+            o,
+            Box::new(move || match m.list_programs(false, &Default::default()) {
+                Ok(p) => {
+                    let maps = m.list_maps(false).unwrap_or_default();
+                    apiary::metrics::program_families(&p, &maps, &[]).0
+                }
+                Err(_) => Vec::new(),
+            }),
+        )
+    });
     if let Some((listener, access)) = web_listener {
         let addr = listener.local_addr().ok();
         let site = Arc::new(web::HostSite {
@@ -417,6 +433,10 @@ async fn serve_on(
         tracing::warn!(grace = ?config::SHUTDOWN_GRACE, "requests still running after the grace period; exiting anyway");
     }
     tasks.abort_all();
+    if let Some(e) = otlp {
+        // One last push (bounded by the exporter's timeouts and retries).
+        let _ = tokio::task::spawn_blocking(move || e.finish()).await;
+    }
     drop(socket_file);
     drop(stats);
     tracing::info!("stopped");

@@ -1,0 +1,8 @@
+#ifndef PROG_H
+#define PROG_H
+struct event {
+    unsigned int pid;
+    unsigned int seq;
+    char comm[16];
+};
+#endif
