@@ -20,6 +20,7 @@ mod reconcile;
 pub mod run;
 mod source;
 pub mod timing;
+pub mod trace;
 mod update;
 mod views;
 

@@ -71,6 +71,19 @@ pub fn run(
     note: &mut dyn FnMut(&str),
     stop: &dyn Fn() -> bool,
 ) -> Result<RunSummary> {
+    run_with(spec, out, &mut |_| {}, note, stop)
+}
+
+/// `run`, telling `types` which type each event map's records decode as (map name, type
+/// name; empty for hex) before any event is written, so a consumer that forwards the output
+/// (a trace through the daemon) can label it. `out` receives events in batches of lines.
+pub fn run_with(
+    spec: &RunSpec,
+    out: &mut dyn Write,
+    types: &mut dyn FnMut(&[(String, String)]),
+    note: &mut dyn FnMut(&str),
+    stop: &dyn Fn() -> bool,
+) -> Result<RunSummary> {
     let fetched = source::fetch(&spec.source)?;
     let mut info = apiary_core::elf::inspect(&fetched.object).map_err(|error| Error::Object {
         source_name: fetched.name.clone(),
@@ -97,6 +110,15 @@ pub fn run(
         core_btf: None,
     };
     let mut writer = EventWriter::new(event_formats(spec, &fetched, &mut info, note)?, spec.json);
+    let named: Vec<(String, String)> = writer
+        .maps
+        .iter()
+        .map(|m| {
+            let t = m.format.as_ref().map(|f| f.type_name()).unwrap_or_default();
+            (m.name.clone(), t.to_string())
+        })
+        .collect();
+    types(&named);
 
     // What the chosen programs need to attach is checked before anything loads.
     let chosen: Vec<(String, String)> = info
