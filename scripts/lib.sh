@@ -4,6 +4,8 @@
 APT_PACKAGES="clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 iputils-ping libbpf-dev make gcc docker-registry openssl python3 systemtap-sdt-dev"
 # man -l renders the generated pages in the completions test (tests/docs.rs).
 APT_PACKAGES="$APT_PACKAGES man-db"
+# `apiary trace` runs bpftrace scripts with the distribution's bpftrace (it needs kernel BTF only).
+APT_PACKAGES="$APT_PACKAGES bpftrace"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -276,10 +276,12 @@ fn run_object(
     let mut writer = EventLines {
         partial: Vec::new(),
         emit: &mut |text: &str| {
-            if !gone.get() && !(shared.borrow_mut())(Output::Events {
-                event_type: &event_type.borrow(),
-                text,
-            }) {
+            if !gone.get()
+                && !(shared.borrow_mut())(Output::Events {
+                    event_type: &event_type.borrow(),
+                    text,
+                })
+            {
                 gone.set(true);
             }
         },
