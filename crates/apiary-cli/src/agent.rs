@@ -48,18 +48,31 @@ pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
         apiary_k8s::install::check_kubeconfig(p)
             .map_err(|e| apiary::Error::InvalidArgument(e.to_string()))?;
     }
-    crate::daemon::serve_with(a.serve, state_dir, bpffs, move |manager| async move {
-        let api: std::sync::Arc<dyn apiary::Api> = manager;
-        let result = async {
-            let client = apiary_k8s::install::client(kubeconfig.as_deref()).await?;
-            apiary_k8s::agent::run(client, api, cfg).await
-        }
-        .await;
-        // The agent is the point of this process: without it, exit rather than serve on
-        // looking healthy. Loaded programs stay (they are pinned); a restart adopts them.
-        if let Err(e) = result {
-            eprintln!("error: the agent stopped: {e}");
-            std::process::exit(1);
-        }
-    })
+    crate::daemon::serve_with(
+        a.serve,
+        state_dir.clone(),
+        bpffs,
+        move |manager| async move {
+            let api: std::sync::Arc<dyn apiary::Api> = manager;
+            let result = async {
+                let client = apiary_k8s::install::client(kubeconfig.as_deref()).await?;
+                // Trace jobs run beside the applications, with the same client.
+                let (c, node) = (client.clone(), cfg.node_name.clone());
+                apiary_k8s::agent::trace::beside(
+                    apiary_k8s::agent::run(client, api, cfg),
+                    c,
+                    node,
+                    state_dir,
+                )
+                .await
+            }
+            .await;
+            // The agent is the point of this process: without it, exit rather than serve on
+            // looking healthy. Loaded programs stay (they are pinned); a restart adopts them.
+            if let Err(e) = result {
+                eprintln!("error: the agent stopped: {e}");
+                std::process::exit(1);
+            }
+        },
+    )
 }

@@ -21,6 +21,7 @@ pub mod run;
 mod source;
 pub mod timing;
 pub mod trace;
+pub mod trace_output;
 mod update;
 mod views;
 
