@@ -56,3 +56,32 @@ pub fn trace(
         }
     })
 }
+
+/// A node agent's kept output of trace job `job` (then, with `follow`, the rest of the run),
+/// each piece handed to `on` as it arrives. Returns when the stream ends.
+pub fn job_output(
+    api: &RemoteApi,
+    job: &str,
+    node: &str,
+    follow: bool,
+    on: &mut dyn FnMut(&str),
+) -> apiary::Result<()> {
+    let endpoint = api.endpoint().to_string();
+    let status = |s: tonic::Status| from_status(&s, &endpoint);
+    api.block_on(async {
+        let mut client =
+            TracerClient::new(api.channel()).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let req = pb::TraceStreamRequest {
+            job: job.to_string(),
+            node: node.to_string(),
+            follow,
+        };
+        let mut stream = client.trace_stream(req).await.map_err(status)?.into_inner();
+        while let Some(msg) = stream.message().await.map_err(status)? {
+            if let Some(pb::trace_output::Kind::Stdout(t)) = &msg.kind {
+                on(t);
+            }
+        }
+        Ok(())
+    })
+}

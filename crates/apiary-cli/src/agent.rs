@@ -43,6 +43,7 @@ pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
         netns,
     };
     let kubeconfig = a.kubeconfig;
+    let listen = a.serve.listen;
     // A wrong kubeconfig is refused before the daemon starts (and makes its socket).
     if let Some(p) = &kubeconfig {
         apiary_k8s::install::check_kubeconfig(p)
@@ -63,6 +64,7 @@ pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
                     c,
                     node,
                     state_dir,
+                    listen,
                 )
                 .await
             }

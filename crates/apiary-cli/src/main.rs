@@ -8,6 +8,7 @@ mod image;
 mod k8s;
 mod output;
 mod trace;
+mod trace_jobs;
 
 use anyhow::Result;
 use apiary::{Api, Config, Manager, ObjectSource};

@@ -15,6 +15,31 @@ pub enum TraceCmd {
     /// Run a bpftrace script (-e TEXT or -f FILE) or an object/package, printing its output
     /// until it ends, --duration passes or Ctrl-C (bpftrace then prints its maps).
     Run(TraceRunArgs),
+    /// Kubernetes: every trace job, with each node's phase and output size.
+    Get {
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// Kubernetes: a job's kept output from every node that ran it (-f: then follow it).
+    Logs {
+        job: String,
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// Kubernetes: follow a running job's output; Ctrl-C stops the job (maps still print).
+    Attach {
+        job: String,
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// Kubernetes: delete a job; every node stops it and removes its kept output.
+    Delete {
+        job: String,
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -31,8 +56,17 @@ pub struct TraceRunArgs {
     /// Set a global of an object by value: NAME=VALUE.
     #[arg(long = "set", value_parser = parse_kv)]
     pub set: Vec<(String, String)>,
-    /// Without -e/-f: the object or package first; then positional arguments ($1, $2...;
-    /// after `--` when one starts with a dash).
+    /// Kubernetes: run on every node with these labels (key=value[,key=value...]).
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
+    /// Kubernetes: every node stops the job this long after it was created.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub deadline: Option<std::time::Duration>,
+    /// Kubernetes: the kubeconfig (default: KUBECONFIG, in-cluster, ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// [node/NAME] then, without -e/-f, the object or package; then positional arguments
+    /// ($1, $2...; after `--` when one starts with a dash).
     pub rest: Vec<String>,
 }
 
@@ -50,8 +84,8 @@ struct Parsed {
 
 fn parse(a: &TraceRunArgs) -> Result<Parsed> {
     let mut rest = a.rest.clone();
-    if let Some(t) = rest.first().filter(|t| t.starts_with("node/")) {
-        bail!("{t}: tracing a Kubernetes node needs the node agents (not available in this build); without a target the trace runs on this host");
+    if rest.first().is_some_and(|t| t.starts_with("node/")) {
+        rest.remove(0);
     }
     let script = match (&a.script, &a.file) {
         (Some(s), _) => Some(s.clone()),
@@ -87,7 +121,40 @@ fn parse(a: &TraceRunArgs) -> Result<Parsed> {
 
 pub fn run(cmd: TraceCmd, remote: &crate::daemon::ClientArgs, json: bool) -> Result<()> {
     match cmd {
-        TraceCmd::Run(a) => trace_run(a, remote, json),
+        TraceCmd::Run(a) => {
+            let target = a.rest.first().filter(|t| t.starts_with("node/")).cloned();
+            if target.is_some() || a.selector.is_some() {
+                let p = parse(&a)?;
+                let (script, source) = match p.program {
+                    Program::Bpftrace { script } => (Some(script), None),
+                    Program::Object { source } => (None, Some(source)),
+                };
+                let program = crate::trace_jobs::program(script, source, &a.set, p.args)?;
+                return crate::trace_jobs::run(
+                    crate::trace_jobs::JobRun {
+                        target,
+                        selector: a.selector,
+                        program,
+                        duration: a.duration,
+                        deadline: a.deadline,
+                        kubeconfig: a.kubeconfig,
+                        json,
+                    },
+                    remote,
+                );
+            }
+            trace_run(a, remote, json)
+        }
+        TraceCmd::Get { kubeconfig } => crate::trace_jobs::get(kubeconfig, json),
+        TraceCmd::Logs {
+            job,
+            follow,
+            kubeconfig,
+        } => crate::trace_jobs::logs(&job, follow, false, kubeconfig, remote, json),
+        TraceCmd::Attach { job, kubeconfig } => {
+            crate::trace_jobs::logs(&job, true, true, kubeconfig, remote, json)
+        }
+        TraceCmd::Delete { job, kubeconfig } => crate::trace_jobs::delete(&job, kubeconfig),
     }
 }
 

@@ -21,6 +21,19 @@ const RUNNING: &str = "running";
 
 type Followers = Vec<mpsc::Sender<Arc<str>>>;
 
+/// Where this process keeps trace jobs' output, and for which node (set by a node agent).
+static ROOT: OnceLock<(PathBuf, String)> = OnceLock::new();
+
+/// This process is `node`'s agent and keeps each job's output in `root/JOB`.
+pub fn set_root(root: &Path, node: &str) {
+    let _ = ROOT.set((root.to_path_buf(), node.to_string()));
+}
+
+/// The output root and node name, when this process is a node agent.
+pub fn root() -> Option<&'static (PathBuf, String)> {
+    ROOT.get()
+}
+
 /// Followers of the runs of this process, by output directory.
 fn live() -> &'static Mutex<HashMap<PathBuf, Followers>> {
     static LIVE: OnceLock<Mutex<HashMap<PathBuf, Followers>>> = OnceLock::new();

@@ -179,6 +179,67 @@ impl pb::tracer_server::Tracer for TracerService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
+    type TraceStreamStream = ReceiverStream<Result<pb::TraceOutput, Status>>;
+
+    async fn trace_stream(
+        &self,
+        req: Request<pb::TraceStreamRequest>,
+    ) -> Result<Response<Self::TraceStreamStream>, Status> {
+        let r = req.into_inner();
+        let (root, node) = apiary::trace_output::root().ok_or_else(|| {
+            Status::failed_precondition("this daemon is not a node agent: it runs no trace jobs")
+        })?;
+        if !r.node.is_empty() && r.node != *node {
+            return Err(Status::invalid_argument(format!(
+                "this is the agent of node {node}, not of {}",
+                r.node
+            )));
+        }
+        // Job names are Kubernetes object names: no path separators, but check anyway.
+        if r.job.is_empty() || r.job.contains('/') || r.job.starts_with('.') {
+            return Err(Status::invalid_argument(format!(
+                "bad job name {:?}",
+                r.job
+            )));
+        }
+        let dir = root.join(&r.job);
+        if !dir.exists() {
+            return Err(Status::not_found(format!(
+                "node {node} has no output of trace job {}",
+                r.job
+            )));
+        }
+        let (kept, live) = apiary::trace_output::follow(&dir, r.follow)
+            .map_err(|e| Status::internal(format!("reading {}: {e}", dir.display())))?;
+        let (tx, rx) = mpsc::channel(BUFFERED);
+        let stdout = |t: String| pb::TraceOutput {
+            kind: Some(pb::trace_output::Kind::Stdout(t)),
+        };
+        std::thread::Builder::new()
+            .name("apiary-trace-follow".into())
+            .spawn(move || {
+                if !kept.is_empty() && tx.blocking_send(Ok(stdout(kept))).is_err() {
+                    return;
+                }
+                let Some(live) = live else { return };
+                // Pieces that queued up meanwhile go out together.
+                while let Ok(first) = live.recv() {
+                    let mut batch = first.to_string();
+                    while batch.len() < 64 * 1024 {
+                        match live.try_recv() {
+                            Ok(more) => batch.push_str(&more),
+                            Err(_) => break,
+                        }
+                    }
+                    if tx.blocking_send(Ok(stdout(batch))).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Status::internal(format!("cannot start a thread: {e}")))?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn stop_trace(
         &self,
         req: Request<pb::StopTraceRequest>,

@@ -59,15 +59,27 @@ pub async fn beside(
     client: Client,
     node: String,
     state_dir: PathBuf,
+    listen: Option<std::net::SocketAddr>,
 ) -> Result<(), KubeError> {
     tokio::select! {
         r = agent => r,
-        r = run(client, node, state_dir) => r,
+        r = run(client, node, state_dir, listen) => r,
     }
 }
 
 /// Run this node's trace jobs until the future is dropped.
-pub async fn run(client: Client, node: String, state_dir: PathBuf) -> Result<(), KubeError> {
+pub async fn run(
+    client: Client,
+    node: String,
+    state_dir: PathBuf,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<(), KubeError> {
+    // Clients find this agent's TLS listener (and its TraceStream) through its Node.
+    if let Some(addr) = listen {
+        let endpoint = crate::trace_jobs::agent_endpoint(&client, &node, addr).await?;
+        crate::trace_jobs::publish_endpoint(&client, &node, &endpoint).await?;
+        tracing::info!(%endpoint, "published the agent's address");
+    }
     let wake = Arc::new(Notify::new());
     let nodes = watch(
         Api::<Node>::all(client.clone()),
@@ -86,6 +98,8 @@ pub async fn run(client: Client, node: String, state_dir: PathBuf) -> Result<(),
     }
     let api = Api::<TraceJob>::all(client);
     let root = state_dir.join("trace-jobs");
+    // The agent's Tracer service serves TraceStream from here.
+    trace_output::set_root(&root, &node);
     report_interrupted(&api, &node, &root).await;
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<Ended>();
     let mut running: HashMap<String, Running> = HashMap::new();
