@@ -74,18 +74,28 @@ impl Printer {
         let Some(end) = buf.rfind('\n') else {
             return Ok(());
         };
-        let whole: String = buf.drain(..=end).collect();
-        let mut out = String::new();
+        // Whole lines go; the unfinished one stays (split, not drained char by char).
+        let rest = buf.split_off(end + 1);
+        let whole = std::mem::replace(buf, rest);
+        let mut out = String::with_capacity(whole.len() + whole.len() / 4);
+        let quoted = serde_json::Value::from(node).to_string();
         for line in whole.lines() {
             if self.json {
-                let v = match serde_json::from_str::<serde_json::Value>(line) {
-                    Ok(serde_json::Value::Object(mut m)) => {
-                        m.insert("node".into(), node.into());
-                        serde_json::Value::Object(m)
+                // A JSON object (a decoded event) gets the node as its first member, spliced in
+                // as text: re-parsing every event would cost more than decoding it did.
+                match line.strip_prefix('{') {
+                    Some(rest) if line.ends_with('}') => {
+                        out.push_str("{\"node\":");
+                        out.push_str(&quoted);
+                        if rest != "}" {
+                            out.push(',');
+                        }
+                        out.push_str(rest);
                     }
-                    _ => serde_json::json!({ "node": node, "line": line }),
-                };
-                out.push_str(&v.to_string());
+                    _ => {
+                        out.push_str(&serde_json::json!({ "node": node, "line": line }).to_string())
+                    }
+                }
             } else {
                 out.push_str(&format!("{node:<w$}  {line}", w = self.width));
             }
