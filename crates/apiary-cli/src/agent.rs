@@ -54,7 +54,7 @@ pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
         state_dir.clone(),
         bpffs,
         move |manager| async move {
-            let api: std::sync::Arc<dyn apiary::Api> = manager;
+            let api: std::sync::Arc<dyn apiary::Api> = manager.clone();
             let result = async {
                 let client = apiary_k8s::install::client(kubeconfig.as_deref()).await?;
                 // Trace jobs run beside the applications, with the same client.
@@ -65,6 +65,7 @@ pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
                     node,
                     state_dir,
                     listen,
+                    manager,
                 )
                 .await
             }

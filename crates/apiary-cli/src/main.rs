@@ -98,7 +98,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(&cli.output),
         Command::K8s { what } => k8s::run(what),
-        Command::Trace { what } => trace::run(what, &cli.remote, format == Output::Json),
+        Command::Trace { what } => {
+            trace::run(what, &cli.remote, &cli.state_dir, format == Output::Json)
+        }
         Command::Run(args) => run_foreground(args, format),
         Command::Serve(a) => daemon::serve(a, cli.state_dir.clone(), cli.bpffs.clone()),
         Command::Agent(a) => agent::run(a, cli.state_dir.clone(), cli.bpffs.clone()),

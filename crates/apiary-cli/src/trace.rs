@@ -102,9 +102,21 @@ fn parse(a: &TraceRunArgs) -> Result<Parsed> {
         });
     }
     if rest.is_empty() {
-        bail!("nothing to run: give -e 'SCRIPT', -f FILE or an object/package");
+        bail!("nothing to run: give -e 'SCRIPT', -f FILE, an object/package or image REF");
     }
     let source = rest.remove(0);
+    if source == "image" {
+        if rest.is_empty() {
+            bail!("image: give the image's reference (REGISTRY/REPO:TAG or @DIGEST)");
+        }
+        return Ok(Parsed {
+            program: Program::Image {
+                reference: rest.remove(0),
+            },
+            object: None,
+            args: rest,
+        });
+    }
     let bytes = if source.starts_with("http://") || source.starts_with("https://") {
         None
     } else {
@@ -119,17 +131,18 @@ fn parse(a: &TraceRunArgs) -> Result<Parsed> {
     })
 }
 
-pub fn run(cmd: TraceCmd, remote: &crate::daemon::ClientArgs, json: bool) -> Result<()> {
+pub fn run(
+    cmd: TraceCmd,
+    remote: &crate::daemon::ClientArgs,
+    state_dir: &std::path::Path,
+    json: bool,
+) -> Result<()> {
     match cmd {
         TraceCmd::Run(a) => {
             let target = a.rest.first().filter(|t| t.starts_with("node/")).cloned();
             if target.is_some() || a.selector.is_some() {
                 let p = parse(&a)?;
-                let (script, source) = match p.program {
-                    Program::Bpftrace { script } => (Some(script), None),
-                    Program::Object { source } => (None, Some(source)),
-                };
-                let program = crate::trace_jobs::program(script, source, &a.set, p.args)?;
+                let program = crate::trace_jobs::program(p.program, &a.set, p.args)?;
                 return crate::trace_jobs::run(
                     crate::trace_jobs::JobRun {
                         target,
@@ -143,7 +156,7 @@ pub fn run(cmd: TraceCmd, remote: &crate::daemon::ClientArgs, json: bool) -> Res
                     remote,
                 );
             }
-            trace_run(a, remote, json)
+            trace_run(a, remote, state_dir, json)
         }
         TraceCmd::Get { kubeconfig } => crate::trace_jobs::get(kubeconfig, json),
         TraceCmd::Logs {
@@ -158,7 +171,12 @@ pub fn run(cmd: TraceCmd, remote: &crate::daemon::ClientArgs, json: bool) -> Res
     }
 }
 
-fn trace_run(a: TraceRunArgs, remote: &crate::daemon::ClientArgs, json: bool) -> Result<()> {
+fn trace_run(
+    a: TraceRunArgs,
+    remote: &crate::daemon::ClientArgs,
+    state_dir: &std::path::Path,
+    json: bool,
+) -> Result<()> {
     let p = parse(&a)?;
     crate::stop_on_signals();
     let stop = || crate::STOP.load(Ordering::SeqCst);
@@ -179,7 +197,19 @@ fn trace_run(a: TraceRunArgs, remote: &crate::daemon::ClientArgs, json: bool) ->
     };
     let exit = match &remote.endpoint {
         None => {
+            // In-process, an image is pulled with this host's settings (APIARY_CONFIG or
+            // /etc/apiary/apiary.toml), into the cache under the state directory.
+            let images = match &p.program {
+                Program::Image { .. } => {
+                    Some(std::sync::Arc::new(apiary::images::ImageSettings::load(
+                        apiary::images::config_path().as_deref(),
+                        state_dir,
+                    )?))
+                }
+                _ => None,
+            };
             let mut spec = TraceSpec::new(p.program);
+            spec.images = images;
             spec.set = a.set;
             spec.args = p.args;
             spec.duration = a.duration;
@@ -249,6 +279,10 @@ fn request(
         (Program::Object { .. }, Some((name, bytes))) => (
             pb::trace_request::Program::Object(bytes.clone()),
             name.clone(),
+        ),
+        (Program::Image { reference }, _) => (
+            pb::trace_request::Program::Image(reference.clone()),
+            String::new(),
         ),
         (Program::Object { source }, None) => {
             bail!("{source}: through a daemon, give a local object or package file")

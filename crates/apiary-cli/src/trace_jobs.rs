@@ -20,23 +20,23 @@ const GIVE_UP_AFTER_STOP: Duration = Duration::from_secs(10);
 
 /// The job's program from `trace run`'s arguments.
 pub fn program(
-    script: Option<String>,
-    source: Option<String>,
+    what: apiary::trace::Program,
     set: &[(String, String)],
     args: Vec<String>,
 ) -> Result<TraceProgram> {
+    use apiary::trace::Program;
     let mut p = TraceProgram {
         values: set.iter().cloned().collect(),
         args,
         ..Default::default()
     };
-    match (script, source) {
-        (Some(s), _) => p.bpftrace = Some(s),
-        (None, Some(src)) => {
-            let local = std::path::Path::new(&src);
+    match what {
+        Program::Bpftrace { script } => p.bpftrace = Some(script),
+        Program::Image { reference } => p.image = Some(reference),
+        Program::Object { source } => {
+            let local = std::path::Path::new(&source);
             // A package travels in the job; an object file is named by path (on the node).
-            let bytes = std::fs::read(local).ok();
-            match bytes {
+            match std::fs::read(local).ok() {
                 Some(b) if b.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{') => {
                     p.package = Some(String::from_utf8(b).context("the package is not UTF-8")?)
                 }
@@ -44,10 +44,9 @@ pub fn program(
                     let abs = std::fs::canonicalize(local).unwrap_or_else(|_| local.into());
                     p.object = Some(abs.display().to_string())
                 }
-                None => p.object = Some(src),
+                None => p.object = Some(source),
             }
         }
-        (None, None) => bail!("nothing to run: give -e 'SCRIPT', -f FILE or an object/package"),
     }
     Ok(p)
 }

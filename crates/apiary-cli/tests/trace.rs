@@ -339,6 +339,69 @@ fn an_object_streams_decoded_events_through_the_daemon() {
     );
 }
 
+#[test]
+fn an_image_runs_through_the_daemon_with_its_settings() {
+    if !privileged() {
+        return;
+    }
+    let reg_dir = tempfile::tempdir().unwrap();
+    let reg = apiary_fixtures::RegistryProcess::start(reg_dir.path(), &|_| String::new());
+    let a = Apiary::new();
+    let image = format!("{}/apiary/trace-events:v1", reg.addr);
+    let obj = fixture("events");
+    a.ok(&[
+        "image",
+        "build",
+        "--bytecode",
+        obj.to_str().unwrap(),
+        "-t",
+        &image,
+    ]);
+    a.ok(&["image", "push", &image, "--tls-verify=false"]);
+    // The daemon pulls with its own settings: this registry is plain HTTP.
+    let config = a.state.path().join("apiary.toml");
+    std::fs::write(
+        &config,
+        format!("[images]\ninsecure_registries = [\"{}\"]\n", reg.addr),
+    )
+    .unwrap();
+    let d = Daemon::start(
+        a.state.path(),
+        &a.bpffs,
+        &DaemonOpts {
+            env: vec![("APIARY_CONFIG".into(), config.display().to_string())],
+            ..Default::default()
+        },
+    );
+    let target = Target::new(2);
+    let pid = target.0.id();
+    let tgid = format!("target_tgid={pid}");
+    let t = start(
+        &a,
+        Some(&d.endpoint()),
+        &["image", &image, "-o", "json", "--set", &tgid],
+    );
+    let notes = t.wait_err("running", |l| l.starts_with("running"));
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with(&format!("image {image}: sha256:"))),
+        "{notes:?}"
+    );
+    target.release();
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let l = t.wait_out("an event", |_| true).remove(0);
+        events.push(serde_json::from_str::<serde_json::Value>(&l).unwrap());
+    }
+    t.interrupt();
+    let (status, _, err) = t.finish();
+    assert!(status.success(), "{err:?}");
+    assert!(events
+        .iter()
+        .all(|e| e["pid"] == pid && e["comm"] == "uprobe_target"));
+}
+
 // ------------------------------------------------------------------ trace jobs on Kubernetes
 //
 // The real kube-apiserver of scripts/kube-testenv.sh; simulated nodes are a Node object and an

@@ -26,6 +26,8 @@ pub enum Program {
     Bpftrace { script: String },
     /// An object file, an apiary package or an http(s) URL of either (what `apiary run` takes).
     Object { source: String },
+    /// A bytecode image (pulled with `TraceSpec::images`, its signature policy checked).
+    Image { reference: String },
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub struct TraceSpec {
     pub json: bool,
     /// The bpftrace binary (default: `bpftrace` from PATH, or $APIARY_BPFTRACE).
     pub bpftrace: String,
+    /// Registries and signature policy, for an image.
+    pub images: Option<std::sync::Arc<crate::images::ImageSettings>>,
 }
 
 impl TraceSpec {
@@ -51,6 +55,7 @@ impl TraceSpec {
             duration: None,
             json: false,
             bpftrace: std::env::var("APIARY_BPFTRACE").unwrap_or_else(|_| "bpftrace".into()),
+            images: None,
         }
     }
 }
@@ -102,8 +107,47 @@ pub fn run(
     match &spec.program {
         Program::Bpftrace { script } => run_bpftrace(spec, script, sink, stop),
         Program::Object { source } => run_object(spec, source, sink, stop),
+        Program::Image { reference } => run_image(spec, reference, sink, stop),
     }
 }
+
+/// Pull the image (or take it from the cache), then run its object as a file would run.
+fn run_image(
+    spec: &TraceSpec,
+    reference: &str,
+    sink: &mut dyn FnMut(Output<'_>) -> bool,
+    stop: &dyn Fn() -> bool,
+) -> Result<Exit> {
+    let settings = spec.images.as_ref().ok_or_else(|| {
+        Error::FailedPrecondition(format!("{reference}: no image settings to pull it with"))
+    })?;
+    let (pulled, _verdict) = settings.pull(reference, crate::oci::PullPolicy::IfNotPresent)?;
+    let note = format!(
+        "image {reference}: {} ({} bytes of object)\n",
+        pulled.digest,
+        pulled.object.len()
+    );
+    if !sink(Output::Note(&note)) {
+        return Ok(Exit {
+            stopped: true,
+            ..Default::default()
+        });
+    }
+    // `run` reads its object from a path; this file lives as long as the run.
+    let path = std::env::temp_dir().join(format!(
+        "apiary-trace-image-{}-{}.bpf.o",
+        std::process::id(),
+        IMAGE_SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    std::fs::write(&path, &pulled.object)
+        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))?;
+    let r = run_object(spec, &path.display().to_string(), sink, stop);
+    let _ = std::fs::remove_file(&path);
+    r
+}
+
+/// Numbers the temporary object files of images run by this process.
+static IMAGE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stream {

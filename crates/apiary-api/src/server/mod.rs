@@ -303,9 +303,11 @@ async fn serve_on(
         ),
         inflight: inflight.clone(),
     };
-    let tracer =
-        crate::pb::tracer_server::TracerServer::new(trace::TracerService::new(stop_rx.clone()))
-            .max_decoding_message_size(cfg.max_message_size);
+    let tracer = crate::pb::tracer_server::TracerServer::new(trace::TracerService::new(
+        stop_rx.clone(),
+        manager.clone(),
+    ))
+    .max_decoding_message_size(cfg.max_message_size);
     let stopped = |mut rx: watch::Receiver<bool>| async move { until_stopped(&mut rx).await };
 
     let mut tasks = tokio::task::JoinSet::new();

@@ -15,17 +15,19 @@ use tonic::{Request, Response, Status};
 /// Messages buffered per trace before the runner waits for the client to read.
 const BUFFERED: usize = 256;
 
-#[derive(Debug)]
 pub struct TracerService {
     shutdown: watch::Receiver<bool>,
+    /// For the image settings (registries, signature policy) images are pulled with.
+    manager: Arc<apiary::Manager>,
     running: Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>,
     next: AtomicU64,
 }
 
 impl TracerService {
-    pub fn new(shutdown: watch::Receiver<bool>) -> TracerService {
+    pub fn new(shutdown: watch::Receiver<bool>, manager: Arc<apiary::Manager>) -> TracerService {
         TracerService {
             shutdown,
+            manager,
             running: Arc::default(),
             next: AtomicU64::new(1),
         }
@@ -121,9 +123,12 @@ impl pb::tracer_server::Tracer for TracerService {
                 let source = path.display().to_string();
                 (Program::Object { source }, Some(TempObject(path)))
             }
+            Some(pb::trace_request::Program::Image(reference)) => {
+                (Program::Image { reference }, None)
+            }
             None => {
                 return Err(Status::invalid_argument(
-                    "a trace needs a script or an object",
+                    "a trace needs a script, an object or an image",
                 ))
             }
         };
@@ -134,7 +139,16 @@ impl pb::tracer_server::Tracer for TracerService {
             })?;
             set.push((k.to_string(), v.to_string()));
         }
+        let images = match &program {
+            Program::Image { .. } => Some(
+                self.manager
+                    .image_settings()
+                    .map_err(|e| crate::status::to_status(&e))?,
+            ),
+            _ => None,
+        };
         let mut spec = TraceSpec::new(program);
+        spec.images = images;
         spec.set = set;
         spec.args = r.args;
         spec.json = r.json;

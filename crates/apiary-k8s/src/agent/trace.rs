@@ -60,10 +60,11 @@ pub async fn beside(
     node: String,
     state_dir: PathBuf,
     listen: Option<std::net::SocketAddr>,
+    manager: Arc<apiary::Manager>,
 ) -> Result<(), KubeError> {
     tokio::select! {
         r = agent => r,
-        r = run(client, node, state_dir, listen) => r,
+        r = run(client, node, state_dir, listen, manager) => r,
     }
 }
 
@@ -73,6 +74,8 @@ pub async fn run(
     node: String,
     state_dir: PathBuf,
     listen: Option<std::net::SocketAddr>,
+    // For the image settings (registries, signature policy) images are pulled with.
+    manager: Arc<apiary::Manager>,
 ) -> Result<(), KubeError> {
     // Clients find this agent's TLS listener (and its TraceStream) through its Node.
     if let Some(addr) = listen {
@@ -125,7 +128,7 @@ pub async fn run(
             if dir.exists() {
                 continue;
             }
-            match start(job, &dir, ended_tx.clone()) {
+            match start(job, &dir, &manager, ended_tx.clone()) {
                 Ok(r) => {
                     let s = NodeTraceStatus {
                         phase: phase::RUNNING.into(),
@@ -207,16 +210,19 @@ fn past_deadline(j: &TraceJob) -> bool {
 }
 
 /// What the job runs, as the runner's spec.
-fn spec_of(job: &TraceJob, dir: &Path) -> Result<TraceSpec, String> {
+fn spec_of(job: &TraceJob, dir: &Path, manager: &apiary::Manager) -> Result<TraceSpec, String> {
     let p = &job.spec.program;
-    let program = match (&p.bpftrace, &p.object, &p.package) {
-        (Some(script), None, None) => Program::Bpftrace {
+    let program = match (&p.bpftrace, &p.object, &p.package, &p.image) {
+        (Some(script), None, None, None) => Program::Bpftrace {
             script: script.clone(),
         },
-        (None, Some(source), None) => Program::Object {
+        (None, Some(source), None, None) => Program::Object {
             source: source.clone(),
         },
-        (None, None, Some(text)) => {
+        (None, None, None, Some(reference)) => Program::Image {
+            reference: reference.clone(),
+        },
+        (None, None, Some(text), None) => {
             let path = dir.join("package.json");
             std::fs::write(&path, text)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -224,9 +230,16 @@ fn spec_of(job: &TraceJob, dir: &Path) -> Result<TraceSpec, String> {
                 source: path.display().to_string(),
             }
         }
-        _ => return Err("spec.program needs exactly one of bpftrace, object, package".into()),
+        _ => {
+            return Err("spec.program needs exactly one of bpftrace, object, image, package".into())
+        }
+    };
+    let images = match &program {
+        Program::Image { .. } => Some(manager.image_settings().map_err(|e| e.to_string())?),
+        _ => None,
     };
     let mut spec = TraceSpec::new(program);
+    spec.images = images;
     spec.set = p
         .values
         .iter()
@@ -247,12 +260,13 @@ fn spec_of(job: &TraceJob, dir: &Path) -> Result<TraceSpec, String> {
 fn start(
     job: &TraceJob,
     dir: &Path,
+    manager: &apiary::Manager,
     ended: mpsc::UnboundedSender<Ended>,
 ) -> Result<Running, String> {
     let name = job.name_any();
     let mut log = OutputLog::create(dir)
         .map_err(|e| format!("cannot keep output in {}: {e}", dir.display()))?;
-    let spec = match spec_of(job, dir) {
+    let spec = match spec_of(job, dir, manager) {
         Ok(s) => s,
         Err(e) => {
             log.finish();

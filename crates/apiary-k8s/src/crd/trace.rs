@@ -46,7 +46,7 @@ pub struct TraceJobSpec {
     pub json: bool,
 }
 
-/// What runs: exactly one of bpftrace, object, package.
+/// What runs: exactly one of bpftrace, object, image, package.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TraceProgram {
@@ -56,6 +56,9 @@ pub struct TraceProgram {
     /// An object or package on the node's filesystem, or an http(s) URL of either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
+    /// A bytecode image, pulled by the node with its registry settings and signature policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// An apiary package (its JSON text) carried in the job itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
