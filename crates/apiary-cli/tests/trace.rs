@@ -962,3 +962,53 @@ fn deadline_and_a_killed_agent_end_jobs_clearly() {
         let _ = trace_cli(&k, &pki, &["delete", j]);
     }
 }
+
+#[test]
+fn attach_replays_then_follows_and_its_ctrl_c_stops_the_job() {
+    let Some((k, pki)) = cluster() else { return };
+    let a = SimNode::new(&k, &pki, &[]);
+    let target = format!("node/{}", a.name);
+    let run = start_job_cmd(
+        &k,
+        &pki,
+        &[
+            "run",
+            &target,
+            "-e",
+            "BEGIN { printf(\"ready\\n\"); @begun = 1; }",
+        ],
+    );
+    let job = job_name(&run);
+    run.wait_out("ready", |l| l.ends_with("ready"));
+    // A second client: the kept output first, then it follows the run.
+    let attach = start_job_cmd(&k, &pki, &["attach", &job]);
+    attach.wait_out("the replayed output", |l| l.ends_with("ready"));
+    attach.interrupt();
+    let (status, out, err) = attach.finish();
+    assert!(status.success(), "{out:?} {err:?}");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with(&a.name) && l.ends_with("@begun: 1")),
+        "attach's Ctrl-C stopped the job and the map reached it: {out:?}"
+    );
+    // The first client saw the same end.
+    let (status, out, err) = run.finish();
+    assert!(status.success(), "{out:?} {err:?}");
+    assert!(out.iter().any(|l| l.ends_with("@begun: 1")), "{out:?}");
+    assert_eq!(node_phase(&k, &job, &a.name).unwrap()["phase"], "Stopped");
+    // logs -f of an ended job: the kept output, then the end.
+    let r = trace_cli(&k, &pki, &["logs", "-f", &job, "-o", "json"]);
+    assert!(r.ok, "{}", r.stderr);
+    let lines: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["node"] == a.name.as_str() && v["line"] == "@begun: 1"),
+        "{lines:?}"
+    );
+    let _ = trace_cli(&k, &pki, &["delete", &job]);
+}

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 /// How long bpftrace gets after SIGINT to print its maps and exit before it is killed.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+/// While bpftrace has not exited after SIGINT, it gets another this often.
+const SIGINT_REPEAT: Duration = Duration::from_millis(500);
 /// Lines are handed on in batches of at most about this many bytes (one gRPC message each).
 const BATCH_BYTES: usize = 64 * 1024;
 
@@ -202,6 +204,7 @@ fn run_bpftrace(
 
     let deadline = spec.duration.map(|d| Instant::now() + d);
     let mut interrupted: Option<Instant> = None;
+    let mut last_sigint = Instant::now();
     let mut killed = false;
     let mut gone = false;
     let mut out = String::new();
@@ -236,10 +239,18 @@ fn run_bpftrace(
                 // The whole group: bpftrace may have started helpers of its own.
                 let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGINT);
                 interrupted = Some(now);
+                last_sigint = now;
             }
             Some(at) if !killed && now >= at + INTERRUPT_GRACE => {
                 let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
                 killed = true;
+            }
+            // bpftrace 0.17 sometimes misses a SIGINT that comes soon after its BEGIN probe
+            // ran (about one run in fifteen here): ask again until it exits. Its handler only
+            // sets a flag, so a repeat does not cut the printing of its maps short.
+            Some(_) if !killed && now >= last_sigint + SIGINT_REPEAT => {
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGINT);
+                last_sigint = now;
             }
             _ => {}
         }

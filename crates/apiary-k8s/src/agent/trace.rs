@@ -23,8 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, Notify};
 
-/// How often running jobs are checked against their deadline (and their output size reported).
+/// How often running jobs are checked against their deadline.
 const TICK: Duration = Duration::from_millis(500);
+/// How often a running job's output size is reported (when it changed).
+const BYTES_REPORT: Duration = Duration::from_secs(5);
 
 /// Where the kept output of `job` is, under the agent's state directory.
 pub fn output_dir(state_dir: &Path, job: &str) -> PathBuf {
@@ -45,6 +47,7 @@ struct Running {
     stop: Arc<AtomicBool>,
     bytes: Arc<AtomicU64>,
     reported_bytes: u64,
+    reported_at: std::time::Instant,
 }
 
 /// A run that ended, for the loop to report.
@@ -163,8 +166,10 @@ pub async fn run(
                 r.stop.store(true, Ordering::SeqCst);
             }
             let bytes = r.bytes.load(Ordering::SeqCst);
-            if bytes != r.reported_bytes && job.is_some() {
+            if bytes != r.reported_bytes && job.is_some() && r.reported_at.elapsed() >= BYTES_REPORT
+            {
                 r.reported_bytes = bytes;
+                r.reported_at = std::time::Instant::now();
                 // The whole entry: an apply drops the fields of this manager it leaves out.
                 let s = NodeTraceStatus {
                     phase: phase::RUNNING.into(),
@@ -310,6 +315,7 @@ fn start(
         stop,
         bytes,
         reported_bytes: 0,
+        reported_at: std::time::Instant::now(),
     })
 }
 
@@ -427,4 +433,97 @@ where
         }
     });
     reader
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{TraceJobSpec, TraceProgram};
+
+    fn exit(code: Option<i32>, signal: Option<i32>, stopped: bool) -> apiary::Result<Exit> {
+        Ok(Exit {
+            code,
+            signal,
+            stopped,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn how_a_run_ended_becomes_its_phase() {
+        let phase_of = |r| ended_status(&r, "t".into(), 0, None);
+        assert_eq!(phase_of(exit(Some(0), None, false)).phase, phase::SUCCEEDED);
+        assert_eq!(phase_of(exit(Some(0), None, true)).phase, phase::STOPPED);
+        let s = phase_of(exit(Some(1), None, false));
+        assert_eq!((s.phase.as_str(), s.exit_code), (phase::FAILED, Some(1)));
+        assert_eq!(s.error.as_deref(), Some("bpftrace exited with status 1"));
+        let s = phase_of(exit(None, Some(9), true));
+        assert_eq!(s.phase, phase::FAILED);
+        assert_eq!(s.error.as_deref(), Some("bpftrace was killed by signal 9"));
+        let s = phase_of(Err(apiary::Error::InvalidArgument("no such map".into())));
+        assert_eq!(s.phase, phase::FAILED);
+        assert!(s.error.unwrap().contains("no such map"));
+    }
+
+    #[test]
+    fn deadlines_count_from_creation() {
+        let mut j = TraceJob::new("j", TraceJobSpec::default());
+        assert!(!past_deadline(&j), "no deadline");
+        j.spec.active_deadline_seconds = Some(60);
+        let created =
+            k8s_openapi::jiff::Timestamp::try_from(SystemTime::now() - Duration::from_secs(120))
+                .unwrap();
+        j.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            created,
+        ));
+        assert!(past_deadline(&j));
+        j.spec.active_deadline_seconds = Some(600);
+        assert!(!past_deadline(&j));
+    }
+
+    #[test]
+    fn a_job_names_exactly_one_program() {
+        let job = |p: TraceProgram| {
+            TraceJob::new(
+                "j",
+                TraceJobSpec {
+                    program: p,
+                    duration: Some("30s".into()),
+                    ..Default::default()
+                },
+            )
+        };
+        let state = std::env::temp_dir().join(format!("apiary-trace-spec-{}", std::process::id()));
+        let m = apiary::Manager::open(apiary::Config {
+            state_dir: state.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        let dir = std::env::temp_dir();
+        let s = spec_of(
+            &job(TraceProgram {
+                bpftrace: Some("BEGIN {}".into()),
+                args: vec!["7".into()],
+                ..Default::default()
+            }),
+            &dir,
+            &m,
+        )
+        .unwrap();
+        assert_eq!(s.duration, Some(Duration::from_secs(30)));
+        assert_eq!(s.args, vec!["7".to_string()]);
+        let e = spec_of(
+            &job(TraceProgram {
+                bpftrace: Some("BEGIN {}".into()),
+                object: Some("/x.o".into()),
+                ..Default::default()
+            }),
+            &dir,
+            &m,
+        )
+        .unwrap_err();
+        assert!(e.contains("exactly one"), "{e}");
+        drop(m);
+        let _ = std::fs::remove_dir_all(&state);
+    }
 }
