@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 const STATUS_POLL: Duration = Duration::from_millis(200);
 /// After Ctrl-C, how long nodes that never started the job are waited for.
 const GIVE_UP_AFTER_STOP: Duration = Duration::from_secs(10);
+/// How long a node's agent gets to start the job before the client stops waiting for it (its
+/// agent may be down; the job still runs there when it comes back).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The job's program from `trace run`'s arguments.
 pub fn program(
@@ -137,6 +140,7 @@ fn stream(
     let mut open = 0usize;
     let mut asked: Option<Instant> = None;
     let mut last_poll = Instant::now() - STATUS_POLL;
+    let began = Instant::now();
     loop {
         if stop_on_ctrl_c && asked.is_none() && crate::STOP.load(Ordering::SeqCst) {
             jobs.stop(job)?;
@@ -191,6 +195,14 @@ fn stream(
                     eprintln!("{n}: never started the job");
                 }
             }
+            if !waiting.is_empty() && began.elapsed() > START_TIMEOUT {
+                for n in std::mem::take(&mut waiting) {
+                    eprintln!(
+                        "{n}: its agent has not started the job in {}s; not waiting for it (see `apiary trace get`)",
+                        START_TIMEOUT.as_secs()
+                    );
+                }
+            }
         }
         if waiting.is_empty() && open == 0 {
             break;
@@ -214,6 +226,10 @@ fn stream(
 fn summary(jobs: &Jobs, job: &str) -> Result<()> {
     // The agents report the end right after their stream closes; give them a moment.
     let end = Instant::now() + Duration::from_secs(10);
+    if jobs.get(job)?.is_none() {
+        eprintln!("trace job {job} was deleted");
+        return Ok(());
+    }
     let mut status = jobs.status(job)?;
     while status.values().any(|s| !phase::is_final(&s.phase)) && Instant::now() < end {
         std::thread::sleep(STATUS_POLL);

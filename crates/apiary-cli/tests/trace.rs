@@ -1012,3 +1012,44 @@ fn attach_replays_then_follows_and_its_ctrl_c_stops_the_job() {
     );
     let _ = trace_cli(&k, &pki, &["delete", &job]);
 }
+
+#[test]
+fn deleting_a_running_job_stops_it_and_removes_its_output() {
+    let Some((k, pki)) = cluster() else { return };
+    let a = SimNode::new(&k, &pki, &[]);
+    let target = format!("node/{}", a.name);
+    let before = progs_named("sys_enter_getpp");
+    let t = start_job_cmd(
+        &k,
+        &pki,
+        &["run", &target, "-e", "BEGIN { printf(\"ready\\n\"); } tracepoint:syscalls:sys_enter_getppid { @n = count(); }"],
+    );
+    let job = job_name(&t);
+    t.wait_out("ready", |l| l.ends_with("ready"));
+    let during: Vec<u64> = progs_named("sys_enter_getpp")
+        .into_iter()
+        .filter(|i| !before.contains(i))
+        .collect();
+    assert_eq!(during.len(), 1);
+    assert!(a.kept(&job).is_some());
+    let r = trace_cli(&k, &pki, &["delete", &job]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        eventually(20, || {
+            let now = progs_named("sys_enter_getpp");
+            during.iter().all(|i| !now.contains(i))
+        }),
+        "the agent stopped bpftrace when its job was deleted"
+    );
+    assert!(
+        eventually(20, || a.kept(&job).is_none()),
+        "and removed the kept output"
+    );
+    // The client's stream ended with the run; the job is gone, so there is no status to show.
+    let (_, _, err) = t.finish();
+    assert!(
+        err.iter()
+            .any(|l| l == &format!("trace job {job} was deleted")),
+        "{err:?}"
+    );
+}
