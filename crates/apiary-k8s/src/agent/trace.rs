@@ -56,7 +56,9 @@ struct Ended {
     status: NodeTraceStatus,
 }
 
-/// Run `agent` and this node's trace jobs together until either ends.
+/// Run `agent` and this node's trace jobs together, until the agent ends. Trace jobs failing
+/// to start (no RBAC to annotate the Node, no TraceJob CRD yet) must not take the applications
+/// down: the failure is logged and tried again, backing off.
 pub async fn beside(
     agent: impl std::future::Future<Output = Result<(), KubeError>>,
     client: Client,
@@ -65,9 +67,27 @@ pub async fn beside(
     listen: Option<std::net::SocketAddr>,
     manager: Arc<apiary::Manager>,
 ) -> Result<(), KubeError> {
+    let traces = async {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            let r = run(
+                client.clone(),
+                node.clone(),
+                state_dir.clone(),
+                listen,
+                manager.clone(),
+            )
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, retry_in = ?wait, "trace jobs are not served");
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(60));
+        }
+    };
     tokio::select! {
         r = agent => r,
-        r = run(client, node, state_dir, listen, manager) => r,
+        () = traces => Ok(()),
     }
 }
 
