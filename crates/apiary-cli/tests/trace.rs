@@ -1054,3 +1054,28 @@ fn deleting_a_running_job_stops_it_and_removes_its_output() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_script_bpftrace_refuses_fails_the_job_with_its_message() {
+    let Some((k, pki)) = cluster() else { return };
+    let a = SimNode::new(&k, &pki, &[]);
+    let target = format!("node/{}", a.name);
+    let t = start_job_cmd(&k, &pki, &["run", &target, "-e", "BEGIN { nonsense("]);
+    let job = job_name(&t);
+    let (status, out, err) = t.finish();
+    assert!(!status.success(), "{out:?} {err:?}");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with(&a.name) && l.contains("ERROR")),
+        "bpftrace's own message came back, tagged: {out:?}"
+    );
+    let s = node_phase(&k, &job, &a.name).expect("node A's entry");
+    assert_eq!(s["phase"], "Failed", "{s}");
+    assert_eq!(s["exitCode"], 1, "{s}");
+    assert!(
+        err.iter()
+            .any(|l| l.contains("bpftrace exited with status 1")),
+        "{err:?}"
+    );
+    let _ = trace_cli(&k, &pki, &["delete", &job]);
+}

@@ -41,6 +41,24 @@ fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// Why a node could not start a job (reported in its status entry).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("spec.program needs exactly one of bpftrace, object, image, package")]
+    Program,
+    #[error("spec.duration {value:?}: {reason}")]
+    Duration { value: String, reason: String },
+    #[error("cannot write {}: {error}", path.display())]
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("image settings: {0}")]
+    Images(apiary::Error),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// A run in progress.
 struct Running {
     started: String,
@@ -166,7 +184,7 @@ pub async fn run(
                         phase: phase::FAILED.into(),
                         start_time: Some(now()),
                         end_time: Some(now()),
-                        error: Some(error),
+                        error: Some(error.to_string()),
                         ..Default::default()
                     };
                     report(&api, &node, &name, &s).await;
@@ -235,7 +253,7 @@ fn past_deadline(j: &TraceJob) -> bool {
 }
 
 /// What the job runs, as the runner's spec.
-fn spec_of(job: &TraceJob, dir: &Path, manager: &apiary::Manager) -> Result<TraceSpec, String> {
+fn spec_of(job: &TraceJob, dir: &Path, manager: &apiary::Manager) -> Result<TraceSpec, StartError> {
     let p = &job.spec.program;
     let program = match (&p.bpftrace, &p.object, &p.package, &p.image) {
         (Some(script), None, None, None) => Program::Bpftrace {
@@ -249,18 +267,18 @@ fn spec_of(job: &TraceJob, dir: &Path, manager: &apiary::Manager) -> Result<Trac
         },
         (None, None, Some(text), None) => {
             let path = dir.join("package.json");
-            std::fs::write(&path, text)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            std::fs::write(&path, text).map_err(|error| StartError::Write {
+                path: path.clone(),
+                error,
+            })?;
             Program::Object {
                 source: path.display().to_string(),
             }
         }
-        _ => {
-            return Err("spec.program needs exactly one of bpftrace, object, image, package".into())
-        }
+        _ => return Err(StartError::Program),
     };
     let images = match &program {
-        Program::Image { .. } => Some(manager.image_settings().map_err(|e| e.to_string())?),
+        Program::Image { .. } => Some(manager.image_settings().map_err(StartError::Images)?),
         _ => None,
     };
     let mut spec = TraceSpec::new(program);
@@ -276,7 +294,12 @@ fn spec_of(job: &TraceJob, dir: &Path, manager: &apiary::Manager) -> Result<Trac
         .spec
         .duration
         .as_deref()
-        .map(|d| humantime::parse_duration(d).map_err(|e| format!("spec.duration {d:?}: {e}")))
+        .map(|d| {
+            humantime::parse_duration(d).map_err(|e| StartError::Duration {
+                value: d.to_string(),
+                reason: e.to_string(),
+            })
+        })
         .transpose()?;
     Ok(spec)
 }
@@ -287,10 +310,12 @@ fn start(
     dir: &Path,
     manager: &apiary::Manager,
     ended: mpsc::UnboundedSender<Ended>,
-) -> Result<Running, String> {
+) -> Result<Running, StartError> {
     let name = job.name_any();
-    let mut log = OutputLog::create(dir)
-        .map_err(|e| format!("cannot keep output in {}: {e}", dir.display()))?;
+    let mut log = OutputLog::create(dir).map_err(|error| StartError::Write {
+        path: dir.to_path_buf(),
+        error,
+    })?;
     let spec = match spec_of(job, dir, manager) {
         Ok(s) => s,
         Err(e) => {
@@ -329,7 +354,7 @@ fn start(
             let status = ended_status(&result, started, total, write_err);
             let _ = ended.send(Ended { job: name, status });
         })
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
+        .map_err(StartError::Thread)?;
     Ok(Running {
         started: started_here,
         stop,
@@ -542,7 +567,7 @@ mod tests {
             &m,
         )
         .unwrap_err();
-        assert!(e.contains("exactly one"), "{e}");
+        assert!(matches!(e, StartError::Program), "{e}");
         drop(m);
         let _ = std::fs::remove_dir_all(&state);
     }
