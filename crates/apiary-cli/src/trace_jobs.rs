@@ -14,7 +14,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How often the job's status is read while waiting for nodes to start.
-const STATUS_POLL: Duration = Duration::from_millis(200);
+/// (Only until every node started it: a few reads; the first output waits on it.)
+const STATUS_POLL: Duration = Duration::from_millis(50);
 /// After Ctrl-C, how long nodes that never started the job are waited for.
 const GIVE_UP_AFTER_STOP: Duration = Duration::from_secs(10);
 /// How long a node's agent gets to start the job before the client stops waiting for it (its
