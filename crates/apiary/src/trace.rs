@@ -172,10 +172,11 @@ fn run_bpftrace(
         .stderr(Stdio::piped())
         .process_group(0);
     // SAFETY: prctl is async-signal-safe. If the thread that started bpftrace dies (apiary
-    // crashed or was killed), bpftrace is interrupted rather than left tracing forever.
+    // crashed or was killed), bpftrace is killed rather than left tracing forever: nobody
+    // reads its output any more, and SIGKILL cannot be missed as a SIGINT can (see below).
     unsafe {
         cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

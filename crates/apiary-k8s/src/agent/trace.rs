@@ -407,7 +407,7 @@ fn ended_status(
 }
 
 /// Runs this node was doing when its agent died: Failed, "agent restarted". The programs went
-/// with the process (bpftrace gets SIGINT when its parent dies; objects were never pinned).
+/// with the process (bpftrace gets SIGKILL when its parent dies; objects were never pinned).
 async fn report_interrupted(api: &Api<TraceJob>, node: &str, root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
