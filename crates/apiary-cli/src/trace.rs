@@ -65,8 +65,9 @@ pub struct TraceRunArgs {
     /// Kubernetes: the kubeconfig (default: KUBECONFIG, in-cluster, ~/.kube/config).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// [node/NAME] then, without -e/-f, the object or package; then positional arguments
-    /// ($1, $2...; after `--` when one starts with a dash).
+    /// [node/NAME] then, without -e/-f, the object, package, BPF C source (built first) or
+    /// `image REF`; then positional arguments ($1, $2...; after `--` when one starts with a
+    /// dash).
     pub rest: Vec<String>,
 }
 
@@ -104,7 +105,20 @@ fn parse(a: &TraceRunArgs) -> Result<Parsed> {
     if rest.is_empty() {
         bail!("nothing to run: give -e 'SCRIPT', -f FILE, an object/package or image REF");
     }
-    let source = rest.remove(0);
+    let mut source = rest.remove(0);
+    // A C source is built into the cache first, as `apiary run` does; its package runs.
+    if apiary::build::is_c_source(&source) {
+        let src = PathBuf::from(&source);
+        let out_dir = apiary::build::run_out_dir(&apiary::build::default_cache_dir(), &src);
+        let built = apiary::build::build(&crate::build_spec(
+            &src,
+            &crate::args::CompileFlags::default(),
+            out_dir,
+        ))
+        .map_err(apiary::Error::from)?;
+        crate::report_build(&built);
+        source = built.package.display().to_string();
+    }
     if source == "image" {
         if rest.is_empty() {
             bail!("image: give the image's reference (REGISTRY/REPO:TAG or @DIGEST)");

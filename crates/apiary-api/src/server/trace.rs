@@ -14,6 +14,9 @@ use tonic::{Request, Response, Status};
 
 /// Messages buffered per trace before the runner waits for the client to read.
 const BUFFERED: usize = 256;
+/// Traces one daemon runs at once (each is a thread, and a bpftrace process or an object's
+/// programs): more are refused with RESOURCE_EXHAUSTED rather than piling up.
+pub const MAX_RUNNING: usize = 32;
 
 pub struct TracerService {
     shutdown: watch::Receiver<bool>,
@@ -158,10 +161,18 @@ impl pb::tracer_server::Tracer for TracerService {
             (d, t) => d.or(t.map(|t| t.saturating_sub(Duration::from_millis(500)))),
         };
         let flag = Arc::new(AtomicBool::new(false));
-        self.running
-            .lock()
-            .map_err(|_| Status::internal("trace table poisoned"))?
-            .insert(id, flag.clone());
+        {
+            let mut running = self
+                .running
+                .lock()
+                .map_err(|_| Status::internal("trace table poisoned"))?;
+            if running.len() >= MAX_RUNNING {
+                return Err(Status::resource_exhausted(format!(
+                    "{MAX_RUNNING} traces are running on this host already; stop one first"
+                )));
+            }
+            running.insert(id, flag.clone());
+        }
         let (tx, rx) = mpsc::channel(BUFFERED);
         let shutdown = self.shutdown.clone();
         let running = self.running.clone();
