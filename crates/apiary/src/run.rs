@@ -74,13 +74,16 @@ pub fn run(
     run_with(spec, out, &mut |_| {}, note, stop)
 }
 
+/// Each event map and the struct its records decode as (empty: printed as hex).
+pub type EventTypes = [(String, String)];
+
 /// `run`, telling `types` which type each event map's records decode as (map name, type
 /// name; empty for hex) before any event is written, so a consumer that forwards the output
 /// (a trace through the daemon) can label it. `out` receives events in batches of lines.
 pub fn run_with(
     spec: &RunSpec,
     out: &mut dyn Write,
-    types: &mut dyn FnMut(&[(String, String)]),
+    types: &mut dyn FnMut(&EventTypes),
     note: &mut dyn FnMut(&str),
     stop: &dyn Fn() -> bool,
 ) -> Result<RunSummary> {
