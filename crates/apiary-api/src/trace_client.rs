@@ -58,13 +58,14 @@ pub fn trace(
 }
 
 /// A node agent's kept output of trace job `job` (then, with `follow`, the rest of the run),
-/// each piece handed to `on` as it arrives. Returns when the stream ends.
+/// each piece handed to `on` as it arrives (`true` for the agent's own remarks, meant for
+/// stderr). Returns when the stream ends.
 pub fn job_output(
     api: &RemoteApi,
     job: &str,
     node: &str,
     follow: bool,
-    on: &mut dyn FnMut(&str),
+    on: &mut dyn FnMut(&str, bool),
 ) -> apiary::Result<()> {
     let endpoint = api.endpoint().to_string();
     let status = |s: tonic::Status| from_status(&s, &endpoint);
@@ -78,8 +79,10 @@ pub fn job_output(
         };
         let mut stream = client.trace_stream(req).await.map_err(status)?.into_inner();
         while let Some(msg) = stream.message().await.map_err(status)? {
-            if let Some(pb::trace_output::Kind::Stdout(t)) = &msg.kind {
-                on(t);
+            match &msg.kind {
+                Some(pb::trace_output::Kind::Stdout(t)) => on(t, false),
+                Some(pb::trace_output::Kind::Stderr(t)) => on(t, true),
+                _ => {}
             }
         }
         Ok(())

@@ -179,8 +179,13 @@ fn stream(
                                 &job,
                                 &node,
                                 follow,
-                                &mut |t| {
-                                    let _ = tx.send(Piece::Text(node.clone(), t.to_string()));
+                                &mut |t, remark| {
+                                    let piece = if remark {
+                                        Piece::Failed(node.clone(), t.trim_end().to_string())
+                                    } else {
+                                        Piece::Text(node.clone(), t.to_string())
+                                    };
+                                    let _ = tx.send(piece);
                                 },
                             )
                             .map_err(|e| e.to_string())

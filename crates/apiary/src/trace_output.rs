@@ -19,7 +19,12 @@ const PREVIOUS: &str = "output.1";
 /// Present while a run writes here: found at start, the agent died during the run.
 const RUNNING: &str = "running";
 
-type Followers = Vec<mpsc::Sender<Arc<str>>>;
+type Followers = Vec<mpsc::SyncSender<Arc<str>>>;
+
+/// Pieces of output queued for one follower. One that falls further behind is dropped (its
+/// stream ends; `is_live` tells it the run went on) rather than holding the run up or
+/// growing without bound.
+pub const FOLLOWER_QUEUE: usize = 4096;
 
 /// Where this process keeps trace jobs' output, and for which node (set by a node agent).
 static ROOT: OnceLock<(PathBuf, String)> = OnceLock::new();
@@ -86,7 +91,7 @@ impl OutputLog {
         self.total += text.len() as u64;
         if let Some(f) = map.get_mut(&self.dir) {
             let shared: Arc<str> = Arc::from(text);
-            f.retain(|tx| tx.send(shared.clone()).is_ok());
+            f.retain(|tx| tx.try_send(shared.clone()).is_ok());
         }
         Ok(())
     }
@@ -111,7 +116,7 @@ pub fn follow(
     let text = kept(dir)?;
     let rx = match map.get_mut(dir) {
         Some(f) if live_too => {
-            let (tx, rx) = mpsc::channel();
+            let (tx, rx) = mpsc::sync_channel(FOLLOWER_QUEUE);
             f.push(tx);
             Some(rx)
         }
@@ -131,6 +136,14 @@ pub fn kept(dir: &Path) -> std::io::Result<String> {
         }
     }
     Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Whether a run of this process is writing to `dir` now.
+pub fn is_live(dir: &Path) -> bool {
+    live()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains_key(dir)
 }
 
 /// Whether a run was writing to `dir` when its process died (its marker is still there).
@@ -172,6 +185,22 @@ mod tests {
         assert!(k.len() as u64 <= KEEP_BYTES && k.len() as u64 >= KEEP_BYTES / 2);
         assert!(!k.contains("first"), "the oldest output was dropped");
         assert!(!interrupted(&d));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_follower_that_falls_behind_is_dropped_not_waited_for() {
+        let d = std::env::temp_dir().join(format!("apiary-trace-behind-{}", std::process::id()));
+        let mut log = OutputLog::create(&d).unwrap();
+        let (_, rx) = follow(&d, true).unwrap();
+        let rx = rx.unwrap();
+        for _ in 0..FOLLOWER_QUEUE + 10 {
+            log.append("x\n").unwrap();
+        }
+        assert!(is_live(&d), "the run goes on");
+        assert_eq!(rx.iter().count(), FOLLOWER_QUEUE, "then its queue ends");
+        log.finish();
+        assert!(!is_live(&d));
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -260,6 +260,17 @@ impl pb::tracer_server::Tracer for TracerService {
                         return;
                     }
                 }
+                // The queue closed while the run goes on: this client fell behind and was
+                // dropped. Say so rather than look like the end of the run.
+                if apiary::trace_output::is_live(&dir) {
+                    let msg = pb::TraceOutput {
+                        kind: Some(pb::trace_output::Kind::Stderr(format!(
+                            "apiary: this client fell more than {} pieces of output behind and was cut off; the job goes on (`apiary trace logs` has the kept part)\n",
+                            apiary::trace_output::FOLLOWER_QUEUE
+                        ))),
+                    };
+                    let _ = tx.blocking_send(Ok(msg));
+                }
             })
             .map_err(|e| Status::internal(format!("cannot start a thread: {e}")))?;
         Ok(Response::new(ReceiverStream::new(rx)))
