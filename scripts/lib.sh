@@ -6,6 +6,8 @@ APT_PACKAGES="clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 iputi
 APT_PACKAGES="$APT_PACKAGES man-db"
 # promtool (Debian's prometheus) checks the metrics endpoints in tests/metrics.rs.
 APT_PACKAGES="$APT_PACKAGES prometheus"
+# `apiary trace` runs bpftrace scripts with the distribution's bpftrace (it needs kernel BTF only).
+APT_PACKAGES="$APT_PACKAGES bpftrace"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -65,6 +65,8 @@ impl ClientError {
 pub struct RemoteApi {
     rt: tokio::runtime::Runtime,
     client: ApiaryClient<Channel>,
+    /// For the other services on the same connection (`Tracer`).
+    channel: Channel,
     endpoint: String,
 }
 
@@ -145,11 +147,12 @@ impl RemoteApi {
             endpoint: endpoint.to_string(),
             reason: connect_reason(&e, unix),
         })?;
-        let client = ApiaryClient::new(channel)
+        let client = ApiaryClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(usize::MAX);
         Ok(RemoteApi {
             rt,
+            channel,
             client,
             endpoint: endpoint.to_string(),
         })
@@ -157,6 +160,11 @@ impl RemoteApi {
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The connection, for clients of the other services the daemon serves (`Tracer`).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     /// The generated client, for calls the `Api` trait does not cover (`watch`).

@@ -9,6 +9,7 @@ pub mod convert;
 pub mod hooks;
 pub mod server;
 pub mod status;
+pub mod trace_client;
 
 /// Generated from proto/apiary/v1/apiary.proto.
 #[allow(clippy::all, missing_docs)]

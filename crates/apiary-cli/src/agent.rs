@@ -53,13 +53,16 @@ pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
         netns,
     };
     let kubeconfig = a.kubeconfig;
+    // Trace jobs: their output is kept under the state directory; the TLS listener's address
+    // is published for their clients.
+    let (trace_dir, listen) = (state_dir.clone(), a.serve.listen);
     // A wrong kubeconfig is refused before the daemon starts (and makes its socket).
     if let Some(p) = &kubeconfig {
         apiary_k8s::install::check_kubeconfig(p)
             .map_err(|e| apiary::Error::InvalidArgument(e.to_string()))?;
     }
     crate::daemon::serve_with(a.serve, state_dir, bpffs, move |manager| async move {
-        let api: std::sync::Arc<dyn apiary::Api> = manager;
+        let api: std::sync::Arc<dyn apiary::Api> = manager.clone();
         // The CSI plugin reads the same manager; without it pods would wait forever.
         if let Some(csi) = csi {
             apiary_csi::spawn(csi, api.clone(), |e| {
@@ -69,7 +72,9 @@ pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
         }
         let result = async {
             let client = apiary_k8s::install::client(kubeconfig.as_deref()).await?;
-            apiary_k8s::agent::run(client, api, cfg).await
+            let (c, node) = (client.clone(), cfg.node_name.clone());
+            let agent = apiary_k8s::agent::run(client, api, cfg);
+            apiary_k8s::agent::trace::beside(agent, c, node, trace_dir, listen, manager).await
         }
         .await;
         // The agent is the point of this process: without it, exit rather than serve on

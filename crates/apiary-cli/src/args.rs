@@ -88,6 +88,12 @@ pub enum Command {
     /// Load an object in the foreground, attach every program from its section name, print the
     /// events its ring buffers and perf event arrays deliver, and unload it all on exit.
     Run(RunArgs),
+    /// Trace: run a bpftrace script or an object and stream its output (here, or through a
+    /// daemon with --endpoint).
+    Trace {
+        #[command(subcommand)]
+        what: crate::trace::TraceCmd,
+    },
     /// Kubernetes: the CRDs (see also `apply`, `delete`, `get applications`).
     K8s {
         #[command(subcommand)]

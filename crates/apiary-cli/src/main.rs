@@ -8,6 +8,8 @@ mod docs;
 mod image;
 mod k8s;
 mod output;
+mod trace;
+mod trace_jobs;
 
 use anyhow::Result;
 use apiary::{Api, Config, Manager, ObjectSource};
@@ -97,6 +99,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(&cli.output),
         Command::K8s { what } => k8s::run(what),
+        Command::Trace { what } => {
+            trace::run(what, &cli.remote, &cli.state_dir, format == Output::Json)
+        }
         Command::Run(args) => run_foreground(args, format),
         Command::Serve(a) => daemon::serve(a, cli.state_dir.clone(), cli.bpffs.clone()),
         Command::Agent(a) => agent::run(a, cli.state_dir.clone(), cli.bpffs.clone()),
@@ -256,6 +261,16 @@ fn package(object: &std::path::Path, output: &str) -> Result<()> {
 }
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ctrl-C and SIGTERM set STOP instead of ending the process, so that what runs in the
+/// foreground is stopped and cleaned up.
+fn stop_on_signals() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, std::sync::atomic::Ordering::SeqCst);

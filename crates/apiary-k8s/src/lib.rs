@@ -13,6 +13,7 @@ mod hooks;
 pub mod install;
 pub mod manifests;
 pub mod plan;
+pub mod trace_jobs;
 pub mod validate;
 pub mod view;
 

@@ -21,6 +21,8 @@ mod reconcile;
 pub mod run;
 mod source;
 pub mod timing;
+pub mod trace;
+pub mod trace_output;
 mod update;
 mod views;
 

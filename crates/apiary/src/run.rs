@@ -40,6 +40,10 @@ pub struct RunHooks<'a> {
     /// Called once everything is loaded, before "running", with the run's metrics (the
     /// declared maps and the run's own counters); the caller serves them (`--metrics`).
     pub on_metrics: Option<Box<dyn FnOnce(Arc<RunMetrics>) + 'a>>,
+    /// Told which type each event map's records decode as (map name, type name; empty for
+    /// hex) before any event is written, so a consumer that forwards the output (a trace
+    /// through the daemon) can label it. `out` then receives events in batches of lines.
+    pub on_types: Option<Box<dyn FnOnce(&EventTypes) + 'a>>,
 }
 
 /// The metrics of a foreground run: declared map families plus the run's own counters.
@@ -206,6 +210,9 @@ pub fn run(
     run_with(spec, out, note, stop, RunHooks::default())
 }
 
+/// Each event map and the struct its records decode as (empty: printed as hex).
+pub type EventTypes = [(String, String)];
+
 /// [`run`], with metrics served by the caller (`hooks`) and pushed over OTLP (`spec.otlp`).
 pub fn run_with(
     spec: &RunSpec,
@@ -240,6 +247,17 @@ pub fn run_with(
         core_btf: None,
     };
     let mut writer = EventWriter::new(event_formats(spec, &fetched, &mut info, note)?, spec.json);
+    let named: Vec<(String, String)> = writer
+        .maps
+        .iter()
+        .map(|m| {
+            let t = m.format.as_ref().map(|f| f.type_name()).unwrap_or_default();
+            (m.name.clone(), t.to_string())
+        })
+        .collect();
+    if let Some(f) = hooks.on_types {
+        f(&named);
+    }
 
     // What the chosen programs need to attach is checked before anything loads.
     let chosen: Vec<(String, String)> = info

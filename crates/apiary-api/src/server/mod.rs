@@ -14,6 +14,7 @@ mod limits;
 mod listen;
 pub mod metrics;
 mod service;
+pub mod trace;
 pub mod web;
 pub mod webauth;
 
@@ -309,6 +310,11 @@ async fn serve_on(
         ),
         inflight: inflight.clone(),
     };
+    let tracer = crate::pb::tracer_server::TracerServer::new(trace::TracerService::new(
+        stop_rx.clone(),
+        manager.clone(),
+    ))
+    .max_decoding_message_size(cfg.max_message_size);
     let stopped = |mut rx: watch::Receiver<bool>| async move { until_stopped(&mut rx).await };
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -319,10 +325,12 @@ async fn serve_on(
     );
     {
         let svc = svc.clone();
+        let tracer = tracer.clone();
         let stop = stopped(stop_rx.clone());
         tasks.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(svc)
+                .add_service(tracer)
                 .serve_with_incoming_shutdown(unix_incoming, stop)
                 .await
                 .map_err(|e| ServerError::Serve {
@@ -342,6 +350,7 @@ async fn serve_on(
             let mut builder = builder;
             builder
                 .add_service(svc)
+                .add_service(tracer)
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await
                 .map_err(|e| ServerError::Serve {

@@ -85,7 +85,12 @@ impl Kube {
             .expect("apiary k8s install");
         let r = Run::from(out);
         assert!(r.ok, "apiary k8s install failed:\n{}{}", r.stdout, r.stderr);
-        assert_eq!(r.stdout.matches("established").count(), 4, "{}", r.stdout);
+        assert_eq!(
+            r.stdout.matches("established").count(),
+            apiary_k8s::crd::crds().len(),
+            "{}",
+            r.stdout
+        );
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod pass;
 mod state;
+pub mod trace;
 
 use crate::crd::{
     BpfApplication, BpfApplicationState, ClusterBpfApplication, ClusterBpfApplicationState,

@@ -3,11 +3,13 @@
 mod kinds;
 mod programs;
 mod spec;
+mod trace;
 mod types;
 
 pub use kinds::*;
 pub use programs::*;
 pub use spec::*;
+pub use trace::*;
 pub use types::{member_message, BpfProgramType, TypeEntry, TYPES};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -20,6 +22,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         ClusterBpfApplication::crd(),
         BpfApplicationState::crd(),
         ClusterBpfApplicationState::crd(),
+        TraceJob::crd(),
     ]
 }
 
