@@ -72,6 +72,9 @@ pub enum Command {
     /// Run the Kubernetes node agent: load the applications whose nodeSelector matches this
     /// node, report per-node state objects, and serve the local socket like `apiary serve`.
     Agent(crate::agent::AgentArgs),
+    /// Run the Kubernetes operator: one replica at a time (a Lease elects it) writes each
+    /// application's status over all nodes, owns its finalizer, and cleans up after deleted nodes.
+    Operator(crate::operator::OperatorArgs),
     /// Bytecode images: build, push, pull, inspect, list, remove, sign, verify.
     Image {
         #[command(subcommand)]

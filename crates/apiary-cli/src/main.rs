@@ -6,6 +6,7 @@ mod daemon;
 mod docs;
 mod image;
 mod k8s;
+mod operator;
 mod output;
 
 use anyhow::Result;
@@ -99,6 +100,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run_foreground(args, format),
         Command::Serve(a) => daemon::serve(a, cli.state_dir.clone(), cli.bpffs.clone()),
         Command::Agent(a) => agent::run(a, cli.state_dir.clone(), cli.bpffs.clone()),
+        Command::Operator(a) => operator::run(a),
         // Reconcile repairs this host's kernel state, so it always runs in-process.
         Command::Reconcile => {
             let report = Manager::open(config())?.reconcile_with(&mut progress())?;

@@ -11,6 +11,7 @@ pub mod execute;
 pub mod facts;
 mod hooks;
 pub mod install;
+pub mod operator;
 pub mod plan;
 pub mod validate;
 

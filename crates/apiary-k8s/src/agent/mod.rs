@@ -7,12 +7,11 @@
 //! is unreachable the caches keep their last content, so nothing is unloaded for lack of news;
 //! the watchers reconnect with backoff and the next pass catches up.
 
+pub mod announce;
 mod pass;
 mod state;
 
-use crate::crd::{
-    BpfApplication, BpfApplicationState, ClusterBpfApplication, ClusterBpfApplicationState,
-};
+use crate::crd::{BpfApplication, ClusterBpfApplication};
 use crate::error::KubeError;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -38,6 +37,9 @@ pub struct AgentConfig {
     pub node_name: String,
     /// The network namespace holding the node's interfaces (None: this process's own).
     pub netns: Option<PathBuf>,
+    /// The namespace of the Lease the agent renews to tell the operator it runs
+    /// (`announce::DEFAULT_NAMESPACE` unless set).
+    pub lease_namespace: String,
 }
 
 /// The finalizer this node's agent puts on the applications it loaded, so that deleting one
@@ -62,9 +64,6 @@ pub(crate) struct Caches {
     pub node: Store<Node>,
     pub cluster_apps: Store<ClusterBpfApplication>,
     pub apps: Store<BpfApplication>,
-    /// Every node's state objects, for the applications' summary ("2/2 nodes").
-    pub cluster_states: Store<ClusterBpfApplicationState>,
-    pub states: Store<BpfApplicationState>,
 }
 
 /// Run the agent until the future is dropped. `api` is the manager of this node (shared with
@@ -89,16 +88,6 @@ pub async fn run(
             watcher::Config::default(),
             &wake,
         ),
-        cluster_states: watch(
-            Api::<ClusterBpfApplicationState>::all(client.clone()),
-            watcher::Config::default(),
-            &wake,
-        ),
-        states: watch(
-            Api::<BpfApplicationState>::all(client.clone()),
-            watcher::Config::default(),
-            &wake,
-        ),
     };
     // Nothing is decided before every cache holds a complete list: an application missing
     // from a half-filled cache would look deleted and be unloaded.
@@ -106,8 +95,6 @@ pub async fn run(
         caches.node.wait_until_ready().await.is_ok(),
         caches.cluster_apps.wait_until_ready().await.is_ok(),
         caches.apps.wait_until_ready().await.is_ok(),
-        caches.cluster_states.wait_until_ready().await.is_ok(),
-        caches.states.wait_until_ready().await.is_ok(),
     ] {
         if !ready {
             return Err(KubeError::Start {
@@ -116,6 +103,12 @@ pub async fn run(
         }
     }
     tracing::info!(node = %cfg.node_name, "watching the node and applications");
+    // The operator tells a node without an agent from one whose agent is slow by this Lease.
+    tokio::spawn(announce::renew(
+        client.clone(),
+        cfg.lease_namespace.clone(),
+        cfg.node_name.clone(),
+    ));
 
     let agent = Arc::new(pass::Agent::new(client, api, cfg, caches));
     tokio::spawn(resync(wake.clone()));

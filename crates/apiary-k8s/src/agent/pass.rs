@@ -37,14 +37,6 @@ struct App {
     r: AppRef,
     spec: ApplicationSpec,
     deleting: bool,
-    /// The summary condition the application shows now: (type, message).
-    summary: Option<(String, String)>,
-}
-
-fn summary_of(status: Option<&crate::crd::ApplicationStatus>) -> Option<(String, String)> {
-    status
-        .and_then(|s| s.conditions.first())
-        .map(|c| (c.type_.clone(), c.message.clone()))
 }
 
 impl Agent {
@@ -102,7 +94,6 @@ impl Agent {
                 r: AppRef::of(&*a, AppKind::ClusterBpfApplication),
                 spec: a.spec.app.clone(),
                 deleting: a.metadata.deletion_timestamp.is_some(),
-                summary: summary_of(a.status.as_ref()),
             });
         }
         for a in self.caches.apps.state() {
@@ -110,7 +101,6 @@ impl Agent {
                 r: AppRef::of(&*a, AppKind::BpfApplication),
                 spec: a.spec.app.clone(),
                 deleting: a.metadata.deletion_timestamp.is_some(),
-                summary: summary_of(a.status.as_ref()),
             });
         }
         out.sort_by(|a, b| a.r.key.cmp(&b.r.key));
@@ -155,67 +145,7 @@ impl Agent {
             }
         }
         self.unload_orphans(&apps).await;
-        for app in apps.iter().filter(|a| !a.deleting) {
-            let Some(want) = self.summary(app) else {
-                continue;
-            };
-            if app.summary.as_ref() == Some(&want) {
-                continue;
-            }
-            if let Err(e) = state::write_summary(&self.client, &app.r, &want.0, &want.1).await {
-                tracing::warn!(application = %app.r.key, error = %e, "cannot write the summary");
-                clean = false;
-            }
-        }
         clean
-    }
-
-    /// The application's summary over every node's state object: Success with "N/N nodes"
-    /// when all converged, else Error naming the first failing node and why. Every agent
-    /// computes it from the same watched objects and writes it only when it differs, so the
-    /// agents agree once their caches do.
-    fn summary(&self, app: &App) -> Option<(String, String)> {
-        let mut nodes: Vec<(String, Option<(String, String)>)> = match app.r.key.kind {
-            AppKind::ClusterBpfApplication => self
-                .caches
-                .cluster_states
-                .state()
-                .iter()
-                .filter(|s| s.spec.application == app.r.key.name)
-                .map(|s| (s.spec.node.clone(), summary_of_state(s.status.as_ref())))
-                .collect(),
-            AppKind::BpfApplication => self
-                .caches
-                .states
-                .state()
-                .iter()
-                .filter(|s| {
-                    s.spec.application == app.r.key.name
-                        && s.metadata.namespace == app.r.key.namespace
-                })
-                .map(|s| (s.spec.node.clone(), summary_of_state(s.status.as_ref())))
-                .collect(),
-        };
-        if nodes.is_empty() {
-            return Some(("Pending".into(), "no node selected".into()));
-        }
-        nodes.sort();
-        let total = nodes.len();
-        let ok = nodes
-            .iter()
-            .filter(|(_, c)| c.as_ref().is_some_and(|c| c.0 == "Success"))
-            .count();
-        if ok == total {
-            return Some(("Success".into(), format!("{ok}/{total} nodes")));
-        }
-        let (node, c) = nodes
-            .iter()
-            .find(|(_, c)| c.as_ref().is_none_or(|c| c.0 != "Success"))?;
-        let why = c
-            .as_ref()
-            .map(|c| c.1.clone())
-            .unwrap_or_else(|| "no status yet".into());
-        Some(("Error".into(), format!("{ok}/{total} nodes; {node}: {why}")))
     }
 
     async fn one(&self, app: &App, facts: &Arc<facts::NodeFacts>) -> Result<(), crate::KubeError> {
@@ -313,12 +243,6 @@ impl Agent {
             }
         }
     }
-}
-
-fn summary_of_state(status: Option<&ApplicationStateStatus>) -> Option<(String, String)> {
-    status
-        .and_then(|s| s.conditions.first())
-        .map(|c| (c.type_.clone(), c.message.clone()))
 }
 
 /// Run a manager call on the blocking pool.
