@@ -2,96 +2,15 @@
 //! APIARY_KUBECTL): `apiary k8s install` and the CRDs' CEL rules; then the node agent on three
 //! simulated nodes (a Node object, a network namespace with a veth pair, an agent process with
 //! its own store and bpffs dir each): loaded where selected, label changes load and unload,
-//! kill -9 and restart converges without doubling, delete unloads everything.
+//! kill -9 and restart converges without doubling, delete unloads everything. The harness is
+//! tests/common/kube.rs (shared with operator.rs).
 
 mod common;
 
+use common::kube::*;
 use common::*;
 use serde_json::Value;
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-
-/// The control plane of the suite, or None (skip) when there is none and none is required.
-fn kube() -> Option<Kube> {
-    match (std::env::var("KUBECONFIG"), std::env::var("APIARY_KUBECTL")) {
-        (Ok(k), Ok(c)) if !k.is_empty() && !c.is_empty() => Some(Kube {
-            kubeconfig: PathBuf::from(k),
-            kubectl: PathBuf::from(c),
-        }),
-        _ => {
-            assert!(
-                std::env::var("APIARY_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-                "APIARY_REQUIRE_PRIVILEGED=1 but no KUBECONFIG/APIARY_KUBECTL: start scripts/kube-testenv.sh"
-            );
-            eprintln!("skipped: no KUBECONFIG / APIARY_KUBECTL (scripts/kube-testenv.sh up; eval \"$(scripts/kube-testenv.sh env)\")");
-            None
-        }
-    }
-}
-
-struct Kube {
-    kubeconfig: PathBuf,
-    kubectl: PathBuf,
-}
-
-impl Kube {
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut c = Command::new(&self.kubectl);
-        c.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("run kubectl");
-        if let Some(text) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(text.as_bytes())
-                .expect("write to kubectl");
-        }
-        Run::from(child.wait_with_output().expect("kubectl"))
-    }
-
-    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let r = self.run(args, stdin);
-        assert!(r.ok, "kubectl {args:?} failed:\n{}{}", r.stdout, r.stderr);
-        r.stdout
-    }
-
-    /// The object as JSON, or None when it does not exist.
-    fn get(&self, what: &str, name: &str) -> Option<Value> {
-        let r = self.run(&["get", what, name, "-o", "json"], None);
-        if !r.ok {
-            assert!(
-                r.stderr.contains("NotFound"),
-                "kubectl get {what} {name}: {}",
-                r.stderr
-            );
-            return None;
-        }
-        Some(serde_json::from_str(&r.stdout).expect("kubectl JSON"))
-    }
-
-    fn install(&self) {
-        let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
-            .args(["k8s", "install", "--kubeconfig"])
-            .arg(&self.kubeconfig)
-            .output()
-            .expect("apiary k8s install");
-        let r = Run::from(out);
-        assert!(r.ok, "apiary k8s install failed:\n{}{}", r.stdout, r.stderr);
-        assert_eq!(r.stdout.matches("established").count(), 4, "{}", r.stdout);
-    }
-}
+use std::process::Command;
 
 fn app_yaml(name: &str, selector_label: &str, obj: &std::path::Path, xdp_prio: u32) -> String {
     format!(
@@ -194,276 +113,6 @@ fn install_applies_the_crds_and_the_apiserver_enforces_their_rules() {
     k.ok(&["delete", "clusterbpfapplication", &name], None);
 }
 
-/// One simulated node: its Node object, network namespaces with a veth pair (the node's side
-/// is `b`, holding the InternalIP), an agent process, its store and bpffs dir.
-struct SimNode {
-    name: String,
-    /// The kubeconfig the agent uses (the suite's, or one through a proxy).
-    kubeconfig: PathBuf,
-    agent: Option<Child>,
-    log: PathBuf,
-    /// Dropped after the agent is stopped: unloads what is left and removes the pins.
-    apiary: Apiary,
-    /// apiary's config file for the agent (`APIARY_CONFIG`: registries it may pull from).
-    config: Option<PathBuf>,
-    net: NetPair,
-}
-
-impl SimNode {
-    fn new(k: &Kube, labels: &[(&str, &str)]) -> SimNode {
-        Self::with_kubeconfig(k, labels, k.kubeconfig.clone())
-    }
-
-    fn with_kubeconfig(k: &Kube, labels: &[(&str, &str)], kubeconfig: PathBuf) -> SimNode {
-        let net = NetPair::new();
-        let name = unique("node-").to_lowercase();
-        let mut label_lines = format!("    kubernetes.io/hostname: {name}\n");
-        for (l, v) in labels {
-            label_lines.push_str(&format!("    {l}: \"{v}\"\n"));
-        }
-        k.ok(
-            &["apply", "-f", "-"],
-            Some(&format!(
-                "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n{label_lines}"
-            )),
-        );
-        let status = serde_json::json!({"status": {"addresses": [
-            {"type": "InternalIP", "address": net.ip_b},
-            {"type": "Hostname", "address": name},
-        ]}});
-        k.ok(
-            &[
-                "patch",
-                "node",
-                &name,
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                &status.to_string(),
-            ],
-            None,
-        );
-        let apiary = Apiary::new();
-        let log = apiary.state.path().join("agent.log");
-        let mut n = SimNode {
-            name,
-            kubeconfig,
-            agent: None,
-            log,
-            apiary,
-            config: None,
-            net,
-        };
-        n.start(k);
-        n
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.apiary.state.path().join("apiary.sock")
-    }
-
-    fn start(&mut self, _k: &Kube) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("agent log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_apiary"));
-        if let Some(c) = &self.config {
-            cmd.env("APIARY_CONFIG", c);
-        }
-        let child = cmd
-            .args([
-                "agent",
-                "--node-name",
-                &self.name,
-                "--netns",
-                &self.net.ns_b,
-                "--kubeconfig",
-            ])
-            .arg(&self.kubeconfig)
-            .arg("--socket")
-            .arg(self.socket())
-            .env("APIARY_STATE_DIR", self.apiary.state.path())
-            .env("APIARY_BPFFS", &self.apiary.bpffs)
-            .env_remove("APIARY_ENDPOINT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start apiary agent");
-        self.agent = Some(child);
-        assert!(
-            eventually(30, || self.socket().exists()),
-            "the agent's socket did not appear:\n{}",
-            self.log_text()
-        );
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.agent.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_file(self.socket());
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `apiary ARGS -o json` through the agent's local socket.
-    fn json(&self, args: &[&str]) -> Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
-            .args(args)
-            .args(["-o", "json"])
-            .env(
-                "APIARY_ENDPOINT",
-                format!("unix://{}", self.socket().display()),
-            )
-            .output()
-            .expect("apiary");
-        let r = Run::from(out);
-        assert!(
-            r.ok,
-            "apiary {args:?} on {}: {}{}",
-            self.name, r.stdout, r.stderr
-        );
-        serde_json::from_str(&r.stdout).expect("JSON")
-    }
-
-    /// Program name -> (apiary id, kernel id) of the application on this node.
-    fn programs(&self, app: &str) -> BTreeMap<String, (i64, u64)> {
-        let key = format!("ClusterBpfApplication//{app}");
-        self.json(&["get", "applications"])
-            .as_array()
-            .expect("array")
-            .iter()
-            .filter(|e| e["application"] == key.as_str())
-            .flat_map(|e| e["programs"].as_array().cloned().unwrap_or_default())
-            .map(|p| {
-                (
-                    p["name"].as_str().unwrap().to_string(),
-                    (p["id"].as_i64().unwrap(), p["kernel_id"].as_u64().unwrap()),
-                )
-            })
-            .collect()
-    }
-
-    fn counter(&self, program_id: i64, slot: u64) -> u64 {
-        let v = self.json(&["map", "dump", &format!("{program_id}:counts")]);
-        v["entries"]
-            .as_array()
-            .or(v.as_array())
-            .into_iter()
-            .flatten()
-            .find(|e| e["key"].as_u64() == Some(slot))
-            .and_then(|e| e["value"].as_u64())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for SimNode {
-    fn drop(&mut self) {
-        self.kill9();
-        if let Some(k) = kube() {
-            let _ = k.run(&["delete", "node", &self.name, "--wait=false"], None);
-        }
-    }
-}
-
-/// Applications a test made, removed on drop even when it fails: with no agent left to remove
-/// its finalizer, it is stripped, and the state objects go with them.
-struct Cleanup<'a> {
-    k: &'a Kube,
-    apps: Vec<String>,
-    /// For BpfApplications: their namespace (None: ClusterBpfApplications).
-    namespace: Option<&'a str>,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let (kind, state, ns): (&str, &str, Vec<&str>) = match self.namespace {
-            Some(ns) => ("bpfapplication", "bpfapplicationstate", vec!["-n", ns]),
-            None => (
-                "clusterbpfapplication",
-                "clusterbpfapplicationstate",
-                vec![],
-            ),
-        };
-        for a in &self.apps {
-            let run = |args: &[&str]| {
-                let mut all = ns.clone();
-                all.extend(args);
-                let _ = self.k.run(&all, None);
-            };
-            run(&[
-                "patch",
-                kind,
-                a,
-                "--type=merge",
-                "-p",
-                r#"{"metadata":{"finalizers":null}}"#,
-            ]);
-            run(&["delete", kind, a, "--wait=false", "--ignore-not-found"]);
-            run(&[
-                "delete",
-                state,
-                "-l",
-                &format!("apiary.io/application={a}"),
-                "--ignore-not-found",
-            ]);
-        }
-    }
-}
-
-/// The node's state object of `app`, when it exists.
-fn state(k: &Kube, app: &str, node: &SimNode) -> Option<Value> {
-    k.get(
-        "clusterbpfapplicationstate",
-        &format!("{app}-{}", node.name),
-    )
-}
-
-fn condition(s: &Value) -> (String, String) {
-    let c = &s["status"]["conditions"][0];
-    (
-        c["type"].as_str().unwrap_or_default().to_string(),
-        c["message"].as_str().unwrap_or_default().to_string(),
-    )
-}
-
-/// Whether the node reports the application converged with every link at `xdp_prio`.
-fn converged(k: &Kube, app: &str, node: &SimNode, xdp_prio: i64) -> bool {
-    let Some(s) = state(k, app, node) else {
-        return false;
-    };
-    condition(&s).0 == "Success"
-        && s["status"]["programs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["name"] == "xdp_count")
-            .flat_map(|p| p["links"].as_array().cloned().unwrap_or_default())
-            .any(|l| l["priority"].as_i64() == Some(xdp_prio) && l["linkStatus"] == "Attached")
-}
-
-/// The application's summary condition: (type, message).
-fn app_condition(k: &Kube, app: &str) -> (String, String) {
-    k.get("clusterbpfapplication", app)
-        .map(|a| condition(&a))
-        .unwrap_or_default()
-}
-
-fn finalizers(k: &Kube, app: &str) -> Vec<String> {
-    k.get("clusterbpfapplication", app)
-        .and_then(|a| a["metadata"]["finalizers"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|f| f.as_str().map(String::from))
-        .collect()
-}
-
 #[test]
 fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete() {
     if !privileged() {
@@ -483,6 +132,8 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
         apps: vec![app.clone(), format!("{app}-bad")],
         namespace: None,
     };
+    // The operator writes the application's summary over the nodes.
+    let _operator = own_operator(&k);
     let obj = fixture("k8s_app");
     k.ok(&["apply", "-f", "-"], Some(&app_yaml(&app, &sel, &obj, 10)));
 
@@ -526,15 +177,16 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
             .collect();
         assert_eq!(hooks, [n.net.if_b.clone(), n.net.if_b.clone()], "{s}");
     }
+    // One finalizer per node that loaded it, and the operator's.
     assert!(
-        finalizers(&k, &app).len() == 2,
+        eventually(30, || finalizers(&k, &app).len() == 3),
         "{:?}",
         finalizers(&k, &app)
     );
     // The application's summary over the nodes.
     assert!(
         eventually(30, || app_condition(&k, &app)
-            == ("Success".into(), "2/2 nodes".into())),
+            == ("Success".into(), "2/2 nodes ready".into())),
         "summary: {:?}",
         app_condition(&k, &app)
     );
@@ -649,7 +301,7 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
     );
     assert_eq!(nodes[2].programs(&app).len(), 3);
     assert!(
-        eventually(30, || app_condition(&k, &app).1 == "3/3 nodes"),
+        eventually(30, || app_condition(&k, &app).1 == "3/3 nodes ready"),
         "summary: {:?}",
         app_condition(&k, &app)
     );

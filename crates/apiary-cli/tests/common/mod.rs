@@ -3,6 +3,8 @@
 //! on drop, also when a test fails.
 #![allow(dead_code)]
 
+pub mod kube;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

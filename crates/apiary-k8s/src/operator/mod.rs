@@ -426,6 +426,14 @@ async fn one(
     }
     if want != current {
         write::status(client, &app.key, &want).await?;
+        let c = want.conditions.first();
+        tracing::info!(
+            application = %app.key,
+            ready = want.ready.as_deref().unwrap_or(""),
+            condition = c.map(|c| c.type_.as_str()).unwrap_or(""),
+            message = c.map(|c| c.message.as_str()).unwrap_or(""),
+            "status written"
+        );
     }
     Ok(())
 }
