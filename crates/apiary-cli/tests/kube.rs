@@ -75,7 +75,7 @@ fn install_applies_the_crds_and_the_apiserver_enforces_their_rules() {
     // The printer columns are served.
     let table = k.ok(&["get", "clusterbpfapplications", &name], None);
     assert!(
-        table.contains("PROGRAMS") && table.contains(&name),
+        table.contains("READY") && table.contains("STATUS") && table.contains(&name),
         "{table}"
     );
 
