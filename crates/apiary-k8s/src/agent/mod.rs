@@ -9,6 +9,7 @@
 
 pub mod announce;
 mod pass;
+mod rollout;
 mod state;
 
 use crate::crd::{BpfApplication, ClusterBpfApplication};
@@ -31,6 +32,9 @@ const RETRY_FIRST: Duration = Duration::from_millis(500);
 /// How often the node's interfaces are listed, for interface discovery and the primary
 /// interface.
 const INTERFACE_POLL: Duration = Duration::from_secs(1);
+/// How often the node reports fresh readings (run count, gate map value) while a rollout's
+/// health gate watches it.
+const READINGS: Duration = Duration::from_secs(1);
 
 /// What the agent is given.
 pub struct AgentConfig {
@@ -121,7 +125,15 @@ pub async fn run(
         })?;
     let mut retry = RETRY_FIRST;
     loop {
-        if agent.pass().await {
+        let clean = agent.pass().await;
+        if agent.readings_due() {
+            let w = wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(READINGS).await;
+                w.notify_one();
+            });
+        }
+        if clean {
             retry = RETRY_FIRST;
         } else {
             // Something failed (a conflict, an unreachable apiserver, a kernel refusal): try

@@ -261,8 +261,8 @@ pub(crate) fn failed(message: String) -> ApplicationStateStatus {
     ApplicationStateStatus {
         update_count: 0,
         app_load_status: AppLoadStatus::LoadError,
-        programs: Vec::new(),
         conditions: vec![condition(false, message)],
+        ..ApplicationStateStatus::default()
     }
 }
 

@@ -85,6 +85,9 @@ pub struct ApplicationStatus {
     /// The application's generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The staged rollout, when `spec.rollout` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::rollout::RolloutStatus>,
 }
 
 /// What one node made of a BpfApplication; named `<application>-<node>`.
@@ -146,6 +149,19 @@ pub struct ApplicationStateStatus {
     pub programs: Vec<ProgramState>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The revision (of code and global data) this node runs, when the application has a
+    /// rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The programs' total run count (kernel.bpf_stats_enabled), for the rollout's gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_count: Option<u64>,
+    /// The value of the gate's map entry, for the rollout's gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_value: Option<u64>,
+    /// When the agent took these readings (the operator's gate windows need fresh ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

@@ -134,6 +134,7 @@ pub fn summarize(input: &Input) -> ApplicationStatus {
         nodes_pending: pending,
         nodes_without_agent: without,
         observed_generation: input.generation,
+        rollout: None,
     }
 }
 
