@@ -27,6 +27,7 @@ pub const BPFMAN_GROUP: &str = "bpfman.io";
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.ready"}"#,
     printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[0].reason"}"#,
     printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[0].message"}"#,
+    printcolumn = r#"{"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase", "priority": 1}"#,
     printcolumn = r#"{"name": "Programs", "type": "string", "jsonPath": ".spec.programs[*].name", "priority": 1}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
@@ -48,6 +49,7 @@ pub struct BpfApplicationSpec {
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.ready"}"#,
     printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[0].reason"}"#,
     printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[0].message"}"#,
+    printcolumn = r#"{"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase", "priority": 1}"#,
     printcolumn = r#"{"name": "Programs", "type": "string", "jsonPath": ".spec.programs[*].name", "priority": 1}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]

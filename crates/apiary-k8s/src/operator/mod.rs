@@ -27,6 +27,7 @@
 //! (`create` on leases cannot be limited by name in RBAC; `get`/`update` can.)
 
 mod elect;
+pub mod rollout;
 pub mod summary;
 mod write;
 
@@ -43,7 +44,8 @@ use crate::error::KubeError;
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use crate::crd::ApplicationSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -199,7 +201,7 @@ where
 struct App {
     key: AppKey,
     meta: ObjectMeta,
-    selector: LabelSelector,
+    spec: ApplicationSpec,
     status: Option<ApplicationStatus>,
 }
 
@@ -226,7 +228,7 @@ impl Caches {
             out.push(App {
                 key: app_key(AppKind::ClusterBpfApplication, &a.metadata),
                 meta: a.metadata.clone(),
-                selector: a.spec.app.node_selector.clone(),
+                spec: a.spec.app.clone(),
                 status: a.status.clone(),
             });
         }
@@ -234,7 +236,7 @@ impl Caches {
             out.push(App {
                 key: app_key(AppKind::BpfApplication, &a.metadata),
                 meta: a.metadata.clone(),
-                selector: a.spec.app.node_selector.clone(),
+                spec: a.spec.app.clone(),
                 status: a.status.clone(),
             });
         }
@@ -298,8 +300,8 @@ impl Caches {
     }
 }
 
-/// One pass over every application. Returns whether every write went through, and when the
-/// next agent Lease expires.
+/// One pass over every application. Returns whether every write went through, and when to
+/// look again without news (an agent's Lease expiring, a rollout's gate window or pause ending).
 async fn pass(client: &Client, caches: &Caches) -> (bool, Option<Duration>) {
     let nodes_meta = caches.nodes.state();
     let labels_of: Vec<(String, BTreeMap<String, String>)> = nodes_meta
@@ -318,11 +320,16 @@ async fn pass(client: &Client, caches: &Caches) -> (bool, Option<Duration>) {
         states_by_app.entry(s.app.to_string()).or_default().push(s);
     }
     let mut clean = true;
+    let mut next = expiry;
     for app in caches.applications() {
         let states = states_by_app.remove(&app.key.to_string()).unwrap_or_default();
-        if let Err(e) = one(client, &app, &states, &labels_of, &existing, &agents).await {
-            tracing::warn!(application = %app.key, error = %e, "not reconciled; retrying");
-            clean = false;
+        match one(client, &app, &states, &labels_of, &existing, &agents).await {
+            Ok(Some(d)) => next = Some(next.map_or(d, |n| n.min(d))),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(application = %app.key, error = %e, "not reconciled; retrying");
+                clean = false;
+            }
         }
     }
     // State objects whose application is gone (its finalizer stripped by hand, or deleted
@@ -335,7 +342,7 @@ async fn pass(client: &Client, caches: &Caches) -> (bool, Option<Duration>) {
             }
         }
     }
-    (clean, expiry)
+    (clean, next)
 }
 
 async fn one(
@@ -345,7 +352,7 @@ async fn one(
     nodes: &[(String, BTreeMap<String, String>)],
     existing: &BTreeSet<&str>,
     agents: &BTreeSet<String>,
-) -> Result<(), KubeError> {
+) -> Result<Option<Duration>, KubeError> {
     let deleting = app.meta.deletion_timestamp.is_some();
     let finalizers = app.meta.finalizers.clone().unwrap_or_default();
     // A node's leftovers are cleaned when the node is gone, and, while the application is
@@ -379,7 +386,7 @@ async fn one(
             if finalizers.iter().any(|f| f == FINALIZER) {
                 write::own_finalizer(client, &app.key, false).await?;
             }
-            return Ok(());
+            return Ok(None);
         }
     } else if !finalizers.iter().any(|f| f == FINALIZER) {
         write::own_finalizer(client, &app.key, true).await?;
@@ -406,7 +413,7 @@ async fn one(
         })
         .collect();
     let mut want = summary::summarize(&summary::Input {
-        selector: &app.selector,
+        selector: &app.spec.node_selector,
         deleting,
         generation: app.meta.generation,
         nodes: &node_views,
@@ -414,6 +421,31 @@ async fn one(
         states: &state_views,
     });
     let current = app.status.clone().unwrap_or_default();
+    let mut next = None;
+    if !deleting {
+        // The rollout moves on the selected nodes that run an agent.
+        let mut live: Vec<&str> = nodes
+            .iter()
+            .filter(|(n, labels)| {
+                agents.contains(n) && crate::facts::selector_matches(&app.spec.node_selector, labels)
+            })
+            .map(|(n, _)| n.as_str())
+            .collect();
+        live.sort();
+        let reports: BTreeMap<&str, rollout::Report> = live_states
+            .iter()
+            .map(|s| (s.node.as_str(), report(s.status.as_ref())))
+            .collect();
+        let (ro, when) = rollout::step(
+            &app.spec,
+            current.rollout.as_ref(),
+            &live,
+            &reports,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        want.rollout = ro;
+        next = when;
+    }
     // The condition keeps its time while its type stays the same.
     let kept = current
         .conditions
@@ -434,6 +466,27 @@ async fn one(
             message = c.map(|c| c.message.as_str()).unwrap_or(""),
             "status written"
         );
+        if want.rollout != current.rollout {
+            if let Some(ro) = &want.rollout {
+                tracing::info!(application = %app.key, phase = ?ro.phase, message = ro.message.as_deref().unwrap_or(""), "rollout");
+            }
+        }
     }
-    Ok(())
+    Ok(next)
+}
+
+/// A node's report for the rollout, from its state object.
+fn report(s: Option<&ApplicationStateStatus>) -> rollout::Report {
+    let Some(s) = s else {
+        return rollout::Report::default();
+    };
+    let c = s.conditions.first();
+    rollout::Report {
+        revision: s.revision.clone(),
+        ok: c.is_some_and(|c| c.type_ == "Success"),
+        error: c.filter(|c| c.type_ == "Error").map(|c| c.message.clone()),
+        run_count: s.run_count,
+        gate_value: s.gate_value,
+        observed_at: s.observed_at.as_ref().map(|t| t.0),
+    }
 }
