@@ -8,6 +8,7 @@ mod image;
 mod k8s;
 mod operator;
 mod output;
+mod rollout;
 
 use anyhow::Result;
 use apiary::{Api, Config, Manager, ObjectSource};
@@ -101,6 +102,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => daemon::serve(a, cli.state_dir.clone(), cli.bpffs.clone()),
         Command::Agent(a) => agent::run(a, cli.state_dir.clone(), cli.bpffs.clone()),
         Command::Operator(a) => operator::run(a),
+        Command::Rollout { what } => rollout::run(what, format == Output::Json),
         // Reconcile repairs this host's kernel state, so it always runs in-process.
         Command::Reconcile => {
             let report = Manager::open(config())?.reconcile_with(&mut progress())?;

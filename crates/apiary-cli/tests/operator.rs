@@ -46,7 +46,10 @@ fn app_status(k: &Kube, app: &str) -> Value {
 }
 
 fn lease_holder(k: &Kube, ns: &str) -> Option<String> {
-    let r = k.run(&["get", "lease", "apiary-operator", "-n", ns, "-o", "json"], None);
+    let r = k.run(
+        &["get", "lease", "apiary-operator", "-n", ns, "-o", "json"],
+        None,
+    );
     if !r.ok {
         return None;
     }
@@ -91,7 +94,8 @@ fn status_names_a_node_without_agent_and_a_deleted_node_is_cleaned_up() {
                 && s["nodesWithoutAgent"] == 1
                 && s["conditions"][0]["type"] == "Error"
                 && s["conditions"][0]["message"]
-                    == format!("2/3 nodes ready, 1 without agent: {third}: no apiary agent").as_str()
+                    == format!("2/3 nodes ready, 1 without agent: {third}: no apiary agent")
+                        .as_str()
         }),
         "status: {}\n{}",
         app_status(&k, &app),
@@ -131,8 +135,7 @@ fn status_names_a_node_without_agent_and_a_deleted_node_is_cleaned_up() {
     );
     let finalizers_now = finalizers(&k, &app);
     assert!(
-        finalizers_now.contains(&"apiary.io/operator".to_string())
-            && finalizers_now.len() == 4,
+        finalizers_now.contains(&"apiary.io/operator".to_string()) && finalizers_now.len() == 4,
         "{finalizers_now:?}"
     );
 
@@ -233,4 +236,271 @@ fn of_two_operators_only_the_lease_holder_writes_and_the_other_takes_over() {
         "{log}"
     );
     drop(nodes);
+}
+
+/// An application on the rollout fixture with a staged rollout, batch 1, a 3-second gate: the
+/// run count must rise (the TCX program's: the kernel does not count an XDP chain member on
+/// its own) and the drop counter (counts[1]) stay at 0.
+fn rollout_app(name: &str, selector_label: &str, globals: &[(&str, u8)]) -> String {
+    use base64::Engine;
+    let mut g = String::new();
+    for (k, v) in globals {
+        let b64 = base64::engine::general_purpose::STANDARD.encode([*v, 0, 0, 0, 0, 0, 0, 0]);
+        g.push_str(&format!("    {k}: {b64}\n"));
+    }
+    format!(
+        r#"apiVersion: apiary.io/v1alpha1
+kind: ClusterBpfApplication
+metadata:
+  name: {name}
+spec:
+  nodeSelector:
+    matchLabels:
+      {selector_label}: "yes"
+  byteCode:
+    path: {obj}
+  globalData:
+{g}  rollout:
+    batchSize: 1
+    healthGate:
+      window: 3s
+      requireRunCountRising: true
+      maxMapValue: {{map: counts, key: 1, threshold: 0}}
+  programs:
+  - name: xdp_count
+    type: XDP
+    xdp:
+      links:
+      - interfaceSelector: {{primaryNodeInterface: true}}
+        priority: 10
+  - name: tcx_count
+    type: TCX
+    tcx:
+      links:
+      - interfaceSelector: {{primaryNodeInterface: true}}
+        direction: Ingress
+        priority: 10
+"#,
+        obj = fixture("k8s_rollout").display()
+    )
+}
+
+/// Pings through every node's interface, every 100 ms, until dropped: the gate's run count
+/// rises, a dropping revision shows in its counter, and the counters prove traffic was seen
+/// throughout.
+struct Pinger {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pinger {
+    fn start(nodes: &[SimNode]) -> Pinger {
+        let targets: Vec<(String, String)> = nodes
+            .iter()
+            .map(|n| (n.net.ns_a.clone(), n.net.ip_b.clone()))
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                for (ns, ip) in &targets {
+                    let _ = std::process::Command::new("ip")
+                        .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", "-q", ip])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        Pinger {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn rollout(k: &Kube, app: &str) -> Value {
+    app_status(k, app)["rollout"].clone()
+}
+
+/// The revision a node's agent reports running.
+fn running(k: &Kube, app: &str, n: &SimNode) -> Option<String> {
+    state(k, app, n).and_then(|s| s["status"]["revision"].as_str().map(String::from))
+}
+
+#[test]
+fn a_global_data_change_rolls_out_node_by_node_and_a_bad_one_rolls_back_after_the_first() {
+    let Some((_serial, k)) = setup() else { return };
+    let sel = format!("apiary-test/{}", unique("sel").to_lowercase());
+    let nodes = vec![
+        SimNode::new(&k, &[(&sel, "yes")]),
+        SimNode::new(&k, &[(&sel, "yes")]),
+        SimNode::new(&k, &[(&sel, "yes")]),
+    ];
+    let app = unique("app-").to_lowercase();
+    let _cleanup = Cleanup {
+        k: &k,
+        apps: vec![app.clone()],
+        namespace: None,
+    };
+    let operator = own_operator(&k);
+    let _pinger = Pinger::start(&nodes);
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(&rollout_app(&app, &sel, &[("generation", 1)])),
+    );
+    assert!(
+        eventually(30, || app_status(&k, &app)["ready"] == "3/3"
+            && rollout(&k, &app)["phase"] == "Complete"),
+        "status: {}\n{}",
+        app_status(&k, &app),
+        operator.log_text()
+    );
+    let rev1 = rollout(&k, &app)["currentRevision"]
+        .as_str()
+        .expect("a revision")
+        .to_string();
+    let before: Vec<(i64, u64, u64)> = nodes
+        .iter()
+        .map(|n| {
+            let (id, kid) = n.programs(&app)["xdp_count"];
+            (id, kid, n.counter(id, 0))
+        })
+        .collect();
+
+    // A good revision: node by node, each after the previous passed its 3-second gate.
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(&rollout_app(&app, &sel, &[("generation", 2)])),
+    );
+    assert!(
+        eventually(90, || {
+            let r = rollout(&k, &app);
+            r["phase"] == "Complete" && r["currentRevision"] != rev1.as_str()
+        }),
+        "rollout: {}\n{}",
+        rollout(&k, &app),
+        operator.log_text()
+    );
+    let r = rollout(&k, &app);
+    let rev2 = r["currentRevision"].as_str().unwrap().to_string();
+    let mut order: Vec<&SimNode> = nodes.iter().collect();
+    order.sort_by(|a, b| a.name.cmp(&b.name));
+    let entry = |n: &SimNode| r["nodes"][n.name.as_str()].clone();
+    let mut last: Option<String> = None;
+    for (i, n) in order.iter().enumerate() {
+        let e = entry(n);
+        assert_eq!(e["batch"], i as u64 + 1, "{r}");
+        assert_eq!(e["gate"], "Passed", "{r}");
+        let at = e["switchedAt"].as_str().expect("switchedAt").to_string();
+        let since = e["runningSince"]
+            .as_str()
+            .expect("runningSince")
+            .to_string();
+        // RFC 3339 in UTC compares as text; each node switched after the previous one had
+        // run the new revision for the whole window.
+        if let Some(prev) = &last {
+            assert!(
+                at > *prev,
+                "{} switched at {at}, not after {prev}: {r}",
+                n.name
+            );
+        }
+        last = Some(since);
+        assert_eq!(running(&k, &app, n).as_deref(), Some(rev2.as_str()));
+    }
+    // Switched in place: the same apiary program, new kernel code, the map (and its counts)
+    // kept.
+    for (n, (id, kid, count)) in nodes.iter().zip(&before) {
+        let (id2, kid2) = n.programs(&app)["xdp_count"];
+        assert_eq!(id2, *id, "the program was replaced on {}", n.name);
+        assert_ne!(kid2, *kid, "the code did not change on {}", n.name);
+        assert!(n.counter(id2, 0) > *count, "counts reset on {}", n.name);
+    }
+    assert!(
+        operator.log_text().contains("rollout"),
+        "{}",
+        operator.log_text()
+    );
+
+    // A bad revision (drops every ping, counted in counts[1]): the first node fails its gate,
+    // goes back to the good revision, and the others never leave it.
+    let first = order[0];
+    let counted = first.counter(first.programs(&app)["xdp_count"].0, 0);
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(&rollout_app(
+            &app,
+            &sel,
+            &[("generation", 2), ("drop_icmp", 1)],
+        )),
+    );
+    assert!(
+        eventually(60, || rollout(&k, &app)["phase"] == "RolledBack"),
+        "rollout: {}\n{}",
+        rollout(&k, &app),
+        operator.log_text()
+    );
+    let r = rollout(&k, &app);
+    let message = r["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.starts_with(&format!("{} failed its gate", first.name))
+            && message.contains("counts[1]")
+            && message.contains(&format!("rolled back {} to revision {rev2}", first.name)),
+        "{message}"
+    );
+    assert_eq!(r["currentRevision"], rev2.as_str(), "{r}");
+    let entries = r["nodes"].as_object().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "only the first node was switched: {r}");
+    assert!(
+        entries[&first.name]["gate"]
+            .as_str()
+            .is_some_and(|g| g.starts_with("Failed")),
+        "{r}"
+    );
+    for n in &nodes {
+        assert!(
+            eventually(30, || running(&k, &app, n).as_deref()
+                == Some(rev2.as_str())),
+            "{} is not back on {rev2}: {:?}",
+            n.name,
+            state(&k, &app, n)
+        );
+    }
+    // The first node passes pings again; its counter kept counting through both switches.
+    assert!(
+        eventually(30, || first.net.ping(1)),
+        "pings still dropped on {}",
+        first.name
+    );
+    let id = first.programs(&app)["xdp_count"].0;
+    assert!(
+        first.counter(id, 0) > counted,
+        "counts lost on {}",
+        first.name
+    );
+    assert!(first.counter(id, 1) > 0, "the bad revision dropped nothing");
+
+    // `apiary rollout status` says the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args(["rollout", "status", &app, "--kubeconfig"])
+        .arg(&k.kubeconfig)
+        .output()
+        .expect("apiary rollout status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("RolledBack") && text.contains(&first.name),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

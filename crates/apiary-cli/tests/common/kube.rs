@@ -369,7 +369,6 @@ pub fn finalizers(k: &Kube, app: &str) -> Vec<String> {
         .collect()
 }
 
-
 /// An `apiary operator` process; killed on drop.
 pub struct Operator {
     pub identity: String,

@@ -260,8 +260,7 @@ impl Agent {
                     }
                 }
                 if let Some(gate) = gate {
-                    let (runs, value) =
-                        super::rollout::readings(api.as_ref(), &key, gate.as_ref());
+                    let (runs, value) = super::rollout::readings(api.as_ref(), &key, gate.as_ref());
                     r.state.run_count = runs;
                     r.state.gate_value = value;
                     r.state.observed_at =

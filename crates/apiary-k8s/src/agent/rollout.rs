@@ -101,7 +101,9 @@ pub(crate) fn switch(api: &dyn Api, key: &AppKey, plan: &Plan) -> Result<Switche
             typed_globals: Vec::new(),
         };
         match api.update(id, spec) {
-            Ok(r) => tracing::info!(application = %key, program = %p.name, old = r.old_kernel_id, new = r.new_kernel_id, links = r.links_updated, maps = r.maps_kept, millis = r.millis, "switched in place"),
+            Ok(r) => {
+                tracing::info!(application = %key, program = %p.name, old = r.old_kernel_id, new = r.new_kernel_id, links = r.links_updated, maps = r.maps_kept, millis = r.millis, "switched in place")
+            }
             Err(e) => {
                 tracing::warn!(application = %key, program = %p.name, error = %e, "the new revision was refused; the old code keeps running");
                 out.failed.insert(p.name.clone(), execute::key_line(&e));
@@ -111,8 +113,8 @@ pub(crate) fn switch(api: &dyn Api, key: &AppKey, plan: &Plan) -> Result<Switche
     Ok(out)
 }
 
-/// The programs' total run count (None when the kernel does not count: stats off) and the
-/// gate's map value.
+/// The programs' total run count (0 when the kernel does not count) and the gate's map
+/// value.
 pub(crate) fn readings(
     api: &dyn Api,
     key: &AppKey,
@@ -126,7 +128,9 @@ pub(crate) fn readings(
     for p in &programs {
         let Some(id) = p.id else { continue };
         if let Ok(d) = api.get_program(id) {
-            if let (true, Some(k)) = (d.stats_enabled, &d.kernel) {
+            // The daemon the agent runs in holds BPF_ENABLE_STATS, which the sysctl that
+            // `stats_enabled` reads does not show: the count is taken as it is.
+            if let Some(k) = &d.kernel {
                 runs = Some(runs.unwrap_or(0) + k.run_cnt);
             }
         }

@@ -26,6 +26,7 @@
 //!
 //! (`create` on leases cannot be limited by name in RBAC; `get`/`update` can.)
 
+pub mod control;
 mod elect;
 pub mod rollout;
 pub mod summary;
@@ -35,6 +36,7 @@ pub use elect::{DURATION as LEADER_LEASE_DURATION, LEASE_NAME};
 
 use crate::agent::announce;
 use crate::agent::APP_LABEL;
+use crate::crd::ApplicationSpec;
 use crate::crd::{
     ApplicationStateStatus, ApplicationStatus, BpfApplication, BpfApplicationState,
     ClusterBpfApplication, ClusterBpfApplicationState,
@@ -44,7 +46,6 @@ use crate::error::KubeError;
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use crate::crd::ApplicationSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
@@ -322,7 +323,9 @@ async fn pass(client: &Client, caches: &Caches) -> (bool, Option<Duration>) {
     let mut clean = true;
     let mut next = expiry;
     for app in caches.applications() {
-        let states = states_by_app.remove(&app.key.to_string()).unwrap_or_default();
+        let states = states_by_app
+            .remove(&app.key.to_string())
+            .unwrap_or_default();
         match one(client, &app, &states, &labels_of, &existing, &agents).await {
             Ok(Some(d)) => next = Some(next.map_or(d, |n| n.min(d))),
             Ok(None) => {}
@@ -335,7 +338,10 @@ async fn pass(client: &Client, caches: &Caches) -> (bool, Option<Duration>) {
     // State objects whose application is gone (its finalizer stripped by hand, or deleted
     // while no operator ran) and whose node is gone too: no agent will ever remove them.
     for states in states_by_app.values() {
-        for s in states.iter().filter(|s| !existing.contains(s.node.as_str())) {
+        for s in states
+            .iter()
+            .filter(|s| !existing.contains(s.node.as_str()))
+        {
             if let Err(e) = write::delete_state(client, &s.app, &s.name).await {
                 tracing::warn!(error = %e, "cannot delete an orphaned state object");
                 clean = false;
@@ -427,7 +433,8 @@ async fn one(
         let mut live: Vec<&str> = nodes
             .iter()
             .filter(|(n, labels)| {
-                agents.contains(n) && crate::facts::selector_matches(&app.spec.node_selector, labels)
+                agents.contains(n)
+                    && crate::facts::selector_matches(&app.spec.node_selector, labels)
             })
             .map(|(n, _)| n.as_str())
             .collect();
@@ -453,8 +460,9 @@ async fn one(
         .filter(|c| want.conditions.first().is_some_and(|w| w.type_ == c.type_))
         .map(|c| c.last_transition_time.clone());
     for c in &mut want.conditions {
-        c.last_transition_time =
-            kept.clone().unwrap_or(Time(k8s_openapi::jiff::Timestamp::now()));
+        c.last_transition_time = kept
+            .clone()
+            .unwrap_or(Time(k8s_openapi::jiff::Timestamp::now()));
     }
     if want != current {
         write::status(client, &app.key, &want).await?;

@@ -152,7 +152,7 @@ pub fn step(
                     failure = Some((
                         name.clone(),
                         format!(
-                            "run count did not rise in {}s ({} -> {})",
+                            "run count did not rise in {}s ({} -> {}; no traffic, or BPF run-time stats off)",
                             window.as_secs(),
                             a.map_or("unknown".into(), |v| v.to_string()),
                             b.map_or("unknown".into(), |v| v.to_string())
@@ -383,7 +383,9 @@ mod tests {
         assert_eq!(ro.nodes["b"].revision, r1);
         let m = ro.message.clone().unwrap_or_default();
         assert!(
-            m.starts_with("b failed its gate") && m.contains("counts[1] = 3") && m.contains("rolled back a, b"),
+            m.starts_with("b failed its gate")
+                && m.contains("counts[1] = 3")
+                && m.contains("rolled back a, b"),
             "{m}"
         );
         // It stays rolled back while the spec names the failed revision.
@@ -400,22 +402,31 @@ mod tests {
         };
         let v1 = spec(&[], Some(gate.clone()));
         let nodes = ["a", "b"];
-        let ro = step(&v1, None, &nodes, &BTreeMap::new(), at(0)).0.expect("ro");
+        let ro = step(&v1, None, &nodes, &BTreeMap::new(), at(0))
+            .0
+            .expect("ro");
         let v2 = spec(&[("x", 1)], Some(gate.clone()));
         let r2 = rollout::revision(&v2);
-        let started = step(&v2, Some(&ro), &nodes, &BTreeMap::new(), at(1)).0.expect("ro");
+        let started = step(&v2, Some(&ro), &nodes, &BTreeMap::new(), at(1))
+            .0
+            .expect("ro");
         let refused = BTreeMap::from([("a", report(&r2, false, 0, 0, 2))]);
-        let ro2 = step(&v2, Some(&started), &nodes, &refused, at(2)).0.expect("ro");
+        let ro2 = step(&v2, Some(&started), &nodes, &refused, at(2))
+            .0
+            .expect("ro");
         assert_eq!(ro2.phase, RolloutPhase::RolledBack);
         assert!(ro2.message.unwrap_or_default().contains("verifier says no"));
 
         let quiet = BTreeMap::from([("a", report(&r2, true, 7, 0, 2))]);
-        let ro3 = step(&v2, Some(&started), &nodes, &quiet, at(2)).0.expect("ro");
+        let ro3 = step(&v2, Some(&started), &nodes, &quiet, at(2))
+            .0
+            .expect("ro");
         let quiet = BTreeMap::from([("a", report(&r2, true, 7, 0, 6))]);
         let ro3 = step(&v2, Some(&ro3), &nodes, &quiet, at(6)).0.expect("ro");
         assert_eq!(ro3.phase, RolloutPhase::RolledBack);
-        assert!(
-            ro3.message.unwrap_or_default().contains("run count did not rise"),
-        );
+        assert!(ro3
+            .message
+            .unwrap_or_default()
+            .contains("run count did not rise"),);
     }
 }

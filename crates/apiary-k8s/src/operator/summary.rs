@@ -221,10 +221,22 @@ mod tests {
         let yes = labels(&[("pick", "yes")]);
         let no = labels(&[]);
         let nodes = [
-            NodeView { name: "node-a", labels: &yes },
-            NodeView { name: "node-b", labels: &yes },
-            NodeView { name: "node-c", labels: &yes },
-            NodeView { name: "node-d", labels: &no },
+            NodeView {
+                name: "node-a",
+                labels: &yes,
+            },
+            NodeView {
+                name: "node-b",
+                labels: &yes,
+            },
+            NodeView {
+                name: "node-c",
+                labels: &yes,
+            },
+            NodeView {
+                name: "node-d",
+                labels: &no,
+            },
         ];
         let agents: BTreeSet<String> = ["node-a", "node-b", "node-d"]
             .iter()
@@ -269,7 +281,10 @@ mod tests {
         let names: Vec<String> = (0..6).map(|i| format!("n{i}")).collect();
         let nodes: Vec<NodeView> = names
             .iter()
-            .map(|n| NodeView { name: n, labels: &yes })
+            .map(|n| NodeView {
+                name: n,
+                labels: &yes,
+            })
             .collect();
         let agents: BTreeSet<String> = names.iter().take(5).cloned().collect();
         let states: Vec<StateView> = names
@@ -301,7 +316,10 @@ mod tests {
     #[test]
     fn all_ready_is_success_and_none_selected_is_pending() {
         let yes = labels(&[("pick", "yes")]);
-        let nodes = [NodeView { name: "a", labels: &yes }];
+        let nodes = [NodeView {
+            name: "a",
+            labels: &yes,
+        }];
         let agents: BTreeSet<String> = ["a".to_string()].into();
         let states = [StateView {
             node: "a",
@@ -319,7 +337,10 @@ mod tests {
         };
         let s = summarize(&input);
         assert_eq!(
-            (s.conditions[0].type_.as_str(), s.conditions[0].message.as_str()),
+            (
+                s.conditions[0].type_.as_str(),
+                s.conditions[0].message.as_str()
+            ),
             ("Success", "1/1 nodes ready")
         );
         let other = selector("other");
@@ -328,7 +349,10 @@ mod tests {
             ..input
         });
         assert_eq!(
-            (s.conditions[0].type_.as_str(), s.conditions[0].message.as_str()),
+            (
+                s.conditions[0].type_.as_str(),
+                s.conditions[0].message.as_str()
+            ),
             ("Pending", "no node selected")
         );
     }

@@ -37,9 +37,7 @@ fn app_api(client: &Client, key: &AppKey) -> Api<DynamicObject> {
 fn state_api(client: &Client, key: &AppKey) -> Api<DynamicObject> {
     match key.kind {
         AppKind::ClusterBpfApplication => api_of::<ClusterBpfApplicationState>(client, None),
-        AppKind::BpfApplication => {
-            api_of::<BpfApplicationState>(client, key.namespace.as_deref())
-        }
+        AppKind::BpfApplication => api_of::<BpfApplicationState>(client, key.namespace.as_deref()),
     }
 }
 
@@ -73,7 +71,9 @@ pub async fn own_finalizer(client: &Client, key: &AppKey, present: bool) -> Resu
         Ok(_) => Ok(()),
         // Released meanwhile (the last finalizer gone): nothing to do.
         Err(kube::Error::Api(e)) if e.code == 404 && !present => Ok(()),
-        Err(e) => Err(request(format!("setting the operator's finalizer of {key}"))(e)),
+        Err(e) => Err(request(format!(
+            "setting the operator's finalizer of {key}"
+        ))(e)),
     }
 }
 
@@ -95,7 +95,9 @@ pub async fn keep_finalizers(
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(request(format!("dropping finalizers of gone nodes from {key}"))(e)),
+        Err(e) => Err(request(format!(
+            "dropping finalizers of gone nodes from {key}"
+        ))(e)),
     }
 }
 
