@@ -504,3 +504,112 @@ fn a_global_data_change_rolls_out_node_by_node_and_a_bad_one_rolls_back_after_th
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Chaos mid-rollout: kill -9 the operator (another takes the Lease over) and an agent (it
+/// restarts), delete a node: the rollout completes on the nodes left, the deleted node's
+/// state object and finalizer are removed, and deleting the application leaves nothing.
+#[test]
+fn a_rollout_converges_through_killed_operator_and_agent_and_a_deleted_node() {
+    let Some((_serial, k)) = setup() else { return };
+    let ns = lease_namespace(&k);
+    let mut first_op = Operator::start(&k, &ns, &unique("op-a-"));
+    let sel = format!("apiary-test/{}", unique("sel").to_lowercase());
+    let mut nodes = vec![
+        SimNode::new(&k, &[(&sel, "yes")]),
+        SimNode::new(&k, &[(&sel, "yes")]),
+        SimNode::new(&k, &[(&sel, "yes")]),
+    ];
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let app = unique("app-").to_lowercase();
+    let _cleanup = Cleanup {
+        k: &k,
+        apps: vec![app.clone()],
+        namespace: None,
+    };
+    let _pinger = Pinger::start(&nodes);
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(&rollout_app(&app, &sel, &[("generation", 1)])),
+    );
+    assert!(
+        eventually(30, || app_status(&k, &app)["ready"] == "3/3"
+            && rollout(&k, &app)["phase"] == "Complete"),
+        "status: {}\n{}",
+        app_status(&k, &app),
+        first_op.log_text()
+    );
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(&rollout_app(&app, &sel, &[("generation", 2)])),
+    );
+    // The first batch is under way: kill -9 the operator and the second node's agent, and
+    // delete the third node (its agent gone with it).
+    assert!(
+        eventually(30, || rollout(&k, &app)["nodes"]
+            .as_object()
+            .is_some_and(|n| n.contains_key(&nodes[0].name))),
+        "no batch started: {}",
+        rollout(&k, &app)
+    );
+    first_op.kill9();
+    nodes[1].kill9();
+    let gone = nodes[2].name.clone();
+    nodes[2].kill9();
+    k.ok(&["delete", "node", &gone], None);
+    let second_op = Operator::start(&k, &ns, &unique("op-b-"));
+    nodes[1].start(&k);
+
+    assert!(
+        eventually(90, || {
+            let s = app_status(&k, &app);
+            s["rollout"]["phase"] == "Complete"
+                && s["rollout"]["currentRevision"] == s["rollout"]["targetRevision"]
+                && s["rollout"]["nodes"]
+                    .as_object()
+                    .is_some_and(|n| n.len() == 2 && !n.contains_key(&gone))
+                && s["ready"] == "2/2"
+        }),
+        "status: {}\n{}",
+        app_status(&k, &app),
+        second_op.log_text()
+    );
+    let target = rollout(&k, &app)["targetRevision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for n in &nodes[..2] {
+        assert!(
+            eventually(30, || running(&k, &app, n).as_deref()
+                == Some(target.as_str())),
+            "{} does not run {target}: {:?}",
+            n.name,
+            state(&k, &app, n)
+        );
+    }
+    assert!(
+        eventually(30, || state(&k, &app, &nodes[2]).is_none()
+            && !finalizers(&k, &app).iter().any(|f| f.ends_with(&gone))),
+        "the deleted node's leftovers stay: {:?}",
+        finalizers(&k, &app)
+    );
+    // Nothing leaked: deleting the application unloads it from the live nodes and completes.
+    k.ok(
+        &["delete", "clusterbpfapplication", &app, "--wait=false"],
+        None,
+    );
+    assert!(
+        eventually(30, || k.get("clusterbpfapplication", &app).is_none()),
+        "not released: {:?}\n{}",
+        finalizers(&k, &app),
+        second_op.log_text()
+    );
+    for n in &nodes[..2] {
+        assert!(n.programs(&app).is_empty(), "left on {}", n.name);
+        let links = n.json(&["list", "links"]);
+        assert_eq!(
+            links.as_array().map(Vec::len),
+            Some(0),
+            "links left: {links}"
+        );
+    }
+}

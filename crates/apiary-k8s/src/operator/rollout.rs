@@ -111,6 +111,12 @@ pub fn step(
         if entry.revision != ro.target_revision || passed(entry) {
             continue;
         }
+        if !live.contains(&name.as_str()) {
+            // Deleted, or its agent gone: it cannot pass or fail; it does not hold the
+            // rollout (when its agent comes back it runs what the status then says).
+            entry.gate = Some("Skipped: no agent".into());
+            continue;
+        }
         let r = reports.get(name.as_str()).cloned().unwrap_or_default();
         if r.revision.as_deref() != Some(ro.target_revision.as_str()) {
             entry.gate = Some("Switching".into());
@@ -187,10 +193,9 @@ pub fn step(
         ro.phase = RolloutPhase::RolledBack;
         return (Some(ro), None);
     }
-    let in_flight = ro
-        .nodes
-        .values()
-        .any(|n| n.revision == ro.target_revision && !passed(n));
+    let in_flight = ro.nodes.iter().any(|(name, n)| {
+        n.revision == ro.target_revision && !passed(n) && live.contains(&name.as_str())
+    });
     if in_flight {
         return (Some(ro), next);
     }
