@@ -71,7 +71,7 @@ fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Kube)> {
 fn status_names_a_node_without_agent_and_a_deleted_node_is_cleaned_up() {
     let Some((_serial, k)) = setup() else { return };
     let sel = format!("apiary-test/{}", unique("sel").to_lowercase());
-    let mut nodes = vec![
+    let mut nodes = [
         SimNode::new(&k, &[(&sel, "yes")]),
         SimNode::new(&k, &[(&sel, "yes")]),
         SimNode::without_agent(&k, &[(&sel, "yes")]),
