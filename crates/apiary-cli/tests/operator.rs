@@ -613,3 +613,205 @@ fn a_rollout_converges_through_killed_operator_and_agent_and_a_deleted_node() {
         );
     }
 }
+
+/// The operator's ClusterRole and Roles exactly as its module's doc comment (and the README)
+/// list the API calls it makes.
+fn operator_rbac(user: &str, lease_ns: &str, agent_ns: &str) -> String {
+    format!(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: {user}}}
+rules:
+- apiGroups: [apiary.io]
+  resources: [clusterbpfapplications, bpfapplications]
+  verbs: [list, watch, patch]
+- apiGroups: [apiary.io]
+  resources: [clusterbpfapplications/status, bpfapplications/status]
+  verbs: [patch]
+- apiGroups: [apiary.io]
+  resources: [clusterbpfapplicationstates, bpfapplicationstates]
+  verbs: [list, watch, delete]
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {user}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {user}}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {user}-agents, namespace: {agent_ns}}}
+rules:
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {user}-agents, namespace: {agent_ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {user}-agents}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {user}-lease, namespace: {lease_ns}}}
+rules:
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  resourceNames: [apiary-operator]
+  verbs: [get, update]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [create]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {user}-lease, namespace: {lease_ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {user}-lease}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]
+"#
+    )
+}
+
+/// The operator with only the RBAC its documented API calls need serves a namespaced
+/// application: its status, a deleted node's state object removed, its finalizer released.
+#[test]
+fn the_operator_needs_no_more_rbac_than_its_documented_calls_for_a_namespaced_application() {
+    let Some((_serial, k)) = setup() else { return };
+    let user = unique("apiary-operator-").to_lowercase();
+    let lease_ns = lease_namespace(&k);
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(&operator_rbac(&user, &lease_ns, "kube-node-lease")),
+    );
+    let dir = k
+        .kubeconfig
+        .parent()
+        .expect("the control plane's directory");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kube-testenv.sh");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .args(["user", &user, "--dir"])
+        .arg(dir)
+        .output()
+        .expect("kube-testenv.sh user");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restricted = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    // Without the binding's rights nothing else is allowed (the RBAC is really in force).
+    let denied = k.run(
+        &[
+            "--kubeconfig",
+            restricted.to_str().unwrap(),
+            "get",
+            "configmaps",
+            "-A",
+        ],
+        None,
+    );
+    assert!(
+        !denied.ok && denied.stderr.contains("forbidden"),
+        "{}",
+        denied.stderr
+    );
+
+    let operator = Operator::start_with(&restricted, &lease_ns, &unique("op-rbac-"));
+    let ns = unique("apps-").to_lowercase();
+    k.ok(&["create", "namespace", &ns], None);
+    let sel = format!("apiary-test/{}", unique("sel").to_lowercase());
+    let mut nodes = [
+        SimNode::new(&k, &[(&sel, "yes")]),
+        SimNode::new(&k, &[(&sel, "yes")]),
+    ];
+    let app = unique("app-").to_lowercase();
+    let _cleanup = Cleanup {
+        k: &k,
+        apps: vec![app.clone()],
+        namespace: Some(&ns),
+    };
+    let yaml = xdp_app(&app, &sel)
+        .replace("kind: ClusterBpfApplication", "kind: BpfApplication")
+        .replace(
+            &format!("  name: {app}\n"),
+            &format!("  name: {app}\n  namespace: {ns}\n"),
+        );
+    k.ok(&["apply", "-f", "-"], Some(&yaml));
+    let status = || {
+        k.get(
+            &format!("bpfapplication.apiary.io/{app}"),
+            &format!("-n={ns}"),
+        )
+        .map(|a| a["status"].clone())
+        .unwrap_or(Value::Null)
+    };
+    assert!(
+        eventually(30, || status()["ready"] == "2/2"
+            && status()["conditions"][0]["message"] == "2/2 nodes ready"),
+        "status: {}\n{}",
+        status(),
+        operator.log_text()
+    );
+    let fin = |k: &Kube| -> Vec<String> {
+        k.get(
+            &format!("bpfapplication.apiary.io/{app}"),
+            &format!("-n={ns}"),
+        )
+        .and_then(|a| a["metadata"]["finalizers"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| f.as_str().map(String::from))
+        .collect()
+    };
+    assert!(
+        fin(&k).contains(&"apiary.io/operator".to_string()),
+        "{:?}",
+        fin(&k)
+    );
+
+    // A deleted node: its state object (namespaced) and finalizer go.
+    let gone = nodes[1].name.clone();
+    nodes[1].kill9();
+    k.ok(&["delete", "node", &gone], None);
+    let state_of = |n: &str| {
+        k.run(
+            &[
+                "get",
+                "bpfapplicationstate",
+                &format!("{app}-{n}"),
+                "-n",
+                &ns,
+            ],
+            None,
+        )
+        .ok
+    };
+    assert!(
+        eventually(30, || !state_of(&gone)
+            && !fin(&k).iter().any(|f| f.ends_with(&gone))
+            && status()["ready"] == "1/1"),
+        "status: {} finalizers {:?}\n{}",
+        status(),
+        fin(&k),
+        operator.log_text()
+    );
+    k.ok(
+        &["delete", "bpfapplication", &app, "-n", &ns, "--wait=false"],
+        None,
+    );
+    assert!(
+        eventually(30, || fin(&k).is_empty()
+            && !k.run(&["get", "bpfapplication", &app, "-n", &ns], None).ok),
+        "not released: {:?}\n{}",
+        fin(&k),
+        operator.log_text()
+    );
+    let log = operator.log_text();
+    assert!(!log.contains("forbidden"), "{log}");
+}

@@ -380,12 +380,21 @@ pub struct Operator {
 impl Operator {
     /// Start an operator competing for the Lease in `lease_namespace`.
     pub fn start(k: &Kube, lease_namespace: &str, identity: &str) -> Operator {
+        Self::start_with(&k.kubeconfig, lease_namespace, identity)
+    }
+
+    /// An operator using `kubeconfig` (e.g. a user with only the operator's RBAC).
+    pub fn start_with(
+        kubeconfig: &std::path::Path,
+        lease_namespace: &str,
+        identity: &str,
+    ) -> Operator {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("operator.log");
         let file = std::fs::File::create(&log).expect("operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_apiary"))
             .args(["operator", "--kubeconfig"])
-            .arg(&k.kubeconfig)
+            .arg(kubeconfig)
             .args(["--lease-namespace", lease_namespace, "--identity", identity])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
