@@ -815,3 +815,87 @@ fn the_operator_needs_no_more_rbac_than_its_documented_calls_for_a_namespaced_ap
     let log = operator.log_text();
     assert!(!log.contains("forbidden"), "{log}");
 }
+
+/// The apiserver unreachable mid-rollout (every connection of the operator and the agents cut
+/// by a proxy, then restored on the same port): the watches reconnect, the operator keeps or
+/// retakes its Lease, and the rollout completes on every node.
+#[test]
+fn a_rollout_completes_after_the_apiserver_was_unreachable_mid_way() {
+    let Some((_serial, k)) = setup() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut proxy, proxied) = proxied_kubeconfig(&k, dir.path());
+    let ns = lease_namespace(&k);
+    let operator = Operator::start_with(&proxied, &ns, &unique("op-cut-"));
+    let sel = format!("apiary-test/{}", unique("sel").to_lowercase());
+    let mut nodes = [
+        SimNode::with_kubeconfig(&k, &[(&sel, "yes")], proxied.clone()),
+        SimNode::with_kubeconfig(&k, &[(&sel, "yes")], proxied.clone()),
+        SimNode::with_kubeconfig(&k, &[(&sel, "yes")], proxied.clone()),
+    ];
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let app = unique("app-").to_lowercase();
+    let _cleanup = Cleanup {
+        k: &k,
+        apps: vec![app.clone()],
+        namespace: None,
+    };
+    let _pinger = Pinger::start(&nodes);
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(&rollout_app(&app, &sel, &[("generation", 1)])),
+    );
+    assert!(
+        eventually(30, || app_status(&k, &app)["ready"] == "3/3"
+            && rollout(&k, &app)["phase"] == "Complete"),
+        "status: {}\n{}",
+        app_status(&k, &app),
+        operator.log_text()
+    );
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(&rollout_app(&app, &sel, &[("generation", 2)])),
+    );
+    assert!(
+        eventually(30, || rollout(&k, &app)["nodes"]
+            .as_object()
+            .is_some_and(|n| n.contains_key(&nodes[0].name))),
+        "no batch started: {}",
+        rollout(&k, &app)
+    );
+    // Cut until the operator notices (its Lease renewal or a watch fails), then restore.
+    proxy.cut();
+    assert!(
+        eventually(30, || {
+            let log = operator.log_text();
+            log.contains("cannot read the operator Lease") || log.contains("watch interrupted")
+        }),
+        "the operator did not notice the cut:\n{}",
+        operator.log_text()
+    );
+    proxy.start();
+    assert!(
+        eventually(90, || {
+            let r = rollout(&k, &app);
+            r["phase"] == "Complete"
+                && r["currentRevision"] == r["targetRevision"]
+                && r["nodes"].as_object().is_some_and(|n| n.len() == 3)
+        }),
+        "rollout: {}\n{}",
+        rollout(&k, &app),
+        operator.log_text()
+    );
+    let target = rollout(&k, &app)["targetRevision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for n in &nodes {
+        assert!(
+            eventually(30, || running(&k, &app, n).as_deref()
+                == Some(target.as_str())),
+            "{} does not run {target}: {:?}\n{}",
+            n.name,
+            state(&k, &app, n),
+            n.log_text()
+        );
+    }
+}

@@ -441,3 +441,102 @@ pub fn own_operator(k: &Kube) -> Operator {
     let ns = lease_namespace(k);
     Operator::start(k, &ns, &unique("op-"))
 }
+
+/// A TCP forwarder to the apiserver that the test can cut (every connection reset, nothing
+/// listening) and restore on the same port: the apiserver "unreachable" for the processes using it.
+pub struct Proxy {
+    pub port: u16,
+    pub target: std::net::SocketAddr,
+    pub up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    pub listener: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn new(target: std::net::SocketAddr) -> Proxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut p = Proxy {
+            port,
+            target,
+            up: Default::default(),
+            conns: Default::default(),
+            listener: None,
+        };
+        p.start();
+        p
+    }
+
+    pub fn start(&mut self) {
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("proxy bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        self.up.store(true, Ordering::SeqCst);
+        let (up, conns, target) = (self.up.clone(), self.conns.clone(), self.target);
+        self.listener = Some(std::thread::spawn(move || {
+            while up.load(Ordering::SeqCst) {
+                let Ok((client, _)) = l.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                let mut c = conns.lock().unwrap();
+                c.push(client);
+                c.push(server);
+            }
+        }));
+    }
+
+    /// Stop listening and reset every connection.
+    pub fn cut(&mut self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.listener.take() {
+            let _ = t.join();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// A proxy to the suite's apiserver, and a kubeconfig through it (in `dir`).
+pub fn proxied_kubeconfig(k: &Kube, dir: &std::path::Path) -> (Proxy, PathBuf) {
+    let text = std::fs::read_to_string(&k.kubeconfig).expect("kubeconfig");
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("server in the kubeconfig")
+        .to_string();
+    let target: std::net::SocketAddr = server
+        .trim_start_matches("https://")
+        .parse()
+        .expect("the server is https://IP:PORT");
+    let proxy = Proxy::new(target);
+    let proxied = dir.join("kubeconfig");
+    std::fs::write(
+        &proxied,
+        text.replace(&server, &format!("https://127.0.0.1:{}", proxy.port)),
+    )
+    .expect("write the proxied kubeconfig");
+    (proxy, proxied)
+}
