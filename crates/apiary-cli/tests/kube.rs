@@ -110,7 +110,17 @@ fn install_applies_the_crds_and_the_apiserver_enforces_their_rules() {
             "{n} was stored"
         );
     }
-    k.ok(&["delete", "clusterbpfapplication", &name], None);
+    // An operator of a test running meanwhile may have put its finalizer on it and be gone
+    // since: the cleanup strips it rather than wait.
+    drop(Cleanup {
+        k: &k,
+        apps: vec![name.clone()],
+        namespace: None,
+    });
+    assert!(
+        eventually(30, || k.get("clusterbpfapplication", &name).is_none()),
+        "{name} was not deleted"
+    );
 }
 
 #[test]
