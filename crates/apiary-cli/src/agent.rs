@@ -18,6 +18,9 @@ pub struct AgentArgs {
     /// default: this process's own, as on a real node.
     #[arg(long)]
     pub netns: Option<String>,
+    /// The namespace of the Lease this agent renews so the operator knows it runs.
+    #[arg(long, default_value = apiary_k8s::agent::announce::DEFAULT_NAMESPACE)]
+    pub lease_namespace: String,
     #[command(flatten)]
     pub serve: crate::daemon::ServeArgs,
     /// Also serve the CSI node plugin (driver csi.apiary.io) on this unix socket, e.g.
@@ -51,6 +54,7 @@ pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
     let cfg = AgentConfig {
         node_name: a.node_name,
         netns,
+        lease_namespace: a.lease_namespace,
     };
     let kubeconfig = a.kubeconfig;
     // Trace jobs: their output is kept under the state directory; the TLS listener's address

@@ -75,6 +75,14 @@ pub enum Command {
     /// Run the CSI node plugin (driver csi.apiary.io): pods get the maps of a loaded program in
     /// an inline volume, on a bpf filesystem of its own owned by their fsGroup.
     Csi(crate::csi::CsiArgs),
+    /// Run the Kubernetes operator: one replica at a time (a Lease elects it) writes each
+    /// application's status over all nodes, owns its finalizer, and cleans up after deleted nodes.
+    Operator(crate::operator::OperatorArgs),
+    /// Kubernetes: a staged rollout of an application's new bytecode or global data.
+    Rollout {
+        #[command(subcommand)]
+        what: crate::rollout::RolloutCmd,
+    },
     /// Bytecode images: build, push, pull, inspect, list, remove, sign, verify.
     Image {
         #[command(subcommand)]

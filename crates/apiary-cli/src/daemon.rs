@@ -147,7 +147,7 @@ where
     Ok(())
 }
 
-fn init_logging(filter: &str, format: LogFormat) -> Result<()> {
+pub(crate) fn init_logging(filter: &str, format: LogFormat) -> Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         Ok(f) if !f.is_empty() => {

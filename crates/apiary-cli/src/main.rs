@@ -7,9 +7,11 @@ mod daemon;
 mod docs;
 mod image;
 mod k8s;
+mod operator;
 mod output;
 mod trace;
 mod trace_jobs;
+mod rollout;
 
 use anyhow::Result;
 use apiary::{Api, Config, Manager, ObjectSource};
@@ -116,6 +118,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             csi::run(a, cli.state_dir.clone(), cli.bpffs.clone())
         }
+        Command::Operator(a) => operator::run(a),
+        Command::Rollout { what } => rollout::run(what, format == Output::Json),
         // Reconcile repairs this host's kernel state, so it always runs in-process.
         Command::Reconcile => {
             let report = Manager::open(config())?.reconcile_with(&mut progress())?;

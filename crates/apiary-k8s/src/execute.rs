@@ -22,7 +22,7 @@ use apiary::{Api, LinkView, LoadSpec, ObjectSource, ProgramView};
 use apiary_core::{ProgramId, ProgramType};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Metadata naming a program's application (`KIND/NAMESPACE/NAME`).
 pub const APPLICATION: &str = "apiary.dev/application";
@@ -85,6 +85,17 @@ pub fn loaded(api: &dyn Api, key: &AppKey) -> Result<Vec<ProgramView>, ApplyErro
 
 /// Converge `key` to `plan` in one pass.
 pub fn apply(api: &dyn Api, key: &AppKey, plan: &Plan) -> Result<ApplyReport, ApplyError> {
+    apply_with(api, key, plan, &BTreeSet::new())
+}
+
+/// `apply`, with programs known to run the plan's code already (switched in place by a hot
+/// update, which leaves the recorded fingerprint as it was) kept as they are.
+pub fn apply_with(
+    api: &dyn Api,
+    key: &AppKey,
+    plan: &Plan,
+    current: &BTreeSet<ProgramId>,
+) -> Result<ApplyReport, ApplyError> {
     let existing = loaded(api, key)?;
     let fingerprint = fingerprint(plan);
     let desired: &[DesiredProgram] = if plan.selected { &plan.programs } else { &[] };
@@ -97,7 +108,7 @@ pub fn apply(api: &dyn Api, key: &AppKey, plan: &Plan) -> Result<ApplyReport, Ap
     for p in existing {
         let Some(id) = p.id else { continue };
         let want = desired.iter().find(|d| d.name == p.name);
-        let fits = p.metadata.get(FINGERPRINT) == Some(&fingerprint)
+        let fits = (current.contains(&id) || p.metadata.get(FINGERPRINT) == Some(&fingerprint))
             && want.is_some_and(|d| type_fits(&p, d))
             && !keep.iter().any(|(k, _)| k.name == p.name);
         match want {
@@ -204,7 +215,7 @@ pub fn apply(api: &dyn Api, key: &AppKey, plan: &Plan) -> Result<ApplyReport, Ap
             update_count: 0,
             app_load_status,
             programs: states,
-            conditions: Vec::new(),
+            ..ApplicationStateStatus::default()
         },
     })
 }

@@ -12,6 +12,7 @@ pub mod facts;
 mod hooks;
 pub mod install;
 pub mod manifests;
+pub mod operator;
 pub mod plan;
 pub mod trace_jobs;
 pub mod validate;

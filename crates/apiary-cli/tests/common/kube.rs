@@ -1,6 +1,7 @@
 //! The Kubernetes tests' shared parts: the suite's control plane (scripts/kube-testenv.sh,
-//! reached through KUBECONFIG and APIARY_KUBECTL), kubectl, and simulated nodes (a Node object,
-//! a network namespace with a veth pair, an agent process with its own store and bpffs dir).
+//! reached through KUBECONFIG and APIARY_KUBECTL), kubectl, simulated nodes (a Node object, a
+//! network namespace with a veth pair, an agent process with its own store and bpffs dir each),
+//! operator processes, and the cleanup of applications a test made.
 
 use super::*;
 use serde_json::Value;
@@ -156,6 +157,17 @@ impl SimNode {
     }
 
     pub fn with_kubeconfig(k: &Kube, labels: &[(&str, &str)], kubeconfig: PathBuf) -> SimNode {
+        let mut n = Self::stopped(k, labels, kubeconfig);
+        n.start(k);
+        n
+    }
+
+    /// A node whose agent is not started (`start` starts it).
+    pub fn without_agent(k: &Kube, labels: &[(&str, &str)]) -> SimNode {
+        Self::stopped(k, labels, k.kubeconfig.clone())
+    }
+
+    fn stopped(k: &Kube, labels: &[(&str, &str)], kubeconfig: PathBuf) -> SimNode {
         let net = NetPair::new();
         let name = unique("node-").to_lowercase();
         let mut label_lines = format!("    kubernetes.io/hostname: {name}\n");
@@ -186,7 +198,7 @@ impl SimNode {
         );
         let apiary = Apiary::new();
         let log = apiary.state.path().join("agent.log");
-        let mut n = SimNode {
+        SimNode {
             name,
             kubeconfig,
             agent: None,
@@ -195,9 +207,7 @@ impl SimNode {
             config: None,
             extra_args: Vec::new(),
             net,
-        };
-        n.start(k);
-        n
+        }
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -405,4 +415,176 @@ pub fn finalizers(k: &Kube, app: &str) -> Vec<String> {
         .iter()
         .filter_map(|f| f.as_str().map(String::from))
         .collect()
+}
+
+/// An `apiary operator` process; killed on drop.
+pub struct Operator {
+    pub identity: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Operator {
+    /// Start an operator competing for the Lease in `lease_namespace`.
+    pub fn start(k: &Kube, lease_namespace: &str, identity: &str) -> Operator {
+        Self::start_with(&k.kubeconfig, lease_namespace, identity)
+    }
+
+    /// An operator using `kubeconfig` (e.g. a user with only the operator's RBAC).
+    pub fn start_with(
+        kubeconfig: &std::path::Path,
+        lease_namespace: &str,
+        identity: &str,
+    ) -> Operator {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("operator.log");
+        let file = std::fs::File::create(&log).expect("operator log");
+        let child = Command::new(env!("CARGO_BIN_EXE_apiary"))
+            .args(["operator", "--kubeconfig"])
+            .arg(kubeconfig)
+            .args(["--lease-namespace", lease_namespace, "--identity", identity])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start apiary operator");
+        Operator {
+            identity: identity.to_string(),
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A namespace of its own for a test's operator Lease, so operators of different tests do not
+/// compete (left behind: the test control plane has no controller to finish its deletion).
+pub fn lease_namespace(k: &Kube) -> String {
+    let ns = unique("lease-").to_lowercase();
+    k.ok(&["create", "namespace", &ns], None);
+    ns
+}
+
+/// An operator of its own for a test (the Lease in a namespace of its own).
+pub fn own_operator(k: &Kube) -> Operator {
+    let ns = lease_namespace(k);
+    Operator::start(k, &ns, &unique("op-"))
+}
+
+/// A TCP forwarder to the apiserver that the test can cut (every connection reset, nothing
+/// listening) and restore on the same port: the apiserver "unreachable" for the processes using it.
+pub struct Proxy {
+    pub port: u16,
+    pub target: std::net::SocketAddr,
+    pub up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    pub listener: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn new(target: std::net::SocketAddr) -> Proxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut p = Proxy {
+            port,
+            target,
+            up: Default::default(),
+            conns: Default::default(),
+            listener: None,
+        };
+        p.start();
+        p
+    }
+
+    pub fn start(&mut self) {
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("proxy bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        self.up.store(true, Ordering::SeqCst);
+        let (up, conns, target) = (self.up.clone(), self.conns.clone(), self.target);
+        self.listener = Some(std::thread::spawn(move || {
+            while up.load(Ordering::SeqCst) {
+                let Ok((client, _)) = l.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                let mut c = conns.lock().unwrap();
+                c.push(client);
+                c.push(server);
+            }
+        }));
+    }
+
+    /// Stop listening and reset every connection.
+    pub fn cut(&mut self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.listener.take() {
+            let _ = t.join();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// A proxy to the suite's apiserver, and a kubeconfig through it (in `dir`).
+pub fn proxied_kubeconfig(k: &Kube, dir: &std::path::Path) -> (Proxy, PathBuf) {
+    let text = std::fs::read_to_string(&k.kubeconfig).expect("kubeconfig");
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("server in the kubeconfig")
+        .to_string();
+    let target: std::net::SocketAddr = server
+        .trim_start_matches("https://")
+        .parse()
+        .expect("the server is https://IP:PORT");
+    let proxy = Proxy::new(target);
+    let proxied = dir.join("kubeconfig");
+    std::fs::write(
+        &proxied,
+        text.replace(&server, &format!("https://127.0.0.1:{}", proxy.port)),
+    )
+    .expect("write the proxied kubeconfig");
+    (proxy, proxied)
 }

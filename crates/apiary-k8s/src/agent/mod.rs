@@ -7,13 +7,13 @@
 //! is unreachable the caches keep their last content, so nothing is unloaded for lack of news;
 //! the watchers reconnect with backoff and the next pass catches up.
 
+pub mod announce;
 mod pass;
+mod rollout;
 mod state;
 pub mod trace;
 
-use crate::crd::{
-    BpfApplication, BpfApplicationState, ClusterBpfApplication, ClusterBpfApplicationState,
-};
+use crate::crd::{BpfApplication, ClusterBpfApplication};
 use crate::error::KubeError;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -33,12 +33,18 @@ const RETRY_FIRST: Duration = Duration::from_millis(500);
 /// How often the node's interfaces are listed, for interface discovery and the primary
 /// interface.
 const INTERFACE_POLL: Duration = Duration::from_secs(1);
+/// How often the node reports fresh readings (run count, gate map value) while a rollout's
+/// health gate watches it.
+const READINGS: Duration = Duration::from_secs(1);
 
 /// What the agent is given.
 pub struct AgentConfig {
     pub node_name: String,
     /// The network namespace holding the node's interfaces (None: this process's own).
     pub netns: Option<PathBuf>,
+    /// The namespace of the Lease the agent renews to tell the operator it runs
+    /// (`announce::DEFAULT_NAMESPACE` unless set).
+    pub lease_namespace: String,
 }
 
 /// The finalizer this node's agent puts on the applications it loaded, so that deleting one
@@ -63,9 +69,6 @@ pub(crate) struct Caches {
     pub node: Store<Node>,
     pub cluster_apps: Store<ClusterBpfApplication>,
     pub apps: Store<BpfApplication>,
-    /// Every node's state objects, for the applications' summary ("2/2 nodes").
-    pub cluster_states: Store<ClusterBpfApplicationState>,
-    pub states: Store<BpfApplicationState>,
 }
 
 /// Run the agent until the future is dropped. `api` is the manager of this node (shared with
@@ -90,16 +93,6 @@ pub async fn run(
             watcher::Config::default(),
             &wake,
         ),
-        cluster_states: watch(
-            Api::<ClusterBpfApplicationState>::all(client.clone()),
-            watcher::Config::default(),
-            &wake,
-        ),
-        states: watch(
-            Api::<BpfApplicationState>::all(client.clone()),
-            watcher::Config::default(),
-            &wake,
-        ),
     };
     // Nothing is decided before every cache holds a complete list: an application missing
     // from a half-filled cache would look deleted and be unloaded.
@@ -107,8 +100,6 @@ pub async fn run(
         caches.node.wait_until_ready().await.is_ok(),
         caches.cluster_apps.wait_until_ready().await.is_ok(),
         caches.apps.wait_until_ready().await.is_ok(),
-        caches.cluster_states.wait_until_ready().await.is_ok(),
-        caches.states.wait_until_ready().await.is_ok(),
     ] {
         if !ready {
             return Err(KubeError::Start {
@@ -117,6 +108,12 @@ pub async fn run(
         }
     }
     tracing::info!(node = %cfg.node_name, "watching the node and applications");
+    // The operator tells a node without an agent from one whose agent is slow by this Lease.
+    tokio::spawn(announce::renew(
+        client.clone(),
+        cfg.lease_namespace.clone(),
+        cfg.node_name.clone(),
+    ));
 
     let agent = Arc::new(pass::Agent::new(client, api, cfg, caches));
     tokio::spawn(resync(wake.clone()));
@@ -129,7 +126,15 @@ pub async fn run(
         })?;
     let mut retry = RETRY_FIRST;
     loop {
-        if agent.pass().await {
+        let clean = agent.pass().await;
+        if agent.readings_due() {
+            let w = wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(READINGS).await;
+                w.notify_one();
+            });
+        }
+        if clean {
             retry = RETRY_FIRST;
         } else {
             // Something failed (a conflict, an unreachable apiserver, a kernel refusal): try

@@ -27,6 +27,9 @@ pub(crate) struct Agent {
     written: Mutex<BTreeMap<String, ApplicationStateStatus>>,
     /// The interfaces (and primary one) the last pass planned with.
     seen: Mutex<Option<Interfaces>>,
+    /// Whether an application's rollout gate is watching this node: the loop then reports
+    /// fresh readings every `READINGS`.
+    readings_due: std::sync::atomic::AtomicBool,
 }
 
 /// The node's interfaces and its primary interface.
@@ -35,16 +38,55 @@ pub(crate) type Interfaces = (Option<Vec<String>>, Option<String>);
 /// An application as the pass sees it, whichever its kind.
 struct App {
     r: AppRef,
+    /// The spec this node runs: with a rollout, the revision the operator allows it.
     spec: ApplicationSpec,
     deleting: bool,
-    /// The summary condition the application shows now: (type, message).
-    summary: Option<(String, String)>,
+    /// With a rollout: the revision `spec` is, and whether the gate wants readings.
+    rollout: Option<NodeRollout>,
 }
 
-fn summary_of(status: Option<&crate::crd::ApplicationStatus>) -> Option<(String, String)> {
-    status
-        .and_then(|s| s.conditions.first())
-        .map(|c| (c.type_.clone(), c.message.clone()))
+struct NodeRollout {
+    revision: String,
+    readings: bool,
+    gate: Option<crate::crd::rollout::MapGate>,
+}
+
+/// The spec of an application on `node`, and its rollout part.
+fn for_node(
+    spec: &ApplicationSpec,
+    status: Option<&crate::crd::ApplicationStatus>,
+    node: &str,
+) -> (ApplicationSpec, Option<NodeRollout>) {
+    use crate::crd::rollout::{self, RolloutPhase};
+    let Some(rs) = &spec.rollout else {
+        return (spec.clone(), None);
+    };
+    let ro = status.and_then(|s| s.rollout.as_ref());
+    let (effective, revision) = rollout::spec_for_node(spec, ro, node);
+    // Readings while this node is on the target inside a running rollout and its gate has
+    // not decided yet.
+    let readings = ro.is_some_and(|ro| {
+        matches!(ro.phase, RolloutPhase::Progressing | RolloutPhase::Paused)
+            && ro.nodes.get(node).is_some_and(|n| {
+                n.revision == ro.target_revision
+                    && !n
+                        .gate
+                        .as_deref()
+                        .is_some_and(|g| g.starts_with("Passed") || g.starts_with("Failed"))
+            })
+    });
+    let gate = rs
+        .health_gate
+        .as_ref()
+        .and_then(|g| g.max_map_value.clone());
+    (
+        effective,
+        Some(NodeRollout {
+            revision,
+            readings,
+            gate,
+        }),
+    )
 }
 
 impl Agent {
@@ -61,6 +103,7 @@ impl Agent {
             caches,
             written: Mutex::new(BTreeMap::new()),
             seen: Mutex::new(None),
+            readings_due: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -77,6 +120,11 @@ impl Agent {
             .iter()
             .find(|a| a.type_ == "InternalIP")
             .and_then(|a| a.address.parse().ok())
+    }
+
+    /// Whether the last pass found a rollout gate watching this node.
+    pub fn readings_due(&self) -> bool {
+        self.readings_due.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The interfaces the last pass planned with (None before the first).
@@ -97,20 +145,23 @@ impl Agent {
 
     fn applications(&self) -> Vec<App> {
         let mut out = Vec::new();
+        let node = &self.cfg.node_name;
         for a in self.caches.cluster_apps.state() {
+            let (spec, rollout) = for_node(&a.spec.app, a.status.as_ref(), node);
             out.push(App {
                 r: AppRef::of(&*a, AppKind::ClusterBpfApplication),
-                spec: a.spec.app.clone(),
+                spec,
                 deleting: a.metadata.deletion_timestamp.is_some(),
-                summary: summary_of(a.status.as_ref()),
+                rollout,
             });
         }
         for a in self.caches.apps.state() {
+            let (spec, rollout) = for_node(&a.spec.app, a.status.as_ref(), node);
             out.push(App {
                 r: AppRef::of(&*a, AppKind::BpfApplication),
-                spec: a.spec.app.clone(),
+                spec,
                 deleting: a.metadata.deletion_timestamp.is_some(),
-                summary: summary_of(a.status.as_ref()),
+                rollout,
             });
         }
         out.sort_by(|a, b| a.r.key.cmp(&b.r.key));
@@ -147,6 +198,11 @@ impl Agent {
         }
         let facts = Arc::new(facts);
         let apps = self.applications();
+        self.readings_due.store(
+            apps.iter()
+                .any(|a| a.rollout.as_ref().is_some_and(|r| r.readings)),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut clean = true;
         for app in &apps {
             if let Err(e) = self.one(app, &facts).await {
@@ -155,67 +211,7 @@ impl Agent {
             }
         }
         self.unload_orphans(&apps).await;
-        for app in apps.iter().filter(|a| !a.deleting) {
-            let Some(want) = self.summary(app) else {
-                continue;
-            };
-            if app.summary.as_ref() == Some(&want) {
-                continue;
-            }
-            if let Err(e) = state::write_summary(&self.client, &app.r, &want.0, &want.1).await {
-                tracing::warn!(application = %app.r.key, error = %e, "cannot write the summary");
-                clean = false;
-            }
-        }
         clean
-    }
-
-    /// The application's summary over every node's state object: Success with "N/N nodes"
-    /// when all converged, else Error naming the first failing node and why. Every agent
-    /// computes it from the same watched objects and writes it only when it differs, so the
-    /// agents agree once their caches do.
-    fn summary(&self, app: &App) -> Option<(String, String)> {
-        let mut nodes: Vec<(String, Option<(String, String)>)> = match app.r.key.kind {
-            AppKind::ClusterBpfApplication => self
-                .caches
-                .cluster_states
-                .state()
-                .iter()
-                .filter(|s| s.spec.application == app.r.key.name)
-                .map(|s| (s.spec.node.clone(), summary_of_state(s.status.as_ref())))
-                .collect(),
-            AppKind::BpfApplication => self
-                .caches
-                .states
-                .state()
-                .iter()
-                .filter(|s| {
-                    s.spec.application == app.r.key.name
-                        && s.metadata.namespace == app.r.key.namespace
-                })
-                .map(|s| (s.spec.node.clone(), summary_of_state(s.status.as_ref())))
-                .collect(),
-        };
-        if nodes.is_empty() {
-            return Some(("Pending".into(), "no node selected".into()));
-        }
-        nodes.sort();
-        let total = nodes.len();
-        let ok = nodes
-            .iter()
-            .filter(|(_, c)| c.as_ref().is_some_and(|c| c.0 == "Success"))
-            .count();
-        if ok == total {
-            return Some(("Success".into(), format!("{ok}/{total} nodes")));
-        }
-        let (node, c) = nodes
-            .iter()
-            .find(|(_, c)| c.as_ref().is_none_or(|c| c.0 != "Success"))?;
-        let why = c
-            .as_ref()
-            .map(|c| c.1.clone())
-            .unwrap_or_else(|| "no status yet".into());
-        Some(("Error".into(), format!("{ok}/{total} nodes; {node}: {why}")))
     }
 
     async fn one(&self, app: &App, facts: &Arc<facts::NodeFacts>) -> Result<(), crate::KubeError> {
@@ -243,7 +239,38 @@ impl Agent {
             let plan = plan::plan(&app.spec, facts);
             let key = app.r.key.clone();
             let api = self.api.clone();
-            let report = blocking(move || execute::apply(api.as_ref(), &key, &plan)).await;
+            let hot = app.rollout.is_some();
+            let gate = app
+                .rollout
+                .as_ref()
+                .filter(|r| r.readings)
+                .map(|r| r.gate.clone());
+            let report = blocking(move || {
+                // With a rollout, a new revision is switched in place (maps and links kept).
+                let switched = if hot {
+                    super::rollout::switch(api.as_ref(), &key, &plan)?
+                } else {
+                    super::rollout::Switched::default()
+                };
+                let mut r = execute::apply_with(api.as_ref(), &key, &plan, &switched.keep)?;
+                for p in &mut r.state.programs {
+                    if let Some(why) = switched.failed.get(&p.name) {
+                        p.program_link_status = crate::crd::ProgramLinkStatus::Error;
+                        p.message = Some(format!("the new revision was refused: {why}"));
+                    }
+                }
+                if let Some(gate) = gate {
+                    let (runs, value) = super::rollout::readings(api.as_ref(), &key, gate.as_ref());
+                    r.state.run_count = runs;
+                    r.state.gate_value = value;
+                    r.state.observed_at =
+                        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                            k8s_openapi::jiff::Timestamp::now(),
+                        ));
+                }
+                Ok(r)
+            })
+            .await;
             match report {
                 Ok(r) => {
                     if !r.changes.is_empty() {
@@ -255,6 +282,10 @@ impl Agent {
             }
         } else {
             state::failed(format!("invalid application: {}", problems.join("; ")))
+        };
+        let status = ApplicationStateStatus {
+            revision: app.rollout.as_ref().map(|r| r.revision.clone()),
+            ..status
         };
         let state_key = app.r.state_key(node);
         let unchanged = self
@@ -313,12 +344,6 @@ impl Agent {
             }
         }
     }
-}
-
-fn summary_of_state(status: Option<&ApplicationStateStatus>) -> Option<(String, String)> {
-    status
-        .and_then(|s| s.conditions.first())
-        .map(|c| (c.type_.clone(), c.message.clone()))
 }
 
 /// Run a manager call on the blocking pool.

@@ -218,37 +218,6 @@ pub(crate) async fn write(
     Ok(status.update_count)
 }
 
-/// Write the application's summary condition (shared by every agent's writes: the last
-/// one wins, and all compute the same once their caches agree).
-pub(crate) async fn write_summary(
-    client: &Client,
-    app: &AppRef,
-    ty: &str,
-    message: &str,
-) -> Result<(), KubeError> {
-    let body = json!({
-        "apiVersion": format!("{GROUP}/{VERSION}"),
-        "kind": app.key.kind.name(),
-        "metadata": { "name": app.key.name },
-        "status": { "conditions": [{
-            "type": ty,
-            "status": "True",
-            "reason": ty,
-            "message": message,
-            "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()),
-        }]},
-    });
-    app.app_api(client)
-        .patch_status(
-            &app.key.name,
-            &PatchParams::apply("apiary-agent").force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map(|_| ())
-        .map_err(request(format!("writing the status of {}", app.key)))
-}
-
 fn condition(ok: bool, message: String) -> Condition {
     let word = if ok { "Success" } else { "Error" };
     Condition {
@@ -292,8 +261,8 @@ pub(crate) fn failed(message: String) -> ApplicationStateStatus {
     ApplicationStateStatus {
         update_count: 0,
         app_load_status: AppLoadStatus::LoadError,
-        programs: Vec::new(),
         conditions: vec![condition(false, message)],
+        ..ApplicationStateStatus::default()
     }
 }
 

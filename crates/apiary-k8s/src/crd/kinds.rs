@@ -24,9 +24,11 @@ pub const BPFMAN_GROUP: &str = "bpfman.io";
     shortname = "bpfapp",
     category = "apiary",
     doc = "eBPF programs from one object, loaded and attached on the nodes nodeSelector selects",
-    printcolumn = r#"{"name": "Programs", "type": "string", "jsonPath": ".spec.programs[*].name"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.ready"}"#,
     printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[0].reason"}"#,
-    printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[0].message", "priority": 1}"#,
+    printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[0].message"}"#,
+    printcolumn = r#"{"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase", "priority": 1}"#,
+    printcolumn = r#"{"name": "Programs", "type": "string", "jsonPath": ".spec.programs[*].name", "priority": 1}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 pub struct BpfApplicationSpec {
@@ -44,9 +46,11 @@ pub struct BpfApplicationSpec {
     shortname = "cbpfapp",
     category = "apiary",
     doc = "eBPF programs from one object, loaded and attached on the nodes nodeSelector selects",
-    printcolumn = r#"{"name": "Programs", "type": "string", "jsonPath": ".spec.programs[*].name"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.ready"}"#,
     printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[0].reason"}"#,
-    printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[0].message", "priority": 1}"#,
+    printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.conditions[0].message"}"#,
+    printcolumn = r#"{"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase", "priority": 1}"#,
+    printcolumn = r#"{"name": "Programs", "type": "string", "jsonPath": ".spec.programs[*].name", "priority": 1}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 pub struct ClusterBpfApplicationSpec {
@@ -54,11 +58,38 @@ pub struct ClusterBpfApplicationSpec {
     pub app: ApplicationSpec,
 }
 
-/// The summary over all nodes (the operator writes it).
+/// The summary over all nodes (the operator writes it; nothing else does).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ApplicationStatus {
+    /// One condition, of bpfman's types (Pending, Success, Error, DeleteError), whose message
+    /// names the nodes that are not ready and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// "ready/selected", for the printer column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    /// Nodes whose labels match nodeSelector.
+    #[serde(default)]
+    pub nodes_selected: u32,
+    /// Selected nodes whose agent reports every program loaded and attached.
+    #[serde(default)]
+    pub nodes_ready: u32,
+    /// Selected nodes whose agent reports a failure.
+    #[serde(default)]
+    pub nodes_error: u32,
+    /// Selected nodes whose agent has not reported yet.
+    #[serde(default)]
+    pub nodes_pending: u32,
+    /// Selected nodes with no live apiary agent (counted as not ready).
+    #[serde(default)]
+    pub nodes_without_agent: u32,
+    /// The application's generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The staged rollout, when `spec.rollout` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::rollout::RolloutStatus>,
 }
 
 /// What one node made of a BpfApplication; named `<application>-<node>`.
@@ -120,6 +151,19 @@ pub struct ApplicationStateStatus {
     pub programs: Vec<ProgramState>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The revision (of code and global data) this node runs, when the application has a
+    /// rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The programs' total run count (kernel.bpf_stats_enabled), for the rollout's gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_count: Option<u64>,
+    /// The value of the gate's map entry, for the rollout's gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_value: Option<u64>,
+    /// When the agent took these readings (the operator's gate windows need fresh ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

@@ -2,6 +2,7 @@
 
 mod kinds;
 mod programs;
+pub mod rollout;
 mod spec;
 mod trace;
 mod types;

@@ -28,6 +28,10 @@ pub struct ApplicationSpec {
     /// The programs of the object to load; programs of one application share its maps.
     #[schemars(length(min = 1, max = 128))]
     pub programs: Vec<ApplicationProgram>,
+    /// apiary's addition: a change of bytecode or global data reaches the nodes in batches,
+    /// each gated on the programs' health, rolled back automatically when a gate fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::rollout::RolloutSpec>,
 }
 
 /// Where the object comes from: exactly one of `image` or `path`.
