@@ -65,6 +65,22 @@ impl Drop for RbacCleanup<'_> {
                     .run(&["delete", kind, name, "--ignore-not-found"], None);
             }
         }
+        // The Roles on the agents' Leases have fixed names in kube-node-lease.
+        for kind in ["rolebinding", "role"] {
+            for name in ["apiary-agent", "apiary-operator"] {
+                let _ = self.0.run(
+                    &[
+                        "delete",
+                        kind,
+                        name,
+                        "-n",
+                        "kube-node-lease",
+                        "--ignore-not-found",
+                    ],
+                    None,
+                );
+            }
+        }
     }
 }
 
@@ -149,7 +165,13 @@ fn the_manifests_pass_the_apiservers_validation() {
         "dedicated=ebpf:NoSchedule",
     ];
     let (yaml, docs) = manifests(&args);
-    assert_eq!(docs.len(), 16, "{yaml}");
+    // Namespace, CRDs, CSIDriver; per component a ServiceAccount, ClusterRole, binding and a
+    // Role + binding on the agents' Leases; the operator's Lease Role + binding; two workloads.
+    assert_eq!(
+        docs.len(),
+        1 + apiary_k8s::crd::crds().len() + 1 + 2 * 5 + 2 + 2,
+        "{yaml}"
+    );
     let r = k.run(
         &["apply", "--dry-run=server", "-o", "json", "-f", "-"],
         Some(&yaml),
@@ -221,34 +243,38 @@ fn each_component_may_do_what_it_needs_and_nothing_more() {
     let agent = |verb: &str, what: &str| can(&k, &ns, "apiary-agent", verb, what, None);
     // Everything the agent's code calls.
     for (verbs, what) in [
-        (&["list", "watch"][..], "nodes"),
+        (&["list", "watch", "patch"][..], "nodes"),
         (&["list", "watch", "patch"], "clusterbpfapplications"),
         (&["list", "watch", "patch"], "bpfapplications"),
-        (&["patch"], "clusterbpfapplications/status"),
-        (&["patch"], "bpfapplications/status"),
         (
-            &["list", "watch", "create", "patch", "delete"],
+            &["create", "patch", "delete"],
             "clusterbpfapplicationstates",
         ),
-        (
-            &["list", "watch", "create", "patch", "delete"],
-            "bpfapplicationstates",
-        ),
+        (&["create", "patch", "delete"], "bpfapplicationstates"),
         (&["patch"], "clusterbpfapplicationstates/status"),
         (&["patch"], "bpfapplicationstates/status"),
+        (&["list", "watch"], "tracejobs"),
+        (&["patch"], "tracejobs/status"),
     ] {
         for v in verbs {
             assert!(agent(v, what), "the agent may not {v} {what}");
         }
     }
-    // Nothing else: no secrets, config, pods; no writes to Nodes; applications are the users'.
+    for v in ["create", "patch"] {
+        assert!(
+            can(&k, &ns, "apiary-agent", v, "leases", Some("kube-node-lease")),
+            "the agent may not {v} its Lease"
+        );
+    }
+    // Nothing else: no secrets, config, pods; Nodes only patched (the trace endpoint's
+    // annotation); applications are the users', their status the operator's; state objects
+    // are written, never read back.
     for (v, what) in [
         ("get", "secrets"),
         ("list", "secrets"),
         ("list", "configmaps"),
         ("create", "pods"),
         ("get", "nodes"),
-        ("patch", "nodes"),
         ("update", "nodes"),
         ("delete", "nodes"),
         ("patch", "nodes/status"),
@@ -256,8 +282,14 @@ fn each_component_may_do_what_it_needs_and_nothing_more() {
         ("delete", "clusterbpfapplications"),
         ("delete", "bpfapplications"),
         ("update", "clusterbpfapplications"),
+        ("patch", "clusterbpfapplications/status"),
+        ("patch", "bpfapplications/status"),
         ("get", "clusterbpfapplicationstates"),
+        ("list", "clusterbpfapplicationstates"),
+        ("watch", "bpfapplicationstates"),
         ("update", "clusterbpfapplicationstates"),
+        ("create", "tracejobs"),
+        ("delete", "tracejobs"),
         ("create", "leases"),
         ("create", "customresourcedefinitions"),
         ("impersonate", "serviceaccounts"),
@@ -271,22 +303,23 @@ fn each_component_may_do_what_it_needs_and_nothing_more() {
         can(&k, &ns, "apiary-operator", verb, what, scope)
     };
     for (verbs, what) in [
-        (
-            &["get", "list", "watch", "patch"][..],
-            "clusterbpfapplications",
-        ),
-        (&["get", "list", "watch", "patch"], "bpfapplications"),
-        (&["get", "patch"], "clusterbpfapplications/status"),
-        (
-            &["get", "list", "watch", "delete"],
-            "clusterbpfapplicationstates",
-        ),
-        (&["get", "list", "watch", "delete"], "bpfapplicationstates"),
+        (&["list", "watch", "patch"][..], "clusterbpfapplications"),
+        (&["list", "watch", "patch"], "bpfapplications"),
+        (&["patch"], "clusterbpfapplications/status"),
+        (&["patch"], "bpfapplications/status"),
+        (&["list", "watch", "delete"], "clusterbpfapplicationstates"),
+        (&["list", "watch", "delete"], "bpfapplicationstates"),
         (&["list", "watch"], "nodes"),
     ] {
         for v in verbs {
             assert!(op(v, what, None), "the operator may not {v} {what}");
         }
+    }
+    for v in ["list", "watch"] {
+        assert!(
+            op(v, "leases", Some("kube-node-lease")),
+            "the operator may not {v} the agents' Leases"
+        );
     }
     for v in ["create", "get", "update"] {
         assert!(
@@ -311,6 +344,8 @@ fn each_component_may_do_what_it_needs_and_nothing_more() {
         ("delete", "leases/apiary-operator", Some(ns.as_str())),
         ("create", "leases", Some("kube-system")),
         ("update", "leases/apiary-operator", Some("kube-system")),
+        ("update", "leases", Some("kube-node-lease")),
+        ("list", "tracejobs", None),
     ] {
         assert!(
             !op(v, what, scope),
@@ -414,6 +449,9 @@ fn the_agent_converges_with_exactly_the_rbac_the_manifests_grant() {
     // deleting it unloads and releases it.
     let sel = format!("apiary-test/{}", unique("m").to_lowercase());
     let mut node = SimNode::with_kubeconfig(&k, &[(&sel, "yes")], cfg);
+    // The operator with its token only writes the applications' summaries.
+    let op_cfg = token_kubeconfig(&k, &ns, "apiary-operator", dir.path());
+    let operator = Operator::start_with(&op_cfg, &ns, &unique("op-m-"));
     let app = unique("mapp-").to_lowercase();
     let mut cleanup = Cleanup {
         k: &k,
@@ -430,13 +468,16 @@ fn the_agent_converges_with_exactly_the_rbac_the_manifests_grant() {
     );
     assert!(
         eventually(30, || app_condition(&k, &app)
-            == ("Success".into(), "1/1 nodes".into())),
+            == ("Success".into(), "1/1 nodes ready".into())),
         "summary: {:?}",
         app_condition(&k, &app)
     );
-    assert_eq!(
-        finalizers(&k, &app),
-        [format!("apiary.io/node-{}", node.name)]
+    // The node's finalizer and the operator's (other tests' operators may add theirs).
+    let fin = finalizers(&k, &app);
+    assert!(
+        fin.contains(&format!("apiary.io/node-{}", node.name))
+            && fin.contains(&"apiary.io/operator".to_string()),
+        "finalizers: {fin:?}"
     );
     // What the liveness probe reads: the agent's metrics (on a port of the test's own).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -527,6 +568,11 @@ fn the_agent_converges_with_exactly_the_rbac_the_manifests_grant() {
         "the agent was refused something:\n{}",
         node.log_text()
     );
+    assert!(
+        !operator.log_text().contains("forbidden"),
+        "the operator was refused something:\n{}",
+        operator.log_text()
+    );
 
     // Each rule is needed: without it (or without one verb of it), the apiserver refuses the
     // agent that very call.
@@ -550,13 +596,7 @@ fn the_agent_converges_with_exactly_the_rbac_the_manifests_grant() {
             "clusterbpfapplications",
             false,
         ),
-        (
-            "clusterbpfapplications/status",
-            None,
-            "patch",
-            "clusterbpfapplications/status",
-            false,
-        ),
+        ("tracejobs", None, "list", "tracejobs", false),
         (
             "clusterbpfapplicationstates",
             Some("create"),

@@ -60,6 +60,8 @@ pub enum Scope {
     Cluster,
     /// The components' namespace only (a Role there).
     Namespace,
+    /// The namespace of the agents' Leases, `kube-node-lease` (a Role there).
+    AgentLeases,
 }
 
 /// One row of a component's RBAC: verbs on resources of one API group, and why the component
@@ -85,18 +87,21 @@ const STATES_STATUS: &[&str] = &[
     "clusterbpfapplicationstates/status",
 ];
 
-/// What the node agent calls (crates/apiary-k8s/src/agent): watches (list + watch) of its Node
-/// and of every application and state object, server-side applies (patch, and create for a
-/// state object that does not exist yet), deletes of its own state objects.
+/// What the node agent calls (crates/apiary-k8s/src/agent): watches (list + watch) of its Node,
+/// of every application and of trace jobs; server-side applies (patch, and create for an object
+/// that does not exist yet) of its finalizer, its state objects, its trace jobs' status and its
+/// Lease; deletes of its own state objects. It watches no state objects: the operator
+/// aggregates them.
 pub const AGENT_RULES: &[Rule] = &[
     Rule {
         scope: Scope::Cluster,
         group: "",
         resources: &["nodes"],
         names: &[],
-        verbs: &["list", "watch"],
+        verbs: &["list", "watch", "patch"],
         why: "watches its own Node (a field selector on its name): labels for nodeSelector, \
-              InternalIP for the primary interface",
+              InternalIP for the primary interface; patch: publishes its trace endpoint in the \
+              annotation apiary.io/agent-endpoint",
     },
     Rule {
         scope: Scope::Cluster,
@@ -110,20 +115,11 @@ pub const AGENT_RULES: &[Rule] = &[
     Rule {
         scope: Scope::Cluster,
         group: crate::crd::GROUP,
-        resources: APPS_STATUS,
-        names: &[],
-        verbs: &["patch"],
-        why: "writes the application's summary condition (\"2/2 nodes\")",
-    },
-    Rule {
-        scope: Scope::Cluster,
-        group: crate::crd::GROUP,
         resources: STATES,
         names: &[],
-        verbs: &["list", "watch", "create", "patch", "delete"],
-        why: "watches the state objects (the summary over nodes); server-side applies its \
-              node's (create for the first write); deletes them when an application is no \
-              longer selected or is deleted",
+        verbs: &["create", "patch", "delete"],
+        why: "server-side applies its node's state objects (create for the first write); \
+              deletes them when an application is no longer selected or is deleted",
     },
     Rule {
         scope: Scope::Cluster,
@@ -133,18 +129,44 @@ pub const AGENT_RULES: &[Rule] = &[
         verbs: &["patch"],
         why: "writes its node's state: programs, links, kernel ids, the condition",
     },
+    Rule {
+        scope: Scope::Cluster,
+        group: crate::crd::GROUP,
+        resources: &["tracejobs"],
+        names: &[],
+        verbs: &["list", "watch"],
+        why: "watches trace jobs for those that pick its node",
+    },
+    Rule {
+        scope: Scope::Cluster,
+        group: crate::crd::GROUP,
+        resources: &["tracejobs/status"],
+        names: &[],
+        verbs: &["patch"],
+        why: "writes its node's entry of a trace job's status (phase, times, exit, bytes)",
+    },
+    Rule {
+        scope: Scope::AgentLeases,
+        group: "coordination.k8s.io",
+        resources: &["leases"],
+        names: &[],
+        verbs: &["create", "patch"],
+        why: "renews its Lease apiary-agent-NODE (server-side apply; create the first time), \
+              so the operator tells a node without agent from one with",
+    },
 ];
 
-/// What the operator calls. Kept in this one table so it can follow the operator's code: the
-/// operator aggregates state objects into each application's status, owns the applications'
-/// finalizer, removes state objects of deleted nodes, and elects a leader through a Lease.
+/// What the operator calls (crates/apiary-k8s/src/operator; its module comment has the same
+/// table): caches of both application kinds, both state kinds, Nodes and the agents' Leases;
+/// its finalizer and each application's status; deletes of state objects of deleted nodes; its
+/// leader-election Lease.
 pub const OPERATOR_RULES: &[Rule] = &[
     Rule {
         scope: Scope::Cluster,
         group: crate::crd::GROUP,
         resources: APPS,
         names: &[],
-        verbs: &["get", "list", "watch", "patch"],
+        verbs: &["list", "watch", "patch"],
         why: "watches every application; patch: adds and removes its finalizer \
               apiary.io/operator",
     },
@@ -153,7 +175,7 @@ pub const OPERATOR_RULES: &[Rule] = &[
         group: crate::crd::GROUP,
         resources: APPS_STATUS,
         names: &[],
-        verbs: &["get", "patch"],
+        verbs: &["patch"],
         why: "writes each application's status: conditions, node counts, the rollout",
     },
     Rule {
@@ -161,7 +183,7 @@ pub const OPERATOR_RULES: &[Rule] = &[
         group: crate::crd::GROUP,
         resources: STATES,
         names: &[],
-        verbs: &["get", "list", "watch", "delete"],
+        verbs: &["list", "watch", "delete"],
         why: "aggregates the nodes' state objects; deletes those of Nodes that no longer exist",
     },
     Rule {
@@ -174,12 +196,21 @@ pub const OPERATOR_RULES: &[Rule] = &[
               application selects and the deleted ones",
     },
     Rule {
+        scope: Scope::AgentLeases,
+        group: "coordination.k8s.io",
+        resources: &["leases"],
+        names: &[],
+        verbs: &["list", "watch"],
+        why: "which nodes run a live agent (the agents' Leases)",
+    },
+    Rule {
         scope: Scope::Namespace,
         group: "coordination.k8s.io",
         resources: &["leases"],
         names: &[],
-        verbs: &["list", "watch", "create"],
-        why: "leader election: creates the Lease when there is none, watches it",
+        verbs: &["create"],
+        why: "leader election: creates its Lease when there is none (create cannot be limited \
+              by name)",
     },
     Rule {
         scope: Scope::Namespace,
@@ -757,15 +788,21 @@ pub fn manifests(o: &Options) -> Result<Manifests, ManifestError> {
                 subjects: Some(subjects),
             });
         }
-        let local = policy_rules(table, Scope::Namespace);
-        if !local.is_empty() {
+        for (scope, role_ns) in [
+            (Scope::Namespace, ns),
+            (Scope::AgentLeases, crate::agent::announce::DEFAULT_NAMESPACE),
+        ] {
+            let rules = policy_rules(table, scope);
+            if rules.is_empty() {
+                continue;
+            }
             m.roles.push(Role {
-                metadata: meta(name, Some(ns), component),
-                rules: Some(local),
+                metadata: meta(name, Some(role_ns), component),
+                rules: Some(rules),
             });
             let (role_ref, subjects) = binding_parts(name, ns, "Role");
             m.role_bindings.push(RoleBinding {
-                metadata: meta(name, Some(ns), component),
+                metadata: meta(name, Some(role_ns), component),
                 role_ref,
                 subjects: Some(subjects),
             });
