@@ -7,6 +7,29 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// The web view's flags (`apiary serve` and `apiary operator`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct WebArgs {
+    /// Serve the web view at ADDR: plain HTTP on a loopback address (e.g. 127.0.0.1:8080);
+    /// anywhere else HTTPS with --web-tls-cert/--web-tls-key and --web-client-ca and/or
+    /// --web-token-file.
+    #[arg(long)]
+    pub web: Option<SocketAddr>,
+    /// The web view's TLS certificate (PEM): serves it over HTTPS.
+    #[arg(long)]
+    pub web_tls_cert: Option<PathBuf>,
+    /// The web view's TLS private key (PEM).
+    #[arg(long)]
+    pub web_tls_key: Option<PathBuf>,
+    /// Browsers with a certificate signed by this CA (PEM) may read the web view.
+    #[arg(long)]
+    pub web_client_ca: Option<PathBuf>,
+    /// A file holding a token (16+ characters) that admits a browser: open /login?token=TOKEN
+    /// once, or send `Authorization: Bearer TOKEN`.
+    #[arg(long)]
+    pub web_token_file: Option<PathBuf>,
+}
+
 /// `apiary serve`. Every flag can also be set in the --config file (same name, `_` for `-`).
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -34,24 +57,8 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9090).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
-    /// Serve the web view of the host at ADDR: plain HTTP on a loopback address (e.g.
-    /// 127.0.0.1:8080); anywhere else HTTPS with --web-tls-cert/--web-tls-key and
-    /// --web-client-ca and/or --web-token-file.
-    #[arg(long)]
-    pub web: Option<SocketAddr>,
-    /// The web view's TLS certificate (PEM): serves it over HTTPS.
-    #[arg(long)]
-    pub web_tls_cert: Option<PathBuf>,
-    /// The web view's TLS private key (PEM).
-    #[arg(long)]
-    pub web_tls_key: Option<PathBuf>,
-    /// Browsers with a certificate signed by this CA (PEM) may read the web view.
-    #[arg(long)]
-    pub web_client_ca: Option<PathBuf>,
-    /// A file holding a token (16+ characters) that admits a browser: open /login?token=TOKEN
-    /// once, or send `Authorization: Bearer TOKEN`.
-    #[arg(long)]
-    pub web_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub web: WebArgs,
     /// Largest request or answer in bytes (default 64 MiB).
     #[arg(long)]
     pub max_message_size: Option<usize>,
@@ -121,11 +128,11 @@ where
         tls_key: a.tls_key,
         client_ca: a.client_ca,
         metrics: a.metrics,
-        web: a.web,
-        web_tls_cert: a.web_tls_cert,
-        web_tls_key: a.web_tls_key,
-        web_client_ca: a.web_client_ca,
-        web_token_file: a.web_token_file,
+        web: a.web.web,
+        web_tls_cert: a.web.web_tls_cert,
+        web_tls_key: a.web.web_tls_key,
+        web_client_ca: a.web.web_client_ca,
+        web_token_file: a.web.web_token_file,
         max_message_size: a.max_message_size,
         log: a.log,
         log_format: a.log_format,

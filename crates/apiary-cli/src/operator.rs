@@ -1,9 +1,16 @@
-//! `apiary operator`: the cluster-wide operator (leader-elected; several replicas may run).
+//! `apiary operator`: the cluster-wide operator (leader-elected; several replicas may run), and
+//! with `--web` the cluster view drawn from its caches.
 
+use crate::daemon::WebArgs;
 use anyhow::Result;
-use apiary_k8s::operator::OperatorConfig;
+use apiary_api::server::web::{self, Answer, Site};
+use apiary_api::server::WebFlags;
+use apiary_k8s::operator::{ClusterReader, OperatorConfig};
 use clap::Args;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct OperatorArgs {
@@ -19,6 +26,23 @@ pub struct OperatorArgs {
     /// The namespace of the agents' Leases (as given to `apiary agent --lease-namespace`).
     #[arg(long, default_value = apiary_k8s::agent::announce::DEFAULT_NAMESPACE)]
     pub agent_lease_namespace: String,
+    /// The cluster view (applications × nodes) on --web ADDR.
+    #[command(flatten)]
+    pub web: WebArgs,
+}
+
+/// The cluster view: its page, and `/api/cluster` from the operator's caches.
+struct ClusterSite(ClusterReader);
+
+impl Site for ClusterSite {
+    fn answer(self: Arc<Self>, path: String) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
+        Box::pin(async move {
+            if path == "/api/cluster" {
+                return Answer::json("200 OK", &self.0.view());
+            }
+            web::cluster_asset(&path).unwrap_or_else(|| Answer::text("404 Not Found", "see /"))
+        })
+    }
 }
 
 pub fn run(a: OperatorArgs) -> Result<()> {
@@ -32,12 +56,33 @@ pub fn run(a: OperatorArgs) -> Result<()> {
             .unwrap_or_else(|_| "apiary".into());
         format!("{host}-{}", std::process::id())
     });
+    // The view's address and credentials fail the start, before anything talks to the cluster.
+    let w = a.web;
+    let web = WebFlags {
+        web: w.web,
+        web_tls_cert: w.web_tls_cert,
+        web_tls_key: w.web_tls_key,
+        web_client_ca: w.web_client_ca,
+        web_token_file: w.web_token_file,
+    }
+    .config()?
+    .map(|cfg| web::bind(&cfg).map(|bound| (cfg.addr, bound)))
+    .transpose()?;
     let cfg = OperatorConfig {
         lease_namespace: a.lease_namespace,
         identity,
         agent_lease_namespace: a.agent_lease_namespace,
     };
     crate::daemon::init_logging("info", apiary_api::server::LogFormat::Text)?;
-    apiary_k8s::operator::run_blocking(a.kubeconfig.as_deref(), cfg)?;
+    let serve_view = move |reader: ClusterReader| {
+        let Some((addr, (listener, access))) = web else {
+            return;
+        };
+        match web::spawn_forever(listener, Arc::new(ClusterSite(reader)), access) {
+            Ok(()) => eprintln!("serving the cluster view on {addr}"),
+            Err(e) => eprintln!("error: cannot serve the cluster view on {addr}: {e}"),
+        }
+    };
+    apiary_k8s::operator::run_blocking(a.kubeconfig.as_deref(), cfg, serve_view)?;
     Ok(())
 }

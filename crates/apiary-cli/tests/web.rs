@@ -13,6 +13,7 @@
 mod common;
 
 use common::daemon::{free_port, Daemon, DaemonOpts};
+use common::kube;
 use common::pki::make_pki;
 use common::*;
 use serde_json::Value;
@@ -65,6 +66,64 @@ fn web_tests_dir() -> Option<PathBuf> {
 }
 
 /// One HTTP/1.1 request; the whole answer (head and body).
+/// Where the browser scripts save their screenshots.
+fn screenshots() -> PathBuf {
+    repo_root().join("target/web-screenshots")
+}
+
+/// Run the browser script tests/web/SCRIPT with `env` (and the playwright cache and the
+/// screenshot directory). The script prints "STEP WHAT" when the test must act: `step(WHAT)`
+/// acts, then the script is told to go on. Returns the steps in order; panics unless the script
+/// ends with DONE and exit status 0.
+fn drive(
+    script: &str,
+    dir: &Path,
+    env: &[(&str, String)],
+    mut step: impl FnMut(&str),
+) -> Vec<String> {
+    let mut child = Command::new("node")
+        .arg(repo_root().join("tests/web").join(script))
+        .env("APIARY_WEB_TESTS_DIR", dir)
+        .env("APIARY_WEB_SHOTS", screenshots())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run node tests/web/{script}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut steps = Vec::new();
+    let mut done = false;
+    for line in stdout.lines() {
+        let line = line.expect("read the script's output");
+        match line.strip_prefix("STEP ") {
+            Some(what) => {
+                step(what);
+                steps.push(what.to_string());
+                writeln!(stdin, "go").expect("answer the script");
+                stdin.flush().expect("flush");
+            }
+            None if line == "DONE" => done = true,
+            None => eprintln!("script: {line}"),
+        }
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    let status = child.wait().expect("wait for node");
+    eprintln!("{err}");
+    assert!(
+        status.success() && done,
+        "the browser checks of {script} failed ({status}):\n{err}"
+    );
+    steps
+}
+
 fn http(addr: SocketAddr, method: &str, path: &str, host: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the web view");
     write!(
@@ -165,36 +224,22 @@ fn the_page_draws_the_chain_counts_live_and_forgets_unloaded_programs() {
     let a = Apiary::new();
     let net = NetPair::new();
     let (d, web, ids) = chain_of_three(&a, &net);
-    let shots = repo_root().join("target/web-screenshots");
     let ids_arg = ids
         .iter()
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let mut child = Command::new("node")
-        .arg(repo_root().join("tests/web/host.mjs"))
-        .env("APIARY_WEB_URL", format!("http://{web}/"))
-        .env("APIARY_WEB_TESTS_DIR", &dir)
-        .env("APIARY_WEB_SHOTS", &shots)
-        .env("APIARY_WEB_IFACE", &net.if_b)
-        .env("APIARY_WEB_IDS", &ids_arg)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run node tests/web/host.mjs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut steps = Vec::new();
-    let mut done = false;
-    for line in stdout.lines() {
-        let line = line.expect("read the script's output");
-        match line.strip_prefix("STEP ") {
-            Some("ping") => {
-                assert!(net.ping(10), "ping across the veth");
-                steps.push("ping");
-            }
-            Some(s) if s.starts_with("unload ") => {
+    let steps = drive(
+        "host.mjs",
+        &dir,
+        &[
+            ("APIARY_WEB_URL", format!("http://{web}/")),
+            ("APIARY_WEB_IFACE", net.if_b.clone()),
+            ("APIARY_WEB_IDS", ids_arg),
+        ],
+        |step| match step {
+            "ping" => assert!(net.ping(10), "ping across the veth"),
+            s if s.starts_with("unload ") => {
                 let id = s.trim_start_matches("unload ");
                 assert_eq!(
                     id,
@@ -202,44 +247,172 @@ fn the_page_draws_the_chain_counts_live_and_forgets_unloaded_programs() {
                     "the script unloads the middle program"
                 );
                 on(&a, &d, &["unload", "--force", id]);
-                steps.push("unload");
             }
-            Some(other) => panic!("unknown step {other:?}"),
-            None if line == "DONE" => done = true,
-            None => eprintln!("script: {line}"),
-        }
-        if line.starts_with("STEP ") {
-            writeln!(stdin, "go").expect("answer the script");
-            stdin.flush().expect("flush");
-        }
-    }
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("read stderr");
-    let status = child.wait().expect("wait for node");
-    eprintln!("{err}");
-    assert!(
-        status.success() && done,
-        "the browser checks failed ({status}):\n{err}"
+            other => panic!("unknown step {other:?}"),
+        },
     );
+    let steps: Vec<&str> = steps
+        .iter()
+        .map(|s| s.split(' ').next().unwrap_or_default())
+        .collect();
     assert_eq!(steps, ["ping", "unload"]);
-    for shot in [
+    assert_screenshots(&[
         "1-chain.png",
         "2-counters.png",
         "3-details.png",
         "4-unloaded.png",
-    ] {
-        let f = shots.join(shot);
-        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-        assert!(len > 1000, "screenshot {} ({len} bytes)", f.display());
-    }
+    ]);
     for id in [ids[0], ids[2]] {
         on(&a, &d, &["unload", "--force", &id.to_string()]);
     }
+}
+
+fn assert_screenshots(names: &[&str]) {
+    for shot in names {
+        let f = screenshots().join(shot);
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "screenshot {} ({len} bytes)", f.display());
+    }
+}
+
+/// An application of the rollout fixture's XDP program on three nodes: a `generation` change
+/// is a new revision, rolled out one node per batch with a 10-minute pause after each, so a
+/// rollout stays at its first node while the test looks.
+fn paused_rollout_app(name: &str, selector_label: &str, generation: u8) -> String {
+    use base64::Engine;
+    let g = base64::engine::general_purpose::STANDARD.encode([generation, 0, 0, 0, 0, 0, 0, 0]);
+    format!(
+        r#"apiVersion: apiary.io/v1alpha1
+kind: ClusterBpfApplication
+metadata:
+  name: {name}
+spec:
+  nodeSelector:
+    matchLabels:
+      {selector_label}: "yes"
+  byteCode:
+    path: {obj}
+  globalData:
+    generation: {g}
+  rollout:
+    batchSize: 1
+    pause: 10m
+    healthGate:
+      window: 1s
+  programs:
+  - name: xdp_count
+    type: XDP
+    xdp:
+      links:
+      - interfaceSelector: {{primaryNodeInterface: true}}
+        priority: 10
+"#,
+        obj = fixture("k8s_rollout").display()
+    )
+}
+
+/// The cluster view (`apiary operator --web`) against the suite's real apiserver and agents on
+/// simulated nodes: the JSON, then the page in Chromium: a node without an agent is drawn as
+/// such and turns ready in place when its agent starts; a staged rollout shows its phase and
+/// progress.
+#[test]
+fn the_cluster_view_draws_nodes_agents_and_a_rollout_live() {
+    if !privileged() {
+        return;
+    }
+    let Some(k) = kube::kube() else { return };
+    let Some(dir) = web_tests_dir() else { return };
+    k.install();
+    let sel = format!("apiary-test/{}", unique("view").to_lowercase());
+    let mut nodes = [
+        kube::SimNode::new(&k, &[(&sel, "yes")]),
+        kube::SimNode::new(&k, &[(&sel, "yes")]),
+        kube::SimNode::without_agent(&k, &[(&sel, "yes")]),
+    ];
+    let app = unique("view-").to_lowercase();
+    let _cleanup = kube::Cleanup {
+        k: &k,
+        apps: vec![app.clone()],
+        namespace: None,
+    };
+    let web = free_port();
+    let ns = kube::lease_namespace(&k);
+    let operator = kube::Operator::start_with_args(
+        &k.kubeconfig,
+        &ns,
+        &unique("op-web-"),
+        &["--web", &web.to_string()],
+    );
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(&paused_rollout_app(&app, &sel, 1)),
+    );
+
+    // The JSON: the application's row, a cell per selected node, the agent-less one named.
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let row = || -> Option<Value> {
+        let text = std::net::TcpStream::connect(web).ok().map(|_| http(web, "GET", "/api/cluster", &web.to_string()))?;
+        let (_, body) = text.split_once("\r\n\r\n")?;
+        let v: Value = serde_json::from_str(body).ok()?;
+        v["applications"]
+            .as_array()?
+            .iter()
+            .find(|a| a["name"] == app.as_str())
+            .cloned()
+    };
+    let cells_are = |want: [&str; 3]| {
+        row().is_some_and(|r| {
+            names
+                .iter()
+                .zip(want)
+                .all(|(n, w)| r["cells"][n.as_str()]["state"] == w)
+        })
+    };
+    assert!(
+        eventually(60, || cells_are(["ready", "ready", "no-agent"])),
+        "row: {:?}\n{}",
+        row(),
+        operator.log_text()
+    );
+    let view = get_json(web, "/api/cluster");
+    let col = |n: &str| {
+        view["nodes"]
+            .as_array()
+            .and_then(|ns| ns.iter().find(|c| c["name"] == n).cloned())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(col(&names[0])["agent"], "running", "{view}");
+    assert_eq!(col(&names[2])["agent"], "missing", "{view}");
+    // The page and its script are the operator's; the host view's JSON is not.
+    let page = http(web, "GET", "/", &web.to_string());
+    assert!(page.contains("/cluster.js"), "{page}");
+    assert!(http(web, "GET", "/api/host", &web.to_string()).starts_with("HTTP/1.1 404"));
+
+    let steps = drive(
+        "cluster.mjs",
+        &dir,
+        &[
+            ("APIARY_WEB_URL", format!("http://{web}/")),
+            ("APIARY_WEB_APP", app.clone()),
+            ("APIARY_WEB_NODES", names.join(",")),
+        ],
+        |step| match step {
+            "start" => nodes[2].start(&k),
+            "rollout" => {
+                k.ok(
+                    &["apply", "-f", "-"],
+                    Some(&paused_rollout_app(&app, &sel, 2)),
+                );
+            }
+            other => panic!("unknown step {other:?}"),
+        },
+    );
+    assert_eq!(steps, ["start", "rollout"]);
+    assert_screenshots(&["5-cluster.png", "6-rollout.png"]);
+    // What the page drew is what the JSON says: one node on the target revision.
+    let r = row().expect("the row");
+    assert_eq!(r["rollout"]["updated"], 1, "{r}");
+    assert_eq!(r["rollout"]["total"], 3, "{r}");
 }
 
 #[test]

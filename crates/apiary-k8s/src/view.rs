@@ -1,17 +1,12 @@
 //! The cluster as the web view draws it: applications × nodes, each cell what that node made of
 //! the application (from its state object), the application's summary condition and rollout
 //! (from its status, which the operator writes). Built from plain inputs by `cluster_view` (unit
-//! tested) and read from the apiserver by `fetch`.
+//! tested); the operator feeds it from its caches (`operator::ClusterReader`).
 
-use crate::crd::{
-    ApplicationStateStatus, BpfApplication, BpfApplicationState, ClusterBpfApplication,
-    ClusterBpfApplicationState,
-};
+use crate::crd::rollout::{RolloutPhase, RolloutStatus};
+use crate::crd::ApplicationStateStatus;
 use crate::facts::selector_matches;
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ListParams};
-use kube::{Client, ResourceExt};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -42,7 +37,20 @@ pub struct AppRow {
     /// Per node name; nodes the selector does not pick are absent.
     pub cells: BTreeMap<String, Cell>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<serde_json::Value>,
+    pub rollout: Option<RolloutView>,
+}
+
+/// A rollout as the page draws it: its phase, and how many of its nodes run the target.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct RolloutView {
+    pub phase: String,
+    /// The revision being rolled out.
+    pub target: String,
+    /// Nodes allowed the target revision so far, of the `total` selected.
+    pub updated: usize,
+    pub total: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Clone)]
@@ -59,6 +67,9 @@ pub struct Cell {
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The revision a rollout lets this node run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// One application as the view needs it.
@@ -89,27 +100,33 @@ pub fn cluster_view(apps: &[AppInput], states: &[StateInput], nodes: &[NodeInput
     let mut applications: Vec<AppRow> = apps
         .iter()
         .map(|a| {
+            let rollout: Option<RolloutStatus> = a
+                .status
+                .as_ref()
+                .and_then(|s| s.get("rollout"))
+                .and_then(|r| serde_json::from_value(r.clone()).ok());
             let mut cells = BTreeMap::new();
             for n in nodes.iter().filter(|n| selector_matches(&a.selector, &n.labels)) {
                 let state = states.iter().find(|s| {
                     s.node == n.name && s.application == a.name && s.namespace == a.namespace
                 });
-                cells.insert(n.name.clone(), cell(state.and_then(|s| s.status.as_ref()), n));
+                let mut c = cell(state.and_then(|s| s.status.as_ref()), n);
+                c.revision = rollout
+                    .as_ref()
+                    .and_then(|r| r.nodes.get(&n.name))
+                    .map(|r| r.revision.clone());
+                cells.insert(n.name.clone(), c);
             }
+            let selected = cells.len();
             AppRow {
                 kind: a.kind,
                 namespace: a.namespace.clone(),
                 name: a.name.clone(),
                 condition: a.status.as_ref().and_then(first_condition),
                 ready: cells.values().filter(|c| c.state == "ready").count(),
-                selected: cells.len(),
+                selected,
                 cells,
-                rollout: a
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.get("rollout"))
-                    .filter(|r| !r.is_null())
-                    .cloned(),
+                rollout: rollout.as_ref().map(|r| rollout_view(r, selected)),
             }
         })
         .collect();
@@ -136,23 +153,47 @@ fn cell(status: Option<&ApplicationStateStatus>, node: &NodeInput) -> Cell {
         Some(c) if c.type_ == "Success" => Cell {
             state: "ready",
             message: Some(c.message.clone()),
+            revision: None,
         },
         Some(c) if c.type_ == "Error" => Cell {
             state: "error",
             message: Some(c.message.clone()),
+            revision: None,
         },
         _ if node.agent == Some(false) => Cell {
             state: "no-agent",
             message: Some("no apiary agent runs on this node".into()),
+            revision: None,
         },
         Some(c) => Cell {
             state: "pending",
             message: Some(c.message.clone()),
+            revision: None,
         },
         None => Cell {
             state: "pending",
             message: Some("the node's agent has not reported yet".into()),
+            revision: None,
         },
+    }
+}
+
+/// `selected`: the nodes the application selects (the rollout records only those it switched).
+fn rollout_view(r: &RolloutStatus, selected: usize) -> RolloutView {
+    RolloutView {
+        phase: format!("{:?}", r.phase),
+        target: r.target_revision.clone(),
+        // A complete rollout leaves every node on its revision (the record may be empty).
+        updated: if r.phase == RolloutPhase::Complete {
+            selected
+        } else {
+            r.nodes
+                .values()
+                .filter(|n| n.revision == r.target_revision)
+                .count()
+        },
+        total: selected,
+        message: r.message.clone(),
     }
 }
 
@@ -164,62 +205,6 @@ fn first_condition(status: &serde_json::Value) -> Option<CondView> {
         reason: s("reason"),
         message: s("message"),
     })
-}
-
-/// The view from the apiserver: both application kinds, their state objects, and the Nodes
-/// (metadata only). `agent_of` says whether a node runs an agent, when the caller knows.
-pub async fn fetch(
-    client: &Client,
-    agent_of: &(dyn Fn(&str) -> Option<bool> + Sync),
-) -> Result<ClusterView, kube::Error> {
-    let lp = ListParams::default();
-    let mut apps = Vec::new();
-    for a in Api::<ClusterBpfApplication>::all(client.clone()).list(&lp).await? {
-        apps.push(AppInput {
-            kind: "ClusterBpfApplication",
-            namespace: None,
-            name: a.name_any(),
-            selector: a.spec.app.node_selector.clone(),
-            status: a.status.as_ref().and_then(|s| serde_json::to_value(s).ok()),
-        });
-    }
-    for a in Api::<BpfApplication>::all(client.clone()).list(&lp).await? {
-        apps.push(AppInput {
-            kind: "BpfApplication",
-            namespace: a.namespace(),
-            name: a.name_any(),
-            selector: a.spec.app.node_selector.clone(),
-            status: a.status.as_ref().and_then(|s| serde_json::to_value(s).ok()),
-        });
-    }
-    let mut states = Vec::new();
-    for s in Api::<ClusterBpfApplicationState>::all(client.clone()).list(&lp).await? {
-        states.push(StateInput {
-            namespace: None,
-            application: s.spec.application.clone(),
-            node: s.spec.node.clone(),
-            status: s.status.clone(),
-        });
-    }
-    for s in Api::<BpfApplicationState>::all(client.clone()).list(&lp).await? {
-        states.push(StateInput {
-            namespace: s.namespace(),
-            application: s.spec.application.clone(),
-            node: s.spec.node.clone(),
-            status: s.status.clone(),
-        });
-    }
-    let nodes = Api::<Node>::all(client.clone())
-        .list_metadata(&lp)
-        .await?
-        .into_iter()
-        .map(|n| NodeInput {
-            agent: agent_of(&n.name_any()),
-            name: n.name_any(),
-            labels: n.metadata.labels.clone().unwrap_or_default(),
-        })
-        .collect::<Vec<_>>();
-    Ok(cluster_view(&apps, &states, &nodes))
 }
 
 #[cfg(test)]
@@ -259,7 +244,11 @@ mod tests {
             selector,
             status: Some(serde_json::json!({
                 "conditions": [{"type": "Error", "reason": "Error", "message": "1/3 nodes ready"}],
-                "rollout": {"phase": "Progressing", "updated": 1, "total": 3}
+                "rollout": {
+                    "phase": "Progressing", "currentRevision": "aaa", "targetRevision": "bbb",
+                    "nodes": {"a": {"revision": "bbb"}, "b": {"revision": "aaa"}},
+                    "message": "batch 1 of 3"
+                }
             })),
         }];
         let state = |n: &str, c: Option<Condition>| StateInput {
@@ -292,6 +281,9 @@ mod tests {
         assert_eq!(app.cells["c"].state, "no-agent");
         assert!(!app.cells.contains_key("d"), "not selected");
         assert_eq!(app.condition.as_ref().unwrap().message, "1/3 nodes ready");
-        assert_eq!(app.rollout.as_ref().unwrap()["updated"], 1);
+        let r = app.rollout.as_ref().unwrap();
+        assert_eq!((r.phase.as_str(), r.target.as_str(), r.updated, r.total), ("Progressing", "bbb", 1, 3));
+        assert_eq!(app.cells["a"].revision.as_deref(), Some("bbb"));
+        assert_eq!(app.cells["b"].revision.as_deref(), Some("aaa"));
     }
 }

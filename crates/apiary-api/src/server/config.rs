@@ -238,9 +238,33 @@ impl ServeOptions {
 }
 
 impl ServeOptions {
+    fn web_config(&self) -> Result<Option<WebConfig>, ServerError> {
+        WebFlags {
+            web: self.web,
+            web_tls_cert: self.web_tls_cert.clone(),
+            web_tls_key: self.web_tls_key.clone(),
+            web_client_ca: self.web_client_ca.clone(),
+            web_token_file: self.web_token_file.clone(),
+        }
+        .config()
+    }
+}
+
+/// The web view's flags as given, for every process that serves a view (the daemon, the
+/// operator).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebFlags {
+    pub web: Option<SocketAddr>,
+    pub web_tls_cert: Option<PathBuf>,
+    pub web_tls_key: Option<PathBuf>,
+    pub web_client_ca: Option<PathBuf>,
+    pub web_token_file: Option<PathBuf>,
+}
+
+impl WebFlags {
     /// The web view: plain HTTP is for loopback only; any TLS flag (and any other address)
     /// means TLS with a client certificate, a token, or both.
-    fn web_config(&self) -> Result<Option<WebConfig>, ServerError> {
+    pub fn config(&self) -> Result<Option<WebConfig>, ServerError> {
         let invalid = |reason: String| ServerError::InvalidConfig { reason };
         let any_tls = self.web_tls_cert.is_some()
             || self.web_tls_key.is_some()

@@ -18,7 +18,7 @@ pub mod trace;
 pub mod web;
 pub mod webauth;
 
-pub use config::{LogFormat, ServeConfig, ServeOptions, TcpConfig, WebConfig, WebTls};
+pub use config::{LogFormat, ServeConfig, ServeOptions, TcpConfig, WebConfig, WebFlags, WebTls};
 pub use service::ApiaryService;
 
 use crate::pb::apiary_server::ApiaryServer;
@@ -214,14 +214,9 @@ impl Listeners {
         };
         let web = match &cfg.web {
             Some(w) => {
-                let access = match &w.tls {
-                    Some(tls) => Some(Arc::new(webauth::WebAccess::new(tls)?)),
-                    None => None,
-                };
-                let addr = w.addr;
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|error| ServerError::Bind { addr, error })?;
+                let (listener, access) = web::bind(w)?;
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .map_err(|error| ServerError::Bind { addr: w.addr, error })?;
                 Some((listener, access))
             }
             None => None,

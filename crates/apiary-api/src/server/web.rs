@@ -73,6 +73,39 @@ impl Site for HostSite {
     }
 }
 
+/// Bind the web view's listener (non-blocking, for `TcpListener::from_std` in the runtime
+/// that serves it) and load its TLS and credentials, so that a busy port or a bad certificate
+/// fails the start.
+pub fn bind(
+    cfg: &super::config::WebConfig,
+) -> Result<(std::net::TcpListener, Option<Arc<WebAccess>>), super::ServerError> {
+    let access = match &cfg.tls {
+        Some(tls) => Some(Arc::new(WebAccess::new(tls)?)),
+        None => None,
+    };
+    let addr = cfg.addr;
+    let bind_error = |error| super::ServerError::Bind { addr, error };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    Ok((listener, access))
+}
+
+/// Serve `site` on `listener` (from [`bind`]) on the current runtime for as long as the process
+/// runs: for a process with no shutdown of its own (the operator). Call within a runtime.
+pub fn spawn_forever(
+    listener: std::net::TcpListener,
+    site: Arc<dyn Site>,
+    access: Option<Arc<WebAccess>>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    let (keep, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        let _keep = keep;
+        serve(listener, site, stop, access).await;
+    });
+    Ok(())
+}
+
 /// Serve `site` until shutdown. `access`: TLS and credentials, or None for plain HTTP on
 /// loopback.
 pub async fn serve(

@@ -437,6 +437,16 @@ impl Operator {
         lease_namespace: &str,
         identity: &str,
     ) -> Operator {
+        Self::start_with_args(kubeconfig, lease_namespace, identity, &[])
+    }
+
+    /// [`Operator::start_with`], with more arguments (`--web ADDR`).
+    pub fn start_with_args(
+        kubeconfig: &std::path::Path,
+        lease_namespace: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> Operator {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("operator.log");
         let file = std::fs::File::create(&log).expect("operator log");
@@ -444,6 +454,7 @@ impl Operator {
             .args(["operator", "--kubeconfig"])
             .arg(kubeconfig)
             .args(["--lease-namespace", lease_namespace, "--identity", identity])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -85,8 +85,68 @@ struct Caches {
     agents: Store<Lease>,
 }
 
+/// What the operator's caches hold, read for the cluster view (`apiary operator --web`). Every
+/// replica has one, the leader or not: the view needs no extra API calls.
+#[derive(Clone)]
+pub struct ClusterReader {
+    caches: Arc<Caches>,
+}
+
+impl ClusterReader {
+    /// Applications × nodes as the caches hold them now.
+    pub fn view(&self) -> crate::view::ClusterView {
+        let c = &self.caches;
+        let apps: Vec<crate::view::AppInput> = c
+            .applications()
+            .into_iter()
+            .map(|a| crate::view::AppInput {
+                kind: a.key.kind.name(),
+                namespace: a.key.namespace,
+                name: a.key.name,
+                selector: a.spec.node_selector,
+                status: a.status.and_then(|s| serde_json::to_value(s).ok()),
+            })
+            .collect();
+        let states: Vec<crate::view::StateInput> = c
+            .states()
+            .into_iter()
+            .map(|s| crate::view::StateInput {
+                namespace: s.app.namespace,
+                application: s.app.name,
+                node: s.node,
+                status: s.status,
+            })
+            .collect();
+        let (live, _) = c.agents();
+        let nodes: Vec<crate::view::NodeInput> = c
+            .nodes
+            .state()
+            .iter()
+            .map(|n| {
+                let name = n.metadata.name.clone().unwrap_or_default();
+                crate::view::NodeInput {
+                    agent: Some(live.contains(&name)),
+                    labels: n.metadata.labels.clone().unwrap_or_default(),
+                    name,
+                }
+            })
+            .collect();
+        crate::view::cluster_view(&apps, &states, &nodes)
+    }
+}
+
 /// Run the operator until the future is dropped.
 pub async fn run(client: Client, cfg: OperatorConfig) -> Result<(), KubeError> {
+    run_with(client, cfg, |_| {}).await
+}
+
+/// [`run`], handing `on_ready` a reader of the caches once they are filled (from within the
+/// runtime, so it may spawn tasks).
+pub async fn run_with(
+    client: Client,
+    cfg: OperatorConfig,
+    on_ready: impl FnOnce(ClusterReader),
+) -> Result<(), KubeError> {
     let wake = Arc::new(Notify::new());
     let (leader_tx, leader) = watch::channel(false);
     tokio::spawn(elect::run(
@@ -97,7 +157,7 @@ pub async fn run(client: Client, cfg: OperatorConfig) -> Result<(), KubeError> {
         wake.clone(),
     ));
     let by_app = || watcher::Config::default().labels(APP_LABEL);
-    let caches = Caches {
+    let caches = Arc::new(Caches {
         cluster_apps: cache(Api::all(client.clone()), watcher::Config::default(), &wake),
         apps: cache(Api::all(client.clone()), watcher::Config::default(), &wake),
         cluster_states: cache(Api::all(client.clone()), by_app(), &wake),
@@ -108,7 +168,7 @@ pub async fn run(client: Client, cfg: OperatorConfig) -> Result<(), KubeError> {
             watcher::Config::default().labels(announce::NODE_LABEL),
             &wake,
         ),
-    };
+    });
     // A half-filled cache would make present nodes look deleted and their states removed.
     for ready in [
         caches.cluster_apps.wait_until_ready().await.is_ok(),
@@ -124,6 +184,9 @@ pub async fn run(client: Client, cfg: OperatorConfig) -> Result<(), KubeError> {
             });
         }
     }
+    on_ready(ClusterReader {
+        caches: caches.clone(),
+    });
     tracing::info!(identity = %cfg.identity, "operator caches filled; waiting for the Lease");
     let mut retry = RETRY_FIRST;
     let mut next_expiry: Option<Duration> = None;
@@ -155,10 +218,11 @@ pub async fn run(client: Client, cfg: OperatorConfig) -> Result<(), KubeError> {
     }
 }
 
-/// `run` for a program without an async runtime of its own (the CLI).
+/// `run_with` for a program without an async runtime of its own (the CLI).
 pub fn run_blocking(
     kubeconfig: Option<&std::path::Path>,
     cfg: OperatorConfig,
+    on_ready: impl FnOnce(ClusterReader),
 ) -> Result<(), KubeError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -168,7 +232,7 @@ pub fn run_blocking(
         })?;
     rt.block_on(async {
         let client = crate::install::client(kubeconfig).await?;
-        run(client, cfg).await
+        run_with(client, cfg, on_ready).await
     })
 }
 
