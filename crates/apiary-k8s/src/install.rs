@@ -99,19 +99,32 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Kube
     })
 }
 
+/// A runtime for a program without an async runtime of its own (the CLI).
+pub fn runtime() -> Result<tokio::runtime::Runtime, KubeError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| KubeError::Start {
+            what: format!("async runtime: {e}"),
+        })
+}
+
+/// Run `f` with a client, for a program without an async runtime of its own.
+pub fn blocking<T, F, Fut>(kubeconfig: Option<&std::path::Path>, f: F) -> Result<T, KubeError>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, KubeError>>,
+{
+    runtime()?.block_on(async {
+        let c = client(kubeconfig).await?;
+        f(c).await
+    })
+}
+
 /// `install` for a program without an async runtime of its own (the CLI).
 pub fn install_blocking(
     kubeconfig: Option<&std::path::Path>,
     timeout: Duration,
 ) -> Result<Vec<String>, KubeError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| KubeError::Start {
-            what: format!("async runtime: {e}"),
-        })?;
-    rt.block_on(async {
-        let c = client(kubeconfig).await?;
-        install(&c, timeout).await
-    })
+    blocking(kubeconfig, |c| async move { install(&c, timeout).await })
 }

@@ -4,6 +4,7 @@
 //! pure plan, then one pass of the manager's API. The node agent runs the same reconciler.
 
 pub mod agent;
+mod cache;
 pub mod crd;
 pub mod document;
 mod error;

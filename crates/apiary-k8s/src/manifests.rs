@@ -790,7 +790,10 @@ pub fn manifests(o: &Options) -> Result<Manifests, ManifestError> {
         }
         for (scope, role_ns) in [
             (Scope::Namespace, ns),
-            (Scope::AgentLeases, crate::agent::announce::DEFAULT_NAMESPACE),
+            (
+                Scope::AgentLeases,
+                crate::agent::announce::DEFAULT_NAMESPACE,
+            ),
         ] {
             let rules = policy_rules(table, scope);
             if rules.is_empty() {

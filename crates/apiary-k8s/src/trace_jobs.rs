@@ -34,12 +34,7 @@ fn request(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
 
 impl Jobs {
     pub fn connect(kubeconfig: Option<&Path>) -> Result<Jobs, KubeError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| KubeError::Start {
-                what: format!("async runtime: {e}"),
-            })?;
+        let rt = crate::install::runtime()?;
         let client = rt.block_on(crate::install::client(kubeconfig))?;
         Ok(Jobs { rt, client })
     }

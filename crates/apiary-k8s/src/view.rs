@@ -106,7 +106,10 @@ pub fn cluster_view(apps: &[AppInput], states: &[StateInput], nodes: &[NodeInput
                 .and_then(|s| s.get("rollout"))
                 .and_then(|r| serde_json::from_value(r.clone()).ok());
             let mut cells = BTreeMap::new();
-            for n in nodes.iter().filter(|n| selector_matches(&a.selector, &n.labels)) {
+            for n in nodes
+                .iter()
+                .filter(|n| selector_matches(&a.selector, &n.labels))
+            {
                 let state = states.iter().find(|s| {
                     s.node == n.name && s.application == a.name && s.namespace == a.namespace
                 });
@@ -130,7 +133,8 @@ pub fn cluster_view(apps: &[AppInput], states: &[StateInput], nodes: &[NodeInput
             }
         })
         .collect();
-    applications.sort_by(|a, b| (&a.namespace, &a.name, a.kind).cmp(&(&b.namespace, &b.name, b.kind)));
+    applications
+        .sort_by(|a, b| (&a.namespace, &a.name, a.kind).cmp(&(&b.namespace, &b.name, b.kind)));
     let mut nodes: Vec<NodeCol> = nodes
         .iter()
         .map(|n| NodeCol {
@@ -143,7 +147,10 @@ pub fn cluster_view(apps: &[AppInput], states: &[StateInput], nodes: &[NodeInput
         })
         .collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    ClusterView { nodes, applications }
+    ClusterView {
+        nodes,
+        applications,
+    }
 }
 
 /// What one selected node made of an application.
@@ -199,7 +206,12 @@ fn rollout_view(r: &RolloutStatus, selected: usize) -> RolloutView {
 
 fn first_condition(status: &serde_json::Value) -> Option<CondView> {
     let c = status.get("conditions")?.as_array()?.first()?;
-    let s = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let s = |k: &str| {
+        c.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
     Some(CondView {
         ty: s("type"),
         reason: s("reason"),
@@ -272,17 +284,31 @@ mod tests {
         ];
         let v = cluster_view(&apps, &states, &nodes);
         let names: Vec<_> = v.nodes.iter().map(|n| (n.name.as_str(), n.agent)).collect();
-        assert_eq!(names, [("a", "running"), ("b", "unknown"), ("c", "missing"), ("d", "running")]);
+        assert_eq!(
+            names,
+            [
+                ("a", "running"),
+                ("b", "unknown"),
+                ("c", "missing"),
+                ("d", "running")
+            ]
+        );
         let app = &v.applications[0];
         assert_eq!((app.ready, app.selected), (1, 3));
         assert_eq!(app.cells["a"].state, "ready");
         assert_eq!(app.cells["b"].state, "error");
-        assert_eq!(app.cells["b"].message.as_deref(), Some("interface eth9 not found"));
+        assert_eq!(
+            app.cells["b"].message.as_deref(),
+            Some("interface eth9 not found")
+        );
         assert_eq!(app.cells["c"].state, "no-agent");
         assert!(!app.cells.contains_key("d"), "not selected");
         assert_eq!(app.condition.as_ref().unwrap().message, "1/3 nodes ready");
         let r = app.rollout.as_ref().unwrap();
-        assert_eq!((r.phase.as_str(), r.target.as_str(), r.updated, r.total), ("Progressing", "bbb", 1, 3));
+        assert_eq!(
+            (r.phase.as_str(), r.target.as_str(), r.updated, r.total),
+            ("Progressing", "bbb", 1, 3)
+        );
         assert_eq!(app.cells["a"].revision.as_deref(), Some("bbb"));
         assert_eq!(app.cells["b"].revision.as_deref(), Some("aaa"));
     }

@@ -15,10 +15,9 @@ pub mod trace;
 
 use crate::crd::{BpfApplication, ClusterBpfApplication};
 use crate::error::KubeError;
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,16 +81,18 @@ pub async fn run(
     let node_filter =
         watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name));
     let caches = Caches {
-        node: watch(Api::<Node>::all(client.clone()), node_filter, &wake),
-        cluster_apps: watch(
+        node: crate::cache::cache(Api::<Node>::all(client.clone()), node_filter, &wake, "node"),
+        cluster_apps: crate::cache::cache(
             Api::<ClusterBpfApplication>::all(client.clone()),
             watcher::Config::default(),
             &wake,
+            "clusterbpfapplications",
         ),
-        apps: watch(
+        apps: crate::cache::cache(
             Api::<BpfApplication>::all(client.clone()),
             watcher::Config::default(),
             &wake,
+            "bpfapplications",
         ),
     };
     // Nothing is decided before every cache holds a complete list: an application missing
@@ -148,33 +149,6 @@ pub async fn run(
         }
         wake.notified().await;
     }
-}
-
-/// Keep a cache of `api`'s objects up to date, waking the pass loop on every change.
-fn watch<K>(api: Api<K>, config: watcher::Config, wake: &Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
-    let wake = wake.clone();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => wake.notify_one(),
-                // The watcher retries with backoff; the cache keeps its content meanwhile.
-                Err(e) => tracing::warn!(error = %e, "watch interrupted; retrying"),
-            }
-        }
-    });
-    reader
 }
 
 async fn resync(wake: Arc<Notify>) {

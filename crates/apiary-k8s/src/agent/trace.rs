@@ -9,11 +9,9 @@ use crate::crd::{phase, NodeTraceStatus, TraceJob, GROUP, VERSION};
 use crate::error::KubeError;
 use apiary::trace::{Exit, Output, Program, TraceSpec};
 use apiary::trace_output::{self, OutputLog};
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use std::collections::HashMap;
@@ -125,15 +123,17 @@ pub async fn run(
         tracing::info!(%endpoint, "published the agent's address");
     }
     let wake = Arc::new(Notify::new());
-    let nodes = watch(
+    let nodes = crate::cache::cache(
         Api::<Node>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={node}")),
         &wake,
+        "node",
     );
-    let jobs = watch(
+    let jobs = crate::cache::cache(
         Api::<TraceJob>::all(client.clone()),
         watcher::Config::default(),
         &wake,
+        "tracejobs",
     );
     if nodes.wait_until_ready().await.is_err() || jobs.wait_until_ready().await.is_err() {
         return Err(KubeError::Start {
@@ -453,31 +453,6 @@ async fn patch_node_status(api: &Api<TraceJob>, node: &str, job: &str, entry: se
         // next report (the final one carries everything).
         tracing::warn!(job, error = %e, "cannot write the trace job's status");
     }
-}
-
-fn watch<K>(api: Api<K>, config: watcher::Config, wake: &Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
-    let wake = wake.clone();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => wake.notify_one(),
-                Err(e) => tracing::warn!(error = %e, "trace job watch interrupted; retrying"),
-            }
-        }
-    });
-    reader
 }
 
 #[cfg(test)]

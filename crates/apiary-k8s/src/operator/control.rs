@@ -131,19 +131,4 @@ pub async fn undo(client: &Client, t: &Target) -> Result<String, KubeError> {
 }
 
 /// Run one of these with a client, for a program without an async runtime of its own.
-pub fn blocking<T, F, Fut>(kubeconfig: Option<&std::path::Path>, f: F) -> Result<T, KubeError>
-where
-    F: FnOnce(Client) -> Fut,
-    Fut: std::future::Future<Output = Result<T, KubeError>>,
-{
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| KubeError::Start {
-            what: format!("async runtime: {e}"),
-        })?;
-    rt.block_on(async {
-        let client = crate::install::client(kubeconfig).await?;
-        f(client).await
-    })
-}
+pub use crate::install::blocking;

@@ -43,13 +43,12 @@ use crate::crd::{
 };
 use crate::document::{AppKey, AppKind};
 use crate::error::KubeError;
-use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -158,15 +157,41 @@ pub async fn run_with(
     ));
     let by_app = || watcher::Config::default().labels(APP_LABEL);
     let caches = Arc::new(Caches {
-        cluster_apps: cache(Api::all(client.clone()), watcher::Config::default(), &wake),
-        apps: cache(Api::all(client.clone()), watcher::Config::default(), &wake),
-        cluster_states: cache(Api::all(client.clone()), by_app(), &wake),
-        states: cache(Api::all(client.clone()), by_app(), &wake),
-        nodes: cache(Api::all(client.clone()), watcher::Config::default(), &wake),
-        agents: cache(
+        cluster_apps: crate::cache::cache(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            &wake,
+            "clusterbpfapplications",
+        ),
+        apps: crate::cache::cache(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            &wake,
+            "bpfapplications",
+        ),
+        cluster_states: crate::cache::cache(
+            Api::all(client.clone()),
+            by_app(),
+            &wake,
+            "clusterbpfapplicationstates",
+        ),
+        states: crate::cache::cache(
+            Api::all(client.clone()),
+            by_app(),
+            &wake,
+            "bpfapplicationstates",
+        ),
+        nodes: crate::cache::cache(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            &wake,
+            "nodes",
+        ),
+        agents: crate::cache::cache(
             Api::namespaced(client.clone(), &cfg.agent_lease_namespace),
             watcher::Config::default().labels(announce::NODE_LABEL),
             &wake,
+            "agent leases",
         ),
     });
     // A half-filled cache would make present nodes look deleted and their states removed.
@@ -224,42 +249,7 @@ pub fn run_blocking(
     cfg: OperatorConfig,
     on_ready: impl FnOnce(ClusterReader),
 ) -> Result<(), KubeError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| KubeError::Start {
-            what: format!("async runtime: {e}"),
-        })?;
-    rt.block_on(async {
-        let client = crate::install::client(kubeconfig).await?;
-        run_with(client, cfg, on_ready).await
-    })
-}
-
-/// Keep a cache of `api`'s objects, waking the loop on every change.
-fn cache<K>(api: Api<K>, config: watcher::Config, wake: &Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
-    let wake = wake.clone();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => wake.notify_one(),
-                Err(e) => tracing::warn!(error = %e, "watch interrupted; retrying"),
-            }
-        }
-    });
-    reader
+    crate::install::blocking(kubeconfig, |client| run_with(client, cfg, on_ready))
 }
 
 /// An application as a pass sees it, whichever its kind.

@@ -33,6 +33,7 @@ fn the_yaml_reads_back_as_the_typed_objects_in_apply_order() {
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "CSIDriver",
             "ServiceAccount",
             "ServiceAccount",
@@ -40,7 +41,12 @@ fn the_yaml_reads_back_as_the_typed_objects_in_apply_order() {
             "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
+            // The agents' Leases (both components, kube-node-lease), the operator's own Lease.
             "Role",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
             "RoleBinding",
             "DaemonSet",
             "Deployment",
@@ -48,8 +54,9 @@ fn the_yaml_reads_back_as_the_typed_objects_in_apply_order() {
     );
     // Lossless, the CRDs' multi-line descriptions included.
     assert_eq!(docs[1], serde_json::to_value(&m.crds[0]).unwrap());
-    assert_eq!(docs[14], serde_json::to_value(&m.daemon_set).unwrap());
-    assert_eq!(docs[15], serde_json::to_value(&m.deployment).unwrap());
+    let n = docs.len();
+    assert_eq!(docs[n - 2], serde_json::to_value(&m.daemon_set).unwrap());
+    assert_eq!(docs[n - 1], serde_json::to_value(&m.deployment).unwrap());
 }
 
 /// kubectl reads YAML 1.1, where a plain `y` or `on` is a boolean: such strings are quoted.
@@ -74,10 +81,15 @@ fn words_yaml_1_1_reads_as_booleans_are_quoted() {
     assert_eq!(text, "a: |-\n  on: y\n  - n\nb: 'n'\n");
 }
 
-fn rules_of(docs: &[Value], kind: &str, name: &str) -> Vec<Value> {
+/// The rules of the `kind` named `name` in namespace `ns` (None: cluster-wide).
+fn rules_of(docs: &[Value], kind: &str, name: &str, ns: Option<&str>) -> Vec<Value> {
     docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name}"))["rules"]
+        .find(|d| {
+            d["kind"] == kind
+                && d["metadata"]["name"] == name
+                && d["metadata"]["namespace"].as_str() == ns
+        })
+        .unwrap_or_else(|| panic!("no {kind} {name} in {ns:?}"))["rules"]
         .as_array()
         .unwrap()
         .clone()
@@ -86,15 +98,31 @@ fn rules_of(docs: &[Value], kind: &str, name: &str) -> Vec<Value> {
 #[test]
 fn rbac_is_the_tables_and_grants_nothing_wider() {
     let docs = documents(&manifests(&options()).unwrap().to_yaml().unwrap());
-    let agent = rules_of(&docs, "ClusterRole", AGENT);
+    const LEASES: Option<&str> = Some("kube-node-lease");
+    let agent = rules_of(&docs, "ClusterRole", AGENT, None);
     assert_eq!(
         agent[0],
-        json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]})
+        json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch", "patch"]})
     );
-    assert_eq!(agent.len(), AGENT_RULES.len());
-    let operator = rules_of(&docs, "ClusterRole", OPERATOR);
-    let lease = rules_of(&docs, "Role", OPERATOR);
-    assert_eq!(operator.len() + lease.len(), OPERATOR_RULES.len());
+    let agent_leases = rules_of(&docs, "Role", AGENT, LEASES);
+    assert_eq!(
+        agent_leases,
+        [json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                "verbs": ["create", "patch"]})]
+    );
+    assert_eq!(agent.len() + agent_leases.len(), AGENT_RULES.len());
+    let operator = rules_of(&docs, "ClusterRole", OPERATOR, None);
+    let lease = rules_of(&docs, "Role", OPERATOR, Some("apiary-test"));
+    let agents_leases = rules_of(&docs, "Role", OPERATOR, LEASES);
+    assert_eq!(
+        agents_leases,
+        [json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                "verbs": ["list", "watch"]})]
+    );
+    assert_eq!(
+        operator.len() + lease.len() + agents_leases.len(),
+        OPERATOR_RULES.len()
+    );
     assert_eq!(
         lease[1],
         json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
@@ -123,10 +151,16 @@ fn rbac_is_the_tables_and_grants_nothing_wider() {
             );
         }
     }
-    // Nodes are only read, by both.
-    for r in AGENT_RULES.iter().chain(OPERATOR_RULES) {
+    // Nodes are only read by the operator; the agent patches its own (the trace endpoint's
+    // annotation) and never replaces or deletes one.
+    for r in OPERATOR_RULES {
         if r.resources.contains(&"nodes") {
             assert_eq!(r.verbs, ["list", "watch"]);
+        }
+    }
+    for r in AGENT_RULES {
+        if r.resources.contains(&"nodes") {
+            assert!(!r.verbs.contains(&"update") && !r.verbs.contains(&"delete"));
         }
     }
     // The bindings name the service accounts in the namespace.
