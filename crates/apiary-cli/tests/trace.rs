@@ -408,143 +408,22 @@ fn an_image_runs_through_the_daemon_with_its_settings() {
 // agent process each (own store, own bpffs dir, TLS listener on 127.0.0.1). They share one
 // kernel, so which node ran a job is proven by the job's status and each agent's output store.
 
+use common::kube::{kube, Kube};
+use common::pki::{make_pki, Pki};
 use std::path::PathBuf;
 
-struct Kube {
-    kubeconfig: PathBuf,
-    kubectl: PathBuf,
-}
-
-/// The control plane, or None (skip) when there is none and none is required.
-fn kube() -> Option<Kube> {
-    match (std::env::var("KUBECONFIG"), std::env::var("APIARY_KUBECTL")) {
-        (Ok(k), Ok(c)) if !k.is_empty() && !c.is_empty() => Some(Kube {
-            kubeconfig: PathBuf::from(k),
-            kubectl: PathBuf::from(c),
-        }),
-        _ => {
-            assert!(
-                std::env::var("APIARY_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-                "APIARY_REQUIRE_PRIVILEGED=1 but no KUBECONFIG/APIARY_KUBECTL: start scripts/kube-testenv.sh"
-            );
-            None
-        }
+/// The client's flags for the test CA.
+fn client_args(pki: &Pki) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for (flag, file) in [
+        ("--client-cert", "client.pem"),
+        ("--client-key", "client.key"),
+        ("--server-ca", "ca.pem"),
+    ] {
+        v.push(PathBuf::from(flag));
+        v.push(pki.path(file));
     }
-}
-
-impl Kube {
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut c = Command::new(&self.kubectl);
-        c.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("run kubectl");
-        if let Some(text) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(text.as_bytes())
-                .expect("write to kubectl");
-        }
-        Run::from(child.wait_with_output().expect("kubectl"))
-    }
-
-    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let r = self.run(args, stdin);
-        assert!(r.ok, "kubectl {args:?} failed:\n{}{}", r.stdout, r.stderr);
-        r.stdout
-    }
-
-    fn job(&self, name: &str) -> Option<serde_json::Value> {
-        let r = self.run(&["get", "tracejob", name, "-o", "json"], None);
-        if !r.ok {
-            assert!(r.stderr.contains("NotFound"), "{}", r.stderr);
-            return None;
-        }
-        Some(serde_json::from_str(&r.stdout).expect("kubectl JSON"))
-    }
-
-    fn install(&self) {
-        let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
-            .args(["k8s", "install", "--kubeconfig"])
-            .arg(&self.kubeconfig)
-            .output()
-            .expect("apiary k8s install");
-        let r = Run::from(out);
-        assert!(r.ok, "apiary k8s install failed:\n{}{}", r.stdout, r.stderr);
-    }
-}
-
-/// A throwaway CA, a server certificate for 127.0.0.1 (every agent's) and a client one.
-struct Pki(tempfile::TempDir);
-
-impl Pki {
-    fn new() -> Pki {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, KeyUsagePurpose,
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name
-            .push(DnType::CommonName, "trace test CA");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_pem = p.self_signed(&key).unwrap().pem();
-        let ca = Issuer::new(p, key);
-        let leaf = |sans: &[&str], eku: ExtendedKeyUsagePurpose| {
-            let key = KeyPair::generate().unwrap();
-            let mut p =
-                CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                    .unwrap();
-            p.distinguished_name.push(DnType::CommonName, sans[0]);
-            p.extended_key_usages = vec![eku];
-            (p.signed_by(&key, &ca).unwrap().pem(), key.serialize_pem())
-        };
-        let (srv, srv_key) = leaf(
-            &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let (cli, cli_key) = leaf(&["client"], ExtendedKeyUsagePurpose::ClientAuth);
-        for (n, t) in [
-            ("ca.pem", ca_pem),
-            ("server.pem", srv),
-            ("server.key", srv_key),
-            ("client.pem", cli),
-            ("client.key", cli_key),
-        ] {
-            std::fs::write(dir.path().join(n), t).unwrap();
-        }
-        Pki(dir)
-    }
-
-    fn path(&self, n: &str) -> String {
-        self.0.path().join(n).display().to_string()
-    }
-
-    /// The client's flags.
-    fn client_args(&self) -> Vec<String> {
-        vec![
-            "--client-cert".into(),
-            self.path("client.pem"),
-            "--client-key".into(),
-            self.path("client.key"),
-            "--server-ca".into(),
-            self.path("ca.pem"),
-        ]
-    }
+    v
 }
 
 struct SimNode {
@@ -599,9 +478,12 @@ impl SimNode {
             .arg("--socket")
             .arg(&socket)
             .args(["--listen", &self.listen.to_string()])
-            .args(["--tls-cert", &pki.path("server.pem")])
-            .args(["--tls-key", &pki.path("server.key")])
-            .args(["--client-ca", &pki.path("ca.pem")])
+            .arg("--tls-cert")
+            .arg(pki.path("server.pem"))
+            .arg("--tls-key")
+            .arg(pki.path("server.key"))
+            .arg("--client-ca")
+            .arg(pki.path("ca.pem"))
             .env("APIARY_STATE_DIR", self.apiary.state.path())
             .env("APIARY_BPFFS", &self.apiary.bpffs)
             .env_remove("APIARY_ENDPOINT")
@@ -669,7 +551,7 @@ fn start_job_cmd(k: &Kube, pki: &Pki, args: &[&str]) -> Tracing {
     let mut c = Command::new(env!("CARGO_BIN_EXE_apiary"));
     let mut child = c
         .env_remove("APIARY_ENDPOINT")
-        .args(pki.client_args())
+        .args(client_args(pki))
         .arg("trace")
         .args(args)
         .arg("--kubeconfig")
@@ -687,7 +569,7 @@ fn trace_cli(k: &Kube, pki: &Pki, args: &[&str]) -> Run {
     Run::from(
         Command::new(env!("CARGO_BIN_EXE_apiary"))
             .env_remove("APIARY_ENDPOINT")
-            .args(pki.client_args())
+            .args(client_args(pki))
             .arg("trace")
             .args(args)
             .arg("--kubeconfig")
@@ -704,7 +586,7 @@ fn job_name(t: &Tracing) -> String {
 }
 
 fn node_phase(k: &Kube, job: &str, node: &str) -> Option<serde_json::Value> {
-    let j = k.job(job)?;
+    let j = k.get("tracejob", job)?;
     let s = &j["status"]["nodes"][node];
     (!s.is_null()).then(|| s.clone())
 }
@@ -715,7 +597,7 @@ fn cluster() -> Option<(Kube, Pki)> {
     }
     let k = kube()?;
     k.install();
-    Some((k, Pki::new()))
+    Some((k, make_pki()))
 }
 
 #[test]
@@ -792,7 +674,7 @@ fn job_on_one_node_only_then_logs_and_delete() {
     // Delete: the job and its kept output go.
     let r = trace_cli(&k, &pki, &["delete", &job]);
     assert!(r.ok, "{}", r.stderr);
-    assert!(k.job(&job).is_none());
+    assert!(k.get("tracejob", &job).is_none());
     assert!(
         eventually(10, || a.kept(&job).is_none()),
         "node A removed the kept output"
