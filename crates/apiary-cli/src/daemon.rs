@@ -30,6 +30,18 @@ pub struct WebArgs {
     pub web_token_file: Option<PathBuf>,
 }
 
+impl WebArgs {
+    pub fn flags(self) -> apiary_api::server::WebFlags {
+        apiary_api::server::WebFlags {
+            web: self.web,
+            web_tls_cert: self.web_tls_cert,
+            web_tls_key: self.web_tls_key,
+            web_client_ca: self.web_client_ca,
+            web_token_file: self.web_token_file,
+        }
+    }
+}
+
 /// `apiary serve`. Every flag can also be set in the --config file (same name, `_` for `-`).
 #[derive(Args, Debug)]
 pub struct ServeArgs {

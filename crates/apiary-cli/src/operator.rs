@@ -4,7 +4,6 @@
 use crate::daemon::WebArgs;
 use anyhow::Result;
 use apiary_api::server::web::{self, Answer, Site};
-use apiary_api::server::WebFlags;
 use apiary_k8s::operator::{ClusterReader, OperatorConfig};
 use clap::Args;
 use std::future::Future;
@@ -57,15 +56,10 @@ pub fn run(a: OperatorArgs) -> Result<()> {
         format!("{host}-{}", std::process::id())
     });
     // The view's address and credentials fail the start, before anything talks to the cluster.
-    let w = a.web;
-    let web = WebFlags {
-        web: w.web,
-        web_tls_cert: w.web_tls_cert,
-        web_tls_key: w.web_tls_key,
-        web_client_ca: w.web_client_ca,
-        web_token_file: w.web_token_file,
-    }
-    .config()?
+    let web = a
+        .web
+        .flags()
+        .config()?
     .map(|cfg| web::bind(&cfg).map(|bound| (cfg.addr, bound)))
     .transpose()?;
     let cfg = OperatorConfig {

@@ -579,6 +579,13 @@ fn a_non_loopback_web_address_is_refused() {
         "{}",
         r.stderr
     );
+    // The operator's cluster view follows the same rules, before it talks to any cluster.
+    let r = a.run(&["operator", "--web", "0.0.0.0:8080"]);
+    assert!(!r.ok);
+    assert!(r.stderr.contains("loopback"), "{}", r.stderr);
+    let r = a.run(&["operator", "--web", "0.0.0.0:8080", "--web-tls-cert", "c.pem"]);
+    assert!(!r.ok);
+    assert!(r.stderr.contains("--web-tls-key"), "{}", r.stderr);
 }
 
 /// `curl` over HTTPS trusting the test CA: (status code, body); status 0 when no HTTP answer
