@@ -79,6 +79,11 @@ pub struct ManifestArgs {
     /// The node-driver-registrar image (with --csi).
     #[arg(long, default_value = apiary_k8s::manifests::DEFAULT_REGISTRAR_IMAGE)]
     pub registrar_image: String,
+    /// A Secret in the namespace (type kubernetes.io/tls, plus ca.crt: the CA of allowed
+    /// clients) for the agent's mutual-TLS listener on port 9443 of each node, which trace
+    /// jobs stream from. Without it, `apiary trace run node/...` finds no agent endpoint.
+    #[arg(long)]
+    pub agent_tls_secret: Option<String>,
 }
 
 fn manifest_label(s: &str) -> Result<(String, String), String> {
@@ -124,6 +129,7 @@ pub fn run(cmd: K8sCmd) -> Result<()> {
                 tolerations: a.tolerations,
                 kubelet_dir: a.kubelet_dir,
                 csi: a.csi.then_some(a.registrar_image),
+                agent_tls_secret: a.agent_tls_secret,
             };
             let yaml = apiary_k8s::manifests::manifests(&options)
                 .map_err(invalid)?

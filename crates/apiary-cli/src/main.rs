@@ -9,9 +9,9 @@ mod image;
 mod k8s;
 mod operator;
 mod output;
+mod rollout;
 mod trace;
 mod trace_jobs;
-mod rollout;
 
 use anyhow::Result;
 use apiary::{Api, Config, Manager, ObjectSource};

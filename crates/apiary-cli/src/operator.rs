@@ -60,8 +60,8 @@ pub fn run(a: OperatorArgs) -> Result<()> {
         .web
         .flags()
         .config()?
-    .map(|cfg| web::bind(&cfg).map(|bound| (cfg.addr, bound)))
-    .transpose()?;
+        .map(|cfg| web::bind(&cfg).map(|bound| (cfg.addr, bound)))
+        .transpose()?;
     let cfg = OperatorConfig {
         lease_namespace: a.lease_namespace,
         identity,

@@ -163,6 +163,8 @@ fn the_manifests_pass_the_apiservers_validation() {
         "apiary-pool=y",
         "--toleration",
         "dedicated=ebpf:NoSchedule",
+        "--agent-tls-secret",
+        "apiary-agent-tls",
     ];
     let (yaml, docs) = manifests(&args);
     // Namespace, CRDs, CSIDriver; per component a ServiceAccount, ClusterRole, binding and a
@@ -198,8 +200,21 @@ fn the_manifests_pass_the_apiservers_validation() {
         .find(|i| i["kind"] == "CSIDriver")
         .expect("the CSIDriver");
     assert_eq!(driver["spec"]["volumeLifecycleModes"], json!(["Ephemeral"]));
+    // The agent's TLS listener: its Secret mounted read-only where its flags point.
+    let secret = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "agent-tls"))
+        .expect("the agent-tls volume");
+    assert_eq!(secret["secret"]["secretName"], "apiary-agent-tls", "{secret}");
     // The agent's arguments are the real CLI's (checked by its parser, up to --help).
-    let agent = &manifests(&["--namespace", &ns]).1;
+    let agent = &manifests(&[
+        "--namespace",
+        &ns,
+        "--csi",
+        "--agent-tls-secret",
+        "apiary-agent-tls",
+    ])
+    .1;
     let args: Vec<String> = agent
         .iter()
         .find(|d| d["kind"] == "DaemonSet")
@@ -262,7 +277,14 @@ fn each_component_may_do_what_it_needs_and_nothing_more() {
     }
     for v in ["create", "patch"] {
         assert!(
-            can(&k, &ns, "apiary-agent", v, "leases", Some("kube-node-lease")),
+            can(
+                &k,
+                &ns,
+                "apiary-agent",
+                v,
+                "leases",
+                Some("kube-node-lease")
+            ),
             "the agent may not {v} its Lease"
         );
     }

@@ -351,7 +351,9 @@ fn the_cluster_view_draws_nodes_agents_and_a_rollout_live() {
     // The JSON: the application's row, a cell per selected node, the agent-less one named.
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     let row = || -> Option<Value> {
-        let text = std::net::TcpStream::connect(web).ok().map(|_| http(web, "GET", "/api/cluster", &web.to_string()))?;
+        let text = std::net::TcpStream::connect(web)
+            .ok()
+            .map(|_| http(web, "GET", "/api/cluster", &web.to_string()))?;
         let (_, body) = text.split_once("\r\n\r\n")?;
         let v: Value = serde_json::from_str(body).ok()?;
         v["applications"]
@@ -583,7 +585,13 @@ fn a_non_loopback_web_address_is_refused() {
     let r = a.run(&["operator", "--web", "0.0.0.0:8080"]);
     assert!(!r.ok);
     assert!(r.stderr.contains("loopback"), "{}", r.stderr);
-    let r = a.run(&["operator", "--web", "0.0.0.0:8080", "--web-tls-cert", "c.pem"]);
+    let r = a.run(&[
+        "operator",
+        "--web",
+        "0.0.0.0:8080",
+        "--web-tls-cert",
+        "c.pem",
+    ]);
     assert!(!r.ok);
     assert!(r.stderr.contains("--web-tls-key"), "{}", r.stderr);
 }
@@ -647,12 +655,23 @@ fn beyond_loopback_the_view_needs_tls_and_a_client_certificate_or_the_token() {
     // TLS without credentials: refused, and told what would do.
     let (code, body) = curl(&ca, &url("/api/host"), &[]);
     assert_eq!(code, 401, "{body}");
-    assert!(body.contains("/login?token=") && body.contains("client certificate"), "{body}");
+    assert!(
+        body.contains("/login?token=") && body.contains("client certificate"),
+        "{body}"
+    );
     let (code, _) = curl(&ca, &url("/"), &[]);
     assert_eq!(code, 401);
     // The token as a bearer header; a wrong one is refused.
-    host_json(curl(&ca, &url("/api/host"), &["-H", &format!("Authorization: Bearer {token}")]));
-    let (code, _) = curl(&ca, &url("/api/host"), &["-H", "Authorization: Bearer web-token-0123456789abcdeX"]);
+    host_json(curl(
+        &ca,
+        &url("/api/host"),
+        &["-H", &format!("Authorization: Bearer {token}")],
+    ));
+    let (code, _) = curl(
+        &ca,
+        &url("/api/host"),
+        &["-H", "Authorization: Bearer web-token-0123456789abcdeX"],
+    );
     assert_eq!(code, 401);
     // A browser: /login sets the cookie (Secure, HttpOnly) and sends it to the page.
     let jar = pki.path("cookies");
@@ -662,16 +681,36 @@ fn beyond_loopback_the_view_needs_tls_and_a_client_certificate_or_the_token() {
     let (code, _) = curl(&ca, &url(&format!("/login?token={token}")), &["-c", &jar_s]);
     assert_eq!(code, 303);
     let cookies = std::fs::read_to_string(&jar).unwrap();
-    assert!(cookies.contains("#HttpOnly_") && cookies.contains("__Host-apiary-web"), "{cookies}");
+    assert!(
+        cookies.contains("#HttpOnly_") && cookies.contains("__Host-apiary-web"),
+        "{cookies}"
+    );
     host_json(curl(&ca, &url("/api/host"), &["-b", &jar_s]));
     let (code, page) = curl(&ca, &url("/"), &["-b", &jar_s]);
     assert!(code == 200 && page.contains("<html"), "{code}: {page}");
     // A client certificate of the CA admits; one of another CA fails the handshake.
-    host_json(curl(&ca, &url("/api/host"), &["--cert", &p("client.pem"), "--key", &p("client.key")]));
-    let (code, body) = curl(&ca, &url("/api/host"), &["--cert", &p("intruder.pem"), "--key", &p("intruder.key")]);
+    host_json(curl(
+        &ca,
+        &url("/api/host"),
+        &["--cert", &p("client.pem"), "--key", &p("client.key")],
+    ));
+    let (code, body) = curl(
+        &ca,
+        &url("/api/host"),
+        &["--cert", &p("intruder.pem"), "--key", &p("intruder.key")],
+    );
     assert_eq!(code, 0, "a certificate of another CA was accepted: {body}");
     // Still read-only with credentials.
-    let (code, _) = curl(&ca, &url("/api/host"), &["-X", "POST", "-H", &format!("Authorization: Bearer {token}")]);
+    let (code, _) = curl(
+        &ca,
+        &url("/api/host"),
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+        ],
+    );
     assert_eq!(code, 405);
     drop(d);
 }
@@ -693,13 +732,26 @@ fn a_web_token_that_is_too_short_or_tls_without_credentials_stops_the_start() {
                 .expect("run apiary serve"),
         )
     };
-    let tls = vec!["--web-tls-cert".into(), p("server.pem"), "--web-tls-key".into(), p("server.key")];
+    let tls = vec![
+        "--web-tls-cert".into(),
+        p("server.pem"),
+        "--web-tls-key".into(),
+        p("server.key"),
+    ];
     let r = serve(&tls);
-    assert!(!r.ok && r.stderr.contains("--web-client-ca") && r.stderr.contains("--web-token-file"), "{}", r.stderr);
+    assert!(
+        !r.ok && r.stderr.contains("--web-client-ca") && r.stderr.contains("--web-token-file"),
+        "{}",
+        r.stderr
+    );
     let mut with_token = tls.clone();
     with_token.extend(["--web-token-file".into(), p("token")]);
     let r = serve(&with_token);
-    assert!(!r.ok && r.stderr.contains("at least 16 characters"), "{}", r.stderr);
+    assert!(
+        !r.ok && r.stderr.contains("at least 16 characters"),
+        "{}",
+        r.stderr
+    );
     let r = serve(&[]);
     assert!(!r.ok && r.stderr.contains("loopback"), "{}", r.stderr);
 }

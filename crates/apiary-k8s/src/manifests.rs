@@ -13,8 +13,8 @@ pub use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
     HostPathVolumeSource, Namespace, ObjectFieldSelector, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccount,
-    Volume, VolumeMount,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -45,6 +45,11 @@ const CSI_SOCKET_DIR: &str = "/run/apiary/csi";
 /// The agent's Prometheus listener, on the host's loopback (the pod uses the host's network):
 /// the liveness probe reads it, so a hung runtime is restarted.
 pub const AGENT_METRICS_PORT: i32 = 9464;
+/// The agent's mutual-TLS gRPC listener (host network: this port on every node), with
+/// `--agent-tls-secret`: trace jobs stream from it.
+pub const AGENT_TLS_PORT: i32 = 9443;
+/// Where the agent's TLS Secret is mounted.
+const AGENT_TLS_DIR: &str = "/etc/apiary/tls";
 /// The Lease the operator's leader election holds in its namespace.
 pub const OPERATOR_LEASE: &str = "apiary-operator";
 
@@ -253,6 +258,9 @@ pub struct Options {
     pub kubelet_dir: String,
     /// The CSI driver: the CSIDriver object and the registrar sidecar, with its image.
     pub csi: Option<String>,
+    /// A Secret (kubernetes.io/tls plus `ca.crt`) for the agent's mutual-TLS listener on
+    /// `AGENT_TLS_PORT`, where trace jobs stream their output to clients (None: no listener).
+    pub agent_tls_secret: Option<String>,
 }
 
 impl Default for Options {
@@ -264,6 +272,7 @@ impl Default for Options {
             tolerations: Vec::new(),
             kubelet_dir: "/var/lib/kubelet".into(),
             csi: None,
+            agent_tls_secret: None,
         }
     }
 }
@@ -332,22 +341,28 @@ pub fn parse_label(s: &str) -> Result<(String, String), ManifestError> {
 
 /// A namespace name must be a DNS-1123 label.
 fn check_namespace(ns: &str) -> Result<(), ManifestError> {
-    let ok = !ns.is_empty()
-        && ns.len() <= 63
-        && ns
+    check_name("--namespace", ns, "a namespace")
+}
+
+/// A DNS label (namespace, Secret name as used here): lower-case letters, digits and '-'.
+fn check_name(option: &'static str, name: &str, what: &str) -> Result<(), ManifestError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !ns.starts_with('-')
-        && !ns.ends_with('-');
+        && !name.starts_with('-')
+        && !name.ends_with('-');
     if ok {
         Ok(())
     } else {
         Err(ManifestError::Option {
-            option: "--namespace",
-            value: ns.to_string(),
-            why: "a namespace is lower-case letters, digits and '-', at most 63, \
-                  starting and ending with a letter or digit"
-                .into(),
+            option,
+            value: name.to_string(),
+            why: format!(
+                "{what} is lower-case letters, digits and '-', at most 63, starting and ending \
+                 with a letter or digit"
+            ),
         })
     }
 }
@@ -454,15 +469,24 @@ fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
 }
 
 /// The agent's arguments: its node from the downward API, and the host's loopback for the
-/// metrics the liveness probe reads. `csi` adds the CSI socket.
-fn agent_args(csi: bool) -> Vec<String> {
+/// metrics the liveness probe reads; the CSI socket with the CSI driver; the mutual-TLS
+/// listener (published on the Node for trace jobs: the node's InternalIP) with a TLS Secret.
+fn agent_args(o: &Options) -> Vec<String> {
     let mut args = vec![
         "agent".to_string(),
         "--node-name=$(NODE_NAME)".to_string(),
         format!("--metrics=127.0.0.1:{AGENT_METRICS_PORT}"),
     ];
-    if csi {
+    if o.csi.is_some() {
         args.push(format!("--csi-endpoint={CSI_SOCKET}"));
+    }
+    if o.agent_tls_secret.is_some() {
+        args.extend([
+            format!("--listen=0.0.0.0:{AGENT_TLS_PORT}"),
+            format!("--tls-cert={AGENT_TLS_DIR}/tls.crt"),
+            format!("--tls-key={AGENT_TLS_DIR}/tls.key"),
+            format!("--client-ca={AGENT_TLS_DIR}/ca.crt"),
+        ]);
     }
     args
 }
@@ -494,12 +518,12 @@ fn daemon_set(o: &Options) -> DaemonSet {
         host_path("pods", &format!("{kubelet}/pods"), "DirectoryOrCreate"),
         host_path("modules", "/lib/modules", "Directory"),
     ];
-    let agent = Container {
+    let mut agent = Container {
         name: "agent".into(),
         image: Some(o.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec!["apiary".into()]),
-        args: Some(agent_args(o.csi.is_some())),
+        args: Some(agent_args(o)),
         env: Some(vec![field_env("NODE_NAME", "spec.nodeName")]),
         // Loading programs, pinning, joining network namespaces and mounting bpffs for pods:
         // nothing short of privileged does all of it.
@@ -544,6 +568,20 @@ fn daemon_set(o: &Options) -> DaemonSet {
         }),
         ..Container::default()
     };
+    if let Some(secret) = &o.agent_tls_secret {
+        volumes.push(Volume {
+            name: "agent-tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                default_mode: Some(0o400),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        if let Some(m) = agent.volume_mounts.as_mut() {
+            m.push(mount("agent-tls", AGENT_TLS_DIR, None, true));
+        }
+    }
     let mut containers = vec![agent];
     if let Some(image) = &o.csi {
         volumes.push(host_path("csi-socket", CSI_SOCKET_DIR, "DirectoryOrCreate"));
@@ -718,6 +756,9 @@ fn deployment(o: &Options) -> Deployment {
 /// Every object for `o`.
 pub fn manifests(o: &Options) -> Result<Manifests, ManifestError> {
     check_namespace(&o.namespace)?;
+    if let Some(secret) = &o.agent_tls_secret {
+        check_name("--agent-tls-secret", secret, "a Secret's name")?;
+    }
     if o.image.trim().is_empty() {
         return Err(ManifestError::Option {
             option: "--image",

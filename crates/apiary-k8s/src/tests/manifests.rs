@@ -107,8 +107,10 @@ fn rbac_is_the_tables_and_grants_nothing_wider() {
     let agent_leases = rules_of(&docs, "Role", AGENT, LEASES);
     assert_eq!(
         agent_leases,
-        [json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                "verbs": ["create", "patch"]})]
+        [
+            json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                "verbs": ["create", "patch"]})
+        ]
     );
     assert_eq!(agent.len() + agent_leases.len(), AGENT_RULES.len());
     let operator = rules_of(&docs, "ClusterRole", OPERATOR, None);
@@ -116,8 +118,10 @@ fn rbac_is_the_tables_and_grants_nothing_wider() {
     let agents_leases = rules_of(&docs, "Role", OPERATOR, LEASES);
     assert_eq!(
         agents_leases,
-        [json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                "verbs": ["list", "watch"]})]
+        [
+            json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                "verbs": ["list", "watch"]})
+        ]
     );
     assert_eq!(
         operator.len() + lease.len() + agents_leases.len(),
@@ -322,4 +326,55 @@ fn options_are_checked() {
         let e = manifests(&o).unwrap_err().to_string();
         assert!(e.starts_with("--namespace"), "{bad:?}: {e}");
     }
+}
+
+#[test]
+fn the_agent_tls_secret_gives_the_agent_its_listener() {
+    let mut o = options();
+    o.agent_tls_secret = Some("apiary-agent-tls".into());
+    let m = manifests(&o).unwrap();
+    let pod = m.daemon_set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let agent = &pod.containers[0];
+    let args = agent.args.as_ref().unwrap();
+    for want in [
+        format!("--listen=0.0.0.0:{AGENT_TLS_PORT}"),
+        "--tls-cert=/etc/apiary/tls/tls.crt".to_string(),
+        "--tls-key=/etc/apiary/tls/tls.key".to_string(),
+        "--client-ca=/etc/apiary/tls/ca.crt".to_string(),
+    ] {
+        assert!(args.contains(&want), "{args:?}");
+    }
+    let volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "agent-tls")
+        .expect("the Secret's volume");
+    assert_eq!(
+        volume.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("apiary-agent-tls")
+    );
+    let mount = agent
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "agent-tls")
+        .expect("its mount");
+    assert_eq!(
+        (mount.mount_path.as_str(), mount.read_only),
+        ("/etc/apiary/tls", Some(true))
+    );
+    // Without it, no listener.
+    let plain = manifests(&options()).unwrap();
+    let args = plain.daemon_set.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(!args.iter().any(|a| a.starts_with("--listen")), "{args:?}");
+    // A name the apiserver would refuse is refused here.
+    o.agent_tls_secret = Some("Bad_Name".into());
+    let e = manifests(&o).unwrap_err().to_string();
+    assert!(e.contains("--agent-tls-secret") && e.contains("lower-case"), "{e}");
 }
