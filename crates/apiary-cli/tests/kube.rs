@@ -345,25 +345,12 @@ fn programs_keep_running_while_the_apiserver_is_unreachable_and_the_agent_catche
     }
     let Some(k) = kube() else { return };
     k.install();
+    // An operator of the test's own (operators of other tests may put their finalizer on any
+    // application and be gone by its deletion; a live one removes it).
+    let _operator = own_operator(&k);
     // The agent reaches the apiserver through a proxy the test cuts.
-    let text = std::fs::read_to_string(&k.kubeconfig).expect("kubeconfig");
-    let server = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .expect("server in the kubeconfig")
-        .to_string();
-    let target: std::net::SocketAddr = server
-        .trim_start_matches("https://")
-        .parse()
-        .expect("the server is https://IP:PORT");
-    let mut proxy = Proxy::new(target);
     let dir = tempfile::tempdir().unwrap();
-    let proxied = dir.path().join("kubeconfig");
-    std::fs::write(
-        &proxied,
-        text.replace(&server, &format!("https://127.0.0.1:{}", proxy.port)),
-    )
-    .unwrap();
+    let (mut proxy, proxied) = proxied_kubeconfig(&k, dir.path());
 
     let sel = format!("apiary-test/{}", unique("cut").to_lowercase());
     let mut node = SimNode::with_kubeconfig(&k, &[(&sel, "yes")], proxied);
@@ -442,6 +429,7 @@ fn a_namespaced_application_gets_its_state_object_in_its_namespace() {
     }
     let Some(k) = kube() else { return };
     k.install();
+    let _operator = own_operator(&k);
     // A namespace that is never deleted (no controller-manager empties terminating ones).
     let ns = "apiary-test";
     let _ = k.run(&["create", "namespace", ns], None);
@@ -523,6 +511,7 @@ fn an_application_from_an_image_in_the_test_registry_runs_where_selected() {
     }
     let Some(k) = kube() else { return };
     k.install();
+    let _operator = own_operator(&k);
     let dir = tempfile::tempdir().expect("temp dir");
     let registry = apiary_fixtures::RegistryProcess::start(dir.path(), &|_| String::new());
     let image = format!("{}/apiary/k8s-app:v1", registry.addr);
