@@ -865,9 +865,11 @@ fn a_rollout_completes_after_the_apiserver_was_unreachable_mid_way() {
     // Cut until the operator notices (its Lease renewal or a watch fails), then restore.
     proxy.cut();
     assert!(
-        eventually(30, || {
+        eventually(60, || {
             let log = operator.log_text();
-            log.contains("cannot read the operator Lease") || log.contains("watch interrupted")
+            log.contains("cannot read the operator Lease")
+                || log.contains("watch interrupted")
+                || log.contains("no longer the leader")
         }),
         "the operator did not notice the cut:\n{}",
         operator.log_text()
