@@ -6,7 +6,7 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Flags of the plugin, shared by `apiary csi` and `apiary agent`.
+// Flags of the plugin, shared by `apiary csi` and `apiary agent`.
 #[derive(Args, Debug, Clone)]
 pub struct CsiFlags {
     /// Refuse publishing anywhere but under this directory (the kubelet's pods directory,

@@ -7,7 +7,7 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// The web view's flags (`apiary serve` and `apiary operator`).
+// The web view's flags (`apiary serve` and `apiary operator`).
 #[derive(Args, Debug, Clone, Default)]
 pub struct WebArgs {
     /// Serve the web view at ADDR: plain HTTP on a loopback address (e.g. 127.0.0.1:8080);
@@ -42,7 +42,7 @@ impl WebArgs {
     }
 }
 
-/// `apiary serve`. Every flag can also be set in the --config file (same name, `_` for `-`).
+// `apiary serve`. Every flag can also be set in the --config file (same name, `_` for `-`).
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// A TOML file with any of these settings; flags override it.

@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// How to reach registries and which signatures to demand; flags override the config file.
+// How to reach registries and which signatures to demand; flags override the config file.
 #[derive(Args, Debug, Clone, Default)]
 pub struct RegistryArgs {
     /// `--tls-verify=false` allows plain HTTP and unverified TLS for this registry (as podman
@@ -85,6 +85,7 @@ pub fn parse_pull_policy(s: &str) -> Result<PullPolicy, String> {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum ImageCmd {
     /// Pull an image into the cache (checking the signature policy).
     Pull {

@@ -36,6 +36,7 @@ pub struct FileArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum K8sCmd {
     /// Print apiary's CRDs as multi-document YAML (`apiary k8s crds | kubectl apply -f -`).
     Crds,

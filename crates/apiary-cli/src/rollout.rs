@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum RolloutCmd {
     /// The rollout: phase, revisions, and per node its revision, switch time and gate.
     Status(RolloutTarget),

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum TraceCmd {
     /// Run a bpftrace script (-e TEXT or -f FILE) or an object/package, printing its output
     /// until it ends, --duration passes or Ctrl-C (bpftrace then prints its maps).

@@ -73,3 +73,33 @@ fn man_pages_render_with_man() {
     assert!(text.starts_with(".ie") || text.contains(".TH"), "{text}");
     assert!(text.contains("build"), "lists the subcommands");
 }
+
+/// Subcommands are built lazily (clap's `defer`); deferred, the doc comment of a struct of
+/// flags would replace the subcommand's own help line. Each help starts with its own.
+#[test]
+fn each_subcommand_help_starts_with_its_own_summary() {
+    for (path, first) in [
+        (&["serve"][..], "Run the daemon"),
+        (&["agent"], "Run the Kubernetes node agent"),
+        (&["operator"], "Run the Kubernetes operator"),
+        (&["csi"], "Run the CSI node plugin"),
+        (&["run"], "Load an object in the foreground"),
+        (&["build"], "Compile a BPF C source"),
+        (&["load", "file"], "Load from a local object file"),
+        (&["load", "image"], "Load from a bytecode image"),
+        (&["attach"], "Attach a loaded program to a hook"),
+        (&["attach", "1", "xdp"], "XDP on an interface"),
+        (&["image", "build"], "Build a bytecode image"),
+        (&["image", "pull"], "Pull an image into the cache"),
+        (&["trace", "run"], "Run a bpftrace script"),
+        (&["k8s", "manifests"], "Print everything a cluster needs"),
+    ] {
+        let (ok, stdout, stderr) = out(Command::new(APIARY).args(path).arg("--help"));
+        assert!(ok, "apiary {path:?} --help: {stderr}");
+        assert!(
+            stdout.starts_with(first),
+            "apiary {path:?} --help starts with {:?}",
+            stdout.lines().next().unwrap_or_default()
+        );
+    }
+}

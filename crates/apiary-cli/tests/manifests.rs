@@ -205,7 +205,10 @@ fn the_manifests_pass_the_apiservers_validation() {
         .as_array()
         .and_then(|v| v.iter().find(|v| v["name"] == "agent-tls"))
         .expect("the agent-tls volume");
-    assert_eq!(secret["secret"]["secretName"], "apiary-agent-tls", "{secret}");
+    assert_eq!(
+        secret["secret"]["secretName"], "apiary-agent-tls",
+        "{secret}"
+    );
     // The agent's arguments are the real CLI's (checked by its parser, up to --help).
     let agent = &manifests(&[
         "--namespace",

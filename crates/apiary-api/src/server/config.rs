@@ -372,7 +372,10 @@ mod tests {
         let plain = web("127.0.0.1:8080").resolve().unwrap().web.unwrap();
         assert!(plain.tls.is_none());
         let e = web("0.0.0.0:8080").resolve().unwrap_err().to_string();
-        assert!(e.contains("loopback") && e.contains("--web-tls-cert"), "{e}");
+        assert!(
+            e.contains("loopback") && e.contains("--web-tls-cert"),
+            "{e}"
+        );
         let e = ServeOptions {
             web_token_file: Some("t".into()),
             ..web("0.0.0.0:8080")
@@ -389,7 +392,10 @@ mod tests {
         .resolve()
         .unwrap_err()
         .to_string();
-        assert!(e.contains("--web-client-ca") && e.contains("--web-token-file"), "{e}");
+        assert!(
+            e.contains("--web-client-ca") && e.contains("--web-token-file"),
+            "{e}"
+        );
         let tls = ServeOptions {
             web_tls_cert: Some("c.pem".into()),
             web_tls_key: Some("k.pem".into()),

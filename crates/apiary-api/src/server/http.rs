@@ -64,7 +64,9 @@ impl Request {
 }
 
 /// The request on `stream`, or None when its head is too large, incomplete or too slow.
-pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Option<Request>> {
+pub async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> std::io::Result<Option<Request>> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let complete = tokio::time::timeout(READ_TIMEOUT, async {

@@ -215,8 +215,12 @@ impl Listeners {
         let web = match &cfg.web {
             Some(w) => {
                 let (listener, access) = web::bind(w)?;
-                let listener = tokio::net::TcpListener::from_std(listener)
-                    .map_err(|error| ServerError::Bind { addr: w.addr, error })?;
+                let listener = tokio::net::TcpListener::from_std(listener).map_err(|error| {
+                    ServerError::Bind {
+                        addr: w.addr,
+                        error,
+                    }
+                })?;
                 Some((listener, access))
             }
             None => None,

@@ -10,15 +10,15 @@
 //! `webauth`).
 
 use super::http;
+use super::webauth::WebAccess;
 use apiary::chain::ChainView;
 use apiary::{Api, LinkView, MapRef, MapView, ProgramView};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use super::webauth::WebAccess;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -126,8 +126,16 @@ pub async fn serve(
                         Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
                     };
                     // rustls has verified a certificate the browser sent against the CA.
-                    let cert = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
-                    let caller = if cert { Caller::Certificate } else { Caller::Unproven(access) };
+                    let cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_some_and(|c| !c.is_empty());
+                    let caller = if cert {
+                        Caller::Certificate
+                    } else {
+                        Caller::Unproven(access)
+                    };
                     handle(stream, site, caller).await
                 }
             }
@@ -224,7 +232,10 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             }
             _ => "present a client certificate signed by the daemon's --web-client-ca",
         };
-        Answer::text("401 Unauthorized", &format!("the web view needs credentials: {how}"))
+        Answer::text(
+            "401 Unauthorized",
+            &format!("the web view needs credentials: {how}"),
+        )
     } else {
         site.answer(req.path).await
     };
@@ -233,10 +244,25 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// `GET /login?token=...`: the right token sets the cookie and goes to the page; a wrong one is
 /// refused (and says nothing about why).
-async fn login<S: AsyncWrite + Unpin>(s: &mut S, access: &WebAccess, query: &str) -> std::io::Result<()> {
+async fn login<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    access: &WebAccess,
+    query: &str,
+) -> std::io::Result<()> {
     if access.token_in_query(query) {
-        let extra = format!("{}Location: /\r\nCache-Control: no-store\r\n", access.cookie_header());
-        http::respond(s, "303 See Other", "text/plain; charset=utf-8", &extra, b"logged in\n", false).await
+        let extra = format!(
+            "{}Location: /\r\nCache-Control: no-store\r\n",
+            access.cookie_header()
+        );
+        http::respond(
+            s,
+            "303 See Other",
+            "text/plain; charset=utf-8",
+            &extra,
+            b"logged in\n",
+            false,
+        )
+        .await
     } else {
         let a = Answer::text("401 Unauthorized", "wrong or missing token");
         respond(s, &a, false).await
@@ -261,7 +287,11 @@ pub fn host_is_loopback(head: &str) -> bool {
         || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-async fn respond<S: AsyncWrite + Unpin>(s: &mut S, a: &Answer, head_only: bool) -> std::io::Result<()> {
+async fn respond<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    a: &Answer,
+    head_only: bool,
+) -> std::io::Result<()> {
     // The page loads only its own script and style; no other site may frame it.
     const HEADERS: &str = "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
         Referrer-Policy: no-referrer\r\n\

@@ -51,28 +51,30 @@ impl WebAccess {
             .map_err(|e| ServerError::Tls {
                 reason: e.to_string(),
             })?;
-        let builder = match &cfg.client_ca {
-            Some(ca) => {
-                let mut roots = RootCertStore::empty();
-                for c in certs(ca)? {
-                    roots
-                        .add(c)
-                        .map_err(|e| tls_err(ca, "not a usable CA certificate", &e))?;
+        let builder =
+            match &cfg.client_ca {
+                Some(ca) => {
+                    let mut roots = RootCertStore::empty();
+                    for c in certs(ca)? {
+                        roots
+                            .add(c)
+                            .map_err(|e| tls_err(ca, "not a usable CA certificate", &e))?;
+                    }
+                    let verifier =
+                        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                    // With a token too, a browser without a certificate may still complete the
+                    // handshake; it is then asked for the token.
+                    let verifier = if token.is_some() {
+                        verifier.allow_unauthenticated()
+                    } else {
+                        verifier
+                    };
+                    builder.with_client_cert_verifier(verifier.build().map_err(|e| {
+                        tls_err(ca, "cannot verify client certificates with it", &e)
+                    })?)
                 }
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-                // With a token too, a browser without a certificate may still complete the
-                // handshake; it is then asked for the token.
-                let verifier = if token.is_some() {
-                    verifier.allow_unauthenticated()
-                } else {
-                    verifier
-                };
-                builder.with_client_cert_verifier(verifier.build().map_err(|e| {
-                    tls_err(ca, "cannot verify client certificates with it", &e)
-                })?)
-            }
-            None => builder.with_no_client_auth(),
-        };
+                None => builder.with_no_client_auth(),
+            };
         let mut config = builder
             .with_single_cert(chain, key)
             .map_err(|e| tls_err(&cfg.cert, "certificate and key do not go together", &e))?;
@@ -159,7 +161,11 @@ fn headers(head: &str) -> impl Iterator<Item = (&str, &str)> {
 
 /// Equal, in time that does not depend on where they first differ.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// `%XX` escapes decoded (a base64 token's `+`, `/` and `=` arrive escaped from a form or a
@@ -170,7 +176,11 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(h), Some(l)) => {
                 out.push((h * 16 + l) as u8);
                 i += 3;
@@ -190,11 +200,12 @@ mod tests {
 
     fn access(token: &str) -> WebAccess {
         // Only the token half is exercised here; the TLS half is tested through a daemon.
-        let cfg = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(rustls::server::ResolvesServerCertUsingSni::new()));
+        let cfg =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(rustls::server::ResolvesServerCertUsingSni::new()));
         WebAccess {
             tls: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
             token: Some(token.to_string()),
@@ -206,10 +217,14 @@ mod tests {
         let a = access("s3cret-token-0123456789+/=");
         let req = |h: &str| format!("GET / HTTP/1.1\r\nHost: x\r\n{h}\r\n\r\n");
         assert!(a.token_in(&req("Authorization: Bearer s3cret-token-0123456789+/=")));
-        assert!(a.token_in(&req("cookie: a=b; __Host-apiary-web=s3cret-token-0123456789+/=")));
+        assert!(a.token_in(&req(
+            "cookie: a=b; __Host-apiary-web=s3cret-token-0123456789+/="
+        )));
         assert!(!a.token_in(&req("Authorization: Bearer s3cret-token-0123456789")));
         assert!(!a.token_in(&req("Authorization: Basic s3cret-token-0123456789+/=")));
-        assert!(!a.token_in(&req("Cookie: __Host-apiary-webx=s3cret-token-0123456789+/=")));
+        assert!(!a.token_in(&req(
+            "Cookie: __Host-apiary-webx=s3cret-token-0123456789+/="
+        )));
         assert!(!a.token_in("GET / HTTP/1.1\r\n\r\n"));
         assert!(a.token_in_query("x=1&token=s3cret-token-0123456789%2B%2F%3D"));
         assert!(!a.token_in_query("token=s3cret-token-0123456789%2"));

@@ -98,12 +98,13 @@ pub const ALL_TYPES: &[ProgramType] = &{
     all
 };
 
-/// Where a loaded program should run: one variant per hook, holding that hook's options struct.
-/// Each variant is also the `apiary attach ID <hook>` subcommand (feature `cli`): its doc comment
-/// is the subcommand's help and the struct's fields are the flags.
-///
-/// The JSON form (internally tagged `type`, kebab-case) is stored in users' stores: a variant's
-/// name and its struct's fields must not be renamed.
+// Where a loaded program should run: one variant per hook, holding that hook's options struct.
+// Each variant is also the `apiary attach ID <hook>` subcommand (feature `cli`): its doc comment
+// is the subcommand's help and the struct's fields are the flags.
+//
+// The JSON form (internally tagged `type`, kebab-case) is stored in users' stores: a variant's
+// name and its struct's fields must not be renamed.
+// (A plain comment: as a doc comment clap would show it as the help of `load file`/`attach`.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::Subcommand))]
 #[serde(tag = "type", rename_all = "kebab-case")]

@@ -333,7 +333,15 @@ fn the_agent_tls_secret_gives_the_agent_its_listener() {
     let mut o = options();
     o.agent_tls_secret = Some("apiary-agent-tls".into());
     let m = manifests(&o).unwrap();
-    let pod = m.daemon_set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let pod = m
+        .daemon_set
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
     let agent = &pod.containers[0];
     let args = agent.args.as_ref().unwrap();
     for want in [
@@ -368,7 +376,14 @@ fn the_agent_tls_secret_gives_the_agent_its_listener() {
     );
     // Without it, no listener.
     let plain = manifests(&options()).unwrap();
-    let args = plain.daemon_set.spec.unwrap().template.spec.unwrap().containers[0]
+    let args = plain
+        .daemon_set
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
         .args
         .clone()
         .unwrap();
@@ -376,5 +391,8 @@ fn the_agent_tls_secret_gives_the_agent_its_listener() {
     // A name the apiserver would refuse is refused here.
     o.agent_tls_secret = Some("Bad_Name".into());
     let e = manifests(&o).unwrap_err().to_string();
-    assert!(e.contains("--agent-tls-secret") && e.contains("lower-case"), "{e}");
+    assert!(
+        e.contains("--agent-tls-secret") && e.contains("lower-case"),
+        "{e}"
+    );
 }
