@@ -8,37 +8,15 @@
 //   stdout "DONE"          -> every check passed (the exit status is 0)
 // Environment: APIARY_WEB_URL, APIARY_WEB_TESTS_DIR, APIARY_WEB_SHOTS, APIARY_WEB_APP (the
 // application's name), APIARY_WEB_NODES (its nodes, comma-separated; the last has no agent).
-import { createRequire } from 'node:module';
-import { createInterface } from 'node:readline';
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
+import { env, shot, ask, check, withPage } from './harness.mjs';
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set`);
-  return v;
-};
 const url = env('APIARY_WEB_URL');
-const shots = env('APIARY_WEB_SHOTS');
 const app = env('APIARY_WEB_APP');
 const nodes = env('APIARY_WEB_NODES').split(',');
-const require = createRequire(path.join(env('APIARY_WEB_TESTS_DIR'), 'package.json'));
-const { chromium } = require('playwright-core');
-
-mkdirSync(shots, { recursive: true });
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-async function ask(step) {
-  console.log(`STEP ${step}`);
-  const r = await lines.next();
-  if (r.done) throw new Error(`stdin closed while waiting for ${step}`);
-}
-function check(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
 const WAIT = { timeout: 60000, polling: 200 };
 const ROW = `tr[data-app="${app}"]`;
 // The cell states of the application's row, in the order of `nodes`.
-const statesAre = (want) => page.waitForFunction(({ row, nodes, want }) => {
+const statesAre = (page, want) => page.waitForFunction(({ row, nodes, want }) => {
   const r = document.querySelector(row);
   if (!r) return false;
   return nodes.every((n, i) => {
@@ -47,24 +25,12 @@ const statesAre = (want) => page.waitForFunction(({ row, nodes, want }) => {
   });
 }, { row: ROW, nodes, want }, WAIT);
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--no-first-run'],
-});
-let failed = false;
-let page;
-try {
-  page = await browser.newPage({ viewport: { width: 1280, height: 480 } });
-  const consoleErrors = [];
-  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+await withPage({ width: 1280, height: 480 }, 'cluster-failed.png', async (page) => {
   await page.goto(url);
 
   // 1. Two nodes ready, the third without agent: its cell and column say so on hover.
   const noAgent = nodes[nodes.length - 1];
-  await statesAre(nodes.map((n) => (n === noAgent ? 'no-agent' : 'ready')));
+  await statesAre(page, nodes.map((n) => (n === noAgent ? 'no-agent' : 'ready')));
   const title = await page.$eval(`${ROW} td.cell[data-node="${noAgent}"]`, (c) => c.title);
   check(title.includes('no apiary agent'), `hover of ${noAgent}: ${title}`);
   const head = await page.$eval(`th.node-col[data-node="${noAgent}"]`, (h) => h.className);
@@ -72,11 +38,11 @@ try {
   const sum = await page.$eval(`${ROW} td.sum-col`, (t) => t.textContent);
   check(sum === `${nodes.length - 1}/${nodes.length}`, `ready column ${sum}`);
   await page.evaluate(() => { window.apiaryMark = 'same page'; });
-  await page.screenshot({ path: path.join(shots, '5-cluster.png'), fullPage: true });
+  await page.screenshot({ path: shot('5-cluster.png'), fullPage: true });
 
   // 2. The agent starts: its cell turns ready in place.
   await ask('start');
-  await statesAre(nodes.map(() => 'ready'));
+  await statesAre(page, nodes.map(() => 'ready'));
   await page.waitForFunction((row) => document.querySelector(`${row} td.sum-col`)?.textContent.split('/')[0]
     === document.querySelector(`${row} td.sum-col`)?.textContent.split('/')[1], ROW, WAIT);
 
@@ -93,14 +59,5 @@ try {
   const revisions = await page.$$eval(`${ROW} td.cell`, (cs) => cs.map((c) => c.title));
   check(revisions.some((t) => t.includes('(revision ')), `no revision on hover: ${revisions}`);
   check(await page.evaluate(() => window.apiaryMark) === 'same page', 'the page was reloaded');
-  await page.screenshot({ path: path.join(shots, '6-rollout.png'), fullPage: true });
-  check(!consoleErrors.length, `console errors: ${consoleErrors.join('\n')}`);
-  console.log('DONE');
-} catch (e) {
-  failed = true;
-  console.error(e.stack || String(e));
-  if (page) await page.screenshot({ path: path.join(shots, 'cluster-failed.png'), fullPage: true }).catch(() => {});
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+  await page.screenshot({ path: shot('6-rollout.png'), fullPage: true });
+});

@@ -7,50 +7,16 @@
 // Environment: APIARY_WEB_URL, APIARY_WEB_TESTS_DIR (where playwright-core is installed),
 // APIARY_WEB_SHOTS (screenshot directory), APIARY_WEB_IFACE, APIARY_WEB_IDS (the chain's
 // program ids in run order, comma-separated).
-import { createRequire } from 'node:module';
-import { createInterface } from 'node:readline';
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
+import { env, shot, ask, check, withPage } from './harness.mjs';
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set`);
-  return v;
-};
 const url = env('APIARY_WEB_URL');
-const shots = env('APIARY_WEB_SHOTS');
 const iface = env('APIARY_WEB_IFACE');
 const ids = env('APIARY_WEB_IDS').split(',').map(Number);
-// ES modules ignore NODE_PATH: resolve playwright-core from the cache it was installed into.
-const require = createRequire(path.join(env('APIARY_WEB_TESTS_DIR'), 'package.json'));
-const { chromium } = require('playwright-core');
-
-mkdirSync(shots, { recursive: true });
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-async function ask(step) {
-  console.log(`STEP ${step}`);
-  const r = await lines.next();
-  if (r.done) throw new Error(`stdin closed while waiting for ${step}`);
-}
-function check(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
 // Generous: a loaded machine may be slow; nothing here measures time.
 const WAIT = { timeout: 30000, polling: 100 };
 const ROW = `.iface[data-iface="${iface}"] .hook-row[data-hook="xdp"]`;
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--no-first-run'],
-});
-let failed = false;
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
-  const consoleErrors = [];
-  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+await withPage({ width: 1280, height: 720 }, 'host-failed.png', async (page) => {
   await page.goto(url);
 
   // 1. The chain's three boxes, in run order.
@@ -65,7 +31,7 @@ try {
   await page.evaluate(() => { window.apiaryMark = 'same page'; });
   const handles = await page.$$(`${ROW} .prog`);
   const runs0 = await page.$$eval(`${ROW} .prog`, (bs) => bs.map((b) => Number(b.dataset.runs)));
-  await page.screenshot({ path: path.join(shots, '1-chain.png'), fullPage: true });
+  await page.screenshot({ path: shot('1-chain.png'), fullPage: true });
 
   // 2. Traffic: every box's counter rises, in place.
   await ask('ping');
@@ -83,7 +49,7 @@ try {
   check(Number(shown.replace(/,/g, '')) === runs1[0], `box shows ${shown}, data says ${runs1[0]}`);
   const pass = await handles[0].$eval('.verdict[data-verdict="pass"]', (v) => Number(v.dataset.count));
   check(pass > 0, `pass verdicts ${pass}`);
-  await page.screenshot({ path: path.join(shots, '2-counters.png'), fullPage: true });
+  await page.screenshot({ path: shot('2-counters.png'), fullPage: true });
 
   // 3. A program's details, and a map's decoded contents.
   await handles[0].click();
@@ -101,7 +67,7 @@ try {
   // The counter map holds how many packets the program saw, decoded as a number.
   const counted = Number(entries[1]);
   check(Number.isInteger(counted) && counted > 0, `decoded counter value ${entries[1]}`);
-  await page.screenshot({ path: path.join(shots, '3-details.png'), fullPage: true });
+  await page.screenshot({ path: shot('3-details.png'), fullPage: true });
 
   // 4. Unloading the middle program removes its box; the others stay, in order.
   await ask(`unload ${ids[1]}`);
@@ -109,13 +75,5 @@ try {
   const after = await boxIds();
   check(JSON.stringify(after) === JSON.stringify([ids[0], ids[2]]), `after unload: ${after}`);
   check(await page.evaluate(() => window.apiaryMark) === 'same page', 'the page was reloaded');
-  await page.screenshot({ path: path.join(shots, '4-unloaded.png'), fullPage: true });
-  check(!consoleErrors.length, `console errors: ${consoleErrors.join('\n')}`);
-  console.log('DONE');
-} catch (e) {
-  failed = true;
-  console.error(e.stack || String(e));
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+  await page.screenshot({ path: shot('4-unloaded.png'), fullPage: true });
+});

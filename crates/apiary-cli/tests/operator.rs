@@ -242,46 +242,25 @@ fn of_two_operators_only_the_lease_holder_writes_and_the_other_takes_over() {
 /// run count must rise (the TCX program's: the kernel does not count an XDP chain member on
 /// its own) and the drop counter (counts[1]) stay at 0.
 fn rollout_app(name: &str, selector_label: &str, globals: &[(&str, u8)]) -> String {
-    use base64::Engine;
-    let mut g = String::new();
-    for (k, v) in globals {
-        let b64 = base64::engine::general_purpose::STANDARD.encode([*v, 0, 0, 0, 0, 0, 0, 0]);
-        g.push_str(&format!("    {k}: {b64}\n"));
-    }
-    format!(
-        r#"apiVersion: apiary.io/v1alpha1
-kind: ClusterBpfApplication
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      {selector_label}: "yes"
-  byteCode:
-    path: {obj}
-  globalData:
-{g}  rollout:
-    batchSize: 1
-    healthGate:
-      window: 3s
-      requireRunCountRising: true
-      maxMapValue: {{map: counts, key: 1, threshold: 0}}
-  programs:
-  - name: xdp_count
-    type: XDP
-    xdp:
-      links:
-      - interfaceSelector: {{primaryNodeInterface: true}}
-        priority: 10
-  - name: tcx_count
+    let tcx = "  - name: tcx_count
     type: TCX
     tcx:
       links:
-      - interfaceSelector: {{primaryNodeInterface: true}}
+      - interfaceSelector: {primaryNodeInterface: true}
         direction: Ingress
         priority: 10
-"#,
-        obj = fixture("k8s_rollout").display()
+";
+    rollout_fixture_app(
+        name,
+        selector_label,
+        globals,
+        "    batchSize: 1
+    healthGate:
+      window: 3s
+      requireRunCountRising: true
+      maxMapValue: {map: counts, key: 1, threshold: 0}
+",
+        &format!("{ROLLOUT_XDP}{tcx}"),
     )
 }
 

@@ -279,35 +279,12 @@ fn assert_screenshots(names: &[&str]) {
 /// is a new revision, rolled out one node per batch with a 10-minute pause after each, so a
 /// rollout stays at its first node while the test looks.
 fn paused_rollout_app(name: &str, selector_label: &str, generation: u8) -> String {
-    use base64::Engine;
-    let g = base64::engine::general_purpose::STANDARD.encode([generation, 0, 0, 0, 0, 0, 0, 0]);
-    format!(
-        r#"apiVersion: apiary.io/v1alpha1
-kind: ClusterBpfApplication
-metadata:
-  name: {name}
-spec:
-  nodeSelector:
-    matchLabels:
-      {selector_label}: "yes"
-  byteCode:
-    path: {obj}
-  globalData:
-    generation: {g}
-  rollout:
-    batchSize: 1
-    pause: 10m
-    healthGate:
-      window: 1s
-  programs:
-  - name: xdp_count
-    type: XDP
-    xdp:
-      links:
-      - interfaceSelector: {{primaryNodeInterface: true}}
-        priority: 10
-"#,
-        obj = fixture("k8s_rollout").display()
+    kube::rollout_fixture_app(
+        name,
+        selector_label,
+        &[("generation", generation)],
+        "    batchSize: 1\n    pause: 10m\n    healthGate:\n      window: 1s\n",
+        kube::ROLLOUT_XDP,
     )
 }
 

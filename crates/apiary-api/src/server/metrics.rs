@@ -328,7 +328,7 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
     }
 
     // The maps of programs loaded with metric declarations (`load --metrics-config`, packages).
-    let own: Vec<&str> = [
+    let fixed = [
         &count,
         &runs,
         &secs,
@@ -340,11 +340,12 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
         &chain_programs,
         &slot_runs,
         &slot_verdicts,
-    ]
-    .iter()
-    .map(|f| f.name)
-    .chain(["apiary_bpf_stats_enabled", "apiary_scrape_errors"])
-    .collect();
+    ];
+    let own: Vec<&str> = fixed
+        .iter()
+        .map(|f| f.name)
+        .chain(["apiary_bpf_stats_enabled", "apiary_scrape_errors"])
+        .collect();
     let maps = if programs
         .iter()
         .any(|p| p.metadata.contains_key(apiary::metrics::METADATA_KEY))
@@ -374,21 +375,7 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
     errs.add(&[], errors);
 
     let mut out = String::with_capacity(4096);
-    for f in [
-        &count,
-        &runs,
-        &secs,
-        &verified,
-        &jited,
-        &xlated,
-        &mem,
-        &links,
-        &chain_programs,
-        &slot_runs,
-        &slot_verdicts,
-        &stats,
-        &errs,
-    ] {
+    for f in fixed.into_iter().chain([&stats, &errs]) {
         f.write(&mut out);
     }
     apiary::metrics::render::write(&declared, &mut out);

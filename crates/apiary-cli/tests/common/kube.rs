@@ -599,3 +599,47 @@ pub fn proxied_kubeconfig(k: &Kube, dir: &std::path::Path) -> (Proxy, PathBuf) {
     .expect("write the proxied kubeconfig");
     (proxy, proxied)
 }
+
+/// The XDP program of the rollout fixture (tests/fixtures/bpf/k8s_rollout.bpf.c).
+pub const ROLLOUT_XDP: &str = "  - name: xdp_count
+    type: XDP
+    xdp:
+      links:
+      - interfaceSelector: {primaryNodeInterface: true}
+        priority: 10
+";
+
+/// An application of the rollout fixture on the nodes labelled `selector_label: "yes"`: its
+/// global values (each an 8-byte little-endian number), `rollout` (the lines under
+/// `spec.rollout`, indented by 4) and `programs` (the items under `spec.programs`).
+pub fn rollout_fixture_app(
+    name: &str,
+    selector_label: &str,
+    globals: &[(&str, u8)],
+    rollout: &str,
+    programs: &str,
+) -> String {
+    use base64::Engine;
+    let mut g = String::new();
+    for (k, v) in globals {
+        let b64 = base64::engine::general_purpose::STANDARD.encode([*v, 0, 0, 0, 0, 0, 0, 0]);
+        g.push_str(&format!("    {k}: {b64}\n"));
+    }
+    format!(
+        r#"apiVersion: apiary.io/v1alpha1
+kind: ClusterBpfApplication
+metadata:
+  name: {name}
+spec:
+  nodeSelector:
+    matchLabels:
+      {selector_label}: "yes"
+  byteCode:
+    path: {obj}
+  globalData:
+{g}  rollout:
+{rollout}  programs:
+{programs}"#,
+        obj = fixture("k8s_rollout").display()
+    )
+}
