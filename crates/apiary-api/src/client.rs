@@ -257,6 +257,20 @@ fn object_bytes(path: &Path) -> apiary::Result<pb::ObjectSource> {
         path: path.to_path_buf(),
         error,
     })?;
+    // What the daemon would refuse is refused here, without sending it: the same error for a
+    // file that is not a BPF object, and a clear one for one larger than a request may be.
+    apiary_core::elf::check_ident(&bytes).map_err(|error| apiary::Error::Object {
+        source_name: path.display().to_string(),
+        error,
+    })?;
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(apiary::Error::InvalidArgument(format!(
+            "{}: {} bytes, more than a request to the daemon may carry ({MAX_MESSAGE_BYTES}); \
+             strip its debug sections (llvm-strip -g) or load it in-process",
+            path.display(),
+            bytes.len()
+        )));
+    }
     let name = std::fs::canonicalize(path)
         .unwrap_or_else(|_| path.to_path_buf())
         .display()

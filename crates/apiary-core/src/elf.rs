@@ -397,7 +397,9 @@ pub(crate) fn aligned<'a>(bytes: &'a [u8], storage: &'a mut Vec<u8>) -> &'a [u8]
 
 /// Checks the identification bytes before handing the file to the ELF parser, so the common
 /// mistakes (a text file, an x86 binary) get specific errors instead of a parser message.
-fn check_ident(bytes: &[u8]) -> Result<(), ElfError> {
+/// Whether `bytes` (at least the first 20 of a file) start a little-endian ELF64 for BPF: what a
+/// client checks before it sends a whole file to a daemon.
+pub fn check_ident(bytes: &[u8]) -> Result<(), ElfError> {
     if bytes.get(..4) != Some(b"\x7fELF".as_slice()) {
         return Err(ElfError::NotElf);
     }
