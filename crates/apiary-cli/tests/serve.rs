@@ -1168,3 +1168,50 @@ fn metrics_show_run_counts_and_chain_slots() {
     assert!(http_get(addr, "/").starts_with("HTTP/1.1 404"));
     assert!(remote(&a, &ep, &["unload", "--force", &tp_id, &xdp_id]).ok);
 }
+
+/// Through a daemon, an object larger than a request may carry is refused by the client with
+/// what to do, before anything is sent; the daemon goes on serving.
+#[test]
+fn an_object_too_large_for_a_request_is_refused_before_it_is_sent() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let d = Daemon::start(a.state.path(), &a.bpffs, &DaemonOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bpf.o");
+    // A BPF object's header, then 65 MiB (sparse).
+    let header = std::fs::read(fixture("minimal")).unwrap()[..64].to_vec();
+    std::fs::write(&big, header).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    let r = Run::from(
+        a.cmd()
+            .arg("--endpoint")
+            .arg(d.endpoint())
+            .args(["load", "file", "--path"])
+            .arg(&big)
+            .output()
+            .expect("run apiary"),
+    );
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("more than a request to the daemon may carry")
+            && r.stderr.contains("llvm-strip -g"),
+        "{}",
+        r.stderr
+    );
+    let r = Run::from(
+        a.cmd()
+            .arg("--endpoint")
+            .arg(d.endpoint())
+            .args(["list", "programs"])
+            .output()
+            .expect("run apiary"),
+    );
+    assert!(r.ok, "{}", r.stderr);
+}
