@@ -235,6 +235,12 @@ fn of_two_operators_only_the_lease_holder_writes_and_the_other_takes_over() {
         log.contains("became the leader") && log.contains("status written"),
         "{log}"
     );
+    // Stopped the way Kubernetes stops a pod, the leader gives the Lease up on its way out
+    // (a successor need not wait for it to expire).
+    let status = ops[standby].terminate().expect("the operator ran");
+    assert!(status.success(), "exit: {status}");
+    assert_eq!(lease_holder(&k, &ns), None, "the Lease was not released");
+    assert!(ops[standby].log_text().contains("released the operator Lease"));
     drop(nodes);
 }
 

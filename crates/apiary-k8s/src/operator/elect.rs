@@ -20,14 +20,17 @@ pub const DURATION: Duration = Duration::from_secs(10);
 /// How often the holder renews, and a candidate looks.
 const RETRY: Duration = Duration::from_secs(2);
 
-/// Compete for the Lease forever, publishing whether this process holds it on `leader` and
-/// waking the operator's loop when that changes.
+/// Compete for the Lease until `stop` turns true, publishing whether this process holds it on
+/// `leader` and waking the operator's loop when that changes. On stop, a Lease this process
+/// holds is released (its holder emptied), so a standby takes over at its next look instead of
+/// waiting `DURATION`.
 pub async fn run(
     client: Client,
     namespace: String,
     identity: String,
     leader: watch::Sender<bool>,
     wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let api: Api<Lease> = Api::namespaced(client, &namespace);
     // The record last seen and when it was first seen (this clock).
@@ -36,6 +39,13 @@ pub async fn run(
     // candidate could have taken over (the apiserver unreachable meanwhile).
     let mut renewed: Option<Instant> = None;
     loop {
+        if *stop.borrow() {
+            if *leader.borrow() {
+                release(&api, &identity).await;
+            }
+            leader.send_replace(false);
+            return;
+        }
         let held = attempt(&api, &identity, &mut seen).await;
         let now = Instant::now();
         if held {
@@ -51,7 +61,32 @@ pub async fn run(
             leader.send_replace(leading);
             wake.notify_one();
         }
-        tokio::time::sleep(RETRY).await;
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Give the Lease up: empty its holder, if this process still holds it (the resourceVersion read
+/// is kept, so a Lease taken over meanwhile is left alone).
+async fn release(api: &Api<Lease>, identity: &str) {
+    let Ok(Some(mut lease)) = api.get_opt(LEASE_NAME).await else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return;
+    };
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return;
+    }
+    spec.holder_identity = None;
+    match api
+        .replace(LEASE_NAME, &PostParams::default(), &lease)
+        .await
+    {
+        Ok(_) => tracing::info!(identity, "released the operator Lease"),
+        Err(e) => tracing::warn!(error = %e, "cannot release the operator Lease"),
     }
 }
 

@@ -148,12 +148,14 @@ pub async fn run_with(
 ) -> Result<(), KubeError> {
     let wake = Arc::new(Notify::new());
     let (leader_tx, leader) = watch::channel(false);
-    tokio::spawn(elect::run(
+    let (stop_tx, stop) = watch::channel(false);
+    let elector = tokio::spawn(elect::run(
         client.clone(),
         cfg.lease_namespace.clone(),
         cfg.identity.clone(),
         leader_tx,
         wake.clone(),
+        stop,
     ));
     let by_app = || watcher::Config::default().labels(APP_LABEL);
     let caches = Arc::new(Caches {
@@ -213,6 +215,42 @@ pub async fn run_with(
         caches: caches.clone(),
     });
     tracing::info!(identity = %cfg.identity, "operator caches filled; waiting for the Lease");
+    tokio::select! {
+        never = passes(&client, &caches, &wake, &leader) => match never {},
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down");
+            // The elector releases the Lease if it holds it; no pass runs meanwhile.
+            let _ = stop_tx.send(true);
+            let _ = elector.await;
+            Ok(())
+        }
+    }
+}
+
+/// SIGTERM (a pod's deletion) or SIGINT.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        // Without signal handlers the process ends the default way.
+        _ => std::future::pending().await,
+    }
+}
+
+/// Passes for as long as the process runs: after a change (debounced), when an agent's Lease
+/// runs out, and on retry after a failed write; only while this replica leads.
+async fn passes(
+    client: &Client,
+    caches: &Caches,
+    wake: &Arc<Notify>,
+    leader: &watch::Receiver<bool>,
+) -> std::convert::Infallible {
     let mut retry = RETRY_FIRST;
     let mut next_expiry: Option<Duration> = None;
     loop {
@@ -228,7 +266,7 @@ pub async fn run_with(
             next_expiry = None;
             continue;
         }
-        let (clean, expiry) = pass(&client, &caches).await;
+        let (clean, expiry) = pass(client, caches).await;
         next_expiry = expiry;
         if clean {
             retry = RETRY_FIRST;
