@@ -43,14 +43,58 @@ pub fn kernel_identity() -> Option<String> {
     ))
 }
 
-/// The kernel's whole BTF, read once per process (a daemon or a reconcile fills many entries)
-/// and indexed, not parsed, per entry: an entry needs a few hundred of its 100k+ types.
-fn kernel_btf() -> Option<std::sync::Arc<Vec<u8>>> {
-    static KERNEL: std::sync::OnceLock<Option<std::sync::Arc<Vec<u8>>>> =
-        std::sync::OnceLock::new();
-    KERNEL
-        .get_or_init(|| std::fs::read(VMLINUX).ok().map(std::sync::Arc::new))
-        .clone()
+/// The kernel's whole BTF, once per process (a daemon or a reconcile fills many entries), and
+/// indexed, not parsed, per entry: an entry needs a few hundred of its 100k+ types.
+fn kernel_btf() -> Option<&'static KernelBtf> {
+    static KERNEL: std::sync::OnceLock<Option<KernelBtf>> = std::sync::OnceLock::new();
+    KERNEL.get_or_init(KernelBtf::open).as_ref()
+}
+
+/// The kernel's BTF in place where the kernel allows mapping it (Linux 6.16 and later: the
+/// kernel's own read-only pages, nothing copied, no memory of this process's), else read.
+enum KernelBtf {
+    Mapped { addr: *const u8, len: usize },
+    Read(Vec<u8>),
+}
+
+// SAFETY: the mapping is read-only and lives as long as the process (never unmapped).
+unsafe impl Send for KernelBtf {}
+unsafe impl Sync for KernelBtf {}
+
+impl KernelBtf {
+    fn open() -> Option<KernelBtf> {
+        let file = std::fs::File::open(VMLINUX).ok()?;
+        let len = file.metadata().ok()?.len() as usize;
+        if len > 0 {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a fresh read-only private mapping of a file we opened; checked below.
+            let addr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if addr != libc::MAP_FAILED {
+                return Some(KernelBtf::Mapped {
+                    addr: addr as *const u8,
+                    len,
+                });
+            }
+        }
+        std::fs::read(VMLINUX).ok().map(KernelBtf::Read)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            // SAFETY: `len` bytes mapped read-only at `addr` for the life of the process.
+            KernelBtf::Mapped { addr, len } => unsafe { std::slice::from_raw_parts(*addr, *len) },
+            KernelBtf::Read(v) => v,
+        }
+    }
 }
 
 fn short_hash(b: &[u8], n: usize) -> String {
@@ -99,7 +143,7 @@ impl CoreCache {
         let blob = match info.btf.as_ref().filter(|_| !info.core_relos.is_empty()) {
             Some(local) => {
                 let raw = kernel_btf()?;
-                let kernel = btf::core::LazyBtf::index(&raw).ok()?;
+                let kernel = btf::core::LazyBtf::index(raw.bytes()).ok()?;
                 btf::core::minimal_target(local, &info.core_relos, &kernel)
             }
             None => None,

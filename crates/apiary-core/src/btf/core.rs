@@ -100,40 +100,12 @@ pub struct LazyBtf<'a> {
 impl<'a> LazyBtf<'a> {
     pub fn index(bytes: &'a [u8]) -> Result<LazyBtf<'a>, BtfError> {
         let (types, strings) = split_sections(bytes)?;
-        let mut index = Vec::new();
-        let mut pos = 0usize;
-        while pos < types.len() {
-            let id = index.len() + 1;
-            let truncated = || BtfError::Truncated {
-                what: format!("header of type id {id}"),
-                offset: pos,
-            };
-            let name = read_u32(types, pos).ok_or_else(truncated)?;
-            let info = read_u32(types, pos + 4).ok_or_else(truncated)?;
-            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
-            let extra = match kind {
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-                KIND_ARRAY => 12,
-                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
-                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
-                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
-                _ => {
-                    return Err(BtfError::UnknownKind {
-                        kind,
-                        id: id as TypeId,
-                    })
-                }
-            };
-            index.push((pos as u32, kind as u8, name));
-            pos += 12 + extra;
-        }
-        if pos != types.len() {
-            return Err(BtfError::Truncated {
-                what: "last type".into(),
-                offset: types.len(),
-            });
-        }
+        // Two walks: the first counts, so the index is allocated once at its size (growing it
+        // by doubling would hold two copies, megabytes for the kernel's BTF, at its peak).
+        let mut count = 0usize;
+        walk_types(types, |_, _, _| count += 1)?;
+        let mut index = Vec::with_capacity(count);
+        walk_types(types, |pos, kind, name| index.push((pos, kind, name)))?;
         Ok(LazyBtf {
             types,
             strings,
@@ -173,6 +145,45 @@ impl<'a> LazyBtf<'a> {
         }
         out
     }
+}
+
+/// Call `f(offset, kind, name offset)` for each type record of a BTF types section, in id order.
+fn walk_types(types: &[u8], mut f: impl FnMut(u32, u8, u32)) -> Result<(), BtfError> {
+    let mut pos = 0usize;
+    let mut id = 1usize;
+    while pos < types.len() {
+        let truncated = || BtfError::Truncated {
+            what: format!("header of type id {id}"),
+            offset: pos,
+        };
+        let name = read_u32(types, pos).ok_or_else(truncated)?;
+        let info = read_u32(types, pos + 4).ok_or_else(truncated)?;
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        let extra = match kind {
+            KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+            KIND_ARRAY => 12,
+            KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+            KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+            KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+            | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+            _ => {
+                return Err(BtfError::UnknownKind {
+                    kind,
+                    id: id as TypeId,
+                })
+            }
+        };
+        f(pos as u32, kind as u8, name);
+        pos += 12 + extra;
+        id += 1;
+    }
+    if pos != types.len() {
+        return Err(BtfError::Truncated {
+            what: "last type".into(),
+            offset: types.len(),
+        });
+    }
+    Ok(())
 }
 
 /// The raw kinds libbpf takes as candidates for a local type (ENUM and ENUM64 alike).
