@@ -25,12 +25,23 @@ fn main() {
     if std::env::args_os().nth(1).as_deref() == Some(apiary_kernel::worker::WORKER_ARG.as_ref()) {
         std::process::exit(apiary_kernel::worker::serve());
     }
-    // Die quietly on a closed pipe (`apiary list | head`), like other command-line tools.
-    // SAFETY: restoring the default disposition of a signal.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // Die quietly on a closed pipe (`apiary list | head`), like other command-line tools; but
+    // a process that serves or keeps network connections must not die of a peer that hung up
+    // (a vectored write to a reset socket raises SIGPIPE: the operator died of it when the
+    // apiserver went away). `serve` and `agent` ignore it in the server.
+    let serves = match &cli.command {
+        Command::Operator(_) | Command::Csi(_) => true,
+        Command::Run(r) => r.metrics.is_some() || r.otlp.otlp_endpoint.is_some(),
+        _ => false,
+    };
+    // SAFETY: setting a signal's disposition is process-wide and done before any thread starts.
+    unsafe {
+        libc::signal(
+            libc::SIGPIPE,
+            if serves { libc::SIG_IGN } else { libc::SIG_DFL },
+        );
+    }
     apiary::timing::mark("args");
     let result = run(cli);
     apiary::timing::mark("output");

@@ -810,7 +810,7 @@ fn a_rollout_completes_after_the_apiserver_was_unreachable_mid_way() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut proxy, proxied) = proxied_kubeconfig(&k, dir.path());
     let ns = lease_namespace(&k);
-    let operator = Operator::start_with(&proxied, &ns, &unique("op-cut-"));
+    let mut operator = Operator::start_with(&proxied, &ns, &unique("op-cut-"));
     let sel = format!("apiary-test/{}", unique("sel").to_lowercase());
     let mut nodes = [
         SimNode::with_kubeconfig(&k, &[(&sel, "yes")], proxied.clone()),
@@ -847,10 +847,12 @@ fn a_rollout_completes_after_the_apiserver_was_unreachable_mid_way() {
         "no batch started: {}",
         rollout(&k, &app)
     );
-    // Cut until the operator notices (its Lease renewal or a watch fails), then restore.
+    // Cut until the operator notices (its Lease renewal or a watch fails), then restore. It
+    // must live through it (it once died of SIGPIPE writing to a connection the cut reset).
     proxy.cut();
     assert!(
         eventually(60, || {
+            assert_eq!(operator.exited(), None, "the operator died of the cut");
             let log = operator.log_text();
             log.contains("cannot read the operator Lease")
                 || log.contains("watch interrupted")
