@@ -11,6 +11,9 @@
 #   kube-testenv.sh env   [--dir DIR]     print export lines: KUBECONFIG, APIARY_KUBECTL (kubectl's
 #                                         path), APIARY_KUBE_SERVER (the URL), APIARY_KUBE_DIR
 #   kube-testenv.sh down  [--dir DIR]     stop both, remove DIR; a no-op when not up
+#   kube-testenv.sh restart-apiserver [--dir DIR]
+#                                         stop kube-apiserver as a node would (SIGTERM, SIGKILL
+#                                         after 5 s) and start it again on the same port and etcd
 #   kube-testenv.sh node NAME [label=value...] [--ip ADDR] [--dir DIR]
 #                                         create or update a Node object (labels, InternalIP)
 #   kube-testenv.sh user NAME [GROUP...] [--dir DIR]
@@ -119,6 +122,25 @@ stop() {
 running() {
     state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1
     [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+restart_apiserver() {
+    pid=$(live_pid kube-apiserver) || die "no kube-apiserver runs for $DIR"
+    started=$(date +%s%N)
+    # SIGTERM: it stops listening and drains; with watches open the drain can take a minute, so
+    # after 5 s it is killed (as a node's runtime would after its grace period).
+    kill -TERM "$pid"
+    i=0
+    while running "$pid" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    running "$pid" && kill -9 "$pid" 2>/dev/null
+    i=0
+    while running "$pid" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    running "$pid" && die "kube-apiserver $pid did not stop"
+    rm -f "$DIR/kube-apiserver.pid"
+    mv "$DIR/kube-apiserver.log" "$DIR/kube-apiserver.log.1"
+    start_apiserver || { log_tails; die "kube-apiserver did not start again"; }
+    ms=$((($(date +%s%N) - started) / 1000000))
+    say "kube-apiserver restarted in $((ms / 1000)).$(printf %03d $((ms % 1000))) s: $(cat "$DIR/server")"
 }
 
 down() {
@@ -252,6 +274,15 @@ start_once() {
         </dev/null >"$DIR/etcd.log" 2>&1 8>&- 9>&- &
     echo $! >"$DIR/etcd.pid"
     wait_for etcd "etcd serving" 30 etcd_listening || return 1
+    echo "$etcd_port $api_port" >"$DIR/ports"
+    write_kubeconfig "$DIR/kubeconfig" admin "$server"
+    echo "$server" >"$DIR/server"
+    start_apiserver
+}
+
+# kube-apiserver on the ports of DIR/ports, against DIR's etcd.
+start_apiserver() {
+    read -r etcd_port api_port <"$DIR/ports"
     # The ServiceAccount admission plugin wants each namespace's default ServiceAccount, which only
     # the controller-manager (not run) creates. The endpoint reconciler would publish the apiserver
     # in the kubernetes Service's Endpoints, which refuse a loopback address.
@@ -268,8 +299,6 @@ start_once() {
         --profiling=false \
         </dev/null >"$DIR/kube-apiserver.log" 2>&1 8>&- 9>&- &
     echo $! >"$DIR/kube-apiserver.pid"
-    write_kubeconfig "$DIR/kubeconfig" admin "$server"
-    echo "$server" >"$DIR/server"
     wait_for kube-apiserver "/readyz" 90 "$KUBECTL" --kubeconfig "$DIR/kubeconfig" get --raw /readyz
 }
 
@@ -363,7 +392,7 @@ user() {
     echo "$DIR/users/$name.kubeconfig"
 }
 
-[ $# -ge 1 ] || die "usage: $0 build|up|env|down|node|user [--dir DIR]"
+[ $# -ge 1 ] || die "usage: $0 build|up|env|down|node|user|restart-apiserver [--dir DIR]"
 cmd=$1
 shift
 parse_args "$@"
@@ -380,5 +409,10 @@ case $cmd in
         ;;
     node) node "$@" ;;
     user) user "$@" ;;
-    *) die "unknown command '$cmd': build|up|env|down|node|user" ;;
+    restart-apiserver)
+        exec 9>"$DIR.lock"
+        flock 9
+        restart_apiserver
+        ;;
+    *) die "unknown command '$cmd': build|up|env|down|node|user|restart-apiserver" ;;
 esac

@@ -240,7 +240,9 @@ fn of_two_operators_only_the_lease_holder_writes_and_the_other_takes_over() {
     let status = ops[standby].terminate().expect("the operator ran");
     assert!(status.success(), "exit: {status}");
     assert_eq!(lease_holder(&k, &ns), None, "the Lease was not released");
-    assert!(ops[standby].log_text().contains("released the operator Lease"));
+    assert!(ops[standby]
+        .log_text()
+        .contains("released the operator Lease"));
     drop(nodes);
 }
 
@@ -809,18 +811,115 @@ fn a_rollout_completes_after_the_apiserver_was_unreachable_mid_way() {
     let Some((_serial, k)) = setup() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut proxy, proxied) = proxied_kubeconfig(&k, dir.path());
-    let ns = lease_namespace(&k);
-    let mut operator = Operator::start_with(&proxied, &ns, &unique("op-cut-"));
+    rollout_through_an_outage(&k, &proxied, |operator| {
+        // Cut until the operator notices (its Lease renewal or a watch fails), then restore.
+        proxy.cut();
+        assert!(
+            eventually(60, || {
+                assert_eq!(operator.exited(), None, "the operator died of the cut");
+                let log = operator.log_text();
+                log.contains("cannot read the operator Lease")
+                    || log.contains("watch interrupted")
+                    || log.contains("no longer the leader")
+            }),
+            "the operator did not notice the cut:\n{}",
+            operator.log_text()
+        );
+        proxy.start();
+    });
+}
+
+/// A control plane of the test's own, stopped on drop: the suite's is shared, and this one's
+/// apiserver is restarted.
+struct OwnControlPlane {
+    dir: tempfile::TempDir,
+    k: Kube,
+}
+
+impl OwnControlPlane {
+    fn up() -> OwnControlPlane {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cp = dir.path().join("kube");
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kube-testenv.sh");
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .args(["up", "--dir"])
+            .arg(&cp)
+            .output()
+            .expect("kube-testenv.sh up");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let k = Kube {
+            kubeconfig: cp.join("kubeconfig"),
+            kubectl: kube().expect("the suite's control plane").kubectl,
+        };
+        OwnControlPlane { dir, k }
+    }
+
+    fn kube_testenv(&self, cmd: &str) -> std::process::Output {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kube-testenv.sh");
+        std::process::Command::new("sh")
+            .arg(script)
+            .args([cmd, "--dir"])
+            .arg(self.dir.path().join("kube"))
+            .output()
+            .expect("kube-testenv.sh")
+    }
+}
+
+impl Drop for OwnControlPlane {
+    fn drop(&mut self) {
+        let _ = self.kube_testenv("down");
+    }
+}
+
+/// A real restart of the apiserver mid-rollout (SIGTERM, then started again on the same port
+/// and etcd), on a control plane of the test's own: the operator and the agents live through
+/// it and the rollout completes on every node.
+#[test]
+fn a_rollout_completes_across_an_apiserver_restart() {
+    let Some((_serial, _suite)) = setup() else {
+        return;
+    };
+    let cp = OwnControlPlane::up();
+    cp.k.install();
+    let k = &cp.k;
+    rollout_through_an_outage(k, &k.kubeconfig, |operator| {
+        let out = cp.kube_testenv("restart-apiserver");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(operator.exited(), None, "the operator died of the restart");
+    });
+}
+
+/// An application on three nodes whose agents and operator use `kubeconfig`, a staged rollout
+/// of a new revision, and `outage` once its first batch started; then the rollout must
+/// complete on every node.
+fn rollout_through_an_outage(
+    k: &Kube,
+    kubeconfig: &std::path::Path,
+    outage: impl FnOnce(&mut Operator),
+) {
+    let ns = lease_namespace(k);
+    let mut operator = Operator::start_with(kubeconfig, &ns, &unique("op-cut-"));
     let sel = format!("apiary-test/{}", unique("sel").to_lowercase());
     let mut nodes = [
-        SimNode::with_kubeconfig(&k, &[(&sel, "yes")], proxied.clone()),
-        SimNode::with_kubeconfig(&k, &[(&sel, "yes")], proxied.clone()),
-        SimNode::with_kubeconfig(&k, &[(&sel, "yes")], proxied.clone()),
+        SimNode::with_kubeconfig(k, &[(&sel, "yes")], kubeconfig.to_path_buf()),
+        SimNode::with_kubeconfig(k, &[(&sel, "yes")], kubeconfig.to_path_buf()),
+        SimNode::with_kubeconfig(k, &[(&sel, "yes")], kubeconfig.to_path_buf()),
     ];
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let app = unique("app-").to_lowercase();
     let _cleanup = Cleanup {
-        k: &k,
+        k,
         apps: vec![app.clone()],
         namespace: None,
     };
@@ -830,10 +929,10 @@ fn a_rollout_completes_after_the_apiserver_was_unreachable_mid_way() {
         Some(&rollout_app(&app, &sel, &[("generation", 1)])),
     );
     assert!(
-        eventually(30, || app_status(&k, &app)["ready"] == "3/3"
-            && rollout(&k, &app)["phase"] == "Complete"),
+        eventually(30, || app_status(k, &app)["ready"] == "3/3"
+            && rollout(k, &app)["phase"] == "Complete"),
         "status: {}\n{}",
-        app_status(&k, &app),
+        app_status(k, &app),
         operator.log_text()
     );
     k.ok(
@@ -841,49 +940,35 @@ fn a_rollout_completes_after_the_apiserver_was_unreachable_mid_way() {
         Some(&rollout_app(&app, &sel, &[("generation", 2)])),
     );
     assert!(
-        eventually(30, || rollout(&k, &app)["nodes"]
+        eventually(30, || rollout(k, &app)["nodes"]
             .as_object()
             .is_some_and(|n| n.contains_key(&nodes[0].name))),
         "no batch started: {}",
-        rollout(&k, &app)
+        rollout(k, &app)
     );
-    // Cut until the operator notices (its Lease renewal or a watch fails), then restore. It
-    // must live through it (it once died of SIGPIPE writing to a connection the cut reset).
-    proxy.cut();
-    assert!(
-        eventually(60, || {
-            assert_eq!(operator.exited(), None, "the operator died of the cut");
-            let log = operator.log_text();
-            log.contains("cannot read the operator Lease")
-                || log.contains("watch interrupted")
-                || log.contains("no longer the leader")
-        }),
-        "the operator did not notice the cut:\n{}",
-        operator.log_text()
-    );
-    proxy.start();
+    outage(&mut operator);
     assert!(
         eventually(90, || {
-            let r = rollout(&k, &app);
+            let r = rollout(k, &app);
             r["phase"] == "Complete"
                 && r["currentRevision"] == r["targetRevision"]
                 && r["nodes"].as_object().is_some_and(|n| n.len() == 3)
         }),
         "rollout: {}\n{}",
-        rollout(&k, &app),
+        rollout(k, &app),
         operator.log_text()
     );
-    let target = rollout(&k, &app)["targetRevision"]
+    let target = rollout(k, &app)["targetRevision"]
         .as_str()
         .unwrap()
         .to_string();
     for n in &nodes {
         assert!(
-            eventually(30, || running(&k, &app, n).as_deref()
+            eventually(30, || running(k, &app, n).as_deref()
                 == Some(target.as_str())),
             "{} does not run {target}: {:?}\n{}",
             n.name,
-            state(&k, &app, n),
+            state(k, &app, n),
             n.log_text()
         );
     }

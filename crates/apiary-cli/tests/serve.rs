@@ -1200,7 +1200,8 @@ fn an_object_too_large_for_a_request_is_refused_before_it_is_sent() {
     );
     assert!(!r.ok);
     assert!(
-        r.stderr.contains("more than a request to the daemon may carry")
+        r.stderr
+            .contains("more than a request to the daemon may carry")
             && r.stderr.contains("llvm-strip -g"),
         "{}",
         r.stderr

@@ -482,7 +482,9 @@ impl Operator {
 
     /// How it ended, if it did.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGTERM, as when its pod is deleted; its exit status.
