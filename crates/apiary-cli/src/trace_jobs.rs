@@ -151,7 +151,9 @@ fn stream(
             last_poll = Instant::now();
             let status = jobs.status(job)?;
             for n in nodes {
-                if !waiting.contains(&n.name) || !status.contains_key(&n.name) {
+                // Started once its agent wrote its entry (Pending is the client's own).
+                let started = status.get(&n.name).is_some_and(|s| s.phase != phase::PENDING);
+                if !waiting.contains(&n.name) || !started {
                     continue;
                 }
                 waiting.remove(&n.name);
@@ -237,7 +239,8 @@ fn summary(jobs: &Jobs, job: &str) -> Result<()> {
         return Ok(());
     }
     let mut status = jobs.status(job)?;
-    while status.values().any(|s| !phase::is_final(&s.phase)) && Instant::now() < end {
+    // Running ones are about to end; a node still Pending never started.
+    while status.values().any(|s| s.phase == phase::RUNNING) && Instant::now() < end {
         std::thread::sleep(STATUS_POLL);
         status = jobs.status(job)?;
     }
@@ -298,6 +301,8 @@ pub fn run(r: JobRun, tls: &crate::daemon::ClientArgs) -> Result<()> {
     }
     let name = job_name();
     jobs.create(&name, spec)?;
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    jobs.mark_pending(&name, &names)?;
     eprintln!(
         "trace job {name} on {}",
         nodes
@@ -311,14 +316,21 @@ pub fn run(r: JobRun, tls: &crate::daemon::ClientArgs) -> Result<()> {
     summary(&jobs, &name)
 }
 
-/// The nodes that ran `job` (from its status), with their agents' addresses.
-fn ran_on(jobs: &Jobs, job: &str) -> Result<Vec<JobNode>> {
+/// The nodes of `job` (from its status), with their agents' addresses: those that ran it, and
+/// with `pending` those still waiting for their agent too (to follow them).
+fn ran_on(jobs: &Jobs, job: &str, pending: bool) -> Result<Vec<JobNode>> {
     let j = jobs
         .get(job)?
         .with_context(|| format!("no trace job {job}"))?;
     let ran: BTreeSet<String> = j
         .status
-        .map(|s| s.nodes.into_keys().collect())
+        .map(|s| {
+            s.nodes
+                .into_iter()
+                .filter(|(_, n)| pending || n.phase != phase::PENDING)
+                .map(|(name, _)| name)
+                .collect()
+        })
         .unwrap_or_default();
     // Every node with an address, filtered to those in the status.
     let all = jobs.nodes(&TraceJobSpec {
@@ -338,7 +350,7 @@ pub fn logs(
     json: bool,
 ) -> Result<()> {
     let jobs = Jobs::connect(apiary_k8s::trace_jobs::kubeconfig(kubeconfig).as_deref())?;
-    let nodes = ran_on(&jobs, job)?;
+    let nodes = ran_on(&jobs, job, follow || attach)?;
     if attach {
         crate::stop_on_signals();
     }

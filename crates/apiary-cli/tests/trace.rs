@@ -841,7 +841,37 @@ fn deadline_and_a_killed_agent_end_jobs_clearly() {
     let (status, _, err) = t.finish();
     assert!(!status.success(), "the client reports the failure: {err:?}");
     assert!(err.iter().any(|l| l.contains("agent restarted")), "{err:?}");
-    for j in [&job, &job2] {
+
+    // A node whose agent is down: the job says Pending there until the agent is back and
+    // starts it; the client waits for it and then streams.
+    a.kill9();
+    let t = start_job_cmd(
+        &k,
+        &pki,
+        &["run", &target, "--duration", "1s", "-e", "BEGIN { printf(\"late\\n\"); }"],
+    );
+    let job3 = job_name(&t);
+    assert!(
+        eventually(20, || node_phase(&k, &job3, &a.name)
+            .is_some_and(|s| s["phase"] == "Pending")),
+        "{:?}",
+        node_phase(&k, &job3, &a.name)
+    );
+    let listed = trace_cli(&k, &pki, &["get"]);
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(&job3) && l.contains("Pending")),
+        "{}",
+        listed.stdout
+    );
+    a.start(&pki);
+    let (status, out, err) = t.finish();
+    assert!(status.success(), "{out:?} {err:?}");
+    assert!(out.iter().any(|l| l.ends_with("late")), "{out:?}");
+    assert_ne!(node_phase(&k, &job3, &a.name).unwrap()["phase"], "Pending");
+    for j in [&job, &job2, &job3] {
         let _ = trace_cli(&k, &pki, &["delete", j]);
     }
 }

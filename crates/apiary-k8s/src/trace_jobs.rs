@@ -106,6 +106,45 @@ impl Jobs {
     }
 
     /// The job's per-node status now (empty when it is gone).
+    /// Record `nodes` as Pending in the job's status (server-side apply under the client's own
+    /// field manager): each node's agent takes its entry over when it starts the job, so what
+    /// `trace get` shows for a node whose agent never does is that it is waiting. A node whose
+    /// agent was quicker keeps its entry (the apply conflicts, and is made again without it).
+    pub fn mark_pending(&self, name: &str, nodes: &[String]) -> Result<(), KubeError> {
+        for _ in 0..3 {
+            let status = self.status(name)?;
+            let entries: serde_json::Map<String, serde_json::Value> = nodes
+                .iter()
+                .filter(|n| !status.contains_key(*n))
+                .map(|n| {
+                    (
+                        n.clone(),
+                        serde_json::json!({ "phase": crate::crd::phase::PENDING }),
+                    )
+                })
+                .collect();
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let body = serde_json::json!({
+                "apiVersion": format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+                "kind": "TraceJob",
+                "metadata": { "name": name },
+                "status": { "nodes": entries },
+            });
+            let params = PatchParams::apply("apiary-trace-client");
+            match self
+                .rt
+                .block_on(self.api().patch_status(name, &params, &Patch::Apply(&body)))
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => return Err(request(format!("recording trace job {name} as pending"))(e)),
+            }
+        }
+        Ok(())
+    }
+
     pub fn status(&self, name: &str) -> Result<BTreeMap<String, NodeTraceStatus>, KubeError> {
         Ok(self
             .get(name)?
