@@ -125,15 +125,20 @@ fn drive(
 }
 
 fn http(addr: SocketAddr, method: &str, path: &str, host: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the web view");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
+    try_http(addr, method, path, host).expect("HTTP request to the web view")
+}
+
+/// A plain HTTP/1.1 request: the whole answer, or the I/O error (a TLS listener drops a plain
+/// request at its first bytes, so writing the rest may fail).
+fn try_http(addr: SocketAddr, method: &str, path: &str, host: &str) -> std::io::Result<String> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )?;
     let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 fn get_json(addr: SocketAddr, path: &str) -> Value {
@@ -626,9 +631,12 @@ fn beyond_loopback_the_view_needs_tls_and_a_client_certificate_or_the_token() {
         assert!(v["interfaces"].is_array(), "{v}");
     };
 
-    // Plain HTTP gets no page.
-    let plain = http(web, "GET", "/api/host", "localhost");
-    assert!(!plain.contains("\"interfaces\""), "{plain}");
+    // Plain HTTP gets no page: an error or an answer without the view.
+    let plain = try_http(web, "GET", "/api/host", "localhost");
+    assert!(
+        plain.as_ref().map_or(true, |p| !p.contains("\"interfaces\"")),
+        "{plain:?}"
+    );
     // TLS without credentials: refused, and told what would do.
     let (code, body) = curl(&ca, &url("/api/host"), &[]);
     assert_eq!(code, 401, "{body}");
