@@ -152,7 +152,9 @@ fn stream(
             let status = jobs.status(job)?;
             for n in nodes {
                 // Started once its agent wrote its entry (Pending is the client's own).
-                let started = status.get(&n.name).is_some_and(|s| s.phase != phase::PENDING);
+                let started = status
+                    .get(&n.name)
+                    .is_some_and(|s| s.phase != phase::PENDING);
                 if !waiting.contains(&n.name) || !started {
                     continue;
                 }

@@ -848,7 +848,14 @@ fn deadline_and_a_killed_agent_end_jobs_clearly() {
     let t = start_job_cmd(
         &k,
         &pki,
-        &["run", &target, "--duration", "1s", "-e", "BEGIN { printf(\"late\\n\"); }"],
+        &[
+            "run",
+            &target,
+            "--duration",
+            "1s",
+            "-e",
+            "BEGIN { printf(\"late\\n\"); }",
+        ],
     );
     let job3 = job_name(&t);
     assert!(

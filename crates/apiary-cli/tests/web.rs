@@ -133,8 +133,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, host: &str) -> String {
 fn try_http(addr: SocketAddr, method: &str, path: &str, host: &str) -> std::io::Result<String> {
     let mut s = std::net::TcpStream::connect(addr)?;
     s.write_all(
-        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
     )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
@@ -634,7 +633,9 @@ fn beyond_loopback_the_view_needs_tls_and_a_client_certificate_or_the_token() {
     // Plain HTTP gets no page: an error or an answer without the view.
     let plain = try_http(web, "GET", "/api/host", "localhost");
     assert!(
-        plain.as_ref().map_or(true, |p| !p.contains("\"interfaces\"")),
+        plain
+            .as_ref()
+            .map_or(true, |p| !p.contains("\"interfaces\"")),
         "{plain:?}"
     );
     // TLS without credentials: refused, and told what would do.

@@ -34,16 +34,22 @@ pub struct RunSpec {
     pub otlp: Option<crate::metrics::otlp::OtlpConfig>,
 }
 
+/// Handed the run's metrics once everything is loaded.
+pub type MetricsHook<'a> = Box<dyn FnOnce(Arc<RunMetrics>) + 'a>;
+
+/// Told the event types before the first event.
+pub type TypesHook<'a> = Box<dyn FnOnce(&EventTypes) + 'a>;
+
 /// What a caller adds to a run.
 #[derive(Default)]
 pub struct RunHooks<'a> {
     /// Called once everything is loaded, before "running", with the run's metrics (the
     /// declared maps and the run's own counters); the caller serves them (`--metrics`).
-    pub on_metrics: Option<Box<dyn FnOnce(Arc<RunMetrics>) + 'a>>,
+    pub on_metrics: Option<MetricsHook<'a>>,
     /// Told which type each event map's records decode as (map name, type name; empty for
     /// hex) before any event is written, so a consumer that forwards the output (a trace
     /// through the daemon) can label it. `out` then receives events in batches of lines.
-    pub on_types: Option<Box<dyn FnOnce(&EventTypes) + 'a>>,
+    pub on_types: Option<TypesHook<'a>>,
 }
 
 /// The metrics of a foreground run: declared map families plus the run's own counters.

@@ -45,6 +45,8 @@ pub struct AnyValue {
 }
 
 pub mod any_value {
+    // The variants are named as in the OpenTelemetry proto.
+    #[allow(clippy::enum_variant_names)]
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Value {
         #[prost(string, tag = "1")]
