@@ -304,7 +304,12 @@ pub fn run(r: JobRun, tls: &crate::daemon::ClientArgs) -> Result<()> {
     let name = job_name();
     jobs.create(&name, spec)?;
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
-    jobs.mark_pending(&name, &names)?;
+    // Only what `trace get` shows before the agents start: the job runs without it (a user
+    // may lack patch on tracejobs/status), so a failure is a note, not a stop that would leave
+    // the job running unwatched.
+    if let Err(e) = jobs.mark_pending(&name, &names) {
+        eprintln!("note: {e}; `apiary trace get` shows no entry for a node until it starts");
+    }
     eprintln!(
         "trace job {name} on {}",
         nodes
