@@ -254,15 +254,7 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
         "summary: {:?}",
         app_condition(&k, &bad)
     );
-    k.ok(
-        &["delete", "clusterbpfapplication", &bad, "--wait=false"],
-        None,
-    );
-    assert!(
-        eventually(30, || k.get("clusterbpfapplication", &bad).is_none()),
-        "the failed application was not released: {:?}",
-        finalizers(&k, &bad)
-    );
+    delete_and_wait_released(&k, &bad, String::new);
 
     // Label the third node: loaded there.
     k.ok(
@@ -314,15 +306,7 @@ fn agents_load_where_selected_follow_labels_survive_kill9_and_unload_on_delete()
     assert_eq!(links.as_array().map(Vec::len), Some(3), "{links}");
 
     // Delete the application: unloaded everywhere, finalizers gone, then the object; no pins.
-    k.ok(
-        &["delete", "clusterbpfapplication", &app, "--wait=false"],
-        None,
-    );
-    assert!(
-        eventually(30, || k.get("clusterbpfapplication", &app).is_none()),
-        "the application was not released: finalizers {:?}",
-        finalizers(&k, &app)
-    );
+    delete_and_wait_released(&k, &app, String::new);
     for n in &nodes {
         assert!(n.programs(&app).is_empty(), "left on {}", n.name);
         assert!(state(&k, &app, n).is_none(), "state left for {}", n.name);
@@ -409,15 +393,7 @@ fn programs_keep_running_while_the_apiserver_is_unreachable_and_the_agent_catche
         "programs reloaded after the outage"
     );
 
-    k.ok(
-        &["delete", "clusterbpfapplication", &app, "--wait=false"],
-        None,
-    );
-    assert!(
-        eventually(30, || k.get("clusterbpfapplication", &app).is_none()),
-        "not released: {:?}",
-        finalizers(&k, &app)
-    );
+    delete_and_wait_released(&k, &app, String::new);
     assert!(node.programs(&app).is_empty());
     node.kill9();
 }

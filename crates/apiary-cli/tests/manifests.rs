@@ -530,16 +530,7 @@ fn the_agent_converges_with_exactly_the_rbac_the_manifests_grant() {
         node.counter(xdp, 0) >= before + 3,
         "the XDP program did not count"
     );
-    k.ok(
-        &["delete", "clusterbpfapplication", &app, "--wait=false"],
-        None,
-    );
-    assert!(
-        eventually(30, || k.get("clusterbpfapplication", &app).is_none()),
-        "not released: {:?}\n{}",
-        finalizers(&k, &app),
-        node.log_text()
-    );
+    delete_and_wait_released(&k, &app, || node.log_text());
     assert!(node.programs(&app).is_empty());
     assert!(state(&k, &app, &node).is_none());
 

@@ -159,16 +159,7 @@ fn status_names_a_node_without_agent_and_a_deleted_node_is_cleaned_up() {
     );
 
     // Deleting the application completes: the live agents unload, the operator lets go.
-    k.ok(
-        &["delete", "clusterbpfapplication", &app, "--wait=false"],
-        None,
-    );
-    assert!(
-        eventually(30, || k.get("clusterbpfapplication", &app).is_none()),
-        "not released: {:?}\n{}",
-        finalizers(&k, &app),
-        operator.log_text()
-    );
+    delete_and_wait_released(&k, &app, || operator.log_text());
     for n in [&nodes[0], &nodes[2]] {
         assert!(n.programs(&app).is_empty(), "left on {}", n.name);
         assert!(state(&k, &app, n).is_none(), "state left for {}", n.name);
@@ -580,16 +571,7 @@ fn a_rollout_converges_through_killed_operator_and_agent_and_a_deleted_node() {
         finalizers(&k, &app)
     );
     // Nothing leaked: deleting the application unloads it from the live nodes and completes.
-    k.ok(
-        &["delete", "clusterbpfapplication", &app, "--wait=false"],
-        None,
-    );
-    assert!(
-        eventually(30, || k.get("clusterbpfapplication", &app).is_none()),
-        "not released: {:?}\n{}",
-        finalizers(&k, &app),
-        second_op.log_text()
-    );
+    delete_and_wait_released(&k, &app, || second_op.log_text());
     for n in &nodes[..2] {
         assert!(n.programs(&app).is_empty(), "left on {}", n.name);
         let links = n.json(&["list", "links"]);

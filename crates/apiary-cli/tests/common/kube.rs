@@ -408,6 +408,21 @@ pub fn app_condition(k: &Kube, app: &str) -> (String, String) {
         .unwrap_or_default()
 }
 
+/// Delete the ClusterBpfApplication `app` without waiting, then wait until it is gone (every
+/// finalizer released); `context` (a log) goes into the failure message.
+pub fn delete_and_wait_released(k: &Kube, app: &str, context: impl Fn() -> String) {
+    k.ok(
+        &["delete", "clusterbpfapplication", app, "--wait=false"],
+        None,
+    );
+    assert!(
+        eventually(30, || k.get("clusterbpfapplication", app).is_none()),
+        "{app} was not released: finalizers {:?}\n{}",
+        finalizers(k, app),
+        context()
+    );
+}
+
 pub fn finalizers(k: &Kube, app: &str) -> Vec<String> {
     k.get("clusterbpfapplication", app)
         .and_then(|a| a["metadata"]["finalizers"].as_array().cloned())
