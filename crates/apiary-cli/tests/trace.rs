@@ -580,6 +580,25 @@ fn trace_cli(k: &Kube, pki: &Pki, args: &[&str]) -> Run {
 }
 
 /// The job's name, from "trace job NAME on ..." on stderr.
+/// A bpftrace job on `target` counting getppid() calls, once it runs: the client, the job's
+/// name, and the ids of the programs bpftrace loaded for it.
+fn start_counting_job(k: &Kube, pki: &Pki, target: &str) -> (Tracing, String, Vec<u64>) {
+    let before = progs_named("sys_enter_getpp");
+    let t = start_job_cmd(
+        k,
+        pki,
+        &["run", target, "-e", "BEGIN { printf(\"ready\\n\"); } tracepoint:syscalls:sys_enter_getppid { @n = count(); }"],
+    );
+    let job = job_name(&t);
+    t.wait_out("ready", |l| l.ends_with("ready"));
+    let during: Vec<u64> = progs_named("sys_enter_getpp")
+        .into_iter()
+        .filter(|i| !before.contains(i))
+        .collect();
+    assert!(!during.is_empty());
+    (t, job, during)
+}
+
 fn job_name(t: &Tracing) -> String {
     let l = t.wait_err("the job's name", |l| l.starts_with("trace job "));
     l.last().unwrap().split(' ').nth(2).unwrap().to_string()
@@ -807,19 +826,7 @@ fn deadline_and_a_killed_agent_end_jobs_clearly() {
     assert_eq!(node_phase(&k, &job, &a.name).unwrap()["phase"], "Stopped");
 
     // The agent killed mid-job: bpftrace goes with it; the restarted agent says Failed.
-    let before = progs_named("sys_enter_getpp");
-    let t = start_job_cmd(
-        &k,
-        &pki,
-        &["run", &target, "-e", "BEGIN { printf(\"ready\\n\"); } tracepoint:syscalls:sys_enter_getppid { @n = count(); }"],
-    );
-    let job2 = job_name(&t);
-    t.wait_out("ready", |l| l.ends_with("ready"));
-    let during: Vec<u64> = progs_named("sys_enter_getpp")
-        .into_iter()
-        .filter(|i| !before.contains(i))
-        .collect();
-    assert!(!during.is_empty());
+    let (t, job2, during) = start_counting_job(&k, &pki, &target);
     a.kill9();
     assert!(
         eventually(20, || {
@@ -938,19 +945,7 @@ fn deleting_a_running_job_stops_it_and_removes_its_output() {
     let Some((k, pki)) = cluster() else { return };
     let a = SimNode::new(&k, &pki, &[]);
     let target = format!("node/{}", a.name);
-    let before = progs_named("sys_enter_getpp");
-    let t = start_job_cmd(
-        &k,
-        &pki,
-        &["run", &target, "-e", "BEGIN { printf(\"ready\\n\"); } tracepoint:syscalls:sys_enter_getppid { @n = count(); }"],
-    );
-    let job = job_name(&t);
-    t.wait_out("ready", |l| l.ends_with("ready"));
-    let during: Vec<u64> = progs_named("sys_enter_getpp")
-        .into_iter()
-        .filter(|i| !before.contains(i))
-        .collect();
-    assert!(!during.is_empty());
+    let (t, job, during) = start_counting_job(&k, &pki, &target);
     assert!(a.kept(&job).is_some());
     let r = trace_cli(&k, &pki, &["delete", &job]);
     assert!(r.ok, "{}", r.stderr);
