@@ -190,6 +190,25 @@ fn hook_label(c: &ChainView) -> String {
 
 /// The exposition text. Collection failures become comment lines and an error gauge rather
 /// than a failed scrape: the rest is still worth having.
+/// The families the programs' metric declarations name (for `/metrics` and the OTLP push), and
+/// what could not be read; the maps are listed only when a program declares any. `taken`: names
+/// the caller's own families hold.
+pub(crate) fn declared(
+    manager: &Manager,
+    programs: &[ProgramView],
+    taken: &[&str],
+) -> (Vec<apiary::metrics::Family>, Vec<String>) {
+    let maps = if programs
+        .iter()
+        .any(|p| p.metadata.contains_key(apiary::metrics::METADATA_KEY))
+    {
+        manager.list_maps(false).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    apiary::metrics::program_families(programs, &maps, taken)
+}
+
 pub fn render(manager: &Manager, stats_held: bool) -> String {
     let mut errors = 0u64;
     let mut notes = String::new();
@@ -346,15 +365,7 @@ pub fn render(manager: &Manager, stats_held: bool) -> String {
         .map(|f| f.name)
         .chain(["apiary_bpf_stats_enabled", "apiary_scrape_errors"])
         .collect();
-    let maps = if programs
-        .iter()
-        .any(|p| p.metadata.contains_key(apiary::metrics::METADATA_KEY))
-    {
-        manager.list_maps(false).unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    let (declared, declared_notes) = apiary::metrics::program_families(&programs, &maps, &own);
+    let (declared, declared_notes) = declared(manager, &programs, &own);
     errors += declared_notes.len() as u64;
     for n in &declared_notes {
         let _ = writeln!(notes, "# {}", n.replace('\n', " "));

@@ -376,10 +376,7 @@ async fn serve_on(
         apiary::metrics::otlp::Exporter::start(
             o,
             Box::new(move || match m.list_programs(false, &Default::default()) {
-                Ok(p) => {
-                    let maps = m.list_maps(false).unwrap_or_default();
-                    apiary::metrics::program_families(&p, &maps, &[]).0
-                }
+                Ok(p) => metrics::declared(&m, &p, &[]).0,
                 Err(_) => Vec::new(),
             }),
         )
