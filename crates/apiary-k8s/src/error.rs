@@ -52,3 +52,9 @@ pub enum KubeError {
     #[error("cannot start the agent: {what}")]
     Start { what: String },
 }
+
+/// Map a failed API request to `KubeError::Request`, saying what was being done.
+pub(crate) fn request(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
+    let what = what.into();
+    move |source| KubeError::Request { what, source }
+}

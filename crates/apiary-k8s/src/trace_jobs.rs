@@ -3,7 +3,7 @@
 //! stop and delete it. Each call makes its own small runtime, as `install_blocking` does.
 
 use crate::crd::{NodeTraceStatus, TraceJob, TraceJobSpec};
-use crate::error::KubeError;
+use crate::error::{request, KubeError};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -25,11 +25,6 @@ pub struct JobNode {
 pub struct Jobs {
     rt: tokio::runtime::Runtime,
     client: Client,
-}
-
-fn request(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
-    let what = what.into();
-    move |source| KubeError::Request { what, source }
 }
 
 impl Jobs {

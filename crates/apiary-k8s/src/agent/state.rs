@@ -7,7 +7,7 @@ use crate::crd::{
     ClusterBpfApplication, ClusterBpfApplicationState, ProgramLinkStatus, GROUP, VERSION,
 };
 use crate::document::{AppKey, AppKind};
-use crate::error::KubeError;
+use crate::error::{request, KubeError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Client, Resource};
@@ -80,10 +80,6 @@ impl AppRef {
             ),
         }
     }
-}
-
-fn request(what: String) -> impl FnOnce(kube::Error) -> KubeError {
-    move |source| KubeError::Request { what, source }
 }
 
 fn field_manager(node: &str) -> String {

@@ -4,7 +4,7 @@
 
 use crate::crd::rollout::RolloutStatus;
 use crate::crd::{ApplicationSpec, ApplicationStatus, BpfApplication, ClusterBpfApplication};
-use crate::error::KubeError;
+use crate::error::{request, KubeError};
 use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
@@ -13,10 +13,6 @@ use serde_json::json;
 pub struct Target {
     pub name: String,
     pub namespace: Option<String>,
-}
-
-fn request(what: String) -> impl FnOnce(kube::Error) -> KubeError {
-    move |source| KubeError::Request { what, source }
 }
 
 impl Target {

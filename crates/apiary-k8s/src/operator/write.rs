@@ -7,14 +7,10 @@ use crate::crd::{
     ClusterBpfApplicationState, GROUP, VERSION,
 };
 use crate::document::{AppKey, AppKind};
-use crate::error::KubeError;
+use crate::error::{request, KubeError};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
-
-fn request(what: String) -> impl FnOnce(kube::Error) -> KubeError {
-    move |source| KubeError::Request { what, source }
-}
 
 fn api_of<K: kube::Resource<DynamicType = ()>>(
     client: &Client,
