@@ -90,7 +90,7 @@ pub struct ServeArgs {
 }
 
 /// Global flags for talking to a daemon.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
     /// Send commands to a daemon (unix:///run/apiary/apiary.sock or https://HOST:PORT) instead
     /// of running them in this process.

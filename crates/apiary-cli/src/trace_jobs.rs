@@ -169,13 +169,10 @@ fn stream(
                 };
                 open += 1;
                 let (tx, node, job) = (tx.clone(), n.name.clone(), job.to_string());
-                let tls = apiary_api::ClientTls {
-                    cert: tls.client_cert.clone(),
-                    key: tls.client_key.clone(),
-                    ca: tls.server_ca.clone(),
-                };
+                let tls = tls.clone();
                 std::thread::spawn(move || {
-                    let r = apiary_api::RemoteApi::connect(&endpoint, &tls)
+                    let r = tls
+                        .connect(&endpoint)
                         .map_err(|e| e.to_string())
                         .and_then(|api| {
                             apiary_api::trace_client::job_output(
