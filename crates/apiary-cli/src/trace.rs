@@ -239,14 +239,7 @@ fn trace_run(
                 },
                 &stop,
             )?;
-            pb::TraceExit {
-                code: r.code,
-                signal: r.signal,
-                stopped: r.stopped,
-                events: r.events,
-                lost: r.lost,
-                error: String::new(),
-            }
+            apiary_api::server::trace::exit_pb(&r)
         }
         Some(endpoint) => {
             let api = remote.connect(endpoint)?;

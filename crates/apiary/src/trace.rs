@@ -93,12 +93,6 @@ pub struct Exit {
     pub lost: u64,
 }
 
-impl Exit {
-    pub fn success(&self) -> bool {
-        self.code == Some(0) || (self.stopped && self.signal.is_none() && self.code.is_some())
-    }
-}
-
 /// Run `spec` until it ends, `stop()` says so, the sink refuses more output (its reader went
 /// away: returns false) or the duration passes.
 pub fn run(

@@ -56,17 +56,22 @@ pub fn to_pb(o: Output<'_>) -> pb::TraceOutput {
     pb::TraceOutput { kind: Some(kind) }
 }
 
+/// A run's end as the proto says it (also what the CLI prints for an in-process run).
+pub fn exit_pb(e: &trace::Exit) -> pb::TraceExit {
+    pb::TraceExit {
+        code: e.code,
+        signal: e.signal,
+        stopped: e.stopped,
+        events: e.events,
+        lost: e.lost,
+        error: String::new(),
+    }
+}
+
 /// How a run ended, as the stream's last message.
 pub fn exit_to_pb(r: &apiary::Result<trace::Exit>) -> pb::TraceOutput {
     let exit = match r {
-        Ok(e) => pb::TraceExit {
-            code: e.code,
-            signal: e.signal,
-            stopped: e.stopped,
-            events: e.events,
-            lost: e.lost,
-            error: String::new(),
-        },
+        Ok(e) => exit_pb(e),
         Err(e) => pb::TraceExit {
             error: e.to_string(),
             ..Default::default()
