@@ -61,10 +61,7 @@ pub fn run(a: AgentArgs, state_dir: PathBuf, bpffs: PathBuf) -> Result<()> {
     // is published for their clients.
     let (trace_dir, listen) = (state_dir.clone(), a.serve.listen);
     // A wrong kubeconfig is refused before the daemon starts (and makes its socket).
-    if let Some(p) = &kubeconfig {
-        apiary_k8s::install::check_kubeconfig(p)
-            .map_err(|e| apiary::Error::InvalidArgument(e.to_string()))?;
-    }
+    crate::k8s::check_kubeconfig(kubeconfig.as_deref())?;
     crate::daemon::serve_with(a.serve, state_dir, bpffs, move |manager| async move {
         let api: std::sync::Arc<dyn apiary::Api> = manager.clone();
         // The CSI plugin reads the same manager; without it pods would wait forever.

@@ -102,6 +102,16 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("invalid label {s:?}: expected KEY=VALUE"))
 }
 
+/// A `--kubeconfig` given on the command line must exist and parse: refused before anything
+/// starts (a daemon's socket, a watch), as a usage error.
+pub fn check_kubeconfig(path: Option<&std::path::Path>) -> Result<()> {
+    if let Some(p) = path {
+        apiary_k8s::install::check_kubeconfig(p)
+            .map_err(|e| apiary::Error::InvalidArgument(e.to_string()))?;
+    }
+    Ok(())
+}
+
 pub fn run(cmd: K8sCmd) -> Result<()> {
     match cmd {
         K8sCmd::Crds => {
@@ -112,10 +122,7 @@ pub fn run(cmd: K8sCmd) -> Result<()> {
             kubeconfig,
             timeout,
         } => {
-            if let Some(p) = &kubeconfig {
-                apiary_k8s::install::check_kubeconfig(p)
-                    .map_err(|e| apiary::Error::InvalidArgument(e.to_string()))?;
-            }
+            crate::k8s::check_kubeconfig(kubeconfig.as_deref())?;
             let names = apiary_k8s::install::install_blocking(kubeconfig.as_deref(), timeout)?;
             for n in names {
                 println!("{n} established");

@@ -45,10 +45,7 @@ impl Site for ClusterSite {
 }
 
 pub fn run(a: OperatorArgs) -> Result<()> {
-    if let Some(p) = &a.kubeconfig {
-        apiary_k8s::install::check_kubeconfig(p)
-            .map_err(|e| apiary::Error::InvalidArgument(e.to_string()))?;
-    }
+    crate::k8s::check_kubeconfig(a.kubeconfig.as_deref())?;
     let identity = a.identity.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())

@@ -39,10 +39,7 @@ pub fn run(cmd: RolloutCmd, json: bool) -> Result<()> {
         | RolloutCmd::Resume(t)
         | RolloutCmd::Undo(t) => t,
     };
-    if let Some(p) = &t.kubeconfig {
-        apiary_k8s::install::check_kubeconfig(p)
-            .map_err(|e| apiary::Error::InvalidArgument(e.to_string()))?;
-    }
+    crate::k8s::check_kubeconfig(t.kubeconfig.as_deref())?;
     let target = Target {
         name: t.app.clone(),
         namespace: t.namespace.clone(),
