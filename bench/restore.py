@@ -16,10 +16,12 @@ def sh(*args):
     subprocess.run(args, check=True, capture_output=True)
 
 
-def apiary(env, *args):
+def apiary(env, *args, stderr=None):
     p = subprocess.run([APIARY, *args], env=env, capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"apiary {' '.join(args)} failed: {p.stderr}")
+    if stderr is not None:
+        stderr.append(p.stderr)
     return p.stdout
 
 
@@ -63,21 +65,27 @@ def main():
         setup = time.perf_counter() - t0
         links = len(json.loads(apiary(env, "-o", "json", "list", "links")))
 
-        # What a reboot does to bpffs: every pin is gone, and with them the kernel objects.
-        shutil.rmtree(bpffs)
-        t0 = time.perf_counter()
-        report = json.loads(apiary(env, "-o", "json", "reconcile"))
-        took = time.perf_counter() - t0
-        restored = len(report.get("restored_programs", []))
-        relinked = len(report.get("reattached_links", []))
-        chains = len(report.get("rebuilt_chains", []))
-        failures = report.get("failures", [])
-        progs = a.programs + a.chain
-        print(f"setup: {progs} programs and {links} links loaded and attached in {setup:.1f} s")
-        print(f"reconcile after the pins were wiped: {took:.2f} s for {restored} programs, "
-              f"{relinked} links, {chains} chains ({took / max(progs, 1) * 1000:.2f} ms per program)")
-        if failures or restored != progs:
-            sys.exit(f"restore incomplete: {restored}/{progs} programs, failures: {failures[:5]}")
+        print(f"setup: {a.programs + a.chain} programs and {links} links loaded and attached in {setup:.1f} s")
+        # What a reboot does to bpffs: every pin is gone, and with them the kernel objects. Twice:
+        # one restore thread, then one per CPU (the default).
+        for threads in ["1", ""]:
+            shutil.rmtree(bpffs)
+            t0 = time.perf_counter()
+            err = []
+            run_env = dict(env, APIARY_TIMING="1", APIARY_RESTORE_THREADS=threads)
+            report = json.loads(apiary(run_env, "-o", "json", "reconcile", stderr=err))
+            took = time.perf_counter() - t0
+            restored = len(report.get("restored_programs", []))
+            relinked = len(report.get("reattached_links", []))
+            chains = len(report.get("rebuilt_chains", []))
+            failures = report.get("failures", [])
+            progs = a.programs + a.chain
+            label = "1 thread" if threads else f"{os.cpu_count()} CPUs"
+            print(f"reconcile after the pins were wiped ({label}): {took:.2f} s for {restored} programs, "
+                  f"{relinked} links, {chains} chains ({took / max(progs, 1) * 1000:.2f} ms per program)")
+            print("  " + "".join(l for l in err[0].splitlines(True) if l.startswith("timing:")).strip())
+            if failures or restored != progs:
+                sys.exit(f"restore incomplete: {restored}/{progs} programs, failures: {failures[:5]}")
         again = json.loads(apiary(env, "-o", "json", "reconcile"))
         print(f"a second reconcile finds nothing to do: {not again.get('restored_programs')}")
     finally:

@@ -204,7 +204,36 @@ fn a_reboot_is_reconciled_when_the_daemon_starts() {
             "program {id} is back in the kernel: {g}"
         );
     }
+    // The restore ran on several threads with loader processes of their own; they are gone once
+    // it is done, and the daemon keeps its one loader process.
+    let loaders = children(d.pid());
+    assert!(
+        loaders.len() <= 1,
+        "loader processes left after the restore: {loaders:?}"
+    );
     prove_running(&a, &d, &net, tp, &chain);
+}
+
+/// The pids whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: the comm may hold spaces, so split after its last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
 }
 
 #[test]

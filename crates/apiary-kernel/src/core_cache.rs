@@ -150,7 +150,10 @@ impl CoreCache {
         };
         std::fs::create_dir_all(&self.dir).ok()?;
         let path = self.entry(object, &identity);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per process and per call: threads of one restore may fill the same entry.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{seq}", std::process::id()));
         std::fs::write(&tmp, blob.as_deref().unwrap_or_default()).ok()?;
         std::fs::rename(&tmp, &path).ok()?;
         self.evict();

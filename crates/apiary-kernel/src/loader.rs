@@ -167,7 +167,6 @@ pub fn load(req: &LoadRequest<'_>) -> Result<LoadedObject> {
 /// The one routine that calls libbpf to open and load an object, in this process or in the
 /// loader process (`worker`).
 pub(crate) fn load_with(req: &LoadRequest<'_>, all: bool) -> Result<(LoadedObject, Object)> {
-    let _serial = logcap::LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     logcap::install();
     logcap::take();
 

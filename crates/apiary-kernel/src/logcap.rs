@@ -6,15 +6,20 @@
 //! into a `String` and panics on bytes that are not UTF-8 (a section or BTF name in a mutated
 //! object is enough), and a panic inside a callback called from C aborts the process. Here the
 //! message is formatted by the C library, converted lossily, and nothing can unwind out.
+//!
+//! libbpf calls the callback on the thread that called it, so each thread keeps its own
+//! messages: loads on several threads at once (a restore of many programs) do not mix their
+//! logs and need no lock between them.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_uint, c_void};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
-static BUF: Mutex<String> = Mutex::new(String::new());
-/// Serialises loads: the print callback is global, so two concurrent loads would mix logs.
-pub(crate) static LOAD_LOCK: Mutex<()> = Mutex::new(());
+thread_local! {
+    /// This thread's libbpf messages since the last `take`.
+    static BUF: RefCell<String> = const { RefCell::new(String::new()) };
+}
 const MAX: usize = 1 << 20;
 /// APIARY_LIBBPF_DEBUG, read once at install: the callback runs for every libbpf line.
 static DEBUG: AtomicBool = AtomicBool::new(false);
@@ -110,13 +115,24 @@ fn deliver(level: c_uint, bytes: &[u8]) {
     if level == libbpf_sys::LIBBPF_DEBUG {
         return;
     }
-    let mut b = BUF.lock().unwrap_or_else(|p| p.into_inner());
-    if b.len() < MAX {
-        b.push_str(&msg);
-    }
+    // `try_with`/`try_borrow_mut`: during thread teardown, or re-entered, the message is dropped
+    // rather than panicking.
+    let _ = BUF.try_with(|b| {
+        if let Ok(mut b) = b.try_borrow_mut() {
+            if b.len() < MAX {
+                b.push_str(&msg);
+            }
+        }
+    });
 }
 
+/// Install the callback (once per process; later calls do nothing).
 pub(crate) fn install() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(install_now);
+}
+
+fn install_now() {
     DEBUG.store(
         std::env::var_os("APIARY_LIBBPF_DEBUG").is_some(),
         Ordering::Relaxed,
@@ -133,8 +149,9 @@ pub(crate) fn install() {
     }
 }
 
+/// This thread's messages since the last call.
 pub(crate) fn take() -> String {
-    std::mem::take(&mut *BUF.lock().unwrap_or_else(|p| p.into_inner()))
+    BUF.with(|b| std::mem::take(&mut *b.borrow_mut()))
 }
 
 /// The verifier log inside libbpf's messages (between its BEGIN/END PROG LOAD LOG markers),
@@ -177,7 +194,6 @@ mod tests {
 
     /// What libbpf prints, through the installed callback, for `fmt` and one string argument.
     fn printed(level: c_uint, fmt: &std::ffi::CStr, arg: &std::ffi::CStr, n: c_int) -> String {
-        let _serial = LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         install();
         take();
         // SAFETY: a printf format taking one string and one int, with both supplied.

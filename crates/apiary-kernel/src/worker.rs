@@ -114,6 +114,16 @@ impl Loader {
         }
     }
 
+    /// Another loader of the same kind that does not share this one's loader process (it starts
+    /// its own at its first load and stops it when the last clone is dropped): for loads that
+    /// should run beside this one's, such as a restore's.
+    pub fn sibling(&self) -> Loader {
+        match &self.worker {
+            None => Loader::in_process(),
+            Some(w) => Loader::worker(w.cmd.clone()),
+        }
+    }
+
     pub fn is_isolated(&self) -> bool {
         self.worker.is_some()
     }

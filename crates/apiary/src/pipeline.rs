@@ -81,20 +81,29 @@ impl Manager {
     ///
     /// An object with CO-RE relocations loaded before gets the minimal kernel BTF kept for it
     /// (the CO-RE cache); after its first load, the entry is made.
-    pub(crate) fn load_code(&self, mut req: kernel::LoadRequest<'_>) -> Result<Loaded> {
+    pub(crate) fn load_code(&self, req: kernel::LoadRequest<'_>) -> Result<Loaded> {
+        self.load_code_on(&self.config().loader, req)
+    }
+
+    /// `load_code` on a loader of the caller's (a restore runs several at once).
+    pub(crate) fn load_code_on(
+        &self,
+        loader: &kernel::Loader,
+        mut req: kernel::LoadRequest<'_>,
+    ) -> Result<Loaded> {
         let cache = self.core_cache();
         let check = cache.as_ref().and_then(|c| c.check(req.object));
         if let Some(Check::Hit(entry)) = &check {
             req.core_btf = Some(entry.clone());
         }
-        let object = match (self.config().loader.load(&req), &req.core_btf) {
+        let object = match (loader.load(&req), &req.core_btf) {
             // The entry could not answer (it never should): forget it and read the kernel's.
             (Err(_), Some(entry)) => {
                 if let Some(c) = &cache {
                     c.forget(entry);
                 }
                 req.core_btf = None;
-                self.config().loader.load(&req)?
+                loader.load(&req)?
             }
             (loaded, _) => loaded?,
         };
