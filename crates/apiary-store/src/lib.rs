@@ -211,6 +211,24 @@ impl Store {
         Ok(Store { conn, path })
     }
 
+    /// Whether commits checkpoint the WAL (every `WAL_CHECKPOINT_PAGES`, the default) or not.
+    /// A restore commits once per program and link, each commit consistent on its own; a
+    /// checkpoint's fsync every few dozen commits made the fsyncs most of a restore's time. Off,
+    /// the WAL grows for the restore; turning it on again checkpoints once.
+    pub fn set_checkpointing(&self, on: bool) -> Result<()> {
+        let pages = if on { WAL_CHECKPOINT_PAGES } else { 0 };
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", pages)
+            .map_err(StoreError::Sql)?;
+        if on {
+            // PASSIVE: what readers still use stays; never waits on them.
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .map_err(StoreError::Sql)?;
+        }
+        Ok(())
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -223,3 +223,44 @@ fn version_3_rows_migrate_to_typed_columns() {
     let dup = s.write(|tx| -> Result<_> { insert_chain(tx, &chains[0]) });
     assert!(dup.is_err(), "a second chain on the same hook is refused");
 }
+
+/// Frames in the WAL and how many of them are checkpointed (a PASSIVE checkpoint's answer).
+fn wal_frames(s: &Store) -> (i64, i64) {
+    // Read-only check: a checkpoint of nothing new reports the WAL as it is.
+    s.read()
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(1)?, r.get(2)?))
+        })
+        .unwrap()
+}
+
+#[test]
+fn commits_without_checkpointing_are_checkpointed_when_it_is_on_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path()).unwrap();
+    let meta = BTreeMap::new();
+    s.write(|tx| -> Result<_> { put_object(tx, "abc", b"\x7fELF") })
+        .unwrap();
+    s.set_checkpointing(false).unwrap();
+    for i in 0..(WAL_CHECKPOINT_PAGES * 2) {
+        s.write(|tx| -> Result<_> { insert_program(tx, &new_prog(&format!("p{i}"), &meta, None)) })
+            .unwrap();
+    }
+    // Past the threshold, and nothing was checkpointed by a commit: the WAL's size says so.
+    let wal = dir.path().join("apiary.db-wal");
+    let grown = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        grown > 2 * (WAL_CHECKPOINT_PAGES as u64) * 4096,
+        "the WAL kept every commit: {grown} bytes"
+    );
+    s.set_checkpointing(true).unwrap();
+    let (frames, done) = wal_frames(&s);
+    assert_eq!(frames, done, "all of the WAL checkpointed");
+    // And each commit is there, from a new connection.
+    drop(s);
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        list_programs(s.read()).unwrap().len() as i64,
+        WAL_CHECKPOINT_PAGES * 2
+    );
+}

@@ -44,6 +44,16 @@ impl ReconcileReport {
     }
 }
 
+/// Checkpoints the store's WAL again when a reconcile ends, however it ends.
+struct Checkpoint<'m>(&'m Manager);
+
+impl Drop for Checkpoint<'_> {
+    fn drop(&mut self) {
+        // A failed checkpoint loses nothing (the WAL holds every commit); the next one retries.
+        let _ = self.0.store().set_checkpointing(true);
+    }
+}
+
 /// Threads restoring programs: one per CPU (the kernel's verifier is the work).
 fn load_threads() -> usize {
     threads_or(std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -82,6 +92,8 @@ impl Manager {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<ReconcileReport> {
         let _lock = self.lock()?;
+        self.store().set_checkpointing(false)?;
+        let _checkpoint = Checkpoint(self);
         let mut report = ReconcileReport::default();
         let programs = store::list_programs(self.store().read())?;
         let mut lost = Vec::new();
