@@ -1,6 +1,8 @@
 //! The daemon's costs, printed (no assertions): median per-call latency of ListPrograms and
-//! GetProgram over the unix socket, and the daemon's resident memory idle and after 1,000
-//! load/unload cycles. Needs root and the `apiary` binary (release build):
+//! GetProgram over the unix socket, the daemon's resident memory idle and after 1,000
+//! load/unload cycles, and a CO-RE object's load+attach call (from the CO-RE cache after the
+//! first) side by side with the minimal C libbpf loader doing the same (when `APIARY_MINIMAL_LOADER`
+//! names it; bench/daemon.sh builds it). Needs root and the `apiary` binary (release build):
 //!
 //!     cargo build --release -p apiary-cli
 //!     APIARY_BIN=target/release/apiary cargo bench -p apiary-api --bench daemon
@@ -65,6 +67,70 @@ impl Drop for Daemon {
         }
         let _ = self.0.wait();
     }
+}
+
+const CORE_RUNS: usize = 30;
+
+/// The `core` fixture (a tracepoint program reading task fields through CO-RE) loaded and
+/// attached in one call and unloaded, `CORE_RUNS` times after a first load that makes the CO-RE
+/// cache's entry, alternating with the minimal C loader doing the same from its file.
+async fn core_side_by_side(
+    c: &mut ApiaryClient<tonic::transport::Channel>,
+) -> Option<(Vec<Duration>, Vec<Duration>)> {
+    let loader = PathBuf::from(std::env::var_os("APIARY_MINIMAL_LOADER")?);
+    let path = apiary_fixtures::object("core");
+    let object = std::fs::read(&path).expect("core fixture");
+    let req = pb::LoadRequest {
+        object: Some(pb::ObjectSource {
+            object: Some(pb::object_source::Object::Bytes(object)),
+            name: "core.bpf.o".into(),
+        }),
+        attach: Some(pb::AttachSpec {
+            hook: Some(pb::attach_spec::Hook::Tracepoint(pb::TracepointAttach {
+                tracepoint: "syscalls/sys_enter_getppid".into(),
+            })),
+        }),
+        ..Default::default()
+    };
+    let (mut call, mut base) = (Vec::new(), Vec::new());
+    for i in 0..=CORE_RUNS {
+        let t = Instant::now();
+        let id = c
+            .load(req.clone())
+            .await
+            .expect("CO-RE load")
+            .into_inner()
+            .programs[0]
+            .id
+            .expect("id");
+        if i > 0 {
+            call.push(t.elapsed());
+        }
+        c.unload(pb::UnloadRequest {
+            program_ids: vec![id],
+            force: true,
+        })
+        .await
+        .expect("unload");
+
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/minimal-daemon-bench-{}-{i}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("pin dir");
+        let t = Instant::now();
+        let ok = Command::new(&loader)
+            .arg(&path)
+            .args(["core_getppid", "syscalls", "sys_enter_getppid"])
+            .arg(&dir)
+            .status()
+            .expect("start the minimal loader")
+            .success();
+        base.push(t.elapsed());
+        assert!(ok, "the minimal loader failed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Some((call, base))
 }
 
 fn main() {
@@ -159,6 +225,8 @@ fn main() {
         let after = rss_kib(pid);
         c.unload(pb::UnloadRequest { program_ids: kept, force: true }).await.expect("unload");
 
+        let core = core_side_by_side(&mut c).await;
+
         println!("apiary serve over a unix socket (10 managed programs; {CALLS} calls each)");
         println!("  ListPrograms          median {:7.0} µs   p99 {:7.0} µs   (target ≤ 5 ms)", median_us(list.clone()), p99_us(list));
         println!("  GetProgram            median {:7.0} µs   p99 {:7.0} µs   (target ≤ 5 ms)", median_us(get.clone()), p99_us(get));
@@ -176,6 +244,14 @@ fn main() {
             mb(after.0) - mb(before.0),
             mb(after.0) - mb(idle.0)
         );
+        if let Some((call, loader)) = core {
+            println!(
+                "  CO-RE load+attach     median {:7.0} µs a call (loaded before: CO-RE cache) vs {:.0} µs the minimal libbpf loader: {:.2}x   (target ≤ 0.6x)",
+                median_us(call.clone()),
+                median_us(loader.clone()),
+                median_us(call) / median_us(loader)
+            );
+        }
     });
     // The client's connection goes first, so the daemon's shutdown has nothing to wait for.
     drop(rt);
