@@ -126,6 +126,13 @@ where
                 m.set_image_settings(apiary::images::ImageSettings::load(Some(f), &state_dir)?);
             }
             reconcile(&m);
+            // Start-up (the store's schema, a restore) allocated on this thread and freed most
+            // of it; give the free pages back instead of keeping them for the daemon's life.
+            // SAFETY: malloc_trim only releases free memory of the allocator's own.
+            #[cfg(target_env = "gnu")]
+            unsafe {
+                libc::malloc_trim(0);
+            }
             Ok(m)
         })
         .await
