@@ -413,3 +413,79 @@ fn a_usdt_link_comes_back_after_bpffs_is_wiped() {
     assert_eq!(a.counter(&stats, 0), 3);
     assert_eq!(a.counter(&stats, 2), 3003);
 }
+
+/// The restore runs on several threads; programs that share maps (pinned by name, or borrowed
+/// from a map owner) are restored one after another so they come back sharing one map, while
+/// unrelated programs restore beside them.
+#[test]
+fn programs_sharing_maps_come_back_sharing_them_after_a_parallel_restore() {
+    if !privileged() {
+        return;
+    }
+    let a = Apiary::new();
+    let by_name = fixture("pin_by_name");
+    let minimal = fixture("minimal");
+    let mut sharing = Vec::new();
+    for _ in 0..3 {
+        sharing.push(a.load_one(&["--path", by_name.to_str().unwrap()]));
+    }
+    let owner = a.load_one(&["--path", minimal.to_str().unwrap()]);
+    let borrower = a.load_one(&[
+        "--path",
+        minimal.to_str().unwrap(),
+        "--map-owner-id",
+        &owner.to_string(),
+    ]);
+    // Unrelated programs, so that the groups above restore beside others.
+    let mut alone = Vec::new();
+    for _ in 0..6 {
+        alone.push(a.load_one(&["--path", minimal.to_str().unwrap()]));
+    }
+    for p in sharing.iter().chain([&owner, &borrower]).chain(&alone) {
+        a.attach(
+            *p,
+            &["tracepoint", "--tracepoint", "syscalls/sys_enter_getppid"],
+        );
+    }
+
+    std::fs::remove_dir_all(&a.bpffs).unwrap();
+    let report = a.json(&["reconcile"]);
+    assert_eq!(
+        report["restored_programs"].as_array().map(Vec::len),
+        Some(11),
+        "{report}"
+    );
+    assert_eq!(report["failures"], serde_json::json!([]), "{report}");
+
+    let map_id = |p: i64, name: &str| -> serde_json::Value {
+        a.json(&["get", "program", &p.to_string()])["maps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("program {p} has no map {name}"))["kernel_id"]
+            .clone()
+    };
+    let shared = map_id(sharing[0], "shared_calls");
+    for p in &sharing[1..] {
+        assert_eq!(
+            map_id(*p, "shared_calls"),
+            shared,
+            "program {p} shares by name"
+        );
+    }
+    assert_eq!(
+        map_id(owner, "counts"),
+        map_id(borrower, "counts"),
+        "the borrower uses its owner's map again"
+    );
+    // And they run, counting into the shared maps.
+    getppid_calls(10);
+    let by_name_count = a.counter(&format!("{}:shared_calls", sharing[0]), 0);
+    assert!(
+        by_name_count >= 30,
+        "three programs count into one map: {by_name_count}"
+    );
+    let owned = a.counter(&format!("{owner}:counts"), 0);
+    assert!(owned >= 10, "owner and borrower count: {owned}");
+}
