@@ -208,6 +208,40 @@ fn one_liner_through_the_daemon() {
     one_liner_counts_and_ctrl_c_prints_maps(Some(&d.endpoint()));
 }
 
+/// A daemon told to stop (SIGTERM) ends a running trace as Ctrl-C would, and waits for it: the
+/// client still gets the maps bpftrace prints at the end, and the exit.
+#[test]
+fn a_daemon_stopping_lets_a_running_trace_print_its_maps() {
+    if !privileged() || !have_bpftrace() {
+        return;
+    }
+    let a = Apiary::new();
+    let mut d = Daemon::start(a.state.path(), &a.bpffs, &DaemonOpts::default());
+    let (_dir, cat, comm) = unique_cat();
+    let script = format!(
+        "BEGIN {{ printf(\"ready\\n\"); }} tracepoint:syscalls:sys_enter_openat /comm == \"{comm}\"/ {{ @opens[comm] = count(); }}"
+    );
+    let t = start(&a, Some(&d.endpoint()), &["-e", &script]);
+    t.wait_out("ready", |l| l == "ready");
+    run_cat(&cat, 3);
+    assert!(
+        d.terminate(15),
+        "the daemon stops gracefully: {}",
+        d.log_text()
+    );
+    let (_, out, err) = t.finish();
+    let line = out
+        .iter()
+        .find(|l| l.starts_with(&format!("@opens[{comm}]: ")))
+        .unwrap_or_else(|| panic!("the map printed before the daemon exited: {out:?} {err:?}"));
+    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 3, "{line}");
+    assert!(
+        err.iter().any(|l| l.starts_with("stopped: ")),
+        "the client is told the trace stopped: {err:?}"
+    );
+}
+
 #[test]
 fn duration_ends_a_trace_through_the_daemon_and_maps_print() {
     if !privileged() || !have_bpftrace() {

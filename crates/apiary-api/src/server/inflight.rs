@@ -20,7 +20,8 @@ struct Counter {
     idle: Notify,
 }
 
-struct Guard(InFlight);
+/// One request (or one running trace) in flight until dropped.
+pub struct Guard(InFlight);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -31,7 +32,7 @@ impl Drop for Guard {
 }
 
 impl InFlight {
-    fn enter(&self) -> Guard {
+    pub fn enter(&self) -> Guard {
         self.0.n.fetch_add(1, Ordering::SeqCst);
         Guard(self.clone())
     }

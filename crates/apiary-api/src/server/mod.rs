@@ -316,11 +316,15 @@ async fn serve_on(
         ),
         inflight: inflight.clone(),
     };
-    let tracer = crate::pb::tracer_server::TracerServer::new(trace::TracerService::new(
-        stop_rx.clone(),
-        manager.clone(),
-    ))
-    .max_decoding_message_size(cfg.max_message_size);
+    let tracer = inflight::Tracked {
+        inner: crate::pb::tracer_server::TracerServer::new(trace::TracerService::new(
+            stop_rx.clone(),
+            inflight.clone(),
+            manager.clone(),
+        ))
+        .max_decoding_message_size(cfg.max_message_size),
+        inflight: inflight.clone(),
+    };
     let stopped = |mut rx: watch::Receiver<bool>| async move { until_stopped(&mut rx).await };
 
     let mut tasks = tokio::task::JoinSet::new();

@@ -20,6 +20,10 @@ pub const MAX_RUNNING: usize = 32;
 
 pub struct TracerService {
     shutdown: watch::Receiver<bool>,
+    /// Each running trace counts as a request in flight until its last output is sent, so that
+    /// a daemon's shutdown (which stops the trace, as Ctrl-C would) waits for the maps bpftrace
+    /// prints at the end.
+    inflight: super::inflight::InFlight,
     /// For the image settings (registries, signature policy) images are pulled with.
     manager: Arc<apiary::Manager>,
     running: Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>,
@@ -27,9 +31,14 @@ pub struct TracerService {
 }
 
 impl TracerService {
-    pub fn new(shutdown: watch::Receiver<bool>, manager: Arc<apiary::Manager>) -> TracerService {
+    pub(super) fn new(
+        shutdown: watch::Receiver<bool>,
+        inflight: super::inflight::InFlight,
+        manager: Arc<apiary::Manager>,
+    ) -> TracerService {
         TracerService {
             shutdown,
+            inflight,
             manager,
             running: Arc::default(),
             next: AtomicU64::new(1),
@@ -181,6 +190,7 @@ impl pb::tracer_server::Tracer for TracerService {
         let (tx, rx) = mpsc::channel(BUFFERED);
         let shutdown = self.shutdown.clone();
         let running = self.running.clone();
+        let in_flight = self.inflight.enter();
         tracing::info!(id, "trace started");
         let started = pb::TraceOutput {
             kind: Some(pb::trace_output::Kind::Started(pb::TraceStarted { id })),
@@ -204,6 +214,7 @@ impl pb::tracer_server::Tracer for TracerService {
                     m.remove(&id);
                 }
                 tracing::info!(id, "trace ended");
+                drop(in_flight);
             })
             .map_err(|e| Status::internal(format!("cannot start a trace thread: {e}")))?;
         Ok(Response::new(ReceiverStream::new(rx)))
