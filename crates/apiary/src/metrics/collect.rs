@@ -10,6 +10,7 @@ use apiary_kernel::{maps, sys};
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 
 /// A map's entries beyond this are not read (a scrape must stay cheap and bounded).
 pub const MAX_ENTRIES: usize = 100_000;
@@ -19,8 +20,10 @@ const MAX_SLOTS: usize = 64;
 struct Source {
     decl: MapDecl,
     fd: OwnedFd,
-    /// The map's BTF and key/value type ids, read once.
-    btf: Option<(Btf, u32, u32)>,
+    /// What the kernel says of the map (type, sizes: fixed for its life), read once.
+    info: sys::MapInfo,
+    /// The map's BTF (shared by the maps of one object, parsed once) and key/value type ids.
+    btf: Option<(Arc<Btf>, u32, u32)>,
 }
 
 /// Declared maps, each with its own descriptor, ready to be read from any thread.
@@ -39,6 +42,7 @@ impl Collector {
         labels: Vec<(String, String)>,
     ) -> Result<Collector, MetricsError> {
         let mut sources = Vec::new();
+        let mut parsed: HashMap<u32, Option<Arc<Btf>>> = HashMap::new();
         for m in &decls.maps {
             let fd = fd_of(&m.map).ok_or_else(|| MetricsError::NoSuchMap { map: m.map.clone() })?;
             let info = sys::map_info(fd.as_fd()).map_err(|e| MetricsError::Kernel {
@@ -46,9 +50,15 @@ impl Collector {
                 reason: e.to_string(),
             })?;
             let btf = if info.btf_id != 0 && info.btf_value_type_id != 0 {
-                sys::btf_raw_by_id(info.btf_id)
-                    .ok()
-                    .and_then(|raw| Btf::parse(&raw).ok())
+                parsed
+                    .entry(info.btf_id)
+                    .or_insert_with(|| {
+                        sys::btf_raw_by_id(info.btf_id)
+                            .ok()
+                            .and_then(|raw| Btf::parse(&raw).ok())
+                            .map(Arc::new)
+                    })
+                    .clone()
                     .map(|b| (b, info.btf_key_type_id, info.btf_value_type_id))
             } else {
                 None
@@ -56,6 +66,7 @@ impl Collector {
             sources.push(Source {
                 decl: m.clone(),
                 fd,
+                info,
                 btf,
             });
         }
@@ -82,12 +93,9 @@ impl Collector {
 
     fn collect_map(&self, s: &Source) -> Result<Vec<Family>, MetricsError> {
         let map = &s.decl.map;
-        let info = sys::map_info(s.fd.as_fd()).map_err(|e| MetricsError::Kernel {
-            map: map.clone(),
-            reason: e.to_string(),
-        })?;
+        let info = &s.info;
         let entries =
-            maps::dump(s.fd.as_fd(), &info, MAX_ENTRIES).map_err(|e| MetricsError::Kernel {
+            maps::dump(s.fd.as_fd(), info, MAX_ENTRIES).map_err(|e| MetricsError::Kernel {
                 map: map.clone(),
                 reason: e.to_string(),
             })?;

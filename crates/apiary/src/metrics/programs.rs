@@ -36,25 +36,29 @@ pub fn program_families(
         // Every map of the program's load (the store links them all to each of its programs),
         // not only those its own instructions use: a tool's histogram may be filled by another
         // program of the object. Maps the store does not know: the kernel's list.
-        let mut map_ids: Vec<u32> = maps
+        // (kernel id, name) of the maps to look in: the store's names, or the kernel's (cut to
+        // its 15 bytes) for a program whose maps the store does not list. A declared map is
+        // opened only when found here.
+        let mut candidates: Vec<(u32, String)> = maps
             .iter()
             .filter(|m| m.used_by.contains(&id))
-            .map(|m| m.kernel_id)
+            .map(|m| (m.kernel_id, m.name.clone()))
             .collect();
-        if map_ids.is_empty() {
+        if candidates.is_empty() {
             match sys::prog_fd_by_id(p.kernel_id).and_then(|fd| sys::prog_info(fd.as_fd())) {
-                Ok(i) => map_ids = i.map_ids,
+                Ok(i) => {
+                    candidates = i
+                        .map_ids
+                        .into_iter()
+                        .filter_map(|mid| {
+                            let fd = sys::map_fd_by_id(mid).ok()?;
+                            Some((mid, sys::map_info(fd.as_fd()).ok()?.name))
+                        })
+                        .collect()
+                }
                 Err(e) => {
                     notes.push(format!("program {id}: {e}"));
                     continue;
-                }
-            }
-        }
-        let mut opened = Vec::new();
-        for mid in map_ids {
-            if let Ok(fd) = sys::map_fd_by_id(mid) {
-                if let Ok(info) = sys::map_info(fd.as_fd()) {
-                    opened.push((mid, info.name, fd));
                 }
             }
         }
@@ -63,8 +67,11 @@ pub fn program_families(
             &decls,
             |name| {
                 let short: String = name.chars().take(KERNEL_NAME_LEN).collect();
-                let i = opened.iter().position(|(_, n, _)| *n == short)?;
-                let (mid, _, fd) = opened.swap_remove(i);
+                let i = candidates
+                    .iter()
+                    .position(|(_, n)| *n == name || *n == short)?;
+                let (mid, _) = candidates.swap_remove(i);
+                let fd = sys::map_fd_by_id(mid).ok()?;
                 used.push(mid);
                 Some(fd)
             },
