@@ -59,10 +59,10 @@ fn load_threads() -> usize {
     threads_or(std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Threads attaching links again. An attach mostly sleeps in the kernel (perf_event_open of a
-/// syscall tracepoint waits about 5 ms on this 6.18 kernel), and concurrent attaches overlap
-/// their waits: measured, 1,000 tracepoint links take 2.1–2.3 s on one thread and a fifth of
-/// that on 16, on 2 CPUs.
+/// Threads attaching links again. An attach mostly waits in the kernel (perf_event_open of a
+/// syscall tracepoint sleeps on a mutex and on other CPUs), and concurrent attaches overlap
+/// their waits: measured on 2 CPUs (Linux 6.18), 1,000 tracepoint links take 1.3–1.6 s on one
+/// thread and 0.7–0.9 s on 16.
 fn attach_threads() -> usize {
     threads_or(16)
 }
