@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 
 ensure_packages
 ensure_mounts
+# bpffs directories of test processes that were killed before their clean-up (named
+# apiary-test-PIDxN): their pins keep programs in the kernel; the test process is gone.
+for d in /sys/fs/bpf/apiary-test-*; do
+    [ -d "$d" ] || continue
+    pid=${d#/sys/fs/bpf/apiary-test-}
+    pid=${pid%%x*}
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+        as_root rm -rf "$d"
+    fi
+done
 ensure_cargo
 ensure_clients
 sh scripts/web-tests.sh >/dev/null  # chromium and playwright-core for tests/web.rs
