@@ -11,7 +11,7 @@ use crate::manager::Manager;
 use crate::pipeline::{global_patches, is_internal_map, recorded_object_name};
 use apiary_core::{ChainId, LinkId, ProgramId};
 use apiary_kernel::{self as kernel, sys, AttachContext, Attachment, PinSet, TcFilter};
-use apiary_store::{self as store, LinkRecord, ProgramRecord};
+use apiary_store::{self as store, LinkRecord, MapRecord, ProgramRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
@@ -76,6 +76,9 @@ fn threads_or(default: usize) -> usize {
         .clamp(1, 64)
 }
 
+/// A program the kernel lost, with its maps' records.
+type Lost<'p> = (&'p ProgramRecord, Vec<MapRecord>);
+
 fn alive(path: &Path) -> bool {
     sys::obj_get(path).is_ok()
 }
@@ -99,14 +102,15 @@ impl Manager {
         let mut lost = Vec::new();
         for (done, p) in programs.iter().enumerate() {
             progress(done, programs.len());
+            let maps = store::maps_of_program(self.store().read(), p.id)?;
             if !alive(&self.paths.program(p.id)) {
-                lost.push(p);
+                lost.push((p, maps));
                 continue;
             }
             report.programs_ok += 1;
             // Its maps live as long as it does; a pin missing beside a live program is made
             // again from the kernel's map.
-            for m in store::maps_of_program(self.store().read(), p.id)? {
+            for m in maps {
                 let path = self.map_path(&m);
                 if alive(&path) {
                     continue;
@@ -127,7 +131,7 @@ impl Manager {
             }
         }
         crate::timing::mark("check programs");
-        let groups = self.sharing_groups(&lost)?;
+        let groups = self.sharing_groups(lost);
         let mut done = report.programs_ok;
         let outcomes = self.in_parallel(
             load_threads(),
@@ -135,7 +139,7 @@ impl Manager {
             &|loader, group| {
                 group
                     .iter()
-                    .map(|p| (*p, self.restore_program(loader, p)))
+                    .map(|(p, maps)| (*p, self.restore_program(loader, p, maps)))
                     .collect::<Vec<_>>()
             },
             &mut |r| {
@@ -211,10 +215,7 @@ impl Manager {
     /// The lost programs in groups that must be restored one after another, in id order: those
     /// sharing a map pin (a program borrowing another's maps, maps pinned by name), because the
     /// first one restored pins the map the others then reuse. Groups are independent.
-    fn sharing_groups<'p>(
-        &self,
-        lost: &[&'p ProgramRecord],
-    ) -> Result<Vec<Vec<&'p ProgramRecord>>> {
+    fn sharing_groups<'p>(&self, lost: Vec<Lost<'p>>) -> Vec<Vec<Lost<'p>>> {
         let mut group_of_pin: HashMap<PathBuf, usize> = HashMap::new();
         // Union-find over the lost programs' indexes.
         let mut parent: Vec<usize> = (0..lost.len()).collect();
@@ -225,9 +226,9 @@ impl Manager {
             }
             i
         }
-        for (i, p) in lost.iter().enumerate() {
-            for m in store::maps_of_program(self.store().read(), p.id)? {
-                match group_of_pin.entry(self.map_path(&m)) {
+        for (i, (_, maps)) in lost.iter().enumerate() {
+            for m in maps {
+                match group_of_pin.entry(self.map_path(m)) {
                     std::collections::hash_map::Entry::Occupied(e) => {
                         let (a, b) = (root(&mut parent, *e.get()), root(&mut parent, i));
                         parent[a.max(b)] = a.min(b);
@@ -238,9 +239,9 @@ impl Manager {
                 }
             }
         }
-        let mut groups: Vec<Vec<&ProgramRecord>> = Vec::new();
+        let mut groups: Vec<Vec<Lost>> = Vec::new();
         let mut index: HashMap<usize, usize> = HashMap::new();
-        for (i, p) in lost.iter().enumerate() {
+        for (i, p) in lost.into_iter().enumerate() {
             let r = root(&mut parent, i);
             let g = *index.entry(r).or_insert_with(|| {
                 groups.push(Vec::new());
@@ -248,7 +249,7 @@ impl Manager {
             });
             groups[g].push(p);
         }
-        Ok(groups)
+        groups
     }
 
     /// `work` over `items` on up to `threads` threads, results in the items' order, `progress`
@@ -307,10 +308,14 @@ impl Manager {
 
     /// Load a recorded program again from its stored object, with its recorded globals, reusing
     /// whatever maps are still pinned, and pin it where it was.
-    fn restore_program(&self, loader: &kernel::Loader, p: &ProgramRecord) -> Result<()> {
+    fn restore_program(
+        &self,
+        loader: &kernel::Loader,
+        p: &ProgramRecord,
+        maps: &[MapRecord],
+    ) -> Result<()> {
         let bytes = store::get_object(self.store().read(), &p.object_sha256)?
             .ok_or_else(|| Error::Internal(format!("the store lost object {}", p.object_sha256)))?;
-        let maps = store::maps_of_program(self.store().read(), p.id)?;
         let reuse: Vec<(String, PathBuf)> = maps
             .iter()
             .map(|m| (m.name.clone(), self.map_path(m)))
@@ -328,7 +333,7 @@ impl Manager {
                 }],
                 globals,
                 reuse_maps: reuse.clone(),
-                object_name: recorded_object_name(&maps),
+                object_name: recorded_object_name(maps),
                 core_btf: None,
             },
         )?;
