@@ -188,8 +188,6 @@ fn hook_label(c: &ChainView) -> String {
     }
 }
 
-/// The exposition text. Collection failures become comment lines and an error gauge rather
-/// than a failed scrape: the rest is still worth having.
 /// The families the programs' metric declarations name (for `/metrics` and the OTLP push), and
 /// what could not be read; the maps are listed only when a program declares any. `taken`: names
 /// the caller's own families hold.
@@ -209,6 +207,8 @@ pub(crate) fn declared(
     apiary::metrics::program_families(programs, &maps, taken)
 }
 
+/// The exposition text. Collection failures become comment lines and an error gauge rather
+/// than a failed scrape: the rest is still worth having.
 pub fn render(manager: &Manager, stats_held: bool) -> String {
     let mut errors = 0u64;
     let mut notes = String::new();

@@ -33,11 +33,10 @@ pub fn program_families(
                 continue;
             }
         };
-        // Every map of the program's load (the store links them all to each of its programs),
-        // not only those its own instructions use: a tool's histogram may be filled by another
-        // program of the object. Maps the store does not know: the kernel's list.
-        // (kernel id, name) of the maps to look in: the store's names, or the kernel's (cut to
-        // its 15 bytes) for a program whose maps the store does not list. A declared map is
+        // (kernel id, name) of every map of the program's load (the store links them all to
+        // each of its programs), not only those its own instructions use: a tool's histogram
+        // may be filled by another program of the object. For a program whose maps the store
+        // does not list, the kernel's list and names (cut to 15 bytes). A declared map is
         // opened only when found here.
         let mut candidates: Vec<(u32, String)> = maps
             .iter()
