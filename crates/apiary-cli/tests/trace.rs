@@ -150,14 +150,29 @@ fn run_cat(path: &std::path::Path, times: usize) {
     }
 }
 
+/// A one-liner counting openat() by process name `comm`; BEGIN prints "ready" once every probe
+/// is attached.
+fn opens_script(comm: &str) -> String {
+    format!(
+        "BEGIN {{ printf(\"ready\\n\"); }} tracepoint:syscalls:sys_enter_openat /comm == \"{comm}\"/ {{ @opens[comm] = count(); }}"
+    )
+}
+
+/// The count on `opens_script`'s map line, which must be in `out` (printed `when`).
+fn opens_counted(out: &[String], err: &[String], comm: &str, when: &str) -> u64 {
+    let line = out
+        .iter()
+        .find(|l| l.starts_with(&format!("@opens[{comm}]: ")))
+        .unwrap_or_else(|| panic!("the map printed {when}: {out:?} {err:?}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 /// The one-liner counts openat() by the test's own process name; BEGIN prints once every probe
 /// is attached. Ctrl-C to the CLI stops it, and the map still arrives.
 fn one_liner_counts_and_ctrl_c_prints_maps(endpoint: Option<&str>) {
     let a = Apiary::new();
     let (_dir, cat, comm) = unique_cat();
-    let script = format!(
-        "BEGIN {{ printf(\"ready\\n\"); }} tracepoint:syscalls:sys_enter_openat /comm == \"{comm}\"/ {{ @opens[comm] = count(); }}"
-    );
+    let script = opens_script(&comm);
     // Programs of this name that exist already belong to someone else.
     let before = progs_named("sys_enter_opena");
     let t = start(&a, endpoint, &["-e", &script]);
@@ -171,12 +186,8 @@ fn one_liner_counts_and_ctrl_c_prints_maps(endpoint: Option<&str>) {
     t.interrupt();
     let (status, out, err) = t.finish();
     assert!(status.success(), "exit 0 on Ctrl-C: {out:?} {err:?}");
-    let line = out
-        .iter()
-        .find(|l| l.starts_with(&format!("@opens[{comm}]: ")))
-        .unwrap_or_else(|| panic!("the map printed after Ctrl-C: {out:?} {err:?}"));
-    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(n >= 3, "at least one openat per run of the copy: {line}");
+    let n = opens_counted(&out, &err, &comm, "after Ctrl-C");
+    assert!(n >= 3, "at least one openat per run of the copy: {n}");
     assert!(
         err.iter().any(|l| l.starts_with("stopped: exit status 0")),
         "{err:?}"
@@ -218,9 +229,7 @@ fn a_daemon_stopping_lets_a_running_trace_print_its_maps() {
     let a = Apiary::new();
     let mut d = Daemon::start(a.state.path(), &a.bpffs, &DaemonOpts::default());
     let (_dir, cat, comm) = unique_cat();
-    let script = format!(
-        "BEGIN {{ printf(\"ready\\n\"); }} tracepoint:syscalls:sys_enter_openat /comm == \"{comm}\"/ {{ @opens[comm] = count(); }}"
-    );
+    let script = opens_script(&comm);
     let t = start(&a, Some(&d.endpoint()), &["-e", &script]);
     t.wait_out("ready", |l| l == "ready");
     run_cat(&cat, 3);
@@ -230,12 +239,8 @@ fn a_daemon_stopping_lets_a_running_trace_print_its_maps() {
         d.log_text()
     );
     let (_, out, err) = t.finish();
-    let line = out
-        .iter()
-        .find(|l| l.starts_with(&format!("@opens[{comm}]: ")))
-        .unwrap_or_else(|| panic!("the map printed before the daemon exited: {out:?} {err:?}"));
-    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(n >= 3, "{line}");
+    let n = opens_counted(&out, &err, &comm, "before the daemon exited");
+    assert!(n >= 3, "{n}");
     assert!(
         err.iter().any(|l| l.starts_with("stopped: ")),
         "the client is told the trace stopped: {err:?}"
@@ -659,9 +664,7 @@ fn job_on_one_node_only_then_logs_and_delete() {
     let a = SimNode::new(&k, &pki, &[]);
     let b = SimNode::new(&k, &pki, &[]);
     let (_dir, cat, comm) = unique_cat();
-    let script = format!(
-        "BEGIN {{ printf(\"ready\\n\"); }} tracepoint:syscalls:sys_enter_openat /comm == \"{comm}\"/ {{ @opens[comm] = count(); }}"
-    );
+    let script = opens_script(&comm);
     let before = progs_named("sys_enter_opena");
     let target = format!("node/{}", a.name);
     let t = start_job_cmd(&k, &pki, &["run", &target, "-e", &script]);
