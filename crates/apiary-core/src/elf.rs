@@ -395,10 +395,9 @@ pub(crate) fn aligned<'a>(bytes: &'a [u8], storage: &'a mut Vec<u8>) -> &'a [u8]
     &storage[off..off + bytes.len()]
 }
 
-/// Checks the identification bytes before handing the file to the ELF parser, so the common
-/// mistakes (a text file, an x86 binary) get specific errors instead of a parser message.
-/// Whether `bytes` (at least the first 20 of a file) start a little-endian ELF64 for BPF: what a
-/// client checks before it sends a whole file to a daemon.
+/// Whether `bytes` (at least the first 20 of a file) start a little-endian ELF64 for BPF. Checked
+/// before the ELF parser runs, so the common mistakes (a text file, an x86 binary) get specific
+/// errors instead of a parser message, and by a client before it sends a file to a daemon.
 pub fn check_ident(bytes: &[u8]) -> Result<(), ElfError> {
     if bytes.get(..4) != Some(b"\x7fELF".as_slice()) {
         return Err(ElfError::NotElf);
